@@ -1,0 +1,37 @@
+"""
+memux: many reliable, ordered, bidirectional message channels over one
+byte stream (TCP, TLS, UNIX, Multipath TCP), for Twisted.
+"""
+
+from memux._wire import ErrorCode, ProtocolError, Settings
+from memux.error import ChannelRefused, ChannelReset, SessionLost
+from memux.interfaces import IChunkReceiver, IMessageReceiver
+from memux.protocol import (
+    ChannelAddress,
+    ChannelEndpoint,
+    ChannelRequest,
+    ChannelTransport,
+    MemuxProtocol,
+    MultiplexingFactory,
+    connectSession,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ChannelAddress",
+    "ChannelEndpoint",
+    "ChannelRefused",
+    "ChannelRequest",
+    "ChannelReset",
+    "ChannelTransport",
+    "ErrorCode",
+    "IChunkReceiver",
+    "IMessageReceiver",
+    "MemuxProtocol",
+    "MultiplexingFactory",
+    "ProtocolError",
+    "SessionLost",
+    "Settings",
+    "connectSession",
+]

@@ -1,0 +1,775 @@
+# -*- test-case-name: memux.test.test_wire -*-
+"""
+The memux wire format: varints, the preface, frames and an incremental decoder.
+
+Pure functions and plain data, no Twisted and no I/O.  Everything here is
+normative in ``doc/spec.rst``; the section names in comments refer to it.
+
+Every frame is ``type-byte | channel (varint) | length (varint) | payload``.
+The type byte holds the frame type in its high nibble and four flag bits in
+its low nibble, so the flags that matter on the hot path (end of message,
+half-close, open) cost no extra byte.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Union
+
+__all__ = [
+    "MAGIC",
+    "VERSION",
+    "ErrorCode",
+    "FrameType",
+    "ProtocolError",
+    "Settings",
+    "Preface",
+    "DataFrame",
+    "OpenFrame",
+    "CreditFrame",
+    "ResetFrame",
+    "PingFrame",
+    "GoAwayFrame",
+    "ChannelCreditFrame",
+    "DropFrame",
+    "UnknownFrame",
+    "Frame",
+    "FrameDecoder",
+    "encodeVarint",
+    "decodeVarint",
+    "encodePreface",
+]
+
+#: The first eight bytes each side sends (spec: "Preface").  The leading
+#: 0x89 is not ASCII (so not an HTTP/1 method, "PRI" of HTTP/2 or "SSH-")
+#: and not 0x16 (a TLS handshake record); CR LF, 0x1A, LF detect newline
+#: translation, as in PNG.
+MAGIC = b"\x89MUX\r\n\x1a\n"
+
+#: The protocol version this module speaks.
+VERSION = 1
+
+#: Largest value a varint may carry: 2**63 - 1, nine bytes of seven bits.
+MAX_VARINT = (1 << 63) - 1
+
+#: Largest settings block a preface may carry, in bytes.
+MAX_SETTINGS_BLOCK = 1024
+
+#: Largest PING payload, in bytes.
+MAX_PING_PAYLOAD = 64
+
+#: Largest service name and destination host, in bytes.
+MAX_NAME_LENGTH = 255
+
+
+class ErrorCode(IntEnum):
+    """
+    Error codes carried by RESET and GOAWAY frames (spec: "Error codes").
+    """
+
+    NO_ERROR = 0x0
+    PROTOCOL_ERROR = 0x1
+    INTERNAL_ERROR = 0x2
+    FLOW_CONTROL_ERROR = 0x3
+    CHANNEL_LIMIT_ERROR = 0x4
+    FRAME_SIZE_ERROR = 0x5
+    REFUSED = 0x6
+    CANCEL = 0x7
+    MESSAGE_TOO_LARGE = 0x8
+    UNSUPPORTED_VERSION = 0x9
+    EXCESSIVE_LOAD = 0xA
+    SETTINGS_ERROR = 0xB
+    IDLE_TIMEOUT = 0xC
+    CONNECT_ERROR = 0xD
+
+
+def describeCode(code: int) -> str:
+    """
+    Return the name of an error code, or ``UNKNOWN(0x..)`` for codes this
+    version does not define (receivers must accept those).
+    """
+    try:
+        return ErrorCode(code).name
+    except ValueError:
+        return f"UNKNOWN(0x{code:x})"
+
+
+class FrameType(IntEnum):
+    """
+    Frame types: the high nibble of the type byte (spec: "Frames").
+    Types 0x8 to 0xF are reserved; receivers ignore frames of those types.
+    """
+
+    DATA = 0x0
+    OPEN = 0x1
+    CREDIT = 0x2
+    RESET = 0x3
+    PING = 0x4
+    GOAWAY = 0x5
+    CHANNELS = 0x6
+    DROP = 0x7
+
+
+# Flag bits, the low nibble of the type byte.
+DATA_END = 0x1  #: this chunk ends a message
+DATA_FIN = 0x2  #: the sender sends nothing more on this channel
+DATA_OPEN = 0x4  #: this frame opens the channel for the default service
+OPEN_METADATA = 0x1  #: the OPEN payload carries metadata
+OPEN_DESTINATION = 0x2  #: the OPEN payload carries a destination host/port
+OPEN_LOSSY = 0x4  #: the channel allows load shedding (DROP frames)
+PING_ACK = 0x1  #: this PING answers one from the peer
+
+
+class ProtocolError(Exception):
+    """
+    The peer broke the protocol.  ``code`` is the `ErrorCode` to send in
+    the GOAWAY (or RESET, for channel-level errors) that reports it.
+    """
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(code, message)
+        self.code = code
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.code.name}: {self.message}"
+
+
+# ---------------------------------------------------------------- varints
+
+
+def encodeVarint(value: int) -> bytes:
+    """
+    Encode a non-negative integer as an unsigned LEB128 varint: seven bits a
+    byte, least significant group first, high bit set on all but the last.
+    """
+    if value < 0x80:
+        if value < 0:
+            raise ValueError(f"varint must be non-negative, not {value}")
+        return bytes((value,))
+    if value > MAX_VARINT:
+        raise ValueError(f"varint must be at most 2**63-1, not {value}")
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def decodeVarint(buf: bytes | bytearray, pos: int = 0) -> tuple[int, int] | None:
+    """
+    Decode a varint from ``buf`` at ``pos``.
+
+    @return: C{(value, nextPos)}, or C{None} when ``buf`` ends before the
+        varint does.
+    @raise ProtocolError: the varint is longer than nine bytes or not in its
+        shortest form.
+    """
+    end = len(buf)
+    if pos < end and buf[pos] < 0x80:
+        return buf[pos], pos + 1
+    value = 0
+    shift = 0
+    i = pos
+    while i < end:
+        b = buf[i]
+        i += 1
+        value |= (b & 0x7F) << shift
+        if b < 0x80:
+            if b == 0:
+                raise ProtocolError(
+                    ErrorCode.PROTOCOL_ERROR, "varint not in its shortest form"
+                )
+            return value, i
+        if i - pos == 9:
+            raise ProtocolError(
+                ErrorCode.PROTOCOL_ERROR, "varint longer than nine bytes"
+            )
+        shift += 7
+    return None
+
+
+def _field(payload: bytes, pos: int, what: str) -> tuple[int, int]:
+    """
+    Decode a varint that must lie wholly inside a frame's payload.
+    """
+    r = decodeVarint(payload, pos)
+    if r is None:
+        raise ProtocolError(ErrorCode.PROTOCOL_ERROR, f"{what} runs past the frame")
+    return r
+
+
+def _bytesField(payload: bytes, pos: int, what: str, limit: int) -> tuple[bytes, int]:
+    """
+    Decode a length-prefixed byte string inside a frame's payload.
+    """
+    n, pos = _field(payload, pos, what + " length")
+    if n > limit:
+        raise ProtocolError(
+            ErrorCode.PROTOCOL_ERROR, f"{what} of {n} bytes exceeds {limit}"
+        )
+    if pos + n > len(payload):
+        raise ProtocolError(ErrorCode.PROTOCOL_ERROR, f"{what} runs past the frame")
+    return payload[pos : pos + n], pos + n
+
+
+def _utf8(raw: bytes, what: str) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError(
+            ErrorCode.PROTOCOL_ERROR, f"{what} is not valid UTF-8"
+        ) from None
+
+
+# ---------------------------------------------------------------- settings
+
+
+class SettingId(IntEnum):
+    """
+    Identifiers of the settings carried in the preface (spec: "Settings").
+    """
+
+    MAX_FRAME_SIZE = 0x1
+    INITIAL_CHANNEL_CREDIT = 0x2
+    INITIAL_SESSION_CREDIT = 0x3
+    INITIAL_MAX_CHANNELS = 0x4
+    MAX_MESSAGE_SIZE = 0x5
+
+
+#: Initial value, lower bound and upper bound of each setting.  Until a
+#: side has read its peer's preface it assumes the initial values, which is
+#: why no setting (but the advisory MAX_MESSAGE_SIZE) may go below them.
+SETTING_BOUNDS: dict[SettingId, tuple[int, int, int]] = {
+    SettingId.MAX_FRAME_SIZE: (16384, 16384, (1 << 24) - 1),
+    SettingId.INITIAL_CHANNEL_CREDIT: (65536, 65536, MAX_VARINT),
+    SettingId.INITIAL_SESSION_CREDIT: (262144, 262144, MAX_VARINT),
+    SettingId.INITIAL_MAX_CHANNELS: (100, 100, MAX_VARINT),
+    SettingId.MAX_MESSAGE_SIZE: (0, 0, MAX_VARINT),
+}
+
+_SETTING_ATTRS = {
+    SettingId.MAX_FRAME_SIZE: "maxFrameSize",
+    SettingId.INITIAL_CHANNEL_CREDIT: "initialChannelCredit",
+    SettingId.INITIAL_SESSION_CREDIT: "initialSessionCredit",
+    SettingId.INITIAL_MAX_CHANNELS: "initialMaxChannels",
+    SettingId.MAX_MESSAGE_SIZE: "maxMessageSize",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """
+    One side's session settings, fixed for the life of the session.  Each
+    limits what the *peer* may send to the side that announces it.
+
+    The defaults here are the protocol's initial values; `memux`'s own
+    defaults (larger) live in ``memux._engine.DEFAULT_SETTINGS``.
+    """
+
+    maxFrameSize: int = 16384
+    initialChannelCredit: int = 65536
+    initialSessionCredit: int = 262144
+    initialMaxChannels: int = 100
+    #: advisory: the largest message this side accepts; 0 means unstated
+    maxMessageSize: int = 0
+
+    def __post_init__(self) -> None:
+        for sid, attr in _SETTING_ATTRS.items():
+            value = getattr(self, attr)
+            _, low, high = SETTING_BOUNDS[sid]
+            if not isinstance(value, int) or not low <= value <= high:
+                raise ValueError(f"{attr} must be an integer in [{low}, {high}]")
+
+    def encode(self) -> bytes:
+        """
+        Encode as a settings block: pairs of varints (id, value), in id
+        order, omitting settings at their initial value.
+        """
+        out = bytearray()
+        for sid, attr in _SETTING_ATTRS.items():
+            value = getattr(self, attr)
+            if value != SETTING_BOUNDS[sid][0]:
+                out += encodeVarint(sid)
+                out += encodeVarint(value)
+        return bytes(out)
+
+    @classmethod
+    def decode(cls, block: bytes) -> Settings:
+        """
+        Decode a settings block; unknown ids are ignored, repeated ids and
+        out-of-range values are a `ProtocolError` (SETTINGS_ERROR).
+        """
+        values: dict[str, int] = {}
+        seen: set[int] = set()
+        pos = 0
+        while pos < len(block):
+            sid, pos = _field(block, pos, "setting id")
+            value, pos = _field(block, pos, "setting value")
+            if sid in seen:
+                raise ProtocolError(
+                    ErrorCode.SETTINGS_ERROR, f"setting 0x{sid:x} repeated"
+                )
+            seen.add(sid)
+            try:
+                known = SettingId(sid)
+            except ValueError:
+                continue
+            _, low, high = SETTING_BOUNDS[known]
+            if not low <= value <= high:
+                raise ProtocolError(
+                    ErrorCode.SETTINGS_ERROR,
+                    f"{known.name} = {value} outside [{low}, {high}]",
+                )
+            values[_SETTING_ATTRS[known]] = value
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Preface:
+    """
+    The peer's preface: the version it speaks and its settings.
+    """
+
+    version: int
+    settings: Settings
+
+
+def encodePreface(settings: Settings, version: int = VERSION) -> bytes:
+    """
+    Encode the preface: magic, version, settings block length, settings.
+    """
+    block = settings.encode()
+    return MAGIC + encodeVarint(version) + encodeVarint(len(block)) + block
+
+
+def _describeForeign(data: bytes) -> str:
+    """
+    Say what a stream that does not start with the memux magic looks like,
+    so that a misdirected client gets a useful error.
+    """
+    if data[:1] == b"\x16":
+        return "a TLS handshake (is the other side speaking TLS to a plain port?)"
+    if data.startswith(b"PRI * HTTP/2"):
+        return "an HTTP/2 preface"
+    if data.startswith(b"SSH-"):
+        return "an SSH banner"
+    head = data.split(b" ", 1)[0]
+    if head in (b"GET", b"POST", b"PUT", b"HEAD", b"DELETE", b"OPTIONS", b"CONNECT"):
+        return "an HTTP/1 request"
+    if head.startswith(b"HTTP/"):
+        return "an HTTP/1 response"
+    return f"bytes {data[:8]!r}"
+
+
+# ---------------------------------------------------------------- frames
+
+
+@dataclass(frozen=True, slots=True)
+class DataFrame:
+    """
+    A chunk of a message on a channel (spec: "DATA").
+    """
+
+    channel: int
+    data: bytes = b""
+    end: bool = False
+    fin: bool = False
+    open: bool = False
+
+    def encode(self) -> bytes:
+        flags = (
+            (DATA_END if self.end else 0)
+            | (DATA_FIN if self.fin else 0)
+            | (DATA_OPEN if self.open else 0)
+        )
+        return encodeDataHeader(self.channel, len(self.data), flags) + self.data
+
+
+def encodeDataHeader(channel: int, length: int, flags: int) -> bytes:
+    """
+    Encode the header of a DATA frame whose payload the caller sends after
+    it (the hot path: no payload copy).
+    """
+    if channel < 0x80 and length < 0x80:
+        return bytes((flags, channel, length))
+    return bytes((flags,)) + encodeVarint(channel) + encodeVarint(length)
+
+
+def _frame(ftype: int, flags: int, channel: int, payload: bytes) -> bytes:
+    return (
+        bytes(((ftype << 4) | flags,))
+        + encodeVarint(channel)
+        + encodeVarint(len(payload))
+        + payload
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class OpenFrame:
+    """
+    Open a channel for a named service (spec: "OPEN").
+    """
+
+    channel: int
+    service: bytes
+    metadata: bytes | None = None
+    destination: tuple[str, int] | None = None
+    lossy: bool = False
+
+    def encode(self) -> bytes:
+        if len(self.service) > MAX_NAME_LENGTH:
+            raise ValueError("service name longer than 255 bytes")
+        flags = OPEN_LOSSY if self.lossy else 0
+        payload = encodeVarint(len(self.service)) + self.service
+        if self.metadata is not None:
+            flags |= OPEN_METADATA
+            payload += encodeVarint(len(self.metadata)) + self.metadata
+        if self.destination is not None:
+            flags |= OPEN_DESTINATION
+            host, port = self.destination
+            rawHost = host.encode("utf-8")
+            if len(rawHost) > MAX_NAME_LENGTH or not 0 <= port <= 0xFFFF:
+                raise ValueError(f"bad destination {self.destination!r}")
+            payload += encodeVarint(len(rawHost)) + rawHost + encodeVarint(port)
+        return _frame(FrameType.OPEN, flags, self.channel, payload)
+
+
+@dataclass(frozen=True, slots=True)
+class CreditFrame:
+    """
+    Raise the limit on the data offset the peer may send to, on a channel
+    or (channel 0) on the whole session (spec: "CREDIT").
+    """
+
+    channel: int
+    limit: int
+
+    def encode(self) -> bytes:
+        return _frame(FrameType.CREDIT, 0, self.channel, encodeVarint(self.limit))
+
+
+@dataclass(frozen=True, slots=True)
+class ResetFrame:
+    """
+    Abort a channel in both directions, with a code and reason (spec:
+    "RESET").  Code REFUSED is a refusal: the channel was not processed.
+    """
+
+    channel: int
+    code: int
+    reason: str = ""
+
+    def encode(self) -> bytes:
+        payload = encodeVarint(self.code) + self.reason.encode("utf-8")
+        return _frame(FrameType.RESET, 0, self.channel, payload)
+
+
+@dataclass(frozen=True, slots=True)
+class PingFrame:
+    """
+    A liveness and round-trip probe, or (``ack``) its answer (spec: "PING").
+    """
+
+    payload: bytes = b""
+    ack: bool = False
+
+    def encode(self) -> bytes:
+        if len(self.payload) > MAX_PING_PAYLOAD:
+            raise ValueError("PING payload longer than 64 bytes")
+        return _frame(FrameType.PING, PING_ACK if self.ack else 0, 0, self.payload)
+
+
+@dataclass(frozen=True, slots=True)
+class GoAwayFrame:
+    """
+    The sender will process no channel the receiver opens above
+    ``lastChannel`` (spec: "GOAWAY").
+    """
+
+    lastChannel: int
+    code: int = ErrorCode.NO_ERROR
+    reason: str = ""
+
+    def encode(self) -> bytes:
+        payload = (
+            encodeVarint(self.lastChannel)
+            + encodeVarint(self.code)
+            + self.reason.encode("utf-8")
+        )
+        return _frame(FrameType.GOAWAY, 0, 0, payload)
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelCreditFrame:
+    """
+    Raise the cumulative number of channels the peer may open (spec:
+    "CHANNELS").
+    """
+
+    limit: int
+
+    def encode(self) -> bytes:
+        return _frame(FrameType.CHANNELS, 0, 0, encodeVarint(self.limit))
+
+
+@dataclass(frozen=True, slots=True)
+class DropFrame:
+    """
+    The sender discarded ``count`` whole messages on a lossy channel (spec:
+    "DROP").
+    """
+
+    channel: int
+    count: int
+
+    def encode(self) -> bytes:
+        return _frame(FrameType.DROP, 0, self.channel, encodeVarint(self.count))
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownFrame:
+    """
+    A frame of a reserved type, which receivers ignore.
+    """
+
+    type: int
+    flags: int
+    channel: int
+    payload: bytes = field(default=b"")
+
+    def encode(self) -> bytes:
+        return _frame(self.type, self.flags, self.channel, self.payload)
+
+
+Frame = Union[
+    DataFrame,
+    OpenFrame,
+    CreditFrame,
+    ResetFrame,
+    PingFrame,
+    GoAwayFrame,
+    ChannelCreditFrame,
+    DropFrame,
+    UnknownFrame,
+]
+
+
+def _needChannel(ftype: FrameType, channel: int) -> None:
+    if channel == 0:
+        raise ProtocolError(
+            ErrorCode.PROTOCOL_ERROR, f"{ftype.name} frame on channel 0"
+        )
+
+
+def _needSession(ftype: FrameType, channel: int) -> None:
+    if channel != 0:
+        raise ProtocolError(
+            ErrorCode.PROTOCOL_ERROR, f"{ftype.name} frame on channel {channel}"
+        )
+
+
+def _single(ftype: FrameType, payload: bytes) -> int:
+    """
+    Decode a payload that is exactly one varint.
+    """
+    value, pos = _field(payload, 0, ftype.name + " value")
+    if pos != len(payload):
+        raise ProtocolError(
+            ErrorCode.PROTOCOL_ERROR, f"{ftype.name} frame has trailing bytes"
+        )
+    return value
+
+
+def parseFrame(typeByte: int, channel: int, payload: bytes) -> Frame:
+    """
+    Build the frame object for a frame whose header has been read.
+
+    @raise ProtocolError: the payload is malformed for its type.
+    """
+    t = typeByte >> 4
+    flags = typeByte & 0x0F
+    if t == FrameType.DATA:
+        _needChannel(FrameType.DATA, channel)
+        return DataFrame(
+            channel,
+            payload,
+            bool(flags & DATA_END),
+            bool(flags & DATA_FIN),
+            bool(flags & DATA_OPEN),
+        )
+    if t == FrameType.CREDIT:
+        return CreditFrame(channel, _single(FrameType.CREDIT, payload))
+    if t == FrameType.OPEN:
+        _needChannel(FrameType.OPEN, channel)
+        service, pos = _bytesField(payload, 0, "service name", MAX_NAME_LENGTH)
+        metadata: bytes | None = None
+        destination: tuple[str, int] | None = None
+        if flags & OPEN_METADATA:
+            metadata, pos = _bytesField(payload, pos, "metadata", len(payload))
+        if flags & OPEN_DESTINATION:
+            rawHost, pos = _bytesField(payload, pos, "destination host", MAX_NAME_LENGTH)
+            port, pos = _field(payload, pos, "destination port")
+            if port > 0xFFFF:
+                raise ProtocolError(
+                    ErrorCode.PROTOCOL_ERROR, f"destination port {port} > 65535"
+                )
+            destination = (_utf8(rawHost, "destination host"), port)
+        if pos != len(payload):
+            raise ProtocolError(ErrorCode.PROTOCOL_ERROR, "OPEN frame has trailing bytes")
+        return OpenFrame(channel, service, metadata, destination, bool(flags & OPEN_LOSSY))
+    if t == FrameType.RESET:
+        _needChannel(FrameType.RESET, channel)
+        code, pos = _field(payload, 0, "RESET code")
+        return ResetFrame(channel, code, _utf8(payload[pos:], "RESET reason"))
+    if t == FrameType.PING:
+        _needSession(FrameType.PING, channel)
+        if len(payload) > MAX_PING_PAYLOAD:
+            raise ProtocolError(
+                ErrorCode.FRAME_SIZE_ERROR, f"PING payload of {len(payload)} bytes > 64"
+            )
+        return PingFrame(payload, bool(flags & PING_ACK))
+    if t == FrameType.GOAWAY:
+        _needSession(FrameType.GOAWAY, channel)
+        last, pos = _field(payload, 0, "GOAWAY last channel")
+        code, pos = _field(payload, pos, "GOAWAY code")
+        return GoAwayFrame(last, code, _utf8(payload[pos:], "GOAWAY reason"))
+    if t == FrameType.CHANNELS:
+        _needSession(FrameType.CHANNELS, channel)
+        return ChannelCreditFrame(_single(FrameType.CHANNELS, payload))
+    if t == FrameType.DROP:
+        _needChannel(FrameType.DROP, channel)
+        count = _single(FrameType.DROP, payload)
+        if count == 0:
+            raise ProtocolError(ErrorCode.PROTOCOL_ERROR, "DROP of zero messages")
+        return DropFrame(channel, count)
+    return UnknownFrame(t, flags, channel, payload)
+
+
+# ---------------------------------------------------------------- decoder
+
+
+class FrameDecoder:
+    """
+    Incremental decoder of one direction of a session: the preface, then
+    frames.  Input may be split at any byte.
+
+    `receive` returns the complete items (a `Preface` first, then frames)
+    and keeps any partial one for the next call.  Any malformed input raises
+    `ProtocolError`; after that the decoder must not be used again.
+
+    Memory held is bounded: at most one frame of ``maxFrameSize`` payload
+    plus its header, or one preface.
+    """
+
+    def __init__(self, maxFrameSize: int = SETTING_BOUNDS[SettingId.MAX_FRAME_SIZE][0]) -> None:
+        self.maxFrameSize = maxFrameSize
+        self._buffer = b""
+        self._prefaceDone = False
+
+    @property
+    def buffered(self) -> int:
+        """
+        How many bytes of a partial item are held.
+        """
+        return len(self._buffer)
+
+    def receive(self, data: bytes) -> list[Preface | Frame]:
+        """
+        Feed bytes; return the items they complete.
+        """
+        buf = self._buffer + data if self._buffer else data
+        out: list[Preface | Frame] = []
+        pos = 0
+        if not self._prefaceDone:
+            r = self._preface(buf)
+            if r is None:
+                self._buffer = bytes(buf)
+                return out
+            preface, pos = r
+            out.append(preface)
+            self._prefaceDone = True
+        end = len(buf)
+        maxSize = self.maxFrameSize
+        while pos < end:
+            start = pos
+            typeByte = buf[pos]
+            # Fast path: one-byte channel and length (small frames on the
+            # first 63 channels of each side).
+            if pos + 2 < end and buf[pos + 1] < 0x80 and buf[pos + 2] < 0x80:
+                channel = buf[pos + 1]
+                length = buf[pos + 2]
+                pos += 3
+            else:
+                r1 = decodeVarint(buf, pos + 1)
+                if r1 is None:
+                    break
+                channel, p = r1
+                r2 = decodeVarint(buf, p)
+                if r2 is None:
+                    break
+                length, pos = r2
+                if length > maxSize:
+                    raise ProtocolError(
+                        ErrorCode.FRAME_SIZE_ERROR,
+                        f"frame of {length} bytes exceeds the maximum of {maxSize}",
+                    )
+            if pos + length > end:
+                pos = start
+                break
+            payload = buf[pos : pos + length]
+            pos += length
+            if typeByte < 0x10:
+                # DATA: inline, it is the hot path.
+                if channel == 0:
+                    raise ProtocolError(
+                        ErrorCode.PROTOCOL_ERROR, "DATA frame on channel 0"
+                    )
+                out.append(
+                    DataFrame(
+                        channel,
+                        payload,
+                        bool(typeByte & DATA_END),
+                        bool(typeByte & DATA_FIN),
+                        bool(typeByte & DATA_OPEN),
+                    )
+                )
+            else:
+                out.append(parseFrame(typeByte, channel, payload))
+        self._buffer = buf[pos:] if pos < end else b""
+        return out
+
+    def _preface(self, buf: bytes) -> tuple[Preface, int] | None:
+        n = min(len(buf), len(MAGIC))
+        if buf[:n] != MAGIC[:n]:
+            raise ProtocolError(
+                ErrorCode.PROTOCOL_ERROR,
+                "not a memux peer: the stream starts with " + _describeForeign(buf),
+            )
+        if len(buf) < len(MAGIC):
+            return None
+        r = decodeVarint(buf, len(MAGIC))
+        if r is None:
+            return None
+        version, pos = r
+        if version < 1:
+            raise ProtocolError(
+                ErrorCode.UNSUPPORTED_VERSION, f"peer announces memux version {version}"
+            )
+        # A peer announcing a higher version falls back to ours (spec:
+        # "Versions"); the preface layout is the same in every version.
+        r = decodeVarint(buf, pos)
+        if r is None:
+            return None
+        blockLength, pos = r
+        if blockLength > MAX_SETTINGS_BLOCK:
+            raise ProtocolError(
+                ErrorCode.SETTINGS_ERROR,
+                f"settings block of {blockLength} bytes exceeds {MAX_SETTINGS_BLOCK}",
+            )
+        if pos + blockLength > len(buf):
+            return None
+        settings = Settings.decode(bytes(buf[pos : pos + blockLength]))
+        return Preface(version, settings), pos + blockLength
