@@ -1,0 +1,964 @@
+# -*- test-case-name: memux.test.test_engine -*-
+"""
+The memux session engine, sans I/O: bytes in, events out; commands in,
+bytes out.  It holds every protocol rule, every flow-control decision and
+the outbound scheduling, and knows nothing of Twisted, sockets or time.
+
+Drive it with `MemuxEngine.receiveData` (returns events) and
+`MemuxEngine.dataToSend` (returns bytes to write); commands such as
+`MemuxEngine.sendData` queue output; `MemuxEngine.popEvents` returns events
+that commands and `dataToSend` produced.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Union
+
+from memux._credit import CreditWindow
+from memux._wire import (
+    DATA_END,
+    DATA_FIN,
+    DATA_OPEN,
+    ChannelCreditFrame,
+    CreditFrame,
+    DataFrame,
+    DropFrame,
+    ErrorCode,
+    FrameDecoder,
+    GoAwayFrame,
+    OpenFrame,
+    PingFrame,
+    Preface,
+    ProtocolError,
+    ResetFrame,
+    Settings,
+    describeCode,
+    encodeDataHeader,
+    encodePreface,
+)
+
+__all__ = [
+    "SessionSettings",
+    "MemuxEngine",
+    "Event",
+    "PrefaceReceived",
+    "ChannelOpened",
+    "DataReceived",
+    "RemoteHalfClosed",
+    "LocalHalfClosed",
+    "ChannelClosed",
+    "ChannelReset",
+    "MessagesDropped",
+    "PingAcknowledged",
+    "GoAwayReceived",
+    "SessionTerminated",
+]
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """
+    One side's configuration of a session.  The first four are announced
+    to the peer in the preface and bound what it may send us.
+    """
+
+    #: largest frame payload we accept
+    maxFrameSize: int = 65536
+    #: credit window per channel: the most unconsumed bytes held per channel
+    channelCredit: int = 256 * 1024
+    #: credit window for the session: the most unconsumed bytes held in all
+    sessionCredit: int = 4 * 1024 * 1024
+    #: the most channels the peer may have open with us at once
+    maxChannels: int = 1024
+    #: the largest message delivered whole to an IMessageReceiver
+    maxMessageSize: int = 16 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        self.toWire()  # validates ranges
+        if self.maxMessageSize < 1:
+            raise ValueError("maxMessageSize must be positive")
+
+    def toWire(self) -> Settings:
+        """
+        The settings announced in our preface.
+        """
+        return Settings(
+            maxFrameSize=self.maxFrameSize,
+            initialChannelCredit=self.channelCredit,
+            initialSessionCredit=self.sessionCredit,
+            initialMaxChannels=self.maxChannels,
+            maxMessageSize=self.maxMessageSize,
+        )
+
+
+# ---------------------------------------------------------------- events
+
+
+@dataclass(frozen=True, slots=True)
+class PrefaceReceived:
+    """
+    The peer's preface arrived: from now on its settings are known.
+    """
+
+    settings: Settings
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelOpened:
+    """
+    The peer opened a channel.  Accept it by using it, or refuse it with
+    `MemuxEngine.refuseChannel`.
+    """
+
+    channel: int
+    service: bytes
+    metadata: bytes | None = None
+    destination: tuple[str, int] | None = None
+    lossy: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DataReceived:
+    """
+    A chunk arrived.  Report it consumed with `MemuxEngine.consumed` once
+    the application has taken it: that is what grants more credit.
+    """
+
+    channel: int
+    data: bytes
+    endMessage: bool = False
+
+    def __repr__(self) -> str:
+        return (
+            f"DataReceived(channel={self.channel}, {len(self.data)} bytes,"
+            f" endMessage={self.endMessage})"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteHalfClosed:
+    """
+    The peer will send nothing more on this channel (its FIN arrived).
+    """
+
+    channel: int
+
+
+@dataclass(frozen=True, slots=True)
+class LocalHalfClosed:
+    """
+    Our FIN on this channel has been handed out by `dataToSend`.
+    """
+
+    channel: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelClosed:
+    """
+    Both directions of the channel ended cleanly.
+    """
+
+    channel: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelReset:
+    """
+    The channel was reset: by the peer (``remote``), or by this side because
+    the peer broke a channel-level rule.  Code REFUSED means the peer never
+    processed the channel, so reopening it elsewhere is safe.
+    """
+
+    channel: int
+    code: int
+    reason: str
+    remote: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class MessagesDropped:
+    """
+    The peer discarded ``count`` whole messages on a lossy channel.
+    """
+
+    channel: int
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class PingAcknowledged:
+    """
+    The answer to one of our pings arrived.
+    """
+
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class GoAwayReceived:
+    """
+    The peer will process no channel we open above ``lastChannel``.
+    """
+
+    lastChannel: int
+    code: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class SessionTerminated:
+    """
+    The session is over: this side found the peer in breach of the protocol
+    (``remote`` false: a GOAWAY saying so is queued) or the peer sent a
+    GOAWAY with an error code (``remote`` true).  Write out what
+    `dataToSend` still returns, then close the connection.
+    """
+
+    code: int
+    reason: str
+    remote: bool
+
+
+Event = Union[
+    PrefaceReceived,
+    ChannelOpened,
+    DataReceived,
+    RemoteHalfClosed,
+    LocalHalfClosed,
+    ChannelClosed,
+    ChannelReset,
+    MessagesDropped,
+    PingAcknowledged,
+    GoAwayReceived,
+    SessionTerminated,
+]
+
+
+# ---------------------------------------------------------------- channels
+
+
+class _Channel:
+    """
+    Per-channel state: the send queue and credit, the receive credit.
+    """
+
+    __slots__ = (
+        "id",
+        "local",
+        "openPending",
+        "openFrame",
+        "lossy",
+        "queue",
+        "queued",
+        "finQueued",
+        "finSent",
+        "finReceived",
+        "sendOffset",
+        "sendLimit",
+        "recv",
+        "scheduled",
+        "midMessage",
+        "dropCount",
+    )
+
+    def __init__(self, cid: int, local: bool, sendLimit: int, window: int) -> None:
+        self.id = cid
+        self.local = local
+        self.openPending = False
+        # The OPEN frame to send (named service), or None for the default
+        # service, opened by the OPEN flag on the first DATA frame.
+        self.openFrame: bytes | None = None
+        self.lossy = False
+        # Entries are [data, endOfMessage]; data is bytes or memoryview.
+        self.queue: deque[list[object]] = deque()
+        self.queued = 0
+        self.finQueued = False
+        self.finSent = False
+        self.finReceived = False
+        self.sendOffset = 0
+        self.sendLimit = sendLimit
+        self.recv = CreditWindow(window)
+        self.scheduled = False
+        self.midMessage = False
+        self.dropCount = 0
+
+
+def _isClientId(cid: int) -> bool:
+    return cid & 1 == 1
+
+
+def _ordinal(cid: int) -> int:
+    return (cid - 1) >> 1
+
+
+class MemuxEngine:
+    """
+    One memux session, from one side.
+
+    @param client: whether this side initiated the underlying connection
+        (it then opens odd channel ids, the other side even ones).
+    """
+
+    def __init__(self, client: bool, settings: SessionSettings | None = None) -> None:
+        self.client = client
+        self.settings = settings or SessionSettings()
+        self.peerSettings = Settings()  # the initial values, until the preface
+        self.prefaceReceived = False
+        self._decoder = FrameDecoder(self.settings.maxFrameSize)
+        self._channels: dict[int, _Channel] = {}
+        self._events: list[Event] = []
+        self._control: list[bytes] = [encodePreface(self.settings.toWire())]
+        self._ready: deque[_Channel] = deque()
+        self._pendingOpens: deque[_Channel] = deque()
+        self._blockedOnSession: dict[int, _Channel] = {}
+        # Channel ids.
+        self._nextLocalId = 1 if client else 2
+        self._highestLocalSent = 0  # highest local id whose opening went out
+        self._highestPeer = 0  # highest id the peer opened
+        self._peerChannelCount = 0  # peer channels open now
+        # Channel-count credit: what we may open, what we let the peer open.
+        self._localChannelLimit = self.peerSettings.initialMaxChannels
+        self._peerChannelLimit = self.settings.maxChannels
+        # Session credit.
+        self._sessionSendOffset = 0
+        self._sessionSendLimit = self.peerSettings.initialSessionCredit
+        self._sessionRecv = CreditWindow(self.settings.sessionCredit)
+        # Lifecycle.
+        self.goAwaySent: int | None = None  # the lastChannel we announced
+        self.goAwayReceived: int | None = None
+        self.terminated = False
+        # Counters, for introspection.
+        self.bytesSent = 0
+        self.bytesReceived = 0
+        self.framesReceived = 0
+        self.channelsOpened = 0
+        self.channelsAccepted = 0
+
+    # ------------------------------------------------------------ queries
+
+    def isLocal(self, channel: int) -> bool:
+        """
+        Whether ``channel`` is (or would be) opened by this side.
+        """
+        return _isClientId(channel) == self.client
+
+    def isOpen(self, channel: int) -> bool:
+        """
+        Whether ``channel`` is open (in either direction).
+        """
+        return channel in self._channels
+
+    def openChannels(self) -> list[int]:
+        """
+        The ids of the channels that are open (in any half).
+        """
+        return list(self._channels)
+
+    def queuedBytes(self, channel: int) -> int:
+        """
+        Payload bytes queued on ``channel`` and not yet handed out.
+        """
+        ch = self._channels.get(channel)
+        return ch.queued if ch is not None else 0
+
+    def heldBytes(self, channel: int) -> int:
+        """
+        Bytes received on ``channel`` and not yet reported consumed.
+        """
+        ch = self._channels.get(channel)
+        return ch.recv.held if ch is not None else 0
+
+    def sendCredit(self, channel: int) -> int:
+        """
+        How many more payload bytes the peer has invited on ``channel``
+        (ignoring the session-wide limit).
+        """
+        ch = self._channels.get(channel)
+        return ch.sendLimit - ch.sendOffset if ch is not None else 0
+
+    @property
+    def sessionSendCredit(self) -> int:
+        """
+        How many more payload bytes the peer has invited on the session.
+        """
+        return self._sessionSendLimit - self._sessionSendOffset
+
+    def hasDataToSend(self) -> bool:
+        """
+        Whether `dataToSend` would return anything now.
+        """
+        return bool(self._control or self._ready or self._sendableOpens())
+
+    # ------------------------------------------------------------ commands
+
+    def openChannel(
+        self,
+        service: bytes = b"",
+        metadata: bytes | None = None,
+        destination: tuple[str, int] | None = None,
+        lossy: bool = False,
+    ) -> int:
+        """
+        Open a channel, without a round trip; return its id at once.
+
+        The opening frame goes out with the first data, or on its own at
+        the next `dataToSend`; if the peer's channel-count credit is
+        exhausted it waits, in order, until the peer grants more.
+        """
+        self._checkUsable()
+        if self.goAwayReceived is not None:
+            raise ValueError("the peer sent GOAWAY: no new channels on this session")
+        cid = self._nextLocalId
+        self._nextLocalId += 2
+        ch = _Channel(
+            cid,
+            True,
+            self.peerSettings.initialChannelCredit,
+            self.settings.channelCredit,
+        )
+        ch.openPending = True
+        ch.lossy = lossy
+        if service or metadata is not None or destination is not None or lossy:
+            ch.openFrame = OpenFrame(cid, service, metadata, destination, lossy).encode()
+        self._channels[cid] = ch
+        self._pendingOpens.append(ch)
+        self.channelsOpened += 1
+        return cid
+
+    def sendData(self, channel: int, data: bytes, endMessage: bool = False) -> None:
+        """
+        Queue ``data`` on ``channel``; ``endMessage`` ends the message with
+        it (with empty ``data``: ends the message in progress, or sends an
+        empty message).  It goes out as credit and scheduling allow.
+        """
+        ch = self._sendable(channel)
+        n = len(data)
+        if n == 0:
+            if not endMessage:
+                return
+            q = ch.queue
+            if q and not q[-1][1]:
+                q[-1][1] = True
+            else:
+                q.append([b"", True])
+        else:
+            ch.queue.append([data, endMessage])
+            ch.queued += n
+        self._schedule(ch)
+
+    def closeChannel(self, channel: int) -> None:
+        """
+        Half-close: send FIN after whatever is queued on ``channel``.
+        """
+        ch = self._channels.get(channel)
+        if ch is None or ch.finQueued:
+            return
+        ch.finQueued = True
+        self._schedule(ch)
+
+    def resetChannel(
+        self, channel: int, code: int = ErrorCode.CANCEL, reason: str = ""
+    ) -> None:
+        """
+        Abort ``channel`` both ways: discard what is queued, send RESET.
+        """
+        ch = self._channels.get(channel)
+        if ch is None:
+            return
+        if not ch.openPending:
+            self._control.append(ResetFrame(channel, code, reason).encode())
+        # else: the peer never heard of it; its id is simply skipped.
+        self._removeChannel(ch)
+
+    def refuseChannel(self, channel: int, reason: str) -> None:
+        """
+        Refuse a channel the peer opened: RESET with code REFUSED, which
+        promises that nothing was processed.
+        """
+        self.resetChannel(channel, ErrorCode.REFUSED, reason)
+
+    def consumed(self, channel: int, n: int) -> None:
+        """
+        The application has taken ``n`` bytes delivered on ``channel``:
+        grant credit for them, per the policy in `CreditWindow`.
+        """
+        if n <= 0:
+            return
+        ch = self._channels.get(channel)
+        if ch is None:
+            # Its unconsumed bytes went back to the session when it closed.
+            return
+        limit = ch.recv.consume(n)
+        if limit is not None and not ch.finReceived:
+            self._control.append(CreditFrame(channel, limit).encode())
+        self._consumeSession(n)
+
+    def discardQueuedMessages(self, channel: int) -> int:
+        """
+        On a lossy channel, discard every queued message not yet begun and
+        tell the peer with a DROP frame.  Return how many were discarded.
+        """
+        ch = self._sendable(channel)
+        if not ch.lossy:
+            raise ValueError(f"channel {channel} is not lossy")
+        # Split the queue into messages; the last may be unfinished.
+        messages: list[list[list[object]]] = []
+        current: list[list[object]] = []
+        for item in ch.queue:
+            current.append(item)
+            if item[1]:
+                messages.append(current)
+                current = []
+        kept: deque[list[object]] = deque()
+        dropped = 0
+        for i, message in enumerate(messages):
+            if i == 0 and ch.midMessage:
+                kept.extend(message)  # begun on the wire: never cut
+            else:
+                dropped += 1
+        kept.extend(current)  # still being written by the application
+        ch.queue = kept
+        ch.queued = sum(len(item[0]) for item in kept)  # type: ignore[arg-type]
+        if dropped:
+            ch.dropCount += dropped
+            self._schedule(ch)
+        return dropped
+
+    def ping(self, payload: bytes = b"") -> None:
+        """
+        Send a PING; its answer arrives as `PingAcknowledged`.
+        """
+        self._checkUsable()
+        self._control.append(PingFrame(payload).encode())
+
+    def goAway(self, code: int = ErrorCode.NO_ERROR, reason: str = "") -> None:
+        """
+        Announce that we will process no channel the peer opens from now on.
+        Existing channels carry on.  With an error code the session ends:
+        write out `dataToSend`, then close the connection.
+        """
+        if self.terminated:
+            return
+        self.goAwaySent = self._highestPeer
+        self._control.append(GoAwayFrame(self._highestPeer, code, reason).encode())
+        if code != ErrorCode.NO_ERROR:
+            self.terminated = True
+
+    # ------------------------------------------------------------ input
+
+    def receiveData(self, data: bytes) -> list[Event]:
+        """
+        Process bytes from the peer; return the events they caused (and any
+        produced since the last call).
+        """
+        if not self.terminated:
+            self.bytesReceived += len(data)
+            try:
+                frames = self._decoder.receive(data)
+                for frame in frames:
+                    self._handleFrame(frame)
+            except ProtocolError as e:
+                self._fail(e.code, e.message)
+        return self.popEvents()
+
+    def popEvents(self) -> list[Event]:
+        """
+        Return and forget the events produced so far.
+        """
+        events = self._events
+        self._events = []
+        return events
+
+    def _fail(self, code: int, reason: str) -> None:
+        """
+        The peer broke a session-level rule: queue GOAWAY and stop.
+        """
+        self.goAway(code, reason)
+        self.terminated = True
+        self._events.append(SessionTerminated(code, reason, remote=False))
+
+    def _handleFrame(self, frame: object) -> None:
+        self.framesReceived += 1
+        t = type(frame)
+        if t is DataFrame:
+            self._onData(frame)  # type: ignore[arg-type]
+        elif t is CreditFrame:
+            self._onCredit(frame)  # type: ignore[arg-type]
+        elif t is OpenFrame:
+            f: OpenFrame = frame  # type: ignore[assignment]
+            ch = self._acceptOpen(f.channel)
+            if ch is not None:
+                ch.lossy = f.lossy
+                self._events.append(
+                    ChannelOpened(f.channel, f.service, f.metadata, f.destination, f.lossy)
+                )
+        elif t is ResetFrame:
+            r: ResetFrame = frame  # type: ignore[assignment]
+            ch = self._known(r.channel)
+            if ch is not None:
+                self._removeChannel(ch)
+                self._events.append(ChannelReset(r.channel, r.code, r.reason, True))
+        elif t is PingFrame:
+            p: PingFrame = frame  # type: ignore[assignment]
+            if p.ack:
+                self._events.append(PingAcknowledged(p.payload))
+            else:
+                self._control.append(PingFrame(p.payload, ack=True).encode())
+        elif t is GoAwayFrame:
+            self._onGoAway(frame)  # type: ignore[arg-type]
+        elif t is ChannelCreditFrame:
+            c: ChannelCreditFrame = frame  # type: ignore[assignment]
+            if c.limit > self._localChannelLimit:
+                self._localChannelLimit = c.limit
+        elif t is Preface:
+            self._onPreface(frame)  # type: ignore[arg-type]
+        elif t is DropFrame:
+            d: DropFrame = frame  # type: ignore[assignment]
+            ch = self._known(d.channel)
+            if ch is not None:
+                if ch.lossy:
+                    self._events.append(MessagesDropped(d.channel, d.count))
+                else:
+                    self._channelError(ch, ErrorCode.PROTOCOL_ERROR, "DROP on a channel that is not lossy")
+        # Unknown frame types are ignored (spec: "Extensibility").
+
+    def _onPreface(self, preface: Preface) -> None:
+        peer = preface.settings
+        self.peerSettings = peer
+        self.prefaceReceived = True
+        # Until now we assumed the initial values; the peer's settings can
+        # only be larger (spec: "Settings"), and no CREDIT can precede the
+        # preface, so every limit simply moves up to the announced value.
+        self._sessionSendLimit = max(self._sessionSendLimit, peer.initialSessionCredit)
+        self._localChannelLimit = max(self._localChannelLimit, peer.initialMaxChannels)
+        for ch in self._channels.values():
+            if peer.initialChannelCredit > ch.sendLimit:
+                ch.sendLimit = peer.initialChannelCredit
+                if ch.queue:
+                    self._schedule(ch)
+        self._unblockSession()
+        self._events.append(PrefaceReceived(peer))
+
+    def _acceptOpen(self, cid: int) -> _Channel | None:
+        """
+        Validate and create a channel the peer opens; None if we ignore it
+        because of our GOAWAY.
+        """
+        if self.isLocal(cid):
+            raise ProtocolError(
+                ErrorCode.PROTOCOL_ERROR, f"peer opened channel {cid} of our parity"
+            )
+        if cid <= self._highestPeer:
+            raise ProtocolError(
+                ErrorCode.PROTOCOL_ERROR,
+                f"peer reopened channel {cid} (ids must increase)",
+            )
+        if _ordinal(cid) >= self._peerChannelLimit:
+            raise ProtocolError(
+                ErrorCode.CHANNEL_LIMIT_ERROR,
+                f"peer opened channel {cid} beyond its channel credit",
+            )
+        self._highestPeer = cid
+        if self.goAwaySent is not None:
+            # Not processed; the peer learns that from our GOAWAY.
+            return None
+        ch = _Channel(
+            cid, False, self.peerSettings.initialChannelCredit, self.settings.channelCredit
+        )
+        self._channels[cid] = ch
+        self._peerChannelCount += 1
+        self.channelsAccepted += 1
+        return ch
+
+    def _known(self, cid: int) -> _Channel | None:
+        """
+        The open channel ``cid``, or None for one that is closed; a channel
+        that was never opened is a protocol error.
+        """
+        ch = self._channels.get(cid)
+        if ch is not None:
+            if ch.openPending:
+                raise ProtocolError(
+                    ErrorCode.PROTOCOL_ERROR, f"frame for channel {cid} before its opening"
+                )
+            return ch
+        if self.isLocal(cid):
+            if cid > self._highestLocalSent:
+                raise ProtocolError(
+                    ErrorCode.PROTOCOL_ERROR, f"frame for unopened channel {cid}"
+                )
+        elif cid > self._highestPeer:
+            raise ProtocolError(
+                ErrorCode.PROTOCOL_ERROR, f"frame for unopened channel {cid}"
+            )
+        return None
+
+    def _onData(self, f: DataFrame) -> None:
+        n = len(f.data)
+        if f.open:
+            ch = self._acceptOpen(f.channel)
+            if ch is not None:
+                self._events.append(ChannelOpened(f.channel, b""))
+        else:
+            ch = self._known(f.channel)
+        if not self._sessionRecv.receive(n):
+            raise ProtocolError(
+                ErrorCode.FLOW_CONTROL_ERROR, "peer overran the session credit"
+            )
+        if ch is None:
+            # A closed (or ignored) channel: drop the bytes, keep the
+            # session's credit flowing.
+            self._consumeSession(n)
+            return
+        if ch.finReceived:
+            self._consumeSession(n)
+            self._channelError(ch, ErrorCode.PROTOCOL_ERROR, "DATA after FIN")
+            return
+        if not ch.recv.receive(n):
+            self._consumeSession(n)
+            self._channelError(
+                ch, ErrorCode.FLOW_CONTROL_ERROR, "peer overran the channel credit"
+            )
+            return
+        if n or f.end:
+            self._events.append(DataReceived(ch.id, f.data, f.end))
+        if f.fin:
+            ch.finReceived = True
+            self._events.append(RemoteHalfClosed(ch.id))
+            if ch.finSent:
+                self._closeChannel(ch)
+
+    def _onCredit(self, f: CreditFrame) -> None:
+        if f.channel == 0:
+            if f.limit > self._sessionSendLimit:
+                self._sessionSendLimit = f.limit
+                self._unblockSession()
+            return
+        ch = self._known(f.channel)
+        if ch is None or ch.finSent or f.limit <= ch.sendLimit:
+            return
+        ch.sendLimit = f.limit
+        if ch.queue:
+            self._schedule(ch)
+
+    def _onGoAway(self, f: GoAwayFrame) -> None:
+        if self.goAwayReceived is not None and f.lastChannel > self.goAwayReceived:
+            raise ProtocolError(ErrorCode.PROTOCOL_ERROR, "GOAWAY raised lastChannel")
+        self.goAwayReceived = f.lastChannel
+        self._events.append(GoAwayReceived(f.lastChannel, f.code, f.reason))
+        reason = "not processed: the peer is going away"
+        for ch in list(self._channels.values()):
+            if ch.local and ch.id > f.lastChannel:
+                self._removeChannel(ch)
+                self._events.append(ChannelReset(ch.id, ErrorCode.REFUSED, reason, True))
+        if f.code != ErrorCode.NO_ERROR:
+            self.terminated = True
+            self._events.append(
+                SessionTerminated(
+                    f.code, f"peer sent GOAWAY {describeCode(f.code)}: {f.reason}", True
+                )
+            )
+
+    def _channelError(self, ch: _Channel, code: ErrorCode, reason: str) -> None:
+        self._control.append(ResetFrame(ch.id, code, reason).encode())
+        self._removeChannel(ch)
+        self._events.append(ChannelReset(ch.id, code, reason, remote=False))
+
+    # ------------------------------------------------------------ bookkeeping
+
+    def _checkUsable(self) -> None:
+        if self.terminated:
+            raise ValueError("the session is terminated")
+
+    def _sendable(self, channel: int) -> _Channel:
+        ch = self._channels.get(channel)
+        if ch is None:
+            raise ValueError(f"channel {channel} is not open")
+        if ch.finQueued:
+            raise ValueError(f"channel {channel} is closed for writing")
+        return ch
+
+    def _schedule(self, ch: _Channel) -> None:
+        if not ch.scheduled and not ch.openPending:
+            ch.scheduled = True
+            self._ready.append(ch)
+
+    def _unblockSession(self) -> None:
+        if self._blockedOnSession and self.sessionSendCredit > 0:
+            blocked = self._blockedOnSession
+            self._blockedOnSession = {}
+            for ch in blocked.values():
+                if ch.id in self._channels:
+                    self._schedule(ch)
+
+    def _consumeSession(self, n: int) -> None:
+        if n:
+            limit = self._sessionRecv.consume(n)
+            if limit is not None:
+                self._control.append(CreditFrame(0, limit).encode())
+
+    def _closeChannel(self, ch: _Channel) -> None:
+        self._removeChannel(ch)
+        self._events.append(ChannelClosed(ch.id))
+
+    def _removeChannel(self, ch: _Channel) -> None:
+        del self._channels[ch.id]
+        ch.queue.clear()
+        ch.queued = 0
+        ch.finQueued = True
+        if ch.openPending:
+            ch.openPending = False
+            self._pendingOpens.remove(ch)
+        # Whatever the application did not consume returns to the session.
+        self._consumeSession(ch.recv.held)
+        ch.recv.consumed = ch.recv.received
+        if not ch.local:
+            self._peerChannelCount -= 1
+            self._grantChannels()
+
+    def _grantChannels(self) -> None:
+        """
+        Keep the peer able to have ``maxChannels`` open at once, announcing
+        in steps of a quarter so churn costs few CHANNELS frames.
+        """
+        if self.goAwaySent is not None:
+            return
+        used = (_ordinal(self._highestPeer) + 1) if self._highestPeer else 0
+        limit = used + self.settings.maxChannels - self._peerChannelCount
+        if limit - self._peerChannelLimit >= max(1, self.settings.maxChannels // 4):
+            self._peerChannelLimit = limit
+            self._control.append(ChannelCreditFrame(limit).encode())
+
+    # ------------------------------------------------------------ output
+
+    def _sendableOpens(self) -> bool:
+        return bool(self._pendingOpens) and (
+            _ordinal(self._pendingOpens[0].id) < self._localChannelLimit
+        )
+
+    def dataToSend(self, maxBytes: int = 1 << 20) -> bytes:
+        """
+        Return the next bytes to write: control frames first, then channel
+        openings in id order, then one chunk at a time from each ready
+        channel in turn (round robin), within the peer's credit.  Stops
+        adding DATA once about ``maxBytes`` are gathered.
+        """
+        out = self._control
+        self._control = []
+        size = sum(map(len, out))
+        if self._pendingOpens:
+            size += self._sendOpens(out)
+        ready = self._ready
+        maxFrame = self.peerSettings.maxFrameSize
+        while ready and size < maxBytes:
+            ch = ready.popleft()
+            ch.scheduled = False
+            if ch.dropCount:
+                frame = DropFrame(ch.id, ch.dropCount).encode()
+                ch.dropCount = 0
+                out.append(frame)
+                size += len(frame)
+            size += self._sendChunk(ch, out, maxFrame)
+            if ch.queue or (ch.finQueued and not ch.finSent and ch.id in self._channels):
+                if ch.queue and ch.queue[0][0] and (
+                    ch.sendOffset >= ch.sendLimit
+                ):
+                    continue  # blocked on channel credit: CREDIT reschedules
+                if ch.queue and ch.queue[0][0] and self.sessionSendCredit <= 0:
+                    self._blockedOnSession[ch.id] = ch
+                    continue
+                ch.scheduled = True
+                ready.append(ch)
+        data = b"".join(out)
+        self.bytesSent += len(data)
+        return data
+
+    def _sendOpens(self, out: list[bytes]) -> int:
+        size = 0
+        pending = self._pendingOpens
+        while pending and _ordinal(pending[0].id) < self._localChannelLimit:
+            ch = pending.popleft()
+            ch.openPending = False
+            self._highestLocalSent = ch.id
+            if ch.openFrame is not None:
+                out.append(ch.openFrame)
+                size += len(ch.openFrame)
+                ch.openFrame = None
+                if ch.queue or ch.finQueued or ch.dropCount:
+                    self._schedule(ch)
+            else:
+                # Default service: the OPEN flag rides on the first chunk.
+                size += self._sendChunk(ch, out, self.peerSettings.maxFrameSize, DATA_OPEN)
+                if ch.queue or ch.finQueued and not ch.finSent:
+                    self._schedule(ch)
+        return size
+
+    def _sendChunk(
+        self, ch: _Channel, out: list[bytes], maxFrame: int, flags: int = 0
+    ) -> int:
+        """
+        Append at most one DATA frame for ``ch`` to ``out``; return its size.
+        With ``flags`` (the OPEN flag) a frame is sent even if empty.
+        """
+        q = ch.queue
+        if q:
+            item = q[0]
+            data: bytes = item[0]  # type: ignore[assignment]
+            n = len(data)
+            if n:
+                allowed = min(
+                    n,
+                    maxFrame,
+                    ch.sendLimit - ch.sendOffset,
+                    self._sessionSendLimit - self._sessionSendOffset,
+                )
+                if allowed <= 0:
+                    if not flags:
+                        return 0
+                    chunk: bytes = b""
+                    end = False
+                else:
+                    if allowed < n:
+                        view = data if isinstance(data, memoryview) else memoryview(data)
+                        chunk = view[:allowed]  # type: ignore[assignment]
+                        item[0] = view[allowed:]
+                        end = False
+                    else:
+                        chunk = data
+                        q.popleft()
+                        end = bool(item[1])
+                    ch.queued -= allowed
+                    ch.sendOffset += allowed
+                    self._sessionSendOffset += allowed
+            else:
+                q.popleft()
+                chunk = b""
+                end = True
+        else:
+            chunk = b""
+            end = False
+        if end:
+            flags |= DATA_END
+            ch.midMessage = False
+        elif chunk:
+            ch.midMessage = True
+        if not q and ch.finQueued and not ch.finSent and ch.id in self._channels:
+            flags |= DATA_FIN
+        if not chunk and not flags:
+            return 0
+        header = encodeDataHeader(ch.id, len(chunk), flags)
+        out.append(header)
+        if chunk:
+            out.append(chunk)
+        if flags & DATA_FIN:
+            self._finSent(ch)
+        return len(header) + len(chunk)
+
+    def _finSent(self, ch: _Channel) -> None:
+        ch.finSent = True
+        self._events.append(LocalHalfClosed(ch.id))
+        if ch.finReceived:
+            self._closeChannel(ch)

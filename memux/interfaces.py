@@ -1,0 +1,70 @@
+# -*- test-case-name: memux.test.test_protocol -*-
+"""
+Interfaces a channel protocol may provide to receive messages rather than
+a byte stream, and the interface of a channel transport.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.interfaces import ITransport
+from zope.interface import Attribute, Interface
+
+__all__ = ["IChannelTransport", "IChunkReceiver", "IDropReceiver", "IMessageReceiver"]
+
+
+class IMessageReceiver(Interface):
+    """
+    A protocol that receives whole messages (reassembled from chunks, up to
+    the session's maximum message size) instead of ``dataReceived``.
+    """
+
+    def messageReceived(message: bytes) -> None:  # type: ignore[misc]
+        """
+        One whole message arrived.
+        """
+
+
+class IChunkReceiver(Interface):
+    """
+    A protocol that receives the chunks of messages as they arrive, for
+    messages of unbounded size, instead of ``dataReceived``.
+    """
+
+    def chunkReceived(data: bytes, endOfMessage: bool) -> None:  # type: ignore[misc]
+        """
+        A chunk arrived; ``endOfMessage`` says it ends its message.
+        """
+
+
+class IDropReceiver(Interface):
+    """
+    A protocol on a lossy channel that wants to know when whole messages
+    were discarded instead of delivered.
+    """
+
+    def messagesDropped(count: int) -> None:  # type: ignore[misc]
+        """
+        ``count`` whole messages were discarded at this point in the stream.
+        """
+
+
+class IChannelTransport(ITransport):
+    """
+    The transport of one memux channel: an ``ITransport`` with message
+    boundaries.
+    """
+
+    channel = Attribute("The channel id (int).")
+    service = Attribute("The service name the channel was opened for (bytes).")
+    session = Attribute("The MemuxProtocol carrying the channel.")
+
+    def writeMessage(data: bytes) -> None:  # type: ignore[misc]
+        """
+        Send ``data`` as one whole message (ending any message in progress
+        with it).
+        """
+
+    def endMessage() -> None:  # type: ignore[misc]
+        """
+        End the message that ``write`` calls have been building.
+        """

@@ -1,0 +1,1102 @@
+# -*- test-case-name: memux.test.test_protocol -*-
+"""
+The Twisted side of memux: `MemuxProtocol` runs a `MemuxEngine` over any
+byte-stream transport and gives each channel a `ChannelTransport`, a
+drop-in transport for unmodified Twisted protocols.
+
+This layer turns engine events into protocol callbacks and producer
+pause/resume calls, and application writes into engine commands.  Every
+protocol rule and credit decision stays in the engine.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, cast
+
+from twisted.internet import defer
+from twisted.internet.error import ConnectionAborted, ConnectionDone
+from twisted.internet.interfaces import (
+    IAddress,
+    IConsumer,
+    IDelayedCall,
+    IHalfCloseableProtocol,
+    ILoggingContext,
+    IProtocol,
+    IProtocolFactory,
+    IPullProducer,
+    IPushProducer,
+    IReactorTime,
+    IStreamClientEndpoint,
+    ITransport,
+)
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from memux._engine import (
+    ChannelClosed,
+    ChannelOpened,
+    DataReceived,
+    Event,
+    GoAwayReceived,
+    LocalHalfClosed,
+    MemuxEngine,
+    MessagesDropped,
+    PingAcknowledged,
+    PrefaceReceived,
+    RemoteHalfClosed,
+    SessionSettings,
+    SessionTerminated,
+)
+from memux._engine import ChannelReset as ChannelResetEvent
+from memux._wire import ErrorCode, Settings, describeCode
+from memux.error import ChannelRefused, ChannelReset, MessageTooLarge, SessionLost
+from memux.interfaces import (
+    IChannelTransport,
+    IChunkReceiver,
+    IDropReceiver,
+    IMessageReceiver,
+)
+
+__all__ = [
+    "ChannelAddress",
+    "ChannelEndpoint",
+    "ChannelRequest",
+    "ChannelTransport",
+    "MemuxProtocol",
+    "MultiplexingFactory",
+    "connectSession",
+]
+
+#: A channel's producer is paused once this many bytes wait in its send
+#: queue (credit exhausted, connection paused, or others' turn), and
+#: resumed below half of it: the role Twisted's TCP bufferSize plays.
+WRITE_HIGH_WATER = 64 * 1024
+
+#: How much `MemuxProtocol` hands the connection per write; the connection
+#: pauses us when its own buffer fills, which keeps the rest in the engine
+#: where the scheduler can still interleave channels fairly.
+FLUSH_BYTES = 64 * 1024
+
+
+@implementer(IAddress)
+@dataclass(frozen=True)
+class ChannelAddress:
+    """
+    The address of one end of a channel: the underlying connection's
+    address (``host`` and ``port`` copied from it, so code written for TCP
+    addresses keeps working), plus the channel id and service.
+    """
+
+    channel: int
+    service: bytes
+    session: IAddress | None
+    host: str | None = None
+    port: int | None = None
+
+    @classmethod
+    def of(cls, channel: int, service: bytes, session: IAddress | None) -> ChannelAddress:
+        """
+        Build the address of ``channel`` on a connection whose address is
+        ``session``.
+        """
+        host = getattr(session, "host", None)
+        port = getattr(session, "port", None)
+        return cls(channel, service, session, host, port)
+
+
+@dataclass(frozen=True)
+class ChannelRequest:
+    """
+    What the peer asked for when it opened a channel; passed to a
+    services callable, which returns a factory or None to refuse.
+    """
+
+    service: bytes
+    metadata: bytes | None
+    destination: tuple[str, int] | None
+    channel: int
+    lossy: bool
+    session: MemuxProtocol
+
+
+ServiceMap = Mapping[bytes, IProtocolFactory]
+ServiceResolver = Callable[[ChannelRequest], "IProtocolFactory | None"]
+
+
+@implementer(
+    IChannelTransport, ITransport, IConsumer, IPushProducer, ILoggingContext
+)
+class ChannelTransport:
+    """
+    The transport of one channel.  A faithful drop-in for Twisted
+    protocols: writes, producers and consumers, half-close, abort,
+    addresses, logging context.
+
+    Inbound data is delivered as ``dataReceived``, or as whole messages to
+    an `IMessageReceiver`, or as chunks to an `IChunkReceiver`.  Credit is
+    granted as the protocol takes data, so pausing this transport (it is
+    an `IPushProducer`) stops the peer after what it was already invited
+    to send, which is held here and delivered on resume.
+    """
+
+    def __init__(
+        self,
+        session: MemuxProtocol,
+        channel: int,
+        service: bytes,
+        lossy: bool = False,
+    ) -> None:
+        self.session = session
+        self.channel = channel
+        self.service = service
+        self.lossy = lossy
+        self.protocol: IProtocol | None = None
+        self.connected = True
+        self.disconnecting = False
+        self.disconnected = False
+        # Inbound.
+        # (data, endOfMessage) chunks, or (None, count) drop notices, in
+        # stream order.
+        self._inbox: deque[tuple[bytes | None, Any]] = deque()
+        self._finArrived = False
+        self._readClosed = False  # no more delivery (closed or reset)
+        self._paused = False
+        self._deliverCall: IDelayedCall | None = None
+        self._partial: list[bytes] = []
+        self._partialSize = 0
+        self._mode = 0  # 0 bytes, 1 messages, 2 chunks
+        # Outbound.
+        self._writeClosed = False
+        self._fullClose = False
+        self.producer: IPushProducer | IPullProducer | None = None
+        self.streamingProducer = False
+        self._producerPaused = False
+        self._lost = False
+
+    def __repr__(self) -> str:
+        return f"<ChannelTransport channel={self.channel} service={self.service!r}>"
+
+    def _attach(self, protocol: IProtocol) -> None:
+        self.protocol = protocol
+        if IMessageReceiver.providedBy(protocol):
+            self._mode = 1
+        elif IChunkReceiver.providedBy(protocol):
+            self._mode = 2
+        protocol.makeConnection(self)
+
+    # ------------------------------------------------------------ ITransport
+
+    def write(self, data: bytes) -> None:
+        """
+        Append ``data`` to the current message (a byte stream, to a peer
+        that reads bytes).  Ignored after the channel is closed, as TCP
+        ignores writes after ``loseConnection``.
+        """
+        if self._writeClosed or not data:
+            return
+        self._send(bytes(data), False)
+
+    def writeSequence(self, data: Any) -> None:
+        """
+        Write each of ``data`` in turn, in one message.
+        """
+        self.write(b"".join(data))
+
+    def writeMessage(self, data: bytes) -> None:
+        """
+        Send ``data`` as the end of the current message: alone, one whole
+        message.
+        """
+        if self._writeClosed:
+            return
+        self._send(bytes(data), True)
+
+    def _send(self, data: bytes, end: bool) -> None:
+        if not self.session._engine.isOpen(self.channel):
+            # Reset an instant ago; connectionLost with the reason is on its
+            # way, as with a TCP write racing an RST.
+            return
+        self.session._engine.sendData(self.channel, data, end)
+        self.session._wrote(self)
+
+    def endMessage(self) -> None:
+        """
+        End the message that ``write`` calls have been building (an empty
+        message if there were none).
+        """
+        self.writeMessage(b"")
+
+    def loseConnection(self) -> None:
+        """
+        Close the channel after the data already written is sent: FIN,
+        and no more reading.  ``connectionLost(ConnectionDone)`` follows,
+        never from inside this call.
+        """
+        if self.disconnecting or self.disconnected:
+            return
+        self.disconnecting = True
+        self._fullClose = True
+        self._stopReading()
+        self._closeWrite()
+
+    def loseWriteConnection(self) -> None:
+        """
+        Half-close: send FIN after the data already written, keep reading.
+        """
+        self._closeWrite()
+
+    def abortConnection(self) -> None:
+        """
+        Reset the channel at once, discarding unsent data;
+        ``connectionLost(ConnectionAborted)`` follows, never from inside
+        this call.
+        """
+        if self.disconnected or self._lost:
+            return
+        self.disconnecting = True
+        self._writeClosed = True
+        self._stopReading()
+        self.session._engine.resetChannel(self.channel, ErrorCode.CANCEL, "aborted")
+        self.session._scheduleFlush()
+        self.session._channelGone(self)
+        self.session._reactor.callLater(
+            0, self._connectionLost, Failure(ConnectionAborted())
+        )
+
+    def getPeer(self) -> ChannelAddress:
+        """
+        The peer's end: the connection's peer address plus this channel.
+        """
+        return ChannelAddress.of(self.channel, self.service, self.session._peerAddress())
+
+    def getHost(self) -> ChannelAddress:
+        """
+        This end: the connection's host address plus this channel.
+        """
+        return ChannelAddress.of(self.channel, self.service, self.session._hostAddress())
+
+    def logPrefix(self) -> str:
+        """
+        The prefix for log lines about this channel.
+        """
+        proto = self.protocol.__class__.__name__ if self.protocol else "-"
+        return f"{proto},memux:{self.channel}"
+
+    # ------------------------------------------------------------ IConsumer
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        """
+        Register a producer of data for this channel: a push producer is
+        paused while the channel cannot send (no credit, connection paused,
+        its queue full) and resumed when it can; a pull producer is asked
+        for more whenever the queue runs low.
+        """
+        if self.producer is not None:
+            raise RuntimeError(
+                f"Cannot register producer {producer!r}, because producer"
+                f" {self.producer!r} was never unregistered."
+            )
+        if self.disconnected:
+            producer.stopProducing()
+            return
+        self.producer = producer
+        self.streamingProducer = streaming
+        self._producerPaused = False
+        self.session._watchProducer(self)
+        if not streaming:
+            self.session._scheduleFlush()
+
+    def unregisterProducer(self) -> None:
+        """
+        Forget the registered producer.
+        """
+        self.producer = None
+        self.session._unwatchProducer(self)
+
+    def _pauseProducer(self) -> None:
+        if self.producer is not None and self.streamingProducer and not self._producerPaused:
+            self._producerPaused = True
+            cast(IPushProducer, self.producer).pauseProducing()
+
+    def _resumeProducer(self) -> None:
+        if self.producer is None:
+            return
+        if self.streamingProducer:
+            if self._producerPaused:
+                self._producerPaused = False
+                cast(IPushProducer, self.producer).resumeProducing()
+        else:
+            self.producer.resumeProducing()
+
+    # ------------------------------------------------------------ IPushProducer
+
+    def pauseProducing(self) -> None:
+        """
+        Deliver nothing more to the protocol until `resumeProducing`, and
+        stop inviting the peer to send (it may still send what it was
+        already invited to; that is held here).
+        """
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        """
+        Deliver what was held, then carry on.
+        """
+        if not self._paused:
+            return
+        self._paused = False
+        if (self._inbox or self._finArrived) and self._deliverCall is None:
+            self._deliverCall = self.session._reactor.callLater(0, self._deliver)
+
+    def stopProducing(self) -> None:
+        """
+        As for TCP: close the channel.
+        """
+        self.loseConnection()
+
+    # ------------------------------------------------------------ inbound
+
+    def _chunkArrived(self, data: bytes, end: bool) -> None:
+        if self._readClosed:
+            self.session._engine.consumed(self.channel, len(data))
+            return
+        self._inbox.append((data, end))
+        if not self._paused and self._deliverCall is None:
+            self._deliver()
+
+    def _dropArrived(self, count: int) -> None:
+        if not self._readClosed:
+            self._inbox.append((None, count))
+            if not self._paused and self._deliverCall is None:
+                self._deliver()
+
+    def _remoteFin(self) -> None:
+        self._finArrived = True
+        if not self._paused and self._deliverCall is None:
+            self._deliver()
+
+    def _deliver(self) -> None:
+        """
+        Hand held data to the protocol until it pauses us or none is left,
+        reporting each piece consumed as it goes.
+        """
+        self._deliverCall = None
+        inbox = self._inbox
+        engine = self.session._engine
+        protocol = self.protocol
+        assert protocol is not None
+        while inbox and not self._paused and not self._readClosed:
+            data, end = inbox.popleft()
+            if data is None:
+                receiver = IDropReceiver(protocol, None)
+                if receiver is not None:
+                    try:
+                        receiver.messagesDropped(end)
+                    except Exception:
+                        self._protocolFailed(Failure())
+                        return
+                continue
+            n = len(data)
+            try:
+                if self._mode == 0:
+                    engine.consumed(self.channel, n)
+                    if n:
+                        protocol.dataReceived(data)
+                elif self._mode == 1:
+                    self._assemble(data, end)
+                else:
+                    engine.consumed(self.channel, n)
+                    cast(IChunkReceiver, protocol).chunkReceived(data, end)
+            except Exception:
+                self._protocolFailed(Failure())
+                return
+            self.session._scheduleFlush()
+        if not inbox and self._finArrived and not self._readClosed and not self._paused:
+            self._readClosed = True
+            self._endOfInput()
+
+    def _assemble(self, data: bytes, end: bool) -> None:
+        engine = self.session._engine
+        limit = self.session.settings.maxMessageSize
+        # The reassembly buffer is bounded by the message size limit, not by
+        # credit, so its bytes count as consumed: a message may be larger
+        # than the channel's credit window.
+        engine.consumed(self.channel, len(data))
+        if data:
+            self._partialSize += len(data)
+            if self._partialSize > limit:
+                self._partial = []
+                reason = f"message over the maximum of {limit} bytes"
+                self.session._log.info(
+                    "Resetting channel {channel}: {reason}",
+                    channel=self.channel,
+                    reason=reason,
+                )
+                self._fail(MessageTooLarge(reason), ErrorCode.MESSAGE_TOO_LARGE)
+                return
+            self._partial.append(data)
+        if end:
+            message = b"".join(self._partial)
+            self._partial = []
+            self._partialSize = 0
+            cast(IMessageReceiver, self.protocol).messageReceived(message)
+
+    def _endOfInput(self) -> None:
+        if self._partial:
+            # FIN ends the message in progress (spec: "Messages").
+            message = b"".join(self._partial)
+            self._partial = []
+            self._partialSize = 0
+            try:
+                cast(IMessageReceiver, self.protocol).messageReceived(message)
+            except Exception:
+                self._protocolFailed(Failure())
+                return
+        half = IHalfCloseableProtocol(self.protocol, None)
+        if half is not None and not self.disconnecting:
+            try:
+                half.readConnectionLost()
+            except Exception:
+                self._protocolFailed(Failure())
+                return
+        else:
+            # As with TCP, a protocol that cannot half-close sees the
+            # connection end; what it already wrote is still sent.
+            self.disconnecting = True
+            self._fullClose = True
+            self._closeWrite()
+        self.session._channelMaybeDone(self)
+
+    def _stopReading(self) -> None:
+        self._readClosed = True
+        engine = self.session._engine
+        for data, _ in self._inbox:
+            if data is not None:
+                engine.consumed(self.channel, len(data))
+        self._inbox.clear()
+        self._partial = []
+        if self._deliverCall is not None and self._deliverCall.active():
+            self._deliverCall.cancel()
+        self._deliverCall = None
+
+    def _closeWrite(self) -> None:
+        if self._writeClosed:
+            return
+        self._writeClosed = True
+        self.session._engine.closeChannel(self.channel)
+        self.session._scheduleFlush()
+
+    def _localFinSent(self) -> None:
+        if self._fullClose:
+            if not self._finArrived:
+                # We will read no more: tell the peer to stop sending, so
+                # the channel ends now rather than when the peer closes.
+                self.session._engine.resetChannel(
+                    self.channel, ErrorCode.NO_ERROR, "closed"
+                )
+            self.session._channelGone(self)
+            self._connectionLost(Failure(ConnectionDone()))
+            return
+        half = IHalfCloseableProtocol(self.protocol, None)
+        if half is not None:
+            try:
+                half.writeConnectionLost()
+            except Exception:
+                self._protocolFailed(Failure())
+
+    def _closed(self) -> None:
+        """
+        Both directions ended cleanly.
+        """
+        if self._inbox or (self._finArrived and not self._readClosed):
+            # Held data is still to be delivered (we are paused); the end
+            # comes after it.
+            self._fullClose = True
+            self._finArrived = True
+            return
+        self.session._channelGone(self)
+        self._connectionLost(Failure(ConnectionDone()))
+
+    def _protocolFailed(self, failure: Failure) -> None:
+        """
+        The channel's protocol raised: that is a fault in application code,
+        which ends this channel only.
+        """
+        self.session._log.failure(
+            "Unhandled error in protocol on memux channel {channel}; resetting it",
+            failure,
+            channel=self.channel,
+        )
+        self._fail(failure, ErrorCode.INTERNAL_ERROR)
+
+    def _fail(self, reason: Any, code: int) -> None:
+        self._writeClosed = True
+        self._stopReading()
+        self.session._engine.resetChannel(self.channel, code, str(reason.value if isinstance(reason, Failure) else reason))
+        self.session._scheduleFlush()
+        self.session._channelGone(self)
+        self._connectionLost(reason if isinstance(reason, Failure) else Failure(reason))
+
+    def _connectionLost(self, reason: Failure) -> None:
+        if self._lost:
+            return
+        self._lost = True
+        self.connected = False
+        self.disconnecting = False
+        self.disconnected = True
+        self._writeClosed = True
+        self._readClosed = True
+        if self._deliverCall is not None and self._deliverCall.active():
+            self._deliverCall.cancel()
+        self._deliverCall = None
+        producer = self.producer
+        if producer is not None:
+            self.producer = None
+            self.session._unwatchProducer(self)
+            producer.stopProducing()
+        assert self.protocol is not None
+        try:
+            self.protocol.connectionLost(reason)
+        except Exception:
+            self.session._log.failure(
+                "Unhandled error in connectionLost of memux channel {channel}",
+                channel=self.channel,
+            )
+
+
+def _resolverFor(services: ServiceMap | ServiceResolver) -> ServiceResolver:
+    if callable(services) and not isinstance(services, Mapping):
+        return services
+    mapping = cast(ServiceMap, services)
+
+    def resolve(request: ChannelRequest) -> IProtocolFactory | None:
+        return mapping.get(request.service)
+
+    return resolve
+
+
+class MemuxProtocol(Protocol):
+    """
+    One memux session over one connection: the `IProtocol` to run over
+    TCP, TLS or any stream transport.
+
+    Channels the peer opens are handed to the factory that ``services``
+    gives for them; `openChannel` opens channels to the peer.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        services: ServiceMap | ServiceResolver | None = None,
+        *,
+        client: bool = False,
+        settings: SessionSettings | None = None,
+        reactor: IReactorTime | None = None,
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as globalReactor
+
+            reactor = cast(IReactorTime, globalReactor)
+        self._reactor = reactor
+        self._resolve = _resolverFor(services if services is not None else {})
+        self.client = client
+        self.settings = settings or SessionSettings()
+        self._engine = MemuxEngine(client, self.settings)
+        self._transports: dict[int, ChannelTransport] = {}
+        self._producers: set[ChannelTransport] = set()
+        self._flushCall: IDelayedCall | None = None
+        self._transportPaused = False
+        self._pings: dict[bytes, tuple[float, defer.Deferred[float]]] = {}
+        self._pingIds = itertools.count(1)
+        self._draining = False
+        self._drained: list[defer.Deferred[None]] = []
+        self.connected = False
+        self.lostReason: Failure | None = None
+        self._terminatedWith: tuple[int, str] | None = None
+
+    # ------------------------------------------------------------ public
+
+    @property
+    def engine(self) -> MemuxEngine:
+        """
+        The sans-IO engine (for introspection).
+        """
+        return self._engine
+
+    @property
+    def peerSettings(self) -> Settings:
+        """
+        The peer's settings (the protocol's initial values until its
+        preface arrives).
+        """
+        return self._engine.peerSettings
+
+    def counters(self) -> dict[str, int]:
+        """
+        Counters for introspection: bytes and frames moved, channels opened
+        by each side, channels open now.
+        """
+        e = self._engine
+        return {
+            "bytesSent": e.bytesSent,
+            "bytesReceived": e.bytesReceived,
+            "framesReceived": e.framesReceived,
+            "channelsOpened": e.channelsOpened,
+            "channelsAccepted": e.channelsAccepted,
+            "channelsOpen": len(self._transports),
+        }
+
+    def openChannel(
+        self,
+        service: bytes,
+        factory: IProtocolFactory,
+        *,
+        metadata: bytes | None = None,
+        destination: tuple[str, int] | None = None,
+        lossy: bool = False,
+    ) -> defer.Deferred[IProtocol]:
+        """
+        Open a channel for ``service`` and connect a protocol from
+        ``factory`` to it.  The Deferred fires at once (no round trip);
+        data written goes out as soon as the peer's credit allows.  If the
+        peer refuses the channel the protocol's ``connectionLost`` gets a
+        `ChannelRefused`.
+        """
+        if not isinstance(service, bytes):
+            return defer.fail(TypeError(f"service must be bytes, not {type(service).__name__}"))
+        if not self.connected or self._engine.terminated:
+            return defer.fail(SessionLost("the session is not connected"))
+        if self._engine.goAwayReceived is not None:
+            return defer.fail(ChannelRefused("the peer is going away", remote=True))
+        try:
+            cid = self._engine.openChannel(service, metadata, destination, lossy)
+        except ValueError as e:
+            return defer.fail(e)
+        addr = ChannelAddress.of(cid, service, self._peerAddress())
+        protocol = factory.buildProtocol(addr)
+        if protocol is None:
+            self._engine.resetChannel(cid)
+            return defer.fail(ChannelRefused("the factory built no protocol", remote=False))
+        transport = ChannelTransport(self, cid, service, lossy)
+        self._transports[cid] = transport
+        transport._attach(protocol)
+        self._scheduleFlush()
+        return defer.succeed(protocol)
+
+    def ping(self) -> defer.Deferred[float]:
+        """
+        Send a PING; the Deferred fires with the round-trip time in seconds.
+        """
+        if not self.connected or self._engine.terminated:
+            return defer.fail(SessionLost("the session is not connected"))
+        payload = next(self._pingIds).to_bytes(8, "big")
+        d: defer.Deferred[float] = defer.Deferred()
+        self._pings[payload] = (self._reactor.seconds(), d)
+        self._engine.ping(payload)
+        self._scheduleFlush()
+        return d
+
+    def goAway(
+        self, code: int = ErrorCode.NO_ERROR, reason: str = ""
+    ) -> defer.Deferred[None]:
+        """
+        Stop accepting channels from the peer (GOAWAY).  With NO_ERROR, the
+        channels open now carry on and the connection closes when the last
+        one ends (graceful drain); with an error code it closes at once.
+        The Deferred fires when the connection has closed.
+        """
+        d: defer.Deferred[None] = defer.Deferred()
+        if not self.connected:
+            d.callback(None)
+            return d
+        self._drained.append(d)
+        self._engine.goAway(code, reason)
+        self._draining = True
+        self._scheduleFlush()
+        return d
+
+    # ------------------------------------------------------------ IProtocol
+
+    def connectionMade(self) -> None:
+        """
+        Send our preface at once and register as the connection's producer.
+        """
+        self.connected = True
+        self.transport.registerProducer(self, True)
+        self._log.info(
+            "memux session {role} {peer}",
+            role="to" if self.client else "from",
+            peer=self._peerAddress(),
+        )
+        self._flush()
+
+    def dataReceived(self, data: bytes) -> None:
+        """
+        Feed the engine and act on its events.  Never stops reading: a full
+        channel holds back only its own credit.
+        """
+        events = self._engine.receiveData(data)
+        if events:
+            self._handleEvents(events)
+        self._scheduleFlush()
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+        """
+        Every open channel ends with `SessionLost`; pending pings fail.
+        """
+        self.connected = False
+        self.lostReason = reason
+        if self._flushCall is not None and self._flushCall.active():
+            self._flushCall.cancel()
+        self._flushCall = None
+        if self._terminatedWith is not None:
+            code, why = self._terminatedWith
+            lost = SessionLost(why, code)
+        else:
+            lost = SessionLost(str(reason.value))
+        self._log.info(
+            "memux session with {peer} ended: {reason}",
+            peer=self._peerAddress(),
+            reason=lost,
+        )
+        for transport in list(self._transports.values()):
+            transport._stopReading()
+            transport._connectionLost(Failure(lost))
+        self._transports.clear()
+        pings = self._pings
+        self._pings = {}
+        for _, d in pings.values():
+            d.errback(Failure(lost))
+        drained = self._drained
+        self._drained = []
+        for d2 in drained:
+            d2.callback(None)
+
+    # ------------------------------------------------------------ IPushProducer
+
+    def pauseProducing(self) -> None:
+        """
+        The connection's buffer is full: stop writing to it and pause every
+        channel's producer, so buffered bytes stay bounded.
+        """
+        self._transportPaused = True
+        for transport in list(self._producers):
+            transport._pauseProducer()
+
+    def resumeProducing(self) -> None:
+        """
+        The connection drained: write again, then resume producers.
+        """
+        self._transportPaused = False
+        self._flush()
+
+    def stopProducing(self) -> None:
+        """
+        The connection is going away; `connectionLost` follows.
+        """
+
+    # ------------------------------------------------------------ internals
+
+    def _peerAddress(self) -> IAddress | None:
+        return self.transport.getPeer() if self.transport is not None else None
+
+    def _hostAddress(self) -> IAddress | None:
+        return self.transport.getHost() if self.transport is not None else None
+
+    def _scheduleFlush(self) -> None:
+        # One flush per reactor turn: many writes share one transport.write,
+        # and a channel opened in this turn rides on its first data.
+        if self._flushCall is None and self.connected:
+            self._flushCall = self._reactor.callLater(0, self._flush)
+
+    def _wrote(self, transport: ChannelTransport) -> None:
+        self._scheduleFlush()
+        if self._engine.queuedBytes(transport.channel) >= WRITE_HIGH_WATER:
+            if transport.lossy:
+                # Load shedding: rather than stall the producer, discard
+                # whole queued messages; the peer is told (DROP).
+                self._engine.discardQueuedMessages(transport.channel)
+            elif transport.producer is not None:
+                transport._pauseProducer()
+
+    def _flush(self) -> None:
+        self._flushCall = None
+        if not self.connected:
+            return
+        engine = self._engine
+        while not self._transportPaused:
+            data = engine.dataToSend(FLUSH_BYTES)
+            events = engine.popEvents()
+            if data:
+                self.transport.write(data)
+            if events:
+                self._handleEvents(events)
+            if not data and not events:
+                break
+            if not self.connected:
+                return
+        if engine.terminated and not engine.hasDataToSend():
+            self.transport.loseConnection()
+            return
+        if self._producers and not self._transportPaused:
+            self._serviceProducers()
+        if self._draining and not self._transports and not engine.hasDataToSend():
+            self.transport.loseConnection()
+
+    def _serviceProducers(self) -> None:
+        low = WRITE_HIGH_WATER // 2
+        for transport in list(self._producers):
+            if transport.producer is None:
+                continue
+            if self._engine.queuedBytes(transport.channel) < low:
+                transport._resumeProducer()
+
+    def _watchProducer(self, transport: ChannelTransport) -> None:
+        self._producers.add(transport)
+        if self._transportPaused:
+            transport._pauseProducer()
+
+    def _unwatchProducer(self, transport: ChannelTransport) -> None:
+        self._producers.discard(transport)
+
+    def _channelGone(self, transport: ChannelTransport) -> None:
+        self._transports.pop(transport.channel, None)
+        self._producers.discard(transport)
+        if self._draining and not self._transports:
+            self._scheduleFlush()
+
+    def _channelMaybeDone(self, transport: ChannelTransport) -> None:
+        if not transport._lost and not self._engine.isOpen(transport.channel):
+            self._channelGone(transport)
+            transport._connectionLost(Failure(ConnectionDone()))
+
+    def _handleEvents(self, events: list[Event]) -> None:
+        transports = self._transports
+        for event in events:
+            t = type(event)
+            if t is DataReceived:
+                e = cast(DataReceived, event)
+                transport = transports.get(e.channel)
+                if transport is not None:
+                    transport._chunkArrived(e.data, e.endMessage)
+                else:
+                    self._engine.consumed(e.channel, len(e.data))
+            elif t is ChannelOpened:
+                self._channelOpened(cast(ChannelOpened, event))
+            elif t is RemoteHalfClosed:
+                transport = transports.get(cast(RemoteHalfClosed, event).channel)
+                if transport is not None:
+                    transport._remoteFin()
+            elif t is LocalHalfClosed:
+                transport = transports.get(cast(LocalHalfClosed, event).channel)
+                if transport is not None:
+                    transport._localFinSent()
+            elif t is ChannelClosed:
+                transport = transports.get(cast(ChannelClosed, event).channel)
+                if transport is not None:
+                    transport._closed()
+            elif t is ChannelResetEvent:
+                self._channelReset(cast(ChannelResetEvent, event))
+            elif t is MessagesDropped:
+                e2 = cast(MessagesDropped, event)
+                transport = transports.get(e2.channel)
+                if transport is not None:
+                    transport._dropArrived(e2.count)
+            elif t is PingAcknowledged:
+                entry = self._pings.pop(cast(PingAcknowledged, event).payload, None)
+                if entry is not None:
+                    started, d = entry
+                    d.callback(self._reactor.seconds() - started)
+            elif t is GoAwayReceived:
+                g = cast(GoAwayReceived, event)
+                self._log.info(
+                    "Peer {peer} is going away (last channel {last}, {code}: {reason})",
+                    peer=self._peerAddress(),
+                    last=g.lastChannel,
+                    code=describeCode(g.code),
+                    reason=g.reason,
+                )
+            elif t is SessionTerminated:
+                s = cast(SessionTerminated, event)
+                self._terminatedWith = (s.code, s.reason)
+                if s.remote:
+                    self._log.warn(
+                        "Peer {peer} ended the session: {reason}",
+                        peer=self._peerAddress(),
+                        reason=s.reason,
+                    )
+                else:
+                    self._log.warn(
+                        "Protocol violation by {peer}: {code}: {reason}",
+                        peer=self._peerAddress(),
+                        code=describeCode(s.code),
+                        reason=s.reason,
+                    )
+                self._scheduleFlush()
+            elif t is PrefaceReceived:
+                pass
+
+    def _channelOpened(self, event: ChannelOpened) -> None:
+        request = ChannelRequest(
+            event.service,
+            event.metadata,
+            event.destination,
+            event.channel,
+            event.lossy,
+            self,
+        )
+        try:
+            factory = self._resolve(request)
+        except Exception:
+            self._log.failure("Error choosing a factory for channel {channel}", channel=event.channel)
+            factory = None
+            why = "internal error"
+        else:
+            why = f"no service {event.service!r}"
+        protocol = None
+        if factory is not None:
+            addr = ChannelAddress.of(event.channel, event.service, self._peerAddress())
+            try:
+                protocol = factory.buildProtocol(addr)
+            except Exception:
+                self._log.failure("Error building a protocol for channel {channel}", channel=event.channel)
+            if protocol is None:
+                why = f"service {event.service!r} declined the channel"
+        if protocol is None:
+            self._log.info(
+                "Refused channel {channel} from {peer}: {why}",
+                channel=event.channel,
+                peer=self._peerAddress(),
+                why=why,
+            )
+            self._engine.refuseChannel(event.channel, why)
+            return
+        transport = ChannelTransport(self, event.channel, event.service, event.lossy)
+        self._transports[event.channel] = transport
+        try:
+            transport._attach(protocol)
+        except Exception:
+            transport._protocolFailed(Failure())
+
+    def _channelReset(self, event: ChannelResetEvent) -> None:
+        transport = self._transports.get(event.channel)
+        if transport is None:
+            return
+        if event.code == ErrorCode.NO_ERROR and event.remote and transport._finArrived:
+            # The peer closed both ways after its FIN: a clean end, once what
+            # it sent has been delivered.
+            transport._writeClosed = True
+            transport._closed()
+            return
+        reason: ChannelReset
+        if event.code == ErrorCode.REFUSED:
+            reason = ChannelRefused(event.reason, event.remote)
+        elif event.code == ErrorCode.MESSAGE_TOO_LARGE:
+            reason = MessageTooLarge(event.reason, event.remote)
+        else:
+            reason = ChannelReset(event.code, event.reason, event.remote)
+        if event.remote:
+            self._log.info("{reason} (channel {channel})", reason=reason, channel=event.channel)
+        else:
+            self._log.warn(
+                "Peer {peer} broke the rules on channel {channel}: {reason}",
+                peer=self._peerAddress(),
+                channel=event.channel,
+                reason=reason,
+            )
+        transport._stopReading()
+        self._channelGone(transport)
+        transport._connectionLost(Failure(reason))
+
+
+class MultiplexingFactory(Factory):
+    """
+    A factory of memux sessions.  Each channel the peer opens is handed to
+    the factory that ``services`` names for it: a mapping of service name
+    to `IProtocolFactory`, or a callable taking a `ChannelRequest` and
+    returning a factory or None (refuse).
+
+    @param client: build the side that initiated the connection (odd
+        channel ids); `connectSession` sets it.
+    """
+
+    protocol = MemuxProtocol  # type: ignore[assignment]
+
+    def __init__(
+        self,
+        services: ServiceMap | ServiceResolver | None = None,
+        *,
+        client: bool = False,
+        settings: SessionSettings | None = None,
+        reactor: IReactorTime | None = None,
+    ) -> None:
+        self.services = services if services is not None else {}
+        self.client = client
+        self.settings = settings or SessionSettings()
+        self.reactor = reactor
+
+    def buildProtocol(self, addr: IAddress) -> MemuxProtocol:
+        """
+        Build one session.
+        """
+        p = MemuxProtocol(
+            self.services, client=self.client, settings=self.settings, reactor=self.reactor
+        )
+        p.factory = self
+        return p
+
+
+def connectSession(
+    endpoint: IStreamClientEndpoint,
+    services: ServiceMap | ServiceResolver | None = None,
+    *,
+    settings: SessionSettings | None = None,
+    reactor: IReactorTime | None = None,
+) -> defer.Deferred[MemuxProtocol]:
+    """
+    Connect to a memux peer through ``endpoint``; fire with the session
+    once the connection is made (channels can be opened at once: the
+    preface exchange needs no round trip).  ``services`` serves channels
+    the peer opens back to us.
+    """
+    factory = MultiplexingFactory(services, client=True, settings=settings, reactor=reactor)
+    return cast("defer.Deferred[MemuxProtocol]", endpoint.connect(factory))
+
+
+@implementer(IStreamClientEndpoint)
+class ChannelEndpoint:
+    """
+    A client endpoint whose connections are channels for ``service`` on an
+    existing session, so any code that takes an endpoint can use memux.
+    """
+
+    def __init__(
+        self,
+        session: MemuxProtocol,
+        service: bytes,
+        *,
+        metadata: bytes | None = None,
+        destination: tuple[str, int] | None = None,
+    ) -> None:
+        self.session = session
+        self.service = service
+        self.metadata = metadata
+        self.destination = destination
+
+    def connect(self, protocolFactory: IProtocolFactory) -> defer.Deferred[IProtocol]:
+        """
+        Open a channel and connect a protocol from ``protocolFactory``.
+        """
+        return self.session.openChannel(
+            self.service,
+            protocolFactory,
+            metadata=self.metadata,
+            destination=self.destination,
+        )
