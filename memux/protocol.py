@@ -617,6 +617,7 @@ class MemuxProtocol(Protocol):
         self._pingIds = itertools.count(1)
         self._draining = False
         self._drained: list[defer.Deferred[None]] = []
+        self._closedWaiters: list[defer.Deferred[None]] = []
         self.connected = False
         self.lostReason: Failure | None = None
         self._terminatedWith: tuple[int, str] | None = None
@@ -722,6 +723,17 @@ class MemuxProtocol(Protocol):
         self._scheduleFlush()
         return d
 
+    def whenClosed(self) -> defer.Deferred[None]:
+        """
+        A Deferred that fires once the connection has closed (at once if it
+        already has); the reason is then in `lostReason`.
+        """
+        if self.lostReason is not None:
+            return defer.succeed(None)
+        d: defer.Deferred[None] = defer.Deferred()
+        self._closedWaiters.append(d)
+        return d
+
     # ------------------------------------------------------------ IProtocol
 
     def connectionMade(self) -> None:
@@ -778,6 +790,10 @@ class MemuxProtocol(Protocol):
         self._drained = []
         for d2 in drained:
             d2.callback(None)
+        waiters = self._closedWaiters
+        self._closedWaiters = []
+        for d3 in waiters:
+            d3.callback(None)
 
     # ------------------------------------------------------------ IPushProducer
 

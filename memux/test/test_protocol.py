@@ -1,0 +1,997 @@
+"""
+Tests for memux.protocol: sessions, channel transports, the message API,
+errors and backpressure, over in-memory connections (twisted.test.iosim).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionAborted, ConnectionDone
+from twisted.internet.interfaces import (
+    IConsumer,
+    IHalfCloseableProtocol,
+    ILoggingContext,
+    IPushProducer,
+    IStreamClientEndpoint,
+    ITransport,
+)
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+from twisted.test.iosim import FakeTransport, connect
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from memux import (
+    ChannelAddress,
+    ChannelEndpoint,
+    ChannelRefused,
+    ChannelRequest,
+    ChannelReset,
+    ErrorCode,
+    IChunkReceiver,
+    IMessageReceiver,
+    MemuxProtocol,
+    SessionLost,
+)
+from memux._engine import SessionSettings
+from memux.error import MessageTooLarge
+from memux.interfaces import IChannelTransport, IDropReceiver
+from memux.protocol import WRITE_HIGH_WATER, ChannelTransport
+from memux.testing import connectedSessions
+
+
+class Recorder(Protocol):
+    """
+    Records what happens to it.
+    """
+
+    def __init__(self) -> None:
+        self.data: list[bytes] = []
+        self.made = False
+        self.lost: Failure | None = None
+        self.events: list[str] = []
+
+    def connectionMade(self) -> None:
+        self.made = True
+        self.events.append("made")
+
+    def dataReceived(self, data: bytes) -> None:
+        self.data.append(data)
+        self.events.append("data")
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+        self.lost = reason
+        self.events.append("lost")
+
+    @property
+    def received(self) -> bytes:
+        return b"".join(self.data)
+
+
+@implementer(IMessageReceiver)
+class MessageRecorder(Recorder):
+    """
+    Records whole messages.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[bytes] = []
+
+    def messageReceived(self, message: bytes) -> None:
+        self.messages.append(message)
+        self.events.append("message")
+
+
+@implementer(IChunkReceiver)
+class ChunkRecorder(Recorder):
+    """
+    Records chunks and their end-of-message flags.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.chunks: list[tuple[bytes, bool]] = []
+
+    def chunkReceived(self, data: bytes, endOfMessage: bool) -> None:
+        self.chunks.append((data, endOfMessage))
+
+
+@implementer(IHalfCloseableProtocol)
+class HalfCloseRecorder(Recorder):
+    """
+    Records half-close notifications.
+    """
+
+    def readConnectionLost(self) -> None:
+        self.events.append("readLost")
+
+    def writeConnectionLost(self) -> None:
+        self.events.append("writeLost")
+
+
+@implementer(IDropReceiver, IMessageReceiver)
+class DropRecorder(MessageRecorder):
+    """
+    Records drop notices among messages.
+    """
+
+    def messagesDropped(self, count: int) -> None:
+        self.events.append(f"dropped {count}")
+
+
+class ChunkEcho(Protocol):
+    """
+    Echo bytes straight back.
+    """
+
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.write(data)
+
+
+@implementer(IPushProducer)
+class RecordingProducer:
+    """
+    A push producer that records pause/resume/stop calls.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.paused = False
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+        self.calls.append("pause")
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        self.calls.append("resume")
+
+    def stopProducing(self) -> None:
+        self.calls.append("stop")
+
+
+def factoryOf(instances: list[Any], cls: type = Recorder) -> Factory:
+    """
+    A factory that builds ``cls`` and keeps what it built in ``instances``.
+    """
+
+    class RecordingFactory(Factory):
+        def buildProtocol(self, addr: Any) -> Protocol:
+            p = cls()
+            p.factory = self
+            instances.append(p)
+            return p  # type: ignore[no-any-return]
+
+    return RecordingFactory()
+
+
+class SessionTestCase(SynchronousTestCase):
+    """
+    Shared set-up: a client and server session connected in memory, the
+    server offering ``echo`` (bytes) and ``record`` services.
+    """
+
+    serverSettings: SessionSettings | None = None
+    clientSettings: SessionSettings | None = None
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.serverProtocols: list[Any] = []
+        self.serverClass: type = Recorder
+        self.services: dict[bytes, Any] = {
+            b"echo": Factory.forProtocol(ChunkEcho),
+            b"record": factoryOf(self.serverProtocols, Recorder),
+            b"messages": factoryOf(self.serverProtocols, MessageRecorder),
+            b"chunks": factoryOf(self.serverProtocols, ChunkRecorder),
+            b"half": factoryOf(self.serverProtocols, HalfCloseRecorder),
+            b"drops": factoryOf(self.serverProtocols, DropRecorder),
+        }
+        self.client, self.server, self.pump = connectedSessions(
+            self.services,
+            serverSettings=self.serverSettings,
+            clientSettings=self.clientSettings,
+            clock=self.clock,
+        )
+
+    def open(self, service: bytes, cls: type = Recorder, **kw: Any) -> Any:
+        """
+        Open a channel from the client and return its protocol.
+        """
+        made: list[Any] = []
+        return self.successResultOf(self.client.openChannel(service, factoryOf(made, cls), **kw))
+
+
+class OpenTests(SessionTestCase):
+    """
+    Opening channels and serving them.
+    """
+
+    def test_openFiresAtOnce(self) -> None:
+        """
+        openChannel's Deferred fires before any byte has crossed the
+        connection: opening costs no round trip.
+        """
+        d = self.client.openChannel(b"echo", Factory.forProtocol(Recorder))
+        proto = self.successResultOf(d)
+        self.assertTrue(proto.made)
+        self.assertEqual(self.server.counters()["channelsAccepted"], 0)
+
+    def test_echo(self) -> None:
+        """
+        Bytes written on a channel reach the service's protocol and its
+        reply comes back on the same channel.
+        """
+        proto = self.open(b"echo")
+        proto.transport.write(b"hello, ")
+        proto.transport.writeSequence([b"wor", b"ld"])
+        self.pump.flush()
+        self.assertEqual(proto.received, b"hello, world")
+
+    def test_serverOpensToClient(self) -> None:
+        """
+        The server side may open channels to the client too; they get even
+        ids and reach the client's services.
+        """
+        client, server, pump = connectedSessions(
+            {}, {b"record": factoryOf(got := [], Recorder)}, clock=self.clock
+        )
+        proto = self.successResultOf(server.openChannel(b"record", Factory.forProtocol(Recorder)))
+        proto.transport.write(b"from the server")
+        pump.flush()
+        self.assertEqual(len(got), 1)
+        self.assertEqual(got[0].received, b"from the server")
+        self.assertEqual(proto.transport.channel % 2, 0)
+
+    def test_manyChannelsInterleave(self) -> None:
+        """
+        Several channels carry independent streams at once, each delivered
+        whole and in order.
+        """
+        protos = [self.open(b"echo") for _ in range(20)]
+        for i, p in enumerate(protos):
+            p.transport.write(b"%d:" % i + b"x" * (1000 * i))
+        self.pump.flush()
+        for i, p in enumerate(protos):
+            self.assertEqual(p.received, b"%d:" % i + b"x" * (1000 * i))
+
+    def test_unknownServiceRefused(self) -> None:
+        """
+        A channel for a service the peer does not offer ends with
+        ChannelRefused carrying the peer's reason; the session lives on.
+        """
+        proto = self.open(b"no-such-service")
+        self.pump.flush()
+        self.assertIsNotNone(proto.lost)
+        assert proto.lost is not None
+        proto.lost.trap(ChannelRefused)
+        self.assertIn("no-such-service", str(proto.lost.value))
+        self.assertEqual(proto.lost.value.code, ErrorCode.REFUSED)
+        other = self.open(b"echo")
+        other.transport.write(b"still up")
+        self.pump.flush()
+        self.assertEqual(other.received, b"still up")
+
+    def test_servicesCallable(self) -> None:
+        """
+        A callable services argument gets a ChannelRequest with the service,
+        metadata and destination, and refuses by returning None.
+        """
+        requests: list[ChannelRequest] = []
+
+        def choose(request: ChannelRequest) -> Any:
+            requests.append(request)
+            if request.metadata == b"let me in":
+                return Factory.forProtocol(ChunkEcho)
+            return None
+
+        client, server, pump = connectedSessions(choose, clock=self.clock)
+        ok = self.successResultOf(
+            client.openChannel(b"svc", Factory.forProtocol(Recorder), metadata=b"let me in")
+        )
+        no = self.successResultOf(
+            client.openChannel(
+                b"svc", Factory.forProtocol(Recorder), destination=("example.com", 80)
+            )
+        )
+        ok.transport.write(b"ping")
+        pump.flush()
+        self.assertEqual(ok.received, b"ping")
+        assert no.lost is not None
+        no.lost.trap(ChannelRefused)
+        self.assertEqual([r.service for r in requests], [b"svc", b"svc"])
+        self.assertEqual(requests[1].destination, ("example.com", 80))
+        self.assertIs(requests[0].session, server)
+
+    def test_factoryDeclines(self) -> None:
+        """
+        A service factory whose buildProtocol returns None refuses the
+        channel with a reason.
+        """
+
+        class Declining(Factory):
+            def buildProtocol(self, addr: Any) -> None:
+                return None
+
+        self.services[b"declines"] = Declining()
+        proto = self.open(b"declines")
+        self.pump.flush()
+        assert proto.lost is not None
+        proto.lost.trap(ChannelRefused)
+        self.assertIn("declined", str(proto.lost.value))
+
+    def test_openChannelRejectsText(self) -> None:
+        """
+        A service name given as text instead of bytes fails with TypeError.
+        """
+        self.failureResultOf(
+            self.client.openChannel("echo", Factory.forProtocol(Recorder)),  # type: ignore[arg-type]
+            TypeError,
+        )
+
+    def test_channelEndpoint(self) -> None:
+        """
+        ChannelEndpoint is an IStreamClientEndpoint whose connect opens a
+        channel for its service.
+        """
+        endpoint = ChannelEndpoint(self.client, b"echo")
+        verifyObject(IStreamClientEndpoint, endpoint)
+        proto = self.successResultOf(endpoint.connect(Factory.forProtocol(Recorder)))
+        proto.transport.write(b"via endpoint")
+        self.pump.flush()
+        self.assertEqual(proto.received, b"via endpoint")
+
+    def test_waitsForChannelCredit(self) -> None:
+        """
+        Opening more channels than the peer's channel credit allows does not
+        fail: the extra channels wait and go through as others close.
+        """
+        client, server, pump = connectedSessions(
+            {b"record": factoryOf(got := [], Recorder)},
+            serverSettings=SessionSettings(maxChannels=100),
+            clock=self.clock,
+        )
+        protos = [
+            self.successResultOf(client.openChannel(b"record", Factory.forProtocol(Recorder)))
+            for _ in range(130)
+        ]
+        for i, p in enumerate(protos):
+            p.transport.write(b"%d" % i)
+        pump.flush()
+        self.assertEqual(len(got), 100)
+        for p in protos[:60]:
+            p.transport.loseConnection()
+        pump.flush()
+        self.assertEqual(len(got), 130)
+        self.assertEqual(got[-1].received, b"129")
+
+
+class TransportTests(SessionTestCase):
+    """
+    The channel transport as a drop-in Twisted transport.
+    """
+
+    def test_interfaces(self) -> None:
+        """
+        The channel transport provides ITransport, IConsumer, IPushProducer,
+        ILoggingContext and IChannelTransport.
+        """
+        proto = self.open(b"echo")
+        for iface in (ITransport, IConsumer, IPushProducer, ILoggingContext, IChannelTransport):
+            self.assertTrue(verifyObject(iface, proto.transport))
+
+    def test_addresses(self) -> None:
+        """
+        getPeer and getHost give ChannelAddresses with the channel, the
+        service, and the host and port of the underlying connection, so code
+        written for TCP addresses keeps working.
+        """
+        clientAddr = IPv4Address("TCP", "127.0.0.1", 50123)
+        serverAddr = IPv4Address("TCP", "127.0.0.1", 7400)
+        client = MemuxProtocol(client=True, reactor=self.clock)
+        server = MemuxProtocol(self.services, reactor=self.clock)
+        pump = connect(
+            server,
+            FakeTransport(server, True, hostAddress=serverAddr, peerAddress=clientAddr),
+            client,
+            FakeTransport(client, False, hostAddress=clientAddr, peerAddress=serverAddr),
+            clock=self.clock,
+        )
+        proto = self.successResultOf(client.openChannel(b"record", Factory.forProtocol(Recorder)))
+        pump.flush()
+        peer = proto.transport.getPeer()
+        host = proto.transport.getHost()
+        self.assertIsInstance(peer, ChannelAddress)
+        self.assertEqual(
+            (peer.channel, peer.service, peer.host, peer.port), (1, b"record", "127.0.0.1", 7400)
+        )
+        self.assertEqual((host.host, host.port), ("127.0.0.1", 50123))
+        self.assertEqual(peer.session, serverAddr)
+        serverSide = self.serverProtocols[0].transport
+        self.assertEqual(serverSide.getHost().port, 7400)
+        self.assertEqual(serverSide.getPeer(), ChannelAddress(1, b"record", clientAddr, "127.0.0.1", 50123))
+
+    def test_connectedFlags(self) -> None:
+        """
+        connected, disconnecting and disconnected follow the channel's life.
+        """
+        proto = self.open(b"record")
+        t = proto.transport
+        self.assertEqual((t.connected, t.disconnecting, t.disconnected), (True, False, False))
+        t.loseConnection()
+        self.assertTrue(t.disconnecting)
+        self.pump.flush()
+        self.assertEqual((t.connected, t.disconnected), (False, True))
+
+    def test_logPrefix(self) -> None:
+        """
+        logPrefix names the protocol and the channel.
+        """
+        proto = self.open(b"record")
+        self.assertEqual(proto.transport.logPrefix(), "Recorder,memux:1")
+
+    def test_loseConnection(self) -> None:
+        """
+        loseConnection sends what was written, then both sides get
+        ConnectionDone; connectionLost is never called from inside
+        loseConnection.
+        """
+        proto = self.open(b"record")
+        proto.transport.write(b"last words")
+        proto.transport.loseConnection()
+        self.assertIsNone(proto.lost)
+        self.pump.flush()
+        assert proto.lost is not None
+        proto.lost.trap(ConnectionDone)
+        server = self.serverProtocols[0]
+        self.assertEqual(server.received, b"last words")
+        assert server.lost is not None
+        server.lost.trap(ConnectionDone)
+        self.assertEqual(self.client.engine.openChannels(), [])
+        self.assertEqual(self.server.engine.openChannels(), [])
+
+    def test_abortConnection(self) -> None:
+        """
+        abortConnection resets the channel: ConnectionAborted locally (not
+        synchronously), ChannelReset with code CANCEL at the peer, and
+        unsent data is discarded.
+        """
+        proto = self.open(b"record")
+        self.pump.flush()
+        proto.transport.write(b"never sent")
+        proto.transport.abortConnection()
+        self.assertIsNone(proto.lost)
+        self.pump.flush()
+        assert proto.lost is not None
+        proto.lost.trap(ConnectionAborted)
+        server = self.serverProtocols[0]
+        self.assertEqual(server.received, b"")
+        assert server.lost is not None
+        server.lost.trap(ChannelReset)
+        self.assertEqual(server.lost.value.code, ErrorCode.CANCEL)
+
+    def test_writeAfterLoseIgnored(self) -> None:
+        """
+        As with TCP, writes after loseConnection are ignored rather than
+        raising.
+        """
+        proto = self.open(b"record")
+        proto.transport.loseConnection()
+        proto.transport.write(b"too late")
+        self.pump.flush()
+        self.assertEqual(self.serverProtocols[0].received, b"")
+
+    def test_peerCloseEndsPlainProtocol(self) -> None:
+        """
+        A protocol that cannot half-close gets connectionLost(ConnectionDone)
+        when the peer closes, after everything the peer sent; what it wrote
+        before is still delivered.
+        """
+        proto = self.open(b"record")
+        self.pump.flush()
+        server = self.serverProtocols[0]
+        proto.transport.write(b"request")
+        self.pump.flush()
+        server.transport.write(b"response")
+        server.transport.loseConnection()
+        self.pump.flush()
+        self.assertEqual(proto.received, b"response")
+        assert proto.lost is not None
+        proto.lost.trap(ConnectionDone)
+        self.assertEqual(proto.events[-2:], ["data", "lost"])
+
+    def test_halfClose(self) -> None:
+        """
+        loseWriteConnection sends FIN: the peer's IHalfCloseableProtocol gets
+        readConnectionLost and can still reply; the writer gets
+        writeConnectionLost; when both halves are closed both get
+        ConnectionDone.
+        """
+        proto = self.open(b"half", HalfCloseRecorder)
+        proto.transport.write(b"question")
+        proto.transport.loseWriteConnection()
+        self.pump.flush()
+        self.assertIn("writeLost", proto.events)
+        server = self.serverProtocols[0]
+        self.assertEqual(server.received, b"question")
+        self.assertEqual(server.events[-1], "readLost")
+        self.assertIsNone(server.lost)
+        server.transport.write(b"answer")
+        server.transport.loseWriteConnection()
+        self.pump.flush()
+        self.assertEqual(proto.received, b"answer")
+        self.assertEqual(proto.events[-2:], ["readLost", "lost"])
+        assert proto.lost is not None and server.lost is not None
+        proto.lost.trap(ConnectionDone)
+        server.lost.trap(ConnectionDone)
+
+
+class MessageTests(SessionTestCase):
+    """
+    Message boundaries: writeMessage, endMessage, IMessageReceiver,
+    IChunkReceiver.
+    """
+
+    def test_messages(self) -> None:
+        """
+        writeMessage sends whole messages and an IMessageReceiver gets each
+        one whole, including empty ones and ones larger than a frame.
+        """
+        proto = self.open(b"messages")
+        big = bytes(range(256)) * 1000
+        for m in [b"one", b"", big, b"four"]:
+            proto.transport.writeMessage(m)
+        self.pump.flush()
+        self.assertEqual(self.serverProtocols[0].messages, [b"one", b"", big, b"four"])
+
+    def test_writeThenEndMessage(self) -> None:
+        """
+        write() appends to the current message and endMessage() ends it.
+        """
+        proto = self.open(b"messages")
+        proto.transport.write(b"par")
+        proto.transport.write(b"ts")
+        proto.transport.endMessage()
+        proto.transport.endMessage()
+        self.pump.flush()
+        self.assertEqual(self.serverProtocols[0].messages, [b"parts", b""])
+
+    def test_chunks(self) -> None:
+        """
+        An IChunkReceiver gets chunks as they arrive, with the end of each
+        message flagged, so messages of any size can be streamed.
+        """
+        proto = self.open(b"chunks")
+        proto.transport.write(b"a" * 100)
+        proto.transport.writeMessage(b"b" * 100)
+        self.pump.flush()
+        chunks = self.serverProtocols[0].chunks
+        self.assertEqual(b"".join(c for c, _ in chunks), b"a" * 100 + b"b" * 100)
+        self.assertTrue(chunks[-1][1])
+        self.assertFalse(any(end for _, end in chunks[:-1]))
+
+    def test_plainProtocolGetsBytes(self) -> None:
+        """
+        A plain protocol sees messages as a byte stream.
+        """
+        proto = self.open(b"record")
+        proto.transport.writeMessage(b"ab")
+        proto.transport.writeMessage(b"cd")
+        self.pump.flush()
+        self.assertEqual(self.serverProtocols[0].received, b"abcd")
+
+    def test_finEndsMessage(self) -> None:
+        """
+        Closing a channel ends the message in progress: it is delivered
+        complete.
+        """
+        proto = self.open(b"messages")
+        proto.transport.write(b"unterminated")
+        proto.transport.loseConnection()
+        self.pump.flush()
+        self.assertEqual(self.serverProtocols[0].messages, [b"unterminated"])
+
+    def test_resetDiscardsPartialMessage(self) -> None:
+        """
+        A message cut off by a reset is never delivered as complete.
+        """
+        proto = self.open(b"messages")
+        proto.transport.write(b"partial")
+        self.pump.flush()
+        proto.transport.abortConnection()
+        self.pump.flush()
+        server = self.serverProtocols[0]
+        self.assertEqual(server.messages, [])
+        assert server.lost is not None
+        server.lost.trap(ChannelReset)
+
+
+class MessageLimitTests(SessionTestCase):
+    """
+    The maximum message size for IMessageReceivers.
+    """
+
+    serverSettings = SessionSettings(maxMessageSize=1000)
+
+    def test_tooLarge(self) -> None:
+        """
+        A message over the maximum resets that channel with
+        MESSAGE_TOO_LARGE: the receiver gets MessageTooLarge, the sender
+        ChannelReset with the code, and other channels carry on.
+        """
+        proto = self.open(b"messages")
+        other = self.open(b"messages")
+        proto.transport.writeMessage(b"x" * 1000)
+        proto.transport.writeMessage(b"x" * 1001)
+        other.transport.writeMessage(b"fine")
+        self.pump.flush()
+        server, otherServer = self.serverProtocols
+        self.assertEqual(server.messages, [b"x" * 1000])
+        assert server.lost is not None and proto.lost is not None
+        server.lost.trap(MessageTooLarge)
+        proto.lost.trap(ChannelReset)
+        self.assertEqual(proto.lost.value.code, ErrorCode.MESSAGE_TOO_LARGE)
+        self.assertEqual(otherServer.messages, [b"fine"])
+        self.assertIsNone(otherServer.lost)
+
+
+class ErrorTests(SessionTestCase):
+    """
+    Errors reach protocols typed, and stay at the level they belong to.
+    """
+
+    def test_peerReset(self) -> None:
+        """
+        A reset by the peer reaches connectionLost as ChannelReset with the
+        peer's code and reason.
+        """
+        proto = self.open(b"record")
+        self.pump.flush()
+        server = self.serverProtocols[0]
+        self.server.engine.resetChannel(server.transport.channel, 0x42, "app said no")
+        self.server._scheduleFlush()
+        self.pump.flush()
+        assert proto.lost is not None
+        proto.lost.trap(ChannelReset)
+        self.assertEqual((proto.lost.value.code, proto.lost.value.reason), (0x42, "app said no"))
+        self.assertTrue(proto.lost.value.remote)
+
+    def test_protocolExceptionResetsOnlyItsChannel(self) -> None:
+        """
+        An exception raised by one channel's protocol resets that channel
+        only (logged as an error); the session and other channels carry on.
+        """
+
+        class Exploding(Recorder):
+            def dataReceived(self, data: bytes) -> None:
+                raise RuntimeError("boom")
+
+        self.services[b"explode"] = Factory.forProtocol(Exploding)
+        bad = self.open(b"explode")
+        good = self.open(b"echo")
+        bad.transport.write(b"trigger")
+        good.transport.write(b"fine")
+        self.pump.flush()
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        assert bad.lost is not None
+        bad.lost.trap(ChannelReset)
+        self.assertEqual(bad.lost.value.code, ErrorCode.INTERNAL_ERROR)
+        self.assertEqual(good.received, b"fine")
+        good.transport.write(b" still")
+        self.pump.flush()
+        self.assertEqual(good.received, b"fine still")
+
+    def test_sessionLost(self) -> None:
+        """
+        When the connection goes, every open channel's protocol gets
+        SessionLost and pending pings fail with it.
+        """
+        protos = [self.open(b"record") for _ in range(3)]
+        self.pump.flush()
+        ping = self.client.ping()
+        self.client.transport.loseConnection()
+        self.pump.flush()
+        for p in protos + self.serverProtocols:
+            assert p.lost is not None
+            p.lost.trap(SessionLost)
+        self.failureResultOf(ping, SessionLost)
+        self.failureResultOf(
+            self.client.openChannel(b"record", Factory.forProtocol(Recorder)), SessionLost
+        )
+
+    def test_garbageFromPeer(self) -> None:
+        """
+        Bytes that are not memux end the session with a GOAWAY naming the
+        error, and the channels get SessionLost carrying the code.
+        """
+        proto = self.open(b"record")
+        self.pump.flush()
+        self.server.dataReceived(b"\x0f\x01\xff\xff\xff\xff\x0f")  # huge frame
+        self.pump.flush()
+        assert proto.lost is not None
+        proto.lost.trap(SessionLost)
+        server = self.serverProtocols[0]
+        assert server.lost is not None
+        server.lost.trap(SessionLost)
+        self.assertEqual(server.lost.value.code, ErrorCode.FRAME_SIZE_ERROR)
+
+    def test_notMemux(self) -> None:
+        """
+        A peer that speaks HTTP to a memux port gets a GOAWAY, and the
+        session ends with an error saying what the bytes looked like.
+        """
+        client, server, pump = connectedSessions(self.services, clock=self.clock, greet=False)
+        server.dataReceived(b"GET / HTTP/1.1\r\n\r\n")
+        pump.flush()
+        self.assertIsNotNone(server.lostReason)
+        self.assertIn("HTTP/1 request", str(server._terminatedWith))
+
+
+class BackpressureTests(SessionTestCase):
+    """
+    Credit-based backpressure, end to end.
+    """
+
+    def test_pausedChannelDoesNotStallOthers(self) -> None:
+        """
+        While channel A's consumer is paused, channel B keeps flowing at
+        full rate; A holds no more than the credit it granted, delivers
+        nothing while paused, and on resume gets everything in order.
+        """
+        window = self.server.settings.channelCredit
+        a = self.open(b"record")
+        b = self.open(b"record")
+        self.pump.flush()
+        serverA, serverB = self.serverProtocols
+        serverA.transport.pauseProducing()
+        payload = bytes(range(256)) * 4096  # 1 MiB
+        a.transport.write(payload)
+        b.transport.write(payload)
+        self.pump.flush()
+        self.assertEqual(serverB.received, payload)
+        self.assertEqual(serverA.received, b"")
+        held = self.server.engine.heldBytes(serverA.transport.channel)
+        self.assertLessEqual(held, window)
+        self.assertEqual(held, window)
+        serverA.transport.resumeProducing()
+        self.pump.flush()
+        self.assertEqual(serverA.received, payload)
+
+    def test_pausedTransportCallsNothing(self) -> None:
+        """
+        A paused channel transport calls nothing on its protocol, not even
+        the end of input; both come on resume.
+        """
+        proto = self.open(b"record")
+        self.pump.flush()
+        server = self.serverProtocols[0]
+        server.transport.pauseProducing()
+        proto.transport.write(b"held")
+        proto.transport.loseConnection()
+        self.pump.flush()
+        self.assertEqual(server.events, ["made"])
+        server.transport.resumeProducing()
+        self.pump.flush()
+        self.assertEqual(server.events, ["made", "data", "lost"])
+        self.assertEqual(server.received, b"held")
+
+    def test_producerPausedByCredit(self) -> None:
+        """
+        A push producer on a channel is paused when the peer stops granting
+        credit (its reader is paused) and resumed when credit returns.
+        """
+        proto = self.open(b"record")
+        self.pump.flush()
+        server = self.serverProtocols[0]
+        server.transport.pauseProducing()
+        producer = RecordingProducer()
+        proto.transport.registerProducer(producer, True)
+        chunk = b"z" * 16384
+        written = 0
+        while not producer.paused and written < 10 * 1024 * 1024:
+            proto.transport.write(chunk)
+            written += len(chunk)
+            self.pump.flush()
+        self.assertTrue(producer.paused)
+        self.assertEqual(producer.calls, ["pause"])
+        window = self.server.settings.channelCredit
+        self.assertLessEqual(written, window + WRITE_HIGH_WATER + len(chunk))
+        server.transport.resumeProducing()
+        self.pump.flush()
+        self.assertEqual(producer.calls, ["pause", "resume"])
+        self.assertEqual(len(server.received), written)
+
+    def test_connectionPausePropagates(self) -> None:
+        """
+        When the connection pauses the session (its buffer is full), the
+        producers of writing channels are paused, and nothing more is
+        written to the connection; on resume they are resumed.
+        """
+        proto = self.open(b"record")
+        self.pump.flush()
+        producer = RecordingProducer()
+        proto.transport.registerProducer(producer, True)
+        self.client.pauseProducing()
+        self.assertEqual(producer.calls, ["pause"])
+        proto.transport.write(b"queued")
+        self.clock.advance(0)
+        self.assertEqual(self.client.transport.getOutBuffer(), None)
+        self.client.resumeProducing()
+        self.assertEqual(producer.calls, ["pause", "resume"])
+        self.pump.flush()
+        self.assertEqual(self.serverProtocols[0].received, b"queued")
+
+    def test_producerRegisteredWhilePaused(self) -> None:
+        """
+        A producer registered while the connection is paused starts paused.
+        """
+        proto = self.open(b"record")
+        self.client.pauseProducing()
+        producer = RecordingProducer()
+        proto.transport.registerProducer(producer, True)
+        self.assertTrue(producer.paused)
+
+    def test_producerStoppedOnClose(self) -> None:
+        """
+        A registered producer is stopped when the channel ends.
+        """
+        proto = self.open(b"record")
+        producer = RecordingProducer()
+        proto.transport.registerProducer(producer, True)
+        proto.transport.abortConnection()
+        self.pump.flush()
+        self.assertEqual(producer.calls[-1], "stop")
+
+    def test_doubleRegisterRaises(self) -> None:
+        """
+        Registering a second producer without unregistering the first is an
+        error, as on TCP.
+        """
+        proto = self.open(b"record")
+        proto.transport.registerProducer(RecordingProducer(), True)
+        self.assertRaises(RuntimeError, proto.transport.registerProducer, RecordingProducer(), True)
+
+    def test_pullProducer(self) -> None:
+        """
+        A pull producer is asked for more data whenever the channel can take
+        it, until it unregisters.
+        """
+
+        class Pull:
+            def __init__(self, transport: ChannelTransport) -> None:
+                self.transport = transport
+                self.left = 5
+
+            def resumeProducing(self) -> None:
+                self.transport.write(b"%d" % self.left)
+                self.left -= 1
+                if not self.left:
+                    self.transport.unregisterProducer()
+
+            def stopProducing(self) -> None:
+                pass
+
+        proto = self.open(b"record")
+        proto.transport.registerProducer(Pull(proto.transport), False)
+        for _ in range(10):
+            self.pump.flush()
+        self.assertEqual(self.serverProtocols[0].received, b"54321")
+
+    def test_memoryBoundedAgainstFastSender(self) -> None:
+        """
+        However much a peer writes to a channel whose reader is paused, the
+        receiving session holds at most the channel's credit window.
+        """
+        proto = self.open(b"record")
+        self.pump.flush()
+        server = self.serverProtocols[0]
+        server.transport.pauseProducing()
+        for _ in range(64):
+            proto.transport.write(b"q" * 65536)
+        self.pump.flush()
+        channel = server.transport.channel
+        self.assertEqual(self.server.engine.heldBytes(channel), self.server.settings.channelCredit)
+        self.assertEqual(
+            self.client.engine.queuedBytes(proto.transport.channel),
+            64 * 65536 - self.server.settings.channelCredit,
+        )
+
+
+class LossyTests(SessionTestCase):
+    """
+    Load shedding on channels opened as lossy.
+    """
+
+    def test_shedsWholeMessagesAndTellsReceiver(self) -> None:
+        """
+        On a lossy channel whose peer is not reading, queued messages are
+        discarded whole instead of stalling the writer, and the receiver is
+        told how many, at the point in the stream where they were lost.
+        """
+        proto = self.open(b"drops", lossy=True)
+        self.pump.flush()
+        server = self.serverProtocols[0]
+        server.transport.pauseProducing()
+        message = b"m" * 4096
+        for _ in range(200):
+            proto.transport.writeMessage(message)
+            self.pump.flush()
+        server.transport.resumeProducing()
+        self.pump.flush()
+        drops = [e for e in server.events if e.startswith("dropped")]
+        self.assertTrue(drops)
+        dropped = sum(int(e.split()[1]) for e in drops)
+        self.assertEqual(len(server.messages) + dropped, 200)
+        self.assertTrue(all(m == message for m in server.messages))
+
+
+class SessionTests(SessionTestCase):
+    """
+    Session-level operations: ping, goaway, counters.
+    """
+
+    def test_ping(self) -> None:
+        """
+        ping() fires with the round-trip time.
+        """
+        d = self.client.ping()
+        self.clock.advance(0.25)
+        self.pump.flush()
+        self.assertEqual(self.successResultOf(d), 0.25)
+
+    def test_counters(self) -> None:
+        """
+        counters() reports bytes and channels.
+        """
+        proto = self.open(b"echo")
+        proto.transport.write(b"x" * 1000)
+        self.pump.flush()
+        c = self.client.counters()
+        self.assertGreater(c["bytesSent"], 1000)
+        self.assertGreater(c["bytesReceived"], 1000)
+        self.assertEqual((c["channelsOpened"], c["channelsOpen"]), (1, 1))
+        self.assertEqual(self.server.counters()["channelsAccepted"], 1)
+
+    def test_peerSettings(self) -> None:
+        """
+        After the preface exchange each side knows the other's settings.
+        """
+        self.assertEqual(
+            self.client.peerSettings.initialChannelCredit, self.server.settings.channelCredit
+        )
+
+    def test_gracefulGoAway(self) -> None:
+        """
+        goAway lets open channels finish, refuses new ones as safe to retry,
+        and closes the connection when the last channel ends.
+        """
+        proto = self.open(b"record")
+        self.pump.flush()
+        done = self.server.goAway()
+        self.pump.flush()
+        refused = self.client.openChannel(b"record", Factory.forProtocol(Recorder))
+        self.failureResultOf(refused, ChannelRefused)
+        proto.transport.write(b"still working")
+        self.pump.flush()
+        self.assertEqual(self.serverProtocols[0].received, b"still working")
+        self.assertNoResult(done)
+        proto.transport.loseConnection()
+        self.pump.flush()
+        self.successResultOf(done)
+        self.assertFalse(self.client.connected)
+
+    def test_goAwayRefusesChannelsInFlight(self) -> None:
+        """
+        A channel the client opened that crossed the server's GOAWAY is
+        reported to its opener as refused (safe to retry).
+        """
+        self.server.goAway()
+        proto = self.open(b"record")
+        self.pump.flush()
+        assert proto.lost is not None
+        proto.lost.trap(ChannelRefused)
+        self.assertEqual(self.serverProtocols, [])
