@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Union
 
 from memux._credit import CreditWindow
 from memux._wire import (
@@ -222,19 +221,19 @@ class SessionTerminated:
     remote: bool
 
 
-Event = Union[
-    PrefaceReceived,
-    ChannelOpened,
-    DataReceived,
-    RemoteHalfClosed,
-    LocalHalfClosed,
-    ChannelClosed,
-    ChannelReset,
-    MessagesDropped,
-    PingAcknowledged,
-    GoAwayReceived,
-    SessionTerminated,
-]
+Event = (
+    PrefaceReceived
+    | ChannelOpened
+    | DataReceived
+    | RemoteHalfClosed
+    | LocalHalfClosed
+    | ChannelClosed
+    | ChannelReset
+    | MessagesDropped
+    | PingAcknowledged
+    | GoAwayReceived
+    | SessionTerminated
+)
 
 
 # ---------------------------------------------------------------- channels
@@ -422,7 +421,9 @@ class MemuxEngine:
         ch.openPending = True
         ch.lossy = lossy
         if service or metadata is not None or destination is not None or lossy:
-            ch.openFrame = OpenFrame(cid, service, metadata, destination, lossy).encode()
+            ch.openFrame = OpenFrame(
+                cid, service, metadata, destination, lossy
+            ).encode()
         self._channels[cid] = ch
         self._pendingOpens.append(ch)
         self.channelsOpened += 1
@@ -521,7 +522,9 @@ class MemuxEngine:
                 dropped += 1
         kept.extend(current)  # still being written by the application
         ch.queue = kept
-        ch.queued = sum(len(item[0]) for item in kept)  # type: ignore[arg-type]
+        ch.queued = 0
+        for item in kept:
+            ch.queued += len(item[0])  # type: ignore[arg-type]
         if dropped:
             ch.dropCount += dropped
             self._schedule(ch)
@@ -593,7 +596,9 @@ class MemuxEngine:
             if ch is not None:
                 ch.lossy = f.lossy
                 self._events.append(
-                    ChannelOpened(f.channel, f.service, f.metadata, f.destination, f.lossy)
+                    ChannelOpened(
+                        f.channel, f.service, f.metadata, f.destination, f.lossy
+                    )
                 )
         elif t is ResetFrame:
             r: ResetFrame = frame  # type: ignore[assignment]
@@ -622,7 +627,11 @@ class MemuxEngine:
                 if ch.lossy:
                     self._events.append(MessagesDropped(d.channel, d.count))
                 else:
-                    self._channelError(ch, ErrorCode.PROTOCOL_ERROR, "DROP on a channel that is not lossy")
+                    self._channelError(
+                        ch,
+                        ErrorCode.PROTOCOL_ERROR,
+                        "DROP on a channel that is not lossy",
+                    )
         # Unknown frame types are ignored (spec: "Extensibility").
 
     def _onPreface(self, preface: Preface) -> None:
@@ -666,7 +675,10 @@ class MemuxEngine:
             # Not processed; the peer learns that from our GOAWAY.
             return None
         ch = _Channel(
-            cid, False, self.peerSettings.initialChannelCredit, self.settings.channelCredit
+            cid,
+            False,
+            self.peerSettings.initialChannelCredit,
+            self.settings.channelCredit,
         )
         self._channels[cid] = ch
         self._peerChannelCount += 1
@@ -682,7 +694,8 @@ class MemuxEngine:
         if ch is not None:
             if ch.openPending:
                 raise ProtocolError(
-                    ErrorCode.PROTOCOL_ERROR, f"frame for channel {cid} before its opening"
+                    ErrorCode.PROTOCOL_ERROR,
+                    f"frame for channel {cid} before its opening",
                 )
             return ch
         if self.isLocal(cid):
@@ -753,7 +766,9 @@ class MemuxEngine:
         for ch in list(self._channels.values()):
             if ch.local and ch.id > f.lastChannel:
                 self._removeChannel(ch)
-                self._events.append(ChannelReset(ch.id, ErrorCode.REFUSED, reason, True))
+                self._events.append(
+                    ChannelReset(ch.id, ErrorCode.REFUSED, reason, True)
+                )
         if f.code != ErrorCode.NO_ERROR:
             self.terminated = True
             self._events.append(
@@ -862,10 +877,10 @@ class MemuxEngine:
                 out.append(frame)
                 size += len(frame)
             size += self._sendChunk(ch, out, maxFrame)
-            if ch.queue or (ch.finQueued and not ch.finSent and ch.id in self._channels):
-                if ch.queue and ch.queue[0][0] and (
-                    ch.sendOffset >= ch.sendLimit
-                ):
+            if ch.queue or (
+                ch.finQueued and not ch.finSent and ch.id in self._channels
+            ):
+                if ch.queue and ch.queue[0][0] and (ch.sendOffset >= ch.sendLimit):
                     continue  # blocked on channel credit: CREDIT reschedules
                 if ch.queue and ch.queue[0][0] and self.sessionSendCredit <= 0:
                     self._blockedOnSession[ch.id] = ch
@@ -891,7 +906,9 @@ class MemuxEngine:
                     self._schedule(ch)
             else:
                 # Default service: the OPEN flag rides on the first chunk.
-                size += self._sendChunk(ch, out, self.peerSettings.maxFrameSize, DATA_OPEN)
+                size += self._sendChunk(
+                    ch, out, self.peerSettings.maxFrameSize, DATA_OPEN
+                )
                 if ch.queue or ch.finQueued and not ch.finSent:
                     self._schedule(ch)
         return size
@@ -922,7 +939,9 @@ class MemuxEngine:
                     end = False
                 else:
                     if allowed < n:
-                        view = data if isinstance(data, memoryview) else memoryview(data)
+                        view = (
+                            data if isinstance(data, memoryview) else memoryview(data)
+                        )
                         chunk = view[:allowed]  # type: ignore[assignment]
                         item[0] = view[allowed:]
                         end = False

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Union
 
 __all__ = [
     "MAGIC",
@@ -544,17 +543,17 @@ class UnknownFrame:
         return _frame(self.type, self.flags, self.channel, self.payload)
 
 
-Frame = Union[
-    DataFrame,
-    OpenFrame,
-    CreditFrame,
-    ResetFrame,
-    PingFrame,
-    GoAwayFrame,
-    ChannelCreditFrame,
-    DropFrame,
-    UnknownFrame,
-]
+Frame = (
+    DataFrame
+    | OpenFrame
+    | CreditFrame
+    | ResetFrame
+    | PingFrame
+    | GoAwayFrame
+    | ChannelCreditFrame
+    | DropFrame
+    | UnknownFrame
+)
 
 
 def _needChannel(ftype: FrameType, channel: int) -> None:
@@ -610,7 +609,9 @@ def parseFrame(typeByte: int, channel: int, payload: bytes) -> Frame:
         if flags & OPEN_METADATA:
             metadata, pos = _bytesField(payload, pos, "metadata", len(payload))
         if flags & OPEN_DESTINATION:
-            rawHost, pos = _bytesField(payload, pos, "destination host", MAX_NAME_LENGTH)
+            rawHost, pos = _bytesField(
+                payload, pos, "destination host", MAX_NAME_LENGTH
+            )
             port, pos = _field(payload, pos, "destination port")
             if port > 0xFFFF:
                 raise ProtocolError(
@@ -618,8 +619,12 @@ def parseFrame(typeByte: int, channel: int, payload: bytes) -> Frame:
                 )
             destination = (_utf8(rawHost, "destination host"), port)
         if pos != len(payload):
-            raise ProtocolError(ErrorCode.PROTOCOL_ERROR, "OPEN frame has trailing bytes")
-        return OpenFrame(channel, service, metadata, destination, bool(flags & OPEN_LOSSY))
+            raise ProtocolError(
+                ErrorCode.PROTOCOL_ERROR, "OPEN frame has trailing bytes"
+            )
+        return OpenFrame(
+            channel, service, metadata, destination, bool(flags & OPEN_LOSSY)
+        )
     if t == FrameType.RESET:
         _needChannel(FrameType.RESET, channel)
         code, pos = _field(payload, 0, "RESET code")
@@ -664,7 +669,9 @@ class FrameDecoder:
     plus its header, or one preface.
     """
 
-    def __init__(self, maxFrameSize: int = SETTING_BOUNDS[SettingId.MAX_FRAME_SIZE][0]) -> None:
+    def __init__(
+        self, maxFrameSize: int = SETTING_BOUNDS[SettingId.MAX_FRAME_SIZE][0]
+    ) -> None:
         self.maxFrameSize = maxFrameSize
         self._buffer = b""
         self._prefaceDone = False

@@ -18,7 +18,7 @@ class IMessageReceiver(Interface):
     the session's maximum message size) instead of ``dataReceived``.
     """
 
-    def messageReceived(message: bytes) -> None:  # type: ignore[misc]
+    def messageReceived(message: bytes) -> None:
         """
         One whole message arrived.
         """
@@ -30,7 +30,7 @@ class IChunkReceiver(Interface):
     messages of unbounded size, instead of ``dataReceived``.
     """
 
-    def chunkReceived(data: bytes, endOfMessage: bool) -> None:  # type: ignore[misc]
+    def chunkReceived(data: bytes, endOfMessage: bool) -> None:
         """
         A chunk arrived; ``endOfMessage`` says it ends its message.
         """
@@ -42,7 +42,7 @@ class IDropReceiver(Interface):
     were discarded instead of delivered.
     """
 
-    def messagesDropped(count: int) -> None:  # type: ignore[misc]
+    def messagesDropped(count: int) -> None:
         """
         ``count`` whole messages were discarded at this point in the stream.
         """
@@ -58,13 +58,13 @@ class IChannelTransport(ITransport):
     service = Attribute("The service name the channel was opened for (bytes).")
     session = Attribute("The MemuxProtocol carrying the channel.")
 
-    def writeMessage(data: bytes) -> None:  # type: ignore[misc]
+    def writeMessage(data: bytes) -> None:
         """
         Send ``data`` as one whole message (ending any message in progress
         with it).
         """
 
-    def endMessage() -> None:  # type: ignore[misc]
+    def endMessage() -> None:
         """
         End the message that ``write`` calls have been building.
         """

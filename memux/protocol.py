@@ -33,7 +33,7 @@ from twisted.internet.interfaces import (
     IStreamClientEndpoint,
     ITransport,
 )
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -100,7 +100,9 @@ class ChannelAddress:
     port: int | None = None
 
     @classmethod
-    def of(cls, channel: int, service: bytes, session: IAddress | None) -> ChannelAddress:
+    def of(
+        cls, channel: int, service: bytes, session: IAddress | None
+    ) -> ChannelAddress:
         """
         Build the address of ``channel`` on a connection whose address is
         ``session``.
@@ -129,9 +131,7 @@ ServiceMap = Mapping[bytes, IProtocolFactory]
 ServiceResolver = Callable[[ChannelRequest], "IProtocolFactory | None"]
 
 
-@implementer(
-    IChannelTransport, ITransport, IConsumer, IPushProducer, ILoggingContext
-)
+@implementer(IChannelTransport, ITransport, IConsumer, IPushProducer, ILoggingContext)
 class ChannelTransport:
     """
     The transport of one channel.  A faithful drop-in for Twisted
@@ -273,13 +273,17 @@ class ChannelTransport:
         """
         The peer's end: the connection's peer address plus this channel.
         """
-        return ChannelAddress.of(self.channel, self.service, self.session._peerAddress())
+        return ChannelAddress.of(
+            self.channel, self.service, self.session._peerAddress()
+        )
 
     def getHost(self) -> ChannelAddress:
         """
         This end: the connection's host address plus this channel.
         """
-        return ChannelAddress.of(self.channel, self.service, self.session._hostAddress())
+        return ChannelAddress.of(
+            self.channel, self.service, self.session._hostAddress()
+        )
 
     def logPrefix(self) -> str:
         """
@@ -320,7 +324,11 @@ class ChannelTransport:
         self.session._unwatchProducer(self)
 
     def _pauseProducer(self) -> None:
-        if self.producer is not None and self.streamingProducer and not self._producerPaused:
+        if (
+            self.producer is not None
+            and self.streamingProducer
+            and not self._producerPaused
+        ):
             self._producerPaused = True
             cast(IPushProducer, self.producer).pauseProducing()
 
@@ -538,7 +546,11 @@ class ChannelTransport:
     def _fail(self, reason: Any, code: int) -> None:
         self._writeClosed = True
         self._stopReading()
-        self.session._engine.resetChannel(self.channel, code, str(reason.value if isinstance(reason, Failure) else reason))
+        self.session._engine.resetChannel(
+            self.channel,
+            code,
+            str(reason.value if isinstance(reason, Failure) else reason),
+        )
         self.session._scheduleFlush()
         self.session._channelGone(self)
         self._connectionLost(reason if isinstance(reason, Failure) else Failure(reason))
@@ -573,7 +585,7 @@ class ChannelTransport:
 def _resolverFor(services: ServiceMap | ServiceResolver) -> ServiceResolver:
     if callable(services) and not isinstance(services, Mapping):
         return services
-    mapping = cast(ServiceMap, services)
+    mapping = services
 
     def resolve(request: ChannelRequest) -> IProtocolFactory | None:
         return mapping.get(request.service)
@@ -671,7 +683,9 @@ class MemuxProtocol(Protocol):
         `ChannelRefused`.
         """
         if not isinstance(service, bytes):
-            return defer.fail(TypeError(f"service must be bytes, not {type(service).__name__}"))
+            return defer.fail(
+                TypeError(f"service must be bytes, not {type(service).__name__}")
+            )
         if not self.connected or self._engine.terminated:
             return defer.fail(SessionLost("the session is not connected"))
         if self._engine.goAwayReceived is not None:
@@ -684,7 +698,9 @@ class MemuxProtocol(Protocol):
         protocol = factory.buildProtocol(addr)
         if protocol is None:
             self._engine.resetChannel(cid)
-            return defer.fail(ChannelRefused("the factory built no protocol", remote=False))
+            return defer.fail(
+                ChannelRefused("the factory built no protocol", remote=False)
+            )
         transport = ChannelTransport(self, cid, service, lossy)
         self._transports[cid] = transport
         transport._attach(protocol)
@@ -741,7 +757,7 @@ class MemuxProtocol(Protocol):
         Send our preface at once and register as the connection's producer.
         """
         self.connected = True
-        self.transport.registerProducer(self, True)
+        cast(Any, self.transport).registerProducer(self, True)
         self._log.info(
             "memux session {role} {peer}",
             role="to" if self.client else "from",
@@ -759,7 +775,7 @@ class MemuxProtocol(Protocol):
             self._handleEvents(events)
         self._scheduleFlush()
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         """
         Every open channel ends with `SessionLost`; pending pings fail.
         """
@@ -820,6 +836,11 @@ class MemuxProtocol(Protocol):
 
     # ------------------------------------------------------------ internals
 
+    @property
+    def _connection(self) -> ITransport:
+        assert self.transport is not None
+        return self.transport
+
     def _peerAddress(self) -> IAddress | None:
         return self.transport.getPeer() if self.transport is not None else None
 
@@ -851,7 +872,7 @@ class MemuxProtocol(Protocol):
             data = engine.dataToSend(FLUSH_BYTES)
             events = engine.popEvents()
             if data:
-                self.transport.write(data)
+                self._connection.write(data)
             if events:
                 self._handleEvents(events)
             if not data and not events:
@@ -859,12 +880,12 @@ class MemuxProtocol(Protocol):
             if not self.connected:
                 return
         if engine.terminated and not engine.hasDataToSend():
-            self.transport.loseConnection()
+            self._connection.loseConnection()
             return
         if self._producers and not self._transportPaused:
             self._serviceProducers()
         if self._draining and not self._transports and not engine.hasDataToSend():
-            self.transport.loseConnection()
+            self._connection.loseConnection()
 
     def _serviceProducers(self) -> None:
         low = WRITE_HIGH_WATER // 2
@@ -971,7 +992,9 @@ class MemuxProtocol(Protocol):
         try:
             factory = self._resolve(request)
         except Exception:
-            self._log.failure("Error choosing a factory for channel {channel}", channel=event.channel)
+            self._log.failure(
+                "Error choosing a factory for channel {channel}", channel=event.channel
+            )
             factory = None
             why = "internal error"
         else:
@@ -982,7 +1005,10 @@ class MemuxProtocol(Protocol):
             try:
                 protocol = factory.buildProtocol(addr)
             except Exception:
-                self._log.failure("Error building a protocol for channel {channel}", channel=event.channel)
+                self._log.failure(
+                    "Error building a protocol for channel {channel}",
+                    channel=event.channel,
+                )
             if protocol is None:
                 why = f"service {event.service!r} declined the channel"
         if protocol is None:
@@ -1019,7 +1045,9 @@ class MemuxProtocol(Protocol):
         else:
             reason = ChannelReset(event.code, event.reason, event.remote)
         if event.remote:
-            self._log.info("{reason} (channel {channel})", reason=reason, channel=event.channel)
+            self._log.info(
+                "{reason} (channel {channel})", reason=reason, channel=event.channel
+            )
         else:
             self._log.warn(
                 "Peer {peer} broke the rules on channel {channel}: {reason}",
@@ -1043,7 +1071,7 @@ class MultiplexingFactory(Factory):
         channel ids); `connectSession` sets it.
     """
 
-    protocol = MemuxProtocol  # type: ignore[assignment]
+    protocol = MemuxProtocol
 
     def __init__(
         self,
@@ -1058,12 +1086,15 @@ class MultiplexingFactory(Factory):
         self.settings = settings or SessionSettings()
         self.reactor = reactor
 
-    def buildProtocol(self, addr: IAddress) -> MemuxProtocol:
+    def buildProtocol(self, addr: IAddress | None) -> MemuxProtocol:
         """
         Build one session.
         """
         p = MemuxProtocol(
-            self.services, client=self.client, settings=self.settings, reactor=self.reactor
+            self.services,
+            client=self.client,
+            settings=self.settings,
+            reactor=self.reactor,
         )
         p.factory = self
         return p
@@ -1082,7 +1113,9 @@ def connectSession(
     preface exchange needs no round trip).  ``services`` serves channels
     the peer opens back to us.
     """
-    factory = MultiplexingFactory(services, client=True, settings=settings, reactor=reactor)
+    factory = MultiplexingFactory(
+        services, client=True, settings=settings, reactor=reactor
+    )
     return cast("defer.Deferred[MemuxProtocol]", endpoint.connect(factory))
 
 

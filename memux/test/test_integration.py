@@ -11,7 +11,11 @@ import os
 from typing import Any
 
 from twisted.internet import defer
-from twisted.internet.endpoints import clientFromString, connectProtocol, serverFromString
+from twisted.internet.endpoints import (
+    clientFromString,
+    connectProtocol,
+    serverFromString,
+)
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.protocols import amp
@@ -19,10 +23,10 @@ from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import Agent, HTTPConnectionPool, readBody
+from twisted.web.iweb import IAgentEndpointFactory
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 from zope.interface import implementer
-from twisted.web.iweb import IAgentEndpointFactory
 
 from memux import ChannelEndpoint, MemuxProtocol, MultiplexingFactory, connectSession
 from memux.testing import connectedSessions
@@ -131,7 +135,9 @@ class InMemoryTests(SynchronousTestCase):
             b"amp": Factory.forProtocol(Adder),
             b"web": Site(Hello(), reactor=self.clock),
         }
-        self.client, self.server, self.pump = connectedSessions(services, clock=self.clock)
+        self.client, self.server, self.pump = connectedSessions(
+            services, clock=self.clock
+        )
 
     def test_lineReceiver(self) -> None:
         """
@@ -244,8 +250,10 @@ class LoopbackTests(TestCase):
             sink.transport.loseWriteConnection()
             sinks.append(sink)
         echoed = yield defer.gatherResults([s.done for s in sinks])
-        for payload, got in zip(payloads, echoed):
-            self.assertEqual(hashlib.sha256(got).hexdigest(), hashlib.sha256(payload).hexdigest())
+        for payload, got in zip(payloads, echoed, strict=True):
+            self.assertEqual(
+                hashlib.sha256(got).hexdigest(), hashlib.sha256(payload).hexdigest()
+            )
 
         rtt = yield session.ping()
         self.assertGreaterEqual(rtt, 0)

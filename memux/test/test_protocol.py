@@ -17,7 +17,7 @@ from twisted.internet.interfaces import (
     IStreamClientEndpoint,
     ITransport,
 )
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.test.iosim import FakeTransport, connect
@@ -63,7 +63,7 @@ class Recorder(Protocol):
         self.data.append(data)
         self.events.append("data")
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.lost = reason
         self.events.append("lost")
 
@@ -203,7 +203,9 @@ class SessionTestCase(SynchronousTestCase):
         Open a channel from the client and return its protocol.
         """
         made: list[Any] = []
-        return self.successResultOf(self.client.openChannel(service, factoryOf(made, cls), **kw))
+        return self.successResultOf(
+            self.client.openChannel(service, factoryOf(made, cls), **kw)
+        )
 
 
 class OpenTests(SessionTestCase):
@@ -240,7 +242,9 @@ class OpenTests(SessionTestCase):
         client, server, pump = connectedSessions(
             {}, {b"record": factoryOf(got := [], Recorder)}, clock=self.clock
         )
-        proto = self.successResultOf(server.openChannel(b"record", Factory.forProtocol(Recorder)))
+        proto = self.successResultOf(
+            server.openChannel(b"record", Factory.forProtocol(Recorder))
+        )
         proto.transport.write(b"from the server")
         pump.flush()
         self.assertEqual(len(got), 1)
@@ -291,7 +295,9 @@ class OpenTests(SessionTestCase):
 
         client, server, pump = connectedSessions(choose, clock=self.clock)
         ok = self.successResultOf(
-            client.openChannel(b"svc", Factory.forProtocol(Recorder), metadata=b"let me in")
+            client.openChannel(
+                b"svc", Factory.forProtocol(Recorder), metadata=b"let me in"
+            )
         )
         no = self.successResultOf(
             client.openChannel(
@@ -356,7 +362,9 @@ class OpenTests(SessionTestCase):
             clock=self.clock,
         )
         protos = [
-            self.successResultOf(client.openChannel(b"record", Factory.forProtocol(Recorder)))
+            self.successResultOf(
+                client.openChannel(b"record", Factory.forProtocol(Recorder))
+            )
             for _ in range(130)
         ]
         for i, p in enumerate(protos):
@@ -381,7 +389,13 @@ class TransportTests(SessionTestCase):
         ILoggingContext and IChannelTransport.
         """
         proto = self.open(b"echo")
-        for iface in (ITransport, IConsumer, IPushProducer, ILoggingContext, IChannelTransport):
+        for iface in (
+            ITransport,
+            IConsumer,
+            IPushProducer,
+            ILoggingContext,
+            IChannelTransport,
+        ):
             self.assertTrue(verifyObject(iface, proto.transport))
 
     def test_addresses(self) -> None:
@@ -398,22 +412,30 @@ class TransportTests(SessionTestCase):
             server,
             FakeTransport(server, True, hostAddress=serverAddr, peerAddress=clientAddr),
             client,
-            FakeTransport(client, False, hostAddress=clientAddr, peerAddress=serverAddr),
+            FakeTransport(
+                client, False, hostAddress=clientAddr, peerAddress=serverAddr
+            ),
             clock=self.clock,
         )
-        proto = self.successResultOf(client.openChannel(b"record", Factory.forProtocol(Recorder)))
+        proto = self.successResultOf(
+            client.openChannel(b"record", Factory.forProtocol(Recorder))
+        )
         pump.flush()
         peer = proto.transport.getPeer()
         host = proto.transport.getHost()
         self.assertIsInstance(peer, ChannelAddress)
         self.assertEqual(
-            (peer.channel, peer.service, peer.host, peer.port), (1, b"record", "127.0.0.1", 7400)
+            (peer.channel, peer.service, peer.host, peer.port),
+            (1, b"record", "127.0.0.1", 7400),
         )
         self.assertEqual((host.host, host.port), ("127.0.0.1", 50123))
         self.assertEqual(peer.session, serverAddr)
         serverSide = self.serverProtocols[0].transport
         self.assertEqual(serverSide.getHost().port, 7400)
-        self.assertEqual(serverSide.getPeer(), ChannelAddress(1, b"record", clientAddr, "127.0.0.1", 50123))
+        self.assertEqual(
+            serverSide.getPeer(),
+            ChannelAddress(1, b"record", clientAddr, "127.0.0.1", 50123),
+        )
 
     def test_connectedFlags(self) -> None:
         """
@@ -421,7 +443,9 @@ class TransportTests(SessionTestCase):
         """
         proto = self.open(b"record")
         t = proto.transport
-        self.assertEqual((t.connected, t.disconnecting, t.disconnected), (True, False, False))
+        self.assertEqual(
+            (t.connected, t.disconnecting, t.disconnected), (True, False, False)
+        )
         t.loseConnection()
         self.assertTrue(t.disconnecting)
         self.pump.flush()
@@ -657,7 +681,9 @@ class ErrorTests(SessionTestCase):
         self.pump.flush()
         assert proto.lost is not None
         proto.lost.trap(ChannelReset)
-        self.assertEqual((proto.lost.value.code, proto.lost.value.reason), (0x42, "app said no"))
+        self.assertEqual(
+            (proto.lost.value.code, proto.lost.value.reason), (0x42, "app said no")
+        )
         self.assertTrue(proto.lost.value.remote)
 
     def test_protocolExceptionResetsOnlyItsChannel(self) -> None:
@@ -700,7 +726,8 @@ class ErrorTests(SessionTestCase):
             p.lost.trap(SessionLost)
         self.failureResultOf(ping, SessionLost)
         self.failureResultOf(
-            self.client.openChannel(b"record", Factory.forProtocol(Recorder)), SessionLost
+            self.client.openChannel(b"record", Factory.forProtocol(Recorder)),
+            SessionLost,
         )
 
     def test_garbageFromPeer(self) -> None:
@@ -724,7 +751,9 @@ class ErrorTests(SessionTestCase):
         A peer that speaks HTTP to a memux port gets a GOAWAY, and the
         session ends with an error saying what the bytes looked like.
         """
-        client, server, pump = connectedSessions(self.services, clock=self.clock, greet=False)
+        client, server, pump = connectedSessions(
+            self.services, clock=self.clock, greet=False
+        )
         server.dataReceived(b"GET / HTTP/1.1\r\n\r\n")
         pump.flush()
         self.assertIsNotNone(server.lostReason)
@@ -853,7 +882,9 @@ class BackpressureTests(SessionTestCase):
         """
         proto = self.open(b"record")
         proto.transport.registerProducer(RecordingProducer(), True)
-        self.assertRaises(RuntimeError, proto.transport.registerProducer, RecordingProducer(), True)
+        self.assertRaises(
+            RuntimeError, proto.transport.registerProducer, RecordingProducer(), True
+        )
 
     def test_pullProducer(self) -> None:
         """
@@ -894,7 +925,9 @@ class BackpressureTests(SessionTestCase):
             proto.transport.write(b"q" * 65536)
         self.pump.flush()
         channel = server.transport.channel
-        self.assertEqual(self.server.engine.heldBytes(channel), self.server.settings.channelCredit)
+        self.assertEqual(
+            self.server.engine.heldBytes(channel), self.server.settings.channelCredit
+        )
         self.assertEqual(
             self.client.engine.queuedBytes(proto.transport.channel),
             64 * 65536 - self.server.settings.channelCredit,
@@ -961,7 +994,8 @@ class SessionTests(SessionTestCase):
         After the preface exchange each side knows the other's settings.
         """
         self.assertEqual(
-            self.client.peerSettings.initialChannelCredit, self.server.settings.channelCredit
+            self.client.peerSettings.initialChannelCredit,
+            self.server.settings.channelCredit,
         )
 
     def test_gracefulGoAway(self) -> None:
