@@ -68,7 +68,10 @@ class SessionSettings:
     #: credit window per channel: the most unconsumed bytes held per channel
     channelCredit: int = 256 * 1024
     #: credit window for the session: the most unconsumed bytes held in all
-    sessionCredit: int = 4 * 1024 * 1024
+    #: channels together, whatever the peer does.  It is what bounds memory,
+    #: so channels whose readers are paused share it: 64 fully stalled
+    #: channels at the default windows before others slow down.
+    sessionCredit: int = 16 * 1024 * 1024
     #: the most channels the peer may have open with us at once
     maxChannels: int = 1024
     #: the largest message delivered whole to an IMessageReceiver
@@ -285,6 +288,22 @@ class _Channel:
         self.dropCount = 0
 
 
+#: Reasons in RESET and GOAWAY frames are cut to this many bytes, so the
+#: frame always fits the peer's MAX_FRAME_SIZE (at least 16384).
+MAX_REASON_BYTES = 1024
+
+#: The largest OPEN frame payload: it may go out before the peer's preface,
+#: so it must fit the initial MAX_FRAME_SIZE.
+MAX_OPEN_PAYLOAD = 16384
+
+
+def _cut(reason: str) -> str:
+    raw = reason.encode("utf-8")
+    if len(raw) <= MAX_REASON_BYTES:
+        return reason
+    return raw[:MAX_REASON_BYTES].decode("utf-8", "ignore")
+
+
 def _isClientId(cid: int) -> bool:
     return cid & 1 == 1
 
@@ -411,6 +430,14 @@ class MemuxEngine:
         if self.goAwayReceived is not None:
             raise ValueError("the peer sent GOAWAY: no new channels on this session")
         cid = self._nextLocalId
+        openFrame = None
+        if service or metadata is not None or destination is not None or lossy:
+            openFrame = OpenFrame(cid, service, metadata, destination, lossy).encode()
+            if len(openFrame) > MAX_OPEN_PAYLOAD:
+                raise ValueError(
+                    f"service, metadata and destination take {len(openFrame)} bytes;"
+                    f" an OPEN frame may take at most {MAX_OPEN_PAYLOAD}"
+                )
         self._nextLocalId += 2
         ch = _Channel(
             cid,
@@ -420,10 +447,7 @@ class MemuxEngine:
         )
         ch.openPending = True
         ch.lossy = lossy
-        if service or metadata is not None or destination is not None or lossy:
-            ch.openFrame = OpenFrame(
-                cid, service, metadata, destination, lossy
-            ).encode()
+        ch.openFrame = openFrame
         self._channels[cid] = ch
         self._pendingOpens.append(ch)
         self.channelsOpened += 1
@@ -470,7 +494,7 @@ class MemuxEngine:
         if ch is None:
             return
         if not ch.openPending:
-            self._control.append(ResetFrame(channel, code, reason).encode())
+            self._control.append(ResetFrame(channel, code, _cut(reason)).encode())
         # else: the peer never heard of it; its id is simply skipped.
         self._removeChannel(ch)
 
@@ -546,7 +570,7 @@ class MemuxEngine:
         if self.terminated:
             return
         self.goAwaySent = self._highestPeer
-        self._control.append(GoAwayFrame(self._highestPeer, code, reason).encode())
+        self._control.append(GoAwayFrame(self._highestPeer, code, _cut(reason)).encode())
         if code != ErrorCode.NO_ERROR:
             self.terminated = True
 
@@ -778,7 +802,7 @@ class MemuxEngine:
             )
 
     def _channelError(self, ch: _Channel, code: ErrorCode, reason: str) -> None:
-        self._control.append(ResetFrame(ch.id, code, reason).encode())
+        self._control.append(ResetFrame(ch.id, code, _cut(reason)).encode())
         self._removeChannel(ch)
         self._events.append(ChannelReset(ch.id, code, reason, remote=False))
 
