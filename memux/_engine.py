@@ -570,7 +570,9 @@ class MemuxEngine:
         if self.terminated:
             return
         self.goAwaySent = self._highestPeer
-        self._control.append(GoAwayFrame(self._highestPeer, code, _cut(reason)).encode())
+        self._control.append(
+            GoAwayFrame(self._highestPeer, code, _cut(reason)).encode()
+        )
         if code != ErrorCode.NO_ERROR:
             self.terminated = True
 
