@@ -3,8 +3,12 @@ Send one message to a memux server's echo service and print the reply.
 
 Start a server first (``twistd -n memux``), then run::
 
-    python examples/echo_client.py
+    python examples/echo_client.py [CLIENT_ENDPOINT]
+
+CLIENT_ENDPOINT defaults to ``tcp:localhost:7400``.
 """
+
+import sys
 
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import clientFromString
@@ -30,7 +34,8 @@ class EchoClient(Protocol):
 
 
 async def main(reactor: IReactorCore) -> None:
-    session = await connectSession(clientFromString(reactor, "tcp:localhost:7400"))
+    where = sys.argv[1] if len(sys.argv) > 1 else "tcp:localhost:7400"
+    session = await connectSession(clientFromString(reactor, where))
     client = await session.openChannel(b"echo", Factory.forProtocol(EchoClient))
     assert isinstance(client, EchoClient)
     channel = IChannelTransport(client.transport)
