@@ -78,6 +78,9 @@ __all__ = [
 #: resumed below half of it: the role Twisted's TCP bufferSize plays.
 WRITE_HIGH_WATER = 64 * 1024
 
+#: The FIN's place among held inbound items.
+_FIN = object()
+
 #: How much `MemuxProtocol` hands the connection per write; the connection
 #: pauses us when its own buffer fills, which keeps the rest in the engine
 #: where the scheduler can still interleave channels fairly.
@@ -167,6 +170,8 @@ class ChannelTransport:
         self._finArrived = False
         self._readClosed = False  # no more delivery (closed or reset)
         self._paused = False
+        self._delivering = False
+        self._pendingLoss: Failure | None = None
         self._deliverCall: IDelayedCall | None = None
         self._partial: list[bytes] = []
         self._partialSize = 0
@@ -243,7 +248,13 @@ class ChannelTransport:
         self.disconnecting = True
         self._fullClose = True
         self._stopReading()
-        self._closeWrite()
+        engine = self.session._engine
+        if not self._writeClosed:
+            self._closeWrite()  # `_localFinSent` finishes once FIN is out
+        elif not engine.isOpen(self.channel) or engine.finSent(self.channel):
+            # Our FIN is already out (or the channel already ended): no
+            # event will come to finish this, so finish it next turn.
+            self.session._reactor.callLater(0, self._finishClose)
 
     def loseWriteConnection(self) -> None:
         """
@@ -262,6 +273,7 @@ class ChannelTransport:
         self.disconnecting = True
         self._writeClosed = True
         self._stopReading()
+        self._pendingLoss = None
         self.session._engine.resetChannel(self.channel, ErrorCode.CANCEL, "aborted")
         self.session._scheduleFlush()
         self.session._channelGone(self)
@@ -359,7 +371,9 @@ class ChannelTransport:
         if not self._paused:
             return
         self._paused = False
-        if (self._inbox or self._finArrived) and self._deliverCall is None:
+        if (self._inbox or self._pendingLoss is not None) and self._deliverCall is None:
+            # Not from inside this call: callers (twisted.web, TLS) resume
+            # from their own callbacks and do not expect re-entry.
             self._deliverCall = self.session._reactor.callLater(0, self._deliver)
 
     def stopProducing(self) -> None:
@@ -369,73 +383,96 @@ class ChannelTransport:
         self.loseConnection()
 
     # ------------------------------------------------------------ inbound
+    #
+    # Everything the peer sends reaches the protocol through one loop,
+    # `_deliver`, in stream order: chunks, drop notices and the FIN are
+    # all items of `_inbox`, and the end of the channel (`_pendingLoss`)
+    # comes after the last of them.  So a paused transport calls nothing,
+    # and on resume everything comes in the order it arrived.
+
+    def _kick(self) -> None:
+        if not self._paused and self._deliverCall is None and not self._delivering:
+            self._deliver()
 
     def _chunkArrived(self, data: bytes, end: bool) -> None:
         if self._readClosed:
             self.session._engine.consumed(self.channel, len(data))
             return
         self._inbox.append((data, end))
-        if not self._paused and self._deliverCall is None:
-            self._deliver()
+        self._kick()
 
     def _dropArrived(self, count: int) -> None:
         if not self._readClosed:
             self._inbox.append((None, count))
-            if not self._paused and self._deliverCall is None:
-                self._deliver()
+            self._kick()
 
     def _remoteFin(self) -> None:
         self._finArrived = True
-        if not self._paused and self._deliverCall is None:
-            self._deliver()
+        if not self._readClosed:
+            self._inbox.append((None, _FIN))
+            self._kick()
 
     def _deliver(self) -> None:
         """
-        Hand held data to the protocol until it pauses us or none is left,
-        reporting each piece consumed as it goes.
+        Hand held items to the protocol until it pauses us or none is left,
+        reporting data consumed as it goes; then end the channel if due.
         """
         self._deliverCall = None
+        if self._delivering:
+            return
+        self._delivering = True
+        try:
+            self._deliverLoop()
+        finally:
+            self._delivering = False
+
+    def _deliverLoop(self) -> None:
         inbox = self._inbox
         engine = self.session._engine
         protocol = self.protocol
         assert protocol is not None
-        while inbox and not self._paused and not self._readClosed:
-            data, end = inbox.popleft()
-            if data is None:
-                receiver = IDropReceiver(protocol, None)
-                if receiver is not None:
-                    try:
-                        receiver.messagesDropped(end)
-                    except Exception:
-                        self._protocolFailed(Failure())
-                        return
-                continue
-            n = len(data)
+        while not self._paused and not self._lost:
+            if not inbox:
+                if self._pendingLoss is not None:
+                    self._connectionLost(self._pendingLoss)
+                return
+            data, extra = inbox.popleft()
             try:
+                if data is None:
+                    if extra is _FIN:
+                        if self._partial:
+                            # FIN ends the message in progress (spec:
+                            # "Messages"); the end of input comes next.
+                            inbox.appendleft((None, _FIN))
+                            self._deliverMessage()
+                        else:
+                            self._endOfInput()
+                    else:
+                        receiver = IDropReceiver(protocol, None)
+                        if receiver is not None:
+                            receiver.messagesDropped(extra)
+                    continue
+                n = len(data)
                 if self._mode == 0:
                     engine.consumed(self.channel, n)
                     if n:
                         protocol.dataReceived(data)
                 elif self._mode == 1:
-                    self._assemble(data, end)
+                    self._assemble(data, extra)
                 else:
                     engine.consumed(self.channel, n)
-                    cast(IChunkReceiver, protocol).chunkReceived(data, end)
+                    cast(IChunkReceiver, protocol).chunkReceived(data, extra)
             except Exception:
                 self._protocolFailed(Failure())
                 return
             self.session._scheduleFlush()
-        if not inbox and self._finArrived and not self._readClosed and not self._paused:
-            self._readClosed = True
-            self._endOfInput()
 
     def _assemble(self, data: bytes, end: bool) -> None:
-        engine = self.session._engine
         limit = self.session.settings.maxMessageSize
-        # The reassembly buffer is bounded by the message size limit, not by
-        # credit, so its bytes count as consumed: a message may be larger
-        # than the channel's credit window.
-        engine.consumed(self.channel, len(data))
+        # A message may be larger than the channel's credit window, so bytes
+        # moved into reassembly give the channel its credit back; they still
+        # count against the session until the message is delivered.
+        self.session._engine.consumed(self.channel, len(data), holdSession=True)
         if data:
             self._partialSize += len(data)
             if self._partialSize > limit:
@@ -450,45 +487,47 @@ class ChannelTransport:
                 return
             self._partial.append(data)
         if end:
-            message = b"".join(self._partial)
-            self._partial = []
-            self._partialSize = 0
-            cast(IMessageReceiver, self.protocol).messageReceived(message)
+            self._deliverMessage()
+
+    def _deliverMessage(self) -> None:
+        message = b"".join(self._partial)
+        self.session._engine.releaseSession(self.channel, self._partialSize)
+        self._partial = []
+        self._partialSize = 0
+        cast(IMessageReceiver, self.protocol).messageReceived(message)
 
     def _endOfInput(self) -> None:
-        if self._partial:
-            # FIN ends the message in progress (spec: "Messages").
-            message = b"".join(self._partial)
-            self._partial = []
-            self._partialSize = 0
-            try:
-                cast(IMessageReceiver, self.protocol).messageReceived(message)
-            except Exception:
-                self._protocolFailed(Failure())
-                return
+        """
+        The peer's FIN, after everything before it was delivered.
+        """
         half = IHalfCloseableProtocol(self.protocol, None)
         if half is not None and not self.disconnecting:
-            try:
-                half.readConnectionLost()
-            except Exception:
-                self._protocolFailed(Failure())
-                return
-        else:
+            half.readConnectionLost()
+            if not (self.disconnecting or self._lost):
+                self.session._channelMaybeDone(self)
+        elif not self._writeClosed:
             # As with TCP, a protocol that cannot half-close sees the
-            # connection end; what it already wrote is still sent.
+            # connection end; what it already wrote is still sent first.
             self.disconnecting = True
             self._fullClose = True
             self._closeWrite()
-        self.session._channelMaybeDone(self)
+        else:
+            self.disconnecting = True
+            self.session._channelMaybeDone(self)
 
     def _stopReading(self) -> None:
+        """
+        Read no more: discard what is held (its credit goes back).
+        """
         self._readClosed = True
         engine = self.session._engine
         for data, _ in self._inbox:
             if data is not None:
                 engine.consumed(self.channel, len(data))
         self._inbox.clear()
+        engine.releaseSession(self.channel, self._partialSize)
         self._partial = []
+        self._partialSize = 0
         if self._deliverCall is not None and self._deliverCall.active():
             self._deliverCall.cancel()
         self._deliverCall = None
@@ -501,15 +540,11 @@ class ChannelTransport:
         self.session._scheduleFlush()
 
     def _localFinSent(self) -> None:
+        """
+        Our FIN went out.
+        """
         if self._fullClose:
-            if not self._finArrived:
-                # We will read no more: tell the peer to stop sending, so
-                # the channel ends now rather than when the peer closes.
-                self.session._engine.resetChannel(
-                    self.channel, ErrorCode.NO_ERROR, "closed"
-                )
-            self.session._channelGone(self)
-            self._connectionLost(Failure(ConnectionDone()))
+            self._finishClose()
             return
         half = IHalfCloseableProtocol(self.protocol, None)
         if half is not None:
@@ -518,18 +553,54 @@ class ChannelTransport:
             except Exception:
                 self._protocolFailed(Failure())
 
+    def _finishClose(self) -> None:
+        """
+        Complete a full close whose FIN has gone out (or that needs none).
+        """
+        engine = self.session._engine
+        if engine.isOpen(self.channel) and not self._finArrived:
+            # We will read no more: tell the peer to stop sending, so the
+            # channel ends now rather than whenever the peer closes.
+            engine.resetChannel(self.channel, ErrorCode.NO_ERROR, "closed")
+            self.session._scheduleFlush()
+        self.session._channelGone(self)
+        # Nothing is held (a full close stops reading), so a pause has
+        # nothing to hold back.
+        self._connectionLost(self._pendingLoss or Failure(ConnectionDone()))
+
     def _closed(self) -> None:
         """
-        Both directions ended cleanly.
+        The engine says both directions ended cleanly; the protocol hears it
+        after whatever is still held.
         """
-        if self._inbox or (self._finArrived and not self._readClosed):
-            # Held data is still to be delivered (we are paused); the end
-            # comes after it.
-            self._fullClose = True
-            self._finArrived = True
-            return
         self.session._channelGone(self)
-        self._connectionLost(Failure(ConnectionDone()))
+        self._terminate(Failure(ConnectionDone()))
+
+    def _terminate(self, reason: Failure) -> None:
+        """
+        End the channel with ``reason`` once held data is delivered.  For
+        anything but a clean end, a partial message is discarded: it is
+        never delivered as if complete.
+        """
+        if self._lost or self._pendingLoss is not None:
+            return
+        self._writeClosed = True
+        if not reason.check(ConnectionDone):
+            self._dropPartial()
+        self._pendingLoss = reason
+        self._kick()
+
+    def _dropPartial(self) -> None:
+        if self._mode == 0:
+            return
+        inbox = self._inbox
+        while inbox:
+            data, extra = inbox[-1]
+            if data is not None and extra:
+                return  # a complete message (or chunk run) ends here
+            inbox.pop()
+        self._partial = []
+        self._partialSize = 0
 
     def _protocolFailed(self, failure: Failure) -> None:
         """
@@ -541,15 +612,14 @@ class ChannelTransport:
             failure,
             channel=self.channel,
         )
-        self._fail(failure, ErrorCode.INTERNAL_ERROR)
+        # The peer learns that the channel failed, not our internals.
+        self._fail(failure, ErrorCode.INTERNAL_ERROR, "internal error")
 
-    def _fail(self, reason: Any, code: int) -> None:
+    def _fail(self, reason: Any, code: int, text: str | None = None) -> None:
         self._writeClosed = True
         self._stopReading()
         self.session._engine.resetChannel(
-            self.channel,
-            code,
-            str(reason.value if isinstance(reason, Failure) else reason),
+            self.channel, code, text if text is not None else str(reason)
         )
         self.session._scheduleFlush()
         self.session._channelGone(self)
@@ -559,6 +629,7 @@ class ChannelTransport:
         if self._lost:
             return
         self._lost = True
+        self._pendingLoss = None
         self.connected = False
         self.disconnecting = False
         self.disconnected = True
@@ -623,6 +694,7 @@ class MemuxProtocol(Protocol):
         self._engine = MemuxEngine(client, self.settings)
         self._transports: dict[int, ChannelTransport] = {}
         self._producers: set[ChannelTransport] = set()
+        self._lossy: set[ChannelTransport] = set()
         self._flushCall: IDelayedCall | None = None
         self._transportPaused = False
         self._pings: dict[bytes, tuple[float, defer.Deferred[float]]] = {}
@@ -695,7 +767,11 @@ class MemuxProtocol(Protocol):
         except ValueError as e:
             return defer.fail(e)
         addr = ChannelAddress.of(cid, service, self._peerAddress())
-        protocol = factory.buildProtocol(addr)
+        try:
+            protocol = factory.buildProtocol(addr)
+        except Exception:
+            self._engine.resetChannel(cid)
+            return defer.fail()
         if protocol is None:
             self._engine.resetChannel(cid)
             return defer.fail(
@@ -703,7 +779,22 @@ class MemuxProtocol(Protocol):
             )
         transport = ChannelTransport(self, cid, service, lossy)
         self._transports[cid] = transport
-        transport._attach(protocol)
+        if lossy:
+            self._lossy.add(transport)
+        try:
+            transport._attach(protocol)
+        except Exception:
+            # As a failed connect: the caller gets the error, the channel
+            # is reset (never sent, if its opening had not gone out yet).
+            failure = Failure()
+            transport._stopReading()
+            transport._lost = True
+            transport.connected = False
+            transport.disconnected = True
+            transport._writeClosed = True
+            self._engine.resetChannel(cid, ErrorCode.INTERNAL_ERROR, "internal error")
+            self._channelGone(transport)
+            return defer.fail(failure)
         self._scheduleFlush()
         return defer.succeed(protocol)
 
@@ -794,10 +885,13 @@ class MemuxProtocol(Protocol):
             peer=self._peerAddress(),
             reason=lost,
         )
-        for transport in list(self._transports.values()):
-            transport._stopReading()
-            transport._connectionLost(Failure(lost))
+        transports = list(self._transports.values())
         self._transports.clear()
+        self._producers.clear()
+        for transport in transports:
+            # Held data that is complete is still delivered (if the channel
+            # is paused, on resume); a partial message is not.
+            transport._terminate(Failure(lost))
         pings = self._pings
         self._pings = {}
         for _, d in pings.values():
@@ -855,12 +949,31 @@ class MemuxProtocol(Protocol):
 
     def _wrote(self, transport: ChannelTransport) -> None:
         self._scheduleFlush()
-        if self._engine.queuedBytes(transport.channel) >= WRITE_HIGH_WATER:
-            if transport.lossy:
-                # Load shedding: rather than stall the producer, discard
-                # whole queued messages; the peer is told (DROP).
-                self._engine.discardQueuedMessages(transport.channel)
-            elif transport.producer is not None:
+        if (
+            not transport.lossy
+            and transport.producer is not None
+            and self._engine.queuedBytes(transport.channel) >= WRITE_HIGH_WATER
+        ):
+            transport._pauseProducer()
+
+    def _shedLoad(self) -> None:
+        """
+        Lossy channels still over the high-water mark after a flush (so: not
+        for size, for lack of credit or connection) discard the queued
+        messages not yet begun but the newest, and tell the peer.  One long
+        message cannot be shed; then its producer is paused as usual.
+        """
+        engine = self._engine
+        for transport in list(self._lossy):
+            channel = transport.channel
+            if engine.queuedBytes(channel) < WRITE_HIGH_WATER:
+                continue
+            if engine.isOpen(channel) and not engine.finSent(channel):
+                engine.discardQueuedMessages(channel, keepNewest=True)
+            if (
+                transport.producer is not None
+                and engine.queuedBytes(channel) >= WRITE_HIGH_WATER
+            ):
                 transport._pauseProducer()
 
     def _flush(self) -> None:
@@ -882,6 +995,10 @@ class MemuxProtocol(Protocol):
         if engine.terminated and not engine.hasDataToSend():
             self._connection.loseConnection()
             return
+        if self._lossy:
+            self._shedLoad()
+            if engine.hasDataToSend() and not self._transportPaused:
+                self._scheduleFlush()  # the DROP notices
         if self._producers and not self._transportPaused:
             self._serviceProducers()
         if self._draining and not self._transports and not engine.hasDataToSend():
@@ -906,13 +1023,21 @@ class MemuxProtocol(Protocol):
     def _channelGone(self, transport: ChannelTransport) -> None:
         self._transports.pop(transport.channel, None)
         self._producers.discard(transport)
+        self._lossy.discard(transport)
         if self._draining and not self._transports:
             self._scheduleFlush()
 
     def _channelMaybeDone(self, transport: ChannelTransport) -> None:
-        if not transport._lost and not self._engine.isOpen(transport.channel):
+        """
+        After the end of input: if the engine has closed the channel both
+        ways (and nothing else ended it meanwhile), it is done.
+        """
+        channel = transport.channel
+        if self._transports.get(channel) is transport and not self._engine.isOpen(
+            channel
+        ):
             self._channelGone(transport)
-            transport._connectionLost(Failure(ConnectionDone()))
+            transport._terminate(Failure(ConnectionDone()))
 
     def _handleEvents(self, events: list[Event]) -> None:
         transports = self._transports
@@ -1022,6 +1147,8 @@ class MemuxProtocol(Protocol):
             return
         transport = ChannelTransport(self, event.channel, event.service, event.lossy)
         self._transports[event.channel] = transport
+        if event.lossy:
+            self._lossy.add(transport)
         try:
             transport._attach(protocol)
         except Exception:
@@ -1034,7 +1161,6 @@ class MemuxProtocol(Protocol):
         if event.code == ErrorCode.NO_ERROR and event.remote and transport._finArrived:
             # The peer closed both ways after its FIN: a clean end, once what
             # it sent has been delivered.
-            transport._writeClosed = True
             transport._closed()
             return
         reason: ChannelReset
@@ -1055,9 +1181,8 @@ class MemuxProtocol(Protocol):
                 channel=event.channel,
                 reason=reason,
             )
-        transport._stopReading()
         self._channelGone(transport)
-        transport._connectionLost(Failure(reason))
+        transport._terminate(Failure(reason))
 
 
 class MultiplexingFactory(Factory):

@@ -949,8 +949,8 @@ class LossyTests(SessionTestCase):
         self.pump.flush()
         server = self.serverProtocols[0]
         server.transport.pauseProducing()
-        message = b"m" * 4096
-        for _ in range(200):
+        message = b"m" * 16384
+        for _ in range(200):  # 3 MiB, over the 1 MiB the reader invited
             proto.transport.writeMessage(message)
             self.pump.flush()
         server.transport.resumeProducing()
