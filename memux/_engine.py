@@ -367,6 +367,7 @@ class MemuxEngine:
         self._sessionSendLimit = self.peerSettings.initialSessionCredit
         self._sessionRecv = CreditWindow(self.settings.sessionCredit)
         self._reassemblyHeld = 0  # held in message reassembly, all channels
+        self._reassemblyCheckDue = False
         # Lifecycle.
         self.goAwaySent: int | None = None  # the lastChannel we announced
         self.goAwayReceived: int | None = None
@@ -584,7 +585,9 @@ class MemuxEngine:
             self._creditDue[channel] = limit
         if holdSession:
             self._reassemblyHeld += n
-            self._checkReassemblyDeadlock()
+            # Checked at the next dataToSend, once the application has had
+            # the chance to release a message this completed.
+            self._reassemblyCheckDue = True
         else:
             ch.sessionHeld -= n
             self._consumeSession(n)
@@ -609,8 +612,8 @@ class MemuxEngine:
         the most, so the others can go on.
         """
         window = self._sessionRecv
-        if window.limit - window.received >= 16384:
-            return
+        if window.limit > window.received:
+            return  # the peer can still send: not stuck
         if self._reassemblyHeld < window.held:
             return  # some held bytes will be consumed by a paused reader
         victim = max(
@@ -1002,6 +1005,9 @@ class MemuxEngine:
         each ready channel in turn (round robin), within the peer's credit.
         Stops adding DATA once about ``maxBytes`` are gathered.
         """
+        if self._reassemblyCheckDue:
+            self._reassemblyCheckDue = False
+            self._checkReassemblyDeadlock()
         out = self._control
         self._control = []
         self._controlBytes = 0
@@ -1133,7 +1139,13 @@ class MemuxEngine:
             ch.midMessage = False
         elif chunk:
             ch.midMessage = True
-        if not q and ch.finQueued and not ch.finSent and ch.id in self._channels:
+        if (
+            not q
+            and ch.finQueued
+            and not ch.finSent
+            and not ch.dropCount  # a DROP goes before the FIN
+            and ch.id in self._channels
+        ):
             flags |= DATA_FIN
         if not chunk and not flags:
             return 0
