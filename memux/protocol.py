@@ -281,6 +281,27 @@ class ChannelTransport:
             0, self._connectionLost, Failure(ConnectionAborted())
         )
 
+    def resetChannel(self, code: int, reason: str = "") -> None:
+        """
+        Reset the channel with a wire error ``code`` and ``reason`` (for
+        example CONNECT_ERROR when a tunnel's destination cannot be
+        reached): as `abortConnection`, but the peer sees this code.
+        """
+        if self.disconnected or self._lost:
+            return
+        self.disconnecting = True
+        self._writeClosed = True
+        self._stopReading()
+        self._pendingLoss = None
+        self.session._engine.resetChannel(self.channel, code, reason)
+        self.session._scheduleFlush()
+        self.session._channelGone(self)
+        self.session._reactor.callLater(
+            0,
+            self._connectionLost,
+            Failure(ChannelReset(code, reason, remote=False)),
+        )
+
     def getPeer(self) -> ChannelAddress:
         """
         The peer's end: the connection's peer address plus this channel.
@@ -1116,6 +1137,10 @@ class MemuxProtocol(Protocol):
         )
         try:
             factory = self._resolve(request)
+        except ChannelRefused as refused:
+            # The resolver refused with a reason of its own.
+            factory = None
+            why = refused.reason or "refused"
         except Exception:
             self._log.failure(
                 "Error choosing a factory for channel {channel}", channel=event.channel

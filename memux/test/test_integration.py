@@ -16,7 +16,8 @@ from twisted.internet.endpoints import (
     connectProtocol,
     serverFromString,
 )
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.interfaces import IProtocolFactory
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.task import Clock
 from twisted.protocols import amp
 from twisted.protocols.basic import LineReceiver
@@ -29,6 +30,7 @@ from twisted.web.server import Site
 from zope.interface import implementer
 
 from memux import ChannelEndpoint, MemuxProtocol, MultiplexingFactory, connectSession
+from memux.protocol import ChannelTransport
 from memux.testing import connectedSessions
 
 
@@ -110,7 +112,7 @@ class Sink(Protocol):
     def dataReceived(self, data: bytes) -> None:
         self.chunks.append(data)
 
-    def connectionLost(self, reason: Failure) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.done.callback(b"".join(self.chunks))
 
 
@@ -120,6 +122,7 @@ class EchoBack(Protocol):
     """
 
     def dataReceived(self, data: bytes) -> None:
+        assert self.transport is not None
         self.transport.write(data)
 
 
@@ -130,7 +133,7 @@ class InMemoryTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.clock = Clock()
-        services = {
+        services: dict[bytes, IProtocolFactory] = {
             b"upper": Factory.forProtocol(Upper),
             b"amp": Factory.forProtocol(Adder),
             b"web": Site(Hello(), reactor=self.clock),
@@ -203,7 +206,7 @@ class LoopbackTests(TestCase):
                 sessions.append(p)
                 return p
 
-        services = {
+        services: dict[bytes, IProtocolFactory] = {
             b"upper": Factory.forProtocol(Upper),
             b"amp": Factory.forProtocol(Adder),
             b"web": Site(Hello()),
@@ -242,12 +245,14 @@ class LoopbackTests(TestCase):
         self.assertEqual(lines.lines, [b"OVER TCP"])
 
         payloads = [os.urandom(4 * 1024 * 1024) for _ in range(4)]
-        sinks = []
+        sinks: list[Sink] = []
         for payload in payloads:
             sink = Sink()
             yield connectProtocol(ChannelEndpoint(session, b"echo"), sink)
-            sink.transport.write(payload)
-            sink.transport.loseWriteConnection()
+            transport = sink.transport
+            assert isinstance(transport, ChannelTransport)
+            transport.write(payload)
+            transport.loseWriteConnection()
             sinks.append(sink)
         echoed = yield defer.gatherResults([s.done for s in sinks])
         for payload, got in zip(payloads, echoed, strict=True):

@@ -8,11 +8,13 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionAborted, ConnectionDone
 from twisted.internet.interfaces import (
     IConsumer,
     IHalfCloseableProtocol,
     ILoggingContext,
+    IProtocol,
     IPushProducer,
     IStreamClientEndpoint,
     ITransport,
@@ -130,6 +132,7 @@ class ChunkEcho(Protocol):
     """
 
     def dataReceived(self, data: bytes) -> None:
+        assert self.transport is not None
         self.transport.write(data)
 
 
@@ -153,6 +156,14 @@ class RecordingProducer:
 
     def stopProducing(self) -> None:
         self.calls.append("stop")
+
+
+def channelOf(proto: Protocol) -> ChannelTransport:
+    """
+    The channel transport ``proto`` is connected to.
+    """
+    assert isinstance(proto.transport, ChannelTransport)
+    return proto.transport
 
 
 def factoryOf(instances: list[Any], cls: type = Recorder) -> Factory:
@@ -207,6 +218,14 @@ class SessionTestCase(SynchronousTestCase):
             self.client.openChannel(service, factoryOf(made, cls), **kw)
         )
 
+    def opened(self, d: Deferred[IProtocol]) -> Recorder:
+        """
+        The Recorder an already-fired openChannel or connect Deferred gave.
+        """
+        proto = self.successResultOf(d)
+        assert isinstance(proto, Recorder)
+        return proto
+
 
 class OpenTests(SessionTestCase):
     """
@@ -219,7 +238,7 @@ class OpenTests(SessionTestCase):
         connection: opening costs no round trip.
         """
         d = self.client.openChannel(b"echo", Factory.forProtocol(Recorder))
-        proto = self.successResultOf(d)
+        proto = self.opened(d)
         self.assertTrue(proto.made)
         self.assertEqual(self.server.counters()["channelsAccepted"], 0)
 
@@ -239,17 +258,18 @@ class OpenTests(SessionTestCase):
         The server side may open channels to the client too; they get even
         ids and reach the client's services.
         """
+        got: list[Recorder] = []
         client, server, pump = connectedSessions(
-            {}, {b"record": factoryOf(got := [], Recorder)}, clock=self.clock
+            {}, {b"record": factoryOf(got, Recorder)}, clock=self.clock
         )
-        proto = self.successResultOf(
+        proto = self.opened(
             server.openChannel(b"record", Factory.forProtocol(Recorder))
         )
-        proto.transport.write(b"from the server")
+        channelOf(proto).write(b"from the server")
         pump.flush()
         self.assertEqual(len(got), 1)
         self.assertEqual(got[0].received, b"from the server")
-        self.assertEqual(proto.transport.channel % 2, 0)
+        self.assertEqual(channelOf(proto).channel % 2, 0)
 
     def test_manyChannelsInterleave(self) -> None:
         """
@@ -294,17 +314,17 @@ class OpenTests(SessionTestCase):
             return None
 
         client, server, pump = connectedSessions(choose, clock=self.clock)
-        ok = self.successResultOf(
+        ok = self.opened(
             client.openChannel(
                 b"svc", Factory.forProtocol(Recorder), metadata=b"let me in"
             )
         )
-        no = self.successResultOf(
+        no = self.opened(
             client.openChannel(
                 b"svc", Factory.forProtocol(Recorder), destination=("example.com", 80)
             )
         )
-        ok.transport.write(b"ping")
+        channelOf(ok).write(b"ping")
         pump.flush()
         self.assertEqual(ok.received, b"ping")
         assert no.lost is not None
@@ -346,8 +366,8 @@ class OpenTests(SessionTestCase):
         """
         endpoint = ChannelEndpoint(self.client, b"echo")
         verifyObject(IStreamClientEndpoint, endpoint)
-        proto = self.successResultOf(endpoint.connect(Factory.forProtocol(Recorder)))
-        proto.transport.write(b"via endpoint")
+        proto = self.opened(endpoint.connect(Factory.forProtocol(Recorder)))
+        channelOf(proto).write(b"via endpoint")
         self.pump.flush()
         self.assertEqual(proto.received, b"via endpoint")
 
@@ -356,23 +376,22 @@ class OpenTests(SessionTestCase):
         Opening more channels than the peer's channel credit allows does not
         fail: the extra channels wait and go through as others close.
         """
+        got: list[Recorder] = []
         client, server, pump = connectedSessions(
-            {b"record": factoryOf(got := [], Recorder)},
+            {b"record": factoryOf(got, Recorder)},
             serverSettings=SessionSettings(maxChannels=100),
             clock=self.clock,
         )
         protos = [
-            self.successResultOf(
-                client.openChannel(b"record", Factory.forProtocol(Recorder))
-            )
+            self.opened(client.openChannel(b"record", Factory.forProtocol(Recorder)))
             for _ in range(130)
         ]
         for i, p in enumerate(protos):
-            p.transport.write(b"%d" % i)
+            channelOf(p).write(b"%d" % i)
         pump.flush()
         self.assertEqual(len(got), 100)
         for p in protos[:60]:
-            p.transport.loseConnection()
+            channelOf(p).loseConnection()
         pump.flush()
         self.assertEqual(len(got), 130)
         self.assertEqual(got[-1].received, b"129")
@@ -417,12 +436,12 @@ class TransportTests(SessionTestCase):
             ),
             clock=self.clock,
         )
-        proto = self.successResultOf(
+        proto = self.opened(
             client.openChannel(b"record", Factory.forProtocol(Recorder))
         )
         pump.flush()
-        peer = proto.transport.getPeer()
-        host = proto.transport.getHost()
+        peer = channelOf(proto).getPeer()
+        host = channelOf(proto).getHost()
         self.assertIsInstance(peer, ChannelAddress)
         self.assertEqual(
             (peer.channel, peer.service, peer.host, peer.port),
@@ -719,6 +738,7 @@ class ErrorTests(SessionTestCase):
         protos = [self.open(b"record") for _ in range(3)]
         self.pump.flush()
         ping = self.client.ping()
+        assert self.client.transport is not None
         self.client.transport.loseConnection()
         self.pump.flush()
         for p in protos + self.serverProtocols:
@@ -848,7 +868,9 @@ class BackpressureTests(SessionTestCase):
         self.assertEqual(producer.calls, ["pause"])
         proto.transport.write(b"queued")
         self.clock.advance(0)
-        self.assertEqual(self.client.transport.getOutBuffer(), None)
+        transport = self.client.transport
+        assert isinstance(transport, FakeTransport)
+        self.assertEqual(transport.getOutBuffer(), None)
         self.client.resumeProducing()
         self.assertEqual(producer.calls, ["pause", "resume"])
         self.pump.flush()
