@@ -149,7 +149,8 @@ class ForwardingTests(TestCase):
         yield self.session.openChannel(b"echo", Factory.forProtocol(Watcher))
         yield lost
         [reason] = reasons
-        reason.trap(ChannelReset)
-        self.assertEqual(reason.value.code, ErrorCode.CONNECT_ERROR)
-        self.assertIn("the echo server", reason.value.reason)
+        error = reason.value
+        assert isinstance(error, ChannelReset)
+        self.assertEqual(error.code, ErrorCode.CONNECT_ERROR)
+        self.assertIn("the echo server", error.reason)
         yield self.tearDownSession()
