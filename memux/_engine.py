@@ -128,7 +128,8 @@ class ChannelOpened:
     lossy: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, for speed (one per chunk); treat it as immutable.
+@dataclass(slots=True, repr=False)
 class DataReceived:
     """
     A chunk arrived.  Report it consumed with `MemuxEngine.consumed` once
@@ -497,7 +498,9 @@ class MemuxEngine:
         it (with empty ``data``: ends the message in progress, or sends an
         empty message).  It goes out as credit and scheduling allow.
         """
-        ch = self._sendable(channel)
+        ch = self._channels.get(channel)
+        if ch is None or ch.finQueued:
+            ch = self._sendable(channel)  # raises the right error
         n = len(data)
         if n == 0:
             if not endMessage:
@@ -510,7 +513,9 @@ class MemuxEngine:
         else:
             ch.queue.append([data, endMessage])
             ch.queued += n
-        self._schedule(ch)
+        if not ch.scheduled and not ch.openPending:
+            ch.scheduled = True
+            self._ready.append(ch)
 
     def closeChannel(self, channel: int) -> None:
         """
@@ -574,10 +579,8 @@ class MemuxEngine:
         counting against the session (so the session credit still bounds
         all memory held) until `releaseSession`.
         """
-        if n <= 0:
-            return
         ch = self._channels.get(channel)
-        if ch is None:
+        if ch is None or n <= 0:
             # Its unconsumed bytes went back to the session when it closed.
             return
         limit = ch.recv.consume(n)
@@ -695,10 +698,15 @@ class MemuxEngine:
             self.bytesReceived += len(data)
             try:
                 frames = self._decoder.receive(data)
+                onData = self._onData
                 for frame in frames:
-                    self._handleFrame(frame)
+                    if type(frame) is DataFrame:
+                        onData(frame)
+                    else:
+                        self._handleFrame(frame)
                     if self.terminated:
                         break
+                self.framesReceived += len(frames)
             except ProtocolError as e:
                 self._fail(e.code, e.message)
         return self.popEvents()
@@ -720,7 +728,6 @@ class MemuxEngine:
         self._events.append(SessionTerminated(code, reason, remote=False))
 
     def _handleFrame(self, frame: object) -> None:
-        self.framesReceived += 1
         t = type(frame)
         if t is DataFrame:
             self._onData(frame)  # type: ignore[arg-type]
@@ -847,16 +854,20 @@ class MemuxEngine:
 
     def _onData(self, f: DataFrame) -> None:
         n = len(f.data)
-        if f.open:
-            ch = self._acceptOpen(f.channel)
-            if ch is not None:
-                self._events.append(ChannelOpened(f.channel, b""))
-        else:
-            ch = self._known(f.channel)
-        if not self._sessionRecv.receive(n):
+        ch = self._channels.get(f.channel)
+        if f.open or ch is None or ch.openPending:
+            if f.open:
+                ch = self._acceptOpen(f.channel)
+                if ch is not None:
+                    self._events.append(ChannelOpened(f.channel, b""))
+            else:
+                ch = self._known(f.channel)
+        session = self._sessionRecv
+        if session.received + n > session.limit:
             raise ProtocolError(
                 ErrorCode.FLOW_CONTROL_ERROR, "peer overran the session credit"
             )
+        session.received += n
         if ch is None:
             # A closed (or ignored) channel: drop the bytes, keep the
             # session's credit flowing.
@@ -866,12 +877,14 @@ class MemuxEngine:
             self._consumeSession(n)
             self._channelError(ch, ErrorCode.PROTOCOL_ERROR, "DATA after FIN")
             return
-        if not ch.recv.receive(n):
+        recv = ch.recv
+        if recv.received + n > recv.limit:
             self._consumeSession(n)
             self._channelError(
                 ch, ErrorCode.FLOW_CONTROL_ERROR, "peer overran the channel credit"
             )
             return
+        recv.received += n
         ch.sessionHeld += n
         if n or f.end:
             self._events.append(DataReceived(ch.id, f.data, f.end))
@@ -1030,35 +1043,43 @@ class MemuxEngine:
         ready = self._ready
         channels = self._channels
         blocked: list[_Channel] = []
+        sendChunk = self._sendChunk
         while ready and size < maxBytes:
             ch = ready.popleft()
             ch.scheduled = False
             if ch.id not in channels:
                 continue
-            if ch.dropCount and not ch.midMessage:
-                # Between messages only, where the discarded ones were.
-                frame = DropFrame(ch.id, ch.dropCount).encode()
-                ch.dropCount = 0
-                out.append(frame)
-                size += len(frame)
-            sent = self._sendChunk(ch, out, maxChunk)
-            size += sent
-            if (
-                ch.queue
-                or ch.dropCount
-                or (ch.finQueued and not ch.finSent and ch.id in channels)
-            ):
+            # Send from this channel until it has nothing sendable, the
+            # budget is spent, or another channel is waiting (round robin:
+            # one chunk each in turn, only when there is competition).
+            while True:
+                if ch.dropCount and not ch.midMessage:
+                    # Between messages only, where the discarded ones were.
+                    frame = DropFrame(ch.id, ch.dropCount).encode()
+                    ch.dropCount = 0
+                    out.append(frame)
+                    size += len(frame)
+                sent = sendChunk(ch, out, maxChunk)
+                size += sent
+                if not (
+                    ch.queue
+                    or ch.dropCount
+                    or (ch.finQueued and not ch.finSent and ch.id in channels)
+                ):
+                    break
                 head = ch.queue[0][0] if ch.queue else b""
                 if head and ch.sendOffset >= ch.sendLimit:
-                    continue  # blocked on channel credit: CREDIT reschedules
+                    break  # blocked on channel credit: CREDIT reschedules
                 if head and self._sessionSendOffset >= self._sessionSendLimit:
                     if sent:
                         blocked.append(ch)  # it had its turn: to the back
                     else:
                         self._blockedOnSession[ch.id] = ch
-                    continue
-                ch.scheduled = True
-                ready.append(ch)
+                    break
+                if ready or size >= maxBytes:
+                    ch.scheduled = True
+                    ready.append(ch)
+                    break
         for ch in blocked:
             self._blockedOnSession[ch.id] = ch
         data = b"".join(out)
@@ -1094,68 +1115,68 @@ class MemuxEngine:
         With ``flags`` (the OPEN flag) a frame is sent even if empty.
         """
         q = ch.queue
+        chunk: bytes = b""
+        end = False
         if q:
             item = q[0]
             data: bytes = item[0]  # type: ignore[assignment]
             n = len(data)
             if n:
-                allowed = min(
-                    n,
-                    maxFrame,
-                    ch.sendLimit - ch.sendOffset,
-                    self._sessionSendLimit - self._sessionSendOffset,
-                )
-                if allowed <= 0:
-                    if not flags:
-                        return 0
+                allowed = ch.sendLimit - ch.sendOffset
+                session = self._sessionSendLimit - self._sessionSendOffset
+                if session < allowed:
+                    allowed = session
+                if maxFrame < allowed:
+                    allowed = maxFrame
+                if allowed >= n:
+                    chunk = data
+                    q.popleft()
+                    end = item[1]  # type: ignore[assignment]
+                elif allowed > 0:
+                    view = data if type(data) is memoryview else memoryview(data)
+                    chunk = view[:allowed]  # type: ignore[assignment]
+                    item[0] = view[allowed:]
+                    n = allowed
+                elif not flags:
+                    return 0
+                else:
                     # The opening must go out now (ids are sent in order),
                     # with no payload.
-                    chunk: bytes = b""
-                    end = False
-                else:
-                    if allowed < n:
-                        view = (
-                            data if isinstance(data, memoryview) else memoryview(data)
-                        )
-                        chunk = view[:allowed]  # type: ignore[assignment]
-                        item[0] = view[allowed:]
-                        end = False
-                    else:
-                        chunk = data
-                        q.popleft()
-                        end = bool(item[1])
-                    ch.queued -= allowed
-                    ch.sendOffset += allowed
-                    self._sessionSendOffset += allowed
+                    n = 0
+                if n:
+                    ch.queued -= n
+                    ch.sendOffset += n
+                    self._sessionSendOffset += n
             else:
                 q.popleft()
-                chunk = b""
                 end = True
-        else:
-            chunk = b""
-            end = False
         if end:
             flags |= DATA_END
             ch.midMessage = False
         elif chunk:
             ch.midMessage = True
         if (
-            not q
-            and ch.finQueued
+            ch.finQueued
+            and not q
             and not ch.finSent
             and not ch.dropCount  # a DROP goes before the FIN
             and ch.id in self._channels
         ):
             flags |= DATA_FIN
-        if not chunk and not flags:
+        n = len(chunk)
+        if not n and not flags:
             return 0
-        header = encodeDataHeader(ch.id, len(chunk), flags)
+        cid = ch.id
+        if cid < 0x80 and n < 0x80:
+            header = bytes((flags, cid, n))
+        else:
+            header = encodeDataHeader(cid, n, flags)
         out.append(header)
-        if chunk:
+        if n:
             out.append(chunk)
         if flags & DATA_FIN:
             self._finSent(ch)
-        return len(header) + len(chunk)
+        return len(header) + n
 
     def _finSent(self, ch: _Channel) -> None:
         ch.finSent = True

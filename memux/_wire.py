@@ -366,7 +366,9 @@ def _describeForeign(data: bytes) -> str:
 # ---------------------------------------------------------------- frames
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass pays object.__setattr__ per field, and this
+# is built once per chunk received.  Treat it as immutable all the same.
+@dataclass(slots=True)
 class DataFrame:
     """
     A chunk of a message on a channel (spec: "DATA").
@@ -673,7 +675,12 @@ class FrameDecoder:
         self, maxFrameSize: int = SETTING_BOUNDS[SettingId.MAX_FRAME_SIZE][0]
     ) -> None:
         self.maxFrameSize = maxFrameSize
-        self._buffer = b""
+        # A partial item, as the pieces received so far (joined only once
+        # the item is complete: no re-copying per read of a large frame).
+        self._pieces: list[bytes] = []
+        self._have = 0
+        # Bytes the partial frame needs in all, once its header is known.
+        self._need = 0
         self._prefaceDone = False
 
     @property
@@ -681,19 +688,29 @@ class FrameDecoder:
         """
         How many bytes of a partial item are held.
         """
-        return len(self._buffer)
+        return self._have
 
     def receive(self, data: bytes) -> list[Preface | Frame]:
         """
         Feed bytes; return the items they complete.
         """
-        buf = self._buffer + data if self._buffer else data
+        if self._pieces:
+            self._pieces.append(data)
+            self._have += len(data)
+            if self._have < self._need:
+                return []
+            buf = b"".join(self._pieces)
+            self._pieces = []
+            self._have = 0
+            self._need = 0
+        else:
+            buf = data
         out: list[Preface | Frame] = []
         pos = 0
         if not self._prefaceDone:
             r = self._preface(buf)
             if r is None:
-                self._buffer = bytes(buf)
+                self._keep(bytes(buf), 0)
                 return out
             preface, pos = r
             out.append(preface)
@@ -724,8 +741,8 @@ class FrameDecoder:
                         f"frame of {length} bytes exceeds the maximum of {maxSize}",
                     )
             if pos + length > end:
-                pos = start
-                break
+                self._keep(buf[start:], pos - start + length)
+                return out
             payload = buf[pos : pos + length]
             pos += length
             if typeByte < 0x10:
@@ -745,8 +762,14 @@ class FrameDecoder:
                 )
             else:
                 out.append(parseFrame(typeByte, channel, payload))
-        self._buffer = buf[pos:] if pos < end else b""
+        if pos < end:
+            self._keep(buf[pos:], 0)  # a header cut short
         return out
+
+    def _keep(self, partial: bytes, need: int) -> None:
+        self._pieces = [partial]
+        self._have = len(partial)
+        self._need = need
 
     def _preface(self, buf: bytes) -> tuple[Preface, int] | None:
         n = min(len(buf), len(MAGIC))

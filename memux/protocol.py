@@ -189,6 +189,7 @@ class ChannelTransport:
 
     def _attach(self, protocol: IProtocol) -> None:
         self.protocol = protocol
+        self._maxMessage = self.session.settings.maxMessageSize
         if IMessageReceiver.providedBy(protocol):
             self._mode = 1
         elif IChunkReceiver.providedBy(protocol):
@@ -205,7 +206,7 @@ class ChannelTransport:
         """
         if self._writeClosed or not data:
             return
-        self._send(bytes(data), False)
+        self._send(data if type(data) is bytes else bytes(data), False)
 
     def writeSequence(self, data: Any) -> None:
         """
@@ -220,15 +221,17 @@ class ChannelTransport:
         """
         if self._writeClosed:
             return
-        self._send(bytes(data), True)
+        self._send(data if type(data) is bytes else bytes(data), True)
 
     def _send(self, data: bytes, end: bool) -> None:
-        if not self.session._engine.isOpen(self.channel):
+        session = self.session
+        try:
+            session._engine.sendData(self.channel, data, end)
+        except ValueError:
             # Reset an instant ago; connectionLost with the reason is on its
             # way, as with a TCP write racing an RST.
             return
-        self.session._engine.sendData(self.channel, data, end)
-        self.session._wrote(self)
+        session._wrote(self)
 
     def endMessage(self) -> None:
         """
@@ -419,8 +422,44 @@ class ChannelTransport:
         if self._readClosed:
             self.session._engine.consumed(self.channel, len(data))
             return
-        self._inbox.append((data, end))
-        self._kick()
+        if (
+            self._inbox
+            or self._paused
+            or self._delivering
+            or self._deliverCall is not None
+            or self._pendingLoss is not None
+        ):
+            self._inbox.append((data, end))
+            self._kick()
+            return
+        # Fast path, the common case: nothing is held, so hand this chunk
+        # straight to the protocol (one per message, for small messages).
+        mode = self._mode
+        protocol: Any = self.protocol
+        engine = self.session._engine
+        self._delivering = True
+        try:
+            if mode == 0:
+                engine.consumed(self.channel, len(data))
+                if data:
+                    protocol.dataReceived(data)
+            elif mode == 1:
+                if end and not self._partial and len(data) <= self._maxMessage:
+                    engine.consumed(self.channel, len(data))
+                    protocol.messageReceived(data)
+                else:
+                    self._assemble(data, end)
+            else:
+                engine.consumed(self.channel, len(data))
+                protocol.chunkReceived(data, end)
+        except Exception:
+            self._delivering = False
+            self._protocolFailed(Failure())
+            return
+        self._delivering = False
+        if self._inbox and not self._paused:
+            # The protocol paused and resumed meanwhile; catch up.
+            self._kick()
 
     def _dropArrived(self, count: int) -> None:
         if not self._readClosed:
@@ -969,10 +1008,11 @@ class MemuxProtocol(Protocol):
             self._flushCall = self._reactor.callLater(0, self._flush)
 
     def _wrote(self, transport: ChannelTransport) -> None:
-        self._scheduleFlush()
+        if self._flushCall is None and self.connected:
+            self._flushCall = self._reactor.callLater(0, self._flush)
         if (
-            not transport.lossy
-            and transport.producer is not None
+            transport.producer is not None
+            and not transport.lossy
             and self._engine.queuedBytes(transport.channel) >= WRITE_HIGH_WATER
         ):
             transport._pauseProducer()
@@ -1065,7 +1105,7 @@ class MemuxProtocol(Protocol):
         for event in events:
             t = type(event)
             if t is DataReceived:
-                e = cast(DataReceived, event)
+                e: DataReceived = event  # type: ignore[assignment]
                 transport = transports.get(e.channel)
                 if transport is not None:
                     transport._chunkArrived(e.data, e.endMessage)
