@@ -1119,7 +1119,7 @@ class MemuxEngine:
         end = False
         if q:
             item = q[0]
-            data: bytes = item[0]  # type: ignore[assignment]
+            data: bytes | memoryview = item[0]  # type: ignore[assignment]
             n = len(data)
             if n:
                 allowed = ch.sendLimit - ch.sendOffset
@@ -1129,7 +1129,7 @@ class MemuxEngine:
                 if maxFrame < allowed:
                     allowed = maxFrame
                 if allowed >= n:
-                    chunk = data
+                    chunk = data  # type: ignore[assignment]
                     q.popleft()
                     end = item[1]  # type: ignore[assignment]
                 elif allowed > 0:
