@@ -284,7 +284,9 @@ class _Channel:
         self.openFrame: bytes | None = None
         self.lossy = False
         # Entries are [data, endOfMessage]; data is bytes or memoryview.
-        self.queue: deque[list[object]] = deque()
+        # Created on first write: an empty deque costs ~600 bytes, and idle
+        # channels should cost little.
+        self.queue: deque[list[object]] | None = None
         self.queued = 0
         self.finQueued = False
         self.finSent = False
@@ -502,16 +504,18 @@ class MemuxEngine:
         if ch is None or ch.finQueued:
             ch = self._sendable(channel)  # raises the right error
         n = len(data)
+        q = ch.queue
+        if q is None:
+            q = ch.queue = deque()
         if n == 0:
             if not endMessage:
                 return
-            q = ch.queue
             if q and not q[-1][1]:
                 q[-1][1] = True
             else:
                 q.append([b"", True])
         else:
-            ch.queue.append([data, endMessage])
+            q.append([data, endMessage])
             ch.queued += n
         if not ch.scheduled and not ch.openPending:
             ch.scheduled = True
@@ -643,7 +647,7 @@ class MemuxEngine:
         # Split the queue into messages; the last may be unfinished.
         messages: list[list[list[object]]] = []
         current: list[list[object]] = []
-        for item in ch.queue:
+        for item in ch.queue or ():
             current.append(item)
             if item[1]:
                 messages.append(current)
@@ -973,7 +977,7 @@ class MemuxEngine:
         del self._channels[ch.id]
         self._creditDue.pop(ch.id, None)
         self._blockedOnSession.pop(ch.id, None)
-        ch.queue.clear()
+        ch.queue = None
         ch.queued = 0
         ch.dropCount = 0
         ch.finQueued = True

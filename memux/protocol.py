@@ -166,7 +166,9 @@ class ChannelTransport:
         # Inbound.
         # (data, endOfMessage) chunks, or (None, count) drop notices, in
         # stream order.
-        self._inbox: deque[tuple[bytes | None, Any]] = deque()
+        # Created on first use: most channels never hold anything, and an
+        # empty deque costs ~600 bytes (idle channels should cost < 2 KiB).
+        self._inbox: deque[tuple[bytes | None, Any]] | None = None
         self._finArrived = False
         self._readClosed = False  # no more delivery (closed or reset)
         self._paused = False
@@ -429,8 +431,7 @@ class ChannelTransport:
             or self._deliverCall is not None
             or self._pendingLoss is not None
         ):
-            self._inbox.append((data, end))
-            self._kick()
+            self._hold((data, end))
             return
         # Fast path, the common case: nothing is held, so hand this chunk
         # straight to the protocol (one per message, for small messages).
@@ -461,16 +462,20 @@ class ChannelTransport:
             # The protocol paused and resumed meanwhile; catch up.
             self._kick()
 
+    def _hold(self, item: tuple[bytes | None, Any]) -> None:
+        if self._inbox is None:
+            self._inbox = deque()
+        self._inbox.append(item)
+        self._kick()
+
     def _dropArrived(self, count: int) -> None:
         if not self._readClosed:
-            self._inbox.append((None, count))
-            self._kick()
+            self._hold((None, count))
 
     def _remoteFin(self) -> None:
         self._finArrived = True
         if not self._readClosed:
-            self._inbox.append((None, _FIN))
-            self._kick()
+            self._hold((None, _FIN))
 
     def _deliver(self) -> None:
         """
@@ -581,10 +586,13 @@ class ChannelTransport:
         """
         self._readClosed = True
         engine = self.session._engine
-        for data, _ in self._inbox:
-            if data is not None:
-                engine.consumed(self.channel, len(data))
-        self._inbox.clear()
+        inbox = self._inbox
+        if inbox is not None:
+            for data, _ in inbox:
+                if data is not None:
+                    engine.consumed(self.channel, len(data))
+            inbox.clear()  # a delivery loop in progress sees it empty
+            self._inbox = None
         engine.releaseSession(self.channel, self._partialSize)
         self._partial = []
         self._partialSize = 0
