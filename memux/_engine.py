@@ -272,6 +272,7 @@ class _Channel:
         "scheduled",
         "midMessage",
         "sessionHeld",
+        "readStopped",
         "dropCount",
     )
 
@@ -300,6 +301,7 @@ class _Channel:
         # Bytes received here and not yet given back as session credit:
         # unconsumed ones (recv.held) plus any held in message reassembly.
         self.sessionHeld = 0
+        self.readStopped = False
 
 
 #: Reasons in RESET and GOAWAY frames are cut to this many bytes, so the
@@ -531,6 +533,18 @@ class MemuxEngine:
         ch.finQueued = True
         self._schedule(ch)
 
+    def stopReading(self, channel: int) -> None:
+        """
+        The application will read nothing more on ``channel`` (it closed
+        both ways).  Grant no more credit; if data still arrives, discard it
+        and answer with RESET NO_ERROR, as TCP answers data after close()
+        with RST.  A peer that just closes in turn costs no extra frame.
+        """
+        ch = self._channels.get(channel)
+        if ch is not None:
+            ch.readStopped = True
+            self._creditDue.pop(channel, None)
+
     def resetChannel(
         self, channel: int, code: int = ErrorCode.CANCEL, reason: str = ""
     ) -> None:
@@ -588,7 +602,7 @@ class MemuxEngine:
             # Its unconsumed bytes went back to the session when it closed.
             return
         limit = ch.recv.consume(n)
-        if limit is not None and not ch.finReceived:
+        if limit is not None and not (ch.finReceived or ch.readStopped):
             self._creditDue[channel] = limit
         if holdSession:
             self._reassemblyHeld += n
@@ -880,6 +894,13 @@ class MemuxEngine:
         if ch.finReceived:
             self._consumeSession(n)
             self._channelError(ch, ErrorCode.PROTOCOL_ERROR, "DATA after FIN")
+            return
+        if ch.readStopped and (n or f.end):
+            self._consumeSession(n)
+            self._removeChannel(ch)
+            self._queuePeerInduced(
+                ResetFrame(ch.id, ErrorCode.NO_ERROR, "closed").encode()
+            )
             return
         recv = ch.recv
         if recv.received + n > recv.limit:

@@ -147,6 +147,8 @@ def encodeVarint(value: int) -> bytes:
         if value < 0:
             raise ValueError(f"varint must be non-negative, not {value}")
         return bytes((value,))
+    if value < 0x4000:
+        return bytes(((value & 0x7F) | 0x80, value >> 7))
     if value > MAX_VARINT:
         raise ValueError(f"varint must be at most 2**63-1, not {value}")
     out = bytearray()
@@ -169,6 +171,9 @@ def decodeVarint(buf: bytes | bytearray, pos: int = 0) -> tuple[int, int] | None
     end = len(buf)
     if pos < end and buf[pos] < 0x80:
         return buf[pos], pos + 1
+    if pos + 1 < end and 0 < buf[pos + 1] < 0x80:
+        # Two bytes, the next most common case (channels 128..16383).
+        return (buf[pos] & 0x7F) | (buf[pos + 1] << 7), pos + 2
     value = 0
     shift = 0
     i = pos

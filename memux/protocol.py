@@ -252,8 +252,9 @@ class ChannelTransport:
             return
         self.disconnecting = True
         self._fullClose = True
-        self._stopReading()
         engine = self.session._engine
+        engine.stopReading(self.channel)
+        self._stopReading()
         if not self._writeClosed:
             self._closeWrite()  # `_localFinSent` finishes once FIN is out
         elif not engine.isOpen(self.channel) or engine.finSent(self.channel):
@@ -625,16 +626,12 @@ class ChannelTransport:
         """
         Complete a full close whose FIN has gone out (or that needs none).
         """
-        engine = self.session._engine
-        if engine.isOpen(self.channel) and not self._finArrived:
-            # We will read no more: tell the peer to stop sending, so the
-            # channel ends now rather than whenever the peer closes.
-            engine.resetChannel(self.channel, ErrorCode.NO_ERROR, "closed")
-            self.session._scheduleFlush()
+        # The engine stopped reading for us (loseConnection): the channel
+        # ends there when the peer closes too, or is reset if it sends more.
         self.session._channelGone(self)
         # Nothing is held (a full close stops reading), so a pause has
         # nothing to hold back.
-        self._connectionLost(self._pendingLoss or Failure(ConnectionDone()))
+        self._connectionLost(self._pendingLoss or connectionDone)
 
     def _closed(self) -> None:
         """
@@ -642,7 +639,7 @@ class ChannelTransport:
         after whatever is still held.
         """
         self.session._channelGone(self)
-        self._terminate(Failure(ConnectionDone()))
+        self._terminate(connectionDone)
 
     def _terminate(self, reason: Failure) -> None:
         """
@@ -763,6 +760,8 @@ class MemuxProtocol(Protocol):
         self._transports: dict[int, ChannelTransport] = {}
         self._producers: set[ChannelTransport] = set()
         self._lossy: set[ChannelTransport] = set()
+        self._peer: IAddress | None = None
+        self._host: IAddress | None = None
         self._flushCall: IDelayedCall | None = None
         self._transportPaused = False
         self._pings: dict[bytes, tuple[float, defer.Deferred[float]]] = {}
@@ -1004,10 +1003,15 @@ class MemuxProtocol(Protocol):
         return self.transport
 
     def _peerAddress(self) -> IAddress | None:
-        return self.transport.getPeer() if self.transport is not None else None
+        # Asked once per channel: cache it (TCP builds a new object each time).
+        if self._peer is None and self.transport is not None:
+            self._peer = self.transport.getPeer()
+        return self._peer
 
     def _hostAddress(self) -> IAddress | None:
-        return self.transport.getHost() if self.transport is not None else None
+        if self._host is None and self.transport is not None:
+            self._host = self.transport.getHost()
+        return self._host
 
     def _scheduleFlush(self) -> None:
         # One flush per reactor turn: many writes share one transport.write,
@@ -1106,7 +1110,7 @@ class MemuxProtocol(Protocol):
             channel
         ):
             self._channelGone(transport)
-            transport._terminate(Failure(ConnectionDone()))
+            transport._terminate(connectionDone)
 
     def _handleEvents(self, events: list[Event]) -> None:
         transports = self._transports
@@ -1230,11 +1234,6 @@ class MemuxProtocol(Protocol):
     def _channelReset(self, event: ChannelResetEvent) -> None:
         transport = self._transports.get(event.channel)
         if transport is None:
-            return
-        if event.code == ErrorCode.NO_ERROR and event.remote and transport._finArrived:
-            # The peer closed both ways after its FIN: a clean end, once what
-            # it sent has been delivered.
-            transport._closed()
             return
         reason: ChannelReset
         if event.code == ErrorCode.REFUSED:

@@ -613,9 +613,11 @@ class LoseConnectionCompletionTests(TwistedLayerTestCase):
     def test_loseConnectionAfterLoseWriteConnection(self) -> None:
         """
         loseWriteConnection then loseConnection (as with TCP: shutdown the
-        write side, later close) ends the channel: connectionLost
-        (ConnectionDone) follows, though the peer keeps its half open, and
-        both engines forget the channel.
+        write side, later close) ends the channel locally: connectionLost
+        (ConnectionDone) follows though the peer keeps its half open.  As
+        with TCP, the peer learns only when it writes again: that data is
+        answered with RESET NO_ERROR, and then both engines forget the
+        channel.
         """
         self.services[b"half"] = factoryOf(self.served, HalfRecorder)
         proto = self.open(b"half", HalfRecorder)
@@ -628,6 +630,14 @@ class LoseConnectionCompletionTests(TwistedLayerTestCase):
         self.assertIsNotNone(proto.lost)
         assert proto.lost is not None
         proto.lost.trap(ConnectionDone)
+        self.assertEqual(self.client.counters()["channelsOpen"], 0)
+        server = self.served[0]
+        self.assertIsNone(server.lost)  # its half is still open
+        server.transport.write(b"late reply")
+        self.pump.flush()
+        assert server.lost is not None
+        server.lost.trap(ChannelReset)
+        self.assertEqual(server.lost.value.code, ErrorCode.NO_ERROR)
         self.assertEqual(self.client.engine.openChannels(), [])
         self.assertEqual(self.server.engine.openChannels(), [])
 
