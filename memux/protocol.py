@@ -74,17 +74,20 @@ __all__ = [
 ]
 
 #: A channel's producer is paused once this many bytes wait in its send
-#: queue (credit exhausted, connection paused, or others' turn), and
-#: resumed below half of it: the role Twisted's TCP bufferSize plays.
-WRITE_HIGH_WATER = 64 * 1024
+#: queue (credit exhausted, or others' turn), and resumed below half of it:
+#: the role Twisted's TCP bufferSize plays.  Above two 64 KiB writes, so a
+#: bulk writer is not paused after every write.
+WRITE_HIGH_WATER = 128 * 1024
 
 #: The FIN's place among held inbound items.
 _FIN = object()
 
 #: How much `MemuxProtocol` hands the connection per write; the connection
 #: pauses us when its own buffer fills, which keeps the rest in the engine
-#: where the scheduler can still interleave channels fairly.
-FLUSH_BYTES = 64 * 1024
+#: where the scheduler can still interleave channels fairly.  More than one
+#: 64 KiB chunk plus header, so each pause/resume cycle moves two chunks
+#: (Twisted's TCP buffer is 64 KiB: one chunk alone would fill it).
+FLUSH_BYTES = 128 * 1024
 
 
 @implementer(IAddress)
@@ -369,6 +372,7 @@ class ChannelTransport:
             and not self._producerPaused
         ):
             self._producerPaused = True
+            self.session._pausedProducers.add(self)
             cast(IPushProducer, self.producer).pauseProducing()
 
     def _resumeProducer(self) -> None:
@@ -758,7 +762,10 @@ class MemuxProtocol(Protocol):
         self.settings = settings or SessionSettings()
         self._engine = MemuxEngine(client, self.settings)
         self._transports: dict[int, ChannelTransport] = {}
-        self._producers: set[ChannelTransport] = set()
+        # Channels whose push producer we paused, and channels with a pull
+        # producer: the only ones `_serviceProducers` needs to look at.
+        self._pausedProducers: set[ChannelTransport] = set()
+        self._pullProducers: set[ChannelTransport] = set()
         self._lossy: set[ChannelTransport] = set()
         self._peer: IAddress | None = None
         self._host: IAddress | None = None
@@ -915,7 +922,17 @@ class MemuxProtocol(Protocol):
         Send our preface at once and register as the connection's producer.
         """
         self.connected = True
-        cast(Any, self.transport).registerProducer(self, True)
+        transport: Any = self.transport
+        transport.registerProducer(self, True)
+        # memux already gathers a reactor turn's writes into one; Nagle's
+        # algorithm on top only delays small messages (and acknowledgements)
+        # by up to an RTT, making throughput erratic.
+        setNoDelay = getattr(transport, "setTcpNoDelay", None)
+        if setNoDelay is not None:
+            try:
+                setNoDelay(True)
+            except Exception:  # not a TCP socket after all (UNIX, pipes)
+                pass
         self._log.info(
             "memux session {role} {peer}",
             role="to" if self.client else "from",
@@ -954,7 +971,8 @@ class MemuxProtocol(Protocol):
         )
         transports = list(self._transports.values())
         self._transports.clear()
-        self._producers.clear()
+        self._pausedProducers.clear()
+        self._pullProducers.clear()
         for transport in transports:
             # Held data that is complete is still delivered (if the channel
             # is paused, on resume); a partial message is not.
@@ -976,12 +994,12 @@ class MemuxProtocol(Protocol):
 
     def pauseProducing(self) -> None:
         """
-        The connection's buffer is full: stop writing to it and pause every
-        channel's producer, so buffered bytes stay bounded.
+        The connection's buffer is full: stop writing to it.  Each channel
+        that writes meanwhile has its producer paused at that write, so
+        buffered bytes stay bounded (pausing every registered producer at
+        once would cost O(channels) per pause, many times a second).
         """
         self._transportPaused = True
-        for transport in list(self._producers):
-            transport._pauseProducer()
 
     def resumeProducing(self) -> None:
         """
@@ -1025,7 +1043,10 @@ class MemuxProtocol(Protocol):
         if (
             transport.producer is not None
             and not transport.lossy
-            and self._engine.queuedBytes(transport.channel) >= WRITE_HIGH_WATER
+            and (
+                self._transportPaused
+                or self._engine.queuedBytes(transport.channel) >= WRITE_HIGH_WATER
+            )
         ):
             transport._pauseProducer()
 
@@ -1072,30 +1093,42 @@ class MemuxProtocol(Protocol):
             self._shedLoad()
             if engine.hasDataToSend() and not self._transportPaused:
                 self._scheduleFlush()  # the DROP notices
-        if self._producers and not self._transportPaused:
+        if (self._pausedProducers or self._pullProducers) and not self._transportPaused:
             self._serviceProducers()
         if self._draining and not self._transports and not engine.hasDataToSend():
             self._connection.loseConnection()
 
     def _serviceProducers(self) -> None:
+        """
+        Resume the producers we paused whose queue has drained, and ask pull
+        producers for more: only those, not every registered producer.
+        """
         low = WRITE_HIGH_WATER // 2
-        for transport in list(self._producers):
+        queued = self._engine.queuedBytes
+        for transport in list(self._pausedProducers):
             if transport.producer is None:
-                continue
-            if self._engine.queuedBytes(transport.channel) < low:
+                self._pausedProducers.discard(transport)
+            elif queued(transport.channel) < low:
+                self._pausedProducers.discard(transport)
+                transport._resumeProducer()
+        for transport in list(self._pullProducers):
+            if transport.producer is not None and queued(transport.channel) < low:
                 transport._resumeProducer()
 
     def _watchProducer(self, transport: ChannelTransport) -> None:
-        self._producers.add(transport)
-        if self._transportPaused:
+        if not transport.streamingProducer:
+            self._pullProducers.add(transport)
+        elif self._transportPaused:
             transport._pauseProducer()
 
     def _unwatchProducer(self, transport: ChannelTransport) -> None:
-        self._producers.discard(transport)
+        self._pausedProducers.discard(transport)
+        self._pullProducers.discard(transport)
 
     def _channelGone(self, transport: ChannelTransport) -> None:
         self._transports.pop(transport.channel, None)
-        self._producers.discard(transport)
+        self._pausedProducers.discard(transport)
+        self._pullProducers.discard(transport)
         self._lossy.discard(transport)
         if self._draining and not self._transports:
             self._scheduleFlush()

@@ -101,8 +101,11 @@ class SpliceProtocol(Protocol):
 
 
 def _unregister(transport: Any) -> None:
-    if getattr(transport, "producer", None) is not None:
-        transport.unregisterProducer()
+    # Not every transport exposes `producer` (StandardIO does not), so ask
+    # it to unregister whenever it can; unregistering nothing is harmless.
+    unregister = getattr(transport, "unregisterProducer", None)
+    if unregister is not None:
+        unregister()
 
 
 def _halfClose(transport: Any) -> None:

@@ -857,16 +857,21 @@ class BackpressureTests(SessionTestCase):
     def test_connectionPausePropagates(self) -> None:
         """
         When the connection pauses the session (its buffer is full), the
-        producers of writing channels are paused, and nothing more is
-        written to the connection; on resume they are resumed.
+        producer of a channel that writes is paused (at that write: idle
+        channels' producers are left alone), and nothing more is written to
+        the connection; on resume the producer is resumed.
         """
         proto = self.open(b"record")
+        idle = self.open(b"record")
         self.pump.flush()
         producer = RecordingProducer()
+        idleProducer = RecordingProducer()
         proto.transport.registerProducer(producer, True)
+        idle.transport.registerProducer(idleProducer, True)
         self.client.pauseProducing()
-        self.assertEqual(producer.calls, ["pause"])
         proto.transport.write(b"queued")
+        self.assertEqual(producer.calls, ["pause"])
+        self.assertEqual(idleProducer.calls, [])
         self.clock.advance(0)
         transport = self.client.transport
         assert isinstance(transport, FakeTransport)
