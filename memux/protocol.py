@@ -769,6 +769,7 @@ class MemuxProtocol(Protocol):
         self._lossy: set[ChannelTransport] = set()
         self._peer: IAddress | None = None
         self._host: IAddress | None = None
+        self._closing = False
         self._flushCall: IDelayedCall | None = None
         self._transportPaused = False
         self._pings: dict[bytes, tuple[float, defer.Deferred[float]]] = {}
@@ -1075,6 +1076,17 @@ class MemuxProtocol(Protocol):
         if not self.connected:
             return
         engine = self._engine
+        if engine.terminated:
+            # The session is over: write the GOAWAY even if the connection
+            # is paused (it buffers), then close.
+            data = engine.dataToSend(FLUSH_BYTES)
+            if data:
+                self._connection.write(data)
+            events = engine.popEvents()
+            if events:
+                self._handleEvents(events)
+            self._closeConnection()
+            return
         while not self._transportPaused:
             data = engine.dataToSend(FLUSH_BYTES)
             events = engine.popEvents()
@@ -1087,7 +1099,7 @@ class MemuxProtocol(Protocol):
             if not self.connected:
                 return
         if engine.terminated and not engine.hasDataToSend():
-            self._connection.loseConnection()
+            self._closeConnection()
             return
         if self._lossy:
             self._shedLoad()
@@ -1096,7 +1108,20 @@ class MemuxProtocol(Protocol):
         if (self._pausedProducers or self._pullProducers) and not self._transportPaused:
             self._serviceProducers()
         if self._draining and not self._transports and not engine.hasDataToSend():
-            self._connection.loseConnection()
+            self._closeConnection()
+
+    def _closeConnection(self) -> None:
+        """
+        Close the connection once what is written has gone.  Unregister as
+        its producer first: Twisted's TLS layer (and a TCP transport whose
+        producer is paused) waits for that before it really closes.
+        """
+        if self._closing or not self.connected:
+            return
+        self._closing = True
+        connection: Any = self._connection
+        connection.unregisterProducer()
+        connection.loseConnection()
 
     def _serviceProducers(self) -> None:
         """

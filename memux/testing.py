@@ -1,18 +1,47 @@
-# -*- test-case-name: memux.test.test_protocol -*-
+# -*- test-case-name: memux.test.test_testing -*-
 """
-Test helpers for code that runs over memux: a pair of connected sessions in
-memory, with no sockets and a deterministic clock.
+Test helpers for code that runs over memux, with no sockets and a
+deterministic clock:
+
+- `connectedSessions`: a client session connected to a server session in
+  memory, and the pump that moves bytes between them.
+- `connectedChannel`: one channel between your client protocol and the
+  protocol your server factory builds, over such a pair of sessions.
+- `StringChannelTransport`: a ``StringTransport`` that also records
+  messages, to unit-test a channel protocol with no session at all.
+
+See ``doc/testing.rst`` for a complete example.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar, cast
+
+from twisted.internet.interfaces import IAddress, IProtocol, IProtocolFactory
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from twisted.test.iosim import IOPump, connectedServerAndClient
+from zope.interface import implementer
 
 from memux._engine import SessionSettings
-from memux.protocol import MemuxProtocol, ServiceMap, ServiceResolver
+from memux.interfaces import IChannelTransport
+from memux.protocol import (
+    ChannelRequest,
+    MemuxProtocol,
+    ServiceMap,
+    ServiceResolver,
+)
 
-__all__ = ["connectedSessions"]
+__all__ = [
+    "ConnectedChannel",
+    "StringChannelTransport",
+    "connectedChannel",
+    "connectedSessions",
+]
+
+_P = TypeVar("_P")
 
 
 def connectedSessions(
@@ -42,3 +71,191 @@ def connectedSessions(
         )
 
     return connectedServerAndClient(server, client, greet=greet, clock=clock)
+
+
+@dataclass
+class ConnectedChannel(Generic[_P]):
+    """
+    One open channel between two in-memory sessions, made by
+    `connectedChannel`.
+
+    @ivar client: the protocol you gave, connected at the opening end.
+    @ivar server: the protocol the server factory built for the channel.
+    @ivar clientSession: the session that opened the channel.
+    @ivar serverSession: the session that accepted it.
+    @ivar pump: C{pump.flush()} delivers what either side wrote.
+    @ivar clock: the clock both sessions (and the pump) run on; advance it
+        to fire your protocols' timeouts.
+    """
+
+    client: _P
+    server: Any
+    clientSession: MemuxProtocol
+    serverSession: MemuxProtocol
+    pump: IOPump
+    clock: Clock
+
+
+@implementer(IProtocolFactory)
+class _OneProtocol:
+    """
+    A factory that builds the one protocol it was given.
+    """
+
+    def __init__(self, protocol: IProtocol) -> None:
+        self._protocol = protocol
+
+    def buildProtocol(self, addr: IAddress) -> IProtocol:
+        return self._protocol
+
+    def doStart(self) -> None:
+        pass
+
+    def doStop(self) -> None:
+        pass
+
+
+@implementer(IProtocolFactory)
+class _RecordingFactory:
+    """
+    Builds protocols with another factory and keeps them.
+    """
+
+    def __init__(self, factory: IProtocolFactory) -> None:
+        self._factory = factory
+        self.built: list[IProtocol] = []
+
+    def buildProtocol(self, addr: IAddress) -> IProtocol | None:
+        protocol = self._factory.buildProtocol(addr)
+        if protocol is not None:
+            self.built.append(protocol)
+        return protocol
+
+    def doStart(self) -> None:
+        self._factory.doStart()
+
+    def doStop(self) -> None:
+        self._factory.doStop()
+
+
+def connectedChannel(
+    serverFactory: IProtocolFactory,
+    clientProtocol: _P,
+    *,
+    service: bytes = b"",
+    serverSettings: SessionSettings | None = None,
+    clientSettings: SessionSettings | None = None,
+    clock: Clock | None = None,
+) -> ConnectedChannel[_P]:
+    """
+    Open a channel for ``service`` from ``clientProtocol`` to a protocol
+    built by ``serverFactory``, over two sessions connected in memory, and
+    deliver what was written on connection.
+
+    ``clientProtocol`` is any `IProtocol` (typed loosely so that
+    ``result.client`` keeps your protocol's own type).  Both protocols get
+    real `ChannelTransport` transports: messages, half-close, backpressure
+    and errors behave as over a socket.
+
+    @raise RuntimeError: if the channel could not be opened or the server
+        factory built no protocol for it.
+    """
+    serving = _RecordingFactory(serverFactory)
+
+    def choose(request: ChannelRequest) -> IProtocolFactory | None:
+        return serving if request.service == service else None
+
+    client, server, pump = connectedSessions(
+        choose,
+        serverSettings=serverSettings,
+        clientSettings=clientSettings,
+        clock=clock,
+    )
+    outcome: list[object] = []
+    opened = client.openChannel(service, _OneProtocol(cast(IProtocol, clientProtocol)))
+    opened.addBoth(outcome.append)
+    if outcome and isinstance(outcome[0], Failure):
+        raise RuntimeError(f"could not open the channel: {outcome[0].value}")
+    pump.flush()
+    if not serving.built:
+        raise RuntimeError(f"the server factory built no protocol for {service!r}")
+    return ConnectedChannel(
+        clientProtocol, serving.built[0], client, server, pump, pump.clock
+    )
+
+
+@implementer(IChannelTransport)
+class StringChannelTransport(StringTransport):
+    """
+    A ``StringTransport`` that is also an `IChannelTransport`: it records
+    whole messages as well as bytes, so a channel protocol can be tested
+    with no session at all.
+
+    ``value()`` is every byte written; `messages` the messages ended so
+    far (by ``writeMessage`` or ``endMessage``); `partialMessage` what
+    ``write`` calls have added since.
+
+    @ivar writeClosed: ``loseWriteConnection`` was called (half-close).
+    @ivar resetWith: the C{(code, reason)} of ``resetChannel``, if called.
+    """
+
+    def __init__(
+        self,
+        channel: int = 1,
+        service: bytes = b"",
+        session: MemuxProtocol | None = None,
+        *,
+        hostAddress: IAddress | None = None,
+        peerAddress: IAddress | None = None,
+    ) -> None:
+        StringTransport.__init__(self, hostAddress, peerAddress)
+        self.channel = channel
+        self.service = service
+        self.session = session
+        self.messages: list[bytes] = []
+        self._partial: list[bytes] = []
+        self.writeClosed = False
+        self.resetWith: tuple[int, str] | None = None
+
+    @property
+    def partialMessage(self) -> bytes:
+        """
+        What ``write`` calls have added to a message not ended yet.
+        """
+        return b"".join(self._partial)
+
+    def write(self, data: bytes) -> None:
+        """
+        Append ``data`` to the current message.
+        """
+        StringTransport.write(self, data)
+        self._partial.append(data)
+
+    def writeMessage(self, data: bytes) -> None:
+        """
+        End the current message with ``data``.
+        """
+        if data:
+            self.write(data)
+        self.endMessage()
+
+    def endMessage(self) -> None:
+        """
+        End the current message (an empty one if nothing was written).
+        """
+        self.messages.append(self.partialMessage)
+        self._partial = []
+
+    def loseWriteConnection(self) -> None:
+        """
+        Record a half-close.
+        """
+        self.writeClosed = True
+
+    def resetChannel(self, code: int, reason: str = "") -> None:
+        """
+        Record a reset with ``code`` and ``reason``; the transport is then
+        disconnecting, as after ``abortConnection``.
+        """
+        self.resetWith = (code, reason)
+        self.disconnecting = True

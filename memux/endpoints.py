@@ -1,0 +1,658 @@
+# -*- test-case-name: memux.test.test_endpoints -*-
+"""
+``memux:`` endpoints: a channel of a memux session as a Twisted client or
+server endpoint, so any code that takes an endpoint (an ``Agent``,
+``twistd web --listen``, ``connectProtocol``) runs over memux unchanged.
+
+Client::
+
+    clientFromString(reactor, r"memux:tcp\\:example.com\\:7400:service=echo")
+
+connects by opening a channel for ``echo`` on a session to the *inner*
+endpoint ``tcp:example.com:7400``.  Sessions come from a `SessionPool`:
+every endpoint and every connect with the same inner description shares
+one session, made on first use and made again after it is lost.
+
+Server::
+
+    serverFromString(reactor, r"memux:tcp\\:7400:service=web").listen(site)
+
+listens on the inner endpoint with a `MultiplexingFactory` that hands
+every channel for ``web`` to ``site`` and refuses the others.
+
+The inner description is one argument: escape its backslashes and colons
+with a backslash (`twisted.internet.endpoints.quoteStringArgument`, or
+`memuxDescription` for the whole string).  Its ``=`` signs may be left as
+they are.  The string parsers are registered by
+``twisted/plugins/memux_endpoints.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from twisted.internet import defer
+from twisted.internet.endpoints import (
+    clientFromString,
+    quoteStringArgument,
+    serverFromString,
+)
+from twisted.internet.interfaces import (
+    IAddress,
+    IListeningPort,
+    IProtocol,
+    IProtocolFactory,
+    IReactorCore,
+    IStreamClientEndpoint,
+    IStreamServerEndpoint,
+)
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from memux._engine import SessionSettings
+from memux._wire import ErrorCode
+from memux.error import ChannelRefused
+from memux.protocol import (
+    ChannelRequest,
+    MemuxProtocol,
+    MultiplexingFactory,
+    ServiceMap,
+    ServiceResolver,
+    connectSession,
+)
+
+__all__ = [
+    "EndpointDescriptionError",
+    "MemuxClientEndpoint",
+    "MemuxListeningPort",
+    "MemuxServerEndpoint",
+    "SessionPool",
+    "defaultPool",
+    "memuxDescription",
+    "parseStreamClient",
+    "parseStreamServer",
+]
+
+#: The endpoint type prefix of memux endpoint descriptions.
+PREFIX = "memux"
+
+
+class EndpointDescriptionError(ValueError):
+    """
+    A ``memux:`` endpoint description is malformed: no inner endpoint, no
+    ``service=``, or an argument memux does not know.
+    """
+
+
+# ---------------------------------------------------------------- sessions
+
+
+@dataclass(eq=False)
+class _Slot:
+    """
+    One pooled session: the endpoint it connects through, the session once
+    made, the connection attempt under way and the connects waiting on it.
+    """
+
+    endpoint: IStreamClientEndpoint
+    session: MemuxProtocol | None = None
+    attempt: defer.Deferred[MemuxProtocol] | None = None
+    waiters: list[defer.Deferred[MemuxProtocol]] = field(default_factory=list)
+
+    def idle(self) -> bool:
+        return self.session is None and self.attempt is None and not self.waiters
+
+
+def _usable(session: MemuxProtocol) -> bool:
+    """
+    Whether new channels may be opened on ``session``: it is connected and
+    neither side has started to end it.
+    """
+    engine = session.engine
+    return (
+        bool(session.connected)
+        and not engine.terminated
+        and engine.goAwayReceived is None
+        and engine.goAwaySent is None
+    )
+
+
+class SessionPool:
+    """
+    Shares memux sessions between client endpoints: one session per inner
+    endpoint, made when first asked for and made again once it is lost.
+
+    Sessions are keyed by the inner endpoint: the same description string
+    (exactly) or the same endpoint object.  While a connection attempt is
+    under way, every caller waits for that attempt; if it fails, they all
+    get its error and the next call tries again.  A session is replaced once
+    it closes or either side has sent GOAWAY (the old one drains on its own).
+
+    @param reactor: the reactor sessions run on and description strings
+        are parsed with (so it provides L{IReactorTime} and whatever the
+        endpoints need, as the global reactor does); the global reactor if
+        L{None}.
+    @param services: serves channels the peers open back to us (none by
+        default: they are refused).
+    @param settings: settings for the sessions this pool makes.
+    """
+
+    def __init__(
+        self,
+        reactor: Any = None,
+        *,
+        services: ServiceMap | ServiceResolver | None = None,
+        settings: SessionSettings | None = None,
+    ) -> None:
+        self._reactor = reactor
+        self.services = services
+        self.settings = settings
+        self._slots: dict[tuple[str, object], _Slot] = {}
+        # Every session made and not closed yet, including those replaced
+        # after a GOAWAY that are still draining.
+        self._open: set[MemuxProtocol] = set()
+
+    def __repr__(self) -> str:
+        return f"<SessionPool sessions={len(self.sessions())} reactor={self.reactor!r}>"
+
+    @property
+    def reactor(self) -> Any:
+        """
+        The reactor this pool's sessions run on.
+        """
+        if self._reactor is None:
+            self._reactor = _globalReactor()
+        return self._reactor
+
+    def session(
+        self, endpoint: IStreamClientEndpoint | str
+    ) -> defer.Deferred[MemuxProtocol]:
+        """
+        A session to ``endpoint``: the pooled one if it is usable, else the
+        one being connected, else a new one.
+
+        @param endpoint: an endpoint object, or a client endpoint
+            description string (parsed with this pool's reactor).
+        @return: fires with a connected session, or fails with the error of
+            the connection attempt.  Cancelling it stops waiting, and stops
+            the attempt once nobody else waits for it.
+        """
+        if isinstance(endpoint, str):
+            key: tuple[str, object] = ("description", endpoint)
+        else:
+            key = ("endpoint", id(endpoint))
+        slot = self._slots.get(key)
+        if slot is None:
+            if isinstance(endpoint, str):
+                try:
+                    inner = clientFromString(self.reactor, endpoint)
+                except Exception:
+                    return defer.fail()
+            else:
+                inner = endpoint
+            slot = self._slots[key] = _Slot(inner)
+        if slot.session is not None:
+            if _usable(slot.session):
+                return defer.succeed(slot.session)
+            slot.session = None
+
+        def cancel(waiter: defer.Deferred[MemuxProtocol]) -> None:
+            if waiter in slot.waiters:
+                slot.waiters.remove(waiter)
+            if not slot.waiters and slot.attempt is not None:
+                slot.attempt.cancel()
+
+        waiter: defer.Deferred[MemuxProtocol] = defer.Deferred(cancel)
+        slot.waiters.append(waiter)
+        if slot.attempt is None:
+            self._connect(key, slot)
+        return waiter
+
+    def sessions(self) -> list[MemuxProtocol]:
+        """
+        The usable sessions this pool holds now.
+        """
+        return [
+            slot.session
+            for slot in self._slots.values()
+            if slot.session is not None and _usable(slot.session)
+        ]
+
+    def closeAll(self, *, graceful: bool = False) -> defer.Deferred[None]:
+        """
+        Close every session of this pool and stop every connection attempt
+        (those waiting for one get its cancellation error).  The pool stays
+        usable: later calls make new sessions.
+
+        @param graceful: if false, close at once: channels still open end
+            with `SessionLost`.  If true, send GOAWAY and let the open
+            channels finish first.
+        @return: fires once every session's connection has closed.
+        """
+        for key, slot in list(self._slots.items()):
+            if slot.attempt is not None:
+                slot.attempt.cancel()
+            slot.session = None
+            self._forgetIfIdle(key, slot)
+        closing: list[defer.Deferred[None]] = []
+        for session in list(self._open):
+            closing.append(session.whenClosed())
+            if graceful:
+                session.goAway()
+            else:
+                _closeNow(session)
+        done = defer.gatherResults(closing, consumeErrors=True)
+        return done.addCallback(lambda _: None)
+
+    def _connect(self, key: tuple[str, object], slot: _Slot) -> None:
+        try:
+            attempt = connectSession(
+                slot.endpoint,
+                self.services,
+                settings=self.settings,
+                reactor=self.reactor,
+            )
+        except Exception:
+            # An endpoint that raises instead of failing its Deferred.
+            attempt = defer.fail()
+        slot.attempt = attempt
+
+        def connected(session: MemuxProtocol) -> None:
+            slot.attempt = None
+            slot.session = session
+            self._open.add(session)
+            session.whenClosed().addCallback(lambda _: self._lost(key, slot, session))
+            waiters, slot.waiters = slot.waiters, []
+            for waiter in waiters:
+                waiter.callback(session)
+
+        def failed(reason: Failure) -> None:
+            slot.attempt = None
+            waiters, slot.waiters = slot.waiters, []
+            self._forgetIfIdle(key, slot)
+            for waiter in waiters:
+                waiter.errback(reason)
+
+        attempt.addCallbacks(connected, failed)
+
+    def _lost(
+        self, key: tuple[str, object], slot: _Slot, session: MemuxProtocol
+    ) -> None:
+        self._open.discard(session)
+        if slot.session is session:
+            slot.session = None
+        self._forgetIfIdle(key, slot)
+
+    def _forgetIfIdle(self, key: tuple[str, object], slot: _Slot) -> None:
+        if slot.idle() and self._slots.get(key) is slot:
+            del self._slots[key]
+
+
+def _closeNow(session: MemuxProtocol) -> None:
+    """
+    Send GOAWAY and close ``session``'s connection now (the session writes
+    the GOAWAY even if its connection is paused, then closes).
+    """
+    session.goAway(ErrorCode.CANCEL, "closed by its session pool")
+
+
+_defaultPools: dict[object, SessionPool] = {}
+
+
+def defaultPool(reactor: Any = None) -> SessionPool:
+    """
+    The shared pool of ``reactor`` (the global reactor if L{None}): the one
+    every ``memux:`` endpoint parsed from a string with that reactor uses.
+    Close its sessions with ``defaultPool(reactor).closeAll()``.
+    """
+    if reactor is None:
+        reactor = _globalReactor()
+    pool = _defaultPools.get(reactor)
+    if pool is None:
+        # Forget the pools of other reactors that hold nothing, so test
+        # reactors are not kept alive by this registry.
+        for other, idle in list(_defaultPools.items()):
+            if not idle._slots and not idle._open:
+                del _defaultPools[other]
+        pool = _defaultPools[reactor] = SessionPool(reactor)
+    return pool
+
+
+# ---------------------------------------------------------------- endpoints
+
+
+@implementer(IStreamClientEndpoint)
+class MemuxClientEndpoint:
+    """
+    A client endpoint whose connections are channels for ``service`` on a
+    pooled session to the inner ``endpoint``.
+
+    @param poolOrReactor: the `SessionPool` to take sessions from, or a
+        reactor, to use that reactor's `defaultPool`.
+    @param endpoint: the inner endpoint, or its description string.
+    @param service: the service to open channels for.
+    @param metadata: sent with each channel opening, for the peer's
+        service resolver.
+    @param destination: ``(host, port)`` sent with each channel opening,
+        for forwarding services.
+    """
+
+    def __init__(
+        self,
+        poolOrReactor: Any,
+        endpoint: IStreamClientEndpoint | str,
+        service: bytes,
+        *,
+        metadata: bytes | None = None,
+        destination: tuple[str, int] | None = None,
+    ) -> None:
+        if not isinstance(service, bytes):
+            raise TypeError(f"service must be bytes, not {type(service).__name__}")
+        if metadata is not None and not isinstance(metadata, bytes):
+            raise TypeError(f"metadata must be bytes, not {type(metadata).__name__}")
+        if isinstance(poolOrReactor, SessionPool):
+            self.pool = poolOrReactor
+        else:
+            self.pool = defaultPool(poolOrReactor)
+        if isinstance(endpoint, str):
+            # Parsed now so a bad description fails here, not at connect.
+            clientFromString(self.pool.reactor, endpoint)
+        self.endpoint = endpoint
+        self.service = service
+        self.metadata = metadata
+        self.destination = destination
+
+    def __repr__(self) -> str:
+        return f"<MemuxClientEndpoint {self.service!r} over {self.endpoint!r}>"
+
+    def connect(self, protocolFactory: IProtocolFactory) -> defer.Deferred[IProtocol]:
+        """
+        Open a channel on the pooled session (connecting it first if need
+        be) and connect a protocol from ``protocolFactory`` to it.  Fails
+        with the connection's error if the session cannot be made.
+        """
+
+        def opened(session: MemuxProtocol) -> defer.Deferred[IProtocol]:
+            return session.openChannel(
+                self.service,
+                protocolFactory,
+                metadata=self.metadata,
+                destination=self.destination,
+            )
+
+        return self.pool.session(self.endpoint).addCallback(opened)
+
+
+@implementer(IListeningPort)
+class MemuxListeningPort:
+    """
+    What `MemuxServerEndpoint.listen` returns: the inner listening port,
+    whose address and life it has, serving one service's channels.
+
+    @ivar wrappedPort: the inner endpoint's listening port.
+    @ivar factory: the application factory channels are handed to.
+    @ivar multiplexingFactory: the factory of the sessions.
+    """
+
+    def __init__(
+        self,
+        wrappedPort: IListeningPort,
+        factory: IProtocolFactory,
+        multiplexingFactory: MultiplexingFactory,
+    ) -> None:
+        self.wrappedPort = wrappedPort
+        self.factory = factory
+        self.multiplexingFactory = multiplexingFactory
+        self._factoryStarted = False
+
+    def __repr__(self) -> str:
+        return f"<MemuxListeningPort {self.wrappedPort!r}>"
+
+    def __getattr__(self, name: str) -> Any:
+        # Anything else a port of the inner kind has (a TCP port's
+        # ``socket``, ``port``...) is the inner port's.
+        if name == "wrappedPort":
+            raise AttributeError(name)
+        return getattr(self.wrappedPort, name)
+
+    def startListening(self) -> None:
+        """
+        Start listening on the inner port (again).
+        """
+        self.wrappedPort.startListening()
+        self._startFactory()
+
+    def stopListening(self) -> defer.Deferred[None]:
+        """
+        Stop listening on the inner port, then stop the factory.  Sessions
+        already accepted carry on, as TCP connections outlive their port.
+        """
+        d = defer.maybeDeferred(self.wrappedPort.stopListening)
+
+        def stopped(result: object) -> object:
+            self._stopFactory()
+            return result
+
+        return d.addBoth(stopped).addCallback(lambda _: None)
+
+    def getHost(self) -> IAddress:
+        """
+        The inner port's address.
+        """
+        return self.wrappedPort.getHost()
+
+    def _startFactory(self) -> None:
+        # As a TCP port does: the factory learns it is in use (a Site
+        # opens its log) and when it no longer is.
+        if not self._factoryStarted:
+            self._factoryStarted = True
+            self.factory.doStart()
+
+    def _stopFactory(self) -> None:
+        if self._factoryStarted:
+            self._factoryStarted = False
+            self.factory.doStop()
+
+
+@implementer(IStreamServerEndpoint)
+class MemuxServerEndpoint:
+    """
+    A server endpoint that listens on the inner ``endpoint`` with memux
+    sessions, and hands every channel opened for ``service`` to the factory
+    given to `listen`; channels for other services are refused with a
+    reason.
+
+    @param reactor: the reactor the sessions run on (and to parse
+        ``endpoint`` with, if it is a string); the global one if L{None}.
+    @param endpoint: the inner server endpoint, or its description.
+    @param service: the service to serve.
+    @param settings: the sessions' settings.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        endpoint: IStreamServerEndpoint | str,
+        service: bytes,
+        *,
+        settings: SessionSettings | None = None,
+    ) -> None:
+        if not isinstance(service, bytes):
+            raise TypeError(f"service must be bytes, not {type(service).__name__}")
+        if isinstance(endpoint, str):
+            endpoint = cast(
+                IStreamServerEndpoint,
+                serverFromString(reactor or _globalReactor(), endpoint),
+            )
+        self.reactor = reactor
+        self.endpoint = endpoint
+        self.service = service
+        self.settings = settings
+
+    def __repr__(self) -> str:
+        return f"<MemuxServerEndpoint {self.service!r} over {self.endpoint!r}>"
+
+    def listen(
+        self, protocolFactory: IProtocolFactory
+    ) -> defer.Deferred[IListeningPort]:
+        """
+        Listen on the inner endpoint; fire with a `MemuxListeningPort`.
+        """
+        service = self.service
+
+        def choose(request: ChannelRequest) -> IProtocolFactory:
+            if request.service != service:
+                raise ChannelRefused(
+                    f"no service {request.service!r} here (only {service!r})"
+                )
+            return protocolFactory
+
+        mux = MultiplexingFactory(choose, settings=self.settings, reactor=self.reactor)
+
+        def listening(port: IListeningPort) -> IListeningPort:
+            wrapped = MemuxListeningPort(port, protocolFactory, mux)
+            wrapped._startFactory()
+            return wrapped
+
+        return self.endpoint.listen(mux).addCallback(listening)
+
+
+# ---------------------------------------------------------------- strings
+
+
+def memuxDescription(
+    inner: str,
+    service: str,
+    *,
+    metadata: str | None = None,
+    destination: str | None = None,
+) -> str:
+    """
+    The ``memux:`` description of a channel for ``service`` over the inner
+    endpoint description ``inner``, quoted as the parsers expect.
+
+    >>> memuxDescription("tcp:example.com:7400", "echo")
+    'memux:tcp\\\\:example.com\\\\:7400:service=echo'
+    """
+    parts = [
+        PREFIX,
+        quoteStringArgument(inner),
+        "service=" + quoteStringArgument(service),
+    ]
+    if metadata is not None:
+        parts.append("metadata=" + quoteStringArgument(metadata))
+    if destination is not None:
+        parts.append("destination=" + quoteStringArgument(destination))
+    return ":".join(parts)
+
+
+def _text(value: object) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _split(
+    args: Sequence[object], kwargs: dict[str, object], known: Sequence[str]
+) -> tuple[str, dict[str, str]]:
+    """
+    Find the inner description among the parsed arguments of a ``memux:``
+    description and check the rest.
+
+    The inner description is the one positional argument, or the
+    ``endpoint=`` keyword, or else the keyword whose name holds a colon:
+    the tokenizer splits an inner ``tcp\\:0\\:interface=127.0.0.1`` at its
+    first ``=``, which is joined back here.
+
+    @return: the inner description, and the other keywords.
+    """
+    found = [_text(a) for a in args]
+    options: dict[str, str] = {}
+    for name, value in kwargs.items():
+        if name == "endpoint":
+            found.append(_text(value))
+        elif ":" in name:
+            found.append(f"{name}={_text(value)}")
+        elif name in known:
+            options[name] = _text(value)
+        else:
+            raise EndpointDescriptionError(
+                f"memux: endpoint has no argument {name!r}"
+                f" (it takes {', '.join(known)})"
+            )
+    example = r"memux:tcp\:example.com\:7400:service=echo"
+    if not found:
+        raise EndpointDescriptionError(
+            f"memux: endpoint needs an inner endpoint description, e.g. {example}"
+        )
+    if len(found) > 1:
+        raise EndpointDescriptionError(
+            f"memux: endpoint takes one inner endpoint description, got"
+            f" {found!r}: escape its colons with backslashes, e.g. {example}"
+        )
+    if "service" not in options:
+        raise EndpointDescriptionError(
+            f"memux: endpoint needs service=NAME, the service to open channels"
+            f" for (service= alone is the default service), e.g. {example}"
+        )
+    return found[0], options
+
+
+def _destination(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise EndpointDescriptionError(
+            f"memux: destination must be HOST\\:PORT, not {text!r}"
+        )
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port)
+
+
+def parseStreamClient(
+    reactor: IReactorCore, *args: object, **kwargs: object
+) -> MemuxClientEndpoint:
+    """
+    Build the client endpoint of a ``memux:`` description (the arguments
+    after the prefix, as `clientFromString` parsed them).  It takes its
+    sessions from ``defaultPool(reactor)``.
+
+    Arguments: the inner client endpoint description (escaped), then
+    ``service=`` (required), ``metadata=`` and ``destination=HOST\\:PORT``
+    (optional).
+
+    @raise EndpointDescriptionError: if the description is malformed.
+    """
+    inner, options = _split(args, kwargs, ("service", "metadata", "destination"))
+    metadata = options.get("metadata")
+    destination = options.get("destination")
+    return MemuxClientEndpoint(
+        reactor,
+        inner,
+        options["service"].encode("utf-8"),
+        metadata=metadata.encode("utf-8") if metadata is not None else None,
+        destination=_destination(destination) if destination is not None else None,
+    )
+
+
+def parseStreamServer(
+    reactor: IReactorCore, *args: object, **kwargs: object
+) -> MemuxServerEndpoint:
+    """
+    Build the server endpoint of a ``memux:`` description (the arguments
+    after the prefix, as `serverFromString` parsed them).
+
+    Arguments: the inner server endpoint description (escaped), then
+    ``service=`` (required).
+
+    @raise EndpointDescriptionError: if the description is malformed.
+    """
+    inner, options = _split(args, kwargs, ("service",))
+    return MemuxServerEndpoint(reactor, inner, options["service"].encode("utf-8"))
+
+
+def _globalReactor() -> Any:
+    # Imported late: importing this module must not install a reactor.
+    from twisted.internet import reactor
+
+    return reactor
