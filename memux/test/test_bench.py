@@ -1,0 +1,177 @@
+"""
+Tests for the benchmark harness, `memux.bench`.
+
+The machine that runs the tests is shared and noisy, so nothing here judges
+a timing: the end-to-end test is a smoke test that the harness runs every
+scenario against its baseline and reports the numbers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
+
+from memux import bench
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def runBench(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """
+    Run ``python -m memux.bench`` with ``args`` from the root of the
+    checkout, this memux first on the path.
+    """
+    path = os.environ.get("PYTHONPATH")
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + (os.pathsep + path if path else ""))
+    return subprocess.run(
+        [sys.executable, "-m", "memux.bench", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=str(ROOT),
+    )
+
+
+def isNumber(x: Any) -> bool:
+    """
+    Whether ``x`` is a finite number (not a bool).
+    """
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
+class QuickRunTests(SynchronousTestCase):
+    """
+    ``python -m memux.bench --quick`` runs end to end.
+    """
+
+    def test_everyScenarioReported(self) -> None:
+        """
+        A quick run of one repetition exits 0, prints the table, and writes
+        JSON with, for every scenario, the memux and baseline medians, their
+        ratio, the target and a verdict, plus the machine it ran on.
+        """
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "bench.json"
+            done = runBench("--quick", "--runs", "1", "--json", str(out))
+            self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
+            report = json.loads(out.read_text())
+        self.assertTrue("PASS" in done.stdout or "MISS" in done.stdout, done.stdout)
+        self.assertIn("ratio", done.stdout)
+        for key in ("cpu", "cores", "python", "twisted", "memux"):
+            self.assertIn(key, report["machine"])
+        self.assertEqual(report["runs"], 1)
+        self.assertTrue(report["quick"])
+        scenarios = report["scenarios"]
+        self.assertEqual(sorted(scenarios), sorted(s.name for s in bench.SCENARIOS))
+        for name, result in scenarios.items():
+            for key in ("memux", "baseline", "ratio", "got"):
+                self.assertTrue(isNumber(result[key]), f"{name} {key}: {result[key]}")
+            self.assertIsInstance(result["pass"], bool)
+            self.assertIsNone(result["error"], name)
+            self.assertIn(name, done.stdout)
+
+
+class HarnessTests(SynchronousTestCase):
+    """
+    The pieces of the harness that need no run.
+    """
+
+    def test_parseSize(self) -> None:
+        """
+        Sizes take binary units, and plain numbers stay numbers.
+        """
+        self.assertEqual(bench.parseSize("64KiB"), 64 * 1024)
+        self.assertEqual(bench.parseSize("512M"), 512 * 1024 * 1024)
+        self.assertEqual(bench.parseSize("1.5k"), 1536)
+        self.assertEqual(bench.parseSize("20_000"), 20000)
+        self.assertEqual(bench.parseSize("0.25"), 0.25)
+
+    def test_scaleAndOverride(self) -> None:
+        """
+        ``--scale`` multiplies a scenario's work, ``--set`` overrides one
+        parameter, and the memux settings ride along.
+        """
+        idle = bench.BY_NAME["idle"]
+        params = bench.scenarioParams(idle, False, 0.5, {})
+        self.assertEqual(params["channels"], 50_000)
+        self.assertEqual(params["serverSettings"], {"maxChannels": 200_000})
+        bulk = bench.BY_NAME["bulk"]
+        params = bench.scenarioParams(bulk, True, 1.0, {"total": "1MiB"})
+        self.assertEqual(params["total"], 1024 * 1024)
+        self.assertRaises(
+            SystemExit, bench.scenarioParams, bulk, True, 1.0, {"nonsense": "1"}
+        )
+        params = bench.scenarioParams(bulk, False, 0.3, {"write": "1000"})
+        self.assertEqual(params["total"] % 1000, 0)
+
+    def test_targets(self) -> None:
+        """
+        A target is met on the right side of its threshold, inclusive.
+        """
+        self.assertTrue(bench.Target("ratio", ">=", 0.9).met(0.9))
+        self.assertFalse(bench.Target("ratio", ">=", 0.9).met(0.89))
+        self.assertTrue(bench.Target("ratio", "<=", 5).met(4.9))
+        self.assertFalse(bench.Target("ratio", "<=", 5).met(5.1))
+
+    def test_outcomeAndTable(self) -> None:
+        """
+        An outcome takes medians of the runs and the ratio of the medians;
+        the table shows them with the verdict.
+        """
+        outcome = bench.Outcome(bench.BY_NAME["bulk"], {})
+        for memux, baseline in ((90, 100), (100, 100), (95, 110)):
+            outcome.record("memux", {"value": memux})
+            outcome.record("baseline", {"value": baseline})
+        self.assertEqual(outcome.median("memux"), 95)
+        self.assertEqual(outcome.median("baseline"), 100)
+        self.assertAlmostEqual(outcome.ratio, 0.95)
+        self.assertTrue(outcome.passed)
+        text = bench.table([outcome])
+        self.assertIn("PASS", text)
+        self.assertIn("0.95", text)
+
+    def test_plotWithoutMatplotlib(self) -> None:
+        """
+        ``--plot`` without matplotlib says how to install it and exits with
+        status 2 before running anything.
+        """
+        saved = sys.modules.get("matplotlib")
+        sys.modules["matplotlib"] = None  # type: ignore[assignment]
+        stderr = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(stderr):
+                status = bench.main(["--plot", "x.png", "--scenario", "bulk"])
+        finally:
+            if saved is None:
+                del sys.modules["matplotlib"]
+            else:
+                sys.modules["matplotlib"] = saved
+        self.assertEqual(status, 2)
+        self.assertIn("memux[bench]", stderr.getvalue())
+
+    def test_plot(self) -> None:
+        """
+        With matplotlib, the chart is written as a PNG.
+        """
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise SkipTest("matplotlib is not installed") from None
+        outcome = bench.Outcome(bench.BY_NAME["small"], {})
+        outcome.record("memux", {"value": 50_000})
+        outcome.record("baseline", {"value": 100_000})
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "chart.png"
+            bench.plot([outcome], bench.machineInfo(), str(path))
+            self.assertEqual(path.read_bytes()[:8], b"\x89PNG\r\n\x1a\n")
