@@ -905,6 +905,21 @@ class MemuxProtocol(Protocol):
         self._scheduleFlush()
         return d
 
+    def loseConnection(self) -> None:
+        """
+        Close the session's connection now, after writing what can be
+        written; open channels end with `SessionLost`.  Use this rather
+        than ``session.transport.loseConnection()``: the session is its
+        connection's producer, and Twisted's TLS layer does not close while
+        a producer is registered.  (For a graceful end, use `goAway`.)
+        """
+        if not self.connected:
+            return
+        if self._flushCall is not None and self._flushCall.active():
+            self._flushCall.cancel()
+        self._flush()
+        self._closeConnection()
+
     def whenClosed(self) -> defer.Deferred[None]:
         """
         A Deferred that fires once the connection has closed (at once if it

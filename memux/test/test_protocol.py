@@ -1056,3 +1056,25 @@ class SessionTests(SessionTestCase):
         assert proto.lost is not None
         proto.lost.trap(ChannelRefused)
         self.assertEqual(self.serverProtocols, [])
+
+
+class LoseConnectionTests(SessionTestCase):
+    """
+    Closing a whole session from this side.
+    """
+
+    def test_sessionLoseConnection(self) -> None:
+        """
+        session.loseConnection() writes what is pending, closes the
+        connection (unregistering as its producer first), and the channels
+        on both sides end with SessionLost.
+        """
+        proto = self.open(b"record")
+        proto.transport.write(b"last words")
+        self.client.loseConnection()
+        self.assertIsNone(self.client.transport.producer)  # type: ignore[union-attr]
+        self.pump.flush()
+        self.assertFalse(self.client.connected)
+        self.assertEqual(self.serverProtocols[0].received, b"last words")
+        assert proto.lost is not None
+        proto.lost.trap(SessionLost)
