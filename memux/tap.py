@@ -1,29 +1,151 @@
-# -*- test-case-name: memux.test.test_tap -*-
+# -*- test-case-name: memux.test.test_tap,memux.test.test_server -*-
 """
 Support for ``twistd memux``: a memux server listening on one or more
-endpoints and serving the built-in services.
+endpoints, serving the built-in services, forwarding services, Python
+factories and (only where allowed) channels that name their own
+destination, optionally over TLS.
 
-Kept cheap to import (``twistd --help`` loads it): the Twisted layer and the
-engine are imported only when a service is actually made.
+Importing this module installs no reactor; `Options` checks everything it
+can while parsing, so mistakes are reported before anything starts.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
+import ipaddress
+import re
+import socket
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from typing import Any, Literal, TypeVar, cast
 
 from twisted.application import strports
 from twisted.application.service import MultiService
-from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IProtocolFactory, IReactorCore, IReactorTime
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    clientFromString,
+    serverFromString,
+)
+from twisted.internet.interfaces import (
+    IAddress,
+    IListeningPort,
+    IOpenSSLServerConnectionCreator,
+    IProtocol,
+    IProtocolFactory,
+    IReactorCore,
+    IReactorTime,
+    IStreamServerEndpoint,
+)
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
 from twisted.python import usage
+from twisted.python.reflect import namedAny
+from zope.interface import implementer
 
-if TYPE_CHECKING:
-    from memux._engine import SessionSettings
+from memux._engine import SessionSettings
+from memux._wire import MAX_NAME_LENGTH
+from memux.error import ChannelRefused
+from memux.protocol import ChannelRequest, MultiplexingFactory
+from memux.services import builtinServices
+from memux.tunnel import forwardTo
 
-__all__ = ["DEFAULT_LISTEN", "Options", "makeService"]
+__all__ = [
+    "DEFAULT_LISTEN",
+    "DestinationPattern",
+    "MemuxServer",
+    "Options",
+    "ServerServices",
+    "classifyHost",
+    "makeService",
+]
+
+_log = Logger()
 
 #: where ``twistd memux`` listens when no ``--listen`` is given
 DEFAULT_LISTEN = "tcp:7400"
+
+#: The session settings options: option name, `SessionSettings` attribute,
+#: help (the default is added from `SessionSettings`).
+_SETTINGS = {
+    "max-frame-size": (
+        "maxFrameSize",
+        "Largest frame payload, in bytes, a peer may send (16384 to 16777215).",
+    ),
+    "channel-credit": (
+        "channelCredit",
+        "Unconsumed bytes held per channel: each channel's window, which caps"
+        " its throughput at this much per round trip.",
+    ),
+    "session-credit": (
+        "sessionCredit",
+        "Unconsumed bytes held per session, all channels together: what bounds"
+        " each session's memory.",
+    ),
+    "max-channels": ("maxChannels", "Channels a peer may have open at once."),
+    "max-message-size": (
+        "maxMessageSize",
+        "Largest message, in bytes, delivered whole to a message service; a"
+        " larger one resets its channel.",
+    ),
+    "chunk-size": (
+        "chunkSize",
+        "Largest chunk sent: smaller interleaves channels more finely, larger"
+        " costs less CPU.",
+    ),
+}
+
+_SIZE_SUFFIXES = {
+    "": 1,
+    "k": 1 << 10,
+    "kib": 1 << 10,
+    "m": 1 << 20,
+    "mib": 1 << 20,
+    "g": 1 << 30,
+    "gib": 1 << 30,
+}
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _oneLine(method: _F) -> _F:
+    """
+    Join the lines of C{method}'s docstring, which is its C{--help} text.
+    """
+    method.__doc__ = " ".join((method.__doc__ or "").split())
+    return method
+
+
+def _settingOption(option: str) -> Any:
+    """
+    An ``opt_`` method for a session setting, with the default in its help.
+    """
+    attribute, help = _SETTINGS[option]
+
+    def opt(self: Options, value: str) -> None:
+        size = _parseSize(option, value)
+        try:
+            SessionSettings(**{attribute: size})
+        except ValueError as e:
+            raise usage.UsageError(f"--{option} {value}: {e}") from None
+        self[option] = size
+
+    default = getattr(SessionSettings(), attribute)
+    opt.__doc__ = f"{help} [default: {default}]"
+    opt.__name__ = "opt_" + option.replace("-", "_")
+    return opt
+
+
+def _parseSize(option: str, value: str) -> int:
+    match = re.fullmatch(r"\s*([0-9]+)\s*([a-zA-Z]*)\s*", value)
+    multiplier = _SIZE_SUFFIXES.get(match.group(2).lower()) if match else None
+    if match is None or multiplier is None:
+        raise usage.UsageError(
+            f"--{option} must be a whole number, optionally with a suffix"
+            f" K, M or G (binary: 1K = 1024), not {value!r}"
+        )
+    return int(match.group(1)) * multiplier
 
 
 class Options(usage.Options):
@@ -31,45 +153,134 @@ class Options(usage.Options):
     Command-line options for ``twistd memux``.
     """
 
-    synopsis = "[--listen STRPORT ...] [--no-builtins] [--max-message-size BYTES]"
+    synopsis = "[options]"
     longdesc = (
         "Serve memux sessions: many message channels over each connection. "
-        "Without --no-builtins, channels may open the services echo, discard "
-        f"and chargen. Listens on {DEFAULT_LISTEN} unless --listen is given."
+        "Channels may open the built-in services echo, discard and chargen "
+        "(unless --no-builtins), services forwarded with --service, Python "
+        "factories mounted with --factory, and, only if --allow-connect allows "
+        "it, a destination host and port of their own. Listens on "
+        f"{DEFAULT_LISTEN} unless --listen is given; with --tls-cert, every "
+        "--listen endpoint speaks TLS (ALPN memux/1). Sizes take a suffix "
+        "K, M or G (binary)."
     )
 
     optFlags = [
         ["no-builtins", None, "Do not serve the built-in echo, discard and chargen."],
     ]
 
+    optParameters = [
+        [
+            "tls-cert",
+            None,
+            None,
+            "Serve TLS on every --listen endpoint with the certificate in this "
+            "PEM file (then any intermediate certificates, and the key unless "
+            "--tls-key is given).",
+        ],
+        [
+            "tls-key",
+            None,
+            None,
+            "PEM file holding the private key of --tls-cert "
+            "[default: the --tls-cert file].",
+        ],
+        [
+            "tls-ca",
+            None,
+            None,
+            "Require client certificates signed by a CA certificate in this "
+            "PEM file (mutual TLS).",
+        ],
+    ]
+
+    compData = usage.Completions(
+        optActions={
+            "tls-cert": usage.CompleteFiles("*.pem"),
+            "tls-key": usage.CompleteFiles("*.pem"),
+            "tls-ca": usage.CompleteFiles("*.pem"),
+        }
+    )
+
     def __init__(self) -> None:
         # Not super(): mypy's untyped_calls_exclude does not see through it.
         usage.Options.__init__(self)
         self["listen"] = []
-        self["max-message-size"] = None
+        #: (name, client endpoint description) for each --service
+        self["service"] = []
+        #: (name, dotted name, factory) for each --factory
+        self["factory"] = []
+        #: a DestinationPattern for each --allow-connect
+        self["allow-connect"] = []
+        for option in _SETTINGS:
+            self[option] = None
+        #: made by postOptions: the SessionSettings (None: the defaults) and
+        #: the TLS options (None: no TLS)
+        self["settings"] = None
+        self["tls"] = None
 
+    @_oneLine
     def opt_listen(self, description: str) -> None:
-        """Listen on endpoint STRPORT, e.g. tcp:7400 (repeatable)."""
+        """
+        Listen on this server endpoint, e.g. tcp:7400, unix:/run/memux.sock
+        (repeatable) [default: tcp:7400].
+        """
         self["listen"].append(description)
 
     opt_l = opt_listen
 
-    def opt_max_message_size(self, value: str) -> None:
-        """Largest message in bytes delivered whole to a message service."""
+    @_oneLine
+    def opt_service(self, value: str) -> None:
+        """
+        NAME=ENDPOINT: forward each channel for service NAME to a new
+        connection to client endpoint ENDPOINT, e.g. db=tcp:db.internal:5432
+        (repeatable).
+        """
+        name, description = _mount("--service", value)
         try:
-            size = int(value)
-        except ValueError:
+            clientFromString(_globalReactor(), description)
+        except Exception as e:
             raise usage.UsageError(
-                f"--max-message-size must be a whole number of bytes, not {value!r}"
-            ) from None
-        if size < 1:
-            raise usage.UsageError(f"--max-message-size must be positive, not {size}")
-        self["max-message-size"] = size
+                f"--service {value}: {description!r} is not a valid client"
+                f" endpoint: {e}"
+            ) from e
+        self["service"].append((name, description))
+
+    @_oneLine
+    def opt_factory(self, value: str) -> None:
+        """
+        NAME=MODULE.ATTRIBUTE: serve service NAME with a Python protocol
+        factory: an IProtocolFactory, a protocol class, or a callable taking
+        no arguments that returns an IProtocolFactory (repeatable).
+        """
+        name, dotted = _mount("--factory", value)
+        self["factory"].append((name, dotted, _loadFactory(value, dotted)))
+
+    @_oneLine
+    def opt_allow_connect(self, pattern: str) -> None:
+        """
+        HOST:PORT: forward channels that name a destination matching this
+        pattern, e.g. '*.internal:5432', '127.0.0.1:*', '10.0.0.0/8:443',
+        '[::1]:8000-8099' (repeatable; matched on the host as requested, no
+        DNS). Without it, every destination is refused.
+        """
+        try:
+            self["allow-connect"].append(DestinationPattern.parse(pattern))
+        except ValueError as e:
+            raise usage.UsageError(f"--allow-connect {pattern!r}: {e}") from None
+
+    opt_max_frame_size = _settingOption("max-frame-size")
+    opt_channel_credit = _settingOption("channel-credit")
+    opt_session_credit = _settingOption("session-credit")
+    opt_max_channels = _settingOption("max-channels")
+    opt_max_message_size = _settingOption("max-message-size")
+    opt_chunk_size = _settingOption("chunk-size")
 
     def postOptions(self) -> None:
         """
-        Apply the default endpoint and check every endpoint description and
-        the settings, so mistakes are reported before anything starts.
+        Apply the default endpoint, check every endpoint description and
+        that service names are not mounted twice, and load the TLS
+        certificates, so mistakes are reported before anything starts.
         """
         if not self["listen"]:
             self["listen"] = [DEFAULT_LISTEN]
@@ -81,56 +292,492 @@ class Options(usage.Options):
                 raise usage.UsageError(
                     f"--listen {description!r} is not a valid endpoint: {e}"
                 ) from e
+        mounted: dict[bytes, str] = {}
+        for option, entries in (("--service", "service"), ("--factory", "factory")):
+            for name, target, *_ in self[entries]:
+                here = f"{option} {name.decode()}={target}"
+                if name in mounted:
+                    raise usage.UsageError(
+                        f"service {name.decode()!r} is mounted twice:"
+                        f" {mounted[name]} and {here}"
+                    )
+                mounted[name] = here
+        given = {
+            attribute: self[option]
+            for option, (attribute, _) in _SETTINGS.items()
+            if self[option] is not None
+        }
         try:
-            _sessionSettings(self)
+            self["settings"] = SessionSettings(**given) if given else None
         except ValueError as e:
-            raise usage.UsageError(f"--max-message-size: {e}") from e
+            raise usage.UsageError(f"session settings: {e}") from e
+        self["tls"] = self._tlsOptions()
+
+    def _tlsOptions(self) -> IOpenSSLServerConnectionCreator | None:
+        cert, key, ca = self["tls-cert"], self["tls-key"], self["tls-ca"]
+        if cert is None:
+            for option, value in (("--tls-key", key), ("--tls-ca", ca)):
+                if value is not None:
+                    raise usage.UsageError(f"{option} needs --tls-cert")
+            return None
+        for description in self["listen"]:
+            if description.split(":", 1)[0].strip().lower() == "ssl":
+                raise usage.UsageError(
+                    f"--listen {description!r} already speaks TLS; with"
+                    f" --tls-cert, listen with tcp: (or unix:) instead"
+                )
+        for option, path in (
+            ("--tls-cert", cert),
+            ("--tls-key", key),
+            ("--tls-ca", ca),
+        ):
+            if path is not None:
+                try:
+                    with open(path, "rb"):
+                        pass
+                except OSError as e:
+                    raise usage.UsageError(
+                        f"{option} {path}: cannot read it: {e.strerror or e}"
+                    ) from e
+        from memux.tls import TLSConfigurationError, serverTLSOptions
+
+        try:
+            return serverTLSOptions(cert, key, ca)
+        except TLSConfigurationError as e:
+            raise usage.UsageError(f"TLS: {e}") from e
 
 
-def makeService(options: Options, reactor: IReactorCore | None = None) -> MultiService:
+def _mount(option: str, value: str) -> tuple[bytes, str]:
+    """
+    Split C{NAME=TARGET}; the name, as bytes, may be empty (the default
+    service).
+    """
+    name, sep, target = value.partition("=")
+    if not sep or not target:
+        raise usage.UsageError(f"{option} takes NAME=..., not {value!r}")
+    encoded = name.encode("utf-8")
+    if len(encoded) > MAX_NAME_LENGTH:
+        raise usage.UsageError(
+            f"{option} {value}: a service name is at most {MAX_NAME_LENGTH} bytes"
+        )
+    return encoded, target
+
+
+def _loadFactory(value: str, dotted: str) -> IProtocolFactory:
+    """
+    The protocol factory C{dotted} names: an L{IProtocolFactory} itself, a
+    class of L{IProtocol} (served with L{Factory.forProtocol}), or a
+    callable taking no arguments that returns an L{IProtocolFactory}.
+    """
+    try:
+        found = namedAny(dotted)
+    except Exception as e:
+        raise usage.UsageError(
+            f"--factory {value}: cannot import {dotted!r}: {e}"
+        ) from e
+    if IProtocolFactory.providedBy(found):
+        return found
+    if isinstance(found, type) and IProtocol.implementedBy(found):
+        return Factory.forProtocol(cast("type[Protocol]", found))
+    if callable(found):
+        try:
+            made = found()
+        except Exception as e:
+            raise usage.UsageError(
+                f"--factory {value}: calling {dotted}() failed: {e!r}"
+            ) from e
+        if IProtocolFactory.providedBy(made):
+            return made
+        raise usage.UsageError(
+            f"--factory {value}: {dotted}() returned {made!r}, which is not"
+            f" an IProtocolFactory"
+        )
+    raise usage.UsageError(
+        f"--factory {value}: {dotted} is {found!r}: expected an"
+        f" IProtocolFactory, a protocol class, or a callable returning a factory"
+    )
+
+
+# ---------------------------------------------------------------- destinations
+
+_LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
+_HOSTNAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
+_WILDCARDS = set("*?[]!")
+_IPV4_PATTERN = set("0123456789.-") | _WILDCARDS
+_NAME_PATTERN = set("abcdefghijklmnopqrstuvwxyz0123456789._-") | _WILDCARDS
+
+HostKind = Literal["name", "ipv4", "ipv6"]
+
+
+def classifyHost(host: str) -> tuple[HostKind, str]:
+    """
+    What a requested destination host is, in the form patterns match: an IP
+    address in its canonical text, or a DNS name in lower case without a
+    final dot.  Nothing is resolved.
+
+    @raise ValueError: if C{host} is neither a host name nor an IP address
+        in standard notation (so that no pattern can be sidestepped by an
+        address spelt as a name, such as C{0x7f000001} or C{127.1}).
+    """
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        return ("ipv4" if address.version == 4 else "ipv6"), str(address)
+    name = host.lower()
+    if name.endswith("."):
+        name = name[:-1]
+    if len(name) > 253 or not _HOSTNAME.fullmatch(name):
+        raise ValueError("not a host name or IP address")
+    if name.rsplit(".", 1)[-1].isdigit() or _isNumeric(name):
+        raise ValueError("an IP address must be in standard dotted-decimal form")
+    return "name", name
+
+
+def _isNumeric(name: str) -> bool:
+    # inet_aton also takes hex, octal and short forms: 0x7f000001, 0177.1
+    try:
+        socket.inet_aton(name)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def _showDestination(host: str, port: int) -> str:
+    shown = host if host.isprintable() else repr(host)
+    return f"[{shown}]:{port}" if ":" in host else f"{shown}:{port}"
+
+
+@dataclass(frozen=True)
+class DestinationPattern:
+    """
+    One ``--allow-connect`` pattern, C{HOST:PORT}.
+
+    C{HOST} is C{*} (any host), a DNS name pattern (C{*.internal}), an IPv4
+    pattern made of digits, dots and wildcards (C{10.1.*}), an IPv6
+    pattern in brackets (C{[fd00::*]}) or an IP network (C{10.0.0.0/8},
+    C{[fd00::/8]}).  Wildcards are fnmatch's (C{*}, C{?}, C{[seq]});
+    matching is case-insensitive, on the host as requested, with no DNS.
+    A name pattern matches only names and an IP pattern only addresses, so
+    C{10.*} does not match C{10.example.com}.  C{PORT} is C{*}, a port or a
+    range C{LOW-HIGH}.
+    """
+
+    text: str
+    kind: Literal["any", "name", "ipv4", "ipv6", "network"]
+    host: str
+    ports: tuple[int, int]
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> DestinationPattern:
+        """
+        Parse C{HOST:PORT}.
+
+        @raise ValueError: if C{text} is not a valid pattern.
+        """
+        host, sep, port = text.strip().rpartition(":")
+        if not sep or not host or not port:
+            raise ValueError("expected HOST:PORT, e.g. '*.internal:5432'")
+        ports = _parsePorts(port)
+        host = host.lower()
+        bracketed = host.startswith("[") and host.endswith("]") and ":" in host
+        if bracketed:
+            host = host[1:-1]
+        elif ":" in host:
+            raise ValueError("write IPv6 addresses in brackets, e.g. '[::1]:22'")
+        if "/" in host:
+            try:
+                network = ipaddress.ip_network(host, strict=False)
+            except ValueError as e:
+                raise ValueError(f"bad network {host!r}: {e}") from None
+            return cls(text, "network", str(network), ports, network)
+        if set(host) == {"*"}:
+            return cls(text, "any", "*", ports)
+        wild = bool(_WILDCARDS & set(host))
+        if bracketed:
+            if not wild:
+                host = _canonicalAddress(host, 6)
+            return cls(text, "ipv6", host, ports)
+        if set(host) <= _IPV4_PATTERN and any(c.isdigit() for c in host):
+            if not wild:
+                host = _canonicalAddress(host, 4)
+            return cls(text, "ipv4", host, ports)
+        if not set(host) <= _NAME_PATTERN:
+            raise ValueError(f"{host!r} is not a host name pattern")
+        return cls(text, "name", host.rstrip("."), ports)
+
+    def matches(self, kind: HostKind, host: str, port: int) -> bool:
+        """
+        Whether this pattern allows port C{port} of C{host}, of C{kind}, as
+        L{classifyHost} returns them.
+        """
+        low, high = self.ports
+        if not low <= port <= high:
+            return False
+        if self.kind == "any":
+            return True
+        if self.kind == "network":
+            assert self.network is not None
+            return kind != "name" and ipaddress.ip_address(host) in self.network
+        return kind == self.kind and fnmatchcase(host, self.host)
+
+
+def _parsePorts(text: str) -> tuple[int, int]:
+    if text == "*":
+        return (1, 65535)
+    low, dash, high = text.partition("-")
+    try:
+        ports = (int(low), int(high) if dash else int(low))
+    except ValueError:
+        raise ValueError(
+            f"the port must be '*', a number or a range LOW-HIGH, not {text!r}"
+        ) from None
+    if not 1 <= ports[0] <= ports[1] <= 65535:
+        raise ValueError(f"bad port range {text!r} (ports are 1 to 65535)")
+    return ports
+
+
+def _canonicalAddress(text: str, version: int) -> str:
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        address = None
+    if address is None or address.version != version:
+        raise ValueError(f"{text!r} is not an IPv{version} address")
+    return str(address)
+
+
+class ServerServices:
+    """
+    The services of a ``twistd memux`` server, as a services callable for
+    L{MultiplexingFactory}.
+
+    A channel that names a destination is forwarded to it if an
+    C{allowConnect} pattern allows it and refused (L{ChannelRefused}, the
+    reason naming the destination) otherwise; it is never given to a named
+    service, whatever its service name.  Any other channel gets the factory
+    mounted under its service name, or is refused.
+
+    @ivar services: service name to factory.
+    @ivar allowConnect: the patterns of destinations allowed.
+    """
+
+    def __init__(
+        self,
+        services: Mapping[bytes, IProtocolFactory],
+        allowConnect: Sequence[DestinationPattern] = (),
+        reactor: Any = None,
+    ) -> None:
+        self.services = dict(services)
+        self.allowConnect = list(allowConnect)
+        self._reactor = reactor
+
+    def __call__(self, request: ChannelRequest) -> IProtocolFactory | None:
+        """
+        The factory for the channel C{request} asks for, or L{None}.
+
+        @raise ChannelRefused: if it names a destination not allowed.
+        """
+        if request.destination is None:
+            return self.services.get(request.service)
+        host, port = request.destination
+        shown = _showDestination(host, port)
+        try:
+            kind, normalised = classifyHost(host)
+        except ValueError as e:
+            raise ChannelRefused(f"destination {shown} refused: {e}") from None
+        if not self.allowConnect:
+            raise ChannelRefused(
+                f"destination {shown} not allowed: this server forwards to no"
+                f" destination"
+            )
+        if not any(p.matches(kind, normalised, port) for p in self.allowConnect):
+            raise ChannelRefused(f"destination {shown} not allowed")
+        _log.info(
+            "Forwarding channel {channel} from {peer} to {destination}",
+            channel=request.channel,
+            peer=_peerOf(request),
+            destination=shown,
+        )
+        return forwardTo(HostnameEndpoint(self._reactorFor(), host, port), shown)
+
+    def _reactorFor(self) -> Any:
+        return self._reactor if self._reactor is not None else _globalReactor()
+
+
+def _peerOf(request: ChannelRequest) -> IAddress | None:
+    transport = request.session.transport
+    return transport.getPeer() if transport is not None else None
+
+
+# ---------------------------------------------------------------- the service
+
+
+class MemuxServer(MultiService):
+    """
+    The ``twistd memux`` service: one child per ``--listen`` endpoint, all
+    serving the same sessions.  It logs what it serves when it starts.
+
+    @ivar factory: the L{MultiplexingFactory} of the sessions.
+    @ivar resolver: its services callable.
+    @ivar mounts: each service name, with what serves it, for the log.
+    @ivar tls: the TLS options when serving TLS, else L{None}.
+    """
+
+    def __init__(
+        self,
+        factory: MultiplexingFactory,
+        resolver: ServerServices,
+        mounts: Mapping[bytes, str],
+        tls: IOpenSSLServerConnectionCreator | None = None,
+        tlsDescription: str = "",
+    ) -> None:
+        MultiService.__init__(self)
+        self.factory = factory
+        self.resolver = resolver
+        self.mounts = dict(mounts)
+        self.tls = tls
+        self._tlsDescription = tlsDescription
+        self._announced = False
+
+    def privilegedStartService(self) -> None:
+        """
+        Log what is served, then listen.
+        """
+        self._announce()
+        MultiService.privilegedStartService(self)
+
+    def startService(self) -> None:
+        """
+        Log what is served (unless done already), then start listening.
+        """
+        self._announce()
+        MultiService.startService(self)
+
+    def _announce(self) -> None:
+        if self._announced:
+            return
+        self._announced = True
+        if not self.mounts:
+            _log.info("memux serves no named service")
+        for name, what in self.mounts.items():
+            _log.info(
+                "memux service {name}: {what}",
+                name=name.decode("utf-8", "replace") or "(default)",
+                what=what,
+            )
+        if self.resolver.allowConnect:
+            _log.info(
+                "memux forwards channels to destinations matching {patterns}",
+                patterns=", ".join(p.text for p in self.resolver.allowConnect),
+            )
+        else:
+            _log.info(
+                "memux refuses every channel that names a destination"
+                " (no --allow-connect)"
+            )
+        _log.info("memux TLS: {tls}", tls=self._tlsDescription or "off")
+
+
+@implementer(IStreamServerEndpoint)
+class _AnnouncingEndpoint:
+    """
+    A server endpoint that logs where it listens once it does.
+
+    @ivar port: the listening port, once listening.
+    """
+
+    def __init__(self, endpoint: IStreamServerEndpoint, description: str, tls: bool):
+        self.endpoint = endpoint
+        self.description = description
+        self.tls = tls
+        self.port: IListeningPort | None = None
+
+    def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
+        """
+        Listen with the wrapped endpoint, and log the address.
+        """
+        d = self.endpoint.listen(protocolFactory)
+        d.addCallback(self._listening)
+        return d
+
+    def _listening(self, port: IListeningPort) -> IListeningPort:
+        self.port = port
+        _log.info(
+            "memux listening on {address} ({description}{tls})",
+            address=_showAddress(port.getHost()),
+            description=self.description,
+            tls=", TLS" if self.tls else "",
+        )
+        return port
+
+
+def _showAddress(address: IAddress) -> str:
+    host, port = getattr(address, "host", None), getattr(address, "port", None)
+    if host is not None and port is not None:
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    name = getattr(address, "name", None)
+    if isinstance(name, bytes):
+        name = name.decode("utf-8", "replace")
+    return str(name) if name is not None else repr(address)
+
+
+def makeService(options: Options, reactor: IReactorCore | None = None) -> MemuxServer:
     """
     Make the ``twistd memux`` service: one listening service per
     ``--listen`` endpoint, all serving the same memux sessions.
 
     @param options: parsed L{Options}.
-    @param reactor: the reactor to listen and run sessions with; the global
-        one if L{None}.
+    @param reactor: the reactor to listen, connect and run sessions with;
+        the global one if L{None}.
     """
-    from memux.protocol import MultiplexingFactory
-
     # The sessions and services keep to the reactor they are given; None
     # lets each use the global one when it needs it.
     clock = cast(IReactorTime, reactor) if reactor is not None else None
-    services: dict[bytes, IProtocolFactory] = {}
-    if not options["no-builtins"]:
-        from memux.services import builtinServices
-
-        services.update(builtinServices(clock))
-    factory = MultiplexingFactory(
-        services, settings=_sessionSettings(options), reactor=clock
-    )
     if reactor is None:
         reactor = _globalReactor()
-    top = MultiService()
+    services: dict[bytes, IProtocolFactory] = {}
+    mounts: dict[bytes, str] = {}
+    if not options["no-builtins"]:
+        for name, factory in builtinServices(clock).items():
+            services[name] = factory
+            mounts[name] = f"built-in {name.decode()}"
+    for name, description in options["service"]:
+        services[name] = forwardTo(clientFromString(reactor, description), description)
+        mounts[name] = f"forwarded to {description}"
+    for name, dotted, factory in options["factory"]:
+        services[name] = factory
+        mounts[name] = f"Python factory {dotted}"
+    resolver = ServerServices(services, options["allow-connect"], reactor)
+    sessions = MultiplexingFactory(
+        resolver, settings=options["settings"], reactor=clock
+    )
+    tls: IOpenSSLServerConnectionCreator | None = options["tls"]
+    listening: IProtocolFactory = sessions
+    if tls is not None:
+        from memux.tls import tlsServerFactory
+
+        listening = tlsServerFactory(sessions, tls)
+    server = MemuxServer(sessions, resolver, mounts, tls, _describeTLS(options))
     for description in options["listen"]:
-        # strports.service is StreamServerEndpointService(serverFromString())
-        # which also makes a failure to listen stop twistd at startup.
-        strports.service(description, factory, reactor=reactor).setServiceParent(top)
-    return top
+        # strports.service also makes a failure to listen stop twistd.
+        child = strports.service(description, listening, reactor=reactor)
+        child.endpoint = _AnnouncingEndpoint(
+            child.endpoint, description, tls is not None
+        )
+        child.setServiceParent(server)
+    return server
 
 
-def _sessionSettings(options: Options) -> SessionSettings | None:
-    """
-    The session settings the options ask for, or L{None} for the defaults.
-
-    @raise ValueError: if the engine rejects them.
-    """
-    maxMessageSize: int | None = options["max-message-size"]
-    if maxMessageSize is None:
-        return None
-    from memux._engine import SessionSettings
-
-    return SessionSettings(maxMessageSize=maxMessageSize)
+def _describeTLS(options: Options) -> str:
+    if options["tls"] is None:
+        return ""
+    text = f"certificate {options['tls-cert']}, ALPN memux/1"
+    if options["tls-ca"] is not None:
+        text += f", client certificates required (CA {options['tls-ca']})"
+    return text
 
 
 def _globalReactor() -> IReactorCore:

@@ -1,31 +1,49 @@
 # -*- test-case-name: memux.test.test_tap -*-
 """
-Tests for L{memux.tap}, the ``twistd memux`` plugin, and the built-in
-services in L{memux.services}.
+Tests for L{memux.tap}, the ``twistd memux`` plugin: its options, the
+destination allow-list, the services callable and the shape of the
+service it makes (the service serving for real is tested in
+L{memux.test.test_server}); and for the built-in services in
+L{memux.services}.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IServiceMaker
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import TCP4ServerEndpoint, UNIXServerEndpoint
-from twisted.internet.interfaces import IProtocolFactory, IPushProducer
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    TCP4ServerEndpoint,
+    UNIXServerEndpoint,
+)
+from twisted.internet.interfaces import (
+    IOpenSSLServerConnectionCreator,
+    IProtocolFactory,
+    IPushProducer,
+)
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import MemoryReactor, StringTransport
+from twisted.logger import LogLevel, capturedLogs
 from twisted.plugin import getPlugins
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
-from memux import tap
+from memux import ChannelRefused, ChannelRequest, tap
 from memux._engine import SessionSettings
 from memux.interfaces import IChannelTransport, IChunkReceiver, IMessageReceiver
+from memux.protocol import MultiplexingFactory
 from memux.services import Chargen, Discard, Echo, builtinServices
+from memux.tap import DestinationPattern, ServerServices, classifyHost
+from memux.test.test_tls import Certificates
 
 
 def parse(*argv: str) -> tap.Options:
@@ -37,20 +55,75 @@ def parse(*argv: str) -> tap.Options:
     return options
 
 
+# Objects for --factory to name.
+
+#: a protocol factory
+echoFactory = Factory.forProtocol(Echo)
+
+
+class EchoFactory(Factory):
+    """
+    A factory class, instantiated without arguments.
+    """
+
+    protocol = Echo
+
+
+def makeEchoFactory() -> IProtocolFactory:
+    """
+    A callable returning a factory.
+    """
+    return echoFactory
+
+
+def makeNothing() -> None:
+    """
+    A callable returning something other than a factory.
+    """
+
+
+def makeBroken() -> IProtocolFactory:
+    """
+    A callable that fails.
+    """
+    raise RuntimeError("no database")
+
+
+#: neither a factory, nor a protocol class, nor callable
+notAFactory = 42
+
+
 class OptionsTests(SynchronousTestCase):
     """
-    Tests for L{tap.Options}.
+    Tests for L{tap.Options}: defaults, C{--listen} and C{--no-builtins}.
     """
 
     def test_defaults(self) -> None:
         """
-        With no arguments the server listens on tcp:7400, serves the built-in
-        services and leaves the maximum message size to the engine.
+        With no arguments the server listens on tcp:7400, serves the
+        built-in services and nothing else, allows no destination, uses the
+        default session settings, and no TLS.
         """
         options = parse()
         self.assertEqual(options["listen"], ["tcp:7400"])
         self.assertFalse(options["no-builtins"])
-        self.assertIsNone(options["max-message-size"])
+        self.assertEqual(options["service"], [])
+        self.assertEqual(options["factory"], [])
+        self.assertEqual(options["allow-connect"], [])
+        self.assertIsNone(options["settings"])
+        self.assertIsNone(options["tls"])
+        for option in (
+            "max-frame-size",
+            "channel-credit",
+            "session-credit",
+            "max-channels",
+            "max-message-size",
+            "chunk-size",
+            "tls-cert",
+            "tls-key",
+            "tls-ca",
+        ):
+            self.assertIsNone(options[option], option)
 
     def test_listenRepeatable(self) -> None:
         """
@@ -67,37 +140,20 @@ class OptionsTests(SynchronousTestCase):
 
     def test_optionsNotShared(self) -> None:
         """
-        The list of endpoints belongs to one L{tap.Options} instance.
+        The lists the repeatable options fill belong to one L{tap.Options}
+        instance.
         """
-        parse("--listen", "tcp:7401")
-        self.assertEqual(parse()["listen"], ["tcp:7400"])
+        parse("--listen", "tcp:7401", "--service", "a=tcp:h:1", "--allow-connect=h:1")
+        options = parse()
+        self.assertEqual(options["listen"], ["tcp:7400"])
+        self.assertEqual(options["service"], [])
+        self.assertEqual(options["allow-connect"], [])
 
     def test_noBuiltins(self) -> None:
         """
         C{--no-builtins} sets the C{no-builtins} flag.
         """
         self.assertTrue(parse("--no-builtins")["no-builtins"])
-
-    def test_maxMessageSize(self) -> None:
-        """
-        C{--max-message-size} takes a number of bytes.
-        """
-        self.assertEqual(parse("--max-message-size", "4096")["max-message-size"], 4096)
-
-    def test_maxMessageSizeNotANumber(self) -> None:
-        """
-        A C{--max-message-size} that is not a whole number is a usage error
-        naming the option.
-        """
-        e = self.assertRaises(UsageError, parse, "--max-message-size", "lots")
-        self.assertIn("--max-message-size", str(e))
-
-    def test_maxMessageSizeNotPositive(self) -> None:
-        """
-        A C{--max-message-size} below one byte is a usage error.
-        """
-        e = self.assertRaises(UsageError, parse, "--max-message-size", "0")
-        self.assertIn("--max-message-size", str(e))
 
     def test_badEndpointType(self) -> None:
         """
@@ -120,6 +176,727 @@ class OptionsTests(SynchronousTestCase):
         """
         self.assertRaises(UsageError, parse, "--frobnicate")
 
+    def test_help(self) -> None:
+        """
+        The help lists every option, with the session settings' defaults
+        taken from L{SessionSettings}.
+        """
+        text = " ".join(str(tap.Options()).split())
+        for option in (
+            "--listen",
+            "--no-builtins",
+            "--service",
+            "--factory",
+            "--allow-connect",
+            "--tls-cert",
+            "--tls-key",
+            "--tls-ca",
+        ):
+            self.assertIn(option, text)
+        defaults = SessionSettings()
+        for option, attribute in [
+            ("max-frame-size", "maxFrameSize"),
+            ("channel-credit", "channelCredit"),
+            ("session-credit", "sessionCredit"),
+            ("max-channels", "maxChannels"),
+            ("max-message-size", "maxMessageSize"),
+            ("chunk-size", "chunkSize"),
+        ]:
+            start = text.index(f"--{option}=")
+            default = f"[default: {getattr(defaults, attribute)}]"
+            self.assertIn(default, text[start : text.index("--", start + 3)])
+
+
+class ServiceOptionTests(SynchronousTestCase):
+    """
+    Tests for C{--service NAME=ENDPOINT}.
+    """
+
+    def test_service(self) -> None:
+        """
+        C{--service} keeps the service name, as bytes, and the client
+        endpoint description; it is repeatable.
+        """
+        options = parse(
+            "--service", "db=tcp:db.internal:5432", "--service", "web=unix:/run/w"
+        )
+        self.assertEqual(
+            options["service"],
+            [(b"db", "tcp:db.internal:5432"), (b"web", "unix:/run/w")],
+        )
+
+    def test_splitsAtFirstEquals(self) -> None:
+        """
+        The name ends at the first C{=}, so endpoint descriptions may use
+        keyword arguments; an empty name mounts the default service; names
+        are UTF-8.
+        """
+        options = parse(
+            "--service",
+            "web=tcp:host=example.com:port=80",
+            "--service",
+            "=tcp:localhost:80",
+            "--service",
+            "café=tcp:localhost:81",
+        )
+        self.assertEqual(
+            options["service"],
+            [
+                (b"web", "tcp:host=example.com:port=80"),
+                (b"", "tcp:localhost:80"),
+                ("café".encode(), "tcp:localhost:81"),
+            ],
+        )
+
+    def test_noEquals(self) -> None:
+        """
+        A C{--service} without C{NAME=} is a usage error naming the option.
+        """
+        e = self.assertRaises(UsageError, parse, "--service", "tcp:localhost:80")
+        self.assertIn("--service takes NAME=", str(e))
+
+    def test_badEndpoint(self) -> None:
+        """
+        A C{--service} endpoint that is not a valid client endpoint is a
+        usage error naming the option and quoting the description.
+        """
+        for bad in ("nonsense:1", "tcp:localhost"):
+            e = self.assertRaises(UsageError, parse, "--service", f"db={bad}")
+            self.assertIn(f"--service db={bad}", str(e))
+            self.assertIn(f"{bad!r} is not a valid client endpoint", str(e))
+
+    def test_nameTooLong(self) -> None:
+        """
+        A service name over 255 bytes is a usage error.
+        """
+        e = self.assertRaises(UsageError, parse, "--service", "x" * 256 + "=tcp:h:1")
+        self.assertIn("at most 255 bytes", str(e))
+
+    def test_mountedTwice(self) -> None:
+        """
+        A name mounted twice, by C{--service} or C{--factory}, is a usage
+        error naming both.
+        """
+        e = self.assertRaises(
+            UsageError,
+            parse,
+            "--service",
+            "db=tcp:h:1",
+            "--factory",
+            "db=memux.services.Echo",
+        )
+        self.assertIn("'db' is mounted twice", str(e))
+        self.assertIn(
+            "--service db=tcp:h:1 and --factory db=memux.services.Echo", str(e)
+        )
+        self.assertRaises(
+            UsageError, parse, "--service", "db=tcp:h:1", "--service", "db=tcp:h:2"
+        )
+
+    def test_builtinNameAllowed(self) -> None:
+        """
+        A built-in service's name may be mounted: it replaces the built-in.
+        """
+        options = parse("--service", "echo=tcp:h:1")
+        self.assertEqual(options["service"], [(b"echo", "tcp:h:1")])
+
+
+class FactoryOptionTests(SynchronousTestCase):
+    """
+    Tests for C{--factory NAME=package.module.attribute}.
+    """
+
+    def factoryFor(self, dotted: str) -> Any:
+        """
+        The factory C{--factory x=dotted} mounts.
+        """
+        [(name, given, factory)] = parse("--factory", f"x={dotted}")["factory"]
+        self.assertEqual((name, given), (b"x", dotted))
+        return factory
+
+    def test_factory(self) -> None:
+        """
+        An L{IProtocolFactory} is mounted as it is.
+        """
+        self.assertIs(self.factoryFor("memux.test.test_tap.echoFactory"), echoFactory)
+
+    def test_protocolClass(self) -> None:
+        """
+        A protocol class is served by a factory of it.
+        """
+        factory = self.factoryFor("memux.services.Echo")
+        self.assertIsInstance(factory, Factory)
+        self.assertIsInstance(factory.buildProtocol(None), Echo)
+
+    def test_factoryClass(self) -> None:
+        """
+        A factory class is instantiated without arguments.
+        """
+        self.assertIsInstance(
+            self.factoryFor("memux.test.test_tap.EchoFactory"), EchoFactory
+        )
+
+    def test_callable(self) -> None:
+        """
+        A callable is called without arguments, and what it returns is
+        mounted.
+        """
+        factory = self.factoryFor("memux.test.test_tap.makeEchoFactory")
+        self.assertIs(factory, echoFactory)
+
+    def assertUsageError(self, dotted: str, *fragments: str) -> None:
+        """
+        C{--factory x=dotted} is a usage error naming the option and
+        saying each of C{fragments}.
+        """
+        e = self.assertRaises(UsageError, parse, "--factory", f"x={dotted}")
+        self.assertIn(f"--factory x={dotted}:", str(e))
+        for fragment in fragments:
+            self.assertIn(fragment, str(e))
+
+    def test_notImportable(self) -> None:
+        """
+        A name that cannot be imported is a usage error.
+        """
+        self.assertUsageError("memux.nowhere.factory", "cannot import")
+        self.assertUsageError("memux.test.test_tap.missing", "cannot import")
+        self.assertUsageError("nodots", "cannot import")
+
+    def test_notAFactory(self) -> None:
+        """
+        Something that is neither a factory, a protocol class nor callable
+        is a usage error saying what is accepted.
+        """
+        self.assertUsageError(
+            "memux.test.test_tap.notAFactory",
+            "is 42: expected an IProtocolFactory, a protocol class, or a callable",
+        )
+
+    def test_callableReturnsOther(self) -> None:
+        """
+        A callable that returns something other than a factory is a usage
+        error saying what it returned.
+        """
+        self.assertUsageError(
+            "memux.test.test_tap.makeNothing",
+            "returned None, which is not an IProtocolFactory",
+        )
+
+    def test_callableFails(self) -> None:
+        """
+        A callable that raises is a usage error with the exception.
+        """
+        self.assertUsageError(
+            "memux.test.test_tap.makeBroken", "failed: RuntimeError('no database')"
+        )
+
+    def test_noEquals(self) -> None:
+        """
+        A C{--factory} without C{NAME=} is a usage error.
+        """
+        e = self.assertRaises(UsageError, parse, "--factory", "memux.services.Echo")
+        self.assertIn("--factory takes NAME=", str(e))
+
+
+class AllowConnectOptionTests(SynchronousTestCase):
+    """
+    Tests for C{--allow-connect PATTERN}.
+    """
+
+    def test_patterns(self) -> None:
+        """
+        Each C{--allow-connect} is parsed into a L{DestinationPattern}, in
+        order.
+        """
+        options = parse(
+            "--allow-connect", "*.internal:5432", "--allow-connect", "127.0.0.1:*"
+        )
+        self.assertEqual(
+            options["allow-connect"],
+            [
+                DestinationPattern.parse("*.internal:5432"),
+                DestinationPattern.parse("127.0.0.1:*"),
+            ],
+        )
+
+    def test_bad(self) -> None:
+        """
+        A malformed pattern is a usage error naming the option and quoting
+        the pattern.
+        """
+        e = self.assertRaises(UsageError, parse, "--allow-connect", "db.internal")
+        self.assertIn("--allow-connect 'db.internal': expected HOST:PORT", str(e))
+
+
+class SettingsOptionTests(SynchronousTestCase):
+    """
+    Tests for the session settings options.
+    """
+
+    options = {
+        "max-frame-size": "maxFrameSize",
+        "channel-credit": "channelCredit",
+        "session-credit": "sessionCredit",
+        "max-channels": "maxChannels",
+        "max-message-size": "maxMessageSize",
+        "chunk-size": "chunkSize",
+    }
+
+    def test_each(self) -> None:
+        """
+        Each option sets its setting; the others keep their defaults.
+        """
+        defaults = SessionSettings()
+        for option, attribute in self.options.items():
+            value = getattr(defaults, attribute) * 2
+            settings = parse(f"--{option}", str(value))["settings"]
+            self.assertEqual(getattr(settings, attribute), value, option)
+            for other in self.options.values():
+                if other != attribute:
+                    self.assertEqual(
+                        getattr(settings, other), getattr(defaults, other), other
+                    )
+
+    def test_together(self) -> None:
+        """
+        Several settings combine into one L{SessionSettings}.
+        """
+        settings = parse(
+            "--max-message-size", "4096", "--chunk-size", "1024", "--max-channels=200"
+        )["settings"]
+        self.assertEqual(
+            settings,
+            SessionSettings(maxMessageSize=4096, chunkSize=1024, maxChannels=200),
+        )
+
+    def test_suffixes(self) -> None:
+        """
+        Sizes take binary suffixes K, M and G (also KiB, MiB, GiB), in any
+        case.
+        """
+        for text, size in [
+            ("64K", 65536),
+            ("64k", 65536),
+            ("2M", 2 << 20),
+            ("2MiB", 2 << 20),
+            ("1G", 1 << 30),
+            ("1gib", 1 << 30),
+            ("12345", 12345),
+        ]:
+            self.assertEqual(
+                parse("--max-message-size", text)["max-message-size"], size
+            )
+
+    def test_notANumber(self) -> None:
+        """
+        A value that is not a whole number (with an optional suffix) is a
+        usage error naming the option.
+        """
+        for option in self.options:
+            for bad in ("lots", "-1", "1.5", "12T"):
+                e = self.assertRaises(UsageError, parse, f"--{option}", bad)
+                self.assertIn(f"--{option} must be a whole number", str(e))
+
+    def test_outOfRange(self) -> None:
+        """
+        A value the engine refuses is a usage error naming the option and
+        saying the allowed range.
+        """
+        for option, value, expected in [
+            ("max-frame-size", "1000", "maxFrameSize must be an integer in [16384,"),
+            ("max-frame-size", "32M", "maxFrameSize must be an integer in [16384,"),
+            ("channel-credit", "1K", "initialChannelCredit must be an integer in"),
+            ("session-credit", "0", "initialSessionCredit must be an integer in"),
+            ("max-channels", "5", "initialMaxChannels must be an integer in [100,"),
+            ("max-message-size", "0", "maxMessageSize must be positive"),
+            ("chunk-size", "0", "chunkSize must be positive"),
+        ]:
+            e = self.assertRaises(UsageError, parse, f"--{option}", value)
+            self.assertIn(f"--{option} {value}: {expected}", str(e))
+
+
+class TLSOptionTests(SynchronousTestCase):
+    """
+    Tests for C{--tls-cert}, C{--tls-key} and C{--tls-ca}.
+    """
+
+    def setUp(self) -> None:
+        """
+        Make a CA and certificate files.
+        """
+        self.certs = Certificates(self.mktemp())
+
+    def test_certificate(self) -> None:
+        """
+        C{--tls-cert} alone (key in the same file) makes server TLS options
+        that ask for no client certificate.
+        """
+        from twisted.internet.ssl import CertificateOptions
+
+        tls = parse("--tls-cert", self.certs.serverFile)["tls"]
+        self.assertTrue(IOpenSSLServerConnectionCreator.providedBy(tls))
+        assert isinstance(tls, CertificateOptions)
+        self.assertFalse(tls.verify)
+
+    def test_keyAndCA(self) -> None:
+        """
+        With C{--tls-key} the key comes from its own file; with C{--tls-ca}
+        client certificates are required.
+        """
+        from twisted.internet.ssl import CertificateOptions
+
+        tls = parse(
+            "--tls-cert",
+            self.certs.serverCertFile,
+            "--tls-key",
+            self.certs.serverKeyFile,
+            "--tls-ca",
+            self.certs.caFile,
+        )["tls"]
+        assert isinstance(tls, CertificateOptions)
+        self.assertTrue(tls.verify)
+        self.assertTrue(tls.requireCertificate)
+
+    def test_needsCertificate(self) -> None:
+        """
+        C{--tls-key} or C{--tls-ca} without C{--tls-cert} is a usage error.
+        """
+        for option in ("--tls-key", "--tls-ca"):
+            e = self.assertRaises(UsageError, parse, option, self.certs.caFile)
+            self.assertEqual(str(e), f"{option} needs --tls-cert")
+
+    def test_missingFiles(self) -> None:
+        """
+        A file that cannot be read is a usage error naming the option and
+        the path.
+        """
+        missing = os.path.join(self.certs.directory, "missing.pem")
+        for argv, option in [
+            (["--tls-cert", missing], "--tls-cert"),
+            (
+                ["--tls-cert", self.certs.serverCertFile, "--tls-key", missing],
+                "--tls-key",
+            ),
+            (["--tls-cert", self.certs.serverFile, "--tls-ca", missing], "--tls-ca"),
+        ]:
+            e = self.assertRaises(UsageError, parse, *argv)
+            self.assertIn(f"{option} {missing}: cannot read it", str(e))
+
+    def test_noKey(self) -> None:
+        """
+        A certificate file without a key, and no C{--tls-key}, is a usage
+        error naming the file.
+        """
+        e = self.assertRaises(
+            UsageError, parse, "--tls-cert", self.certs.serverCertFile
+        )
+        self.assertIn(f"no PEM private key in {self.certs.serverCertFile!r}", str(e))
+
+    def test_wrongKey(self) -> None:
+        """
+        A key that does not match the certificate is a usage error.
+        """
+        e = self.assertRaises(
+            UsageError,
+            parse,
+            "--tls-cert",
+            self.certs.serverCertFile,
+            "--tls-key",
+            self.certs.clientFile,
+        )
+        self.assertIn("does not match the certificate", str(e))
+
+    def test_notACertificate(self) -> None:
+        """
+        A C{--tls-ca} file without certificates is a usage error naming it.
+        """
+        junk = self.certs.write("junk.pem", b"junk")
+        e = self.assertRaises(
+            UsageError, parse, "--tls-cert", self.certs.serverFile, "--tls-ca", junk
+        )
+        self.assertIn(f"no PEM certificate in {junk!r}", str(e))
+
+    def test_sslListen(self) -> None:
+        """
+        An C{ssl:} listening endpoint with C{--tls-cert} (TLS twice) is a
+        usage error.
+        """
+        e = self.assertRaises(
+            UsageError,
+            parse,
+            "--listen",
+            f"ssl:7443:privateKey={self.certs.serverFile}",
+            "--tls-cert",
+            self.certs.serverFile,
+        )
+        self.assertIn("already speaks TLS", str(e))
+
+
+class DestinationPatternTests(SynchronousTestCase):
+    """
+    Tests for L{DestinationPattern} and L{classifyHost}.
+    """
+
+    def allows(self, pattern: str, host: str, port: int) -> bool:
+        """
+        Whether C{pattern} allows C{host}, C{port}.
+        """
+        kind, normalised = classifyHost(host)
+        return DestinationPattern.parse(pattern).matches(kind, normalised, port)
+
+    def test_kinds(self) -> None:
+        """
+        Patterns are parsed by the shape of their host.
+        """
+        for text, kind, host, ports in [
+            ("*:*", "any", "*", (1, 65535)),
+            ("*.internal:5432", "name", "*.internal", (5432, 5432)),
+            ("DB.Internal:80", "name", "db.internal", (80, 80)),
+            ("127.0.0.1:8000-8099", "ipv4", "127.0.0.1", (8000, 8099)),
+            ("10.1.*:22", "ipv4", "10.1.*", (22, 22)),
+            ("[::1]:22", "ipv6", "::1", (22, 22)),
+            ("[0:0::1]:22", "ipv6", "::1", (22, 22)),
+            ("[fd00::*]:22", "ipv6", "fd00::*", (22, 22)),
+            ("10.0.0.0/8:443", "network", "10.0.0.0/8", (443, 443)),
+            ("[fd00::/8]:443", "network", "fd00::/8", (443, 443)),
+        ]:
+            pattern = DestinationPattern.parse(text)
+            self.assertEqual(
+                (pattern.kind, pattern.host, pattern.ports, pattern.text),
+                (kind, host, ports, text),
+            )
+
+    def test_invalid(self) -> None:
+        """
+        Malformed patterns are L{ValueError}s saying what is wrong.
+        """
+        for text, message in [
+            ("db.internal", "expected HOST:PORT"),
+            (":80", "expected HOST:PORT"),
+            ("db:", "expected HOST:PORT"),
+            ("db:http", "the port must be"),
+            ("db:0", "bad port range"),
+            ("db:70000", "bad port range"),
+            ("db:90-80", "bad port range"),
+            ("::1:22", "brackets"),
+            ("300.1.1.1:22", "not an IPv4 address"),
+            ("[zz::1]:22", "not an IPv6 address"),
+            ("10.0.0.0/33:22", "bad network"),
+            ("db internal:22", "not a host name pattern"),
+            ("exämple.com:22", "not a host name pattern"),
+        ]:
+            e = self.assertRaises(ValueError, DestinationPattern.parse, text)
+            self.assertIn(message, str(e), text)
+
+    def test_names(self) -> None:
+        """
+        Name patterns match names case-insensitively, with fnmatch
+        wildcards; a final dot on the requested name is ignored.
+        """
+        self.assertTrue(self.allows("*.internal:5432", "db.internal", 5432))
+        self.assertTrue(self.allows("*.internal:5432", "DB.Internal.", 5432))
+        self.assertTrue(self.allows("*.internal:5432", "a.b.internal", 5432))
+        self.assertTrue(self.allows("db?.internal:*", "db1.internal", 1))
+        self.assertFalse(self.allows("*.internal:5432", "db.internal", 5433))
+        self.assertFalse(self.allows("*.internal:5432", "internal", 5432))
+        self.assertFalse(self.allows("*.internal:5432", "db.internal.evil.com", 5432))
+        self.assertFalse(self.allows("db.internal:*", "db.internal.evil.com", 1))
+
+    def test_addresses(self) -> None:
+        """
+        IP patterns match addresses in canonical form, and networks
+        contain them; ports may be ranges.
+        """
+        self.assertTrue(self.allows("127.0.0.1:*", "127.0.0.1", 8080))
+        self.assertTrue(self.allows("10.1.*:22", "10.1.2.3", 22))
+        self.assertTrue(self.allows("10.0.0.0/8:1-1024", "10.200.0.1", 1024))
+        self.assertFalse(self.allows("10.0.0.0/8:1-1024", "10.200.0.1", 1025))
+        self.assertFalse(self.allows("10.0.0.0/8:*", "11.0.0.1", 1))
+        self.assertTrue(self.allows("[::1]:22", "0:0:0:0:0:0:0:1", 22))
+        self.assertTrue(self.allows("[fd00::/8]:22", "fd12::1", 22))
+        self.assertFalse(self.allows("[fd00::/8]:22", "10.0.0.1", 22))
+        self.assertTrue(self.allows("*:*", "fd12::1", 22))
+
+    def test_namesAndAddressesApart(self) -> None:
+        """
+        A name pattern never matches an address, and an IP pattern never
+        matches a name, however alike they look: no name can sneak past an
+        address pattern, nor the reverse.
+        """
+        self.assertFalse(self.allows("10.*:*", "10.attacker.example", 80))
+        self.assertFalse(self.allows("10.0.0.0/8:*", "10.attacker.example", 80))
+        self.assertFalse(self.allows("[1a]*:*", "10.0.0.1", 80))
+        self.assertFalse(self.allows("fd*:*", "fd12::1", 80))
+        self.assertTrue(self.allows("*.1:*", "10.0.0.1", 80))  # an IPv4 pattern
+        self.assertFalse(self.allows("127.0.0.1:*", "localhost", 80))
+        self.assertTrue(self.allows("*:*", "localhost", 80))
+
+    def test_classifyHost(self) -> None:
+        """
+        L{classifyHost} says whether a host is a name or an address, in the
+        form patterns match.
+        """
+        for host, expected in [
+            ("db.internal", ("name", "db.internal")),
+            ("DB.Internal.", ("name", "db.internal")),
+            ("localhost", ("name", "localhost")),
+            ("_srv.example", ("name", "_srv.example")),
+            ("xn--exmple-cua.com", ("name", "xn--exmple-cua.com")),
+            ("10.0.0.1", ("ipv4", "10.0.0.1")),
+            ("::FFFF:10.0.0.1", ("ipv6", "::ffff:a00:1")),
+            ("0:0:0:0:0:0:0:1", ("ipv6", "::1")),
+        ]:
+            self.assertEqual(classifyHost(host), expected, host)
+
+    def test_classifyHostRefuses(self) -> None:
+        """
+        Hosts that are not names or standard addresses are refused, among
+        them addresses spelt in forms the resolver would still accept.
+        """
+        for host in [
+            "",
+            "exämple.com",
+            "db internal",
+            "db..internal",
+            "-db.internal",
+            "db.internal:80",
+            "[::1]",
+            "a" * 64 + ".example",
+            "0x7f000001",
+            "0x7f.1",
+            "127.1",
+            "2130706433",
+            "010.0.0.1",
+            "1.2.3.4.5",
+        ]:
+            self.assertRaises(ValueError, classifyHost, host)
+
+
+class StubSession:
+    """
+    Stands in for a session in a L{ChannelRequest}: only its transport's
+    peer address is used.
+    """
+
+    def __init__(self) -> None:
+        self.transport = StringTransport(
+            peerAddress=IPv4Address("TCP", "192.0.2.7", 4321)
+        )
+
+
+def request(
+    service: bytes = b"", destination: tuple[str, int] | None = None
+) -> ChannelRequest:
+    """
+    A channel request for C{service} (and C{destination}).
+    """
+    return ChannelRequest(service, None, destination, 1, False, StubSession())  # type: ignore[arg-type]
+
+
+class ServerServicesTests(SynchronousTestCase):
+    """
+    Tests for L{ServerServices}, the services callable of the server.
+    """
+
+    def setUp(self) -> None:
+        """
+        A memory reactor for the endpoints, and an echo factory to mount.
+        """
+        self.reactor = MemoryReactor()
+        self.echo = Factory.forProtocol(Echo)
+
+    def services(self, *patterns: str) -> ServerServices:
+        """
+        Services with echo mounted and C{patterns} allowed.
+        """
+        return ServerServices(
+            {b"echo": self.echo},
+            [DestinationPattern.parse(p) for p in patterns],
+            self.reactor,
+        )
+
+    def refusal(self, services: ServerServices, req: ChannelRequest) -> str:
+        """
+        The reason C{services} refuses C{req} with.
+        """
+        e: ChannelRefused = self.assertRaises(ChannelRefused, services, req)
+        return e.reason
+
+    def test_services(self) -> None:
+        """
+        A channel without a destination gets the factory mounted for its
+        service, or L{None} (refused by the session).
+        """
+        services = self.services()
+        self.assertIs(services(request(b"echo")), self.echo)
+        self.assertIsNone(services(request(b"other")))
+
+    def test_noAllowList(self) -> None:
+        """
+        Without patterns every destination is refused, with a reason naming
+        it and saying that nothing is forwarded.
+        """
+        reason = self.refusal(self.services(), request(b"", ("127.0.0.1", 22)))
+        self.assertEqual(
+            reason,
+            "destination 127.0.0.1:22 not allowed: this server forwards to no"
+            " destination",
+        )
+
+    def test_notAllowed(self) -> None:
+        """
+        A destination no pattern matches is refused with a reason naming
+        it (not the patterns).
+        """
+        services = self.services("*.internal:5432")
+        reason = self.refusal(services, request(b"", ("db.example", 5432)))
+        self.assertEqual(reason, "destination db.example:5432 not allowed")
+        reason = self.refusal(services, request(b"", ("::1", 5432)))
+        self.assertEqual(reason, "destination [::1]:5432 not allowed")
+
+    def test_neverToANamedService(self) -> None:
+        """
+        A channel with a destination is never given to the service its name
+        names, allowed or not.
+        """
+        refused = request(b"echo", ("db.example", 5432))
+        self.assertRaises(ChannelRefused, self.services(), refused)
+        self.assertRaises(ChannelRefused, self.services("*.internal:*"), refused)
+        allowed = self.services("db.example:*")(refused)
+        self.assertIsNot(allowed, self.echo)
+
+    def test_invalidHost(self) -> None:
+        """
+        A destination host that is not a name or standard address is
+        refused, even by C{*:*}.
+        """
+        services = self.services("*:*")
+        reason = self.refusal(services, request(b"", ("0x7f000001", 80)))
+        self.assertEqual(
+            reason,
+            "destination 0x7f000001:80 refused: an IP address must be in standard"
+            " dotted-decimal form",
+        )
+        reason = self.refusal(services, request(b"", ("a\nb", 80)))
+        self.assertIn("'a\\nb':80", reason)
+
+    def test_allowed(self) -> None:
+        """
+        An allowed destination gets a factory forwarding the channel to a
+        L{HostnameEndpoint} for it, and is logged at info with the peer.
+        """
+        services = self.services("*.internal:5432")
+        with capturedLogs() as events:
+            factory: Any = services(request(b"", ("DB.internal", 5432)))
+        endpoint = factory.endpoint
+        self.assertIsInstance(endpoint, HostnameEndpoint)
+        self.assertEqual((endpoint._hostText, endpoint._port), ("DB.internal", 5432))
+        self.assertEqual(factory.describe, "DB.internal:5432")
+        [event] = events
+        self.assertEqual(event["log_level"], LogLevel.info)
+        self.assertEqual(event["destination"], "DB.internal:5432")
+        self.assertEqual(event["peer"], IPv4Address("TCP", "192.0.2.7", 4321))
+
 
 class PluginTests(SynchronousTestCase):
     """
@@ -139,104 +916,145 @@ class PluginTests(SynchronousTestCase):
         self.assertTrue(maker.description)
 
 
-class FactoryRecorder:
-    """
-    Stands in for L{memux.protocol.MultiplexingFactory}, recording how
-    L{tap.makeService} builds it.
-    """
-
-    def __init__(self, services: Any, **kwargs: Any) -> None:
-        self.services = services
-        self.kwargs = kwargs
-
-
 class MakeServiceTests(SynchronousTestCase):
     """
-    Tests for L{tap.makeService}.
+    Tests for L{tap.makeService}: the shape of the service.
     """
 
-    def makeService(self, *argv: str) -> tuple[MemoryReactor, list[Any]]:
+    def makeService(self, *argv: str) -> tuple[MemoryReactor, tap.MemuxServer]:
         """
-        Make the service for C{argv} with a L{MemoryReactor}; return the
-        reactor and the top service's children.
+        Make the service for C{argv} with a L{MemoryReactor}.
         """
         reactor = MemoryReactor()
-        top = tap.makeService(parse(*argv), reactor=reactor)
-        return reactor, list(top)
-
-    def recordFactory(self) -> None:
-        """
-        Make L{tap.makeService} build L{FactoryRecorder}s instead of
-        multiplexing factories.
-        """
-        import memux.protocol
-
-        self.patch(memux.protocol, "MultiplexingFactory", FactoryRecorder)
+        return reactor, tap.makeService(parse(*argv), reactor=reactor)
 
     def test_oneServicePerListen(self) -> None:
         """
         Each C{--listen} gives one L{StreamServerEndpointService} with the
         endpoint described, all sharing one L{MultiplexingFactory}.
         """
-        from memux.protocol import MultiplexingFactory
-
-        reactor, children = self.makeService(
+        reactor, server = self.makeService(
             "--listen", "tcp:7401", "--listen", "unix:/tmp/memux-test.sock"
         )
+        children: list[Any] = list(server)
         self.assertEqual(len(children), 2)
         for child in children:
             self.assertIsInstance(child, StreamServerEndpointService)
-            self.assertIsInstance(child.factory, MultiplexingFactory)
-            self.assertIs(child.factory, children[0].factory)
-        self.assertIsInstance(children[0].endpoint, TCP4ServerEndpoint)
-        self.assertEqual(children[0].endpoint._port, 7401)
-        self.assertIsInstance(children[1].endpoint, UNIXServerEndpoint)
-        self.assertEqual(children[1].endpoint._address, "/tmp/memux-test.sock")
+            self.assertIs(child.factory, server.factory)
+        self.assertIsInstance(server.factory, MultiplexingFactory)
+        self.assertIs(server.factory.services, server.resolver)
+        tcp, unix = (child.endpoint.endpoint for child in children)
+        self.assertIsInstance(tcp, TCP4ServerEndpoint)
+        self.assertEqual(tcp._port, 7401)
+        self.assertIsInstance(unix, UNIXServerEndpoint)
+        self.assertEqual(unix._address, "/tmp/memux-test.sock")
 
     def test_defaultListens(self) -> None:
         """
         Without C{--listen}, the service listens on TCP port 7400 once
-        started, with its multiplexing factory.
+        started, with its multiplexing factory, and notes the port.
         """
-        reactor, children = self.makeService()
-        [child] = children
-        child.startService()
-        self.addCleanup(child.stopService)
+        reactor, server = self.makeService()
+        [child] = list(server)
+        server.startService()
+        self.addCleanup(server.stopService)
         [(port, factory, backlog, interface)] = reactor.tcpServers
         self.assertEqual(port, 7400)
-        self.assertIs(factory, child.factory)
+        self.assertIs(factory, server.factory)
+        self.assertIsNotNone(child.endpoint.port)
 
     def test_builtins(self) -> None:
         """
         By default the factory serves exactly the built-in services.
         """
-        self.recordFactory()
-        reactor, [child] = self.makeService()
-        self.assertEqual(set(child.factory.services), set(builtinServices()))
+        reactor, server = self.makeService()
+        self.assertEqual(set(server.resolver.services), set(builtinServices()))
+        self.assertEqual(server.resolver.allowConnect, [])
 
     def test_noBuiltins(self) -> None:
         """
         With C{--no-builtins} the factory serves no service.
         """
-        self.recordFactory()
-        reactor, [child] = self.makeService("--no-builtins")
-        self.assertEqual(child.factory.services, {})
+        reactor, server = self.makeService("--no-builtins")
+        self.assertEqual(server.resolver.services, {})
+
+    def test_mounts(self) -> None:
+        """
+        C{--service} mounts a forwarding factory for its endpoint and
+        C{--factory} its factory; either replaces a built-in of the same
+        name.
+        """
+        reactor, server = self.makeService(
+            "--service",
+            "db=tcp:db.internal:5432",
+            "--factory",
+            "echo=memux.test.test_tap.echoFactory",
+        )
+        services: dict[bytes, Any] = server.resolver.services
+        self.assertEqual(set(services), {b"echo", b"discard", b"chargen", b"db"})
+        self.assertIs(services[b"echo"], echoFactory)
+        self.assertEqual(services[b"db"].describe, "tcp:db.internal:5432")
+        self.assertIs(services[b"db"].endpoint._reactor, reactor)
+        self.assertEqual(server.mounts[b"db"], "forwarded to tcp:db.internal:5432")
+        self.assertEqual(
+            server.mounts[b"echo"], "Python factory memux.test.test_tap.echoFactory"
+        )
+
+    def test_allowConnect(self) -> None:
+        """
+        The C{--allow-connect} patterns reach the services callable.
+        """
+        reactor, server = self.makeService("--allow-connect", "*.internal:5432")
+        self.assertEqual(
+            server.resolver.allowConnect, [DestinationPattern.parse("*.internal:5432")]
+        )
 
     def test_defaultSettings(self) -> None:
         """
-        Without C{--max-message-size} the factory gets the default settings.
+        Without settings options the factory has the default settings.
         """
-        self.recordFactory()
-        reactor, [child] = self.makeService()
-        self.assertIsNone(child.factory.kwargs.get("settings"))
+        reactor, server = self.makeService()
+        self.assertEqual(server.factory.settings, SessionSettings())
 
-    def test_maxMessageSize(self) -> None:
+    def test_settings(self) -> None:
         """
-        C{--max-message-size} reaches the factory's session settings.
+        The settings options reach the factory's session settings.
         """
-        self.recordFactory()
-        reactor, [child] = self.makeService("--max-message-size", "1234")
-        self.assertEqual(child.factory.kwargs["settings"].maxMessageSize, 1234)
+        reactor, server = self.makeService(
+            "--max-message-size", "1234", "--channel-credit", "2M"
+        )
+        self.assertEqual(
+            server.factory.settings,
+            SessionSettings(maxMessageSize=1234, channelCredit=2 << 20),
+        )
+
+    def test_tls(self) -> None:
+        """
+        With C{--tls-cert}, every endpoint listens with the TLS options
+        wrapped around the multiplexing factory.
+        """
+        certs = Certificates(self.mktemp())
+        options = parse(
+            "--tls-cert", certs.serverFile, "--listen", "tcp:1", "--listen", "tcp:2"
+        )
+        server = tap.makeService(options, reactor=MemoryReactor())
+        self.assertIs(server.tls, options["tls"])
+        children: list[Any] = list(server)
+        self.assertIs(children[0].factory, children[1].factory)
+        wrapper = children[0].factory
+        self.assertIsInstance(wrapper, TLSMemoryBIOFactory)
+        self.assertIs(wrapper.wrappedFactory, server.factory)
+        self.assertTrue(all(child.endpoint.tls for child in children))
+
+    def test_noTLS(self) -> None:
+        """
+        Without C{--tls-cert} the endpoints listen with the multiplexing
+        factory itself.
+        """
+        reactor, server = self.makeService()
+        [child] = list(server)
+        self.assertIs(child.factory, server.factory)
+        self.assertIsNone(server.tls)
 
 
 @implementer(IChannelTransport)

@@ -1,0 +1,674 @@
+# -*- test-case-name: memux.test.test_server -*-
+"""
+The ``twistd memux`` server (L{memux.tap.makeService}) serving for real:
+started with the trial reactor on loopback TCP and UNIX sockets, with
+forwarded services, Python factories, destinations and logging.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any, cast
+
+from twisted.internet import defer
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import (
+    TCP4ClientEndpoint,
+    TCP4ServerEndpoint,
+    UNIXClientEndpoint,
+    connectProtocol,
+)
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import (
+    IHalfCloseableProtocol,
+    IListeningPort,
+    IProtocol,
+    IProtocolFactory,
+    IStreamClientEndpoint,
+)
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.logger import ILogObserver, LogLevel, globalLogPublisher
+from twisted.python.failure import Failure
+from twisted.trial.unittest import TestCase
+from twisted.web.client import Agent, readBody
+from twisted.web.iweb import IAgentEndpointFactory
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+from twisted.web.static import Data
+from zope.interface import implementer
+
+from memux import (
+    ChannelEndpoint,
+    ChannelRefused,
+    ChannelTransport,
+    IChannelTransport,
+    IMessageReceiver,
+    MemuxProtocol,
+    connectSession,
+    tap,
+)
+from memux.protocol import MultiplexingFactory
+
+# ---------------------------------------------------------------- protocols
+
+
+@implementer(IMessageReceiver)
+class Upper(Protocol):
+    """
+    A message service that answers each message in upper case; mounted by
+    dotted name with C{--factory}.
+    """
+
+    def messageReceived(self, message: bytes) -> None:
+        """
+        Send C{message} back in upper case.
+        """
+        IChannelTransport(self.transport).writeMessage(message.upper())
+
+
+@implementer(IHalfCloseableProtocol)
+class HalfCloseEcho(Protocol):
+    """
+    A TCP echo server that closes once its client has finished sending.
+    """
+
+    def dataReceived(self, data: bytes) -> None:
+        """
+        Echo C{data}.
+        """
+        assert self.transport is not None
+        self.transport.write(data)
+
+    def readConnectionLost(self) -> None:
+        """
+        The client is done: close.
+        """
+        assert self.transport is not None
+        self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        """
+        Nothing to do.
+        """
+
+
+class Collector(Protocol):
+    """
+    A channel (or connection) protocol that keeps what it receives.
+
+    @ivar received: everything received so far.
+    @ivar lost: fires with the reason the connection ended (the exception).
+    """
+
+    def __init__(self) -> None:
+        self.received = b""
+        self.lost: Deferred[BaseException] = Deferred()
+        self._waiting: list[tuple[int, Deferred[bytes]]] = []
+
+    def dataReceived(self, data: bytes) -> None:
+        """
+        Keep C{data}; fire the waiters it satisfies.
+        """
+        self.received += data
+        waiting, self._waiting = self._waiting, []
+        for size, d in waiting:
+            if len(self.received) >= size:
+                d.callback(self.received)
+            else:
+                self._waiting.append((size, d))
+
+    def receivedAtLeast(self, size: int) -> Deferred[bytes]:
+        """
+        Fire with everything received once it is at least C{size} bytes.
+        """
+        d: Deferred[bytes] = Deferred()
+        self._waiting.append((size, d))
+        self.dataReceived(b"")
+        return d
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """
+        Fire L{lost}.
+        """
+        assert reason.value is not None
+        self.lost.callback(reason.value)
+
+
+@implementer(IMessageReceiver)
+class MessageCollector(Collector):
+    """
+    A L{Collector} of whole messages.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[bytes] = []
+
+    def messageReceived(self, message: bytes) -> None:
+        """
+        Keep C{message}, counting it as received bytes too.
+        """
+        self.messages.append(message)
+        self.dataReceived(message)
+
+
+class TrackingFactory(Factory):
+    """
+    Builds protocols with C{wrapped} and fires L{allLost} once all the
+    connections it made are lost.
+    """
+
+    def __init__(self, wrapped: IProtocolFactory) -> None:
+        self.wrapped = wrapped
+        self.built: list[IProtocol] = []
+        self._lost: list[Deferred[None]] = []
+
+    def buildProtocol(self, addr: Any) -> Any:
+        """
+        Build a protocol whose C{connectionLost} is tracked.
+        """
+        protocol = self.wrapped.buildProtocol(addr)
+        assert protocol is not None
+        lost: Deferred[None] = Deferred()
+        self._lost.append(lost)
+        original = protocol.connectionLost
+
+        def connectionLost(reason: Failure = connectionDone) -> None:
+            original(reason)
+            lost.callback(None)
+
+        protocol.connectionLost = connectionLost  # type: ignore[method-assign]
+        self.built.append(protocol)
+        return protocol
+
+    def allLost(self) -> Deferred[Any]:
+        """
+        Fire once every connection built so far is lost.
+        """
+        return defer.gatherResults(list(self._lost))
+
+
+class RecordingMultiplexingFactory(MultiplexingFactory):
+    """
+    A L{MultiplexingFactory} that keeps the sessions it builds, so tests can
+    wait for the server's side of each to close.
+    """
+
+    sessions: list[MemuxProtocol] = []
+
+    def buildProtocol(self, addr: Any) -> MemuxProtocol:
+        """
+        Build and keep a session.
+        """
+        session = super().buildProtocol(addr)
+        self.sessions.append(session)
+        return session
+
+
+@implementer(IAgentEndpointFactory)
+class ChannelEndpoints:
+    """
+    Sends every request an C{Agent} makes over a new channel for
+    C{service} on one session.
+    """
+
+    def __init__(self, session: MemuxProtocol, service: bytes) -> None:
+        self.session = session
+        self.service = service
+
+    def endpointForURI(self, uri: Any) -> IStreamClientEndpoint:
+        """
+        A new channel, whatever the URI.
+        """
+        return ChannelEndpoint(self.session, self.service)
+
+
+# ---------------------------------------------------------------- the harness
+
+
+class ServerTestCase(TestCase):
+    """
+    Runs L{tap.makeService} with the trial reactor and connects to it.
+    Everything is closed, and waited for, at cleanup.
+    """
+
+    timeout = 30
+
+    def setUp(self) -> None:
+        """
+        Record the server's sessions, to wait for them at cleanup.
+        """
+        from twisted.internet import reactor
+
+        self.reactor: Any = reactor
+        self.serverSessions: list[MemuxProtocol] = []
+        self.patch(RecordingMultiplexingFactory, "sessions", self.serverSessions)
+        self.patch(tap, "MultiplexingFactory", RecordingMultiplexingFactory)
+        self.addCleanup(self.closeServerSessions)
+
+    def closeServerSessions(self) -> Deferred[Any]:
+        """
+        Wait for the server's side of every session to close.
+        """
+        return defer.gatherResults([s.whenClosed() for s in self.serverSessions])
+
+    def serve(self, *argv: str) -> tap.MemuxServer:
+        """
+        Parse C{argv}, make the server with the trial reactor and start it;
+        it is stopped at cleanup.
+        """
+        options = tap.Options()
+        options.parseOptions(list(argv))
+        server = tap.makeService(options, self.reactor)
+        server.startService()
+        self.addCleanup(server.stopService)
+        return server
+
+    def tcpPort(self, server: tap.MemuxServer, index: int = 0) -> int:
+        """
+        The TCP port the C{index}th C{--listen} endpoint listens on.
+        """
+        port = self.listeningPort(server, index)
+        host = port.getHost()
+        assert isinstance(host, IPv4Address)
+        return host.port
+
+    def listeningPort(self, server: tap.MemuxServer, index: int = 0) -> IListeningPort:
+        """
+        The listening port of the C{index}th C{--listen} endpoint.
+        """
+        child: Any = list(server)[index]
+        port = child.endpoint.port
+        self.assertIsNotNone(port, "not listening (yet)")
+        assert port is not None
+        return port  # type: ignore[no-any-return]
+
+    async def connect(self, endpoint: IStreamClientEndpoint) -> MemuxProtocol:
+        """
+        Connect a client session; it is closed (and waited for) at cleanup.
+        """
+        session = await connectSession(endpoint, reactor=self.reactor)
+        self.addCleanup(self.closeSession, session)
+        return session
+
+    def closeSession(self, session: MemuxProtocol) -> Deferred[None]:
+        """
+        Close C{session}'s connection and wait until it is closed.
+        """
+        transport: Any = session.transport
+        if transport is not None and session.lostReason is None:
+            # Over TLS, Twisted closes only once the session, which stays
+            # registered as its connection's producer, unregisters.
+            transport.unregisterProducer()
+            transport.loseConnection()
+        return session.whenClosed()
+
+    async def listenTCP(self, factory: IProtocolFactory) -> int:
+        """
+        Listen with C{factory} on a loopback TCP port of the system's
+        choosing, until cleanup; return the port number.
+        """
+        port = await TCP4ServerEndpoint(self.reactor, 0, interface="127.0.0.1").listen(
+            factory
+        )
+        self.addCleanup(port.stopListening)
+        host = port.getHost()
+        assert isinstance(host, IPv4Address)
+        return host.port
+
+    def captureLog(self) -> list[dict[str, Any]]:
+        """
+        Keep every log event emitted until cleanup.
+        """
+        events: list[dict[str, Any]] = []
+        observer = cast(ILogObserver, events.append)
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        return events
+
+    def tcpEndpoint(self, port: int) -> TCP4ClientEndpoint:
+        """
+        A client endpoint for loopback port C{port}.
+        """
+        return TCP4ClientEndpoint(self.reactor, "127.0.0.1", port)
+
+
+def logged(events: list[dict[str, Any]], fragment: str) -> list[dict[str, Any]]:
+    """
+    The events whose format contains C{fragment}.
+    """
+    return [e for e in events if fragment in (e.get("log_format") or "")]
+
+
+LOCAL = "tcp:0:interface=127.0.0.1"
+
+
+# ---------------------------------------------------------------- tests
+
+
+class MakeServiceServesTests(ServerTestCase):
+    """
+    The service L{tap.makeService} makes really serves memux sessions.
+    """
+
+    async def test_tcp(self) -> None:
+        """
+        Started on a TCP port of the system's choosing, the service serves
+        the built-in echo service to L{connectSession}.
+        """
+        server = self.serve("--listen", LOCAL)
+        session = await self.connect(self.tcpEndpoint(self.tcpPort(server)))
+        proto = await session.openChannel(b"echo", Factory.forProtocol(Collector))
+        assert isinstance(proto, Collector)
+        IChannelTransport(proto.transport).write(b"over tcp")
+        self.assertEqual(await proto.receivedAtLeast(8), b"over tcp")
+
+    async def test_unixAndTCP(self) -> None:
+        """
+        With a UNIX socket and a TCP port, the service serves on both at
+        once, with the same services.
+        """
+        path = os.path.join(tempfile.mkdtemp(dir=os.getcwd()), "memux.sock")
+        server = self.serve("--listen", f"unix:{path}", "--listen", LOCAL)
+        overUnix = await self.connect(UNIXClientEndpoint(self.reactor, path))
+        overTCP = await self.connect(self.tcpEndpoint(self.tcpPort(server, 1)))
+        for session in (overUnix, overTCP):
+            proto = await session.openChannel(
+                b"echo", Factory.forProtocol(MessageCollector)
+            )
+            assert isinstance(proto, MessageCollector)
+            IChannelTransport(proto.transport).writeMessage(b"hello")
+            await proto.receivedAtLeast(5)
+            self.assertEqual(proto.messages, [b"hello"])
+
+    async def test_noBuiltins(self) -> None:
+        """
+        With C{--no-builtins}, opening echo is refused: the service is not
+        there.
+        """
+        server = self.serve("--listen", LOCAL, "--no-builtins")
+        session = await self.connect(self.tcpEndpoint(self.tcpPort(server)))
+        proto = await session.openChannel(b"echo", Factory.forProtocol(Collector))
+        assert isinstance(proto, Collector)
+        reason = await proto.lost
+        self.assertIsInstance(reason, ChannelRefused)
+        self.assertIn("no service b'echo'", str(reason))
+
+    async def test_settings(self) -> None:
+        """
+        The session settings options reach the peer in the server's
+        preface.
+        """
+        server = self.serve(
+            "--listen", LOCAL, "--max-frame-size", "32K", "--max-channels", "200"
+        )
+        session = await self.connect(self.tcpEndpoint(self.tcpPort(server)))
+        await session.ping()
+        self.assertEqual(session.peerSettings.maxFrameSize, 32768)
+        self.assertEqual(session.peerSettings.initialMaxChannels, 200)
+
+    async def test_logsWhereAndWhat(self) -> None:
+        """
+        At startup the server logs, at info, each service it mounts, that
+        it refuses destinations, and where it listens (the real port).
+        """
+        events = self.captureLog()
+        server = self.serve(
+            "--listen", LOCAL, "--service", "db=tcp:127.0.0.1:5432", "--no-builtins"
+        )
+        port = self.tcpPort(server)
+        [service] = logged(events, "memux service {name}")
+        self.assertEqual(service["name"], "db")
+        self.assertEqual(service["what"], "forwarded to tcp:127.0.0.1:5432")
+        [listening] = logged(events, "memux listening on")
+        self.assertEqual(listening["address"], f"127.0.0.1:{port}")
+        self.assertEqual(listening["description"], LOCAL)
+        self.assertEqual(len(logged(events, "refuses every channel")), 1)
+        for event in events:
+            if event.get("log_namespace") == "memux.tap":
+                self.assertEqual(event["log_level"], LogLevel.info)
+
+
+class ForwardingServiceTests(ServerTestCase):
+    """
+    C{--service NAME=ENDPOINT} forwards each channel for NAME to a new
+    connection.
+    """
+
+    async def test_http(self) -> None:
+        """
+        A web server behind C{--service web=tcp:...} answers an C{Agent}
+        whose requests go over channels.
+        """
+        root = Resource()
+        root.putChild(b"hello", Data(b"hello from behind memux", "text/plain"))
+        site = Site(root)
+        backend = TrackingFactory(site)
+        backendPort = await self.listenTCP(backend)
+        server = self.serve(
+            "--listen", LOCAL, "--service", f"web=tcp:127.0.0.1:{backendPort}"
+        )
+        session = await self.connect(self.tcpEndpoint(self.tcpPort(server)))
+        agent = Agent.usingEndpointFactory(
+            self.reactor, ChannelEndpoints(session, b"web")
+        )
+        for _ in range(2):
+            response = await agent.request(b"GET", b"http://backend/hello")
+            self.assertEqual(response.code, 200)
+            self.assertEqual(await readBody(response), b"hello from behind memux")
+        self.assertEqual(len(backend.built), 2)
+        await backend.allLost()
+
+    async def test_echoWithHalfClose(self) -> None:
+        """
+        Bytes go both ways through a forwarded channel, and the channel's
+        half-close reaches the TCP server, which closes; the channel then
+        ends cleanly.
+        """
+        backend = TrackingFactory(Factory.forProtocol(HalfCloseEcho))
+        backendPort = await self.listenTCP(backend)
+        server = self.serve(
+            "--listen", LOCAL, "--service", f"tcpecho=tcp:127.0.0.1:{backendPort}"
+        )
+        session = await self.connect(self.tcpEndpoint(self.tcpPort(server)))
+        proto = await session.openChannel(b"tcpecho", Factory.forProtocol(Collector))
+        assert isinstance(proto, Collector)
+        transport = proto.transport
+        assert isinstance(transport, ChannelTransport)
+        payload = os.urandom(300000)
+        transport.write(payload)
+        transport.loseWriteConnection()
+        reason = await proto.lost
+        self.assertEqual(proto.received, payload)
+        self.assertIsInstance(reason, ConnectionDone)
+        await backend.allLost()
+
+    async def test_unreachable(self) -> None:
+        """
+        When the forwarding target cannot be reached, the channel is reset
+        with a reason naming the endpoint; the session carries on.
+        """
+        closed = await TCP4ServerEndpoint(
+            self.reactor, 0, interface="127.0.0.1"
+        ).listen(Factory.forProtocol(Protocol))
+        host = closed.getHost()
+        assert isinstance(host, IPv4Address)
+        await closed.stopListening()
+        target = f"tcp:127.0.0.1:{host.port}"
+        server = self.serve("--listen", LOCAL, "--service", f"gone={target}")
+        session = await self.connect(self.tcpEndpoint(self.tcpPort(server)))
+        proto = await session.openChannel(b"gone", Factory.forProtocol(Collector))
+        assert isinstance(proto, Collector)
+        reason = await proto.lost
+        self.assertIn(f"cannot connect to {target}", str(reason))
+        await session.ping()
+
+
+class FactoryOptionTests(ServerTestCase):
+    """
+    C{--factory NAME=module.attribute} serves NAME with a Python factory.
+    """
+
+    async def test_protocolClass(self) -> None:
+        """
+        A protocol class named with C{--factory} serves its service.
+        """
+        server = self.serve(
+            "--listen", LOCAL, "--factory", "upper=memux.test.test_server.Upper"
+        )
+        session = await self.connect(self.tcpEndpoint(self.tcpPort(server)))
+        proto = await session.openChannel(
+            b"upper", Factory.forProtocol(MessageCollector)
+        )
+        assert isinstance(proto, MessageCollector)
+        IChannelTransport(proto.transport).writeMessage(b"quiet")
+        await proto.receivedAtLeast(5)
+        self.assertEqual(proto.messages, [b"QUIET"])
+
+
+class AllowConnectTests(ServerTestCase):
+    """
+    Channels that name their own destination are forwarded only where
+    C{--allow-connect} allows, and refused otherwise.
+    """
+
+    async def setUpBackend(self) -> tuple[TrackingFactory, int]:
+        """
+        Start a TCP echo server; return its factory and port.
+        """
+        backend = TrackingFactory(Factory.forProtocol(HalfCloseEcho))
+        return backend, await self.listenTCP(backend)
+
+    async def echoThrough(
+        self, session: MemuxProtocol, destination: tuple[str, int]
+    ) -> Collector:
+        """
+        Open a channel to C{destination}, send a line, half-close, and
+        return the protocol once the channel has ended.
+        """
+        proto = await session.openChannel(
+            b"", Factory.forProtocol(Collector), destination=destination
+        )
+        assert isinstance(proto, Collector)
+        transport = proto.transport
+        assert isinstance(transport, ChannelTransport)
+        transport.write(b"through the tunnel")
+        transport.loseWriteConnection()
+        await proto.lost
+        return proto
+
+    async def test_allowedAndRefused(self) -> None:
+        """
+        An allowed destination is forwarded to; one outside the allow-list
+        is refused with a reason naming it, logged at info with the peer's
+        address; the session stays up and the next allowed channel works.
+        """
+        events = self.captureLog()
+        backend, port = await self.setUpBackend()
+        server = self.serve("--listen", LOCAL, "--allow-connect", f"127.0.0.1:{port}")
+        session = await self.connect(self.tcpEndpoint(self.tcpPort(server)))
+
+        proto = await self.echoThrough(session, ("127.0.0.1", port))
+        self.assertEqual(proto.received, b"through the tunnel")
+
+        refused = await self.echoThrough(session, ("db.example", 5432))
+        error = await refused.lost
+        assert isinstance(error, ChannelRefused)
+        self.assertIn("db.example:5432", error.reason)
+        self.assertEqual(refused.received, b"")
+        [event] = logged(events, "Refused channel")
+        self.assertEqual(event["log_level"], LogLevel.info)
+        self.assertIn("db.example:5432", event["why"])
+        peer = event["peer"]
+        self.assertIsInstance(peer, IPv4Address)
+        self.assertEqual(peer.host, "127.0.0.1")
+
+        again = await self.echoThrough(session, ("127.0.0.1", port))
+        self.assertEqual(again.received, b"through the tunnel")
+        self.assertEqual(len(backend.built), 2)
+        [forwarded, _] = logged(events, "Forwarding channel")
+        self.assertEqual(forwarded["destination"], f"127.0.0.1:{port}")
+        self.assertEqual(forwarded["log_level"], LogLevel.info)
+        await backend.allLost()
+
+    async def test_noAllowListRefusesAll(self) -> None:
+        """
+        Without C{--allow-connect}, a destination is refused, even one a
+        service could reach and even when the channel names a mounted
+        service: nothing connects to it.
+        """
+        backend, port = await self.setUpBackend()
+        server = self.serve(
+            "--listen", LOCAL, "--service", f"echo2=tcp:127.0.0.1:{port}"
+        )
+        session = await self.connect(self.tcpEndpoint(self.tcpPort(server)))
+        for service in (b"", b"echo", b"echo2"):
+            proto = await session.openChannel(
+                service, Factory.forProtocol(Collector), destination=("127.0.0.1", port)
+            )
+            assert isinstance(proto, Collector)
+            error = await proto.lost
+            assert isinstance(error, ChannelRefused)
+            self.assertIn(f"127.0.0.1:{port}", error.reason)
+            self.assertIn("forwards to no destination", error.reason)
+        await session.ping()
+        self.assertEqual(backend.built, [])
+
+
+class ProtocolLoggingTests(ServerTestCase):
+    """
+    What L{memux.protocol} logs about the server's sessions: opening,
+    refusals, closing and protocol violations, each with the peer's
+    address, at info or warn.
+    """
+
+    async def test_sessionLifecycle(self) -> None:
+        """
+        A session's start, a refused channel and its end are logged at
+        info, each naming the client's address.
+        """
+        events = self.captureLog()
+        server = self.serve("--listen", LOCAL)
+        session = await self.connect(self.tcpEndpoint(self.tcpPort(server)))
+        assert session.transport is not None
+        host = session.transport.getHost()
+        assert isinstance(host, IPv4Address)
+        proto = await session.openChannel(b"nothing", Factory.forProtocol(Collector))
+        assert isinstance(proto, Collector)
+        await proto.lost
+        await self.closeSession(session)
+        await self.closeServerSessions()
+        serverSide = [e for e in events if e.get("log_source") in self.serverSessions]
+        formats = {
+            "memux session {role} {peer}": "from",
+            "Refused channel {channel} from {peer}: {why}": None,
+            "memux session with {peer} ended: {reason}": None,
+        }
+        for fmt, role in formats.items():
+            [event] = [e for e in serverSide if e["log_format"] == fmt]
+            self.assertEqual(event["log_level"], LogLevel.info)
+            self.assertEqual(event["peer"], host)
+            if role is not None:
+                self.assertEqual(event["role"], role)
+
+    async def test_protocolViolation(self) -> None:
+        """
+        A client that speaks something else (HTTP) ends its session with
+        a protocol violation, logged at warn with its address.
+        """
+        events = self.captureLog()
+        server = self.serve("--listen", LOCAL)
+        raw = Collector()
+        await connectProtocol(self.tcpEndpoint(self.tcpPort(server)), raw)
+        assert raw.transport is not None
+        raw.transport.write(b"GET / HTTP/1.1\r\nHost: memux\r\n\r\n")
+        await raw.lost
+        await self.closeServerSessions()
+        [event] = logged(events, "Protocol violation by {peer}")
+        self.assertEqual(event["log_level"], LogLevel.warn)
+        self.assertEqual(event["peer"].host, "127.0.0.1")
+        for e in events:
+            if e.get("log_source") in self.serverSessions:
+                self.assertIn(e["log_level"], (LogLevel.info, LogLevel.warn))
