@@ -12,6 +12,7 @@ protocol rule and credit decision stays in the engine.
 from __future__ import annotations
 
 import itertools
+import socket
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -722,6 +723,31 @@ class ChannelTransport:
             )
 
 
+#: Unsent bytes the kernel may hold for a memux connection (Linux
+#: TCP_NOTSENT_LOWAT).  Without a limit the socket buffer (megabytes on
+#: fast links) fills with one channel's bulk data, and a small message on
+#: another channel waits behind all of it: head-of-line blocking that memux's
+#: scheduler cannot see.  With it, the backlog stays in memux, which
+#: interleaves channels.
+NOTSENT_LOWAT = 128 * 1024
+
+
+def _limitUnsent(transport: Any) -> None:
+    option = getattr(socket, "TCP_NOTSENT_LOWAT", None)
+    getHandle = getattr(transport, "getHandle", None)
+    if option is None or getHandle is None:
+        return
+    try:
+        handle = getHandle()
+        if isinstance(handle, socket.socket) and handle.family in (
+            socket.AF_INET,
+            socket.AF_INET6,
+        ):
+            handle.setsockopt(socket.IPPROTO_TCP, option, NOTSENT_LOWAT)
+    except (OSError, AttributeError):
+        pass  # not a plain TCP socket (TLS object, UNIX, pipe)
+
+
 def _resolverFor(services: ServiceMap | ServiceResolver) -> ServiceResolver:
     if callable(services) and not isinstance(services, Mapping):
         return services
@@ -949,6 +975,7 @@ class MemuxProtocol(Protocol):
                 setNoDelay(True)
             except Exception:  # not a TCP socket after all (UNIX, pipes)
                 pass
+        _limitUnsent(transport)
         self._log.info(
             "memux session {role} {peer}",
             role="to" if self.client else "from",
