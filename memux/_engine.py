@@ -81,6 +81,10 @@ class SessionSettings:
     #: the largest chunk we send (and never more than the peer accepts):
     #: smaller interleaves channels more finely, larger costs less CPU
     chunkSize: int = 65536
+    #: seconds a session may stay with no channel open before it is ended
+    #: (GOAWAY IDLE_TIMEOUT); None: never.  Kept by the Twisted layer: the
+    #: engine itself knows no time.
+    idleTimeout: float | None = None
 
     def __post_init__(self) -> None:
         self.toWire()  # validates ranges
@@ -88,6 +92,8 @@ class SessionSettings:
             raise ValueError("maxMessageSize must be positive")
         if self.chunkSize < 1:
             raise ValueError("chunkSize must be positive")
+        if self.idleTimeout is not None and not self.idleTimeout > 0:
+            raise ValueError("idleTimeout must be positive (or None: never)")
 
     def toWire(self) -> Settings:
         """

@@ -739,7 +739,8 @@ def describeSetup(
     if "loadAverage" in machine:
         lines.append(f"load average at start: {machine['loadAverage']}")
     settings = ", ".join(
-        f"{k}={formatSize(v, k)}" for k, v in defaultSettings().items()
+        f"{k}={formatSize(v, k) if isinstance(v, int) else v}"
+        for k, v in defaultSettings().items()
     )
     lines.append(f"memux settings: defaults ({settings})")
     for s in scenarios:

@@ -796,6 +796,7 @@ class MemuxProtocol(Protocol):
         self._peer: IAddress | None = None
         self._host: IAddress | None = None
         self._closing = False
+        self._idleCall: IDelayedCall | None = None
         self._flushCall: IDelayedCall | None = None
         self._transportPaused = False
         self._pings: dict[bytes, tuple[float, defer.Deferred[float]]] = {}
@@ -880,6 +881,7 @@ class MemuxProtocol(Protocol):
             )
         transport = ChannelTransport(self, cid, service, lossy)
         self._transports[cid] = transport
+        self._disarmIdle()
         if lossy:
             self._lossy.add(transport)
         try:
@@ -976,6 +978,7 @@ class MemuxProtocol(Protocol):
             except Exception:  # not a TCP socket after all (UNIX, pipes)
                 pass
         _limitUnsent(transport)
+        self._armIdle()
         self._log.info(
             "memux session {role} {peer}",
             role="to" if self.client else "from",
@@ -999,6 +1002,7 @@ class MemuxProtocol(Protocol):
         """
         self.connected = False
         self.lostReason = reason
+        self._disarmIdle()
         if self._flushCall is not None and self._flushCall.active():
             self._flushCall.cancel()
         self._flushCall = None
@@ -1192,8 +1196,33 @@ class MemuxProtocol(Protocol):
         self._pausedProducers.discard(transport)
         self._pullProducers.discard(transport)
 
+    def _armIdle(self) -> None:
+        timeout = self.settings.idleTimeout
+        if timeout is not None and self._idleCall is None and self.connected:
+            self._idleCall = self._reactor.callLater(timeout, self._idleExpired)
+
+    def _disarmIdle(self) -> None:
+        if self._idleCall is not None:
+            if self._idleCall.active():
+                self._idleCall.cancel()
+            self._idleCall = None
+
+    def _idleExpired(self) -> None:
+        self._idleCall = None
+        if self._transports or not self.connected:
+            return
+        timeout = self.settings.idleTimeout
+        self._log.info(
+            "Ending memux session with {peer}: no channel for {timeout} s",
+            peer=self._peerAddress(),
+            timeout=timeout,
+        )
+        self.goAway(ErrorCode.IDLE_TIMEOUT, f"idle for {timeout:g} s")
+
     def _channelGone(self, transport: ChannelTransport) -> None:
         self._transports.pop(transport.channel, None)
+        if not self._transports:
+            self._armIdle()
         self._pausedProducers.discard(transport)
         self._pullProducers.discard(transport)
         self._lossy.discard(transport)
@@ -1324,6 +1353,7 @@ class MemuxProtocol(Protocol):
             return
         transport = ChannelTransport(self, event.channel, event.service, event.lossy)
         self._transports[event.channel] = transport
+        self._disarmIdle()
         if event.lossy:
             self._lossy.add(transport)
         try:

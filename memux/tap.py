@@ -65,6 +65,9 @@ _log = Logger()
 #: where ``twistd memux`` listens when no ``--listen`` is given
 DEFAULT_LISTEN = "tcp:7400"
 
+#: seconds a session may stay without channels before the server ends it
+DEFAULT_IDLE_TIMEOUT = 600.0
+
 #: The session settings options: option name, `SessionSettings` attribute,
 #: help (the default is added from `SessionSettings`).
 _SETTINGS = {
@@ -170,6 +173,14 @@ class Options(usage.Options):
     ]
 
     optParameters = [
+        [
+            "idle-timeout",
+            None,
+            DEFAULT_IDLE_TIMEOUT,
+            "End a session (GOAWAY IDLE_TIMEOUT) after this many seconds with"
+            " no channel open; 0: never.",
+            float,
+        ],
         [
             "tls-cert",
             None,
@@ -302,13 +313,17 @@ class Options(usage.Options):
                         f" {mounted[name]} and {here}"
                     )
                 mounted[name] = here
-        given = {
+        given: dict[str, Any] = {
             attribute: self[option]
             for option, (attribute, _) in _SETTINGS.items()
             if self[option] is not None
         }
+        idle = self["idle-timeout"]
+        if idle < 0:
+            raise usage.UsageError("--idle-timeout must be 0 (never) or positive")
+        given["idleTimeout"] = idle or None
         try:
-            self["settings"] = SessionSettings(**given) if given else None
+            self["settings"] = SessionSettings(**given)
         except ValueError as e:
             raise usage.UsageError(f"session settings: {e}") from e
         self["tls"] = self._tlsOptions()

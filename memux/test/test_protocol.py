@@ -1078,3 +1078,73 @@ class LoseConnectionTests(SessionTestCase):
         self.assertEqual(self.serverProtocols[0].received, b"last words")
         assert proto.lost is not None
         proto.lost.trap(SessionLost)
+
+
+class IdleTimeoutTests(SynchronousTestCase):
+    """
+    SessionSettings.idleTimeout ends sessions that have no channel open.
+    """
+
+    def test_idleSessionEnds(self) -> None:
+        """
+        A session with no channel open for idleTimeout seconds is ended
+        with GOAWAY IDLE_TIMEOUT, and the connection closes.
+        """
+        clock = Clock()
+        client, server, pump = connectedSessions(
+            {}, serverSettings=SessionSettings(idleTimeout=30), clock=clock
+        )
+        clock.advance(29)
+        pump.flush()
+        self.assertTrue(server.connected)
+        clock.advance(1)
+        pump.flush()
+        self.assertFalse(server.connected)
+        self.assertFalse(client.connected)
+        assert client.lostReason is not None
+        self.assertEqual(client.engine.goAwayReceived, 0)
+
+    def test_openChannelKeepsSessionAlive(self) -> None:
+        """
+        While a channel is open the session is not idle, however quiet;
+        the timeout starts again when the last channel ends.
+        """
+        clock = Clock()
+        client, server, pump = connectedSessions(
+            {b"record": Factory.forProtocol(Recorder)},
+            serverSettings=SessionSettings(idleTimeout=30),
+            clock=clock,
+        )
+        proto = self.successResultOf(
+            client.openChannel(b"record", Factory.forProtocol(Recorder))
+        )
+        assert isinstance(proto, Recorder)
+        pump.flush()
+        clock.advance(100)
+        pump.flush()
+        self.assertTrue(server.connected)
+        channelOf(proto).loseConnection()
+        pump.flush()
+        clock.advance(29)
+        pump.flush()
+        self.assertTrue(server.connected)
+        clock.advance(1)
+        pump.flush()
+        self.assertFalse(server.connected)
+
+    def test_noTimeoutByDefault(self) -> None:
+        """
+        By default (idleTimeout None) an idle session stays up.
+        """
+        clock = Clock()
+        client, server, pump = connectedSessions({}, clock=clock)
+        clock.advance(10**6)
+        pump.flush()
+        self.assertTrue(server.connected)
+
+    def test_badTimeout(self) -> None:
+        """
+        A zero or negative idleTimeout is refused.
+        """
+        self.assertRaises(ValueError, SessionSettings, idleTimeout=0)
+        self.assertRaises(ValueError, SessionSettings, idleTimeout=-1)

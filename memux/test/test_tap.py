@@ -42,7 +42,12 @@ from memux._engine import SessionSettings
 from memux.interfaces import IChannelTransport, IChunkReceiver, IMessageReceiver
 from memux.protocol import MultiplexingFactory
 from memux.services import Chargen, Discard, Echo, builtinServices
-from memux.tap import DestinationPattern, ServerServices, classifyHost
+from memux.tap import (
+    DEFAULT_IDLE_TIMEOUT,
+    DestinationPattern,
+    ServerServices,
+    classifyHost,
+)
 from memux.test.test_tls import Certificates
 
 
@@ -110,7 +115,9 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(options["service"], [])
         self.assertEqual(options["factory"], [])
         self.assertEqual(options["allow-connect"], [])
-        self.assertIsNone(options["settings"])
+        self.assertEqual(
+            options["settings"], SessionSettings(idleTimeout=DEFAULT_IDLE_TIMEOUT)
+        )
         self.assertIsNone(options["tls"])
         for option in (
             "max-frame-size",
@@ -466,7 +473,12 @@ class SettingsOptionTests(SynchronousTestCase):
         )["settings"]
         self.assertEqual(
             settings,
-            SessionSettings(maxMessageSize=4096, chunkSize=1024, maxChannels=200),
+            SessionSettings(
+                maxMessageSize=4096,
+                chunkSize=1024,
+                maxChannels=200,
+                idleTimeout=DEFAULT_IDLE_TIMEOUT,
+            ),
         )
 
     def test_suffixes(self) -> None:
@@ -1011,10 +1023,13 @@ class MakeServiceTests(SynchronousTestCase):
 
     def test_defaultSettings(self) -> None:
         """
-        Without settings options the factory has the default settings.
+        Without settings options the factory has the default settings, and
+        the server's default idle timeout.
         """
         reactor, server = self.makeService()
-        self.assertEqual(server.factory.settings, SessionSettings())
+        self.assertEqual(
+            server.factory.settings, SessionSettings(idleTimeout=DEFAULT_IDLE_TIMEOUT)
+        )
 
     def test_settings(self) -> None:
         """
@@ -1025,7 +1040,11 @@ class MakeServiceTests(SynchronousTestCase):
         )
         self.assertEqual(
             server.factory.settings,
-            SessionSettings(maxMessageSize=1234, channelCredit=2 << 20),
+            SessionSettings(
+                maxMessageSize=1234,
+                channelCredit=2 << 20,
+                idleTimeout=DEFAULT_IDLE_TIMEOUT,
+            ),
         )
 
     def test_tls(self) -> None:
@@ -1500,3 +1519,28 @@ class BuiltinServicesOverMemuxTests(SynchronousTestCase):
         self.assertGreaterEqual(len(proto.received), held + 1000000)
         pattern = Chargen.block * (len(proto.received) // len(Chargen.block) + 1)
         self.assertEqual(proto.received, pattern[: len(proto.received)])
+
+
+class IdleTimeoutOptionTests(SynchronousTestCase):
+    """
+    --idle-timeout.
+    """
+
+    def test_default(self) -> None:
+        """
+        By default a server ends sessions idle for 10 minutes.
+        """
+        self.assertEqual(parse()["settings"].idleTimeout, 600)
+
+    def test_given(self) -> None:
+        """
+        --idle-timeout sets the session settings' idleTimeout; 0 means never.
+        """
+        self.assertEqual(parse("--idle-timeout", "2.5")["settings"].idleTimeout, 2.5)
+        self.assertIsNone(parse("--idle-timeout", "0")["settings"].idleTimeout)
+
+    def test_negative(self) -> None:
+        """
+        A negative --idle-timeout is a usage error.
+        """
+        self.assertRaises(UsageError, parse, "--idle-timeout", "-1")
