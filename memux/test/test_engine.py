@@ -207,12 +207,12 @@ class RawPeer:
         """
         return self.engine.receiveData(b"".join(f.encode() for f in frames))
 
-    def read(self) -> list[Frame]:
+    def read(self, maxBytes: int = 1 << 30) -> list[Frame]:
         """
-        Everything the engine has to send now, decoded, without its
-        preface.
+        Everything the engine has to send now (up to about C{maxBytes}),
+        decoded, without its preface.
         """
-        items = self.decoder.receive(self.engine.dataToSend(1 << 30))
+        items = self.decoder.receive(self.engine.dataToSend(maxBytes))
         return [i for i in items if not isinstance(i, Preface)]
 
 

@@ -11,9 +11,8 @@ from typing import Any, cast
 
 from twisted.internet.error import ConnectionAborted, ConnectionDone
 from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
-from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
-from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
@@ -30,38 +29,35 @@ from memux._wire import (
     DataFrame,
     DropFrame,
     ErrorCode,
-    FrameDecoder,
     GoAwayFrame,
     PingFrame,
-    Preface,
     Settings,
-    encodePreface,
 )
 from memux.error import ChannelReset
 from memux.interfaces import IMessageReceiver
+from memux.test.test_engine import RawPeer as EngineRawPeer
+from memux.test.test_protocol import MessageRecorder, Recorder, factoryOf
 from memux.testing import connectedSessions
 
 #: Decoders in these tests accept any frame an engine may send.
 ANY_FRAME_SIZE = (1 << 24) - 1
 
 
-class RawPeer:
+class RawPeer(EngineRawPeer):
     """
-    A hand-driven peer of one engine: sends a preface and crafted frames,
-    decodes what the engine writes back.
+    test_engine's hand-driven peer, also recording every event the engine
+    produces (including those from dataToSend).
     """
 
     def __init__(self, engine: MemuxEngine, settings: Settings | None = None) -> None:
-        self.engine = engine
-        self.decoder = FrameDecoder(ANY_FRAME_SIZE)
-        self.events: list[Any] = []
-        self.events += engine.receiveData(encodePreface(settings or Settings()))
+        super().__init__(engine, settings)
+        self.events: list[Any] = list(self.events)
 
     def send(self, *frames: Any) -> list[Any]:
         """
         Feed frames to the engine; return (and record) the events.
         """
-        events = self.engine.receiveData(b"".join(f.encode() for f in frames))
+        events = super().send(*frames)
         self.events += events
         return events
 
@@ -69,61 +65,9 @@ class RawPeer:
         """
         Decode what the engine sends now (prefaces left out).
         """
-        data = self.engine.dataToSend(maxBytes)
+        frames = super().read(maxBytes)
         self.events += self.engine.popEvents()
-        return [f for f in self.decoder.receive(data) if not isinstance(f, Preface)]
-
-
-class Recorder(Protocol):
-    """
-    Records what happens to it, in order.
-    """
-
-    def __init__(self) -> None:
-        self.events: list[str] = []
-        self.data: list[bytes] = []
-        self.lost: Failure | None = None
-
-    def connectionMade(self) -> None:
-        self.events.append("made")
-
-    def dataReceived(self, data: bytes) -> None:
-        self.data.append(data)
-        self.events.append("data")
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self.lost = reason
-        self.events.append("lost")
-
-
-@implementer(IMessageReceiver)
-class MessageRecorder(Recorder):
-    """
-    Records whole messages.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.messages: list[bytes] = []
-
-    def messageReceived(self, message: bytes) -> None:
-        self.messages.append(message)
-        self.events.append("message")
-
-
-def factoryOf(instances: list[Any], cls: type = Recorder) -> Factory:
-    """
-    A factory of C{cls} that keeps what it builds in C{instances}.
-    """
-
-    class F(Factory):
-        def buildProtocol(self, addr: Any) -> Protocol:
-            p = cls()
-            p.factory = self
-            instances.append(p)
-            return p  # type: ignore[no-any-return]
-
-    return F()
+        return frames
 
 
 def transcript(frames: list[Any], channel: int) -> list[str | int]:
