@@ -1014,7 +1014,11 @@ class MemuxProtocol(Protocol):
         self._log.info(
             "memux session with {peer} ended: {reason}",
             peer=self._peerAddress(),
-            reason=lost,
+            reason=(
+                "closed cleanly"
+                if self._terminatedWith is None and reason.check(ConnectionDone)
+                else lost
+            ),
         )
         transports = list(self._transports.values())
         self._transports.clear()
