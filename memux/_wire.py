@@ -399,8 +399,11 @@ def encodeDataHeader(channel: int, length: int, flags: int) -> bytes:
     Encode the header of a DATA frame whose payload the caller sends after
     it (the hot path: no payload copy).
     """
-    if channel < 0x80 and length < 0x80:
-        return bytes((flags, channel, length))
+    if length < 0x80:
+        if channel < 0x80:
+            return bytes((flags, channel, length))
+        if channel < 0x4000:
+            return bytes((flags, (channel & 0x7F) | 0x80, channel >> 7, length))
     return bytes((flags,)) + encodeVarint(channel) + encodeVarint(length)
 
 
@@ -731,6 +734,16 @@ class FrameDecoder:
                 channel = buf[pos + 1]
                 length = buf[pos + 2]
                 pos += 3
+            elif (
+                pos + 3 < end
+                and buf[pos + 1] >= 0x80
+                and 0 < buf[pos + 2] < 0x80
+                and buf[pos + 3] < 0x80
+            ):
+                # Two-byte channel id (128..16383), small frame.
+                channel = (buf[pos + 1] & 0x7F) | (buf[pos + 2] << 7)
+                length = buf[pos + 3]
+                pos += 4
             else:
                 r1 = decodeVarint(buf, pos + 1)
                 if r1 is None:

@@ -1246,6 +1246,8 @@ class MemuxProtocol(Protocol):
             transport._terminate(connectionDone)
 
     def _handleEvents(self, events: list[Event]) -> None:
+        # Dispatch on the exact type; no typing.cast() here: it is a real
+        # function call, and this runs for every event.
         transports = self._transports
         for event in events:
             t = type(event)
@@ -1257,33 +1259,33 @@ class MemuxProtocol(Protocol):
                 else:
                     self._engine.consumed(e.channel, len(e.data))
             elif t is ChannelOpened:
-                self._channelOpened(cast(ChannelOpened, event))
+                self._channelOpened(event)  # type: ignore[arg-type]
             elif t is RemoteHalfClosed:
-                transport = transports.get(cast(RemoteHalfClosed, event).channel)
+                transport = transports.get(event.channel)  # type: ignore[union-attr]
                 if transport is not None:
                     transport._remoteFin()
             elif t is LocalHalfClosed:
-                transport = transports.get(cast(LocalHalfClosed, event).channel)
+                transport = transports.get(event.channel)  # type: ignore[union-attr]
                 if transport is not None:
                     transport._localFinSent()
             elif t is ChannelClosed:
-                transport = transports.get(cast(ChannelClosed, event).channel)
+                transport = transports.get(event.channel)  # type: ignore[union-attr]
                 if transport is not None:
                     transport._closed()
             elif t is ChannelResetEvent:
-                self._channelReset(cast(ChannelResetEvent, event))
+                self._channelReset(event)  # type: ignore[arg-type]
             elif t is MessagesDropped:
-                e2 = cast(MessagesDropped, event)
+                e2: MessagesDropped = event  # type: ignore[assignment]
                 transport = transports.get(e2.channel)
                 if transport is not None:
                     transport._dropArrived(e2.count)
             elif t is PingAcknowledged:
-                entry = self._pings.pop(cast(PingAcknowledged, event).payload, None)
+                entry = self._pings.pop(event.payload, None)  # type: ignore[union-attr]
                 if entry is not None:
                     started, d = entry
                     d.callback(self._reactor.seconds() - started)
             elif t is GoAwayReceived:
-                g = cast(GoAwayReceived, event)
+                g: GoAwayReceived = event  # type: ignore[assignment]
                 self._log.info(
                     "Peer {peer} is going away (last channel {last}, {code}: {reason})",
                     peer=self._peerAddress(),
@@ -1292,7 +1294,7 @@ class MemuxProtocol(Protocol):
                     reason=g.reason,
                 )
             elif t is SessionTerminated:
-                s = cast(SessionTerminated, event)
+                s: SessionTerminated = event  # type: ignore[assignment]
                 self._terminatedWith = (s.code, s.reason)
                 if s.remote:
                     self._log.warn(
