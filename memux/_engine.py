@@ -85,6 +85,23 @@ class SessionSettings:
     #: (GOAWAY IDLE_TIMEOUT); None: never.  Kept by the Twisted layer: the
     #: engine itself knows no time.
     idleTimeout: float | None = None
+    #: frames that do no work (PINGs, empty DATA, CREDIT or CHANNELS that
+    #: raise no limit, repeated GOAWAYs, unknown frame types, RESETs of
+    #: channels the peer opened before we sent anything on them: "rapid
+    #: reset") the peer may send in a burst.  Past it the session ends with
+    #: GOAWAY EXCESSIVE_LOAD.  The allowance refills by one for every
+    #: `usefulBytesPerFrame` DATA payload bytes moved either way (up to this
+    #: many), and, in the Twisted layer, fully every LOAD_BUDGET_PERIOD
+    #: seconds, so a keepalive PING now and then never trips it.
+    maxUselessFrames: int = 1000
+    #: DATA payload bytes, received or sent, that earn one more useless frame
+    usefulBytesPerFrame: int = 1024
+    #: seconds with nothing received after which the Twisted layer sends a
+    #: PING; if again nothing at all arrives for as long, the peer is taken
+    #: for dead: GOAWAY IDLE_TIMEOUT ("the peer unresponsive", in the spec)
+    #: is sent and the connection closed.  None: never.  Kept by the Twisted
+    #: layer.
+    keepAliveInterval: float | None = None
 
     def __post_init__(self) -> None:
         self.toWire()  # validates ranges
@@ -94,6 +111,12 @@ class SessionSettings:
             raise ValueError("chunkSize must be positive")
         if self.idleTimeout is not None and not self.idleTimeout > 0:
             raise ValueError("idleTimeout must be positive (or None: never)")
+        if self.maxUselessFrames < 1:
+            raise ValueError("maxUselessFrames must be positive")
+        if self.usefulBytesPerFrame < 1:
+            raise ValueError("usefulBytesPerFrame must be positive")
+        if self.keepAliveInterval is not None and not self.keepAliveInterval > 0:
+            raise ValueError("keepAliveInterval must be positive (or None: never)")
 
     def toWire(self) -> Settings:
         """
@@ -379,6 +402,11 @@ class MemuxEngine:
         self._sessionRecv = CreditWindow(self.settings.sessionCredit)
         self._reassemblyHeld = 0  # held in message reassembly, all channels
         self._reassemblyCheckDue = False
+        # Flood limit: frames that do no work spend this allowance; DATA
+        # payload moved (counted lazily from the credit offsets) refills it.
+        self._loadBudget = self.settings.maxUselessFrames
+        self._workCounted = 0
+        self.uselessFrames = 0  # counter, for introspection
         # Lifecycle.
         self.goAwaySent: int | None = None  # the lastChannel we announced
         self.goAwayReceived: int | None = None
@@ -735,6 +763,33 @@ class MemuxEngine:
                 self._fail(e.code, e.message)
         return self.popEvents()
 
+    def refillLoadBudget(self) -> None:
+        """
+        Give the peer its full allowance of frames that do no work again.
+        The Twisted layer calls this now and then (the engine knows no
+        time): a limit on bursts, not on a slow trickle of PINGs.
+        """
+        self._loadBudget = self.settings.maxUselessFrames
+
+    def _useless(self, what: str) -> None:
+        """
+        The peer sent a frame that does no work: spend one from the
+        allowance, which DATA payload moved since the last time refills.
+        """
+        self.uselessFrames += 1
+        settings = self.settings
+        work = self._sessionSendOffset + self._sessionRecv.received
+        earned = (work - self._workCounted) // settings.usefulBytesPerFrame
+        if earned:
+            self._workCounted += earned * settings.usefulBytesPerFrame
+            self._loadBudget = min(settings.maxUselessFrames, self._loadBudget + earned)
+        self._loadBudget -= 1
+        if self._loadBudget < 0 and not self.terminated:
+            self._fail(
+                ErrorCode.EXCESSIVE_LOAD,
+                f"too many frames that do no work (the last: {what})",
+            )
+
     def popEvents(self) -> list[Event]:
         """
         Return and forget the events produced so far.
@@ -770,7 +825,13 @@ class MemuxEngine:
         elif t is ResetFrame:
             r: ResetFrame = frame  # type: ignore[assignment]
             ch = self._known(r.channel)
-            if ch is not None:
+            if ch is None:
+                self._useless("RESET of a closed channel")
+            else:
+                if not ch.local and ch.sendOffset == 0 and not ch.finSent:
+                    # Opened, then reset before we answered: rapid reset
+                    # (CVE-2023-44487) makes us start work and throw it away.
+                    self._useless("RESET of a channel before any answer")
                 self._removeChannel(ch)
                 self._events.append(ChannelReset(r.channel, r.code, r.reason, True))
         elif t is PingFrame:
@@ -778,6 +839,7 @@ class MemuxEngine:
             if p.ack:
                 self._events.append(PingAcknowledged(p.payload))
             else:
+                self._useless("PING")
                 self._queuePeerInduced(PingFrame(p.payload, ack=True).encode())
         elif t is GoAwayFrame:
             self._onGoAway(frame)  # type: ignore[arg-type]
@@ -785,6 +847,8 @@ class MemuxEngine:
             c: ChannelCreditFrame = frame  # type: ignore[assignment]
             if c.limit > self._localChannelLimit:
                 self._localChannelLimit = c.limit
+            else:
+                self._useless("CHANNELS raising no limit")
         elif t is Preface:
             self._onPreface(frame)  # type: ignore[arg-type]
         elif t is DropFrame:
@@ -799,7 +863,9 @@ class MemuxEngine:
                         ErrorCode.PROTOCOL_ERROR,
                         "DROP on a channel that is not lossy",
                     )
-        # Unknown frame types are ignored (spec: "Extensibility").
+        else:
+            # Unknown frame types are ignored (spec: "Extensibility").
+            self._useless("unknown frame type")
 
     def _onPreface(self, preface: Preface) -> None:
         peer = preface.settings
@@ -878,6 +944,10 @@ class MemuxEngine:
 
     def _onData(self, f: DataFrame) -> None:
         n = len(f.data)
+        if not n and not (f.open or f.end or f.fin):
+            self._useless("empty DATA")
+            if self.terminated:
+                return
         ch = self._channels.get(f.channel)
         if f.open or ch is None or ch.openPending:
             if f.open:
@@ -930,17 +1000,27 @@ class MemuxEngine:
             if f.limit > self._sessionSendLimit:
                 self._sessionSendLimit = f.limit
                 self._unblockSession()
+            else:
+                self._useless("CREDIT raising no limit")
             return
         ch = self._known(f.channel)
-        if ch is None or ch.finSent or f.limit <= ch.sendLimit:
+        if ch is None or ch.finSent:
+            return  # a legitimate race with our FIN or RESET
+        if f.limit <= ch.sendLimit:
+            self._useless("CREDIT raising no limit")
             return
         ch.sendLimit = f.limit
         if ch.queue:
             self._schedule(ch)
 
     def _onGoAway(self, f: GoAwayFrame) -> None:
-        if self.goAwayReceived is not None and f.lastChannel > self.goAwayReceived:
-            raise ProtocolError(ErrorCode.PROTOCOL_ERROR, "GOAWAY raised lastChannel")
+        if self.goAwayReceived is not None:
+            if f.lastChannel > self.goAwayReceived:
+                raise ProtocolError(
+                    ErrorCode.PROTOCOL_ERROR, "GOAWAY raised lastChannel"
+                )
+            if f.lastChannel == self.goAwayReceived and f.code == ErrorCode.NO_ERROR:
+                self._useless("repeated GOAWAY")
         self.goAwayReceived = f.lastChannel
         self._events.append(GoAwayReceived(f.lastChannel, f.code, f.reason))
         reason = "not processed: the peer is going away"

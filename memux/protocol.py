@@ -90,6 +90,15 @@ _FIN = object()
 #: (Twisted's TCP buffer is 64 KiB: one chunk alone would fill it).
 FLUSH_BYTES = 128 * 1024
 
+#: Seconds between refills of the peer's allowance of frames that do no
+#: work (`SessionSettings.maxUselessFrames`): with the default allowance a
+#: peer may send 100 such frames a second on average, in bursts of 1000,
+#: far above any keepalive, far below a flood.
+LOAD_BUDGET_PERIOD = 10.0
+
+#: The payload of keepalive PINGs (their answers match no `ping` call).
+KEEPALIVE_PAYLOAD = b"keepaliv"
+
 
 @implementer(IAddress)
 @dataclass(frozen=True)
@@ -797,6 +806,15 @@ class MemuxProtocol(Protocol):
         self._host: IAddress | None = None
         self._closing = False
         self._idleCall: IDelayedCall | None = None
+        # Keepalive: whether anything arrived since the timer was armed, and
+        # whether our PING is out waiting for anything at all.
+        self._keepAliveCall: IDelayedCall | None = None
+        self._heard = False
+        self._keepAlivePinged = False
+        self._abortCall: IDelayedCall | None = None
+        # When the peer's allowance of frames that do no work is next
+        # refilled (see SessionSettings.maxUselessFrames).
+        self._loadBudgetRefill = 0.0
         self._flushCall: IDelayedCall | None = None
         self._transportPaused = False
         self._pings: dict[bytes, tuple[float, defer.Deferred[float]]] = {}
@@ -979,6 +997,8 @@ class MemuxProtocol(Protocol):
                 pass
         _limitUnsent(transport)
         self._armIdle()
+        self._loadBudgetRefill = self._reactor.seconds() + LOAD_BUDGET_PERIOD
+        self._armKeepAlive()
         self._log.info(
             "memux session {role} {peer}",
             role="to" if self.client else "from",
@@ -991,6 +1011,11 @@ class MemuxProtocol(Protocol):
         Feed the engine and act on its events.  Never stops reading: a full
         channel holds back only its own credit.
         """
+        self._heard = True
+        now = self._reactor.seconds()
+        if now >= self._loadBudgetRefill:
+            self._loadBudgetRefill = now + LOAD_BUDGET_PERIOD
+            self._engine.refillLoadBudget()
         events = self._engine.receiveData(data)
         if events:
             self._handleEvents(events)
@@ -1003,6 +1028,10 @@ class MemuxProtocol(Protocol):
         self.connected = False
         self.lostReason = reason
         self._disarmIdle()
+        for call in (self._keepAliveCall, self._abortCall):
+            if call is not None and call.active():
+                call.cancel()
+        self._keepAliveCall = self._abortCall = None
         if self._flushCall is not None and self._flushCall.active():
             self._flushCall.cancel()
         self._flushCall = None
@@ -1222,6 +1251,59 @@ class MemuxProtocol(Protocol):
             timeout=timeout,
         )
         self.goAway(ErrorCode.IDLE_TIMEOUT, f"idle for {timeout:g} s")
+
+    def _armKeepAlive(self) -> None:
+        interval = self.settings.keepAliveInterval
+        if interval is not None and self.connected:
+            self._keepAliveCall = self._reactor.callLater(
+                interval, self._keepAliveExpired
+            )
+
+    def _keepAliveExpired(self) -> None:
+        """
+        Another keepAliveInterval passed: if anything arrived meanwhile the
+        peer is alive; else send a PING, and if it was already sent, end
+        the session: the peer is dead or unreachable.
+        """
+        self._keepAliveCall = None
+        if not self.connected or self._engine.terminated:
+            return
+        interval = self.settings.keepAliveInterval
+        if self._heard:
+            self._heard = False
+            self._keepAlivePinged = False
+        elif not self._keepAlivePinged:
+            self._keepAlivePinged = True
+            self._engine.ping(KEEPALIVE_PAYLOAD)
+            self._scheduleFlush()
+        else:
+            self._log.warn(
+                "Ending memux session with {peer}: nothing received for {t:g} s,"
+                " not even a PING answer",
+                peer=self._peerAddress(),
+                t=2 * (interval or 0),
+            )
+            reason = f"no answer to PING in {interval:g} s"
+            self._terminatedWith = (ErrorCode.IDLE_TIMEOUT, reason)
+            self.goAway(ErrorCode.IDLE_TIMEOUT, reason)
+            # A dead peer never reads the GOAWAY: do not wait for its
+            # buffer to drain longer than another interval.
+            if self.connected:
+                self._abortCall = self._reactor.callLater(
+                    interval or 0, self._abortDead
+                )
+            return
+        self._armKeepAlive()
+
+    def _abortDead(self) -> None:
+        self._abortCall = None
+        if self.connected:
+            connection: Any = self._connection
+            abort = getattr(connection, "abortConnection", None)
+            if abort is not None:
+                abort()
+            else:
+                connection.loseConnection()
 
     def _channelGone(self, transport: ChannelTransport) -> None:
         self._transports.pop(transport.channel, None)

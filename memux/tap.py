@@ -182,6 +182,16 @@ class Options(usage.Options):
             float,
         ],
         [
+            "keepalive",
+            None,
+            0.0,
+            "Send a PING after this many seconds with nothing received, and end"
+            " the session (GOAWAY IDLE_TIMEOUT) if nothing at all arrives in as"
+            " long again: dead peers are detected even with channels open;"
+            " 0: off (the default).",
+            float,
+        ],
+        [
             "tls-cert",
             None,
             None,
@@ -322,6 +332,10 @@ class Options(usage.Options):
         if idle < 0:
             raise usage.UsageError("--idle-timeout must be 0 (never) or positive")
         given["idleTimeout"] = idle or None
+        keepAlive = self["keepalive"]
+        if keepAlive < 0:
+            raise usage.UsageError("--keepalive must be 0 (off) or positive")
+        given["keepAliveInterval"] = keepAlive or None
         try:
             self["settings"] = SessionSettings(**given)
         except ValueError as e:
