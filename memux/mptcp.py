@@ -1,0 +1,572 @@
+# -*- test-case-name: memux.test.test_mptcp -*-
+"""
+``mptcp:`` endpoints: Multipath TCP (RFC 8684) client and server endpoints
+for Twisted, and what the kernel reports about a connection's paths.
+
+Server::
+
+    serverFromString(reactor, "mptcp:7400:interface=0.0.0.0")
+
+Client::
+
+    clientFromString(reactor, "mptcp:host=server.example:port=7400")
+
+An MPTCP connection is a TCP connection as far as the application (and
+memux) can tell: the same byte stream, carried over one or more TCP
+*subflows*, which the kernel adds and removes as paths come and go.  Where
+the kernel refuses MPTCP sockets (an old or non-Linux kernel, or
+``net.mptcp.enabled = 0``), the endpoints fall back to plain TCP and log a
+warning; with ``fallback=no`` they fail with `MPTCPUnavailable` instead.
+
+`isMPTCP` and `mptcpInfo` tell whether a transport is an MPTCP socket and
+what the kernel says of its subflows.  The string parsers are registered by
+``twisted/plugins/memux_mptcp.py``; see ``doc/multipath.rst``.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet import defer, tcp
+from twisted.internet.abstract import isIPv6Address
+from twisted.internet.endpoints import _WrappingFactory
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IProtocol,
+    IProtocolFactory,
+    IStreamClientEndpoint,
+    IStreamServerEndpoint,
+)
+from twisted.logger import Logger
+from zope.interface import implementer
+
+__all__ = [
+    "IPPROTO_MPTCP",
+    "MPTCP_INFO",
+    "SOL_MPTCP",
+    "MPTCPClientEndpoint",
+    "MPTCPDescriptionError",
+    "MPTCPInfo",
+    "MPTCPServerEndpoint",
+    "MPTCPUnavailable",
+    "isMPTCP",
+    "mptcpAvailable",
+    "mptcpInfo",
+    "openSocket",
+    "parseStreamClient",
+    "parseStreamServer",
+]
+
+#: The protocol number of MPTCP sockets (``IPPROTO_MPTCP``, linux/in.h).
+IPPROTO_MPTCP = 262
+#: The socket option level of MPTCP (``SOL_MPTCP``, linux/socket.h).
+SOL_MPTCP = 284
+#: The ``SOL_MPTCP`` option that reads ``struct mptcp_info``.
+MPTCP_INFO = 1
+
+#: Where Linux says whether new MPTCP sockets may be made.
+SYSCTL_ENABLED = "/proc/sys/net/mptcp/enabled"
+
+#: The errors with which a kernel refuses to make an MPTCP socket.
+REFUSALS = frozenset({errno.EPROTONOSUPPORT, errno.ENOPROTOOPT, errno.EINVAL})
+
+_log = Logger()
+
+#: Makes sockets; replaced by tests to simulate a kernel without MPTCP.
+socketFactory: Callable[..., socket.socket] = socket.socket
+
+
+class MPTCPUnavailable(OSError):
+    """
+    The kernel refused to make an MPTCP socket and fallback to TCP was
+    turned off (``fallback=no``).
+    """
+
+
+class MPTCPDescriptionError(ValueError):
+    """
+    An ``mptcp:`` endpoint description is malformed.
+    """
+
+
+def _sysctlDisabled() -> bool:
+    try:
+        with open(SYSCTL_ENABLED) as f:
+            return f.read().strip() == "0"
+    except OSError:
+        return False
+
+
+def openSocket(family: int, *, fallback: bool = True) -> tuple[socket.socket, bool]:
+    """
+    Make a stream socket of ``family``: an MPTCP one if the kernel allows,
+    else (if ``fallback``) a TCP one, with a logged warning.
+
+    @return: the socket, and whether it is an MPTCP socket.
+    @raise MPTCPUnavailable: if the kernel refused and ``fallback`` is
+        false.
+    """
+    reason: str
+    if _sysctlDisabled():
+        reason = f"{SYSCTL_ENABLED} is 0"
+    else:
+        try:
+            return socketFactory(family, socket.SOCK_STREAM, IPPROTO_MPTCP), True
+        except OSError as e:
+            if e.errno not in REFUSALS:
+                raise
+            reason = f"the kernel refused an MPTCP socket: {e}"
+    if not fallback:
+        raise MPTCPUnavailable(
+            errno.EPROTONOSUPPORT, f"MPTCP is unavailable ({reason}) and fallback=no"
+        )
+    _log.warn(
+        "MPTCP is unavailable ({reason}); falling back to plain TCP",
+        reason=reason,
+    )
+    return socketFactory(family, socket.SOCK_STREAM), False
+
+
+def mptcpAvailable() -> bool:
+    """
+    Whether this kernel makes MPTCP sockets now.
+    """
+    try:
+        s, mptcp = openSocket(socket.AF_INET, fallback=False)
+    except OSError:
+        return False
+    s.close()
+    return mptcp
+
+
+# ---------------------------------------------------------------- paths
+
+
+@dataclass(frozen=True)
+class MPTCPInfo:
+    """
+    What the kernel reports of an MPTCP connection (``struct mptcp_info``,
+    linux/mptcp.h).  Counters the running kernel does not report are
+    L{None}.
+
+    @ivar subflows: the subflows besides the first one (so 0 with one
+        path).
+    @ivar addAddrSignal: addresses announced to the peer.
+    @ivar addAddrAccepted: addresses announced by the peer and accepted.
+    @ivar subflowsMax: the ``subflows`` limit.
+    @ivar addAddrSignalMax: the limit of addresses announced.
+    @ivar addAddrAcceptedMax: the ``add_addr_accepted`` limit.
+    @ivar flags: ``mptcpi_flags``.
+    @ivar token: the connection's MPTCP token.
+    @ivar writeSeq: the next data sequence number to write.
+    @ivar sndUna: the oldest unacknowledged data sequence number.
+    @ivar rcvNxt: the next data sequence number expected.
+    @ivar localAddrUsed: local addresses in use (kernels from 6.1).
+    @ivar localAddrMax: their limit.
+    @ivar csumEnabled: whether DSS checksums are on.
+    @ivar retransmits: data retransmissions (kernels from 6.5).
+    @ivar bytesRetrans: bytes retransmitted.
+    @ivar bytesSent: bytes sent, over all subflows.
+    @ivar bytesReceived: bytes received.
+    @ivar bytesAcked: bytes acknowledged by the peer.
+    """
+
+    subflows: int
+    addAddrSignal: int
+    addAddrAccepted: int
+    subflowsMax: int
+    addAddrSignalMax: int
+    addAddrAcceptedMax: int
+    flags: int
+    token: int
+    writeSeq: int
+    sndUna: int
+    rcvNxt: int
+    localAddrUsed: int | None = None
+    localAddrMax: int | None = None
+    csumEnabled: bool | None = None
+    retransmits: int | None = None
+    bytesRetrans: int | None = None
+    bytesSent: int | None = None
+    bytesReceived: int | None = None
+    bytesAcked: int | None = None
+
+    @classmethod
+    def fromBytes(cls, data: bytes) -> MPTCPInfo | None:
+        """
+        Decode ``struct mptcp_info`` as the kernel returned it (perhaps
+        shorter than this decoder knows); L{None} if too short to hold the
+        subflow counts and sequence numbers.
+        """
+        if len(data) < _BASE.size:
+            return None
+        base = _BASE.unpack_from(data)
+        more: dict[str, Any] = {}
+        if len(data) >= _BASE.size + _ADDRS.size:
+            used, limit, csum = _ADDRS.unpack_from(data, _BASE.size)
+            more.update(localAddrUsed=used, localAddrMax=limit, csumEnabled=bool(csum))
+        offset = _BASE.size + _ADDRS.size
+        if len(data) >= offset + _BYTES.size:
+            names = (
+                "retransmits",
+                "bytesRetrans",
+                "bytesSent",
+                "bytesReceived",
+                "bytesAcked",
+            )
+            more.update(zip(names, _BYTES.unpack_from(data, offset), strict=True))
+        return cls(*base, **more)
+
+
+# u8 subflows, add_addr_signal, add_addr_accepted, subflows_max,
+# add_addr_signal_max, add_addr_accepted_max; (2 bytes padding) u32 flags,
+# token; u64 write_seq, snd_una, rcv_nxt.
+_BASE = struct.Struct("=6B2xIIQQQ")
+# u8 local_addr_used, local_addr_max, csum_enabled; (1 byte padding).
+_ADDRS = struct.Struct("=3Bx")
+# u32 retransmits (ending at offset 48, so no padding); u64 bytes_retrans,
+# bytes_sent, bytes_received, bytes_acked.  Checked against Linux 6.18,
+# which returns 96 bytes (later fields are not decoded).
+_BYTES = struct.Struct("=IQQQQ")
+_INFO_SIZE = _BASE.size + _ADDRS.size + _BYTES.size
+
+
+def _handle(transport: object) -> socket.socket | None:
+    getHandle = getattr(transport, "getHandle", None)
+    if getHandle is None:
+        return None
+    handle = getHandle()
+    return handle if isinstance(handle, socket.socket) else None
+
+
+def isMPTCP(transport: object) -> bool:
+    """
+    Whether ``transport`` (a Twisted TCP transport, or anything whose
+    ``getHandle()`` is a socket) is an MPTCP socket.
+    """
+    handle = _handle(transport)
+    if handle is None:
+        return False
+    try:
+        proto = handle.getsockopt(socket.SOL_SOCKET, socket.SO_PROTOCOL)
+    except OSError:
+        return False
+    return bool(proto == IPPROTO_MPTCP)
+
+
+def mptcpInfo(transport: object) -> MPTCPInfo | None:
+    """
+    What the kernel reports of the MPTCP connection of ``transport``; L{None}
+    if it is not an MPTCP socket, the connection fell back to TCP, or the
+    kernel does not say.
+    """
+    handle = _handle(transport)
+    if handle is None:
+        return None
+    try:
+        data = handle.getsockopt(SOL_MPTCP, MPTCP_INFO, _INFO_SIZE)
+    except OSError:
+        return None
+    return MPTCPInfo.fromBytes(data)
+
+
+# ---------------------------------------------------------------- endpoints
+
+
+def _family(host: str) -> int:
+    return socket.AF_INET6 if isIPv6Address(host) else socket.AF_INET
+
+
+@implementer(IStreamServerEndpoint)
+class MPTCPServerEndpoint:
+    """
+    Listens for MPTCP connections (and plain TCP ones: the kernel accepts
+    both on an MPTCP socket).
+
+    @param reactor: an L{IReactorSocket} provider.
+    @param port: the port number (0 for any).
+    @param backlog: the listen backlog.
+    @param interface: the address to listen on; all IPv4 addresses if
+        empty; an IPv6 address listens with an IPv6 socket.
+    @param fallback: listen with plain TCP, and log a warning, if the kernel
+        refuses MPTCP; if false, fail with L{MPTCPUnavailable}.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        port: int,
+        backlog: int = 50,
+        interface: str = "",
+        *,
+        fallback: bool = True,
+    ) -> None:
+        self.reactor = reactor
+        self.port = port
+        self.backlog = backlog
+        self.interface = interface
+        self.fallback = fallback
+
+    def __repr__(self) -> str:
+        return f"<MPTCPServerEndpoint {self.interface or '0.0.0.0'}:{self.port}>"
+
+    def listen(
+        self, protocolFactory: IProtocolFactory
+    ) -> defer.Deferred[IListeningPort]:
+        """
+        Listen; fire with the listening port, or fail with
+        L{CannotListenError} or L{MPTCPUnavailable}.
+        """
+        return defer.execute(self._listen, protocolFactory)
+
+    def _listen(self, protocolFactory: IProtocolFactory) -> IListeningPort:
+        family = _family(self.interface)
+        sock, _ = openSocket(family, fallback=self.fallback)
+        try:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                address = self.interface or ("::" if family == socket.AF_INET6 else "")
+                sock.bind((address, self.port))
+                sock.listen(self.backlog)
+            except OSError as e:
+                raise CannotListenError(self.interface, self.port, e) from e
+            sock.setblocking(False)
+            port: IListeningPort = self.reactor.adoptStreamPort(
+                sock.fileno(), family, protocolFactory
+            )
+        finally:
+            # The reactor has its own duplicate of the descriptor.
+            sock.close()
+        return port
+
+
+class _MPTCPClient(tcp.Client):
+    """
+    A TCP client connection whose socket is the one its connector made.
+    """
+
+    connector: _MPTCPConnector
+
+    def createInternetSocket(self) -> socket.socket:
+        sock = self.connector.takeSocket()
+        sock.setblocking(False)
+        return sock
+
+
+class _MPTCPConnector(tcp.Connector):
+    """
+    A TCP connector that makes L{_MPTCPClient}s, each with a socket from
+    L{openSocket}.
+    """
+
+    fallback = True
+    _socket: socket.socket | None = None
+
+    def prepare(self) -> None:
+        """
+        Make the socket of the next connection attempt now, so that a
+        refusal fails the attempt with L{MPTCPUnavailable} itself (errors
+        from making the socket later reach the factory as
+        L{ConnectBindError}).
+        """
+        family = socket.AF_INET6 if isIPv6Address(self.host) else socket.AF_INET
+        self._socket, _ = openSocket(family, fallback=self.fallback)
+
+    def takeSocket(self) -> socket.socket:
+        sock, self._socket = self._socket, None
+        if sock is None:
+            family = socket.AF_INET6 if isIPv6Address(self.host) else socket.AF_INET
+            sock, _ = openSocket(family, fallback=self.fallback)
+        return sock
+
+    def _makeTransport(self) -> tcp.Client:
+        return _MPTCPClient(  # type: ignore[no-untyped-call]
+            self.host, self.port, self.bindAddress, self, self.reactor
+        )
+
+
+@implementer(IStreamClientEndpoint)
+class MPTCPClientEndpoint:
+    """
+    Connects with MPTCP (falling back to plain TCP if the peer does not
+    speak it, as the kernel does, or if the kernel refuses MPTCP and
+    ``fallback`` is true).
+
+    @param reactor: the reactor (a L{ReactorBase}, for its resolver and
+        selectables).
+    @param host: an IPv4 or IPv6 address, or a name (resolved to IPv4 by
+        the reactor's resolver).
+    @param port: the port number.
+    @param timeout: seconds to wait for the connection.
+    @param bindAddress: ``(host, port)`` to bind the socket to first.
+    @param fallback: see L{MPTCPServerEndpoint}.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        host: str,
+        port: int,
+        timeout: float = 30,
+        bindAddress: tuple[str, int] | None = None,
+        *,
+        fallback: bool = True,
+    ) -> None:
+        self.reactor = reactor
+        self.host = host
+        self.port = port
+        self.timeout = timeout
+        self.bindAddress = bindAddress
+        self.fallback = fallback
+
+    def __repr__(self) -> str:
+        return f"<MPTCPClientEndpoint {self.host}:{self.port}>"
+
+    def connect(self, protocolFactory: IProtocolFactory) -> defer.Deferred[IProtocol]:
+        """
+        Connect; fire with the connected protocol, or fail with the
+        connection's error (L{MPTCPUnavailable} if the kernel refused and
+        fallback is off).  Cancelling stops the attempt.
+        """
+        try:
+            wf = _WrappingFactory(protocolFactory)
+            connector = _MPTCPConnector(
+                self.host,
+                self.port,
+                wf,
+                self.timeout,
+                self.bindAddress,
+                self.reactor,
+            )
+            connector.fallback = self.fallback
+            connector.prepare()
+            connector.connect()
+            return wf._onConnection
+        except BaseException:
+            return defer.fail()
+
+
+# ---------------------------------------------------------------- strings
+
+
+def _text(value: object) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _flag(value: str) -> bool:
+    lowered = value.lower()
+    if lowered in ("yes", "true", "1", "on"):
+        return True
+    if lowered in ("no", "false", "0", "off"):
+        return False
+    raise MPTCPDescriptionError(f"mptcp: fallback must be yes or no, not {value!r}")
+
+
+def _int(name: str, value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise MPTCPDescriptionError(
+            f"mptcp: {name} must be an integer, not {value!r}"
+        ) from None
+
+
+def _options(
+    kwargs: dict[str, object], known: tuple[str, ...], kind: str
+) -> dict[str, str]:
+    options = {name: _text(value) for name, value in kwargs.items()}
+    for name in options:
+        if name not in known:
+            raise MPTCPDescriptionError(
+                f"mptcp: {kind} endpoint has no argument {name!r}"
+                f" (it takes {', '.join(known)})"
+            )
+    return options
+
+
+def parseStreamServer(
+    reactor: Any, *args: object, **kwargs: object
+) -> MPTCPServerEndpoint:
+    """
+    Build the server endpoint of ``mptcp:PORT[:interface=ADDR][:backlog=N]
+    [:fallback=yes|no]`` (the arguments after the prefix).
+
+    @raise MPTCPDescriptionError: if the description is malformed.
+    """
+    options = _options(kwargs, ("port", "interface", "backlog", "fallback"), "server")
+    positional = [_text(a) for a in args]
+    if "port" in options:
+        positional.insert(0, options.pop("port"))
+    if len(positional) != 1:
+        raise MPTCPDescriptionError(
+            "mptcp: server endpoint takes one port, e.g. mptcp:7400:interface=0.0.0.0"
+        )
+    return MPTCPServerEndpoint(
+        reactor,
+        _int("port", positional[0]),
+        backlog=_int("backlog", options.get("backlog", "50")),
+        interface=options.get("interface", ""),
+        fallback=_flag(options.get("fallback", "yes")),
+    )
+
+
+def parseStreamClient(
+    reactor: Any, *args: object, **kwargs: object
+) -> MPTCPClientEndpoint:
+    """
+    Build the client endpoint of ``mptcp:host=H:port=P[:timeout=T]
+    [:bindAddress=ADDR][:fallback=yes|no]`` (``mptcp:H:P`` also works).
+    ``bindAddress`` is an address, or ``ADDR\\:PORT`` (``[ADDR]\\:PORT`` for
+    IPv6) to bind a port too.  Escape the colons of IPv6 addresses.
+
+    @raise MPTCPDescriptionError: if the description is malformed.
+    """
+    options = _options(
+        kwargs, ("host", "port", "timeout", "bindAddress", "fallback"), "client"
+    )
+    positional = [_text(a) for a in args]
+    for name in ("host", "port"):
+        if name not in options and positional:
+            options[name] = positional.pop(0)
+    if positional or "host" not in options or "port" not in options:
+        raise MPTCPDescriptionError(
+            "mptcp: client endpoint needs host= and port=,"
+            " e.g. mptcp:host=example.com:port=7400"
+        )
+    bindAddress: tuple[str, int] | None = None
+    if "bindAddress" in options:
+        text = options["bindAddress"]
+        if text.startswith("[") and "]" in text:
+            host, _, rest = text[1:].partition("]")
+            port = rest[1:] if rest.startswith(":") else ""
+        elif isIPv6Address(text):
+            host, port = text, ""
+        else:
+            host, _, port = text.partition(":")
+        if port and not port.isdigit():
+            raise MPTCPDescriptionError(
+                f"mptcp: bindAddress must be ADDR, ADDR\\:PORT or [ADDR]\\:PORT,"
+                f" not {text!r}"
+            )
+        bindAddress = (host, int(port or 0))
+    timeout = options.get("timeout", "30")
+    try:
+        seconds = float(timeout)
+    except ValueError:
+        raise MPTCPDescriptionError(
+            f"mptcp: timeout must be a number, not {timeout!r}"
+        ) from None
+    return MPTCPClientEndpoint(
+        reactor,
+        options["host"],
+        _int("port", options["port"]),
+        timeout=seconds,
+        bindAddress=bindAddress,
+        fallback=_flag(options.get("fallback", "yes")),
+    )
