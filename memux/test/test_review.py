@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, cast
 
 from twisted.internet.error import ConnectionAborted, ConnectionDone
-from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
+from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
@@ -36,7 +36,12 @@ from memux._wire import (
 from memux.error import ChannelReset
 from memux.interfaces import IMessageReceiver
 from memux.test.test_engine import RawPeer as EngineRawPeer
-from memux.test.test_protocol import MessageRecorder, Recorder, factoryOf
+from memux.test.test_protocol import (
+    MessageRecorder,
+    Recorder,
+    RecordingProducer,
+    factoryOf,
+)
 from memux.testing import connectedSessions
 
 #: Decoders in these tests accept any frame an engine may send.
@@ -632,28 +637,6 @@ class LoseConnectionCompletionTests(TwistedLayerTestCase):
         self.successResultOf(done)
 
 
-@implementer(IPushProducer)
-class CountingProducer:
-    """
-    A push producer that records whether it is paused.
-    """
-
-    def __init__(self) -> None:
-        self.paused = False
-        self.calls: list[str] = []
-
-    def pauseProducing(self) -> None:
-        self.paused = True
-        self.calls.append("pause")
-
-    def resumeProducing(self) -> None:
-        self.paused = False
-        self.calls.append("resume")
-
-    def stopProducing(self) -> None:
-        self.calls.append("stop")
-
-
 class LossyBackpressureTests(TwistedLayerTestCase):
     """
     Lossy channels still bound what they buffer.
@@ -669,7 +652,7 @@ class LossyBackpressureTests(TwistedLayerTestCase):
         self.pump.flush()
         server = self.served[0]
         server.transport.pauseProducing()
-        producer = CountingProducer()
+        producer = RecordingProducer()
         proto.transport.registerProducer(producer, True)
         chunk = b"s" * 65536
         for _ in range(200):
