@@ -1129,6 +1129,15 @@ class MemuxEngine:
         each ready channel in turn (round robin), within the peer's credit.
         Stops adding DATA once about ``maxBytes`` are gathered.
         """
+        return b"".join(self.piecesToSend(maxBytes))
+
+    def piecesToSend(self, maxBytes: int = 1 << 20) -> list[bytes]:
+        """
+        `dataToSend` as a list of pieces to write in order (for
+        ``writeSequence``): whole chunks are the application's own buffers,
+        not copied here, so a transport that gathers its buffer anyway
+        copies each byte once.
+        """
         if self._reassemblyCheckDue:
             self._reassemblyCheckDue = False
             self._checkReassemblyDeadlock()
@@ -1137,9 +1146,8 @@ class MemuxEngine:
         self._controlBytes = 0
         if self.terminated:
             # Only the GOAWAY (and what preceded it) goes out now.
-            data = b"".join(out)
-            self.bytesSent += len(data)
-            return data
+            self.bytesSent += sum(map(len, out))
+            return out
         if self._channelsDue:
             self._channelsDue = False
             out.append(ChannelCreditFrame(self._peerChannelLimit).encode())
@@ -1193,9 +1201,8 @@ class MemuxEngine:
                     break
         for ch in blocked:
             self._blockedOnSession[ch.id] = ch
-        data = b"".join(out)
-        self.bytesSent += len(data)
-        return data
+        self.bytesSent += size
+        return out
 
     def _sendOpens(self, out: list[bytes], maxChunk: int, budget: int) -> int:
         size = 0
@@ -1240,12 +1247,14 @@ class MemuxEngine:
                 if maxFrame < allowed:
                     allowed = maxFrame
                 if allowed >= n:
-                    chunk = data  # type: ignore[assignment]
+                    # The rest of a split chunk is a view: send it as bytes.
+                    chunk = data if type(data) is bytes else bytes(data)
                     q.popleft()
                     end = item[1]  # type: ignore[assignment]
                 elif allowed > 0:
                     view = data if type(data) is memoryview else memoryview(data)
-                    chunk = view[:allowed]  # type: ignore[assignment]
+                    # bytes: transports take only bytes (writeSequence).
+                    chunk = bytes(view[:allowed])
                     item[0] = view[allowed:]
                     n = allowed
                 elif not flags:

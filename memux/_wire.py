@@ -683,12 +683,16 @@ class FrameDecoder:
         self, maxFrameSize: int = SETTING_BOUNDS[SettingId.MAX_FRAME_SIZE][0]
     ) -> None:
         self.maxFrameSize = maxFrameSize
-        # A partial item, as the pieces received so far (joined only once
-        # the item is complete: no re-copying per read of a large frame).
-        self._pieces: list[bytes] = []
+        # A frame whose header has arrived but not all its payload:
+        # (type byte, channel, length), and the payload pieces so far, as
+        # views of the reads they came in.  They are joined once, when the
+        # frame is complete: a large frame costs one copy, not one per read.
+        self._frame: tuple[int, int, int] | None = None
+        self._pieces: list[bytes | memoryview] = []
         self._have = 0
-        # Bytes the partial frame needs in all, once its header is known.
-        self._need = 0
+        # A header (or preface) cut short: a few bytes, prefixed to the next
+        # read.
+        self._head = b""
         self._prefaceDone = False
 
     @property
@@ -696,29 +700,38 @@ class FrameDecoder:
         """
         How many bytes of a partial item are held.
         """
-        return self._have
+        return self._have + len(self._head)
 
     def receive(self, data: bytes) -> list[Preface | Frame]:
         """
         Feed bytes; return the items they complete.
         """
-        if self._pieces:
-            self._pieces.append(data)
-            self._have += len(data)
-            if self._have < self._need:
-                return []
-            buf = b"".join(self._pieces)
-            self._pieces = []
-            self._have = 0
-            self._need = 0
-        else:
-            buf = data
         out: list[Preface | Frame] = []
         pos = 0
+        if self._frame is not None:
+            typeByte, channel, length = self._frame
+            need = length - self._have
+            if len(data) < need:
+                self._pieces.append(memoryview(data))
+                self._have += len(data)
+                return out
+            self._pieces.append(memoryview(data)[:need])
+            payload = b"".join(self._pieces)
+            self._frame = None
+            self._pieces = []
+            self._have = 0
+            out.append(parseFrame(typeByte, channel, payload))
+            pos = need
+            buf = data
+        elif self._head:
+            buf = self._head + data
+            self._head = b""
+        else:
+            buf = data
         if not self._prefaceDone:
             r = self._preface(buf)
             if r is None:
-                self._keep(bytes(buf), 0)
+                self._head = bytes(buf)
                 return out
             preface, pos = r
             out.append(preface)
@@ -747,11 +760,13 @@ class FrameDecoder:
             else:
                 r1 = decodeVarint(buf, pos + 1)
                 if r1 is None:
-                    break
+                    self._head = buf[start:]
+                    return out
                 channel, p = r1
                 r2 = decodeVarint(buf, p)
                 if r2 is None:
-                    break
+                    self._head = buf[start:]
+                    return out
                 length, pos = r2
                 if length > maxSize:
                     raise ProtocolError(
@@ -759,7 +774,10 @@ class FrameDecoder:
                         f"frame of {length} bytes exceeds the maximum of {maxSize}",
                     )
             if pos + length > end:
-                self._keep(buf[start:], pos - start + length)
+                # The payload continues in later reads.
+                self._frame = (typeByte, channel, length)
+                self._pieces = [memoryview(buf)[pos:]]
+                self._have = end - pos
                 return out
             payload = buf[pos : pos + length]
             pos += length
@@ -780,14 +798,7 @@ class FrameDecoder:
                 )
             else:
                 out.append(parseFrame(typeByte, channel, payload))
-        if pos < end:
-            self._keep(buf[pos:], 0)  # a header cut short
         return out
-
-    def _keep(self, partial: bytes, need: int) -> None:
-        self._pieces = [partial]
-        self._have = len(partial)
-        self._need = need
 
     def _preface(self, buf: bytes) -> tuple[Preface, int] | None:
         n = min(len(buf), len(MAGIC))

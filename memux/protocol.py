@@ -1167,13 +1167,15 @@ class MemuxProtocol(Protocol):
             self._closeConnection()
             return
         while not self._transportPaused:
-            data = engine.dataToSend(FLUSH_BYTES)
+            # Pieces, not one joined string: the transport gathers its
+            # buffer anyway, so each payload byte is copied once, not twice.
+            pieces = engine.piecesToSend(FLUSH_BYTES)
             events = engine.popEvents()
-            if data:
-                self._connection.write(data)
+            if pieces:
+                self._connection.writeSequence(pieces)
             if events:
                 self._handleEvents(events)
-            if not data and not events:
+            if not pieces and not events:
                 break
             if not self.connected:
                 return

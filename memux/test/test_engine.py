@@ -1524,6 +1524,28 @@ class SchedulingTests(SynchronousTestCase):
         self.assertGreaterEqual(len(data), 20000)
         self.assertLess(len(data), 20000 + 65536 + 20)
 
+    def test_piecesToSend(self) -> None:
+        """
+        C{piecesToSend} gives the output as pieces a transport's
+        C{writeSequence} accepts: all C{bytes} (the parts of a chunk split
+        at the frame size too), whole chunks being the application's own
+        buffers, uncopied; joined, they carry every message intact.
+        """
+        pair = Pair(serverSettings=SessionSettings(maxFrameSize=65536))
+        pair.pump()
+        cid = pair.client.openChannel()
+        pair.clientToServer()
+        whole = b"w" * 1000
+        pair.client.sendData(cid, whole, True)
+        # Larger than a frame (64 KiB): split.
+        big = bytes(range(256)) * 400
+        pair.client.sendData(cid, big, True)
+        pieces = pair.client.piecesToSend()
+        self.assertTrue(any(piece is whole for piece in pieces))
+        self.assertEqual({type(piece) for piece in pieces}, {bytes})
+        events = pair.server.receiveData(b"".join(pieces))
+        self.assertEqual(messages(events, cid), [whole, big])
+
     def test_controlBeforeData(self) -> None:
         """
         PING acknowledgements and CREDIT frames go out before any DATA in
