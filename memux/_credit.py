@@ -26,13 +26,16 @@ class CreditWindow:
     never idles while the receiver keeps up.
     """
 
-    __slots__ = ("window", "limit", "received", "consumed")
+    __slots__ = ("window", "limit", "received", "consumed", "grantAt")
 
     def __init__(self, window: int) -> None:
         self.window = window
         self.limit = window
         self.received = 0
         self.consumed = 0
+        #: Once ``consumed`` reaches this, a new limit is due (`grant`).
+        #: Kept as a plain number so the per-message path is one comparison.
+        self.grantAt = window - window // 2
 
     def receive(self, n: int) -> bool:
         """
@@ -63,7 +66,16 @@ class CreditWindow:
                 f"consumed {consumed} bytes but only {self.received} arrived"
             )
         self.consumed = consumed
-        if consumed + self.window - self.limit >= (self.window + 1) // 2:
-            self.limit = consumed + self.window
-            return self.limit
+        if consumed >= self.grantAt:
+            return self.grant()
         return None
+
+    def grant(self) -> int:
+        """
+        Raise the limit to a full window past what is consumed (due once
+        ``consumed`` reaches ``grantAt``, half a window since the last
+        announcement); return it.
+        """
+        self.limit = self.consumed + self.window
+        self.grantAt = self.limit - self.window // 2
+        return self.limit

@@ -530,11 +530,14 @@ class MemuxEngine:
         self.channelsOpened += 1
         return cid
 
-    def sendData(self, channel: int, data: bytes, endMessage: bool = False) -> None:
+    def sendData(self, channel: int, data: bytes, endMessage: bool = False) -> int:
         """
         Queue ``data`` on ``channel``; ``endMessage`` ends the message with
         it (with empty ``data``: ends the message in progress, or sends an
         empty message).  It goes out as credit and scheduling allow.
+
+        @return: the payload bytes now queued on ``channel`` (what
+            `queuedBytes` would say), for the caller's backpressure.
         """
         ch = self._channels.get(channel)
         if ch is None or ch.finQueued:
@@ -545,7 +548,7 @@ class MemuxEngine:
             q = ch.queue = deque()
         if n == 0:
             if not endMessage:
-                return
+                return ch.queued
             if q and not q[-1][1]:
                 q[-1][1] = True
             else:
@@ -556,6 +559,7 @@ class MemuxEngine:
         if not ch.scheduled and not ch.openPending:
             ch.scheduled = True
             self._ready.append(ch)
+        return ch.queued
 
     def closeChannel(self, channel: int) -> None:
         """
@@ -635,9 +639,19 @@ class MemuxEngine:
         if ch is None or n <= 0:
             # Its unconsumed bytes went back to the session when it closed.
             return
-        limit = ch.recv.consume(n)
-        if limit is not None and not (ch.finReceived or ch.readStopped):
-            self._creditDue[channel] = limit
+        # `CreditWindow.consume`, twice, inline: this runs for every chunk
+        # delivered, and the window's `grantAt` says when a grant is due.
+        recv = ch.recv
+        consumed = recv.consumed + n
+        if consumed > recv.received:
+            raise ValueError(
+                f"consumed {consumed} bytes but only {recv.received} arrived"
+            )
+        recv.consumed = consumed
+        if consumed >= recv.grantAt:
+            limit = recv.grant()
+            if not (ch.finReceived or ch.readStopped):
+                self._creditDue[channel] = limit
         if holdSession:
             self._reassemblyHeld += n
             # Checked at the next dataToSend, once the application has had
@@ -645,7 +659,11 @@ class MemuxEngine:
             self._reassemblyCheckDue = True
         else:
             ch.sessionHeld -= n
-            self._consumeSession(n)
+            session = self._sessionRecv
+            # Within the session's received bytes: the channel's were.
+            session.consumed += n
+            if session.consumed >= session.grantAt:
+                self._creditDue[0] = session.grant()
 
     def releaseSession(self, channel: int, n: int) -> None:
         """
@@ -943,6 +961,34 @@ class MemuxEngine:
         return None
 
     def _onData(self, f: DataFrame) -> None:
+        data = f.data
+        n = len(data)
+        ch = self._channels.get(f.channel)
+        if (
+            n
+            and ch is not None
+            and not (f.open or f.fin or ch.openPending or ch.finReceived)
+            and not ch.readStopped
+        ):
+            # The common case, a chunk on an open channel, in few steps.
+            session = self._sessionRecv
+            recv = ch.recv
+            if (
+                session.received + n <= session.limit
+                and recv.received + n <= recv.limit
+            ):
+                session.received += n
+                recv.received += n
+                ch.sessionHeld += n
+                self._events.append(DataReceived(ch.id, data, f.end))
+                return
+        self._onFrameData(f)
+
+    def _onFrameData(self, f: DataFrame) -> None:
+        """
+        Any DATA frame: opening, FIN, empty, overrunning, or for a channel
+        that is closed or closing.
+        """
         n = len(f.data)
         if not n and not (f.open or f.end or f.fin):
             self._useless("empty DATA")

@@ -90,6 +90,10 @@ _FIN = object()
 #: (Twisted's TCP buffer is 64 KiB: one chunk alone would fill it).
 FLUSH_BYTES = 128 * 1024
 
+#: A flush of more pieces (frame headers and chunks) than this is joined
+#: into one write; fewer go to ``writeSequence`` as they are.
+GATHER_PIECES = 8
+
 #: Seconds between refills of the peer's allowance of frames that do no
 #: work (`SessionSettings.maxUselessFrames`): with the default allowance a
 #: peer may send 100 such frames a second on average, in bursts of 1000,
@@ -241,12 +245,21 @@ class ChannelTransport:
     def _send(self, data: bytes, end: bool) -> None:
         session = self.session
         try:
-            session._engine.sendData(self.channel, data, end)
+            queued = session._engine.sendData(self.channel, data, end)
         except ValueError:
             # Reset an instant ago; connectionLost with the reason is on its
             # way, as with a TCP write racing an RST.
             return
-        session._wrote(self)
+        # Flush next turn (as `_scheduleFlush`, inline: this runs for every
+        # message); pause the producer of a channel that has queued enough.
+        if session._flushCall is None and session.connected:
+            session._flushCall = session._reactor.callLater(0, session._flush)
+        if (
+            self.producer is not None
+            and not self.lossy
+            and (session._transportPaused or queued >= WRITE_HIGH_WATER)
+        ):
+            self._pauseProducer()
 
     def endMessage(self) -> None:
         """
@@ -1117,19 +1130,6 @@ class MemuxProtocol(Protocol):
         if self._flushCall is None and self.connected:
             self._flushCall = self._reactor.callLater(0, self._flush)
 
-    def _wrote(self, transport: ChannelTransport) -> None:
-        if self._flushCall is None and self.connected:
-            self._flushCall = self._reactor.callLater(0, self._flush)
-        if (
-            transport.producer is not None
-            and not transport.lossy
-            and (
-                self._transportPaused
-                or self._engine.queuedBytes(transport.channel) >= WRITE_HIGH_WATER
-            )
-        ):
-            transport._pauseProducer()
-
     def _shedLoad(self) -> None:
         """
         Lossy channels still over the high-water mark after a flush (so: not
@@ -1167,11 +1167,15 @@ class MemuxProtocol(Protocol):
             self._closeConnection()
             return
         while not self._transportPaused:
-            # Pieces, not one joined string: the transport gathers its
-            # buffer anyway, so each payload byte is copied once, not twice.
             pieces = engine.piecesToSend(FLUSH_BYTES)
             events = engine.popEvents()
-            if pieces:
+            if len(pieces) > GATHER_PIECES:
+                # Many small frames: one string (Twisted checks each piece
+                # of a writeSequence with a Python call).
+                self._connection.write(b"".join(pieces))
+            elif pieces:
+                # A few large chunks: the transport gathers its buffer
+                # anyway, so each payload byte is copied once, not twice.
                 self._connection.writeSequence(pieces)
             if events:
                 self._handleEvents(events)
