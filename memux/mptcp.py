@@ -26,6 +26,7 @@ what the kernel says of its subflows.  The string parsers are registered by
 from __future__ import annotations
 
 import errno
+import os
 import socket
 import struct
 from collections.abc import Callable, Iterator
@@ -40,6 +41,7 @@ from twisted.internet.error import (
     CannotListenError,
     ConnectingCancelledError,
     DNSLookupError,
+    getConnectError,
 )
 from twisted.internet.interfaces import (
     IAddress,
@@ -55,6 +57,7 @@ from twisted.internet.interfaces import (
     IStreamServerEndpoint,
 )
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 __all__ = [
@@ -484,6 +487,24 @@ class _MPTCPClient(tcp.Client):
         sock = self.connector.takeSocket()
         sock.setblocking(False)
         return sock
+
+    def connectionLost(self, reason: Failure) -> None:
+        """
+        A failed attempt reports the socket's error (connection refused,
+        host unreachable), as a TCP client does.
+        """
+        sock = getattr(self, "socket", None)
+        if not self.connected and sock is not None:
+            # An MPTCP socket whose connection failed polls as hung up but
+            # not writable, so the reactor reports a lost connection instead
+            # of letting doConnect read the error: read it here.
+            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err:
+                self.failIfNotConnected(  # type: ignore[no-untyped-call]
+                    getConnectError((err, os.strerror(err)))
+                )
+                return
+        super().connectionLost(reason)  # type: ignore[no-untyped-call]
 
 
 class _MPTCPConnector(tcp.Connector):
