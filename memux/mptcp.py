@@ -18,8 +18,10 @@ the kernel refuses MPTCP sockets (an old or non-Linux kernel, or
 ``net.mptcp.enabled = 0``), the endpoints fall back to plain TCP and log a
 warning; with ``fallback=no`` they fail with `MPTCPUnavailable` instead.
 
-`isMPTCP` and `mptcpInfo` tell whether a transport is an MPTCP socket and
-what the kernel says of its subflows.  The string parsers are registered by
+`pathInfo` says what carries a session or transport (MPTCP with its
+subflow count and counters, TCP, TLS over either, UNIX); `isMPTCP` and
+`mptcpInfo` tell whether it is an MPTCP socket and what the kernel says of
+its subflows.  The string parsers are registered by
 ``twisted/plugins/memux_mptcp.py``; see ``doc/multipath.rst``.
 """
 
