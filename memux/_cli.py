@@ -59,6 +59,7 @@ import memux
 from memux._engine import MAX_OPEN_PAYLOAD
 from memux._wire import MAX_NAME_LENGTH, OpenFrame
 from memux.error import ChannelRefused, ChannelReset, SessionLost
+from memux.mptcp import pathInfo
 from memux.protocol import MemuxProtocol, connectSession
 from memux.tunnel import LocalForwardingFactory, SpliceProtocol, splice
 
@@ -106,7 +107,7 @@ _BRACKETED = re.compile(r"^\[(?P<host>[^\]]+)\](?::(?P<port>\d+))?$")
 #: ``host:port``, ``host``
 _BARE = re.compile(r"^(?P<host>[^:\[\]\s]+)(?::(?P<port>\d+))?$")
 #: endpoint types whose name must never be read as a host name
-_ENDPOINT_WORDS = frozenset({"tcp", "tcp6", "tls", "ssl", "unix", "memux"})
+_ENDPOINT_WORDS = frozenset({"tcp", "tcp6", "tls", "ssl", "unix", "memux", "mptcp"})
 
 
 def _escape(text: str) -> str:
@@ -959,6 +960,7 @@ class PingCommand:
         transport = session.transport
         self._peer = _describeAddress(transport.getPeer() if transport else None)
         self._print(f"MEMUX PING {self.remoteText}")
+        self._print(f"path: {pathInfo(session).describe()}")
         self._started = time.monotonic()
         session.whenClosed().addCallback(self._sessionClosed)
         self._send()
@@ -1048,6 +1050,9 @@ class PingCommand:
                     f"/{high * 1000:.3f} ms",
                     always=True,
                 )
+            if self._session.connected:
+                # Again at the end: MPTCP subflows and counters change.
+                self._print(f"path: {pathInfo(self._session).describe()}", always=True)
         ok = self.sent > 0 and answered == self.sent
         return ExitStatus.OK if ok else ExitStatus.FAILURE
 
@@ -1242,12 +1247,15 @@ def buildParser() -> argparse.ArgumentParser:
         description=(
             "Connect to REMOTE and send a memux PING every INTERVAL seconds;\n"
             "print each round-trip time, and a summary at the end (after COUNT\n"
-            "pings, or when interrupted)."
+            "pings, or when interrupted).  A path: line says what carries the\n"
+            "session (TCP, TLS over TCP, MPTCP with its subflows and counters),\n"
+            "at the start and in the summary."
         ),
         epilog=(
             "examples:\n"
             "  memux ping -c 3 server.example:7400\n"
-            "  memux ping -i 0.2 tls:server.example:7400\n\n" + _EXIT_HELP
+            "  memux ping -i 0.2 tls:server.example:7400\n"
+            "  memux ping mptcp:host=server.example:port=7400\n\n" + _EXIT_HELP
         ),
     )
     ping.add_argument("remote", metavar="REMOTE", help=_REMOTE_HELP)

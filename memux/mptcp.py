@@ -18,32 +18,48 @@ the kernel refuses MPTCP sockets (an old or non-Linux kernel, or
 ``net.mptcp.enabled = 0``), the endpoints fall back to plain TCP and log a
 warning; with ``fallback=no`` they fail with `MPTCPUnavailable` instead.
 
-`isMPTCP` and `mptcpInfo` tell whether a transport is an MPTCP socket and
-what the kernel says of its subflows.  The string parsers are registered by
+`pathInfo` says what carries a session or transport (MPTCP with its
+subflow count and counters, TCP, TLS over either, UNIX); `isMPTCP` and
+`mptcpInfo` tell whether it is an MPTCP socket and what the kernel says of
+its subflows.  The string parsers are registered by
 ``twisted/plugins/memux_mptcp.py``; see ``doc/multipath.rst``.
 """
 
 from __future__ import annotations
 
 import errno
+import os
 import socket
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import defer, tcp
-from twisted.internet.abstract import isIPv6Address
+from twisted.internet.abstract import isIPAddress, isIPv6Address
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.endpoints import _WrappingFactory
-from twisted.internet.error import CannotListenError
+from twisted.internet.error import (
+    CannotListenError,
+    ConnectingCancelledError,
+    DNSLookupError,
+    getConnectError,
+)
 from twisted.internet.interfaces import (
+    IAddress,
+    IHostnameResolver,
+    IHostResolution,
     IListeningPort,
     IProtocol,
     IProtocolFactory,
+    IReactorPluggableNameResolver,
+    IResolutionReceiver,
+    ISSLTransport,
     IStreamClientEndpoint,
     IStreamServerEndpoint,
 )
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 __all__ = [
@@ -55,12 +71,14 @@ __all__ = [
     "MPTCPInfo",
     "MPTCPServerEndpoint",
     "MPTCPUnavailable",
+    "PathInfo",
     "isMPTCP",
     "mptcpAvailable",
     "mptcpInfo",
     "openSocket",
     "parseStreamClient",
     "parseStreamServer",
+    "pathInfo",
 ]
 
 #: The protocol number of MPTCP sockets (``IPPROTO_MPTCP``, linux/in.h).
@@ -237,18 +255,44 @@ _BYTES = struct.Struct("=IQQQQ")
 _INFO_SIZE = _BASE.size + _ADDRS.size + _BYTES.size
 
 
-def _handle(transport: object) -> socket.socket | None:
-    getHandle = getattr(transport, "getHandle", None)
-    if getHandle is None:
-        return None
-    handle = getHandle()
-    return handle if isinstance(handle, socket.socket) else None
+def _layers(connection: object) -> Iterator[object]:
+    """
+    ``connection`` and what it runs over: a session's or TLS wrapper's
+    ``transport``, and so on down.
+    """
+    seen: set[int] = set()
+    layer: object = connection
+    while layer is not None and id(layer) not in seen and len(seen) < 8:
+        seen.add(id(layer))
+        yield layer
+        layer = getattr(layer, "transport", None)
+
+
+def _handle(connection: object) -> socket.socket | None:
+    """
+    The socket under ``connection``: the first layer whose ``getHandle()``
+    is a socket (a TLS layer's handle is its TLS connection, so look on).
+    """
+    for layer in _layers(connection):
+        if isinstance(layer, socket.socket):
+            return layer
+        getHandle = getattr(layer, "getHandle", None)
+        if getHandle is None:
+            continue
+        try:
+            handle = getHandle()
+        except Exception:
+            continue
+        if isinstance(handle, socket.socket):
+            return handle
+    return None
 
 
 def isMPTCP(transport: object) -> bool:
     """
-    Whether ``transport`` (a Twisted TCP transport, or anything whose
-    ``getHandle()`` is a socket) is an MPTCP socket.
+    Whether the socket under ``transport`` is an MPTCP socket.  It may be a
+    Twisted TCP transport, anything whose ``getHandle()`` is a socket, a
+    TLS layer over one, or a memux session (its connection is looked at).
     """
     handle = _handle(transport)
     if handle is None:
@@ -262,9 +306,9 @@ def isMPTCP(transport: object) -> bool:
 
 def mptcpInfo(transport: object) -> MPTCPInfo | None:
     """
-    What the kernel reports of the MPTCP connection of ``transport``; L{None}
-    if it is not an MPTCP socket, the connection fell back to TCP, or the
-    kernel does not say.
+    What the kernel reports of the MPTCP connection of ``transport`` (as
+    for L{isMPTCP}); L{None} if it is not an MPTCP socket, the connection
+    fell back to TCP, or the kernel does not say.
     """
     handle = _handle(transport)
     if handle is None:
@@ -274,6 +318,94 @@ def mptcpInfo(transport: object) -> MPTCPInfo | None:
     except OSError:
         return None
     return MPTCPInfo.fromBytes(data)
+
+
+@dataclass(frozen=True)
+class PathInfo:
+    """
+    What carries a connection, as L{pathInfo} found it.
+
+    @ivar kind: ``"MPTCP"`` (an MPTCP connection), ``"TCP"`` (plain TCP,
+        including an MPTCP socket whose connection fell back to TCP),
+        ``"UNIX"``, or ``"unknown"`` (no socket to look at: a pipe, a
+        memory transport).
+    @ivar tls: whether TLS runs over it.
+    @ivar fellBack: whether it is an MPTCP socket whose connection fell
+        back to plain TCP (the peer, or a middlebox, does not speak MPTCP;
+        or a kernel before 5.16, which does not report ``MPTCP_INFO``).
+    @ivar mptcp: what the kernel reports of the MPTCP connection, if
+        C{kind} is ``"MPTCP"``.
+    """
+
+    kind: str
+    tls: bool = False
+    fellBack: bool = False
+    mptcp: MPTCPInfo | None = None
+
+    @property
+    def subflows(self) -> int | None:
+        """
+        The number of subflows (paths) in use, counting the first one;
+        L{None} unless the connection is MPTCP.
+        """
+        return None if self.mptcp is None else self.mptcp.subflows + 1
+
+    def describe(self) -> str:
+        """
+        One line for people: ``MPTCP, 2 subflows, 1 address accepted,
+        4.2 MiB sent, 512 B received, 0 retransmits``, ``TCP``, ``TLS over
+        TCP (MPTCP fell back to TCP)``, ...
+        """
+        text = f"TLS over {self.kind}" if self.tls else self.kind
+        if self.fellBack:
+            text += " (MPTCP fell back to TCP)"
+        info = self.mptcp
+        if info is None:
+            return text
+        n = info.subflows + 1
+        parts = [text, f"{n} subflow{'' if n == 1 else 's'}"]
+        if info.addAddrAccepted:
+            accepted = info.addAddrAccepted
+            parts.append(f"{accepted} address{'' if accepted == 1 else 'es'} accepted")
+        if info.addAddrSignal:
+            parts.append(f"{info.addAddrSignal} announced")
+        if info.bytesSent is not None and info.bytesReceived is not None:
+            parts.append(f"{_size(info.bytesSent)} sent")
+            parts.append(f"{_size(info.bytesReceived)} received")
+        if info.retransmits is not None:
+            parts.append(f"{info.retransmits} retransmits")
+        return ", ".join(parts)
+
+
+def _size(count: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    raise AssertionError("unreachable")
+
+
+def pathInfo(connection: object) -> PathInfo:
+    """
+    Say what carries ``connection``: a memux session (what its connection
+    runs over), a Twisted transport, or a TLS layer over one.  Never
+    raises: what cannot be told is ``"unknown"``.
+    """
+    tls = any(ISSLTransport.providedBy(layer) for layer in _layers(connection))
+    handle = _handle(connection)
+    if handle is None:
+        return PathInfo("unknown", tls=tls)
+    family = handle.family
+    if family == getattr(socket, "AF_UNIX", None):
+        return PathInfo("UNIX", tls=tls)
+    if family not in (socket.AF_INET, socket.AF_INET6):
+        return PathInfo("unknown", tls=tls)
+    if not isMPTCP(handle):
+        return PathInfo("TCP", tls=tls)
+    info = mptcpInfo(handle)
+    if info is None:
+        return PathInfo("TCP", tls=tls, fellBack=True)
+    return PathInfo("MPTCP", tls=tls, mptcp=info)
 
 
 # ---------------------------------------------------------------- endpoints
@@ -358,6 +490,24 @@ class _MPTCPClient(tcp.Client):
         sock.setblocking(False)
         return sock
 
+    def connectionLost(self, reason: Failure) -> None:
+        """
+        A failed attempt reports the socket's error (connection refused,
+        host unreachable), as a TCP client does.
+        """
+        sock = getattr(self, "socket", None)
+        if not self.connected and sock is not None:
+            # An MPTCP socket whose connection failed polls as hung up but
+            # not writable, so the reactor reports a lost connection instead
+            # of letting doConnect read the error: read it here.
+            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err:
+                self.failIfNotConnected(  # type: ignore[no-untyped-call]
+                    getConnectError((err, os.strerror(err)))
+                )
+                return
+        super().connectionLost(reason)  # type: ignore[no-untyped-call]
+
 
 class _MPTCPConnector(tcp.Connector):
     """
@@ -398,10 +548,11 @@ class MPTCPClientEndpoint:
     speak it, as the kernel does, or if the kernel refuses MPTCP and
     ``fallback`` is true).
 
-    @param reactor: the reactor (a L{ReactorBase}, for its resolver and
-        selectables).
-    @param host: an IPv4 or IPv6 address, or a name (resolved to IPv4 by
-        the reactor's resolver).
+    @param reactor: the reactor (a L{ReactorBase}, for its name resolver
+        and selectables).
+    @param host: an IPv4 or IPv6 address, or a name: resolved by the
+        reactor's name resolver to IPv4 and IPv6 addresses, tried in turn
+        (only those of ``bindAddress``'s family if it has an address).
     @param port: the port number.
     @param timeout: seconds to wait for the connection.
     @param bindAddress: ``(host, port)`` to bind the socket to first.
@@ -432,12 +583,74 @@ class MPTCPClientEndpoint:
         """
         Connect; fire with the connected protocol, or fail with the
         connection's error (L{MPTCPUnavailable} if the kernel refused and
-        fallback is off).  Cancelling stops the attempt.
+        fallback is off, L{DNSLookupError} if the name has no address).
+        Cancelling stops the attempt.
         """
+        resolver = IReactorPluggableNameResolver(self.reactor, None)
+        if isIPAddress(self.host) or isIPv6Address(self.host) or resolver is None:
+            # A reactor without a name resolver of its own: tcp.Client
+            # resolves the name (IPv4 only).
+            return self._connectTo(self.host, protocolFactory)
+        return defer.Deferred.fromCoroutine(
+            self._connectByName(resolver.nameResolver, protocolFactory)
+        )
+
+    async def _connectByName(
+        self, resolver: IHostnameResolver, protocolFactory: IProtocolFactory
+    ) -> IProtocol:
+        """
+        Resolve the name to IPv4 and IPv6 addresses and try them in the
+        resolver's order (``getaddrinfo``'s: preferred first) until one
+        connects; fail with the last attempt's error.
+        """
+        hosts = await self._resolve(resolver)
+        if not hosts:
+            raise DNSLookupError(f"no address for {self.host!r}")
+        lastError: Exception | None = None
+        for host in hosts:
+            try:
+                return await self._connectTo(host, protocolFactory)
+            except (MPTCPUnavailable, ConnectingCancelledError, defer.CancelledError):
+                raise
+            except Exception as e:
+                lastError = e
+        assert lastError is not None
+        raise lastError
+
+    def _resolve(self, resolver: IHostnameResolver) -> defer.Deferred[list[str]]:
+        """
+        The addresses of the name, of the bind address's family if one
+        was given.
+        """
+        hosts: list[str] = []
+        done: defer.Deferred[list[str]] = defer.Deferred()
+        types: list[type[IAddress]] = [IPv4Address, IPv6Address]
+        if self.bindAddress is not None and self.bindAddress[0]:
+            types = [IPv6Address if isIPv6Address(self.bindAddress[0]) else IPv4Address]
+
+        @implementer(IResolutionReceiver)
+        class Receiver:
+            def resolutionBegan(self, resolution: IHostResolution) -> None:
+                pass
+
+            def addressResolved(self, address: IAddress) -> None:
+                host = getattr(address, "host", None)
+                if isinstance(host, str) and host not in hosts:
+                    hosts.append(host)
+
+            def resolutionComplete(self) -> None:
+                done.callback(hosts)
+
+        resolver.resolveHostName(Receiver(), self.host, self.port, types)
+        return done
+
+    def _connectTo(
+        self, host: str, protocolFactory: IProtocolFactory
+    ) -> defer.Deferred[IProtocol]:
         try:
             wf = _WrappingFactory(protocolFactory)
             connector = _MPTCPConnector(
-                self.host,
+                host,
                 self.port,
                 wf,
                 self.timeout,

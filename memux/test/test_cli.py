@@ -66,6 +66,7 @@ from memux._cli import (
     parseLocal,
     parseRemote,
 )
+from memux.mptcp import MPTCPServerEndpoint, mptcpAvailable
 from memux.protocol import ChannelTransport, MemuxProtocol
 from memux.services import Echo, builtinServices
 
@@ -846,21 +847,53 @@ class PingTests(ServerMixin, TestCase):
     async def test_ping(self) -> None:
         """
         Each reply is printed with its round trip in ms, then the summary;
-        all answered: exit 0.
+        all answered: exit 0.  A path line after the header, and another in
+        the summary, say the session runs over plain TCP.
         """
         where = await self.serve(self)
         out, err, code = await runCLI(self, "ping", "-c", "3", "-i", "0.05", where)
         self.assertEqual((code, err), (0, b""))
         lines = out.decode().splitlines()
         self.assertEqual(lines[0], f"MEMUX PING {where}")
-        for seq, line in enumerate(lines[1:4], 1):
+        self.assertEqual(lines[1], "path: TCP")
+        for seq, line in enumerate(lines[2:5], 1):
             self.assertRegex(
                 line, rf"^reply from 127\.0\.0\.1:\d+: seq={seq} time=\d+\.\d{{3}} ms$"
             )
-        self.assertEqual(lines[4], f"--- {where} memux ping statistics ---")
-        self.assertRegex(lines[5], r"^3 sent, 3 answered, 0% lost, time \d+ ms$")
-        self.assertRegex(lines[6], r"^rtt min/avg/max = [\d.]+/[\d.]+/[\d.]+ ms$")
-        self.assertEqual(len(lines), 7)
+        self.assertEqual(lines[5], f"--- {where} memux ping statistics ---")
+        self.assertRegex(lines[6], r"^3 sent, 3 answered, 0% lost, time \d+ ms$")
+        self.assertRegex(lines[7], r"^rtt min/avg/max = [\d.]+/[\d.]+/[\d.]+ ms$")
+        self.assertEqual(lines[8], "path: TCP")
+        self.assertEqual(len(lines), 9)
+
+    async def test_pathMPTCP(self) -> None:
+        """
+        Over ``mptcp:`` (on loopback: one path), the path lines say MPTCP,
+        with its subflow count and, where the kernel counts them, the bytes
+        moved: more in the summary than at the start.
+        """
+        if not mptcpAvailable():
+            raise SkipTest("the kernel refuses MPTCP sockets here")
+        self.factory = ServerSessions(builtinServices())
+        port: IListeningPort = await MPTCPServerEndpoint(
+            _reactor(), 0, interface="127.0.0.1", fallback=False
+        ).listen(self.factory)
+        self.addCleanup(self.factory.closeAll)
+        self.addCleanup(port.stopListening)
+        number = port.getHost().port  # type: ignore[attr-defined]
+        where = f"mptcp:host=127.0.0.1:port={number}:fallback=no"
+        out, err, code = await runCLI(self, "ping", "-c", "3", "-i", "0.05", where)
+        self.assertEqual((code, err), (0, b""))
+        lines = out.decode().splitlines()
+        self.assertEqual(lines[0], f"MEMUX PING {where}")
+        first, last = lines[1], lines[-1]
+        for line in (first, last):
+            self.assertTrue(line.startswith("path: MPTCP, 1 subflow"), line)
+        sent = [re.search(r", (\d+) B sent, ", line) for line in (first, last)]
+        if sent[0] is not None and sent[1] is not None:
+            self.assertGreater(int(sent[1][1]), int(sent[0][1]))
+        elif "sent" in first:
+            self.fail(f"unexpected counters: {first}")
 
     async def test_interrupted(self) -> None:
         """
@@ -885,8 +918,9 @@ class PingTests(ServerMixin, TestCase):
         )
         self.assertEqual(code, 0)
         lines = out.decode().splitlines()
-        self.assertEqual(len(lines), 2)
+        self.assertEqual(len(lines), 3)
         self.assertTrue(lines[0].startswith("2 sent, 2 answered, 0% lost"))
+        self.assertEqual(lines[2], "path: TCP")
 
     async def test_unanswered(self) -> None:
         """

@@ -8,18 +8,31 @@ from __future__ import annotations
 
 import errno
 import socket
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 from twisted.internet import defer, tcp
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.endpoints import (
     _WrappingFactory,
     clientFromString,
     connectProtocol,
     serverFromString,
 )
-from twisted.internet.error import CannotListenError
+from twisted.internet.error import (
+    CannotListenError,
+    ConnectionRefusedError,
+    DNSLookupError,
+)
 from twisted.internet.interfaces import (
+    IAddress,
+    IHostnameResolver,
+    IHostResolution,
     IListeningPort,
+    IResolutionReceiver,
+    ISSLTransport,
     IStreamClientEndpoint,
     IStreamClientEndpointStringParserWithReactor,
     IStreamServerEndpoint,
@@ -29,7 +42,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import ILogObserver, globalLogPublisher
 from twisted.plugin import getPlugins
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
-from zope.interface import implementer
+from zope.interface import directlyProvides, implementer
 from zope.interface.verify import verifyObject
 
 from memux import MultiplexingFactory, connectSession
@@ -42,10 +55,13 @@ from memux.mptcp import (
     MPTCPInfo,
     MPTCPServerEndpoint,
     MPTCPUnavailable,
+    PathInfo,
     isMPTCP,
     mptcpAvailable,
     mptcpInfo,
+    pathInfo,
 )
+from memux.protocol import MemuxProtocol
 from memux.services import builtinServices
 
 
@@ -89,6 +105,108 @@ class _Collector(Protocol):
         self.messages.append(message)
         if not self.got.called:
             self.got.callback(message)
+
+
+class _SocketTransport:
+    """
+    A transport whose handle is C{sock}, as a Twisted TCP transport's is.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def getHandle(self) -> socket.socket:
+        return self.sock
+
+
+def _requireIPv6Loopback() -> None:
+    try:
+        probe = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        probe.bind(("::1", 0))
+        probe.close()
+    except OSError as e:
+        raise SkipTest(f"no IPv6 loopback here: {e}") from e
+
+
+def _recordingFactory() -> tuple[MultiplexingFactory, list[MemuxProtocol]]:
+    """
+    A server factory with the built-in services, and the list of the
+    sessions it builds.
+    """
+    mux = MultiplexingFactory(builtinServices(_reactor()))
+    sessions: list[MemuxProtocol] = []
+    build = mux.buildProtocol
+
+    def recording(addr: Any) -> MemuxProtocol:
+        proto = build(addr)
+        sessions.append(proto)
+        return proto
+
+    mux.buildProtocol = recording  # type: ignore[method-assign]
+    return mux, sessions
+
+
+def _closeAtEnd(case: TestCase, *groups: list[MemuxProtocol]) -> None:
+    """
+    At the end of C{case}, close the sessions of C{groups} (as they are
+    then) and wait until both ends are closed.
+    """
+
+    def close() -> defer.Deferred[Any]:
+        sessions = [s for group in groups for s in group]
+        for s in sessions:
+            s.loseConnection()
+        return defer.gatherResults([s.whenClosed() for s in sessions])
+
+    case.addCleanup(close)
+
+
+@implementer(IHostResolution)
+@dataclass
+class _Resolution:
+    name: str
+
+    def cancel(self) -> None:
+        pass
+
+
+@implementer(IHostnameResolver)
+class _Names:
+    """
+    A name resolver that knows only C{names}: each name's addresses, in
+    order, or L{None} for a lookup that never ends.  It keeps the address
+    types each lookup asked for.
+    """
+
+    def __init__(self, names: dict[str, list[str] | None]) -> None:
+        self.names = names
+        self.asked: list[list[type[IAddress]]] = []
+
+    def resolveHostName(
+        self,
+        resolutionReceiver: IResolutionReceiver,
+        hostName: str,
+        portNumber: int = 0,
+        addressTypes: Sequence[type[IAddress]] | None = None,
+        transportSemantics: str = "TCP",
+    ) -> IHostResolution:
+        types = list(addressTypes or [IPv4Address, IPv6Address])
+        self.asked.append(types)
+        resolution = _Resolution(hostName)
+        resolutionReceiver.resolutionBegan(resolution)
+        hosts = self.names.get(hostName, [])
+        if hosts is None:
+            return resolution
+        for host in hosts:
+            address = (
+                IPv6Address("TCP", host, portNumber)
+                if ":" in host
+                else IPv4Address("TCP", host, portNumber)
+            )
+            if type(address) in types:
+                resolutionReceiver.addressResolved(address)
+        resolutionReceiver.resolutionComplete()
+        return resolution
 
 
 class ParsingTests(SynchronousTestCase):
@@ -251,8 +369,6 @@ class InfoTests(SynchronousTestCase):
         the counts, flags, token and sequence numbers, then the later
         counters when present; too short a buffer gives L{None}.
         """
-        import struct
-
         base = struct.pack("=6B2xIIQQQ", 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11)
         info = MPTCPInfo.fromBytes(base)
         self.assertEqual(
@@ -293,19 +409,95 @@ class InfoTests(SynchronousTestCase):
         for it instead of raising.
         """
 
-        class Transport:
-            def __init__(self, sock: socket.socket) -> None:
-                self.sock = sock
-
-            def getHandle(self) -> socket.socket:
-                return self.sock
-
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.addCleanup(sock.close)
         if not hasattr(socket, "SO_PROTOCOL"):
             raise SkipTest("this platform has no SO_PROTOCOL: not Linux")
-        self.assertFalse(isMPTCP(Transport(sock)))
-        self.assertIsNone(mptcpInfo(Transport(sock)))
+        self.assertFalse(isMPTCP(_SocketTransport(sock)))
+        self.assertIsNone(mptcpInfo(_SocketTransport(sock)))
+
+
+class PathInfoTests(SynchronousTestCase):
+    """
+    L{pathInfo} and what L{PathInfo.describe} says, without a connection.
+    """
+
+    def test_describe(self) -> None:
+        """
+        Plain paths are named, with TLS and a fallback from MPTCP noted;
+        they count no subflows.
+        """
+        self.assertEqual(PathInfo("TCP").describe(), "TCP")
+        self.assertEqual(PathInfo("TCP", tls=True).describe(), "TLS over TCP")
+        self.assertEqual(
+            PathInfo("TCP", fellBack=True).describe(), "TCP (MPTCP fell back to TCP)"
+        )
+        self.assertEqual(PathInfo("UNIX").describe(), "UNIX")
+        self.assertIsNone(PathInfo("TCP").subflows)
+
+    def test_describeMPTCP(self) -> None:
+        """
+        An MPTCP path counts its subflows (the first one included), the
+        addresses accepted and announced, and the kernel's byte and
+        retransmission counters where it reports them.
+        """
+        info = MPTCPInfo(1, 0, 1, 2, 0, 2, 0, 7, 0, 0, 0)
+        self.assertEqual(PathInfo("MPTCP", mptcp=info).subflows, 2)
+        self.assertEqual(
+            PathInfo("MPTCP", mptcp=info).describe(),
+            "MPTCP, 2 subflows, 1 address accepted",
+        )
+        counted = MPTCPInfo(
+            0, 2, 0, 2, 2, 2, 0, 7, 0, 0, 0, 1, 2, False,
+            retransmits=3, bytesRetrans=0, bytesSent=5 * 1024 * 1024,
+            bytesReceived=512, bytesAcked=0,
+        )  # fmt: skip
+        self.assertEqual(
+            PathInfo("MPTCP", tls=True, mptcp=counted).describe(),
+            "TLS over MPTCP, 1 subflow, 2 announced, 5.0 MiB sent, 512 B received,"
+            " 3 retransmits",
+        )
+
+    def test_sockets(self) -> None:
+        """
+        A TCP socket is TCP, a UNIX socket UNIX, and a transport with no
+        socket under it unknown.
+        """
+        tcpSocket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.addCleanup(tcpSocket.close)
+        unixSocket = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.addCleanup(unixSocket.close)
+        if not hasattr(socket, "SO_PROTOCOL"):
+            raise SkipTest("this platform has no SO_PROTOCOL: not Linux")
+        self.assertEqual(pathInfo(_SocketTransport(tcpSocket)), PathInfo("TCP"))
+        self.assertEqual(pathInfo(tcpSocket), PathInfo("TCP"))
+        self.assertEqual(pathInfo(_SocketTransport(unixSocket)), PathInfo("UNIX"))
+        self.assertEqual(pathInfo(object()), PathInfo("unknown"))
+
+    def test_throughLayers(self) -> None:
+        """
+        Given a session over TLS, L{pathInfo} looks through the session and
+        the TLS layer (whose handle is no socket) to the socket, and notes
+        the TLS; L{isMPTCP} and L{mptcpInfo} look through them too.
+        """
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.addCleanup(sock.close)
+        if not hasattr(socket, "SO_PROTOCOL"):
+            raise SkipTest("this platform has no SO_PROTOCOL: not Linux")
+
+        class TLSLayer:
+            transport = _SocketTransport(sock)
+
+            def getHandle(self) -> object:
+                return object()  # as TLSMemoryBIOProtocol: its TLS connection
+
+        class Session:
+            transport = TLSLayer()
+
+        directlyProvides(Session.transport, ISSLTransport)
+        self.assertEqual(pathInfo(Session()), PathInfo("TCP", tls=True))
+        self.assertFalse(isMPTCP(Session()))
+        self.assertIsNone(mptcpInfo(Session()))
 
 
 class _FallbackMixin:
@@ -356,6 +548,7 @@ class FallbackTests(TestCase, _FallbackMixin):
         self.assertEqual(len(self._fallbackWarnings(events)), 2)
         self.assertFalse(isMPTCP(proto.transport))
         self.assertIsNone(mptcpInfo(proto.transport))
+        self.assertEqual(pathInfo(proto.transport), PathInfo("TCP"))
         self.assertEqual(
             proto.transport.getHandle().getsockopt(
                 socket.SOL_SOCKET, getattr(socket, "SO_PROTOCOL", 38)
@@ -440,16 +633,7 @@ class SessionTests(TestCase):
     @defer.inlineCallbacks
     def _echo(self, serverDescription: str, host: str) -> Any:
         reactor = _reactor()
-        mux = MultiplexingFactory(builtinServices(reactor))
-        serverProtocols: list[Any] = []
-        build = mux.buildProtocol
-
-        def recording(addr: Any) -> Any:
-            proto = build(addr)
-            serverProtocols.append(proto)
-            return proto
-
-        mux.buildProtocol = recording  # type: ignore[method-assign]
+        mux, serverProtocols = _recordingFactory()
         port = yield serverFromString(reactor, serverDescription).listen(mux)
         self.addCleanup(port.stopListening)
         self.assertTrue(IListeningPort.providedBy(port))
@@ -457,9 +641,7 @@ class SessionTests(TestCase):
         session = yield connectSession(
             clientFromString(reactor, f"mptcp:host={host}:port={portNumber}")
         )
-        self.addCleanup(
-            lambda: session.transport.loseConnection() if session.connected else None
-        )
+        _closeAtEnd(self, [session], serverProtocols)
         client = yield session.openChannel(b"echo", Factory.forProtocol(_Collector))
         client.transport.writeMessage(b"hello over mptcp")
         reply = yield client.got
@@ -473,8 +655,11 @@ class SessionTests(TestCase):
             assert info is not None
             self.assertGreaterEqual(info.subflows, 0)
             self.assertNotEqual(info.token, 0)
+        path = pathInfo(session)
+        self.assertEqual((path.kind, path.tls, path.subflows), ("MPTCP", False, 1))
+        self.assertTrue(path.describe().startswith("MPTCP, 1 subflow"))
         # The data went through MPTCP's data sequence space.
-        info = mptcpInfo(session.transport)
+        info = mptcpInfo(session)
         assert info is not None
         if info.bytesSent is not None:
             self.assertGreater(info.bytesSent, 0)
@@ -495,17 +680,155 @@ class SessionTests(TestCase):
         """
         return self._echo("mptcp:0:interface=127.0.0.1", "localhost")
 
+    def test_refused(self) -> Any:
+        """
+        A refused connection fails with L{ConnectionRefusedError}, as over
+        TCP (the reactor sees a failed MPTCP connect as a hang-up, not as
+        writable).
+        """
+        holder = socket.socket()
+        self.addCleanup(holder.close)
+        holder.bind(("127.0.0.1", 0))
+        unused = holder.getsockname()[1]  # bound, not listening: refused
+        endpoint = MPTCPClientEndpoint(_reactor(), "127.0.0.1", unused, fallback=False)
+        return self.assertFailure(
+            endpoint.connect(Factory.forProtocol(Protocol)), ConnectionRefusedError
+        )
+
     def test_echoIPv6(self) -> Any:
         """
         IPv6 literals work, on both ends.
         """
-        try:
-            probe = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-            probe.bind(("::1", 0))
-            probe.close()
-        except OSError as e:
-            raise SkipTest(f"no IPv6 loopback here: {e}") from e
+        _requireIPv6Loopback()
         return self._echo(r"mptcp:0:interface=\:\:1", r"\:\:1")
+
+
+class NameResolutionTests(TestCase):
+    """
+    The client endpoint resolves names to IPv4 and IPv6 addresses with the
+    reactor's name resolver and tries them in order.
+    """
+
+    def setUp(self) -> None:
+        _requireMPTCP()
+        self.reactor = _reactor()
+        self.serverSessions: list[MemuxProtocol] = []
+
+    def useNames(self, names: dict[str, list[str] | None]) -> _Names:
+        """
+        Make the reactor resolve C{names} only, for this test.
+        """
+        resolver = _Names(names)
+        old = self.reactor.installNameResolver(resolver)
+        self.addCleanup(self.reactor.installNameResolver, old)
+        return resolver
+
+    @defer.inlineCallbacks
+    def listen(self, interface: str) -> Any:
+        """
+        Serve memux over MPTCP on C{interface}; fire with the port number.
+        """
+        mux, self.serverSessions = _recordingFactory()
+        port = yield MPTCPServerEndpoint(
+            self.reactor, 0, interface=interface, fallback=False
+        ).listen(mux)
+        self.addCleanup(port.stopListening)
+        return port.getHost().port
+
+    @defer.inlineCallbacks
+    def echo(self, endpoint: MPTCPClientEndpoint) -> Any:
+        """
+        Connect a session through C{endpoint}, check an echo round trip,
+        and fire with the session's socket.
+        """
+        session = yield connectSession(endpoint)
+        _closeAtEnd(self, [session], self.serverSessions)
+        client = yield session.openChannel(b"echo", Factory.forProtocol(_Collector))
+        client.transport.writeMessage(b"by name")
+        self.assertEqual((yield client.got), b"by name")
+        return session.transport.getHandle()
+
+    @defer.inlineCallbacks
+    def test_nameResolvingToIPv6(self) -> Any:
+        """
+        A name whose only address is IPv6 is reached with an IPv6 MPTCP
+        socket.
+        """
+        _requireIPv6Loopback()
+        self.useNames({"six.example": ["::1"]})
+        number = yield self.listen("::1")
+        handle = yield self.echo(
+            MPTCPClientEndpoint(self.reactor, "six.example", number, fallback=False)
+        )
+        self.assertEqual(handle.family, socket.AF_INET6)
+        self.assertTrue(isMPTCP(handle))
+        self.assertEqual(handle.getpeername()[:2], ("::1", number))
+
+    @defer.inlineCallbacks
+    def test_triesEachAddress(self) -> Any:
+        """
+        When the first address refuses the connection, the next one is
+        tried: here an IPv4 address with nothing listening, then IPv6.
+        """
+        _requireIPv6Loopback()
+        self.useNames({"both.example": ["127.0.0.1", "::1"]})
+        number = yield self.listen("::1")
+        handle = yield self.echo(
+            MPTCPClientEndpoint(self.reactor, "both.example", number, fallback=False)
+        )
+        self.assertEqual(handle.family, socket.AF_INET6)
+
+    @defer.inlineCallbacks
+    def test_lastError(self) -> Any:
+        """
+        When every address fails, C{connect} fails with the last error.
+        """
+        holder = socket.socket()
+        self.addCleanup(holder.close)
+        holder.bind(("127.0.0.1", 0))
+        unused = holder.getsockname()[1]  # bound, not listening: refused
+        self.useNames({"down.example": ["127.0.0.1", "127.0.0.1"]})
+        endpoint = MPTCPClientEndpoint(self.reactor, "down.example", unused)
+        yield self.assertFailure(
+            endpoint.connect(Factory.forProtocol(Protocol)), ConnectionRefusedError
+        )
+
+    def test_noAddress(self) -> None:
+        """
+        A name without addresses fails with L{DNSLookupError} naming it.
+        """
+        self.useNames({})
+        endpoint = MPTCPClientEndpoint(self.reactor, "nowhere.example", 7400)
+        failure = self.failureResultOf(
+            endpoint.connect(Factory.forProtocol(Protocol)), DNSLookupError
+        )
+        self.assertIn("nowhere.example", str(failure.value))
+
+    def test_bindAddressFamily(self) -> None:
+        """
+        With a bind address, only addresses of its family are asked for.
+        """
+        names = self.useNames({})
+        for bind, family in [("::1", IPv6Address), ("127.0.0.1", IPv4Address)]:
+            endpoint = MPTCPClientEndpoint(
+                self.reactor, "any.example", 7400, bindAddress=(bind, 0)
+            )
+            self.failureResultOf(
+                endpoint.connect(Factory.forProtocol(Protocol)), DNSLookupError
+            )
+            self.assertEqual(names.asked[-1], [family])
+
+    def test_cancelWhileResolving(self) -> None:
+        """
+        Cancelling while the name is being resolved fails the attempt with
+        L{defer.CancelledError}.
+        """
+        self.useNames({"slow.example": None})
+        endpoint = MPTCPClientEndpoint(self.reactor, "slow.example", 7400)
+        d = endpoint.connect(Factory.forProtocol(Protocol))
+        self.assertNoResult(d)
+        d.cancel()
+        self.failureResultOf(d, defer.CancelledError)
 
 
 class KernelLayoutTests(SynchronousTestCase):
@@ -522,13 +845,6 @@ class KernelLayoutTests(SynchronousTestCase):
         equal the bytes sent and received, and the sequence numbers agree
         (everything sent was acknowledged).
         """
-
-        class Transport:
-            def __init__(self, sock: socket.socket) -> None:
-                self.sock = sock
-
-            def getHandle(self) -> socket.socket:
-                return self.sock
 
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, IPPROTO_MPTCP)
         self.addCleanup(listener.close)
@@ -549,10 +865,10 @@ class KernelLayoutTests(SynchronousTestCase):
         received = b""
         while len(received) < 300:
             received += client.recv(4096)
-        info = mptcpInfo(Transport(client))
+        info = mptcpInfo(_SocketTransport(client))
         assert info is not None
-        self.assertTrue(isMPTCP(Transport(client)))
-        self.assertTrue(isMPTCP(Transport(server)))
+        self.assertTrue(isMPTCP(_SocketTransport(client)))
+        self.assertTrue(isMPTCP(_SocketTransport(server)))
         self.assertEqual(info.subflows, 0)
         self.assertNotEqual(info.token, 0)
         if info.bytesSent is None:
@@ -571,13 +887,6 @@ class KernelLayoutTests(SynchronousTestCase):
         a plain TCP socket.
         """
 
-        class Transport:
-            def __init__(self, sock: socket.socket) -> None:
-                self.sock = sock
-
-            def getHandle(self) -> socket.socket:
-                return self.sock
-
         tcpListener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.addCleanup(tcpListener.close)
         tcpListener.bind(("127.0.0.1", 0))
@@ -588,8 +897,9 @@ class KernelLayoutTests(SynchronousTestCase):
         client.connect(tcpListener.getsockname())
         accepted, _ = tcpListener.accept()
         self.addCleanup(accepted.close)
-        self.assertTrue(isMPTCP(Transport(client)))
-        self.assertIsNone(mptcpInfo(Transport(client)))
+        self.assertTrue(isMPTCP(_SocketTransport(client)))
+        self.assertIsNone(mptcpInfo(_SocketTransport(client)))
+        self.assertEqual(pathInfo(client), PathInfo("TCP", fellBack=True))
 
         mptcpListener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, IPPROTO_MPTCP)
         self.addCleanup(mptcpListener.close)
@@ -601,5 +911,6 @@ class KernelLayoutTests(SynchronousTestCase):
         plain.connect(mptcpListener.getsockname())
         server, _ = mptcpListener.accept()
         self.addCleanup(server.close)
-        self.assertFalse(isMPTCP(Transport(server)))
-        self.assertIsNone(mptcpInfo(Transport(server)))
+        self.assertFalse(isMPTCP(_SocketTransport(server)))
+        self.assertIsNone(mptcpInfo(_SocketTransport(server)))
+        self.assertEqual(pathInfo(server), PathInfo("TCP"))
