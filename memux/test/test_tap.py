@@ -1788,3 +1788,18 @@ class DrainTests(SynchronousTestCase):
         """
         self.assertIsNone(self.successResultOf(self.server.stopService()))
         self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_listeningAgain(self) -> None:
+        """
+        Once its factory is started again (a port listening with it anew),
+        new sessions are served normally, not drained.
+        """
+        self.successResultOf(self.server.stopService())
+        self.server.factory.doStart()
+        client, session, pump = self.connect()
+        mine = LossRecorder()
+        self.open(client, b"echo", mine).writeMessage(b"hello")
+        pump.flush()
+        self.assertIsNone(client.engine.goAwayReceived)
+        self.assertEqual(mine.messages, [b"hello"])
+        self.assertEqual(self.server.factory.connectedSessions(), [session])
