@@ -102,6 +102,20 @@ class SessionSettings:
     #: is sent and the connection closed.  None: never.  Kept by the Twisted
     #: layer.
     keepAliveInterval: float | None = None
+    #: seconds the connection may take none of our output (its buffer full,
+    #: the session paused, or a close waiting on unsent bytes) before the
+    #: Twisted layer aborts it: a peer that stops reading (CVE-2019-9517)
+    #: holds a connection and its buffers this long at most.  A connection
+    #: resumes us only once its buffer has drained, so this also bounds how
+    #: slowly a peer may read: about 192 KiB (Twisted's 64 KiB buffer plus one
+    #: flush) per writeTimeout.  60 s, as nginx's send_timeout.  None: never.
+    writeTimeout: float | None = 60.0
+    #: seconds after the connection is made within which the peer's whole
+    #: preface must arrive, else the Twisted layer aborts it (slowloris).
+    #: Over TLS the session starts before the TLS handshake, so this bounds
+    #: the handshake too.  20 s leaves room for a TCP sender's retransmission
+    #: backoff (1+2+4+8 s) on a lossy link.  None: never.
+    handshakeTimeout: float | None = 20.0
 
     def __post_init__(self) -> None:
         self.toWire()  # validates ranges
@@ -117,6 +131,10 @@ class SessionSettings:
             raise ValueError("usefulBytesPerFrame must be positive")
         if self.keepAliveInterval is not None and not self.keepAliveInterval > 0:
             raise ValueError("keepAliveInterval must be positive (or None: never)")
+        if self.writeTimeout is not None and not self.writeTimeout > 0:
+            raise ValueError("writeTimeout must be positive (or None: never)")
+        if self.handshakeTimeout is not None and not self.handshakeTimeout > 0:
+            raise ValueError("handshakeTimeout must be positive (or None: never)")
 
     def toWire(self) -> Settings:
         """

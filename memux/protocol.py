@@ -825,6 +825,14 @@ class MemuxProtocol(Protocol):
         self._heard = False
         self._keepAlivePinged = False
         self._abortCall: IDelayedCall | None = None
+        # SessionSettings.handshakeTimeout: armed until the peer's preface.
+        self._handshakeCall: IDelayedCall | None = None
+        # SessionSettings.writeTimeout: since when the connection has taken
+        # none of our output (None: it is taking it), and the timer that
+        # checks.  The timer is not cancelled on every resume (that would
+        # cost a DelayedCall per flush under load); it looks again when due.
+        self._blockedSince: float | None = None
+        self._writeCall: IDelayedCall | None = None
         # When the peer's allowance of frames that do no work is next
         # refilled (see SessionSettings.maxUselessFrames).
         self._loadBudgetRefill = 0.0
@@ -837,7 +845,7 @@ class MemuxProtocol(Protocol):
         self._closedWaiters: list[defer.Deferred[None]] = []
         self.connected = False
         self.lostReason: Failure | None = None
-        self._terminatedWith: tuple[int, str] | None = None
+        self._terminatedWith: tuple[int | None, str] | None = None
 
     # ------------------------------------------------------------ public
 
@@ -979,6 +987,13 @@ class MemuxProtocol(Protocol):
         self._flush()
         self._closeConnection()
 
+    def abortConnection(self, reason: str = "aborted") -> None:
+        """
+        Abort the session's connection at once, discarding what is unsent;
+        open channels end with `SessionLost` carrying ``reason``.
+        """
+        self._abort(None, reason)
+
     def whenClosed(self) -> defer.Deferred[None]:
         """
         A Deferred that fires once the connection has closed (at once if it
@@ -1009,6 +1024,14 @@ class MemuxProtocol(Protocol):
             except Exception:  # not a TCP socket after all (UNIX, pipes)
                 pass
         _limitUnsent(transport)
+        factory = self.factory
+        if isinstance(factory, MultiplexingFactory):
+            factory._sessionStarted(self)
+        handshake = self.settings.handshakeTimeout
+        if handshake is not None and not self._engine.prefaceReceived:
+            self._handshakeCall = self._reactor.callLater(
+                handshake, self._handshakeExpired
+            )
         self._armIdle()
         self._loadBudgetRefill = self._reactor.seconds() + LOAD_BUDGET_PERIOD
         self._armKeepAlive()
@@ -1041,10 +1064,16 @@ class MemuxProtocol(Protocol):
         self.connected = False
         self.lostReason = reason
         self._disarmIdle()
-        for call in (self._keepAliveCall, self._abortCall):
+        for call in (
+            self._keepAliveCall,
+            self._abortCall,
+            self._handshakeCall,
+            self._writeCall,
+        ):
             if call is not None and call.active():
                 call.cancel()
         self._keepAliveCall = self._abortCall = None
+        self._handshakeCall = self._writeCall = None
         if self._flushCall is not None and self._flushCall.active():
             self._flushCall.cancel()
         self._flushCall = None
@@ -1063,6 +1092,7 @@ class MemuxProtocol(Protocol):
             ),
         )
         transports = list(self._transports.values())
+        paused = list(self._pausedProducers)
         self._transports.clear()
         self._pausedProducers.clear()
         self._pullProducers.clear()
@@ -1070,6 +1100,11 @@ class MemuxProtocol(Protocol):
             # Held data that is complete is still delivered (if the channel
             # is paused, on resume); a partial message is not.
             transport._terminate(Failure(lost))
+        for transport in paused:
+            # Paused for the connection's sake, which nothing will now
+            # resume; writes are discarded from here on.  A channel that is
+            # its own producer (as Echo is) hears of the loss only so.
+            transport._resumeProducer()
         pings = self._pings
         self._pings = {}
         for _, d in pings.values():
@@ -1082,6 +1117,9 @@ class MemuxProtocol(Protocol):
         self._closedWaiters = []
         for d3 in waiters:
             d3.callback(None)
+        factory = self.factory
+        if isinstance(factory, MultiplexingFactory):
+            factory._sessionEnded(self)
 
     # ------------------------------------------------------------ IPushProducer
 
@@ -1091,14 +1129,20 @@ class MemuxProtocol(Protocol):
         that writes meanwhile has its producer paused at that write, so
         buffered bytes stay bounded (pausing every registered producer at
         once would cost O(channels) per pause, many times a second).
+        If it stays paused for `SessionSettings.writeTimeout`, the peer is
+        not reading: the connection is aborted.
         """
         self._transportPaused = True
+        if self._blockedSince is None:
+            self._outputBlocked()
 
     def resumeProducing(self) -> None:
         """
         The connection drained: write again, then resume producers.
         """
         self._transportPaused = False
+        if not self._closing:
+            self._blockedSince = None
         self._flush()
 
     def stopProducing(self) -> None:
@@ -1207,6 +1251,10 @@ class MemuxProtocol(Protocol):
         connection: Any = self._connection
         connection.unregisterProducer()
         connection.loseConnection()
+        # A peer that does not read never lets the close finish (TCP and
+        # TLS wait for unsent bytes): that is output blocked too.
+        if self.connected and self._blockedSince is None:
+            self._outputBlocked()
 
     def _serviceProducers(self) -> None:
         """
@@ -1303,13 +1351,71 @@ class MemuxProtocol(Protocol):
 
     def _abortDead(self) -> None:
         self._abortCall = None
-        if self.connected:
-            connection: Any = self._connection
-            abort = getattr(connection, "abortConnection", None)
-            if abort is not None:
-                abort()
-            else:
-                connection.loseConnection()
+        self._abort(None, "")
+
+    def _abort(self, code: int | None, reason: str) -> None:
+        """
+        Abort the connection now; channels end with `SessionLost` carrying
+        ``code`` and ``reason`` unless the session already ended otherwise.
+        """
+        if not self.connected:
+            return
+        if self._terminatedWith is None and reason:
+            self._terminatedWith = (code, reason)
+        connection: Any = self._connection
+        abort = getattr(connection, "abortConnection", None)
+        if abort is not None:
+            abort()
+        else:
+            connection.loseConnection()
+
+    def _handshakeExpired(self) -> None:
+        self._handshakeCall = None
+        if not self.connected or self._engine.prefaceReceived:
+            return
+        timeout = self.settings.handshakeTimeout
+        self._log.info(
+            "Aborting memux session with {peer}: no preface within {timeout:g} s",
+            peer=self._peerAddress(),
+            timeout=timeout,
+        )
+        self._abort(
+            ErrorCode.IDLE_TIMEOUT, f"no preface from the peer in {timeout:g} s"
+        )
+
+    def _outputBlocked(self) -> None:
+        """
+        The connection stopped taking our output (it paused us, or a close
+        waits on unsent bytes): start the writeTimeout clock.
+        """
+        timeout = self.settings.writeTimeout
+        if timeout is None:
+            return
+        self._blockedSince = self._reactor.seconds()
+        if self._writeCall is None:
+            self._writeCall = self._reactor.callLater(timeout, self._writeExpired)
+
+    def _writeExpired(self) -> None:
+        """
+        writeTimeout after output was first blocked: if it has been blocked
+        all along, abort; if it has moved since, look again when due.
+        """
+        self._writeCall = None
+        since = self._blockedSince
+        timeout = self.settings.writeTimeout
+        if since is None or timeout is None or not self.connected:
+            return
+        left = since + timeout - self._reactor.seconds()
+        if left > 0:
+            self._writeCall = self._reactor.callLater(left, self._writeExpired)
+            return
+        self._log.warn(
+            "Aborting memux session with {peer}: it has read none of our output"
+            " for {timeout:g} s",
+            peer=self._peerAddress(),
+            timeout=timeout,
+        )
+        self._abort(ErrorCode.IDLE_TIMEOUT, f"the peer read nothing for {timeout:g} s")
 
     def _channelGone(self, transport: ChannelTransport) -> None:
         self._transports.pop(transport.channel, None)
@@ -1399,7 +1505,10 @@ class MemuxProtocol(Protocol):
                     )
                 self._scheduleFlush()
             elif t is PrefaceReceived:
-                pass
+                if self._handshakeCall is not None:
+                    if self._handshakeCall.active():
+                        self._handshakeCall.cancel()
+                    self._handshakeCall = None
 
     def _channelOpened(self, event: ChannelOpened) -> None:
         request = ChannelRequest(
@@ -1493,6 +1602,7 @@ class MultiplexingFactory(Factory):
     """
 
     protocol = MemuxProtocol
+    _log = Logger()
 
     def __init__(
         self,
@@ -1506,6 +1616,11 @@ class MultiplexingFactory(Factory):
         self.client = client
         self.settings = settings or SessionSettings()
         self.reactor = reactor
+        # Connected sessions, for `drain`.
+        self._sessions: set[MemuxProtocol] = set()
+        self._draining = False
+        self._drainWaiters: list[defer.Deferred[None]] = []
+        self._drainCall: IDelayedCall | None = None
 
     def buildProtocol(self, addr: IAddress | None) -> MemuxProtocol:
         """
@@ -1519,6 +1634,81 @@ class MultiplexingFactory(Factory):
         )
         p.factory = self
         return p
+
+    def connectedSessions(self) -> list[MemuxProtocol]:
+        """
+        The sessions this factory built that are connected now.
+        """
+        return list(self._sessions)
+
+    def drain(self, timeout: float | None) -> defer.Deferred[None]:
+        """
+        End every session gracefully: each sends GOAWAY NO_ERROR (so the
+        peer opens no more channels, and learns that channels it opened
+        meanwhile were not processed and are safe to retry elsewhere) and
+        closes once its open channels have ended.  Sessions made from now
+        on (a listener not yet closed) are drained as they start.  Sessions
+        still connected ``timeout`` seconds later are aborted (``None``:
+        wait for ever; ``0``: at once).  The Deferred fires once no session
+        is connected.
+        """
+        self._draining = True
+        d: defer.Deferred[None] = defer.Deferred()
+        if not self._sessions:
+            d.callback(None)
+            return d
+        self._drainWaiters.append(d)
+        for session in list(self._sessions):
+            session.goAway(ErrorCode.NO_ERROR, "shutting down")
+        if timeout is not None and self._drainCall is None:
+            self._drainCall = self._clock().callLater(
+                timeout, self._drainExpired, timeout
+            )
+        return d
+
+    def startFactory(self) -> None:
+        """
+        Listening (again): new sessions are served normally.
+        """
+        self._draining = False
+
+    def _drainExpired(self, timeout: float) -> None:
+        self._drainCall = None
+        left = list(self._sessions)
+        self._log.info(
+            "Aborting {count} memux session(s) still open {timeout:g} s after GOAWAY",
+            count=len(left),
+            timeout=timeout,
+        )
+        for session in left:
+            session.abortConnection(
+                f"shutting down: still open {timeout:g} s after GOAWAY"
+            )
+
+    def _clock(self) -> IReactorTime:
+        if self.reactor is not None:
+            return self.reactor
+        from twisted.internet import reactor
+
+        return cast(IReactorTime, reactor)
+
+    def _sessionStarted(self, session: MemuxProtocol) -> None:
+        self._sessions.add(session)
+        if self._draining:
+            # Accepted while the listeners were closing: drain it too.
+            session.goAway(ErrorCode.NO_ERROR, "shutting down")
+
+    def _sessionEnded(self, session: MemuxProtocol) -> None:
+        self._sessions.discard(session)
+        if self._sessions or not self._drainWaiters:
+            return
+        if self._drainCall is not None:
+            if self._drainCall.active():
+                self._drainCall.cancel()
+            self._drainCall = None
+        waiters, self._drainWaiters = self._drainWaiters, []
+        for d in waiters:
+            d.callback(None)
 
 
 def connectSession(

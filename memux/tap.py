@@ -21,7 +21,7 @@ from typing import Any, Literal, TypeVar, cast
 
 from twisted.application import strports
 from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.endpoints import (
     HostnameEndpoint,
     clientFromString,
@@ -51,6 +51,7 @@ from memux.services import builtinServices
 from memux.tunnel import forwardTo
 
 __all__ = [
+    "DEFAULT_DRAIN_TIMEOUT",
     "DEFAULT_LISTEN",
     "DestinationPattern",
     "MemuxServer",
@@ -67,6 +68,13 @@ DEFAULT_LISTEN = "tcp:7400"
 
 #: seconds a session may stay without channels before the server ends it
 DEFAULT_IDLE_TIMEOUT = 600.0
+
+#: seconds sessions may take to finish their channels once the server is
+#: stopping (SIGTERM) before they are aborted: long enough for requests in
+#: flight, short of the 90 s after which systemd sends SIGKILL
+DEFAULT_DRAIN_TIMEOUT = 30.0
+
+_DEFAULTS = SessionSettings()
 
 #: The session settings options: option name, `SessionSettings` attribute,
 #: help (the default is added from `SessionSettings`).
@@ -189,6 +197,32 @@ class Options(usage.Options):
             " the session (GOAWAY IDLE_TIMEOUT) if nothing at all arrives in as"
             " long again: dead peers are detected even with channels open;"
             " 0: off (the default).",
+            float,
+        ],
+        [
+            "write-timeout",
+            None,
+            _DEFAULTS.writeTimeout,
+            "Abort a connection that has taken none of the server's output for"
+            " this many seconds (a peer that does not read); 0: never.",
+            float,
+        ],
+        [
+            "handshake-timeout",
+            None,
+            _DEFAULTS.handshakeTimeout,
+            "Abort a connection whose peer has not sent its whole preface (so,"
+            " with TLS, finished its handshake) this many seconds after it"
+            " connected; 0: never.",
+            float,
+        ],
+        [
+            "drain-timeout",
+            None,
+            DEFAULT_DRAIN_TIMEOUT,
+            "When stopped (SIGTERM), stop listening, send every session GOAWAY,"
+            " let open channels finish for up to this many seconds, then abort"
+            " the sessions left; 0: abort them at once.",
             float,
         ],
         [
@@ -336,6 +370,15 @@ class Options(usage.Options):
         if keepAlive < 0:
             raise usage.UsageError("--keepalive must be 0 (off) or positive")
         given["keepAliveInterval"] = keepAlive or None
+        for option, attribute in (
+            ("write-timeout", "writeTimeout"),
+            ("handshake-timeout", "handshakeTimeout"),
+        ):
+            if self[option] < 0:
+                raise usage.UsageError(f"--{option} must be 0 (never) or positive")
+            given[attribute] = self[option] or None
+        if self["drain-timeout"] < 0:
+            raise usage.UsageError("--drain-timeout must be 0 (at once) or positive")
         try:
             self["settings"] = SessionSettings(**given)
         except ValueError as e:
@@ -653,6 +696,8 @@ class MemuxServer(MultiService):
     @ivar resolver: its services callable.
     @ivar mounts: each service name, with what serves it, for the log.
     @ivar tls: the TLS options when serving TLS, else L{None}.
+    @ivar drainTimeout: seconds sessions may take to finish their channels
+        when the service stops, before they are aborted.
     """
 
     def __init__(
@@ -662,12 +707,14 @@ class MemuxServer(MultiService):
         mounts: Mapping[bytes, str],
         tls: IOpenSSLServerConnectionCreator | None = None,
         tlsDescription: str = "",
+        drainTimeout: float = DEFAULT_DRAIN_TIMEOUT,
     ) -> None:
         MultiService.__init__(self)
         self.factory = factory
         self.resolver = resolver
         self.mounts = dict(mounts)
         self.tls = tls
+        self.drainTimeout = drainTimeout
         self._tlsDescription = tlsDescription
         self._announced = False
 
@@ -684,6 +731,26 @@ class MemuxServer(MultiService):
         """
         self._announce()
         MultiService.startService(self)
+
+    def stopService(self) -> Deferred[None]:
+        """
+        Stop listening and drain the sessions: each is sent GOAWAY, so its
+        peer opens no more channels (and may retry elsewhere those it
+        opened meanwhile); open channels may finish; sessions still open
+        after L{drainTimeout} are aborted.  Fires once listening has
+        stopped and every session has closed.
+        """
+        listening = MultiService.stopService(self)
+        sessions = len(self.factory.connectedSessions())
+        if sessions:
+            _log.info(
+                "memux stopping: GOAWAY to {count} session(s); any still open in"
+                " {timeout:g} s will be aborted",
+                count=sessions,
+                timeout=self.drainTimeout,
+            )
+        drained = self.factory.drain(self.drainTimeout)
+        return gatherResults([listening, drained]).addCallback(lambda _: None)
 
     def _announce(self) -> None:
         if self._announced:
@@ -789,7 +856,14 @@ def makeService(options: Options, reactor: IReactorCore | None = None) -> MemuxS
         from memux.tls import tlsServerFactory
 
         listening = tlsServerFactory(sessions, tls)
-    server = MemuxServer(sessions, resolver, mounts, tls, _describeTLS(options))
+    server = MemuxServer(
+        sessions,
+        resolver,
+        mounts,
+        tls,
+        _describeTLS(options),
+        options["drain-timeout"],
+    )
     for description in options["listen"]:
         # strports.service also makes a failure to listen stop twistd.
         child = strports.service(description, listening, reactor=reactor)

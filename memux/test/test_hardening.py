@@ -1,17 +1,33 @@
 """
 Tests for the defences against hostile peers: flood limits in the engine
-(frames that do no work, rapid reset), keepalive in the Twisted layer, and
-the ``--keepalive`` option of ``twistd memux``.  Each attack is driven from
-a crafted peer; see doc/security.rst for the table of attacks and defences.
+(frames that do no work, rapid reset); keepalive, the write timeout (a peer
+that does not read) and the handshake timeout (slowloris, TLS included) in
+the Twisted layer; and the ``--keepalive`` option of ``twistd memux``.  Each
+attack is driven from a crafted peer; see doc/security.rst for the table of
+attacks and defences.
 """
 
 from __future__ import annotations
 
-from twisted.internet.protocol import Factory
+from typing import Any, cast
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.endpoints import (
+    TCP4ClientEndpoint,
+    TCP4ServerEndpoint,
+    connectProtocol,
+    wrapClientTLS,
+)
+from twisted.internet.error import ConnectionAborted, ConnectionDone
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.logger import LogLevel, capturedLogs
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
 from twisted.python.usage import UsageError
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from memux._engine import (
     ChannelOpened,
@@ -39,11 +55,24 @@ from memux._wire import (
     encodePreface,
 )
 from memux.error import SessionLost
-from memux.protocol import KEEPALIVE_PAYLOAD, LOAD_BUDGET_PERIOD, MemuxProtocol
+from memux.interfaces import IChannelTransport
+from memux.protocol import (
+    KEEPALIVE_PAYLOAD,
+    LOAD_BUDGET_PERIOD,
+    WRITE_HIGH_WATER,
+    ChannelTransport,
+    MemuxProtocol,
+    MultiplexingFactory,
+    connectSession,
+)
+from memux.services import Chargen, Echo, builtinServices
 from memux.tap import Options
 from memux.test.test_engine import RawPeer
 from memux.test.test_protocol import Recorder
+from memux.test.test_server import MessageCollector
+from memux.test.test_tls import HOSTNAME, Certificates
 from memux.testing import connectedSessions
+from memux.tls import clientTLSOptions, serverTLSOptions, tlsServerFactory
 
 LIMIT = SessionSettings().maxUselessFrames
 PER_FRAME = SessionSettings().usefulBytesPerFrame
@@ -555,3 +584,675 @@ class KeepAliveOptionTests(SynchronousTestCase):
         A negative --keepalive is a usage error.
         """
         self.assertRaises(UsageError, self.parse, "--keepalive", "-1")
+
+
+# ---------------------------------------------------------------- output
+
+
+#: what a peer that grants credit without limit announces
+GREEDY = Settings(initialChannelCredit=1 << 40, initialSessionCredit=1 << 40)
+
+
+class StalledTransport(StringTransport):
+    """
+    A L{StringTransport} that, like Twisted's TCP transport, pauses its
+    streaming producer once more than C{bufferSize} bytes wait in it, and
+    resumes it only when the peer reads everything (L{readAll}): a peer
+    that never calls it is a peer that never reads.
+
+    @ivar largest: the most bytes that ever waited in it.
+    """
+
+    bufferSize = 64 * 1024
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocked = False
+        self.largest = 0
+
+    def write(self, data: bytes) -> None:
+        """
+        Buffer C{data}; pause the producer if the buffer is now full.
+        """
+        super().write(data)
+        size = self.io.tell()
+        self.largest = max(self.largest, size)
+        if size > self.bufferSize and self.producer is not None and not self.blocked:
+            self.blocked = True
+            self.producer.pauseProducing()
+
+    def readAll(self) -> bytes:
+        """
+        The peer reads everything written so far; the producer resumes.
+        """
+        data: bytes = self.value()
+        self.clear()
+        if self.blocked:
+            self.blocked = False
+            if self.producer is not None:
+                self.producer.resumeProducing()
+        return data
+
+
+class RecordingChargen(Chargen):
+    """
+    L{Chargen} that keeps the reason it lost its channel.
+    """
+
+    lost: Failure | None = None
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """
+        Keep C{reason}, and stop.
+        """
+        self.lost = reason
+        super().connectionLost(reason)
+
+
+class RecordingEcho(Echo):
+    """
+    L{Echo} that keeps the reason it lost its channel.
+    """
+
+    lost: Failure | None = None
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """
+        Keep C{reason}.
+        """
+        self.lost = reason
+
+
+class ServedPeer:
+    """
+    One server session built by C{factory} on C{transport}, fed crafted
+    frames as a peer would send them, after a preface announcing
+    C{settings} (none if L{None}).
+    """
+
+    def __init__(
+        self,
+        factory: MultiplexingFactory,
+        transport: StringTransport,
+        settings: Settings | None = GREEDY,
+    ) -> None:
+        self.session = factory.buildProtocol(None)
+        self.transport = transport
+        self.clock = cast(Clock, factory.reactor)
+        self.decoder = FrameDecoder(1 << 24)
+        self.session.makeConnection(transport)
+        if settings is not None:
+            self.session.dataReceived(encodePreface(settings))
+        self.clock.advance(0)
+
+    def send(self, *frames: Frame) -> None:
+        """
+        Deliver C{frames} in one piece and run the zero-delay calls.
+        """
+        self.session.dataReceived(b"".join(f.encode() for f in frames))
+        self.clock.advance(0)
+
+    def read(self) -> list[Frame]:
+        """
+        The frames the session wrote since the last call (the peer reads).
+        """
+        if isinstance(self.transport, StalledTransport):
+            data = self.transport.readAll()
+        else:
+            data = self.transport.value()
+            self.transport.clear()
+        return [f for f in self.decoder.receive(data) if not isinstance(f, Preface)]
+
+    def echo(self, channel: int, message: bytes) -> bytes:
+        """
+        Open C{channel} to the echo service, send C{message}, and return
+        what comes back on it.
+        """
+        self.send(OpenFrame(channel, b"echo"), DataFrame(channel, message, end=True))
+        self.clock.advance(0)
+        return b"".join(
+            f.data
+            for f in self.read()
+            if isinstance(f, DataFrame) and f.channel == channel
+        )
+
+
+class ServedServices:
+    """
+    The chargen and echo services over a Clock, keeping the protocols built.
+    """
+
+    def __init__(self, settings: SessionSettings) -> None:
+        self.clock = Clock()
+        self.chargens: list[RecordingChargen] = []
+        self.echoes: list[RecordingEcho] = []
+
+        def chargen() -> RecordingChargen:
+            p = RecordingChargen(self.clock)
+            self.chargens.append(p)
+            return p
+
+        def echo() -> RecordingEcho:
+            p = RecordingEcho()
+            self.echoes.append(p)
+            return p
+
+        self.factory = MultiplexingFactory(
+            {
+                b"chargen": Factory.forProtocol(chargen),
+                b"echo": Factory.forProtocol(echo),
+            },
+            settings=settings,
+            reactor=self.clock,
+        )
+
+
+def queuedBytes(session: MemuxProtocol) -> int:
+    """
+    Channel payload queued in C{session}'s engine and not yet written.
+    """
+    engine = session.engine
+    return sum(engine.queuedBytes(c) for c in engine.openChannels())
+
+
+class WriteTimeoutTests(SynchronousTestCase):
+    """
+    A peer that grants credit and sends requests but never reads what we
+    send (CVE-2019-9517, "internal data buffering"): while the connection's
+    buffer is full the session writes nothing more and its buffers stay
+    bounded; after SessionSettings.writeTimeout without progress the
+    connection is aborted.
+    """
+
+    def test_nonReadingPeer(self) -> None:
+        """
+        A peer that invites a terabyte of chargen, keeps sending echo
+        requests and PINGs, and reads nothing: once the connection's buffer
+        is full the session writes nothing more; what it holds stays under
+        a megabyte; at writeTimeout (and not before) the connection is
+        aborted, with a warning, and the channels end with SessionLost
+        (IDLE_TIMEOUT).  A well-behaved session of the same server is
+        served throughout.
+        """
+        served = ServedServices(SessionSettings())
+        timeout = SessionSettings().writeTimeout
+        assert timeout is not None
+        attacker = ServedPeer(served.factory, StalledTransport())
+        good = ServedPeer(served.factory, StringTransport(), Settings())
+        attacker.send(OpenFrame(1, b"chargen"))
+        transport = cast(StalledTransport, attacker.transport)
+        self.assertTrue(transport.blocked)
+        written = len(transport.value())
+        cid = 3
+        with capturedLogs() as events:
+            for second in range(int(timeout) - 1):
+                attacker.send(
+                    OpenFrame(cid, b"echo"),
+                    DataFrame(cid, b"e" * 1000, end=True),
+                    *[PingFrame(b"p")] * 50,
+                )
+                cid += 2
+                served.clock.advance(1)
+                self.assertEqual(len(transport.value()), written)
+                self.assertLess(queuedBytes(attacker.session), 512 * 1024)
+                if second == 30:
+                    self.assertEqual(good.echo(1, b"hello"), b"hello")
+            self.assertFalse(transport.disconnected)
+            served.clock.advance(1)
+        self.assertTrue(transport.disconnected)  # aborted
+        self.assertLess(transport.largest, 256 * 1024)
+        warned = [e for e in events if e["log_level"] == LogLevel.warn]
+        self.assertEqual(len(warned), 1)
+        self.assertIn("read none of our output", warned[0]["log_format"])
+        attacker.session.connectionLost(Failure(ConnectionAborted()))
+        served.clock.advance(0)
+        self.assertLess(len(attacker.session.engine.dataToSend(1 << 40)), 1 << 20)
+        [chargen] = served.chargens
+        echoes = [
+            e
+            for e in served.echoes
+            if cast(ChannelTransport, e.transport).session is attacker.session
+        ]
+        self.assertEqual(len(echoes), int(timeout) - 1)
+        losses = [chargen.lost, *(e.lost for e in echoes)]
+        for loss in losses:
+            assert loss is not None
+            lost = loss.value
+            assert isinstance(lost, SessionLost)
+            self.assertEqual(lost.code, ErrorCode.IDLE_TIMEOUT)
+            self.assertIn("read nothing", lost.reason)
+        self.assertEqual(good.echo(3, b"still here"), b"still here")
+        self.assertFalse(good.transport.disconnecting)
+
+    def test_progressKeepsSession(self) -> None:
+        """
+        A slow reader that takes what waits before each writeTimeout runs
+        out keeps its session, however long the stream lasts.
+        """
+        served = ServedServices(SessionSettings(writeTimeout=60))
+        peer = ServedPeer(served.factory, StalledTransport())
+        peer.send(OpenFrame(1, b"chargen"))
+        received = 0
+        for _ in range(20):
+            served.clock.advance(59)
+            received += sum(
+                len(f.data) for f in peer.read() if isinstance(f, DataFrame)
+            )
+            served.clock.advance(0)
+        self.assertFalse(peer.transport.disconnecting)
+        self.assertGreater(received, 20 * StalledTransport.bufferSize)
+
+    def test_timeoutCountsFromLastPause(self) -> None:
+        """
+        What counts is the time since the connection last paused the
+        session: a peer that drains the buffer at 50 s (which chargen fills
+        again at once) is aborted at 110 s, not at 60 s.
+        """
+        served = ServedServices(SessionSettings(writeTimeout=60))
+        peer = ServedPeer(served.factory, StalledTransport())
+        peer.send(OpenFrame(1, b"chargen"))
+        served.clock.advance(50)
+        peer.read()
+        served.clock.advance(0)
+        transport = cast(StalledTransport, peer.transport)
+        self.assertTrue(transport.blocked)
+        served.clock.advance(59)
+        self.assertFalse(transport.disconnected)
+        served.clock.advance(1)
+        self.assertTrue(transport.disconnected)
+
+    def test_closeThatNeverFinishes(self) -> None:
+        """
+        A flood that ends the session (GOAWAY EXCESSIVE_LOAD) from a peer
+        that does not read leaves a close waiting on unsent bytes for ever;
+        it is aborted at writeTimeout.
+        """
+        served = ServedServices(SessionSettings(writeTimeout=60))
+        peer = ServedPeer(served.factory, StalledTransport())
+        peer.send(OpenFrame(1, b"chargen"))
+        peer.send(*[PingFrame(b"p")] * (LIMIT + 1))
+        transport = cast(StalledTransport, peer.transport)
+        self.assertTrue(peer.session.engine.terminated)
+        self.assertTrue(transport.disconnecting)
+        self.assertFalse(transport.disconnected)
+        served.clock.advance(59)
+        self.assertFalse(transport.disconnected)
+        served.clock.advance(1)
+        self.assertTrue(transport.disconnected)
+        frames = peer.read()
+        self.assertEqual([g.code for g in goAways(frames)], [ErrorCode.EXCESSIVE_LOAD])
+
+    def test_cleanCloseCancelsTimer(self) -> None:
+        """
+        A session whose connection closes normally leaves no write timer
+        (or any other) behind.
+        """
+        served = ServedServices(SessionSettings(writeTimeout=60))
+        peer = ServedPeer(served.factory, StalledTransport())
+        peer.send(OpenFrame(1, b"chargen"))
+        peer.session.connectionLost(Failure(ConnectionDone()))
+        served.clock.advance(0)
+        self.assertEqual(served.clock.getDelayedCalls(), [])
+
+    def test_none(self) -> None:
+        """
+        With writeTimeout None a connection that never drains is never
+        aborted.
+        """
+        served = ServedServices(SessionSettings(writeTimeout=None))
+        peer = ServedPeer(served.factory, StalledTransport())
+        peer.send(OpenFrame(1, b"chargen"))
+        served.clock.advance(10**6)
+        self.assertFalse(peer.transport.disconnecting)
+        self.assertTrue(cast(StalledTransport, peer.transport).blocked)
+
+    def test_settingsValidated(self) -> None:
+        """
+        writeTimeout and handshakeTimeout must be positive or None, and are
+        on by default.
+        """
+        for name in ("writeTimeout", "handshakeTimeout"):
+            for bad in (0, -1):
+                self.assertRaises(ValueError, SessionSettings, **{name: bad})
+            off: dict[str, Any] = {name: None}
+            self.assertIsNone(getattr(SessionSettings(**off), name))
+        self.assertEqual(SessionSettings().writeTimeout, 60)
+        self.assertEqual(SessionSettings().handshakeTimeout, 20)
+
+
+# ---------------------------------------------------------------- preface
+
+#: the start of a TLS ClientHello: a record header announcing 512 bytes,
+#: a handshake header, the version and four bytes of the random
+PARTIAL_CLIENT_HELLO = bytes.fromhex("1603010200010001fc0303a1b2c3d4")
+
+
+class HandshakeTimeoutTests(SynchronousTestCase):
+    """
+    SessionSettings.handshakeTimeout: a connection whose peer has not sent
+    its whole preface that long after it was made is aborted (slowloris),
+    which over TLS bounds the TLS handshake too.
+    """
+
+    def connect(
+        self, settings: SessionSettings | None = None, client: bool = False
+    ) -> tuple[Clock, MemuxProtocol, StringTransport]:
+        """
+        A session (from a factory, as a server makes them) on a
+        L{StringTransport}, to which the peer has sent nothing yet.
+        """
+        clock = Clock()
+        factory = MultiplexingFactory(
+            {b"svc": Factory.forProtocol(Recorder)},
+            settings=settings,
+            reactor=clock,
+            client=client,
+        )
+        session = factory.buildProtocol(None)
+        transport = StringTransport()
+        session.makeConnection(transport)
+        return clock, session, transport
+
+    def test_silentPeer(self) -> None:
+        """
+        A peer that sends nothing is aborted at handshakeTimeout, not
+        before, and it is logged at info.
+        """
+        clock, session, transport = self.connect()
+        clock.advance(19.9)
+        self.assertFalse(transport.disconnecting)
+        with capturedLogs() as events:
+            clock.advance(0.1)
+        self.assertTrue(transport.disconnected)  # aborted
+        [event] = [e for e in events if "no preface" in e["log_format"]]
+        self.assertEqual(event["log_level"], LogLevel.info)
+
+    def test_dribbledPreface(self) -> None:
+        """
+        A peer dribbling its preface a byte at a time gains nothing: the
+        time counts from the connection, whatever arrives meanwhile.
+        """
+        clock, session, transport = self.connect()
+        preface = encodePreface(Settings())
+        for i in range(7):  # at 0, 3, ... 18 s: still short of the whole
+            self.assertFalse(transport.disconnecting)
+            session.dataReceived(preface[i : i + 1])
+            clock.advance(3)
+        self.assertTrue(transport.disconnected)
+        self.assertFalse(session.engine.prefaceReceived)
+
+    def test_prefaceInTime(self) -> None:
+        """
+        A preface that arrives just in time disarms the timer: the session
+        stays up however long it lasts, with no timer left behind.
+        """
+        clock, session, transport = self.connect()
+        clock.advance(19.9)
+        session.dataReceived(encodePreface(Settings()))
+        clock.advance(0)
+        self.assertEqual(clock.getDelayedCalls(), [])
+        clock.advance(10**6)
+        self.assertFalse(transport.disconnecting)
+
+    def test_channelsHearWhy(self) -> None:
+        """
+        A client whose server never sends its preface: the channel it
+        opened meanwhile (no round trip needed) ends with SessionLost
+        carrying IDLE_TIMEOUT and saying what was missing.
+        """
+        clock, session, transport = self.connect(client=True)
+        recorder = self.successResultOf(
+            session.openChannel(b"svc", Factory.forProtocol(Recorder))
+        )
+        clock.advance(20)
+        self.assertTrue(transport.disconnected)
+        session.connectionLost(Failure(ConnectionAborted()))
+        clock.advance(0)
+        assert isinstance(recorder, Recorder) and recorder.lost is not None
+        lost = recorder.lost.value
+        assert isinstance(lost, SessionLost)
+        self.assertEqual(lost.code, ErrorCode.IDLE_TIMEOUT)
+        self.assertIn("no preface", lost.reason)
+
+    def test_none(self) -> None:
+        """
+        With handshakeTimeout None a silent peer is never aborted for it.
+        """
+        clock, session, transport = self.connect(SessionSettings(handshakeTimeout=None))
+        clock.advance(10**6)
+        self.assertFalse(transport.disconnecting)
+
+    def test_tlsHandshakeBounded(self) -> None:
+        """
+        Over TLS the session starts as soon as the TCP connection is made,
+        before the TLS handshake: a client that sends part of a ClientHello
+        and stops is aborted at handshakeTimeout, TCP connection and all.
+        """
+        clock = Clock()
+        certs = Certificates(self.mktemp())
+        mux = MultiplexingFactory(builtinServices(clock), reactor=clock)
+        tls = TLSMemoryBIOFactory(serverTLSOptions(certs.serverPEM), False, mux, clock)
+        protocol = tls.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
+        assert protocol is not None
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        protocol.dataReceived(PARTIAL_CLIENT_HELLO)
+        [session] = mux.connectedSessions()
+        self.assertFalse(session.engine.prefaceReceived)
+        clock.advance(19)
+        self.assertFalse(transport.disconnecting)
+        clock.advance(1)
+        self.assertTrue(transport.disconnected)  # the TCP connection, aborted
+
+
+# ---------------------------------------------------------------- real sockets
+
+
+class WatchedFactory(MultiplexingFactory):
+    """
+    A L{MultiplexingFactory} that keeps its sessions and lets a test wait
+    for the first time the connection pauses each.
+    """
+
+    def __init__(self, services: Any, settings: SessionSettings) -> None:
+        from twisted.internet import reactor
+
+        super().__init__(services, settings=settings, reactor=cast(Any, reactor))
+        self.built: list[MemuxProtocol] = []
+        self.paused: dict[MemuxProtocol, Deferred[None]] = {}
+
+    def buildProtocol(self, addr: Any) -> MemuxProtocol:
+        """
+        Build a session whose first pause fires C{self.paused[session]}.
+        """
+        session = super().buildProtocol(addr)
+        self.built.append(session)
+        paused: Deferred[None] = Deferred()
+        self.paused[session] = paused
+        pause = session.pauseProducing
+
+        def pauseProducing() -> None:
+            pause()
+            if not paused.called:
+                paused.callback(None)
+
+        session.pauseProducing = pauseProducing  # type: ignore[method-assign]
+        return session
+
+
+class CraftedPeer(Protocol):
+    """
+    A hostile peer on a real socket: it sends C{attack} once connected,
+    then reads nothing more if C{read} is false.
+
+    @ivar lost: fires with the reason (the exception) once the connection
+        is lost.
+    """
+
+    def __init__(self, attack: bytes, read: bool) -> None:
+        self.attack = attack
+        self.read = read
+        self.lost: Deferred[BaseException] = Deferred()
+
+    def connectionMade(self) -> None:
+        """
+        Send the attack; stop reading unless told to read.
+        """
+        transport = cast(Any, self.transport)
+        transport.write(self.attack)
+        if not self.read:
+            transport.pauseProducing()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """
+        Fire L{lost}.
+        """
+        assert reason.value is not None
+        self.lost.callback(reason.value)
+
+
+class RealSocketTests(TestCase):
+    """
+    The write and handshake timeouts against crafted peers on real loopback
+    sockets, with a well-behaved session served alongside.
+    """
+
+    timeout = 30
+
+    def setUp(self) -> None:
+        """
+        Use the real reactor.
+        """
+        from twisted.internet import reactor
+
+        self.reactor: Any = reactor
+
+    async def listen(
+        self, factory: MultiplexingFactory, certs: Certificates | None = None
+    ) -> TCP4ClientEndpoint:
+        """
+        Serve C{factory} (over TLS with C{certs}' server certificate, if
+        given) on a loopback port until cleanup, when every session it made
+        is waited for; return an endpoint to reach it.
+        """
+        listening: Any = factory
+        if certs is not None:
+            listening = tlsServerFactory(factory, serverTLSOptions(certs.serverPEM))
+        endpoint = TCP4ServerEndpoint(self.reactor, 0, interface="127.0.0.1")
+        port = await endpoint.listen(listening)
+        self.addCleanup(
+            lambda: gatherResults([s.whenClosed() for s in factory.built])  # type: ignore[attr-defined]
+        )
+        self.addCleanup(port.stopListening)
+        address = port.getHost()
+        assert isinstance(address, IPv4Address)
+        return TCP4ClientEndpoint(self.reactor, "127.0.0.1", address.port)
+
+    async def attack(
+        self, endpoint: TCP4ClientEndpoint, data: bytes, read: bool
+    ) -> CraftedPeer:
+        """
+        Connect a L{CraftedPeer} sending C{data}; it is aborted at cleanup.
+        """
+        peer = CraftedPeer(data, read)
+        await connectProtocol(endpoint, peer)
+
+        def abort() -> Deferred[BaseException]:
+            if not peer.lost.called:
+                cast(Any, peer.transport).abortConnection()
+            return peer.lost
+
+        self.addCleanup(abort)
+        return peer
+
+    async def goodSession(self, endpoint: Any) -> MemuxProtocol:
+        """
+        Connect a well-behaved client session; closed at cleanup.
+        """
+        session = await connectSession(endpoint, reactor=self.reactor)
+
+        def close() -> Deferred[None]:
+            session.loseConnection()
+            return session.whenClosed()
+
+        self.addCleanup(close)
+        return session
+
+    async def echo(self, session: MemuxProtocol, message: bytes) -> list[bytes]:
+        """
+        Send C{message} to the echo service on a new channel; return the
+        messages that come back.
+        """
+        proto = await session.openChannel(
+            b"echo", Factory.forProtocol(MessageCollector)
+        )
+        assert isinstance(proto, MessageCollector)
+        IChannelTransport(proto.transport).writeMessage(message)
+        await proto.receivedAtLeast(len(message))
+        proto.transport.loseConnection()  # type: ignore[union-attr]
+        return proto.messages
+
+    async def test_nonReadingPeer(self) -> None:
+        """
+        A peer that invites a terabyte of chargen and never reads: its
+        server session is paused by TCP with under WRITE_HIGH_WATER queued,
+        and aborted after writeTimeout, its channel ending with
+        SessionLost (IDLE_TIMEOUT); a well-behaved session is served while
+        it is stalled and after.
+        """
+        chargens: list[RecordingChargen] = []
+
+        def chargen() -> RecordingChargen:
+            chargens.append(RecordingChargen(self.reactor))
+            return chargens[-1]
+
+        services = builtinServices(self.reactor)
+        services[b"chargen"] = Factory.forProtocol(chargen)
+        factory = WatchedFactory(services, SessionSettings(writeTimeout=1))
+        endpoint = await self.listen(factory)
+        good = await self.goodSession(endpoint)
+        self.assertEqual(await self.echo(good, b"before"), [b"before"])
+        await self.attack(
+            endpoint, encodePreface(GREEDY) + OpenFrame(1, b"chargen").encode(), False
+        )
+        stalled = factory.built[-1]
+        await factory.paused[stalled]
+        self.assertLess(queuedBytes(stalled), WRITE_HIGH_WATER)
+        self.assertEqual(await self.echo(good, b"during"), [b"during"])
+        self.assertIsNone(stalled.lostReason)
+        await stalled.whenClosed()
+        assert stalled.lostReason is not None
+        self.assertTrue(stalled.lostReason.check(ConnectionAborted))
+        self.assertLess(queuedBytes(stalled), WRITE_HIGH_WATER)
+        [protocol] = chargens
+        assert protocol.lost is not None
+        lost = protocol.lost.value
+        assert isinstance(lost, SessionLost)
+        self.assertEqual(lost.code, ErrorCode.IDLE_TIMEOUT)
+        self.assertEqual(await self.echo(good, b"after"), [b"after"])
+        self.assertTrue(good.connected)
+
+    async def test_tlsHandshakeNeverCompleted(self) -> None:
+        """
+        Over TLS, a client that sends part of a ClientHello and stops is
+        disconnected after handshakeTimeout; a well-behaved TLS client,
+        connected meanwhile, is served before and after.
+        """
+        certs = Certificates(self.mktemp())
+        factory = WatchedFactory(
+            builtinServices(self.reactor), SessionSettings(handshakeTimeout=1)
+        )
+        endpoint = await self.listen(factory, certs)
+        with capturedLogs() as events:
+            peer = await self.attack(endpoint, PARTIAL_CLIENT_HELLO, True)
+            good = await self.goodSession(
+                wrapClientTLS(clientTLSOptions(HOSTNAME, certs.caPEM), endpoint)
+            )
+            self.assertEqual(await self.echo(good, b"during"), [b"during"])
+            await peer.lost
+            [stalled] = [s for s in factory.built if not s.engine.prefaceReceived]
+            await stalled.whenClosed()
+        [event] = [e for e in events if "no preface" in e["log_format"]]
+        self.assertEqual(event["peer"], stalled.transport.getPeer())  # type: ignore[union-attr]
+        self.assertEqual(await self.echo(good, b"after"), [b"after"])
+        self.assertTrue(good.connected)

@@ -20,7 +20,7 @@ from twisted.internet.endpoints import (
     UNIXClientEndpoint,
     connectProtocol,
 )
-from twisted.internet.error import ConnectionDone
+from twisted.internet.error import ConnectionDone, ConnectionRefusedError
 from twisted.internet.interfaces import (
     IHalfCloseableProtocol,
     IListeningPort,
@@ -46,6 +46,7 @@ from memux import (
     IChannelTransport,
     IMessageReceiver,
     MemuxProtocol,
+    SessionLost,
     connectSession,
     tap,
 )
@@ -672,3 +673,61 @@ class ProtocolLoggingTests(ServerTestCase):
         for e in events:
             if e.get("log_source") in self.serverSessions:
                 self.assertIn(e["log_level"], (LogLevel.info, LogLevel.warn))
+
+
+class DrainTests(ServerTestCase):
+    """
+    Stopping the server (as twistd does on SIGTERM) with sessions open on
+    loopback TCP: GOAWAY, open channels finish, listening stops, and what
+    is left at C{--drain-timeout} is aborted.
+    """
+
+    async def test_channelFinishes(self) -> None:
+        """
+        A client with a channel open when the server stops sees GOAWAY,
+        opens no more channels, finishes its channel (echoed to the end);
+        then its connection closes cleanly, C{stopService}'s Deferred
+        fires, and the server no longer accepts connections.
+        """
+        server = self.serve("--listen", LOCAL, "--drain-timeout", "20")
+        endpoint = self.tcpEndpoint(self.tcpPort(server))
+        session = await self.connect(endpoint)
+        proto = await session.openChannel(b"echo", Factory.forProtocol(Collector))
+        assert isinstance(proto, Collector)
+        channel = IChannelTransport(proto.transport)
+        channel.writeMessage(b"one ")
+        await proto.receivedAtLeast(4)
+        stopped = server.stopService()
+        channel.writeMessage(b"two")
+        # GOAWAY was written before this echo: it has arrived too.
+        self.assertEqual(await proto.receivedAtLeast(7), b"one two")
+        self.assertIsNotNone(session.engine.goAwayReceived)
+        with self.assertRaises(ChannelRefused):
+            await session.openChannel(b"echo", Factory.forProtocol(Collector))
+        self.assertFalse(stopped.called)
+        channel.loseConnection()
+        self.assertIsInstance(await proto.lost, ConnectionDone)
+        await stopped
+        await session.whenClosed()
+        assert session.lostReason is not None
+        self.assertTrue(session.lostReason.check(ConnectionDone))
+        with self.assertRaises(ConnectionRefusedError):
+            await connectSession(endpoint, reactor=self.reactor)
+
+    async def test_deadline(self) -> None:
+        """
+        A client that never finishes its channel is aborted at the drain
+        timeout: its channel ends with SessionLost, and C{stopService}'s
+        Deferred fires.
+        """
+        server = self.serve("--listen", LOCAL, "--drain-timeout", "0.2")
+        session = await self.connect(self.tcpEndpoint(self.tcpPort(server)))
+        proto = await session.openChannel(b"echo", Factory.forProtocol(Collector))
+        assert isinstance(proto, Collector)
+        IChannelTransport(proto.transport).writeMessage(b"busy")
+        await proto.receivedAtLeast(4)
+        await server.stopService()
+        self.assertIsInstance(await proto.lost, SessionLost)
+        await session.whenClosed()
+        [serverSide] = self.serverSessions
+        self.assertIsNotNone(serverSide.lostReason)

@@ -21,28 +21,31 @@ from twisted.internet.endpoints import (
     TCP4ServerEndpoint,
     UNIXServerEndpoint,
 )
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IOpenSSLServerConnectionCreator,
     IProtocolFactory,
     IPushProducer,
 )
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.task import Clock, deferLater
-from twisted.internet.testing import MemoryReactor, StringTransport
+from twisted.internet.testing import MemoryReactor, MemoryReactorClock, StringTransport
 from twisted.logger import LogLevel, capturedLogs
 from twisted.plugin import getPlugins
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from twisted.python.usage import UsageError
+from twisted.test.iosim import IOPump, connectedServerAndClient
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
-from memux import ChannelRefused, ChannelRequest, tap
+from memux import ChannelRefused, ChannelRequest, MemuxProtocol, SessionLost, tap
 from memux._engine import SessionSettings
 from memux.interfaces import IChannelTransport, IChunkReceiver, IMessageReceiver
 from memux.protocol import MultiplexingFactory
 from memux.services import Chargen, Discard, Echo, builtinServices
 from memux.tap import (
+    DEFAULT_DRAIN_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
     DestinationPattern,
     ServerServices,
@@ -1544,3 +1547,259 @@ class IdleTimeoutOptionTests(SynchronousTestCase):
         A negative --idle-timeout is a usage error.
         """
         self.assertRaises(UsageError, parse, "--idle-timeout", "-1")
+
+
+class TimeoutOptionTests(SynchronousTestCase):
+    """
+    C{--write-timeout}, C{--handshake-timeout} and C{--drain-timeout}.
+    """
+
+    def test_defaults(self) -> None:
+        """
+        By default the write and handshake timeouts are the session
+        settings' (60 s and 20 s), and the drain timeout is 30 s.
+        """
+        options = parse()
+        self.assertEqual(options["settings"].writeTimeout, 60)
+        self.assertEqual(options["settings"].handshakeTimeout, 20)
+        self.assertEqual(options["drain-timeout"], DEFAULT_DRAIN_TIMEOUT)
+        self.assertEqual(DEFAULT_DRAIN_TIMEOUT, 30)
+
+    def test_given(self) -> None:
+        """
+        The options set the session settings and the drain timeout; 0
+        turns the write and handshake timeouts off.
+        """
+        options = parse(
+            "--write-timeout",
+            "7.5",
+            "--handshake-timeout",
+            "3",
+            "--drain-timeout",
+            "12",
+        )
+        self.assertEqual(options["settings"].writeTimeout, 7.5)
+        self.assertEqual(options["settings"].handshakeTimeout, 3)
+        self.assertEqual(options["drain-timeout"], 12)
+        options = parse("--write-timeout", "0", "--handshake-timeout", "0")
+        self.assertIsNone(options["settings"].writeTimeout)
+        self.assertIsNone(options["settings"].handshakeTimeout)
+        self.assertEqual(parse("--drain-timeout", "0")["drain-timeout"], 0)
+
+    def test_negative(self) -> None:
+        """
+        A negative timeout is a usage error naming the option.
+        """
+        for option in ("--write-timeout", "--handshake-timeout", "--drain-timeout"):
+            e = self.assertRaises(UsageError, parse, option, "-1")
+            self.assertIn(option, str(e))
+
+    def test_notANumber(self) -> None:
+        """
+        A timeout that is not a number is a usage error.
+        """
+        for option in ("--write-timeout", "--handshake-timeout", "--drain-timeout"):
+            self.assertRaises(UsageError, parse, option, "soon")
+
+    def test_help(self) -> None:
+        """
+        The help lists the three options with their defaults.
+        """
+        text = " ".join(str(tap.Options()).split())
+        for option, default in [
+            ("write-timeout", 60),
+            ("handshake-timeout", 20),
+            ("drain-timeout", 30),
+        ]:
+            start = text.index(f"--{option}=")
+            section = text[start : text.index("--", start + 3)]
+            self.assertIn(f"[default: {default:.1f}]", section)
+
+    def test_reachService(self) -> None:
+        """
+        makeService gives the drain timeout to the server and the other two
+        to the sessions' settings.
+        """
+        options = parse(
+            "--drain-timeout", "5", "--write-timeout", "6", "--handshake-timeout", "7"
+        )
+        server = tap.makeService(options, reactor=MemoryReactor())
+        self.assertEqual(server.drainTimeout, 5)
+        self.assertEqual(server.factory.settings.writeTimeout, 6)
+        self.assertEqual(server.factory.settings.handshakeTimeout, 7)
+
+
+class LossRecorder(WholeMessageRecorder):
+    """
+    A L{WholeMessageRecorder} that keeps why its channel ended.
+    """
+
+    lost: Failure | None = None
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """
+        Keep C{reason}.
+        """
+        self.lost = reason
+
+
+class DrainTests(SynchronousTestCase):
+    """
+    Stopping the L{tap.MemuxServer} (twistd does on SIGTERM) stops
+    listening and drains the sessions: GOAWAY, open channels may finish,
+    and sessions left at C{--drain-timeout} are aborted; C{stopService}'s
+    Deferred fires when every session has closed.
+    """
+
+    def setUp(self) -> None:
+        """
+        Start a server on a memory reactor, with a C{record} service too.
+        """
+        self.reactor = MemoryReactorClock()
+        options = parse("--drain-timeout", "30")
+        self.server = tap.makeService(options, reactor=self.reactor)
+        self.server.startService()
+        self.recorders: list[LossRecorder] = []
+
+        def record() -> LossRecorder:
+            self.recorders.append(LossRecorder())
+            return self.recorders[-1]
+
+        self.server.resolver.services[b"record"] = Factory.forProtocol(record)
+
+    def connect(self) -> tuple[MemuxProtocol, MemuxProtocol, IOPump]:
+        """
+        A client session connected in memory to a session of the server:
+        C{(client, server session, pump)}.
+        """
+        return connectedServerAndClient(
+            lambda: self.server.factory.buildProtocol(None),
+            lambda: MemuxProtocol(client=True, reactor=self.reactor),
+            clock=self.reactor,
+        )
+
+    def open(
+        self, client: MemuxProtocol, service: bytes, protocol: LossRecorder
+    ) -> IChannelTransport:
+        """
+        Open a channel for C{service} from C{client} to C{protocol}.
+        """
+        d = client.openChannel(service, Factory.forProtocol(lambda: protocol))
+        self.assertIs(self.successResultOf(d), protocol)
+        return IChannelTransport(protocol.transport)
+
+    def test_channelFinishes(self) -> None:
+        """
+        A client with a channel open sees GOAWAY naming that channel as the
+        last processed; a channel it opened meanwhile is refused (safe to
+        retry elsewhere); its open channel carries on until it closes it;
+        then the connection closes, listening has stopped, and
+        C{stopService}'s Deferred fires, leaving no timer behind.
+        """
+        client, session, pump = self.connect()
+        mine = LossRecorder()
+        channel = self.open(client, b"echo", mine)
+        channel.writeMessage(b"one")
+        pump.flush()
+        stopped = self.server.stopService()
+        late = LossRecorder()
+        self.open(client, b"echo", late)  # crosses the GOAWAY
+        pump.flush()
+        self.assertEqual(client.engine.goAwayReceived, 1)
+        assert late.lost is not None
+        refused = late.lost.value
+        assert isinstance(refused, ChannelRefused)
+        self.assertTrue(refused.remote)
+        self.assertNoResult(stopped)
+        channel.writeMessage(b"two")
+        pump.flush()
+        self.assertEqual(mine.messages, [b"one", b"two"])
+        self.assertNoResult(stopped)
+        channel.loseConnection()
+        pump.flush()
+        self.assertIsNone(self.successResultOf(stopped))
+        assert client.lostReason is not None
+        self.assertTrue(client.lostReason.check(ConnectionDone))
+        self.assertEqual([child.running for child in self.server], [False])
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_idleSessionsCloseAtOnce(self) -> None:
+        """
+        Sessions with no channel open close as soon as their GOAWAY is
+        written.
+        """
+        pairs = [self.connect() for _ in range(3)]
+        stopped = self.server.stopService()
+        for client, session, pump in pairs:
+            pump.flush()
+            self.assertIsNotNone(client.engine.goAwayReceived)
+            self.assertIsNotNone(session.lostReason)
+        self.assertIsNone(self.successResultOf(stopped))
+
+    def test_deadline(self) -> None:
+        """
+        A session whose channel never ends is aborted at the drain timeout,
+        not before: the channel's protocol hears SessionLost saying why,
+        and C{stopService}'s Deferred fires.
+        """
+        client, session, pump = self.connect()
+        channel = self.open(client, b"record", LossRecorder())
+        channel.writeMessage(b"busy")
+        pump.flush()
+        stopped = self.server.stopService()
+        pump.flush()
+        self.reactor.advance(29.9)
+        pump.flush()
+        self.assertNoResult(stopped)
+        self.assertIsNone(session.lostReason)
+        self.reactor.advance(0.1)
+        pump.flush()
+        self.assertIsNone(self.successResultOf(stopped))
+        [served] = self.recorders
+        self.assertEqual(served.messages, [b"busy"])
+        assert served.lost is not None
+        lost = served.lost.value
+        assert isinstance(lost, SessionLost)
+        self.assertIn("shutting down", lost.reason)
+        self.assertIsNotNone(client.lostReason)
+
+    def test_sessionDuringDrain(self) -> None:
+        """
+        A session that starts while the listeners are closing is sent
+        GOAWAY at once, and is waited for too.
+        """
+        first, session, pump = self.connect()
+        self.open(first, b"record", LossRecorder())
+        pump.flush()
+        stopped = self.server.stopService()
+        late, lateSession, latePump = self.connect()
+        latePump.flush()
+        self.assertIsNotNone(late.engine.goAwayReceived)
+        self.assertIsNotNone(lateSession.lostReason)
+        self.assertNoResult(stopped)
+        self.reactor.advance(30)
+        pump.flush()
+        self.successResultOf(stopped)
+
+    def test_nothingToDrain(self) -> None:
+        """
+        With no session, C{stopService}'s Deferred fires once listening has
+        stopped.
+        """
+        self.assertIsNone(self.successResultOf(self.server.stopService()))
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_listeningAgain(self) -> None:
+        """
+        Once its factory is started again (a port listening with it anew),
+        new sessions are served normally, not drained.
+        """
+        self.successResultOf(self.server.stopService())
+        self.server.factory.doStart()
+        client, session, pump = self.connect()
+        mine = LossRecorder()
+        self.open(client, b"echo", mine).writeMessage(b"hello")
+        pump.flush()
+        self.assertIsNone(client.engine.goAwayReceived)
+        self.assertEqual(mine.messages, [b"hello"])
+        self.assertEqual(self.server.factory.connectedSessions(), [session])
