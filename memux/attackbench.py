@@ -167,8 +167,11 @@ class TimedPinger(workers.Pinger):
 
     def messageReceived(self, message: bytes) -> None:
         """
-        Time the echo; stop at the deadline.
+        Time the echo; stop at the deadline.  An echo after a measurement
+        gave up waiting is ignored.
         """
+        if not self.measuring:
+            return
         if time.perf_counter() >= self.deadline:
             self.remaining = 0
         super().messageReceived(message)
@@ -215,6 +218,8 @@ class PingerControl(LineOnlyReceiver):
         d.addTimeout(seconds + STALL_SECONDS, self.reactor)
         try:
             result = latencies(await d)
+        except defer.TimeoutError:
+            result = {"error": f"stalled: no echo {STALL_SECONDS:g} s past the end"}
         except Exception as e:
             result = {"error": str(e) or repr(e)}
         workers.replyLine(self.transport, result)
