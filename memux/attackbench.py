@@ -170,7 +170,7 @@ class TimedPinger(workers.Pinger):
         Time the echo; stop at the deadline.  An echo after a measurement
         gave up waiting is ignored.
         """
-        if not self.measuring:
+        if self.done.called:
             return
         if time.perf_counter() >= self.deadline:
             self.remaining = 0
