@@ -78,7 +78,7 @@ class Attacker(Protocol):
     to), waits for the server's, then writes `nextBatch` as fast as the
     connection takes it until that returns None.  It decodes what the
     server sends, to learn its settings, the credit and channels it grants
-    and any GOAWAY; one that does not ``reads`` stops reading once it has
+    and any GOAWAY; one whose ``reads`` is false stops reading once it has
     the server's preface (until the attack ends).
     """
 
@@ -256,16 +256,16 @@ class Attacker(Protocol):
 
     # -- helpers for attacks
 
-    def openChannels(self, count: int, service: bytes | None = None) -> bytes:
+    def openChannels(self, count: int) -> bytes:
         """
-        OPEN frames for ``count`` more channels (odd ids: we are the
-        client).
+        OPEN frames for ``count`` more channels of our service (odd ids:
+        we are the client).
         """
         first = self.opened
         self.opened += count
-        name = self.service if service is None else service
         return b"".join(
-            OpenFrame(2 * n + 1, name).encode() for n in range(first, self.opened)
+            OpenFrame(2 * n + 1, self.service).encode()
+            for n in range(first, self.opened)
         )
 
     def room(self, channel: int) -> int:
@@ -311,12 +311,12 @@ class RapidReset(Attacker):
         if count <= 0:
             return None
         first = self.opened
-        opens = self.openChannels(count)
-        resets = b"".join(
-            ResetFrame(2 * n + 1, ErrorCode.CANCEL).encode()
+        self.opened += count
+        return b"".join(
+            OpenFrame(2 * n + 1, self.service).encode()
+            + ResetFrame(2 * n + 1, ErrorCode.CANCEL).encode()
             for n in range(first, self.opened)
         )
-        return opens + resets
 
 
 class PingFlood(Attacker):
@@ -443,8 +443,8 @@ class IdleChannels(Attacker):
 
 class OversizedFrame(Attacker):
     """
-    A DATA header announcing the largest length a header can name (far
-    over the server's maximum), then one byte of it.
+    A DATA header announcing 16 MiB - 1 bytes (the largest frame any
+    server may accept, far over the default maximum), then one byte.
     """
 
     def nextBatch(self) -> bytes | None:
