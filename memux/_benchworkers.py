@@ -84,15 +84,16 @@ class Reactor(IReactorTCP, IReactorTime, IReactorCore):
     """
 
 
-def rssBytes() -> int:
+def rssBytes(pid: int | str = "self", field: str = "VmRSS") -> int:
     """
-    This process's resident set size in bytes, from /proc/self/status
+    A process's resident set size in bytes (this one's, by default), or
+    another memory ``field`` of its /proc/PID/status such as ``VmHWM``
     (Linux); -1 where that is not available.
     """
     try:
-        with open("/proc/self/status") as status:
+        with open(f"/proc/{pid}/status") as status:
             for line in status:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass

@@ -710,8 +710,15 @@ def table(outcomes: Sequence[Outcome]) -> str:
                 result,
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    numeric = {2, 3, 4, 6}
+    return alignTable(rows, numeric={2, 3, 4, 6})
+
+
+def alignTable(rows: Sequence[Sequence[str]], numeric: set[int]) -> str:
+    """
+    ``rows`` (the first is the header) as aligned plain text, the
+    ``numeric`` columns to the right, a rule under the header.
+    """
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = []
     for n, row in enumerate(rows):
         cells = [
