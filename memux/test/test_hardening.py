@@ -9,6 +9,7 @@ attacks and defences.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, cast
 
 from twisted.internet.address import IPv4Address
@@ -620,6 +621,12 @@ class StalledTransport(StringTransport):
         if size > self.bufferSize and self.producer is not None and not self.blocked:
             self.blocked = True
             self.producer.pauseProducing()
+
+    def writeSequence(self, data: Iterable[bytes]) -> None:
+        """
+        As L{write}, as Twisted's transports do.
+        """
+        self.write(b"".join(data))
 
     def readAll(self) -> bytes:
         """
