@@ -105,7 +105,9 @@ KEEPALIVE_PAYLOAD = b"keepaliv"
 
 
 @implementer(IAddress)
-@dataclass(frozen=True)
+# Hashable but not frozen, like Twisted's own addresses: a frozen
+# dataclass's __init__ costs a setattr call per field, per channel.
+@dataclass(unsafe_hash=True, slots=True)
 class ChannelAddress:
     """
     The address of one end of a channel: the underlying connection's
@@ -805,7 +807,13 @@ class MemuxProtocol(Protocol):
 
             reactor = cast(IReactorTime, globalReactor)
         self._reactor = reactor
-        self._resolve = _resolverFor(services if services is not None else {})
+        if services is None:
+            services = {}
+        self._resolve = _resolverFor(services)
+        # A plain mapping is looked up directly: no ChannelRequest per channel.
+        self._serviceMap: ServiceMap | None = (
+            None if self._resolve is services else cast(ServiceMap, services)
+        )
         self.client = client
         self.settings = settings or SessionSettings()
         self._engine = MemuxEngine(client, self.settings)
@@ -1511,27 +1519,33 @@ class MemuxProtocol(Protocol):
                     self._handshakeCall = None
 
     def _channelOpened(self, event: ChannelOpened) -> None:
-        request = ChannelRequest(
-            event.service,
-            event.metadata,
-            event.destination,
-            event.channel,
-            event.lossy,
-            self,
-        )
-        try:
-            factory = self._resolve(request)
-        except ChannelRefused as refused:
-            # The resolver refused with a reason of its own.
-            factory = None
-            why = refused.reason or "refused"
-        except Exception:
-            self._log.failure(
-                "Error choosing a factory for channel {channel}", channel=event.channel
-            )
-            factory = None
-            why = "internal error"
+        why = ""
+        services = self._serviceMap
+        if services is not None:
+            factory = services.get(event.service)
         else:
+            request = ChannelRequest(
+                event.service,
+                event.metadata,
+                event.destination,
+                event.channel,
+                event.lossy,
+                self,
+            )
+            try:
+                factory = self._resolve(request)
+            except ChannelRefused as refused:
+                # The resolver refused with a reason of its own.
+                factory = None
+                why = refused.reason or "refused"
+            except Exception:
+                self._log.failure(
+                    "Error choosing a factory for channel {channel}",
+                    channel=event.channel,
+                )
+                factory = None
+                why = "internal error"
+        if factory is None and not why:
             why = f"no service {event.service!r}"
         protocol = None
         if factory is not None:
