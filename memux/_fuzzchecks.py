@@ -174,6 +174,9 @@ def _decode(
 
 
 def _reencoded(item: Preface | Frame) -> bytes:
+    """
+    The canonical encoding of a decoded item.
+    """
     if isinstance(item, Preface):
         return encodePreface(item.settings, item.version)
     return item.encode()
@@ -281,12 +284,19 @@ class _Application:
                 self.write(cid, b"hello " * 30, True)
 
     def write(self, cid: int, data: bytes, end: bool) -> None:
+        """
+        Write on ``cid`` if it is still open for writing (a channel may end
+        in the batch of events being handled, as in `memux.protocol`).
+        """
         engine = self.engine
         if engine.isOpen(cid) and cid not in self.closedForWriting:
             engine.sendData(cid, data, end)
             self.written += len(data)
 
     def handle(self, events: list[Event]) -> None:
+        """
+        Check each event and react to it.
+        """
         engine = self.engine
         for e in events:
             if not isinstance(e, _EVENT_TYPES):
@@ -319,6 +329,9 @@ class _Application:
                 self.features.add(_reasonFeature("reset", e.code, e.reason))
 
     def dataReceived(self, e: DataReceived) -> None:
+        """
+        Consume (or reassemble) a chunk, and echo its start.
+        """
         engine = self.engine
         n = len(e.data)
         if self.consume:
@@ -335,6 +348,9 @@ class _Application:
             self.write(e.channel, e.data[:100], e.endMessage)
 
     def receive(self, piece: bytes) -> None:
+        """
+        Feed the engine one piece of its peer's bytes.
+        """
         engine = self.engine
         wasTerminated = engine.terminated
         events = engine.receiveData(piece)
@@ -348,6 +364,10 @@ class _Application:
         self.checkBounds()
 
     def flush(self, maxBytes: int) -> None:
+        """
+        Take what the engine has to send, which must decode, and after a
+        session error must hold the GOAWAY and then nothing more.
+        """
         engine = self.engine
         goAwayDone = self.goAwayOut
         out = engine.dataToSend(maxBytes)
@@ -372,6 +392,9 @@ class _Application:
         self.checkBounds()
 
     def checkBounds(self) -> None:
+        """
+        What the engine holds stays within its settings.
+        """
         engine = self.engine
         s = engine.settings
         bound = max(s.maxFrameSize + MAX_HEADER, MAX_PREFACE)
@@ -397,6 +420,9 @@ class _Application:
             raise AssertionError(f"{queued} bytes queued, {self.written} written")
 
     def finish(self) -> None:
+        """
+        Write out the rest; a session error must have sent its GOAWAY.
+        """
         self.flush(1 << 30)
         self.flush(1 << 30)
         t = self.terminated
