@@ -419,7 +419,6 @@ class MemuxEngine:
         self._sessionSendLimit = self.peerSettings.initialSessionCredit
         self._sessionRecv = CreditWindow(self.settings.sessionCredit)
         self._reassemblyHeld = 0  # held in message reassembly, all channels
-        self._reassemblyCheckDue = False
         # Flood limit: frames that do no work spend this allowance; DATA
         # payload moved (counted lazily from the credit offsets) refills it.
         self._loadBudget = self.settings.maxUselessFrames
@@ -592,14 +591,16 @@ class MemuxEngine:
     def stopReading(self, channel: int) -> None:
         """
         The application will read nothing more on ``channel`` (it closed
-        both ways).  Grant no more credit; if data still arrives, discard it
-        and answer with RESET NO_ERROR, as TCP answers data after close()
-        with RST.  A peer that just closes in turn costs no extra frame.
+        both ways).  If data still arrives, discard it and answer with RESET
+        NO_ERROR, as TCP answers data after close() with RST.  A peer that
+        just closes in turn costs no extra frame.  Credit still follows what
+        the application consumes (or discards): a peer with more queued than
+        its credit would otherwise wait for ever, never learning of the
+        close, and its FIN with it.
         """
         ch = self._channels.get(channel)
         if ch is not None:
             ch.readStopped = True
-            self._creditDue.pop(channel, None)
 
     def resetChannel(
         self, channel: int, code: int = ErrorCode.CANCEL, reason: str = ""
@@ -668,13 +669,13 @@ class MemuxEngine:
         recv.consumed = consumed
         if consumed >= recv.grantAt:
             limit = recv.grant()
-            if not (ch.finReceived or ch.readStopped):
+            if not ch.finReceived:
                 self._creditDue[channel] = limit
         if holdSession:
+            # Checked at the next dataToSend (see _checkReassemblyDeadlock),
+            # once the application has had the chance to release a message
+            # this completed.
             self._reassemblyHeld += n
-            # Checked at the next dataToSend, once the application has had
-            # the chance to release a message this completed.
-            self._reassemblyCheckDue = True
         else:
             ch.sessionHeld -= n
             session = self._sessionRecv
@@ -699,25 +700,31 @@ class MemuxEngine:
     def _checkReassemblyDeadlock(self) -> None:
         """
         If the session's credit is spent and everything held is partial
-        messages, no message can ever complete: reset the channel holding
-        the most, so the others can go on.
+        messages, nothing more will be consumed, so no message can ever
+        complete.  If they fill the whole window, reset the channel holding
+        the most; then announce the credit that is free, which the policy in
+        `CreditWindow` (half a window consumed) would otherwise withhold
+        for ever.
         """
         window = self._sessionRecv
         if window.limit > window.received:
             return  # the peer can still send: not stuck
         if self._reassemblyHeld < window.held:
             return  # some held bytes will be consumed by a paused reader
-        victim = max(
-            self._channels.values(),
-            key=lambda c: c.sessionHeld - c.recv.held,
-            default=None,
-        )
-        if victim is not None and victim.sessionHeld > victim.recv.held:
-            self._channelError(
-                victim,
-                ErrorCode.EXCESSIVE_LOAD,
-                "partial messages fill the session's memory",
+        if window.held >= window.window:
+            victim = max(
+                self._channels.values(),
+                key=lambda c: c.sessionHeld - c.recv.held,
+                default=None,
             )
+            if victim is not None and victim.sessionHeld > victim.recv.held:
+                self._channelError(
+                    victim,
+                    ErrorCode.EXCESSIVE_LOAD,
+                    "partial messages fill the session's memory",
+                )
+        if window.limit == window.received and window.held < window.window:
+            self._creditDue[0] = window.grant()
 
     def discardQueuedMessages(self, channel: int, keepNewest: bool = False) -> int:
         """
@@ -1202,8 +1209,10 @@ class MemuxEngine:
         not copied here, so a transport that gathers its buffer anyway
         copies each byte once.
         """
-        if self._reassemblyCheckDue:
-            self._reassemblyCheckDue = False
+        if self._reassemblyHeld:
+            # Whenever partial messages hold session credit: any arrival or
+            # consumption (not only a move into reassembly) can leave the
+            # session stuck.
             self._checkReassemblyDeadlock()
         out = self._control
         self._control = []
