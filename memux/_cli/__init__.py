@@ -12,6 +12,10 @@ Standard output belongs to the data (``connect``) or the results
 (``ping``); everything else goes to standard error: routine messages,
 errors as one line each, the progress line when standard error is a
 terminal, and with ``--verbose`` the twisted.logger output.
+
+Each command has its module (`_forward`, `_connect`, `_ping`: the command
+and its argument parser); `_common`, `_options`, `_endpoints` and
+`_session` hold what they share.
 """
 
 from __future__ import annotations
@@ -36,20 +40,11 @@ from memux._cli._common import (
     _showProgress,
     _startLogging,
 )
-from memux._cli._connect import ConnectCommand
+from memux._cli._connect import ConnectCommand, addConnectParser
 from memux._cli._endpoints import parseLocal, parseRemote
-from memux._cli._forward import ForwardCommand, _channelWatcher
-from memux._cli._options import (
-    _EXIT_HELP,
-    _REMOTE_HELP,
-    _checkOpen,
-    _common,
-    _Formatter,
-    _metadataOption,
-    _positiveInt,
-    _seconds,
-)
-from memux._cli._ping import PingCommand
+from memux._cli._forward import ForwardCommand, _channelWatcher, addForwardParser
+from memux._cli._options import _EXIT_HELP, _checkOpen, _Formatter
+from memux._cli._ping import PingCommand, addPingParser
 from memux._cli._session import SessionCache
 
 __all__ = [
@@ -97,121 +92,9 @@ def buildParser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(
         title="commands", dest="command", metavar="COMMAND", required=True
     )
-
-    suppress = argparse.SUPPRESS
-    forward = commands.add_parser(
-        "forward",
-        parents=[_common("no progress line, no routine messages", suppress)],
-        formatter_class=_Formatter,
-        help="forward local connections to a service (like ssh -L)",
-        description=(
-            "Listen on LOCAL_ENDPOINT; carry every accepted connection over a new\n"
-            "channel for SERVICE on one memux session to REMOTE, like ssh -L.\n"
-            "The session is made at start (exit 3 if it cannot be); if it is lost\n"
-            "later, the next accepted connection makes a new one.  Runs until\n"
-            "interrupted."
-        ),
-        epilog=(
-            "examples:\n"
-            "  memux forward 8080 tcp:server.example:7400 web\n"
-            "      127.0.0.1:8080 reaches the server's 'web' service\n"
-            "  memux forward tcp:8080:interface=0.0.0.0 server.example:7400 web\n"
-            "      the same on every interface\n"
-            "  memux forward unix:/tmp/db.sock tls:server.example:7400 db\n"
-            "      a UNIX socket, over TLS\n\n"
-            "On a terminal a progress line shows open connections and bytes on\n"
-            "the memux connection each way (framing included).\n\n" + _EXIT_HELP
-        ),
-    )
-    forward.add_argument(
-        "local",
-        metavar="LOCAL_ENDPOINT",
-        help=(
-            "where to listen: a Twisted server endpoint string such as"
-            " tcp:8080:interface=127.0.0.1 or unix:/tmp/s (tcp:8080 alone"
-            " listens on every interface); a bare PORT means 127.0.0.1:PORT"
-            " and ADDRESS:PORT that interface, as with ssh -L"
-        ),
-    )
-    forward.add_argument("remote", metavar="REMOTE", help=_REMOTE_HELP)
-    forward.add_argument(
-        "service", metavar="SERVICE", help="the service name to open channels for"
-    )
-    _metadataOption(forward)
-    forward.set_defaults(subparser=forward)
-
-    connect = commands.add_parser(
-        "connect",
-        parents=[_common("no progress line", suppress)],
-        formatter_class=_Formatter,
-        help="connect stdin and stdout to a service (like nc)",
-        description=(
-            "Open a channel for SERVICE on a session to REMOTE; copy standard input\n"
-            "to it and what it sends to standard output.  The end of standard\n"
-            "input half-closes the channel (the server sees end of input and can\n"
-            "still answer); memux connect exits when the channel ends."
-        ),
-        epilog=(
-            "examples:\n"
-            "  echo hello | memux connect server.example:7400 echo\n"
-            "  memux connect tcp:server.example:7400 chargen | head -c 1000\n"
-            "  memux connect unix:/run/memux.sock db < query.sql > result\n\n"
-            "When standard error is a terminal and standard input and output are\n"
-            "not, a progress line shows the bytes each way and the rate.\n\n"
-            + _EXIT_HELP
-        ),
-    )
-    connect.add_argument("remote", metavar="REMOTE", help=_REMOTE_HELP)
-    connect.add_argument(
-        "service", metavar="SERVICE", help="the service name to open a channel for"
-    )
-    _metadataOption(connect)
-    connect.set_defaults(subparser=connect)
-
-    ping = commands.add_parser(
-        "ping",
-        parents=[_common("print only the summary", suppress)],
-        formatter_class=_Formatter,
-        help="measure round trips to a server",
-        description=(
-            "Connect to REMOTE and send a memux PING every INTERVAL seconds;\n"
-            "print each round-trip time, and a summary at the end (after COUNT\n"
-            "pings, or when interrupted).  A path: line says what carries the\n"
-            "session (TCP, TLS over TCP, MPTCP with its subflows and counters),\n"
-            "at the start and in the summary."
-        ),
-        epilog=(
-            "examples:\n"
-            "  memux ping -c 3 server.example:7400\n"
-            "  memux ping -i 0.2 tls:server.example:7400\n"
-            "  memux ping mptcp:host=server.example:port=7400\n\n" + _EXIT_HELP
-        ),
-    )
-    ping.add_argument("remote", metavar="REMOTE", help=_REMOTE_HELP)
-    ping.add_argument(
-        "-c",
-        "--count",
-        type=_positiveInt,
-        default=None,
-        help="stop after COUNT pings (default: until interrupted)",
-    )
-    ping.add_argument(
-        "-i",
-        "--interval",
-        type=_seconds(0.001),
-        default=1.0,
-        metavar="SECONDS",
-        help="wait SECONDS between pings (default: 1)",
-    )
-    ping.add_argument(
-        "-W",
-        "--timeout",
-        type=_seconds(0.001),
-        default=10.0,
-        metavar="SECONDS",
-        help="count a ping lost after SECONDS without a reply (default: 10)",
-    )
-    ping.set_defaults(subparser=ping)
+    addForwardParser(commands)
+    addConnectParser(commands)
+    addPingParser(commands)
     return parser
 
 

@@ -1,7 +1,8 @@
 # -*- test-case-name: memux.test.test_cli -*-
 """
 What every ``memux`` command shares: exit statuses, one-line error
-texts, the reporter for standard error, and logging.
+texts, the reporter for standard error, logging, and the commands' base
+classes.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from twisted.internet.interfaces import (
     IAddress,
     IReactorCore,
     IReactorTime,
+    IStreamClientEndpoint,
 )
 from twisted.internet.task import LoopingCall
 from twisted.logger import (
@@ -66,13 +68,6 @@ class UsageError(Exception):
     """
     An argument is wrong; the message says which and why.
     """
-
-
-def _describeError(e: BaseException) -> str:
-    text = str(e)
-    if isinstance(e, TypeError) and "argument" in text:
-        return "missing or unexpected fields"
-    return text or type(e).__name__
 
 
 def _describeAddress(address: IAddress | None) -> str:
@@ -316,3 +311,48 @@ class Command(typing.Protocol):
 def _clock(reactor: IReactorCore) -> IReactorTime:
     # The global reactor provides both; the interfaces are separate.
     return cast(IReactorTime, reactor)
+
+
+class RemoteCommand:
+    """
+    What every command has: REMOTE, and a L{Reporter} to say things with.
+
+    @ivar remote: the endpoint REMOTE names.
+    @ivar remoteText: REMOTE, for messages.
+    """
+
+    def __init__(
+        self, remote: IStreamClientEndpoint, remoteText: str, reporter: Reporter
+    ) -> None:
+        self.remote = remote
+        self.remoteText = remoteText
+        self.reporter = reporter
+
+    def _cannotConnect(self, reason: Failure | BaseException) -> None:
+        self.reporter.error(
+            f"cannot connect to {self.remoteText}: {_reasonText(reason)}"
+        )
+
+
+class ChannelCommand(RemoteCommand):
+    """
+    A command that opens channels for SERVICE, each with the same metadata.
+    """
+
+    def __init__(
+        self,
+        remote: IStreamClientEndpoint,
+        remoteText: str,
+        service: bytes,
+        metadata: bytes | None,
+        reporter: Reporter,
+    ) -> None:
+        super().__init__(remote, remoteText, reporter)
+        self.service = service
+        self.metadata = metadata
+
+    def _serviceText(self) -> str:
+        """
+        C{service 'NAME'}, for messages.
+        """
+        return f"service {self.service.decode('utf-8', 'replace')!r}"

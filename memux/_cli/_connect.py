@@ -17,7 +17,15 @@ from twisted.internet.interfaces import (
 from twisted.internet.protocol import Factory, connectionDone
 from twisted.python.failure import Failure
 
-from memux._cli._common import ExitStatus, Reporter, _clock, _RateMeter, _reasonText
+from memux._cli._common import (
+    ChannelCommand,
+    ExitStatus,
+    Reporter,
+    _clock,
+    _RateMeter,
+    _reasonText,
+)
+from memux._cli._options import Commands, addChannelArguments, addCommand
 from memux._cli._session import _closeSession
 from memux.error import ChannelRefused, ChannelReset
 from memux.protocol import connectSession
@@ -113,7 +121,7 @@ class _StdioEnd(_CountingSplice):
             self.finished.callback(None)
 
 
-class ConnectCommand:
+class ConnectCommand(ChannelCommand):
     """
     ``memux connect``: standard input to a channel for SERVICE, the channel
     to standard output, until the channel ends.
@@ -128,11 +136,7 @@ class ConnectCommand:
         reporter: Reporter,
         stdio: Callable[[SpliceProtocol, IReactorCore], object] | None = None,
     ) -> None:
-        self.remote = remote
-        self.remoteText = remoteText
-        self.service = service
-        self.metadata = metadata
-        self.reporter = reporter
+        super().__init__(remote, remoteText, service, metadata, reporter)
         self.stdio = stdio or _standardIO
         self._stdioEnd = _StdioEnd()
         self._channelEnd: _ChannelEnd | None = None
@@ -142,9 +146,7 @@ class ConnectCommand:
         try:
             session = await connectSession(self.remote, reactor=_clock(reactor))
         except Exception as e:
-            self.reporter.error(
-                f"cannot connect to {self.remoteText}: {_reasonText(e)}"
-            )
+            self._cannotConnect(e)
             return ExitStatus.CONNECT
         try:
             channelEnd = await session.openChannel(
@@ -164,9 +166,7 @@ class ConnectCommand:
         status, why = _channelOutcome(channelEnd.reason)
         self.reporter.stopProgress(meter.summary())
         if status != ExitStatus.OK:
-            self.reporter.error(
-                f"service {self.service.decode('utf-8', 'replace')!r}: {why}"
-            )
+            self.reporter.error(f"{self._serviceText()}: {why}")
         await _closeSession(session, reactor)
         return status
 
@@ -208,3 +208,30 @@ def _channelOutcome(reason: Failure | None) -> tuple[ExitStatus, str]:
     if isinstance(value, ChannelReset):
         return ExitStatus.RESET, str(value)
     return ExitStatus.CONNECT, _reasonText(reason)
+
+
+def addConnectParser(commands: Commands) -> None:
+    """
+    Add the parser of ``memux connect``.
+    """
+    parser = addCommand(
+        commands,
+        "connect",
+        help="connect stdin and stdout to a service (like nc)",
+        quietHelp="no progress line",
+        description=(
+            "Open a channel for SERVICE on a session to REMOTE; copy standard input\n"
+            "to it and what it sends to standard output.  The end of standard\n"
+            "input half-closes the channel (the server sees end of input and can\n"
+            "still answer); memux connect exits when the channel ends."
+        ),
+        examples=(
+            "examples:\n"
+            "  echo hello | memux connect server.example:7400 echo\n"
+            "  memux connect tcp:server.example:7400 chargen | head -c 1000\n"
+            "  memux connect unix:/run/memux.sock db < query.sql > result\n\n"
+            "When standard error is a terminal and standard input and output are\n"
+            "not, a progress line shows the bytes each way and the rate.\n\n"
+        ),
+    )
+    addChannelArguments(parser, "the service name to open a channel for")

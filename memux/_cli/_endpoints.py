@@ -16,7 +16,7 @@ from twisted.internet.interfaces import (
     IStreamServerEndpoint,
 )
 
-from memux._cli._common import UsageError, _describeError
+from memux._cli._common import UsageError
 
 #: the TCP port a bare REMOTE host (no port) means: ``twistd memux``'s default
 DEFAULT_PORT = 7400
@@ -119,3 +119,10 @@ def _isInterface(host: str | None) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _describeError(e: BaseException) -> str:
+    text = str(e)
+    if isinstance(e, TypeError) and "argument" in text:
+        return "missing or unexpected fields"
+    return text or type(e).__name__

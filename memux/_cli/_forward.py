@@ -19,9 +19,9 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import Protocol
 from twisted.logger import LogEvent
-from twisted.python.failure import Failure
 
 from memux._cli._common import (
+    ChannelCommand,
     ExitStatus,
     Reporter,
     _clock,
@@ -29,13 +29,14 @@ from memux._cli._common import (
     _RateMeter,
     _reasonText,
 )
+from memux._cli._options import Commands, addChannelArguments, addCommand
 from memux._cli._session import SessionCache
 from memux.error import ChannelReset
 from memux.protocol import MemuxProtocol
 from memux.tunnel import LocalForwardingFactory, SpliceProtocol
 
 
-class ForwardCommand:
+class ForwardCommand(ChannelCommand):
     """
     ``memux forward``: listen on LOCAL_ENDPOINT and carry each accepted
     connection over a new channel for SERVICE on one session to REMOTE.
@@ -50,16 +51,12 @@ class ForwardCommand:
         metadata: bytes | None,
         reporter: Reporter,
     ) -> None:
+        super().__init__(remote, remoteText, service, metadata, reporter)
         self.local = local
-        self.remote = remote
-        self.remoteText = remoteText
-        self.service = service
-        self.metadata = metadata
-        self.reporter = reporter
         self.open = 0
         self.accepted = 0
         self.sessions = SessionCache(remote)
-        self.sessions.onConnectionFailed = self._connectionFailed
+        self.sessions.onConnectionFailed = self._cannotConnect
         self.sessions.onSessionEnded = self._sessionEnded
         self._port: IListeningPort | None = None
         self._recent: dict[str, float] = {}
@@ -68,16 +65,14 @@ class ForwardCommand:
         """
         Where the connections go, for messages.
         """
-        return (
-            f"service {self.service.decode('utf-8', 'replace')!r} at {self.remoteText}"
-        )
+        return f"{self._serviceText()} at {self.remoteText}"
 
     async def _run(self, reactor: IReactorCore) -> int:
         reactor.addSystemEventTrigger("before", "shutdown", self._stopping)
         try:
             await self.sessions.get()
         except Exception:
-            return ExitStatus.CONNECT  # reported by _connectionFailed
+            return ExitStatus.CONNECT  # reported by _cannotConnect
         factory = _CountingForwardingFactory(self)
         try:
             self._port = await self.local.listen(factory)
@@ -117,11 +112,6 @@ class ForwardCommand:
     def _wireBytes(self) -> tuple[int, int]:
         totals = self.sessions.totals()
         return totals["bytesSent"], totals["bytesReceived"]
-
-    def _connectionFailed(self, reason: Failure) -> None:
-        self.reporter.error(
-            f"cannot connect to {self.remoteText}: {_reasonText(reason)}"
-        )
 
     def _sessionEnded(self, session: MemuxProtocol, why: str) -> None:
         if self._port is not None:
@@ -185,3 +175,44 @@ def _channelWatcher(command: ForwardCommand) -> Callable[[LogEvent], None]:
             command.channelEnded(reason)
 
     return watch
+
+
+def addForwardParser(commands: Commands) -> None:
+    """
+    Add the parser of ``memux forward``.
+    """
+    parser = addCommand(
+        commands,
+        "forward",
+        help="forward local connections to a service (like ssh -L)",
+        quietHelp="no progress line, no routine messages",
+        description=(
+            "Listen on LOCAL_ENDPOINT; carry every accepted connection over a new\n"
+            "channel for SERVICE on one memux session to REMOTE, like ssh -L.\n"
+            "The session is made at start (exit 3 if it cannot be); if it is lost\n"
+            "later, the next accepted connection makes a new one.  Runs until\n"
+            "interrupted."
+        ),
+        examples=(
+            "examples:\n"
+            "  memux forward 8080 tcp:server.example:7400 web\n"
+            "      127.0.0.1:8080 reaches the server's 'web' service\n"
+            "  memux forward tcp:8080:interface=0.0.0.0 server.example:7400 web\n"
+            "      the same on every interface\n"
+            "  memux forward unix:/tmp/db.sock tls:server.example:7400 db\n"
+            "      a UNIX socket, over TLS\n\n"
+            "On a terminal a progress line shows open connections and bytes on\n"
+            "the memux connection each way (framing included).\n\n"
+        ),
+    )
+    parser.add_argument(
+        "local",
+        metavar="LOCAL_ENDPOINT",
+        help=(
+            "where to listen: a Twisted server endpoint string such as"
+            " tcp:8080:interface=127.0.0.1 or unix:/tmp/s (tcp:8080 alone"
+            " listens on every interface); a bare PORT means 127.0.0.1:PORT"
+            " and ADDRESS:PORT that interface, as with ssh -L"
+        ),
+    )
+    addChannelArguments(parser, "the service name to open channels for")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from typing import Any
+from typing import TypeAlias
 
 from memux._cli._common import UsageError
 from memux._cli._endpoints import DEFAULT_PORT
@@ -68,23 +68,71 @@ def _seconds(minimum: float) -> Callable[[str], float]:
     return parse
 
 
-def _common(quietHelp: str, default: Any = False) -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    group = common.add_argument_group("output")
+#: what ``add_subparsers`` returns, to add each command's parser to
+Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+def addCommand(
+    commands: Commands,
+    name: str,
+    *,
+    help: str,
+    description: str,
+    examples: str,
+    quietHelp: str,
+) -> argparse.ArgumentParser:
+    """
+    Add the parser of command C{name}, with the output options every
+    command has (C{quietHelp} says what its ``--quiet`` does), and
+    C{examples} then the exit statuses as its epilog.
+
+    The parsed arguments' C{subparser} is this parser, for usage errors
+    found after parsing.
+    """
+    output = argparse.ArgumentParser(add_help=False)
+    group = output.add_argument_group("output")
+    # SUPPRESS: an option given before the command (memux -q ping) stands
+    # unless given again after it.
     group.add_argument(
-        "-q", "--quiet", action="store_true", default=default, help=quietHelp
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help=quietHelp,
     )
     group.add_argument(
         "-v",
         "--verbose",
         action="store_true",
-        default=default,
+        default=argparse.SUPPRESS,
         help="log Twisted and memux events (sessions, channels, errors) to stderr",
     )
-    return common
+    parser = commands.add_parser(
+        name,
+        parents=[output],
+        formatter_class=_Formatter,
+        help=help,
+        description=description,
+        epilog=examples + _EXIT_HELP,
+    )
+    parser.set_defaults(subparser=parser)
+    return parser
 
 
-def _metadataOption(parser: argparse.ArgumentParser) -> None:
+def addRemote(parser: argparse.ArgumentParser) -> None:
+    """
+    Add the REMOTE argument.
+    """
+    parser.add_argument("remote", metavar="REMOTE", help=_REMOTE_HELP)
+
+
+def addChannelArguments(parser: argparse.ArgumentParser, serviceHelp: str) -> None:
+    """
+    Add what a command that opens channels takes: REMOTE, SERVICE and
+    ``--metadata``.
+    """
+    addRemote(parser)
+    parser.add_argument("service", metavar="SERVICE", help=serviceHelp)
     parser.add_argument(
         "-m",
         "--metadata",

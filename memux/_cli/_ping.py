@@ -19,16 +19,24 @@ from twisted.python.failure import Failure
 
 from memux._cli._common import (
     ExitStatus,
+    RemoteCommand,
     Reporter,
     _clock,
     _describeAddress,
-    _reasonText,
 )
+from memux._cli._options import (
+    Commands,
+    _positiveInt,
+    _seconds,
+    addCommand,
+    addRemote,
+)
+from memux._cli._session import _endReason
 from memux.mptcp import pathInfo
 from memux.protocol import MemuxProtocol, connectSession
 
 
-class PingCommand:
+class PingCommand(RemoteCommand):
     """
     ``memux ping``: PING the peer every INTERVAL seconds, print each round
     trip and a summary.
@@ -44,12 +52,10 @@ class PingCommand:
         reporter: Reporter,
         out: IO[str],
     ) -> None:
-        self.remote = remote
-        self.remoteText = remoteText
+        super().__init__(remote, remoteText, reporter)
         self.count = count
         self.interval = interval
         self.timeout = timeout
-        self.reporter = reporter
         self.out = out
         self.sent = 0
         self.rtts: list[float] = []
@@ -85,9 +91,7 @@ class PingCommand:
         return self._summary()
 
     def _connectFailed(self, reason: Failure) -> None:
-        self.reporter.error(
-            f"cannot connect to {self.remoteText}: {_reasonText(reason)}"
-        )
+        self._cannotConnect(reason)
         self._done.callback(ExitStatus.CONNECT)
 
     def _connected(self, session: MemuxProtocol) -> None:
@@ -139,14 +143,11 @@ class PingCommand:
 
     def _sessionClosed(self, _: object) -> None:
         if not self._stopped and (self._sending or self._outstanding):
-            session = self._session
-            lost = session.lostReason if session is not None else None
-            why = _reasonText(lost) if lost is not None else "closed"
+            assert self._session is not None
+            why = _endReason(self._session)
             self.reporter.error(f"session to {self.remoteText} ended: {why}")
             self._sending = False
-            if self._next is not None and self._next.active():
-                self._next.cancel()
-            self._next = None
+            self._cancelNext()
             self._maybeDone(force=True)
 
     def _maybeDone(self, force: bool = False) -> None:
@@ -160,9 +161,13 @@ class PingCommand:
             session.transport.loseConnection()
         self._done.callback(status)
 
-    def _summary(self) -> int:
+    def _cancelNext(self) -> None:
         if self._next is not None and self._next.active():
             self._next.cancel()
+        self._next = None
+
+    def _summary(self) -> int:
+        self._cancelNext()
         if self._session is None:
             return ExitStatus.CONNECT
         answered = len(self.rtts)
@@ -195,3 +200,52 @@ class PingCommand:
         if always or not self.reporter.quiet:
             self.out.write(line + "\n")
             self.out.flush()
+
+
+def addPingParser(commands: Commands) -> None:
+    """
+    Add the parser of ``memux ping``.
+    """
+    parser = addCommand(
+        commands,
+        "ping",
+        help="measure round trips to a server",
+        quietHelp="print only the summary",
+        description=(
+            "Connect to REMOTE and send a memux PING every INTERVAL seconds;\n"
+            "print each round-trip time, and a summary at the end (after COUNT\n"
+            "pings, or when interrupted).  A path: line says what carries the\n"
+            "session (TCP, TLS over TCP, MPTCP with its subflows and counters),\n"
+            "at the start and in the summary."
+        ),
+        examples=(
+            "examples:\n"
+            "  memux ping -c 3 server.example:7400\n"
+            "  memux ping -i 0.2 tls:server.example:7400\n"
+            "  memux ping mptcp:host=server.example:port=7400\n\n"
+        ),
+    )
+    addRemote(parser)
+    parser.add_argument(
+        "-c",
+        "--count",
+        type=_positiveInt,
+        default=None,
+        help="stop after COUNT pings (default: until interrupted)",
+    )
+    parser.add_argument(
+        "-i",
+        "--interval",
+        type=_seconds(0.001),
+        default=1.0,
+        metavar="SECONDS",
+        help="wait SECONDS between pings (default: 1)",
+    )
+    parser.add_argument(
+        "-W",
+        "--timeout",
+        type=_seconds(0.001),
+        default=10.0,
+        metavar="SECONDS",
+        help="count a ping lost after SECONDS without a reply (default: 10)",
+    )

@@ -108,9 +108,15 @@ class SessionCache:
             self._retired[key] += counters[key]
         if session is self._current:
             self._current = None
-            lost = session.lostReason
-            why = _reasonText(lost) if lost is not None else "closed"
-            self.onSessionEnded(session, why)
+            self.onSessionEnded(session, _endReason(session))
+
+
+def _endReason(session: MemuxProtocol) -> str:
+    """
+    Why C{session} ended, for messages.
+    """
+    lost = session.lostReason
+    return _reasonText(lost) if lost is not None else "closed"
 
 
 def _usable(session: MemuxProtocol) -> bool:
