@@ -61,11 +61,11 @@ from memux._cli import (
     Reporter,
     SessionCache,
     UsageError,
-    _formatBytes,
     main,
     parseLocal,
     parseRemote,
 )
+from memux._cli._common import _formatBytes
 from memux.mptcp import MPTCPServerEndpoint, mptcpAvailable
 from memux.protocol import ChannelTransport, MemuxProtocol
 from memux.services import Echo, builtinServices

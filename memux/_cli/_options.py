@@ -1,0 +1,162 @@
+# -*- test-case-name: memux.test.test_cli -*-
+"""
+Shared pieces of the argument parser, and checks of parsed arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import TypeAlias
+
+from memux._cli._common import UsageError
+from memux._cli._endpoints import DEFAULT_PORT
+from memux._engine import MAX_OPEN_PAYLOAD
+from memux._wire import MAX_NAME_LENGTH, OpenFrame
+
+_EXIT_HELP = """\
+exit status:
+  0    success (the channel ended cleanly; every ping answered; forward stopped)
+  1    ping: a ping went unanswered
+  2    usage error
+  3    cannot connect to REMOTE, or the session was lost
+  4    the server refused the channel (e.g. unknown service)
+  5    the channel was reset
+  6    forward: cannot listen on LOCAL_ENDPOINT
+  130  connect: interrupted (SIGINT or SIGTERM)
+"""
+
+_REMOTE_HELP = (
+    "the memux server: a Twisted client endpoint string such as"
+    " tcp:HOST:PORT, tls:HOST:PORT or unix:PATH; a bare HOST:PORT or"
+    f" [IPV6]:PORT means TCP, and a bare HOST means TCP port {DEFAULT_PORT}"
+)
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """
+    Keep the examples' layout; a little more room for option names.
+    """
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=30)
+
+
+def _positiveInt(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _seconds(minimum: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"not a number of seconds: {text!r}"
+            ) from None
+        if not value >= minimum or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"must be at least {minimum:g} s")
+        return value
+
+    parse.__name__ = "seconds"
+    return parse
+
+
+#: what ``add_subparsers`` returns, to add each command's parser to
+Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+def addCommand(
+    commands: Commands,
+    name: str,
+    *,
+    help: str,
+    description: str,
+    examples: str,
+    quietHelp: str,
+) -> argparse.ArgumentParser:
+    """
+    Add the parser of command C{name}, with the output options every
+    command has (C{quietHelp} says what its ``--quiet`` does), and
+    C{examples} then the exit statuses as its epilog.
+
+    The parsed arguments' C{subparser} is this parser, for usage errors
+    found after parsing.
+    """
+    output = argparse.ArgumentParser(add_help=False)
+    group = output.add_argument_group("output")
+    # SUPPRESS: an option given before the command (memux -q ping) stands
+    # unless given again after it.
+    group.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help=quietHelp,
+    )
+    group.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="log Twisted and memux events (sessions, channels, errors) to stderr",
+    )
+    parser = commands.add_parser(
+        name,
+        parents=[output],
+        formatter_class=_Formatter,
+        help=help,
+        description=description,
+        epilog=examples + _EXIT_HELP,
+    )
+    parser.set_defaults(subparser=parser)
+    return parser
+
+
+def addRemote(parser: argparse.ArgumentParser) -> None:
+    """
+    Add the REMOTE argument.
+    """
+    parser.add_argument("remote", metavar="REMOTE", help=_REMOTE_HELP)
+
+
+def addChannelArguments(parser: argparse.ArgumentParser, serviceHelp: str) -> None:
+    """
+    Add what a command that opens channels takes: REMOTE, SERVICE and
+    ``--metadata``.
+    """
+    addRemote(parser)
+    parser.add_argument("service", metavar="SERVICE", help=serviceHelp)
+    parser.add_argument(
+        "-m",
+        "--metadata",
+        metavar="TEXT",
+        default=None,
+        help="send TEXT (UTF-8) as each channel's metadata, e.g. a token",
+    )
+
+
+def _checkOpen(service: str, metadata: bytes | None) -> bytes:
+    """
+    The service name as bytes, if it and the metadata fit in an OPEN frame.
+
+    @raise UsageError: if they do not.
+    """
+    name = service.encode("utf-8")
+    if len(name) > MAX_NAME_LENGTH:
+        raise UsageError(
+            f"SERVICE is {len(name)} bytes long; the most is {MAX_NAME_LENGTH}"
+        )
+    size = len(OpenFrame(1, name, metadata).encode())
+    if size > MAX_OPEN_PAYLOAD:
+        raise UsageError(
+            f"--metadata is too long: the channel's opening would take {size}"
+            f" bytes, and the most is {MAX_OPEN_PAYLOAD}"
+        )
+    return name
