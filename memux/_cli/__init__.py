@@ -21,6 +21,7 @@ and its argument parser); `_common`, `_options`, `_endpoints` and
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import cast
@@ -52,7 +53,9 @@ __all__ = [
     "Reporter",
     "SessionCache",
     "UsageError",
+    "buildParser",
     "main",
+    "makeCommand",
     "parseLocal",
     "parseRemote",
 ]
@@ -118,7 +121,9 @@ def makeCommand(
     @raise UsageError: if an argument is wrong.
     """
     metadata = getattr(args, "metadata", None)
-    meta = metadata.encode("utf-8") if metadata is not None else None
+    # os.fsencode: the bytes given on the command line, even where they are
+    # not UTF-8 (Python decoded them with surrogateescape).
+    meta = os.fsencode(metadata) if metadata is not None else None
     remote, remoteText = parseRemote(reactor, args.remote)
     if args.command == "forward":
         local, _ = parseLocal(reactor, args.local)

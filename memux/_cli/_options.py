@@ -6,6 +6,7 @@ Shared pieces of the argument parser, and checks of parsed arguments.
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
 from typing import TypeAlias
 
@@ -148,7 +149,7 @@ def _checkOpen(service: str, metadata: bytes | None) -> bytes:
 
     @raise UsageError: if they do not.
     """
-    name = service.encode("utf-8")
+    name = os.fsencode(service)  # the bytes given, UTF-8 or not
     if len(name) > MAX_NAME_LENGTH:
         raise UsageError(
             f"SERVICE is {len(name)} bytes long; the most is {MAX_NAME_LENGTH}"

@@ -50,6 +50,7 @@ from twisted.internet.protocol import (
     connectionDone,
 )
 from twisted.internet.task import Clock, deferLater
+from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from zope.interface import implementer
@@ -61,11 +62,13 @@ from memux._cli import (
     Reporter,
     SessionCache,
     UsageError,
+    buildParser,
     main,
+    makeCommand,
     parseLocal,
     parseRemote,
 )
-from memux._cli._common import _formatBytes
+from memux._cli._common import ChannelCommand, _formatBytes
 from memux.mptcp import MPTCPServerEndpoint, mptcpAvailable
 from memux.protocol import ChannelTransport, MemuxProtocol
 from memux.services import Echo, builtinServices
@@ -512,6 +515,23 @@ class UsageTests(SynchronousTestCase):
         )
         self.assertUsageError(
             ["forward", "1", "h:1", "web", "-m", "x" * 20000], "--metadata is too long"
+        )
+
+    def test_notUTF8(self) -> None:
+        """
+        A service name or metadata given as bytes that are not UTF-8 (as
+        Python decodes them from the command line) goes out as exactly
+        those bytes, not a traceback.
+        """
+        argv = ["connect", "h:1", os.fsdecode(b"caf\xe9"), "-m", os.fsdecode(b"\xff")]
+        reporter = Reporter(io.StringIO(), "memux")
+        command = makeCommand(
+            buildParser().parse_args(argv), MemoryReactorClock(), reporter
+        )
+        assert isinstance(command, ChannelCommand)
+        self.assertEqual(
+            (command.service, command.metadata),
+            (b"caf\xe9", b"\xff"),
         )
 
     def test_help(self) -> None:
