@@ -14,13 +14,10 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import math
-import os
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import MemoryReactorClock, StringTransport
@@ -53,6 +50,7 @@ from memux._engine import (
     SessionTerminated,
 )
 from memux._wire import ErrorCode, FrameDecoder, Preface
+from memux.test.test_bench import isNumber, runModule
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVER = SessionSettings()
@@ -275,23 +273,7 @@ def runAttackBench(
     Run ``python -m memux.attackbench`` with ``args`` from the root of the
     checkout, this memux first on the path.
     """
-    path = os.environ.get("PYTHONPATH")
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + (os.pathsep + path if path else ""))
-    return subprocess.run(
-        [sys.executable, "-m", "memux.attackbench", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-        cwd=str(ROOT),
-    )
-
-
-def isNumber(x: Any) -> bool:
-    """
-    Whether ``x`` is a finite number (not a bool).
-    """
-    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+    return runModule("memux.attackbench", *args, timeout=timeout)
 
 
 class QuickRunTests(SynchronousTestCase):

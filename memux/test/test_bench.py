@@ -31,10 +31,20 @@ def runBench(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[st
     Run ``python -m memux.bench`` with ``args`` from the root of the
     checkout, this memux first on the path.
     """
+    return runModule("memux.bench", *args, timeout=timeout)
+
+
+def runModule(
+    module: str, *args: str, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """
+    Run ``python -m MODULE`` with ``args`` from the root of the checkout,
+    this memux first on the path.
+    """
     path = os.environ.get("PYTHONPATH")
     env = dict(os.environ, PYTHONPATH=str(ROOT) + (os.pathsep + path if path else ""))
     return subprocess.run(
-        [sys.executable, "-m", "memux.bench", *args],
+        [sys.executable, "-m", module, *args],
         capture_output=True,
         text=True,
         timeout=timeout,

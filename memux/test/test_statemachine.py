@@ -49,6 +49,8 @@ from memux._engine import (
     SessionSettings,
 )
 from memux._wire import DataFrame, ErrorCode, FrameDecoder
+from memux.test.test_engine import messageBody as body
+from memux.test.test_engine import splitAt
 
 CLIENT = True
 SERVER = False
@@ -77,29 +79,6 @@ def sideName(side: bool) -> str:
     C{"client"} or C{"server"}, for failure messages.
     """
     return "client" if side else "server"
-
-
-def body(tag: str, size: int) -> bytes:
-    """
-    A message of C{size} bytes whose content says which message it is, so
-    misordered, mixed-up or truncated data shows.
-    """
-    unit = f"<{tag}>".encode()
-    return (unit * (size // len(unit) + 1))[:size]
-
-
-def splitAt(data: bytes, cuts: list[int]) -> list[bytes]:
-    """
-    Split C{data} at the given positions (clamped, sorted, repeats allowed).
-    """
-    points = sorted(min(max(c, 0), len(data)) for c in cuts)
-    pieces = []
-    last = 0
-    for p in points:
-        pieces.append(data[last:p])
-        last = p
-    pieces.append(data[last:])
-    return pieces
 
 
 @dataclass
