@@ -592,9 +592,10 @@ class MemuxEngine:
     def stopReading(self, channel: int) -> None:
         """
         The application will read nothing more on ``channel`` (it closed
-        both ways).  Grant no more credit; if data still arrives, discard it
-        and answer with RESET NO_ERROR, as TCP answers data after close()
-        with RST.  A peer that just closes in turn costs no extra frame.
+        both ways).  Grant no more credit; if data still arrives once our
+        FIN is out, discard it and answer with RESET NO_ERROR, as TCP
+        answers data after close() with RST.  A peer that just closes in
+        turn costs no extra frame.
         """
         ch = self._channels.get(channel)
         if ch is not None:
@@ -1035,7 +1036,11 @@ class MemuxEngine:
             self._consumeSession(n)
             self._channelError(ch, ErrorCode.PROTOCOL_ERROR, "DATA after FIN")
             return
-        if ch.readStopped and (n or f.end):
+        if ch.readStopped and ch.finSent and (n or f.end):
+            # Only once our FIN is out: before that the application still
+            # waits for it (LocalHalfClosed) to finish its close, so the
+            # channel must live on; what arrives meanwhile is delivered as
+            # usual and discarded by the closed reader, and earns no credit.
             self._consumeSession(n)
             self._removeChannel(ch)
             self._queuePeerInduced(
