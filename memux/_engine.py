@@ -591,12 +591,13 @@ class MemuxEngine:
     def stopReading(self, channel: int) -> None:
         """
         The application will read nothing more on ``channel`` (it closed
-        both ways).  If data still arrives, discard it and answer with RESET
-        NO_ERROR, as TCP answers data after close() with RST.  A peer that
-        just closes in turn costs no extra frame.  Credit still follows what
-        the application consumes (or discards): a peer with more queued than
-        its credit would otherwise wait for ever, never learning of the
-        close, and its FIN with it.
+        both ways).  If data still arrives once our FIN is out, discard it
+        and answer with RESET NO_ERROR, as TCP answers data after close()
+        with RST; before that it is delivered as usual, for the closed
+        reader to discard.  A peer that just closes in turn costs no extra
+        frame.  Credit still follows what the application consumes (or
+        discards): a peer with more queued than its credit would otherwise
+        wait for ever, never learning of the close, and its FIN with it.
         """
         ch = self._channels.get(channel)
         if ch is not None:
@@ -1042,7 +1043,11 @@ class MemuxEngine:
             self._consumeSession(n)
             self._channelError(ch, ErrorCode.PROTOCOL_ERROR, "DATA after FIN")
             return
-        if ch.readStopped and (n or f.end):
+        if ch.readStopped and ch.finSent and (n or f.end):
+            # Only once our FIN is out: before that the application still
+            # waits for it (LocalHalfClosed) to finish its close, so the
+            # channel must live on; what arrives meanwhile is delivered as
+            # usual and discarded by the closed reader, and earns no credit.
             self._consumeSession(n)
             self._removeChannel(ch)
             self._queuePeerInduced(

@@ -748,6 +748,37 @@ class CloseTests(SynchronousTestCase):
         )
         self.assertFalse(engine.terminated)
 
+    def test_dataBeforeOurFinAfterStopReading(self) -> None:
+        """
+        After stopReading and closeChannel, DATA that arrives before our
+        FIN has gone out is passed on as usual (for the application to
+        discard) and keeps the channel: the queued data and FIN still go
+        out, with L{LocalHalfClosed}.  Only DATA after our FIN is answered
+        with RESET NO_ERROR.
+        """
+        engine = MemuxEngine(False)
+        raw = RawPeer(engine)
+        raw.send(DataFrame(1, b"request", open=True))
+        raw.read()
+        engine.sendData(1, b"reply", True)
+        engine.stopReading(1)
+        engine.closeChannel(1)
+        events = raw.send(DataFrame(1, b"in flight"))
+        self.assertEqual(events, [DataReceived(1, b"in flight", False)])
+        engine.consumed(1, len(b"request") + len(b"in flight"))
+        frames = raw.read()
+        self.assertIn(DataFrame(1, b"reply", end=True, fin=True), frames)
+        self.assertEqual(ofType(frames, ResetFrame), [])
+        self.assertEqual(
+            ofType(engine.popEvents(), LocalHalfClosed), [LocalHalfClosed(1)]
+        )
+        self.assertEqual(raw.send(DataFrame(1, b"too late")), [])
+        self.assertEqual(
+            ofType(raw.read(), ResetFrame),
+            [ResetFrame(1, ErrorCode.NO_ERROR, "closed")],
+        )
+        self.assertFalse(engine.isOpen(1))
+
     def test_noCreditAfterFin(self) -> None:
         """
         Consuming data that arrived before the peer's FIN grants no more

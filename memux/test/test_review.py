@@ -590,6 +590,34 @@ class LoseConnectionCompletionTests(TwistedLayerTestCase):
         self.assertEqual(self.client.engine.openChannels(), [])
         self.assertEqual(self.server.engine.openChannels(), [])
 
+    def test_loseConnectionWhilePeerStillSending(self) -> None:
+        """
+        Data the peer sent before it saw our close, arriving after
+        loseConnection but before our FIN has gone out, is discarded and
+        does not stop the close: the FIN still goes out (with what was
+        written before it), connectionLost(ConnectionDone) follows, and
+        both sessions forget the channel.  (The engine used to drop the
+        channel silently here, so the protocol waited forever.)
+        """
+        proto = self.open(b"record")
+        self.pump.flush()
+        server = self.served[0]
+        server.transport.write(b"in flight")
+        self.clock.advance(0)  # the server's DATA is on the wire
+        proto.transport.write(b"last words")
+        proto.transport.loseConnection()
+        # The DATA arrives before the client's flush sends its FIN.
+        self.pump.pump(advanceClock=False)
+        self.pump.flush()
+        self.assertEqual(proto.received, b"")
+        self.assertIsNotNone(proto.lost)
+        assert proto.lost is not None
+        proto.lost.trap(ConnectionDone)
+        self.assertEqual(server.received, b"last words")
+        self.assertIsNotNone(server.lost)
+        self.assertEqual(self.client.engine.openChannels(), [])
+        self.assertEqual(self.server.engine.openChannels(), [])
+
     def test_loseConnectionWhilePausedAfterPeerClosed(self) -> None:
         """
         A paused protocol whose peer has closed the channel (data held, FIN

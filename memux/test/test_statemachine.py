@@ -514,8 +514,9 @@ class TwoEngines(RuleBasedStateMachine):
     def fullClose(self, data: st.DataObject, side: bool) -> None:
         """
         Close both ways, as loseConnection does: read no more (discarding
-        what is held), then FIN.  Data that still arrives is answered with
-        RESET NO_ERROR, so both directions may stop short.
+        what is held), then FIN.  Data that still arrives is discarded until
+        the FIN is out, then answered with RESET NO_ERROR, so both
+        directions may stop short.
         """
         cid = self.pick(data, side, writable=False)
         if cid is None:
@@ -711,7 +712,13 @@ class TwoEngines(RuleBasedStateMachine):
                     # Refused by this side a moment ago, earlier in this batch.
                     assert (side, e.channel) in self.announced, where
                     continue
-                assert r.alive and not r.fullClosed and not r.finReceived, where
+                assert r.alive and not r.finReceived, where
+                if r.fullClosed:
+                    # Sent before our FIN went out: delivered, and the closed
+                    # reader discards it (after the FIN it would be RESET).
+                    assert not r.finSent, where
+                    self.engines[side].consumed(e.channel, len(e.data))
+                    continue
                 self.dataArrived(side, e)
             elif isinstance(e, MessagesDropped):
                 r = readers.get(e.channel)
@@ -730,6 +737,10 @@ class TwoEngines(RuleBasedStateMachine):
                 assert r.alive and not r.finReceived, where
                 assert self.readers[peer][e.channel].writeClosed, where
                 r.finReceived = True
+                if r.fullClosed:
+                    # The closed reader discarded what came before it.
+                    self.directions[(peer, e.channel)].finished = True
+                    continue
                 self.finArrived(peer, e.channel, where)
             elif isinstance(e, LocalHalfClosed):
                 r = readers[e.channel]
