@@ -699,13 +699,17 @@ class FrameDecoder:
         #: whether the last `receive` stopped at its ``limit`` with input
         #: left over, held: ``receive(b"")`` goes on with it
         self.backlogged = False
+        # That input: the read it stopped in, and where (not a copy of the
+        # rest: a flood is worked through in many calls).
+        self._rest = b""
+        self._restPos = 0
 
     @property
     def buffered(self) -> int:
         """
         How many bytes of a partial item (or of a backlog) are held.
         """
-        return self._have + len(self._head)
+        return self._have + len(self._head) + len(self._rest) - self._restPos
 
     def receive(self, data: bytes, limit: int = sys.maxsize) -> list[Preface | Frame]:
         """
@@ -715,8 +719,17 @@ class FrameDecoder:
         """
         out: list[Preface | Frame] = []
         pos = 0
-        self.backlogged = False
-        if self._frame is not None:
+        if self.backlogged:
+            # Go on where the last call stopped, at a frame boundary.
+            self.backlogged = False
+            buf = self._rest
+            if data:
+                buf = buf[self._restPos :] + data
+            else:
+                pos = self._restPos
+            self._rest = b""
+            self._restPos = 0
+        elif self._frame is not None:
             typeByte, channel, length = self._frame
             need = length - self._have
             if len(data) < need:
@@ -750,7 +763,8 @@ class FrameDecoder:
             if len(out) >= limit:
                 # A flood of small frames is decoded a slice at a time,
                 # never the whole read at once.
-                self._head = buf[pos:]
+                self._rest = buf
+                self._restPos = pos
                 self.backlogged = True
                 return out
             start = pos
