@@ -785,15 +785,26 @@ class MemuxEngine:
 
     # ------------------------------------------------------------ input
 
-    def receiveData(self, data: bytes) -> list[Event]:
+    def receiveData(self, data: bytes, maxFrames: int | None = None) -> list[Event]:
         """
         Process bytes from the peer; return the events they caused (and any
         produced since the last call).
+
+        With ``maxFrames`` (at least 1), at most that many frames (the
+        preface counts as one) are decoded and processed: the rest of the
+        input is held, ahead of the next call's, while `inputPending` says
+        so (``receiveData(b"", n)`` goes on).  The caller so bounds the work
+        each call does, however many tiny frames a read holds.
         """
+        if maxFrames is not None and maxFrames < 1:
+            raise ValueError(f"maxFrames must be at least 1, not {maxFrames}")
         if not self.terminated:
             self.bytesReceived += len(data)
             try:
-                frames = self._decoder.receive(data)
+                if maxFrames is None:
+                    frames = self._decoder.receive(data)
+                else:
+                    frames = self._decoder.receive(data, maxFrames)
                 onData = self._onData
                 for frame in frames:
                     if type(frame) is DataFrame:
@@ -806,6 +817,13 @@ class MemuxEngine:
             except ProtocolError as e:
                 self._fail(e.code, e.message)
         return self.popEvents()
+
+    @property
+    def inputPending(self) -> bool:
+        """
+        Whether input held back by ``maxFrames`` waits for `receiveData`.
+        """
+        return self._decoder.backlogged and not self.terminated
 
     def refillLoadBudget(self) -> None:
         """

@@ -13,6 +13,7 @@ half-close, open) cost no extra byte.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from enum import IntEnum
 
@@ -676,7 +677,8 @@ class FrameDecoder:
     `ProtocolError`; after that the decoder must not be used again.
 
     Memory held is bounded: at most one frame of ``maxFrameSize`` payload
-    plus its header, or one preface.
+    plus its header, or one preface; and, after a `receive` cut short by its
+    ``limit``, the rest of the input it was given.
     """
 
     def __init__(
@@ -694,21 +696,40 @@ class FrameDecoder:
         # read.
         self._head = b""
         self._prefaceDone = False
+        #: whether the last `receive` stopped at its ``limit`` with input
+        #: left over, held: ``receive(b"")`` goes on with it
+        self.backlogged = False
+        # That input: the read it stopped in, and where (not a copy of the
+        # rest: a flood is worked through in many calls).
+        self._rest = b""
+        self._restPos = 0
 
     @property
     def buffered(self) -> int:
         """
-        How many bytes of a partial item are held.
+        How many bytes of a partial item (or of a backlog) are held.
         """
-        return self._have + len(self._head)
+        return self._have + len(self._head) + len(self._rest) - self._restPos
 
-    def receive(self, data: bytes) -> list[Preface | Frame]:
+    def receive(self, data: bytes, limit: int = sys.maxsize) -> list[Preface | Frame]:
         """
-        Feed bytes; return the items they complete.
+        Feed bytes; return the items they complete, at most ``limit`` (at
+        least 1).  Input past the last item returned is held, ahead of the
+        next call's, and `backlogged` says so.
         """
         out: list[Preface | Frame] = []
         pos = 0
-        if self._frame is not None:
+        if self.backlogged:
+            # Go on where the last call stopped, at a frame boundary.
+            self.backlogged = False
+            buf = self._rest
+            if data:
+                buf = buf[self._restPos :] + data
+            else:
+                pos = self._restPos
+            self._rest = b""
+            self._restPos = 0
+        elif self._frame is not None:
             typeByte, channel, length = self._frame
             need = length - self._have
             if len(data) < need:
@@ -739,6 +760,13 @@ class FrameDecoder:
         end = len(buf)
         maxSize = self.maxFrameSize
         while pos < end:
+            if len(out) >= limit:
+                # A flood of small frames is decoded a slice at a time,
+                # never the whole read at once.
+                self._rest = buf
+                self._restPos = pos
+                self.backlogged = True
+                return out
             start = pos
             typeByte = buf[pos]
             # Fast path: one-byte channel and length (small frames on the

@@ -397,6 +397,19 @@ async def startServer(
 # ---------------------------------------------------------------- measuring
 
 
+def logLines(log: Path) -> int:
+    """
+    The lines in twistd's log file and in those it rotated away (at every
+    megabyte: ``twistd.log.1``, ``.2``, ...), so that a flood of log lines
+    is counted whole.
+    """
+    return sum(
+        path.read_bytes().count(b"\n")
+        for path in log.parent.glob(log.name + "*")
+        if path.name == log.name or path.suffix[1:].isdigit()
+    )
+
+
 def cpuSeconds(pid: int) -> float:
     """
     The CPU time (user + system) process ``pid`` has used.
@@ -485,7 +498,7 @@ async def runAttack(
             before = workers.rssBytes(pid)
             peakReset = resetPeak(pid)
             cpuBefore = cpuSeconds(pid)
-            logBefore = log.read_bytes().count(b"\n")
+            logBefore = logLines(log)
             sampler = MemorySampler(pid)
             sampling = task.LoopingCall(sampler.sample)
             sampling.clock = reactor
@@ -516,7 +529,7 @@ async def runAttack(
                     "peakIncludesVmHWM": peakReset,
                 },
                 serverCpuPercent=cpu,
-                serverLogLines=log.read_bytes().count(b"\n") - logBefore,
+                serverLogLines=logLines(log) - logBefore,
                 attacker=campaign.summary(),
                 sessionSurvived="error" not in attacked,
                 serverAlive=server.alive,

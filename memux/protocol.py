@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import itertools
 import socket
+import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -35,6 +36,7 @@ from twisted.internet.interfaces import (
     ITransport,
 )
 from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.task import CooperativeTask, Cooperator
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -102,6 +104,24 @@ LOAD_BUDGET_PERIOD = 10.0
 
 #: The payload of keepalive PINGs (their answers match no `ping` call).
 KEEPALIVE_PAYLOAD = b"keepaliv"
+
+#: Frames the engine decodes and acts on per step of a session's input.  A
+#: read holding more (a flood of tiny frames, or deep pipelining) is
+#: finished in later reactor turns, the connection's reading paused
+#: meanwhile, so that one peer's flood does not stall other sessions.
+INPUT_STEP_FRAMES = 64
+
+#: Per reactor turn, the held-back input of a factory's sessions is worked
+#: through round robin, a step at a time, for this many seconds at most (or
+#: `INPUT_SLICE_STEPS` steps): about the most one session's flood delays
+#: another session's reply.
+INPUT_SLICE_SECONDS = 0.001
+INPUT_SLICE_STEPS = 16
+
+#: Channel resets and refusals logged per session; past it they are only
+#: counted, and the count logged when the session ends: a peer resetting or
+#: opening channels in a loop must not flood the log (or pay for it).
+LOGGED_CHANNEL_ENDINGS = 20
 
 
 @implementer(IAddress)
@@ -772,6 +792,31 @@ def _limitUnsent(transport: Any) -> None:
         pass  # not a plain TCP socket (TLS object, UNIX, pipe)
 
 
+class _InputSlice:
+    """
+    A `Cooperator` termination predicate: true once this turn's share of
+    input work (`INPUT_SLICE_SECONDS`, `INPUT_SLICE_STEPS`) is used up.
+    """
+
+    def __init__(self) -> None:
+        self._end = time.monotonic() + INPUT_SLICE_SECONDS
+        self._steps = INPUT_SLICE_STEPS
+
+    def __call__(self) -> bool:
+        self._steps -= 1
+        return self._steps <= 0 or time.monotonic() >= self._end
+
+
+def _inputCooperator(reactor: IReactorTime) -> Cooperator:
+    """
+    A Cooperator for sessions' held-back input: a slice each reactor turn.
+    """
+    return Cooperator(
+        terminationPredicateFactory=_InputSlice,
+        scheduler=lambda tick: reactor.callLater(0, tick),
+    )
+
+
 def _resolverFor(services: ServiceMap | ServiceResolver) -> ServiceResolver:
     if callable(services) and not isinstance(services, Mapping):
         return services
@@ -846,6 +891,18 @@ class MemuxProtocol(Protocol):
         self._loadBudgetRefill = 0.0
         self._flushCall: IDelayedCall | None = None
         self._transportPaused = False
+        # Input held back in the engine (see INPUT_STEP_FRAMES): the task
+        # working through it, whether it is in a step now, whether we paused
+        # the connection's reading for it, and our own Cooperator when the
+        # factory has none to share.
+        self._inputTask: CooperativeTask[Iterator[None]] | None = None
+        self._inInputStep = False
+        self._readingPaused = False
+        self._cooperator: Cooperator | None = None
+        # Channel resets and refusals logged, and not logged (past
+        # LOGGED_CHANNEL_ENDINGS).
+        self._endingsLogged = 0
+        self._endingsUnlogged = 0
         self._pings: dict[bytes, tuple[float, defer.Deferred[float]]] = {}
         self._pingIds = itertools.count(1)
         self._draining = False
@@ -1052,18 +1109,74 @@ class MemuxProtocol(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         """
-        Feed the engine and act on its events.  Never stops reading: a full
-        channel holds back only its own credit.
+        Feed the engine and act on its events.  A full channel holds back
+        only its own credit, never reading.  A read of more than
+        `INPUT_STEP_FRAMES` frames is finished in later reactor turns,
+        shared fairly with other sessions, with reading paused meanwhile.
         """
         self._heard = True
         now = self._reactor.seconds()
         if now >= self._loadBudgetRefill:
             self._loadBudgetRefill = now + LOAD_BUDGET_PERIOD
             self._engine.refillLoadBudget()
-        events = self._engine.receiveData(data)
+        # While input is held, this (from a transport that could not pause,
+        # or a TLS record of the same read) queues behind it: still a step.
+        self._receive(data)
+        if self._inputTask is None and self._engine.inputPending and self.connected:
+            self._holdInput()
+
+    def _receive(self, data: bytes) -> None:
+        events = self._engine.receiveData(data, INPUT_STEP_FRAMES)
         if events:
             self._handleEvents(events)
         self._scheduleFlush()
+
+    def _holdInput(self) -> None:
+        """
+        Pause reading and leave the input held in the engine to later
+        turns, a step at a time, in round robin with other sessions'.
+        """
+        transport: Any = self.transport
+        if IPushProducer.providedBy(transport) and not getattr(
+            transport, "disconnecting", False
+        ):
+            transport.pauseProducing()
+            self._readingPaused = True
+        factory = self.factory
+        if isinstance(factory, MultiplexingFactory):
+            cooperator = factory._inputCooperator(self._reactor)
+        else:
+            if self._cooperator is None:
+                self._cooperator = _inputCooperator(self._reactor)
+            cooperator = self._cooperator
+        self._inputTask = cooperator.cooperate(self._inputSteps())
+
+    def _inputSteps(self) -> Iterator[None]:
+        """
+        Work through the held input, one step per iteration, then read
+        again.
+        """
+        engine = self._engine
+        try:
+            while self.connected and engine.inputPending:
+                self._inInputStep = True
+                self._receive(b"")
+                self._inInputStep = False
+                if self.connected and engine.inputPending:
+                    yield None
+        except Exception:
+            # As an exception from dataReceived is to a transport: fatal.
+            self._inInputStep = False
+            self._log.failure(
+                "Error handling input from {peer}", peer=self._peerAddress()
+            )
+            self._abort(None, "internal error")
+        self._inputTask = None
+        if self._readingPaused:
+            self._readingPaused = False
+            transport: Any = self.transport
+            if self.connected and not getattr(transport, "disconnecting", False):
+                transport.resumeProducing()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """
@@ -1085,6 +1198,11 @@ class MemuxProtocol(Protocol):
         if self._flushCall is not None and self._flushCall.active():
             self._flushCall.cancel()
         self._flushCall = None
+        task, self._inputTask = self._inputTask, None
+        if task is not None and not self._inInputStep:
+            # Held input is dropped.  (From within a step, the task ends
+            # itself: stopping a running task confuses the Cooperator.)
+            task.stop()
         if self._terminatedWith is not None:
             code, why = self._terminatedWith
             lost = SessionLost(why, code)
@@ -1099,6 +1217,13 @@ class MemuxProtocol(Protocol):
                 else lost
             ),
         )
+        if self._endingsUnlogged:
+            self._log.info(
+                "... and {count} more channel resets and refusals with {peer},"
+                " not logged",
+                count=self._endingsUnlogged,
+                peer=self._peerAddress(),
+            )
         transports = list(self._transports.values())
         paused = list(self._pausedProducers)
         self._transports.clear()
@@ -1560,12 +1685,13 @@ class MemuxProtocol(Protocol):
             if protocol is None:
                 why = f"service {event.service!r} declined the channel"
         if protocol is None:
-            self._log.info(
-                "Refused channel {channel} from {peer}: {why}",
-                channel=event.channel,
-                peer=self._peerAddress(),
-                why=why,
-            )
+            if self._mayLogEnding():
+                self._log.info(
+                    "Refused channel {channel} from {peer}: {why}",
+                    channel=event.channel,
+                    peer=self._peerAddress(),
+                    why=why,
+                )
             self._engine.refuseChannel(event.channel, why)
             return
         transport = ChannelTransport(self, event.channel, event.service, event.lossy)
@@ -1578,6 +1704,16 @@ class MemuxProtocol(Protocol):
         except Exception:
             transport._protocolFailed(Failure())
 
+    def _mayLogEnding(self) -> bool:
+        """
+        Whether to log one more channel reset or refusal (else count it).
+        """
+        if self._endingsLogged < LOGGED_CHANNEL_ENDINGS:
+            self._endingsLogged += 1
+            return True
+        self._endingsUnlogged += 1
+        return False
+
     def _channelReset(self, event: ChannelResetEvent) -> None:
         transport = self._transports.get(event.channel)
         if transport is None:
@@ -1589,7 +1725,9 @@ class MemuxProtocol(Protocol):
             reason = MessageTooLarge(event.reason, event.remote)
         else:
             reason = ChannelReset(event.code, event.reason, event.remote)
-        if event.remote:
+        if not self._mayLogEnding():
+            pass  # counted, logged at the end of the session
+        elif event.remote:
             self._log.info(
                 "{reason} (channel {channel})", reason=reason, channel=event.channel
             )
@@ -1635,6 +1773,9 @@ class MultiplexingFactory(Factory):
         self._draining = False
         self._drainWaiters: list[defer.Deferred[None]] = []
         self._drainCall: IDelayedCall | None = None
+        # Shared by the sessions, so that all their held-back input together
+        # gets one slice per reactor turn.
+        self._cooperator: Cooperator | None = None
 
     def buildProtocol(self, addr: IAddress | None) -> MemuxProtocol:
         """
@@ -1698,6 +1839,11 @@ class MultiplexingFactory(Factory):
             session.abortConnection(
                 f"shutting down: still open {timeout:g} s after GOAWAY"
             )
+
+    def _inputCooperator(self, reactor: IReactorTime) -> Cooperator:
+        if self._cooperator is None:
+            self._cooperator = _inputCooperator(reactor)
+        return self._cooperator
 
     def _clock(self) -> IReactorTime:
         if self.reactor is not None:

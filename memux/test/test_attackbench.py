@@ -22,6 +22,7 @@ from typing import cast
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
+from twisted.python.logfile import LogFile
 from twisted.trial.unittest import SynchronousTestCase
 
 from memux import attackbench
@@ -373,3 +374,19 @@ class CommandLineTests(SynchronousTestCase):
             attackbench.describeOutcome(summary),
             "1,200 closed (GOAWAY EXCESSIVE_LOAD), 2 open; 12.50 ms to close",
         )
+
+    def test_logLinesAcrossRotation(self) -> None:
+        """
+        The log lines counted include those twistd's log file rotated away
+        (it does at every megabyte), and no other file's.
+        """
+        where = Path(self.mktemp())
+        where.mkdir()
+        log = LogFile("twistd.log", str(where), rotateLength=100)
+        for n in range(50):
+            log.write(f"line {n:03d} of a log that rotates\n")
+        log.close()
+        self.assertGreater(len(list(where.iterdir())), 3)
+        (where / "twistd.log.bak").write_text("not a log line\n")
+        (where / "other.log").write_text("not a log line\n")
+        self.assertEqual(attackbench.logLines(where / "twistd.log"), 50)

@@ -145,7 +145,9 @@ class CheckTests(SynchronousTestCase):
         """
 
         class Broken(FrameDecoder):
-            def receive(self, data: bytes) -> list[Preface | Frame]:
+            def receive(
+                self, data: bytes, limit: int = sys.maxsize
+            ) -> list[Preface | Frame]:
                 raise KeyError("boom")
 
         self.patch(_fuzzchecks, "FrameDecoder", Broken)
@@ -158,8 +160,10 @@ class CheckTests(SynchronousTestCase):
         """
 
         class Forgetful(FrameDecoder):
-            def receive(self, data: bytes) -> list[Preface | Frame]:
-                items = super().receive(data)
+            def receive(
+                self, data: bytes, limit: int = sys.maxsize
+            ) -> list[Preface | Frame]:
+                items = super().receive(data, limit)
                 return items[:1]  # loses all but the first item of a read
 
         self.patch(_fuzzchecks, "FrameDecoder", Forgetful)

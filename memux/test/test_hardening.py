@@ -12,6 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, cast
 
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.endpoints import (
@@ -21,15 +24,18 @@ from twisted.internet.endpoints import (
     wrapClientTLS,
 )
 from twisted.internet.error import ConnectionAborted, ConnectionDone
+from twisted.internet.interfaces import IConsumer, ITransport
 from twisted.internet.protocol import Factory, Protocol, connectionDone
-from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
+from twisted.internet.task import Clock, deferLater
+from twisted.internet.testing import StringTransport, StringTransportWithDisconnection
 from twisted.logger import LogLevel, capturedLogs
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface import implementer_only
 
+from memux import protocol
 from memux._engine import (
     ChannelOpened,
     ChannelReset,
@@ -58,8 +64,11 @@ from memux._wire import (
 from memux.error import SessionLost
 from memux.interfaces import IChannelTransport
 from memux.protocol import (
+    INPUT_SLICE_STEPS,
+    INPUT_STEP_FRAMES,
     KEEPALIVE_PAYLOAD,
     LOAD_BUDGET_PERIOD,
+    LOGGED_CHANNEL_ENDINGS,
     WRITE_HIGH_WATER,
     ChannelTransport,
     MemuxProtocol,
@@ -69,7 +78,7 @@ from memux.protocol import (
 from memux.services import Chargen, Echo, builtinServices
 from memux.tap import Options
 from memux.test.test_engine import RawPeer
-from memux.test.test_protocol import Recorder
+from memux.test.test_protocol import MessageRecorder, Recorder
 from memux.test.test_server import MessageCollector
 from memux.test.test_tls import HOSTNAME, Certificates
 from memux.testing import connectedSessions
@@ -1263,3 +1272,474 @@ class RealSocketTests(TestCase):
         self.assertEqual(event["peer"], stalled.transport.getPeer())  # type: ignore[union-attr]
         self.assertEqual(await self.echo(good, b"after"), [b"after"])
         self.assertTrue(good.connected)
+
+    async def test_floodInOrder(self) -> None:
+        """
+        A peer sending thousands of tiny messages at once, over TCP and
+        over TLS (whose reads end mid-frame and arrive as several records),
+        has every one delivered in order while its input is handled a step
+        at a time with reading paused between turns; then the session reads
+        again.
+        """
+        certs = Certificates(self.mktemp())
+        collectors: list[MessageCollector] = []
+
+        def collect() -> MessageCollector:
+            collectors.append(MessageCollector())
+            return collectors[-1]
+
+        factory = WatchedFactory(
+            {b"collect": Factory.forProtocol(collect)}, SessionSettings()
+        )
+        messages = numbered(20 * INPUT_STEP_FRAMES * INPUT_SLICE_STEPS)
+        flood = (
+            encodePreface(GREEDY)
+            + OpenFrame(1, b"collect").encode()
+            + messageFrames(1, messages)
+        )
+        for tls in (False, True):
+            endpoint: Any = await self.listen(factory, certs if tls else None)
+            if tls:
+                endpoint = wrapClientTLS(
+                    clientTLSOptions(HOSTNAME, certs.caPEM), endpoint
+                )
+            peer = await self.attack(endpoint, flood, True)
+            while not collectors:
+                await deferLater(self.reactor, 0.01)
+            collector = collectors.pop()
+            await collector.receivedAtLeast(sum(map(len, messages)))
+            self.assertEqual(collector.messages, messages)
+            # Reading resumed: the server notices the peer going.
+            cast(Any, peer.transport).abortConnection()
+            await factory.built[-1].whenClosed()
+
+
+def reactorTurn(clock: Clock) -> int:
+    """
+    Run the calls due on C{clock} now, as one turn of a real reactor does:
+    not those they schedule for later turns (which C{Clock.advance(0)}
+    would run too).  Return how many ran.
+    """
+    due = [c for c in clock.calls if c.getTime() <= clock.seconds()]
+    for call in due:
+        if call.active():
+            clock.calls.remove(call)
+            call.called = 1
+            call.func(*call.args, **call.kw)
+    return len(due)
+
+
+def numbered(count: int, first: int = 0) -> list[bytes]:
+    """
+    C{count} distinct small messages, in order.
+    """
+    return [b"%06d" % n for n in range(first, first + count)]
+
+
+def messageFrames(channel: int, messages: list[bytes]) -> bytes:
+    """
+    C{messages} as one DATA frame each on C{channel}, on the wire.
+    """
+    return b"".join(DataFrame(channel, m, end=True).encode() for m in messages)
+
+
+@implementer_only(ITransport, IConsumer)
+class UnpausableTransport(StringTransport):
+    """
+    A L{StringTransport} that does not claim to be an C{IPushProducer}: its
+    reading cannot be paused.
+    """
+
+
+class SlicedPeer:
+    """
+    A server session of C{factory} on C{transport}, after a preface, with
+    a C{MessageRecorder} for each channel the peer opens.
+    """
+
+    def __init__(
+        self,
+        factory: MultiplexingFactory,
+        recorders: list[MessageRecorder],
+        transport: StringTransport | None = None,
+    ) -> None:
+        self.recorders = recorders
+        self.clock = cast(Clock, factory.reactor)
+        self.transport = transport if transport is not None else StringTransport()
+        self.session = factory.buildProtocol(None)
+        self.session.makeConnection(self.transport)
+        self.session.dataReceived(encodePreface(GREEDY))
+        self.clock.advance(0)
+        self.decoder = FrameDecoder(1 << 24)
+        self.read()
+
+    def read(self) -> list[Frame]:
+        """
+        The frames the session wrote since the last call.
+        """
+        data = self.transport.value()
+        self.transport.clear()
+        return [f for f in self.decoder.receive(data) if not isinstance(f, Preface)]
+
+    @property
+    def messages(self) -> list[bytes]:
+        """
+        The messages delivered so far, on all channels, in order.
+        """
+        return [m for r in self.recorders for m in r.messages]
+
+    def drain(self) -> int:
+        """
+        Run reactor turns until nothing is due; return how many it took.
+        """
+        turns = 0
+        while reactorTurn(self.clock):
+            turns += 1
+        return turns
+
+
+class InputSliceTests(SynchronousTestCase):
+    """
+    A read holding many frames is processed INPUT_STEP_FRAMES at a time:
+    the first step at once, the rest in later reactor turns (a slice of
+    INPUT_SLICE_STEPS steps per turn here, the time limit being set out of
+    reach), with the connection's reading paused meanwhile.
+    """
+
+    def setUp(self) -> None:
+        """
+        A factory of sessions whose channels record their messages; only
+        the step count limits a turn.
+        """
+        self.patch(protocol, "INPUT_SLICE_SECONDS", 3600.0)
+        self.clock = Clock()
+        self.recorders: list[MessageRecorder] = []
+
+        def build() -> MessageRecorder:
+            self.recorders.append(MessageRecorder())
+            return self.recorders[-1]
+
+        self.factory = MultiplexingFactory(
+            {b"svc": Factory.forProtocol(build)}, reactor=self.clock
+        )
+
+    def flood(self, count: int, channel: int = 1) -> tuple[list[bytes], bytes]:
+        """
+        C{count} numbered messages, and the wire bytes opening C{channel}
+        and carrying them.
+        """
+        messages = numbered(count)
+        return messages, OpenFrame(channel, b"svc").encode() + messageFrames(
+            channel, messages
+        )
+
+    def test_sliced(self) -> None:
+        """
+        The first step's frames are handled within dataReceived and reading
+        is paused; each turn handles one slice more, in order; once all is
+        handled reading resumes and nothing more is scheduled.
+        """
+        step, slice = INPUT_STEP_FRAMES, INPUT_STEP_FRAMES * INPUT_SLICE_STEPS
+        messages, wire = self.flood(3 * slice)
+        peer = SlicedPeer(self.factory, self.recorders)
+        peer.session.dataReceived(wire)
+        # The OPEN was one of the first step's frames.
+        self.assertEqual(peer.messages, messages[: step - 1])
+        self.assertEqual(peer.transport.producerState, "paused")
+        self.assertTrue(peer.session.engine.inputPending)
+        reactorTurn(self.clock)
+        self.assertEqual(peer.messages, messages[: step - 1 + slice])
+        self.assertEqual(peer.transport.producerState, "paused")
+        peer.drain()
+        self.assertEqual(peer.messages, messages)
+        self.assertEqual(peer.transport.producerState, "producing")
+        self.assertFalse(peer.session.engine.inputPending)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_smallReadAtOnce(self) -> None:
+        """
+        A read of no more than INPUT_STEP_FRAMES frames is handled within
+        dataReceived, without pausing.
+        """
+        messages, wire = self.flood(INPUT_STEP_FRAMES - 1)
+        peer = SlicedPeer(self.factory, self.recorders)
+        peer.session.dataReceived(wire)
+        self.assertEqual(peer.messages, messages)
+        self.assertEqual(peer.transport.producerState, "producing")
+        self.assertFalse(peer.session.engine.inputPending)
+
+    def test_laterReadQueuesBehind(self) -> None:
+        """
+        Data arriving while input is held (more TLS records of one read, or
+        a transport that cannot pause) comes after the held input, and each
+        such read costs one step.
+        """
+        first, wire = self.flood(500)
+        second = numbered(500, 500)
+        peer = SlicedPeer(self.factory, self.recorders)
+        peer.session.dataReceived(wire)
+        peer.session.dataReceived(messageFrames(1, second))
+        self.assertEqual(peer.messages, first[: 2 * INPUT_STEP_FRAMES - 1])
+        peer.drain()
+        self.assertEqual(peer.messages, first + second)
+        self.assertEqual(peer.transport.producerState, "producing")
+
+    def test_unpausableTransport(self) -> None:
+        """
+        Over a transport that is no IPushProducer, input is still sliced
+        (nothing tries to pause it), and all arrives in order.
+        """
+        messages, wire = self.flood(1000)
+        transport = UnpausableTransport()
+        peer = SlicedPeer(self.factory, self.recorders, transport)
+        peer.session.dataReceived(wire)
+        self.assertEqual(len(peer.messages), INPUT_STEP_FRAMES - 1)
+        self.assertGreater(peer.drain(), 1)
+        self.assertEqual(peer.messages, messages)
+        self.assertEqual(transport.producerState, "producing")
+
+    def test_connectionLostWhileHeld(self) -> None:
+        """
+        When the connection is lost with input held, the rest is dropped:
+        no channel hears of it, the channel ends with SessionLost, and no
+        call stays scheduled.
+        """
+        messages, wire = self.flood(3 * INPUT_STEP_FRAMES * INPUT_SLICE_STEPS)
+        peer = SlicedPeer(self.factory, self.recorders)
+        peer.session.dataReceived(wire)
+        reactorTurn(self.clock)
+        delivered = list(peer.messages)
+        peer.session.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(peer.drain(), 0)
+        self.assertEqual(peer.messages, delivered)
+        self.assertLess(len(delivered), len(messages))
+        [recorder] = self.recorders
+        assert recorder.lost is not None
+        self.assertIsInstance(recorder.lost.value, SessionLost)
+
+    def test_connectionLostWithinStep(self) -> None:
+        """
+        A connection lost during a step (a channel protocol closing the
+        session, over a transport that reports the loss at once) ends the
+        held input there, cleanly.
+        """
+        transport = StringTransportWithDisconnection()
+        peer = SlicedPeer(self.factory, self.recorders, transport)
+        transport.protocol = peer.session
+        stopAt = 5 * INPUT_STEP_FRAMES
+        messages, wire = self.flood(3 * INPUT_STEP_FRAMES * INPUT_SLICE_STEPS)
+
+        def messageReceived(message: bytes) -> None:
+            recorder.messages.append(message)
+            if len(recorder.messages) == stopAt:
+                peer.session.loseConnection()
+
+        peer.session.dataReceived(wire[:-1])  # the OPEN builds the recorder
+        [recorder] = self.recorders
+        recorder.messageReceived = messageReceived  # type: ignore[method-assign]
+        peer.drain()
+        self.assertEqual(peer.messages, messages[:stopAt])
+        self.assertFalse(peer.session.connected)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_terminatedWhileHeld(self) -> None:
+        """
+        A protocol violation past the first step ends the session when its
+        turn comes: the steps before it are handled (as for a violation in
+        a later read, frames decoded with it in its own step may not be),
+        none after it; GOAWAY is written and the connection closed.
+        """
+        messages, wire = self.flood(3 * INPUT_STEP_FRAMES + 10)
+        bad = DataFrame(0, b"x").encode()  # DATA on channel 0
+        after = messageFrames(1, numbered(100, len(messages)))
+        peer = SlicedPeer(self.factory, self.recorders)
+        peer.session.dataReceived(wire + bad + after)
+        self.assertEqual(peer.transport.producerState, "paused")
+        peer.drain()
+        delivered = peer.messages
+        self.assertEqual(delivered, messages[: len(delivered)])
+        self.assertGreaterEqual(len(delivered), 3 * INPUT_STEP_FRAMES - 1)
+        self.assertTrue(peer.session.engine.terminated)
+        self.assertEqual(
+            [g.code for g in goAways(peer.read())], [ErrorCode.PROTOCOL_ERROR]
+        )
+        self.assertTrue(peer.transport.disconnecting)
+
+    def test_goodSessionServedBetweenSlices(self) -> None:
+        """
+        Two sessions of one factory: while one works through a flood read
+        in an earlier turn, the other's echo request, read in the next
+        turn, is answered in the turn after, long before the flood is
+        done; the flood's sessions share one slice per turn.
+        """
+        clock = self.clock
+        factory = MultiplexingFactory(builtinServices(clock), reactor=clock)
+        flooders = [SlicedPeer(factory, []) for _ in range(2)]
+        good = SlicedPeer(factory, [])
+        before = sum(f.session.engine.framesReceived for f in flooders)
+        flood = OpenFrame(1, b"echo").encode() + messageFrames(1, numbered(5000))
+        for flooder in flooders:
+            flooder.session.dataReceived(flood)
+        reactorTurn(clock)
+        good.session.dataReceived(
+            OpenFrame(1, b"echo").encode() + messageFrames(1, [b"ping"])
+        )
+        reactorTurn(clock)
+        self.assertIn(DataFrame(1, b"ping", end=True), good.read())
+        for flooder in flooders:
+            self.assertTrue(flooder.session.engine.inputPending)
+        # A first step each, then two turns of one slice for both together.
+        handled = sum(f.session.engine.framesReceived for f in flooders) - before
+        self.assertEqual(
+            handled, 2 * INPUT_STEP_FRAMES + 2 * INPUT_STEP_FRAMES * INPUT_SLICE_STEPS
+        )
+        good.drain()
+        for flooder in flooders:
+            self.assertFalse(flooder.session.engine.inputPending)
+            self.assertEqual(flooder.transport.producerState, "producing")
+
+
+class InputLimitTests(SynchronousTestCase):
+    """
+    The sans-IO side of slicing: C{FrameDecoder.receive} and
+    C{MemuxEngine.receiveData} with a limit.
+    """
+
+    @given(
+        st.lists(st.binary(max_size=40), max_size=40),
+        st.lists(st.integers(1, 8), min_size=1),
+        st.lists(st.integers(0, 60), max_size=6),
+        st.lists(st.booleans(), min_size=1),
+    )
+    @hypothesis_settings(max_examples=200, deadline=None)
+    def test_decoderSameItems(
+        self,
+        payloads: list[bytes],
+        limits: list[int],
+        cuts: list[int],
+        drains: list[bool],
+    ) -> None:
+        """
+        However the stream is cut into reads, whatever the limits, and
+        whether a read comes before the held input is all taken: a decoder
+        returns the same items, in the same order, as without limits, never
+        more than the limit per call; C{receive(b"")} goes on while
+        C{backlogged}, and in the end nothing is held.
+        """
+        stream = encodePreface(Settings()) + b"".join(
+            DataFrame(1 + n % 3, p, end=n % 2 == 0).encode()
+            for n, p in enumerate(payloads)
+        )
+        expected = FrameDecoder().receive(stream)
+        points = sorted(min(c * 7, len(stream)) for c in cuts)
+        starts, ends = [0, *points], [*points, len(stream)]
+        reads = [stream[a:b] for a, b in zip(starts, ends, strict=True)]
+        decoder = FrameDecoder()
+        got: list[Preface | Frame] = []
+
+        def take(data: bytes) -> None:
+            limit = limits[len(got) % len(limits)]
+            items = decoder.receive(data, limit)
+            self.assertLessEqual(len(items), limit)
+            got.extend(items)
+
+        for n, read in enumerate(reads):
+            take(read)
+            while drains[n % len(drains)] and decoder.backlogged:
+                take(b"")
+        while decoder.backlogged:
+            take(b"")
+        self.assertEqual(got, expected)
+        self.assertEqual(decoder.buffered, 0)
+
+    def test_engineMaxFrames(self) -> None:
+        """
+        With maxFrames the engine handles that many frames (the preface
+        counting as one) and holds the rest, in order, ahead of later
+        input; inputPending tells whether any is held.
+        """
+        engine = MemuxEngine(False)
+        raw = RawPeer(engine)
+        pings = [PingFrame(b"%07d" % n) for n in range(10)]
+        engine.receiveData(b"".join(p.encode() for p in pings[:6]), 4)
+        self.assertTrue(engine.inputPending)
+        engine.receiveData(b"".join(p.encode() for p in pings[6:]), 4)
+        self.assertTrue(engine.inputPending)
+        engine.receiveData(b"", 4)
+        self.assertFalse(engine.inputPending)
+        answers = [f.payload for f in raw.read() if isinstance(f, PingFrame)]
+        self.assertEqual(answers, [p.payload for p in pings])
+
+    def test_engineMaxFramesBelowOne(self) -> None:
+        """
+        maxFrames under 1 is refused with ValueError.
+        """
+        self.assertRaises(ValueError, MemuxEngine(False).receiveData, b"", 0)
+
+    def test_terminatedHoldsNothing(self) -> None:
+        """
+        Once the session has ended, held input is dropped: inputPending is
+        false, and frames after the one that ended it were never decoded.
+        """
+        engine = MemuxEngine(False)
+        RawPeer(engine)
+        wire = b"".join(PingFrame().encode() for _ in range(LIMIT + 100))
+        engine.receiveData(wire, 64)
+        while engine.inputPending:
+            engine.receiveData(b"", 64)
+        self.assertTrue(engine.terminated)
+        self.assertFalse(engine.inputPending)
+        self.assertLess(engine.framesReceived, LIMIT + 64)
+
+
+class ChannelEndingLogTests(SynchronousTestCase):
+    """
+    Channel resets and refusals are logged for the first
+    LOGGED_CHANNEL_ENDINGS of a session, then only counted, and the count
+    logged when the session ends.
+    """
+
+    def test_rapidResetLogBounded(self) -> None:
+        """
+        A peer resetting many channels at once, and opening channels to no
+        service, gets LOGGED_CHANNEL_ENDINGS lines, then one line with the
+        count of the rest when the session ends.
+        """
+        wire = PeerWire()
+        extra = 30
+        resets = LOGGED_CHANNEL_ENDINGS + extra
+        frames: list[Frame] = []
+        for n in range(resets):
+            channel = 2 * n + 1
+            frames += [
+                OpenFrame(channel, b"svc"),
+                ResetFrame(channel, ErrorCode.CANCEL),
+            ]
+        frames += [OpenFrame(2 * n + 1, b"nothing") for n in range(resets, resets + 5)]
+        with capturedLogs() as events:
+            wire.send(*frames)
+            wire.session.connectionLost(Failure(ConnectionDone()))
+        self.assertFalse(wire.session.engine.terminated)
+        ended = [
+            e
+            for e in events
+            if "(channel {channel})" in e["log_format"]
+            or e["log_format"].startswith("Refused channel")
+        ]
+        self.assertEqual(len(ended), LOGGED_CHANNEL_ENDINGS)
+        [summary] = [e for e in events if "not logged" in e["log_format"]]
+        self.assertEqual(summary["count"], extra + 5)
+        self.assertEqual(summary["log_level"], LogLevel.info)
+
+    def test_fewEndingsNoSummary(self) -> None:
+        """
+        A session with few channel endings logs each, and no summary.
+        """
+        wire = PeerWire()
+        with capturedLogs() as events:
+            wire.send(OpenFrame(1, b"svc"), ResetFrame(1, ErrorCode.CANCEL))
+            wire.session.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(
+            len([e for e in events if "(channel {channel})" in e["log_format"]]), 1
+        )
+        self.assertEqual([e for e in events if "not logged" in e["log_format"]], [])
