@@ -644,6 +644,9 @@ class MemuxEngine:
         self._queuePeerInduced(
             ResetFrame(channel, ErrorCode.REFUSED, _cut(reason)).encode()
         )
+        # An opening that did no work: a storm of them (to no service, or
+        # to one that declines) spends the same allowance as rapid resets.
+        self._useless("refused channel")
 
     def consumed(self, channel: int, n: int, holdSession: bool = False) -> None:
         """

@@ -294,6 +294,50 @@ class FloodLimitTests(SynchronousTestCase):
         events = raw.send(OpenFrame(cid, b"svc"), ResetFrame(cid, ErrorCode.CANCEL))
         self.assertExcessiveLoad(raw, events)
 
+    def test_refusedOpenStorm(self) -> None:
+        """
+        Channels the application refuses (no such service) are counted as
+        work for nothing, as rapid resets are: past the limit the session
+        ends with EXCESSIVE_LOAD.
+        """
+        engine = MemuxEngine(False)
+        raw = RawPeer(engine)
+        cid = 1
+        for _ in range(LIMIT):
+            events = raw.send(OpenFrame(cid, b"nothing"))
+            self.assertEqual(terminations(events), [])
+            engine.refuseChannel(cid, "no service")
+            raw.read()
+            cid += 2
+        raw.send(OpenFrame(cid, b"nothing"))
+        engine.refuseChannel(cid, "no service")
+        self.assertExcessiveLoad(raw, engine.popEvents())
+
+    def test_tinyCreditIncrements(self) -> None:
+        """
+        Credit raised a byte at a time (CVE-2019-9511/9513 class) buys a
+        byte at a time: each CREDIT frame earns one DATA frame of one byte,
+        never more output, and moving payload it is work, so it does not
+        end the session; the credit we grant is never so small (half a
+        window at least, see CreditWindowTests).
+        """
+        engine = MemuxEngine(False)
+        raw = RawPeer(engine)
+        raw.send(OpenFrame(1, b"svc"))
+        raw.read()
+        engine.sendData(1, b"x" * 200000)
+        limit = sum(len(f.data) for f in raw.read() if isinstance(f, DataFrame))
+        for _ in range(2 * LIMIT):
+            limit += 1
+            events = raw.send(CreditFrame(1, limit))
+            self.assertEqual(terminations(events), [])
+            frames = raw.read()
+            self.assertEqual(
+                [(type(f), len(f.data)) for f in frames if isinstance(f, DataFrame)],
+                [(DataFrame, 1)],
+            )
+            self.assertEqual(len(frames), 1)
+
     def test_resetAfterAnswerIsWork(self) -> None:
         """
         A channel reset after we answered on it is ordinary cancellation,
