@@ -652,6 +652,29 @@ class MessageTests(SessionTestCase):
         assert server.lost is not None
         server.lost.trap(ChannelReset)
 
+    def test_sessionLostDiscardsPartialMessage(self) -> None:
+        """
+        A message cut off by the loss of the connection is never delivered
+        as complete, even when the part that arrived was held while the
+        reader was paused: the protocol gets the whole messages before it,
+        then SessionLost.
+        """
+        proto = self.open(b"messages")
+        proto.transport.writeMessage(b"whole")
+        self.pump.flush()
+        server = self.serverProtocols[0]
+        server.transport.pauseProducing()
+        proto.transport.write(b"partial")
+        self.pump.flush()
+        assert self.client.transport is not None
+        self.client.transport.loseConnection()
+        self.pump.flush()
+        server.transport.resumeProducing()
+        self.clock.advance(0)
+        self.assertEqual(server.messages, [b"whole"])
+        assert server.lost is not None
+        server.lost.trap(SessionLost)
+
 
 class MessageLimitTests(SessionTestCase):
     """
