@@ -807,7 +807,7 @@ class _InputSlice:
         return self._steps <= 0 or time.monotonic() >= self._end
 
 
-def _inputCooperator(reactor: IReactorTime) -> Cooperator:
+def _newInputCooperator(reactor: IReactorTime) -> Cooperator:
     """
     A Cooperator for sessions' held-back input: a slice each reactor turn.
     """
@@ -1147,7 +1147,7 @@ class MemuxProtocol(Protocol):
             cooperator = factory._inputCooperator(self._reactor)
         else:
             if self._cooperator is None:
-                self._cooperator = _inputCooperator(self._reactor)
+                self._cooperator = _newInputCooperator(self._reactor)
             cooperator = self._cooperator
         self._inputTask = cooperator.cooperate(self._inputSteps())
 
@@ -1842,7 +1842,7 @@ class MultiplexingFactory(Factory):
 
     def _inputCooperator(self, reactor: IReactorTime) -> Cooperator:
         if self._cooperator is None:
-            self._cooperator = _inputCooperator(reactor)
+            self._cooperator = _newInputCooperator(reactor)
         return self._cooperator
 
     def _clock(self) -> IReactorTime:
