@@ -618,12 +618,11 @@ class LoseConnectionCompletionTests(TwistedLayerTestCase):
         self.assertEqual(self.client.engine.openChannels(), [])
         self.assertEqual(self.server.engine.openChannels(), [])
 
-    def test_loseConnectionWhilePausedAfterPeerClosed(self) -> None:
+    def closedWhilePaused(self) -> tuple[Any, Any]:
         """
-        A paused protocol whose peer has closed the channel (data held, FIN
-        and close already in) and that then calls loseConnection gets
-        connectionLost(ConnectionDone) (once, not from inside the call),
-        and the session forgets the channel.
+        Open a channel, pause the server's end, write to it and close it
+        from the client: the data, FIN and close are held at the server.
+        Return the client's and the server's protocols.
         """
         proto = self.open(b"record")
         self.pump.flush()
@@ -632,6 +631,16 @@ class LoseConnectionCompletionTests(TwistedLayerTestCase):
         proto.transport.write(b"held")
         proto.transport.loseConnection()
         self.pump.flush()
+        return proto, server
+
+    def test_loseConnectionWhilePausedAfterPeerClosed(self) -> None:
+        """
+        A paused protocol whose peer has closed the channel (data held, FIN
+        and close already in) and that then calls loseConnection gets
+        connectionLost(ConnectionDone) (once, not from inside the call),
+        and the session forgets the channel.
+        """
+        proto, server = self.closedWhilePaused()
         self.assertIsNotNone(proto.lost)
         assert proto.lost is not None
         proto.lost.trap(ConnectionDone)
@@ -651,13 +660,7 @@ class LoseConnectionCompletionTests(TwistedLayerTestCase):
         including a channel that was paused when the peer closed it and
         that the application then closed itself.
         """
-        proto = self.open(b"record")
-        self.pump.flush()
-        server = self.served[0]
-        server.transport.pauseProducing()
-        proto.transport.write(b"held")
-        proto.transport.loseConnection()
-        self.pump.flush()
+        proto, server = self.closedWhilePaused()
         done = self.server.goAway()
         server.transport.resumeProducing()
         server.transport.loseConnection()
