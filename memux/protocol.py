@@ -92,9 +92,18 @@ _FIN = object()
 #: (Twisted's TCP buffer is 64 KiB: one chunk alone would fill it).
 FLUSH_BYTES = 128 * 1024
 
+#: Room for frame headers above `FLUSH_BYTES` in one send() (see
+#: `_roomForHeaders`).
+SEND_HEADROOM = 16 * 1024
+
 #: A flush of more pieces (frame headers and chunks) than this is joined
 #: into one write; fewer go to ``writeSequence`` as they are.
 GATHER_PIECES = 8
+
+#: How many times one flush lets paused producers write again and writes
+#: what they wrote, when the connection keeps taking it; the rest waits for
+#: the next reactor turn, so one busy session cannot hold the reactor.
+FLUSH_ROUNDS = 4
 
 #: Seconds between refills of the peer's allowance of frames that do no
 #: work (`SessionSettings.maxUselessFrames`): with the default allowance a
@@ -274,7 +283,7 @@ class ChannelTransport:
             return
         # Flush next turn (as `_scheduleFlush`, inline: this runs for every
         # message); pause the producer of a channel that has queued enough.
-        if session._flushCall is None and session.connected:
+        if session._flushCall is None and not session._flushing and session.connected:
             session._flushCall = session._reactor.callLater(0, session._flush)
         if (
             self.producer is not None
@@ -792,6 +801,16 @@ def _limitUnsent(transport: Any) -> None:
         pass  # not a plain TCP socket (TLS object, UNIX, pipe)
 
 
+def _roomForHeaders(transport: Any) -> None:
+    # Twisted's TCP sends at most SEND_LIMIT (128 KiB) per send(); a flush
+    # is FLUSH_BYTES of payload plus frame headers, so without room for
+    # those every flush costs a second send() of a few bytes (and the peer
+    # a wakeup for them), and the producer waits a turn more for it.
+    limit = getattr(transport, "SEND_LIMIT", None)
+    if type(limit) is int and limit < FLUSH_BYTES + SEND_HEADROOM:
+        transport.SEND_LIMIT = FLUSH_BYTES + SEND_HEADROOM
+
+
 class _InputSlice:
     """
     A `Cooperator` termination predicate: true once this turn's share of
@@ -890,6 +909,7 @@ class MemuxProtocol(Protocol):
         # refilled (see SessionSettings.maxUselessFrames).
         self._loadBudgetRefill = 0.0
         self._flushCall: IDelayedCall | None = None
+        self._flushing = False
         self._transportPaused = False
         # Input held back in the engine (see INPUT_STEP_FRAMES): the task
         # working through it, whether it is in a step now, whether we paused
@@ -1089,6 +1109,7 @@ class MemuxProtocol(Protocol):
             except Exception:  # not a TCP socket after all (UNIX, pipes)
                 pass
         _limitUnsent(transport)
+        _roomForHeaders(transport)
         factory = self.factory
         if isinstance(factory, MultiplexingFactory):
             factory._sessionStarted(self)
@@ -1129,7 +1150,9 @@ class MemuxProtocol(Protocol):
         events = self._engine.receiveData(data, INPUT_STEP_FRAMES)
         if events:
             self._handleEvents(events)
-        self._scheduleFlush()
+        # Write now what the input called for (replies, credit): a turn
+        # of its own for that would cost a reactor iteration per read.
+        self._flush()
 
     def _holdInput(self) -> None:
         """
@@ -1303,8 +1326,9 @@ class MemuxProtocol(Protocol):
 
     def _scheduleFlush(self) -> None:
         # One flush per reactor turn: many writes share one transport.write,
-        # and a channel opened in this turn rides on its first data.
-        if self._flushCall is None and self.connected:
+        # and a channel opened in this turn rides on its first data.  (Not
+        # during a flush: it writes what is added meanwhile.)
+        if self._flushCall is None and not self._flushing and self.connected:
             self._flushCall = self._reactor.callLater(0, self._flush)
 
     def _shedLoad(self) -> None:
@@ -1328,7 +1352,20 @@ class MemuxProtocol(Protocol):
                 transport._pauseProducer()
 
     def _flush(self) -> None:
-        self._flushCall = None
+        """
+        Write what the engine has for the connection, until it pauses us,
+        then let paused producers write again, and write what they wrote:
+        all in this turn, so a bulk writer's next chunks do not wait for a
+        turn of their own.  Re-entered (from a callback of the writes), it
+        leaves the work to the flush under way.
+        """
+        if self._flushing:
+            return
+        call = self._flushCall
+        if call is not None:
+            self._flushCall = None
+            if call.active():  # called directly, ahead of the scheduled flush
+                call.cancel()
         if not self.connected:
             return
         engine = self._engine
@@ -1343,34 +1380,59 @@ class MemuxProtocol(Protocol):
                 self._handleEvents(events)
             self._closeConnection()
             return
+        self._flushing = True
+        try:
+            for _ in range(FLUSH_ROUNDS):
+                self._writeOut()
+                if not self.connected:
+                    return
+                if engine.terminated and not engine.hasDataToSend():
+                    self._closeConnection()
+                    return
+                if self._transportPaused:
+                    break
+                if self._lossy:
+                    self._shedLoad()
+                if self._pausedProducers or self._pullProducers:
+                    self._serviceProducers()
+                if not engine.hasDataToSend():
+                    break
+        finally:
+            self._flushing = False
+        if not self.connected:
+            return
+        if self._transportPaused:
+            if self._lossy:
+                self._shedLoad()
+        elif engine.hasDataToSend():
+            self._scheduleFlush()  # rounds used up: the rest next turn
+        if self._draining and not self._transports and not engine.hasDataToSend():
+            self._closeConnection()
+
+    def _writeOut(self) -> None:
+        """
+        Hand the connection what the engine has, `FLUSH_BYTES` at a time,
+        until it pauses us or nothing is left; act on the events.
+        """
+        engine = self._engine
+        connection = self._connection
         while not self._transportPaused:
             pieces = engine.piecesToSend(FLUSH_BYTES)
             events = engine.popEvents()
             if len(pieces) > GATHER_PIECES:
                 # Many small frames: one string (Twisted checks each piece
                 # of a writeSequence with a Python call).
-                self._connection.write(b"".join(pieces))
+                connection.write(b"".join(pieces))
             elif pieces:
                 # A few large chunks: the transport gathers its buffer
                 # anyway, so each payload byte is copied once, not twice.
-                self._connection.writeSequence(pieces)
+                connection.writeSequence(pieces)
             if events:
                 self._handleEvents(events)
             if not pieces and not events:
-                break
+                return
             if not self.connected:
                 return
-        if engine.terminated and not engine.hasDataToSend():
-            self._closeConnection()
-            return
-        if self._lossy:
-            self._shedLoad()
-            if engine.hasDataToSend() and not self._transportPaused:
-                self._scheduleFlush()  # the DROP notices
-        if (self._pausedProducers or self._pullProducers) and not self._transportPaused:
-            self._serviceProducers()
-        if self._draining and not self._transports and not engine.hasDataToSend():
-            self._closeConnection()
 
     def _closeConnection(self) -> None:
         """

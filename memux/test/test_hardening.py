@@ -78,7 +78,7 @@ from memux.protocol import (
 from memux.services import Chargen, Echo, builtinServices
 from memux.tap import Options
 from memux.test.test_engine import RawPeer
-from memux.test.test_protocol import MessageRecorder, Recorder
+from memux.test.test_protocol import MessageRecorder, Recorder, reactorTurn
 from memux.test.test_server import MessageCollector
 from memux.test.test_tls import HOSTNAME, Certificates
 from memux.testing import connectedSessions
@@ -1358,21 +1358,6 @@ class RealSocketTests(TestCase):
             await factory.built[-1].whenClosed()
 
 
-def reactorTurn(clock: Clock) -> int:
-    """
-    Run the calls due on C{clock} now, as one turn of a real reactor does:
-    not those they schedule for later turns (which C{Clock.advance(0)}
-    would run too).  Return how many ran.
-    """
-    due = [c for c in clock.calls if c.getTime() <= clock.seconds()]
-    for call in due:
-        if call.active():
-            clock.calls.remove(call)
-            call.called = 1
-            call.func(*call.args, **call.kw)
-    return len(due)
-
-
 def numbered(count: int, first: int = 0) -> list[bytes]:
     """
     C{count} distinct small messages, in order.
@@ -1533,7 +1518,8 @@ class InputSliceTests(SynchronousTestCase):
         Over a transport that is no IPushProducer, input is still sliced
         (nothing tries to pause it), and all arrives in order.
         """
-        messages, wire = self.flood(1000)
+        # More than two turns' worth of steps.
+        messages, wire = self.flood(2 * INPUT_SLICE_STEPS * INPUT_STEP_FRAMES + 1)
         transport = UnpausableTransport()
         peer = SlicedPeer(self.factory, self.recorders, transport)
         peer.session.dataReceived(wire)

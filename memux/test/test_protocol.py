@@ -21,6 +21,7 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.test.iosim import FakeTransport, connect
 from twisted.trial.unittest import SynchronousTestCase
@@ -40,9 +41,22 @@ from memux import (
     SessionLost,
 )
 from memux._engine import SessionSettings
+from memux._wire import (
+    DataFrame,
+    FrameDecoder,
+    OpenFrame,
+    Preface,
+    Settings,
+    encodePreface,
+)
 from memux.error import MessageTooLarge
 from memux.interfaces import IChannelTransport, IDropReceiver
-from memux.protocol import WRITE_HIGH_WATER, ChannelTransport
+from memux.protocol import (
+    FLUSH_BYTES,
+    FLUSH_ROUNDS,
+    WRITE_HIGH_WATER,
+    ChannelTransport,
+)
 from memux.testing import connectedSessions
 
 
@@ -1171,3 +1185,143 @@ class IdleTimeoutTests(SynchronousTestCase):
         """
         self.assertRaises(ValueError, SessionSettings, idleTimeout=0)
         self.assertRaises(ValueError, SessionSettings, idleTimeout=-1)
+
+
+def reactorTurn(clock: Clock) -> int:
+    """
+    Run the calls due on C{clock} now, as one turn of a real reactor does:
+    not those they schedule for later turns (which C{Clock.advance(0)}
+    would run too).  Return how many ran.
+    """
+    due = [c for c in clock.calls if c.getTime() <= clock.seconds()]
+    for call in due:
+        if call.active():
+            clock.calls.remove(call)
+            call.called = 1
+            call.func(*call.args, **call.kw)
+    return len(due)
+
+
+@implementer(IMessageReceiver)
+class MessageEchoer(Protocol):
+    """
+    Sends each message back.
+    """
+
+    def messageReceived(self, message: bytes) -> None:
+        assert isinstance(self.transport, ChannelTransport)
+        self.transport.writeMessage(message)
+
+
+class TCPLikeTransport(StringTransport):
+    """
+    A L{StringTransport} with the send limit of Twisted's TCP transports.
+    """
+
+    SEND_LIMIT = 128 * 1024
+
+
+class FlushTests(SynchronousTestCase):
+    """
+    When a session writes to its connection: in the turn that made the
+    data, without waiting for a reactor turn of its own, and in sends the
+    connection need not split.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.transport = TCPLikeTransport()
+        self.session = MemuxProtocol(
+            {b"echo": Factory.forProtocol(MessageEchoer)},
+            client=False,
+            reactor=self.clock,
+        )
+        self.session.makeConnection(self.transport)
+        self.session.dataReceived(
+            encodePreface(
+                Settings(initialChannelCredit=1 << 30, initialSessionCredit=1 << 30)
+            )
+        )
+        self.clock.advance(0)
+        self.decoder = FrameDecoder(1 << 24)
+        self.frames()
+
+    def frames(self) -> list[Any]:
+        """
+        The frames the session wrote since the last call.
+        """
+        data = self.transport.value()
+        self.transport.clear()
+        return [f for f in self.decoder.receive(data) if not isinstance(f, Preface)]
+
+    def test_replyWrittenWithinRead(self) -> None:
+        """
+        A reply written while a read is handled is on the connection when
+        dataReceived returns, with nothing left scheduled for it.
+        """
+        self.session.dataReceived(
+            OpenFrame(1, b"echo").encode() + DataFrame(1, b"ping", end=True).encode()
+        )
+        replies = [f for f in self.frames() if isinstance(f, DataFrame)]
+        self.assertEqual(
+            [(f.channel, f.data, f.end) for f in replies], [(1, b"ping", True)]
+        )
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_resumedProducerWrittenAtOnce(self) -> None:
+        """
+        When the connection resumes the session, a channel producer paused
+        for the connection writes again, and what it writes goes to the
+        connection in the same call; a producer that always has more is
+        cut off after FLUSH_ROUNDS rounds, the rest left for the next turn.
+        """
+        self.session.dataReceived(OpenFrame(1, b"echo").encode())
+        transport = self.session._transports[1]
+        chunk = b"x" * (WRITE_HIGH_WATER // 2)
+
+        @implementer(IPushProducer)
+        class Writer:
+            resumed = 0
+
+            def pauseProducing(self) -> None:
+                pass
+
+            def resumeProducing(self) -> None:
+                self.resumed += 1
+                transport.write(chunk)
+                transport.write(chunk)
+
+            def stopProducing(self) -> None:
+                pass
+
+        writer = Writer()
+        self.session.pauseProducing()
+        transport.registerProducer(writer, True)
+        writer.resumeProducing()
+        self.clock.advance(0)
+        self.assertEqual(self.frames(), [])
+        scheduled = len(self.clock.getDelayedCalls())
+        self.session.resumeProducing()
+        sent = sum(len(f.data) for f in self.frames() if isinstance(f, DataFrame))
+        self.assertEqual(writer.resumed, 1 + FLUSH_ROUNDS)
+        self.assertEqual(sent, FLUSH_ROUNDS * 2 * len(chunk))
+        self.assertEqual(len(self.clock.getDelayedCalls()), scheduled + 1)
+        reactorTurn(self.clock)
+        sent = sum(len(f.data) for f in self.frames() if isinstance(f, DataFrame))
+        self.assertEqual(sent, FLUSH_ROUNDS * 2 * len(chunk))
+
+    def test_flushFitsOneSend(self) -> None:
+        """
+        A connection with Twisted's send limit may send a whole flush,
+        frame headers included, in one send.
+        """
+        self.assertGreaterEqual(self.transport.SEND_LIMIT, FLUSH_BYTES + 1024)
+
+    def test_largerSendLimitKept(self) -> None:
+        """
+        A connection whose send limit is already larger keeps it.
+        """
+        transport = TCPLikeTransport()
+        transport.SEND_LIMIT = 1 << 20
+        MemuxProtocol(reactor=self.clock).makeConnection(transport)
+        self.assertEqual(transport.SEND_LIMIT, 1 << 20)
