@@ -161,7 +161,10 @@ class PrefaceReceived:
     settings: Settings
 
 
-@dataclass(frozen=True, slots=True)
+# Events made for every channel are not frozen, for speed (a frozen
+# dataclass's __init__ costs a call per field): treat them as immutable.
+# They stay hashable.
+@dataclass(slots=True, unsafe_hash=True)
 class ChannelOpened:
     """
     The peer opened a channel.  Accept it by using it, or refuse it with
@@ -194,7 +197,7 @@ class DataReceived:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class RemoteHalfClosed:
     """
     The peer will send nothing more on this channel (its FIN arrived).
@@ -203,7 +206,7 @@ class RemoteHalfClosed:
     channel: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class LocalHalfClosed:
     """
     Our FIN on this channel has been handed out by `dataToSend`.
@@ -212,7 +215,7 @@ class LocalHalfClosed:
     channel: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class ChannelClosed:
     """
     Both directions of the channel ended cleanly.
@@ -323,14 +326,23 @@ class _Channel:
         "dropCount",
     )
 
-    def __init__(self, cid: int, local: bool, sendLimit: int, window: int) -> None:
+    def __init__(
+        self,
+        cid: int,
+        local: bool,
+        sendLimit: int,
+        window: int,
+        openFrame: bytes | None = None,
+        lossy: bool = False,
+    ) -> None:
         self.id = cid
         self.local = local
-        self.openPending = False
+        # A channel we open waits to be announced; the peer's already was.
+        self.openPending = local
         # The OPEN frame to send (named service), or None for the default
         # service, opened by the OPEN flag on the first DATA frame.
-        self.openFrame: bytes | None = None
-        self.lossy = False
+        self.openFrame = openFrame
+        self.lossy = lossy
         # Entries are [data, endOfMessage]; data is bytes or memoryview.
         # Created on first write: an empty deque costs ~600 bytes, and idle
         # channels should cost little.
@@ -520,7 +532,8 @@ class MemuxEngine:
         the next `dataToSend`; if the peer's channel-count credit is
         exhausted it waits, in order, until the peer grants more.
         """
-        self._checkUsable()
+        if self.terminated:
+            raise ValueError("the session is terminated")
         if self.goAwayReceived is not None:
             raise ValueError("the peer sent GOAWAY: no new channels on this session")
         cid = self._nextLocalId
@@ -538,10 +551,9 @@ class MemuxEngine:
             True,
             self.peerSettings.initialChannelCredit,
             self.settings.channelCredit,
+            openFrame,
+            lossy,
         )
-        ch.openPending = True
-        ch.lossy = lossy
-        ch.openFrame = openFrame
         self._channels[cid] = ch
         self._pendingOpens.append(ch)
         self.channelsOpened += 1
@@ -578,15 +590,22 @@ class MemuxEngine:
             self._ready.append(ch)
         return ch.queued
 
-    def closeChannel(self, channel: int) -> None:
+    def closeChannel(self, channel: int, stopReading: bool = False) -> None:
         """
-        Half-close: send FIN after whatever is queued on ``channel``.
+        Half-close: send FIN after whatever is queued on ``channel``.  With
+        ``stopReading``, also `stopReading` (a full close, in one call).
         """
         ch = self._channels.get(channel)
-        if ch is None or ch.finQueued:
+        if ch is None:
+            return
+        if stopReading:
+            ch.readStopped = True
+        if ch.finQueued:
             return
         ch.finQueued = True
-        self._schedule(ch)
+        if not ch.scheduled and not ch.openPending:
+            ch.scheduled = True
+            self._ready.append(ch)
 
     def stopReading(self, channel: int) -> None:
         """
@@ -954,7 +973,8 @@ class MemuxEngine:
         Validate and create a channel the peer opens; None if we ignore it
         because of our GOAWAY.
         """
-        if self.isLocal(cid):
+        # (`isLocal` and `_ordinal`, inline: this runs for every channel.)
+        if (cid & 1 == 1) == self.client:
             raise ProtocolError(
                 ErrorCode.PROTOCOL_ERROR, f"peer opened channel {cid} of our parity"
             )
@@ -963,7 +983,7 @@ class MemuxEngine:
                 ErrorCode.PROTOCOL_ERROR,
                 f"peer reopened channel {cid} (ids must increase)",
             )
-        if _ordinal(cid) >= self._peerChannelLimit:
+        if (cid - 1) >> 1 >= self._peerChannelLimit:
             raise ProtocolError(
                 ErrorCode.CHANNEL_LIMIT_ERROR,
                 f"peer opened channel {cid} beyond its channel credit",
@@ -1036,19 +1056,22 @@ class MemuxEngine:
         Any DATA frame: opening, FIN, empty, overrunning, or for a channel
         that is closed or closing.
         """
-        n = len(f.data)
+        data = f.data
+        n = len(data)
         if not n and not (f.open or f.end or f.fin):
             self._useless("empty DATA")
             if self.terminated:
                 return
-        ch = self._channels.get(f.channel)
-        if f.open or ch is None or ch.openPending:
-            if f.open:
-                ch = self._acceptOpen(f.channel)
-                if ch is not None:
-                    self._events.append(ChannelOpened(f.channel, b""))
-            else:
-                ch = self._known(f.channel)
+        cid = f.channel
+        events = self._events
+        if f.open:
+            ch = self._acceptOpen(cid)
+            if ch is not None:
+                events.append(ChannelOpened(cid, b""))
+        else:
+            ch = self._channels.get(cid)
+            if ch is None or ch.openPending:
+                ch = self._known(cid)
         session = self._sessionRecv
         if session.received + n > session.limit:
             raise ProtocolError(
@@ -1072,7 +1095,7 @@ class MemuxEngine:
             self._consumeSession(n)
             self._removeChannel(ch)
             self._queuePeerInduced(
-                ResetFrame(ch.id, ErrorCode.NO_ERROR, "closed").encode()
+                ResetFrame(cid, ErrorCode.NO_ERROR, "closed").encode()
             )
             return
         recv = ch.recv
@@ -1085,12 +1108,13 @@ class MemuxEngine:
         recv.received += n
         ch.sessionHeld += n
         if n or f.end:
-            self._events.append(DataReceived(ch.id, f.data, f.end))
+            events.append(DataReceived(cid, data, f.end))
         if f.fin:
             ch.finReceived = True
-            self._events.append(RemoteHalfClosed(ch.id))
+            events.append(RemoteHalfClosed(cid))
             if ch.finSent:
-                self._closeChannel(ch)
+                self._removeChannel(ch)
+                events.append(ChannelClosed(cid))
 
     def _onCredit(self, f: CreditFrame) -> None:
         if f.channel == 0:
@@ -1173,27 +1197,32 @@ class MemuxEngine:
             if limit is not None:
                 self._creditDue[0] = limit
 
-    def _closeChannel(self, ch: _Channel) -> None:
-        self._removeChannel(ch)
-        self._events.append(ChannelClosed(ch.id))
-
     def _removeChannel(self, ch: _Channel) -> None:
-        del self._channels[ch.id]
-        self._creditDue.pop(ch.id, None)
-        self._blockedOnSession.pop(ch.id, None)
-        ch.queue = None
-        ch.queued = 0
+        # Runs for every channel: what is already clear is not cleared again.
+        cid = ch.id
+        del self._channels[cid]
+        if self._creditDue:
+            self._creditDue.pop(cid, None)
+        if self._blockedOnSession:
+            self._blockedOnSession.pop(cid, None)
+        if ch.queue is not None:
+            ch.queue = None
+            ch.queued = 0
         ch.dropCount = 0
         ch.finQueued = True
         if ch.openPending:
             ch.openPending = False
             self._pendingOpens.remove(ch)
-        # Whatever the application did not consume, or holds in reassembly,
-        # returns to the session.
-        self._reassemblyHeld -= ch.sessionHeld - ch.recv.held
-        self._consumeSession(ch.sessionHeld)
-        ch.sessionHeld = 0
-        ch.recv.consumed = ch.recv.received
+        held = ch.sessionHeld
+        if held:
+            # Whatever the application did not consume, or holds in
+            # reassembly, returns to the session.  (None of it, when
+            # nothing is held: sessionHeld counts recv.held too.)
+            recv = ch.recv
+            self._reassemblyHeld -= held - (recv.received - recv.consumed)
+            self._consumeSession(held)
+            ch.sessionHeld = 0
+            recv.consumed = recv.received
         if not ch.local:
             self._peerChannelCount -= 1
             self._grantChannels()
@@ -1206,7 +1235,7 @@ class MemuxEngine:
         """
         if self.goAwaySent is not None:
             return
-        used = (_ordinal(self._highestPeer) + 1) if self._highestPeer else 0
+        used = ((self._highestPeer - 1) >> 1) + 1 if self._highestPeer else 0
         limit = used + self.settings.maxChannels - self._peerChannelCount
         if limit > self._peerChannelLimit:
             self._peerChannelLimit = limit
@@ -1399,6 +1428,8 @@ class MemuxEngine:
 
     def _finSent(self, ch: _Channel) -> None:
         ch.finSent = True
-        self._events.append(LocalHalfClosed(ch.id))
+        events = self._events
+        events.append(LocalHalfClosed(ch.id))
         if ch.finReceived:
-            self._closeChannel(ch)
+            self._removeChannel(ch)
+            events.append(ChannelClosed(ch.id))
