@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.address import IPv4Address
@@ -182,9 +183,10 @@ def channelOf(proto: Protocol) -> ChannelTransport:
     return proto.transport
 
 
-def factoryOf(instances: list[Any], cls: type = Recorder) -> Factory:
+def factoryOf(instances: list[Any], cls: Callable[[], Any] = Recorder) -> Factory:
     """
-    A factory that builds ``cls`` and keeps what it built in ``instances``.
+    A factory that builds ``cls`` (a class, or any callable returning a
+    protocol) and keeps what it built in ``instances``.
     """
 
     class RecordingFactory(Factory):
@@ -505,7 +507,7 @@ class TransportTests(SessionTestCase):
         them, without waiting for a pass of the garbage collector: the
         transport lets go of the protocol, as Twisted's TCP transport does.
         """
-        proto = self.successResultOf(
+        proto: Any = self.successResultOf(
             self.client.openChannel(b"record", Factory.forProtocol(Recorder))
         )
         self.pump.flush()
