@@ -1028,16 +1028,22 @@ class MemuxEngine:
         return None
 
     def _onData(self, f: DataFrame) -> None:
+        """
+        A DATA frame: first the common case, a chunk on an open channel, in
+        few steps; then any other (opening, FIN, empty, overrunning, or for
+        a channel that is closed or closing).  One method, not two: every
+        channel's opening and FIN come this way.
+        """
         data = f.data
         n = len(data)
-        ch = self._channels.get(f.channel)
+        cid = f.channel
+        ch = self._channels.get(cid)
         if (
             n
             and ch is not None
             and not (f.open or f.fin or ch.openPending or ch.finReceived)
             and not ch.readStopped
         ):
-            # The common case, a chunk on an open channel, in few steps.
             session = self._sessionRecv
             recv = ch.recv
             if (
@@ -1047,31 +1053,19 @@ class MemuxEngine:
                 session.received += n
                 recv.received += n
                 ch.sessionHeld += n
-                self._events.append(DataReceived(ch.id, data, f.end))
+                self._events.append(DataReceived(cid, data, f.end))
                 return
-        self._onFrameData(f)
-
-    def _onFrameData(self, f: DataFrame) -> None:
-        """
-        Any DATA frame: opening, FIN, empty, overrunning, or for a channel
-        that is closed or closing.
-        """
-        data = f.data
-        n = len(data)
         if not n and not (f.open or f.end or f.fin):
             self._useless("empty DATA")
             if self.terminated:
                 return
-        cid = f.channel
         events = self._events
         if f.open:
             ch = self._acceptOpen(cid)
             if ch is not None:
                 events.append(ChannelOpened(cid, b""))
-        else:
-            ch = self._channels.get(cid)
-            if ch is None or ch.openPending:
-                ch = self._known(cid)
+        elif ch is None or ch.openPending:
+            ch = self._known(cid)
         session = self._sessionRecv
         if session.received + n > session.limit:
             raise ProtocolError(
@@ -1225,21 +1219,20 @@ class MemuxEngine:
             recv.consumed = recv.received
         if not ch.local:
             self._peerChannelCount -= 1
-            self._grantChannels()
-
-    def _grantChannels(self) -> None:
-        """
-        Keep the peer able to have ``maxChannels`` open at once: raise its
-        limit as channels end.  Coalesced into one CHANNELS frame per
-        `dataToSend`, so churn costs a few bytes per write, not per channel.
-        """
-        if self.goAwaySent is not None:
-            return
-        used = ((self._highestPeer - 1) >> 1) + 1 if self._highestPeer else 0
-        limit = used + self.settings.maxChannels - self._peerChannelCount
-        if limit > self._peerChannelLimit:
-            self._peerChannelLimit = limit
-            self._channelsDue = True
+            # Keep the peer able to have ``maxChannels`` open at once: raise
+            # its limit as its channels end.  Coalesced into one CHANNELS
+            # frame per `dataToSend`, so churn costs a few bytes per write,
+            # not per channel.
+            if self.goAwaySent is None:
+                limit = (
+                    ((self._highestPeer - 1) >> 1)
+                    + 1
+                    + self.settings.maxChannels
+                    - self._peerChannelCount
+                )
+                if limit > self._peerChannelLimit:
+                    self._peerChannelLimit = limit
+                    self._channelsDue = True
 
     # ------------------------------------------------------------ output
 
@@ -1335,7 +1328,9 @@ class MemuxEngine:
     def _sendOpens(self, out: list[bytes], maxChunk: int, budget: int) -> int:
         size = 0
         pending = self._pendingOpens
-        while pending and _ordinal(pending[0].id) < self._localChannelLimit:
+        limit = self._localChannelLimit
+        # (`_ordinal`, inline: every channel we open passes here.)
+        while pending and (pending[0].id - 1) >> 1 < limit:
             ch = pending.popleft()
             ch.openPending = False
             self._highestLocalSent = ch.id

@@ -357,7 +357,14 @@ class ChannelTransport:
             # inline: this runs for every channel.)
             self._writeClosed = True
             engine.closeChannel(self.channel, stopReading=True)
-            self._stopReading()
+            if (
+                self._inbox is None
+                and not self._partialSize
+                and self._deliverCall is None
+            ):
+                self._readClosed = True  # all `_stopReading` has to do
+            else:
+                self._stopReading()
             if session._flushCall is None:
                 session._scheduleFlush()
             return
@@ -729,7 +736,10 @@ class ChannelTransport:
         Our FIN went out.
         """
         if self._fullClose:
-            self._finishClose()
+            # `_finishClose`, inline: every channel closed with
+            # loseConnection ends here.
+            self.session._channelGone(self)
+            self._connectionLost(self._pendingLoss or connectionDone)
             return
         half = IHalfCloseableProtocol(self.protocol, None)
         if half is not None:
