@@ -1357,6 +1357,7 @@ class MemuxEngine:
         """
         q = ch.queue
         chunk: bytes = b""
+        n = 0  # len(chunk), all along
         end = False
         if q:
             item = q[0]
@@ -1406,7 +1407,6 @@ class MemuxEngine:
             and ch.id in self._channels
         ):
             flags |= DATA_FIN
-        n = len(chunk)
         if not n and not flags:
             return 0
         cid = ch.id

@@ -576,8 +576,9 @@ class ChannelTransport:
                 if data:
                     protocol.dataReceived(data)
             elif mode == 1:
-                if end and not self._partial and len(data) <= self._maxMessage:
-                    engine.consumed(self.channel, len(data))
+                n = len(data)
+                if end and not self._partial and n <= self._maxMessage:
+                    engine.consumed(self.channel, n)
                     protocol.messageReceived(data)
                 else:
                     self._assemble(data, end)
