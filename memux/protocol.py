@@ -263,20 +263,20 @@ class ChannelTransport:
         session: MemuxProtocol,
         channel: int,
         service: bytes,
+        protocol: IProtocol,
         lossy: bool = False,
     ) -> None:
+        """
+        The transport of ``channel`` for ``protocol``; the session then
+        connects them (``protocol.makeConnection``).
+        """
         self.session = session
         self.channel = channel
         self.service = service
+        self.protocol = protocol
         if lossy:
             self.lossy = True
-
-    def __repr__(self) -> str:
-        return f"<ChannelTransport channel={self.channel} service={self.service!r}>"
-
-    def _attach(self, protocol: IProtocol) -> None:
-        self.protocol = protocol
-        self._maxMessage = self.session.settings.maxMessageSize
+        self._maxMessage = session.settings.maxMessageSize
         spec: Any = providedBy(protocol)
         entry = _MODES.get(spec)
         if entry is not None and entry[0] is spec.__sro__:
@@ -285,7 +285,9 @@ class ChannelTransport:
             mode = _deliveryMode(spec)
         if mode:
             self._mode = mode
-        protocol.makeConnection(self)
+
+    def __repr__(self) -> str:
+        return f"<ChannelTransport channel={self.channel} service={self.service!r}>"
 
     # ------------------------------------------------------------ ITransport
 
@@ -1101,14 +1103,14 @@ class MemuxProtocol(Protocol):
             return defer.fail(
                 ChannelRefused("the factory built no protocol", remote=False)
             )
-        transport = ChannelTransport(self, cid, service, lossy)
+        transport = ChannelTransport(self, cid, service, protocol, lossy)
         self._transports[cid] = transport
         if self._idleCall is not None:
             self._disarmIdle()
         if lossy:
             self._lossy.add(transport)
         try:
-            transport._attach(protocol)
+            protocol.makeConnection(transport)
         except Exception:
             # As a failed connect: the caller gets the error, the channel
             # is reset (never sent, if its opening had not gone out yet).
@@ -1867,14 +1869,16 @@ class MemuxProtocol(Protocol):
                 )
             self._engine.refuseChannel(event.channel, why)
             return
-        transport = ChannelTransport(self, event.channel, event.service, event.lossy)
+        transport = ChannelTransport(
+            self, event.channel, event.service, protocol, event.lossy
+        )
         self._transports[event.channel] = transport
         if self._idleCall is not None:
             self._disarmIdle()
         if event.lossy:
             self._lossy.add(transport)
         try:
-            transport._attach(protocol)
+            protocol.makeConnection(transport)
         except Exception:
             transport._protocolFailed(Failure())
 
