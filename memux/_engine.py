@@ -1426,13 +1426,11 @@ class MemuxEngine:
         if n:
             out.append(chunk)
         if flags & DATA_FIN:
-            self._finSent(ch)
+            # Our FIN is out (every channel's end comes this way).
+            ch.finSent = True
+            events = self._events
+            events.append(LocalHalfClosed(cid))
+            if ch.finReceived:
+                self._removeChannel(ch)
+                events.append(ChannelClosed(cid))
         return len(header) + n
-
-    def _finSent(self, ch: _Channel) -> None:
-        ch.finSent = True
-        events = self._events
-        events.append(LocalHalfClosed(ch.id))
-        if ch.finReceived:
-            self._removeChannel(ch)
-            events.append(ChannelClosed(ch.id))
