@@ -629,7 +629,8 @@ class ChannelTransport:
         inbox = self._inbox
         engine = self.session._engine
         protocol = self.protocol
-        assert protocol is not None
+        if protocol is None:
+            return  # the channel is over: `_connectionLost` let it go
         while not self._paused and not self._lost:
             if not inbox:
                 if self._pendingLoss is not None:
