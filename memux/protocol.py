@@ -263,8 +263,8 @@ class ChannelTransport:
         session: MemuxProtocol,
         channel: int,
         service: bytes,
-        protocol: IProtocol,
         lossy: bool = False,
+        protocol: IProtocol | None = None,
     ) -> None:
         """
         The transport of ``channel`` for ``protocol``; the session then
@@ -273,10 +273,12 @@ class ChannelTransport:
         self.session = session
         self.channel = channel
         self.service = service
-        self.protocol = protocol
         if lossy:
             self.lossy = True
         self._maxMessage = session.settings.maxMessageSize
+        if protocol is None:
+            return
+        self.protocol = protocol
         spec: Any = providedBy(protocol)
         entry = _MODES.get(spec)
         if entry is not None and entry[0] is spec.__sro__:
@@ -1104,7 +1106,7 @@ class MemuxProtocol(Protocol):
             return defer.fail(
                 ChannelRefused("the factory built no protocol", remote=False)
             )
-        transport = ChannelTransport(self, cid, service, protocol, lossy)
+        transport = ChannelTransport(self, cid, service, lossy, protocol)
         self._transports[cid] = transport
         if self._idleCall is not None:
             self._disarmIdle()
@@ -1871,7 +1873,7 @@ class MemuxProtocol(Protocol):
             self._engine.refuseChannel(event.channel, why)
             return
         transport = ChannelTransport(
-            self, event.channel, event.service, protocol, event.lossy
+            self, event.channel, event.service, event.lossy, protocol
         )
         self._transports[event.channel] = transport
         if self._idleCall is not None:
