@@ -161,7 +161,10 @@ class PrefaceReceived:
     settings: Settings
 
 
-@dataclass(frozen=True, slots=True)
+# Events made for every channel are not frozen, for speed (a frozen
+# dataclass's __init__ costs a call per field): treat them as immutable.
+# They stay hashable.
+@dataclass(slots=True, unsafe_hash=True)
 class ChannelOpened:
     """
     The peer opened a channel.  Accept it by using it, or refuse it with
@@ -194,7 +197,7 @@ class DataReceived:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class RemoteHalfClosed:
     """
     The peer will send nothing more on this channel (its FIN arrived).
@@ -203,7 +206,7 @@ class RemoteHalfClosed:
     channel: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class LocalHalfClosed:
     """
     Our FIN on this channel has been handed out by `dataToSend`.
@@ -212,7 +215,7 @@ class LocalHalfClosed:
     channel: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class ChannelClosed:
     """
     Both directions of the channel ended cleanly.
@@ -323,14 +326,23 @@ class _Channel:
         "dropCount",
     )
 
-    def __init__(self, cid: int, local: bool, sendLimit: int, window: int) -> None:
+    def __init__(
+        self,
+        cid: int,
+        local: bool,
+        sendLimit: int,
+        window: int,
+        openFrame: bytes | None = None,
+        lossy: bool = False,
+    ) -> None:
         self.id = cid
         self.local = local
-        self.openPending = False
+        # A channel we open waits to be announced; the peer's already was.
+        self.openPending = local
         # The OPEN frame to send (named service), or None for the default
         # service, opened by the OPEN flag on the first DATA frame.
-        self.openFrame: bytes | None = None
-        self.lossy = False
+        self.openFrame = openFrame
+        self.lossy = lossy
         # Entries are [data, endOfMessage]; data is bytes or memoryview.
         # Created on first write: an empty deque costs ~600 bytes, and idle
         # channels should cost little.
@@ -520,7 +532,8 @@ class MemuxEngine:
         the next `dataToSend`; if the peer's channel-count credit is
         exhausted it waits, in order, until the peer grants more.
         """
-        self._checkUsable()
+        if self.terminated:
+            raise ValueError("the session is terminated")
         if self.goAwayReceived is not None:
             raise ValueError("the peer sent GOAWAY: no new channels on this session")
         cid = self._nextLocalId
@@ -538,10 +551,9 @@ class MemuxEngine:
             True,
             self.peerSettings.initialChannelCredit,
             self.settings.channelCredit,
+            openFrame,
+            lossy,
         )
-        ch.openPending = True
-        ch.lossy = lossy
-        ch.openFrame = openFrame
         self._channels[cid] = ch
         self._pendingOpens.append(ch)
         self.channelsOpened += 1
@@ -578,15 +590,22 @@ class MemuxEngine:
             self._ready.append(ch)
         return ch.queued
 
-    def closeChannel(self, channel: int) -> None:
+    def closeChannel(self, channel: int, stopReading: bool = False) -> None:
         """
-        Half-close: send FIN after whatever is queued on ``channel``.
+        Half-close: send FIN after whatever is queued on ``channel``.  With
+        ``stopReading``, also `stopReading` (a full close, in one call).
         """
         ch = self._channels.get(channel)
-        if ch is None or ch.finQueued:
+        if ch is None:
+            return
+        if stopReading:
+            ch.readStopped = True
+        if ch.finQueued:
             return
         ch.finQueued = True
-        self._schedule(ch)
+        if not ch.scheduled and not ch.openPending:
+            ch.scheduled = True
+            self._ready.append(ch)
 
     def stopReading(self, channel: int) -> None:
         """
@@ -954,7 +973,8 @@ class MemuxEngine:
         Validate and create a channel the peer opens; None if we ignore it
         because of our GOAWAY.
         """
-        if self.isLocal(cid):
+        # (`isLocal` and `_ordinal`, inline: this runs for every channel.)
+        if (cid & 1 == 1) == self.client:
             raise ProtocolError(
                 ErrorCode.PROTOCOL_ERROR, f"peer opened channel {cid} of our parity"
             )
@@ -963,7 +983,7 @@ class MemuxEngine:
                 ErrorCode.PROTOCOL_ERROR,
                 f"peer reopened channel {cid} (ids must increase)",
             )
-        if _ordinal(cid) >= self._peerChannelLimit:
+        if (cid - 1) >> 1 >= self._peerChannelLimit:
             raise ProtocolError(
                 ErrorCode.CHANNEL_LIMIT_ERROR,
                 f"peer opened channel {cid} beyond its channel credit",
@@ -1008,16 +1028,22 @@ class MemuxEngine:
         return None
 
     def _onData(self, f: DataFrame) -> None:
+        """
+        A DATA frame: first the common case, a chunk on an open channel, in
+        few steps; then any other (opening, FIN, empty, overrunning, or for
+        a channel that is closed or closing).  One method, not two: every
+        channel's opening and FIN come this way.
+        """
         data = f.data
         n = len(data)
-        ch = self._channels.get(f.channel)
+        cid = f.channel
+        ch = self._channels.get(cid)
         if (
             n
             and ch is not None
             and not (f.open or f.fin or ch.openPending or ch.finReceived)
             and not ch.readStopped
         ):
-            # The common case, a chunk on an open channel, in few steps.
             session = self._sessionRecv
             recv = ch.recv
             if (
@@ -1027,28 +1053,19 @@ class MemuxEngine:
                 session.received += n
                 recv.received += n
                 ch.sessionHeld += n
-                self._events.append(DataReceived(ch.id, data, f.end))
+                self._events.append(DataReceived(cid, data, f.end))
                 return
-        self._onFrameData(f)
-
-    def _onFrameData(self, f: DataFrame) -> None:
-        """
-        Any DATA frame: opening, FIN, empty, overrunning, or for a channel
-        that is closed or closing.
-        """
-        n = len(f.data)
         if not n and not (f.open or f.end or f.fin):
             self._useless("empty DATA")
             if self.terminated:
                 return
-        ch = self._channels.get(f.channel)
-        if f.open or ch is None or ch.openPending:
-            if f.open:
-                ch = self._acceptOpen(f.channel)
-                if ch is not None:
-                    self._events.append(ChannelOpened(f.channel, b""))
-            else:
-                ch = self._known(f.channel)
+        events = self._events
+        if f.open:
+            ch = self._acceptOpen(cid)
+            if ch is not None:
+                events.append(ChannelOpened(cid, b""))
+        elif ch is None or ch.openPending:
+            ch = self._known(cid)
         session = self._sessionRecv
         if session.received + n > session.limit:
             raise ProtocolError(
@@ -1072,7 +1089,7 @@ class MemuxEngine:
             self._consumeSession(n)
             self._removeChannel(ch)
             self._queuePeerInduced(
-                ResetFrame(ch.id, ErrorCode.NO_ERROR, "closed").encode()
+                ResetFrame(cid, ErrorCode.NO_ERROR, "closed").encode()
             )
             return
         recv = ch.recv
@@ -1085,12 +1102,13 @@ class MemuxEngine:
         recv.received += n
         ch.sessionHeld += n
         if n or f.end:
-            self._events.append(DataReceived(ch.id, f.data, f.end))
+            events.append(DataReceived(cid, data, f.end))
         if f.fin:
             ch.finReceived = True
-            self._events.append(RemoteHalfClosed(ch.id))
+            events.append(RemoteHalfClosed(cid))
             if ch.finSent:
-                self._closeChannel(ch)
+                self._removeChannel(ch)
+                events.append(ChannelClosed(cid))
 
     def _onCredit(self, f: CreditFrame) -> None:
         if f.channel == 0:
@@ -1173,44 +1191,48 @@ class MemuxEngine:
             if limit is not None:
                 self._creditDue[0] = limit
 
-    def _closeChannel(self, ch: _Channel) -> None:
-        self._removeChannel(ch)
-        self._events.append(ChannelClosed(ch.id))
-
     def _removeChannel(self, ch: _Channel) -> None:
-        del self._channels[ch.id]
-        self._creditDue.pop(ch.id, None)
-        self._blockedOnSession.pop(ch.id, None)
-        ch.queue = None
-        ch.queued = 0
+        # Runs for every channel: what is already clear is not cleared again.
+        cid = ch.id
+        del self._channels[cid]
+        if self._creditDue:
+            self._creditDue.pop(cid, None)
+        if self._blockedOnSession:
+            self._blockedOnSession.pop(cid, None)
+        if ch.queue is not None:
+            ch.queue = None
+            ch.queued = 0
         ch.dropCount = 0
         ch.finQueued = True
         if ch.openPending:
             ch.openPending = False
             self._pendingOpens.remove(ch)
-        # Whatever the application did not consume, or holds in reassembly,
-        # returns to the session.
-        self._reassemblyHeld -= ch.sessionHeld - ch.recv.held
-        self._consumeSession(ch.sessionHeld)
-        ch.sessionHeld = 0
-        ch.recv.consumed = ch.recv.received
+        held = ch.sessionHeld
+        if held:
+            # Whatever the application did not consume, or holds in
+            # reassembly, returns to the session.  (None of it, when
+            # nothing is held: sessionHeld counts recv.held too.)
+            recv = ch.recv
+            self._reassemblyHeld -= held - (recv.received - recv.consumed)
+            self._consumeSession(held)
+            ch.sessionHeld = 0
+            recv.consumed = recv.received
         if not ch.local:
             self._peerChannelCount -= 1
-            self._grantChannels()
-
-    def _grantChannels(self) -> None:
-        """
-        Keep the peer able to have ``maxChannels`` open at once: raise its
-        limit as channels end.  Coalesced into one CHANNELS frame per
-        `dataToSend`, so churn costs a few bytes per write, not per channel.
-        """
-        if self.goAwaySent is not None:
-            return
-        used = (_ordinal(self._highestPeer) + 1) if self._highestPeer else 0
-        limit = used + self.settings.maxChannels - self._peerChannelCount
-        if limit > self._peerChannelLimit:
-            self._peerChannelLimit = limit
-            self._channelsDue = True
+            # Keep the peer able to have ``maxChannels`` open at once: raise
+            # its limit as its channels end.  Coalesced into one CHANNELS
+            # frame per `dataToSend`, so churn costs a few bytes per write,
+            # not per channel.
+            if self.goAwaySent is None:
+                limit = (
+                    ((self._highestPeer - 1) >> 1)
+                    + 1
+                    + self.settings.maxChannels
+                    - self._peerChannelCount
+                )
+                if limit > self._peerChannelLimit:
+                    self._peerChannelLimit = limit
+                    self._channelsDue = True
 
     # ------------------------------------------------------------ output
 
@@ -1306,7 +1328,9 @@ class MemuxEngine:
     def _sendOpens(self, out: list[bytes], maxChunk: int, budget: int) -> int:
         size = 0
         pending = self._pendingOpens
-        while pending and _ordinal(pending[0].id) < self._localChannelLimit:
+        limit = self._localChannelLimit
+        # (`_ordinal`, inline: every channel we open passes here.)
+        while pending and (pending[0].id - 1) >> 1 < limit:
             ch = pending.popleft()
             ch.openPending = False
             self._highestLocalSent = ch.id
@@ -1333,6 +1357,7 @@ class MemuxEngine:
         """
         q = ch.queue
         chunk: bytes = b""
+        n = 0  # len(chunk), all along
         end = False
         if q:
             item = q[0]
@@ -1382,23 +1407,30 @@ class MemuxEngine:
             and ch.id in self._channels
         ):
             flags |= DATA_FIN
-        n = len(chunk)
         if not n and not flags:
             return 0
         cid = ch.id
-        if cid < 0x80 and n < 0x80:
-            header = bytes((flags, cid, n))
+        if n < 0x80 and cid < 0x200000:
+            # `encodeDataHeader`, inline for small frames: a call less per
+            # frame, and every channel's opening and FIN are small frames.
+            if cid < 0x80:
+                header = bytes((flags, cid, n))
+            elif cid < 0x4000:
+                header = bytes((flags, (cid & 0x7F) | 0x80, cid >> 7, n))
+            else:
+                low = (cid & 0x7F) | 0x80
+                header = bytes((flags, low, ((cid >> 7) & 0x7F) | 0x80, cid >> 14, n))
         else:
             header = encodeDataHeader(cid, n, flags)
         out.append(header)
         if n:
             out.append(chunk)
         if flags & DATA_FIN:
-            self._finSent(ch)
+            # Our FIN is out (every channel's end comes this way).
+            ch.finSent = True
+            events = self._events
+            events.append(LocalHalfClosed(cid))
+            if ch.finReceived:
+                self._removeChannel(ch)
+                events.append(ChannelClosed(cid))
         return len(header) + n
-
-    def _finSent(self, ch: _Channel) -> None:
-        ch.finSent = True
-        self._events.append(LocalHalfClosed(ch.id))
-        if ch.finReceived:
-            self._closeChannel(ch)

@@ -175,6 +175,12 @@ def decodeVarint(buf: bytes | bytearray, pos: int = 0) -> tuple[int, int] | None
     if pos + 1 < end and 0 < buf[pos + 1] < 0x80:
         # Two bytes, the next most common case (channels 128..16383).
         return (buf[pos] & 0x7F) | (buf[pos + 1] << 7), pos + 2
+    if pos + 2 < end and buf[pos + 1] >= 0x80 and 0 < buf[pos + 2] < 0x80:
+        # Three bytes (channels 16384..2097151: long-lived sessions).
+        return (
+            (buf[pos] & 0x7F) | ((buf[pos + 1] & 0x7F) << 7) | (buf[pos + 2] << 14),
+            pos + 3,
+        )
     value = 0
     shift = 0
     i = pos
@@ -405,6 +411,17 @@ def encodeDataHeader(channel: int, length: int, flags: int) -> bytes:
             return bytes((flags, channel, length))
         if channel < 0x4000:
             return bytes((flags, (channel & 0x7F) | 0x80, channel >> 7, length))
+        if channel < 0x200000:
+            # Three-byte ids: a long-lived session's churn gets there.
+            return bytes(
+                (
+                    flags,
+                    (channel & 0x7F) | 0x80,
+                    ((channel >> 7) & 0x7F) | 0x80,
+                    channel >> 14,
+                    length,
+                )
+            )
     return bytes((flags,)) + encodeVarint(channel) + encodeVarint(length)
 
 

@@ -39,7 +39,7 @@ from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.task import CooperativeTask, Cooperator
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import implementer
+from zope.interface import implementer, providedBy
 
 from memux._engine import (
     ChannelClosed,
@@ -182,6 +182,33 @@ ServiceMap = Mapping[bytes, IProtocolFactory]
 ServiceResolver = Callable[[ChannelRequest], "IProtocolFactory | None"]
 
 
+#: How a channel delivers to a protocol (0 bytes, 1 messages, 2 chunks), by
+#: the interfaces it provides: worked out once per class of protocol (or
+#: per set of interfaces an instance declares), not twice per channel.
+#: Each entry keeps the declaration's resolution order it was worked out
+#: from, which zope.interface replaces when the declaration changes.
+_MODES: dict[object, tuple[object, int]] = {}
+#: More distinct declarations than this are not remembered.
+_MODES_LIMIT = 256
+
+
+def _deliveryMode(spec: Any) -> int:
+    """
+    How to deliver to a protocol that provides ``spec``: 1 whole messages
+    (`IMessageReceiver`), 2 chunks (`IChunkReceiver`), else 0 bytes.
+    Remembered in `_MODES`.
+    """
+    if spec.isOrExtends(IMessageReceiver):
+        mode = 1
+    elif spec.isOrExtends(IChunkReceiver):
+        mode = 2
+    else:
+        mode = 0
+    if len(_MODES) < _MODES_LIMIT or spec in _MODES:
+        _MODES[spec] = (spec.__sro__, mode)
+    return mode
+
+
 @implementer(IChannelTransport, ITransport, IConsumer, IPushProducer, ILoggingContext)
 class ChannelTransport:
     """
@@ -196,55 +223,73 @@ class ChannelTransport:
     to send, which is held here and delivered on resume.
     """
 
+    # The state every channel starts in, as class attributes: an instance
+    # sets only what changes, so opening a channel (thousands a second
+    # under churn) costs a few assignments, and an idle one a small dict.
+    protocol: IProtocol | None = None
+    lossy = False
+    connected = True
+    disconnecting = False
+    disconnected = False
+    # Inbound.
+    # (data, endOfMessage) chunks, or (None, count) drop notices, in
+    # stream order.  Created on first use: most channels never hold
+    # anything, and an empty deque costs ~600 bytes (idle channels should
+    # cost < 2 KiB).
+    _inbox: deque[tuple[bytes | None, Any]] | None = None
+    _finArrived = False
+    _readClosed = False  # no more delivery (closed or reset)
+    _paused = False
+    _delivering = False
+    _pendingLoss: Failure | None = None
+    _deliverCall: IDelayedCall | None = None
+    # The chunks of a message being reassembled (a list once there are
+    # any: most messages arrive whole and need none).
+    _partial: list[bytes] | tuple[()] = ()
+    _partialSize = 0
+    _mode = 0  # 0 bytes, 1 messages, 2 chunks
+    # Outbound.
+    _writeClosed = False
+    _fullClose = False
+    producer: IPushProducer | IPullProducer | None = None
+    streamingProducer = False
+    _producerPaused = False
+    _lost = False
+    # The protocol's class name, for `logPrefix` once it is let go.
+    _protocolName = "-"
+
     def __init__(
         self,
         session: MemuxProtocol,
         channel: int,
         service: bytes,
         lossy: bool = False,
+        protocol: IProtocol | None = None,
     ) -> None:
+        """
+        The transport of ``channel`` for ``protocol``; the session then
+        connects them (``protocol.makeConnection``).
+        """
         self.session = session
         self.channel = channel
         self.service = service
-        self.lossy = lossy
-        self.protocol: IProtocol | None = None
-        self.connected = True
-        self.disconnecting = False
-        self.disconnected = False
-        # Inbound.
-        # (data, endOfMessage) chunks, or (None, count) drop notices, in
-        # stream order.
-        # Created on first use: most channels never hold anything, and an
-        # empty deque costs ~600 bytes (idle channels should cost < 2 KiB).
-        self._inbox: deque[tuple[bytes | None, Any]] | None = None
-        self._finArrived = False
-        self._readClosed = False  # no more delivery (closed or reset)
-        self._paused = False
-        self._delivering = False
-        self._pendingLoss: Failure | None = None
-        self._deliverCall: IDelayedCall | None = None
-        self._partial: list[bytes] = []
-        self._partialSize = 0
-        self._mode = 0  # 0 bytes, 1 messages, 2 chunks
-        # Outbound.
-        self._writeClosed = False
-        self._fullClose = False
-        self.producer: IPushProducer | IPullProducer | None = None
-        self.streamingProducer = False
-        self._producerPaused = False
-        self._lost = False
+        if lossy:
+            self.lossy = True
+        self._maxMessage = session.settings.maxMessageSize
+        if protocol is None:
+            return
+        self.protocol = protocol
+        spec: Any = providedBy(protocol)
+        entry = _MODES.get(spec)
+        if entry is not None and entry[0] is spec.__sro__:
+            mode = entry[1]
+        else:
+            mode = _deliveryMode(spec)
+        if mode:
+            self._mode = mode
 
     def __repr__(self) -> str:
         return f"<ChannelTransport channel={self.channel} service={self.service!r}>"
-
-    def _attach(self, protocol: IProtocol) -> None:
-        self.protocol = protocol
-        self._maxMessage = self.session.settings.maxMessageSize
-        if IMessageReceiver.providedBy(protocol):
-            self._mode = 1
-        elif IChunkReceiver.providedBy(protocol):
-            self._mode = 2
-        protocol.makeConnection(self)
 
     # ------------------------------------------------------------ ITransport
 
@@ -271,7 +316,21 @@ class ChannelTransport:
         """
         if self._writeClosed:
             return
-        self._send(data if type(data) is bytes else bytes(data), True)
+        # `_send`, inline: a call less for every message.
+        session = self.session
+        try:
+            queued = session._engine.sendData(
+                self.channel, data if type(data) is bytes else bytes(data), True
+            )
+        except ValueError:
+            return  # reset an instant ago (see `_send`)
+        if session._flushCall is None and not session._flushing and session.connected:
+            session._flushCall = session._reactor.callLater(0, session._flush)
+        if self.producer is not None:
+            if not self.lossy and (
+                session._transportPaused or queued >= WRITE_HIGH_WATER
+            ):
+                self._pauseProducer()
 
     def _send(self, data: bytes, end: bool) -> None:
         session = self.session
@@ -309,12 +368,27 @@ class ChannelTransport:
             return
         self.disconnecting = True
         self._fullClose = True
-        engine = self.session._engine
+        session = self.session
+        engine = session._engine
+        if not self._writeClosed:
+            # `_localFinSent` finishes once FIN is out.  (`_closeWrite`,
+            # inline: this runs for every channel.)
+            self._writeClosed = True
+            engine.closeChannel(self.channel, stopReading=True)
+            if (
+                self._inbox is None
+                and not self._partialSize
+                and self._deliverCall is None
+            ):
+                self._readClosed = True  # all `_stopReading` has to do
+            else:
+                self._stopReading()
+            if session._flushCall is None and not session._flushing:
+                session._scheduleFlush()
+            return
         engine.stopReading(self.channel)
         self._stopReading()
-        if not self._writeClosed:
-            self._closeWrite()  # `_localFinSent` finishes once FIN is out
-        elif not engine.isOpen(self.channel) or engine.finSent(self.channel):
+        if not engine.isOpen(self.channel) or engine.finSent(self.channel):
             # Our FIN is already out (or the channel already ended): no
             # event will come to finish this, so finish it next turn.
             self.session._reactor.callLater(0, self._finishClose)
@@ -385,7 +459,9 @@ class ChannelTransport:
         """
         The prefix for log lines about this channel.
         """
-        proto = self.protocol.__class__.__name__ if self.protocol else "-"
+        proto = (
+            self.protocol.__class__.__name__ if self.protocol else self._protocolName
+        )
         return f"{proto},memux:{self.channel}"
 
     # ------------------------------------------------------------ IConsumer
@@ -506,8 +582,9 @@ class ChannelTransport:
                 if data:
                     protocol.dataReceived(data)
             elif mode == 1:
-                if end and not self._partial and len(data) <= self._maxMessage:
-                    engine.consumed(self.channel, len(data))
+                n = len(data)
+                if end and not self._partial and n <= self._maxMessage:
+                    engine.consumed(self.channel, n)
                     protocol.messageReceived(data)
                 else:
                     self._assemble(data, end)
@@ -556,7 +633,8 @@ class ChannelTransport:
         inbox = self._inbox
         engine = self.session._engine
         protocol = self.protocol
-        assert protocol is not None
+        if protocol is None:
+            return  # the channel is over: `_connectionLost` let it go
         while not self._paused and not self._lost:
             if not inbox:
                 if self._pendingLoss is not None:
@@ -602,7 +680,7 @@ class ChannelTransport:
         if data:
             self._partialSize += len(data)
             if self._partialSize > limit:
-                self._partial = []
+                self._partial = ()
                 reason = f"message over the maximum of {limit} bytes"
                 self.session._log.info(
                     "Resetting channel {channel}: {reason}",
@@ -611,14 +689,18 @@ class ChannelTransport:
                 )
                 self._fail(MessageTooLarge(reason), ErrorCode.MESSAGE_TOO_LARGE)
                 return
-            self._partial.append(data)
+            partial = self._partial
+            if type(partial) is list:
+                partial.append(data)
+            else:
+                self._partial = [data]
         if end:
             self._deliverMessage()
 
     def _deliverMessage(self) -> None:
         message = b"".join(self._partial)
         self.session._engine.releaseSession(self.channel, self._partialSize)
-        self._partial = []
+        self._partial = ()
         self._partialSize = 0
         cast(IMessageReceiver, self.protocol).messageReceived(message)
 
@@ -654,12 +736,15 @@ class ChannelTransport:
                     engine.consumed(self.channel, len(data))
             inbox.clear()  # a delivery loop in progress sees it empty
             self._inbox = None
-        engine.releaseSession(self.channel, self._partialSize)
-        self._partial = []
-        self._partialSize = 0
-        if self._deliverCall is not None and self._deliverCall.active():
-            self._deliverCall.cancel()
-        self._deliverCall = None
+        if self._partialSize:
+            engine.releaseSession(self.channel, self._partialSize)
+            self._partialSize = 0
+        self._partial = ()
+        call = self._deliverCall
+        if call is not None:
+            if call.active():
+                call.cancel()
+            self._deliverCall = None
 
     def _closeWrite(self) -> None:
         if self._writeClosed:
@@ -673,7 +758,10 @@ class ChannelTransport:
         Our FIN went out.
         """
         if self._fullClose:
-            self._finishClose()
+            # `_finishClose`, inline: every channel closed with
+            # loseConnection ends here.
+            self.session._channelGone(self)
+            self._connectionLost(self._pendingLoss or connectionDone)
             return
         half = IHalfCloseableProtocol(self.protocol, None)
         if half is not None:
@@ -724,7 +812,7 @@ class ChannelTransport:
             if data is not None and extra:
                 return  # a complete message (or chunk run) ends here
             inbox.pop()
-        self._partial = []
+        self._partial = ()
         self._partialSize = 0
 
     def _protocolFailed(self, failure: Failure) -> None:
@@ -754,28 +842,39 @@ class ChannelTransport:
         if self._lost:
             return
         self._lost = True
-        self._pendingLoss = None
+        if self._pendingLoss is not None:
+            self._pendingLoss = None
         self.connected = False
-        self.disconnecting = False
+        if self.disconnecting:
+            self.disconnecting = False
         self.disconnected = True
         self._writeClosed = True
         self._readClosed = True
-        if self._deliverCall is not None and self._deliverCall.active():
-            self._deliverCall.cancel()
-        self._deliverCall = None
+        call = self._deliverCall
+        if call is not None:
+            if call.active():
+                call.cancel()
+            self._deliverCall = None
         producer = self.producer
         if producer is not None:
             self.producer = None
             self.session._unwatchProducer(self)
             producer.stopProducing()
-        assert self.protocol is not None
+        protocol = self.protocol
+        assert protocol is not None
         try:
-            self.protocol.connectionLost(reason)
+            protocol.connectionLost(reason)
         except Exception:
             self.session._log.failure(
                 "Unhandled error in connectionLost of memux channel {channel}",
                 channel=self.channel,
             )
+        # Let go of the protocol once it has heard, as Twisted's TCP
+        # transport does: it refers to us (its ``transport``), and that
+        # cycle would leave every closed channel to the garbage collector,
+        # whose passes then cost churn more than anything else.
+        self._protocolName = protocol.__class__.__name__
+        self.protocol = None
 
 
 #: Unsent bytes the kernel may hold for a memux connection (Linux
@@ -890,6 +989,8 @@ class MemuxProtocol(Protocol):
         self._pullProducers: set[ChannelTransport] = set()
         self._lossy: set[ChannelTransport] = set()
         self._peer: IAddress | None = None
+        self._peerHost: str | None = None  # of _peer, once known
+        self._peerPort: int | None = None
         self._host: IAddress | None = None
         self._closing = False
         self._idleCall: IDelayedCall | None = None
@@ -986,15 +1087,17 @@ class MemuxProtocol(Protocol):
             return defer.fail(
                 TypeError(f"service must be bytes, not {type(service).__name__}")
             )
-        if not self.connected or self._engine.terminated:
+        engine = self._engine
+        if not self.connected or engine.terminated:
             return defer.fail(SessionLost("the session is not connected"))
-        if self._engine.goAwayReceived is not None:
+        if engine.goAwayReceived is not None:
             return defer.fail(ChannelRefused("the peer is going away", remote=True))
         try:
-            cid = self._engine.openChannel(service, metadata, destination, lossy)
+            cid = engine.openChannel(service, metadata, destination, lossy)
         except ValueError as e:
             return defer.fail(e)
-        addr = ChannelAddress.of(cid, service, self._peerAddress())
+        peer = self._peer if self._peer is not None else self._peerAddress()
+        addr = ChannelAddress(cid, service, peer, self._peerHost, self._peerPort)
         try:
             protocol = factory.buildProtocol(addr)
         except Exception:
@@ -1005,13 +1108,14 @@ class MemuxProtocol(Protocol):
             return defer.fail(
                 ChannelRefused("the factory built no protocol", remote=False)
             )
-        transport = ChannelTransport(self, cid, service, lossy)
+        transport = ChannelTransport(self, cid, service, lossy, protocol)
         self._transports[cid] = transport
-        self._disarmIdle()
+        if self._idleCall is not None:
+            self._disarmIdle()
         if lossy:
             self._lossy.add(transport)
         try:
-            transport._attach(protocol)
+            protocol.makeConnection(transport)
         except Exception:
             # As a failed connect: the caller gets the error, the channel
             # is reset (never sent, if its opening had not gone out yet).
@@ -1024,7 +1128,8 @@ class MemuxProtocol(Protocol):
             self._engine.resetChannel(cid, ErrorCode.INTERNAL_ERROR, "internal error")
             self._channelGone(transport)
             return defer.fail(failure)
-        self._scheduleFlush()
+        if self._flushCall is None and not self._flushing:
+            self._scheduleFlush()
         return defer.succeed(protocol)
 
     def ping(self) -> defer.Deferred[float]:
@@ -1316,9 +1421,12 @@ class MemuxProtocol(Protocol):
         return self.transport
 
     def _peerAddress(self) -> IAddress | None:
-        # Asked once per channel: cache it (TCP builds a new object each time).
+        # Asked once per channel: cache it (TCP builds a new object each
+        # time), and the host and port every channel's address copies.
         if self._peer is None and self.transport is not None:
-            self._peer = self.transport.getPeer()
+            peer = self._peer = self.transport.getPeer()
+            self._peerHost = getattr(peer, "host", None)
+            self._peerPort = getattr(peer, "port", None)
         return self._peer
 
     def _hostAddress(self) -> IAddress | None:
@@ -1615,14 +1723,19 @@ class MemuxProtocol(Protocol):
         self._abort(ErrorCode.IDLE_TIMEOUT, f"the peer read nothing for {timeout:g} s")
 
     def _channelGone(self, transport: ChannelTransport) -> None:
-        self._transports.pop(transport.channel, None)
-        if not self._transports:
+        transports = self._transports
+        transports.pop(transport.channel, None)
+        if not transports:
             self._armIdle()
-        self._pausedProducers.discard(transport)
-        self._pullProducers.discard(transport)
-        self._lossy.discard(transport)
-        if self._draining and not self._transports:
-            self._scheduleFlush()
+            if self._draining:
+                self._scheduleFlush()
+        # (Most channels are in none of these: skip the calls.)
+        if self._pausedProducers:
+            self._pausedProducers.discard(transport)
+        if self._pullProducers:
+            self._pullProducers.discard(transport)
+        if self._lossy:
+            self._lossy.discard(transport)
 
     def _channelMaybeDone(self, transport: ChannelTransport) -> None:
         """
@@ -1738,7 +1851,10 @@ class MemuxProtocol(Protocol):
             why = f"no service {event.service!r}"
         protocol = None
         if factory is not None:
-            addr = ChannelAddress.of(event.channel, event.service, self._peerAddress())
+            peer = self._peer if self._peer is not None else self._peerAddress()
+            addr = ChannelAddress(
+                event.channel, event.service, peer, self._peerHost, self._peerPort
+            )
             try:
                 protocol = factory.buildProtocol(addr)
             except Exception:
@@ -1758,13 +1874,16 @@ class MemuxProtocol(Protocol):
                 )
             self._engine.refuseChannel(event.channel, why)
             return
-        transport = ChannelTransport(self, event.channel, event.service, event.lossy)
+        transport = ChannelTransport(
+            self, event.channel, event.service, event.lossy, protocol
+        )
         self._transports[event.channel] = transport
-        self._disarmIdle()
+        if self._idleCall is not None:
+            self._disarmIdle()
         if event.lossy:
             self._lossy.add(transport)
         try:
-            transport._attach(protocol)
+            protocol.makeConnection(transport)
         except Exception:
             transport._protocolFailed(Failure())
 

@@ -396,6 +396,41 @@ class OpenTests(SynchronousTestCase):
     Opening channels: no round trip, few bytes.
     """
 
+    def test_channelIdsOfEveryLength(self) -> None:
+        """
+        Channels whose ids take one to four bytes on the wire open, carry a
+        message each way and close, each in one DATA frame encoded as
+        L{DataFrame.encode} encodes it.
+        """
+        many = SessionSettings(maxChannels=1 << 22)
+        pair = Pair(many, many)
+        pair.pump()  # the prefaces: the client may open 2**22 channels
+        for first in [1, 127, 16383, (1 << 21) - 1]:
+            # Skip ahead (ids need only increase) to where the id's varint
+            # grows a byte.
+            pair.client._nextLocalId = first
+            ids = [first, first + 2]
+            for cid in ids:
+                self.assertEqual(pair.client.openChannel(), cid)
+                pair.client.sendData(cid, b"q" * 100, True)
+                pair.client.closeChannel(cid)
+            sent = pair.clientToServer()
+            for cid in ids:
+                self.assertIn(
+                    DataFrame(cid, b"q" * 100, True, True, True).encode(), sent
+                )
+                pair.server.sendData(cid, b"r" * 100, True)
+                pair.server.closeChannel(cid)
+            replies = pair.serverToClient()
+            for cid in ids:
+                self.assertIn(DataFrame(cid, b"r" * 100, True, True).encode(), replies)
+                self.assertEqual(messages(pair.serverEvents, cid), [b"q" * 100])
+                self.assertEqual(messages(pair.clientEvents, cid), [b"r" * 100])
+                self.assertIn(ChannelClosed(cid), pair.clientEvents)
+                self.assertIn(ChannelClosed(cid), pair.serverEvents)
+            self.assertEqual(pair.client.openChannels(), [])
+            self.assertEqual(pair.server.openChannels(), [])
+
     def test_zeroRoundTripOpen(self) -> None:
         """
         The client's first output after opening a channel, writing a

@@ -5,6 +5,9 @@ errors and backpressure, over in-memory connections (twisted.test.iosim).
 
 from __future__ import annotations
 
+import gc
+import weakref
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.address import IPv4Address
@@ -25,7 +28,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.test.iosim import FakeTransport, connect
 from twisted.trial.unittest import SynchronousTestCase
-from zope.interface import implementer
+from zope.interface import classImplements, directlyProvides, implementer
 from zope.interface.verify import verifyObject
 
 from memux import (
@@ -180,9 +183,10 @@ def channelOf(proto: Protocol) -> ChannelTransport:
     return proto.transport
 
 
-def factoryOf(instances: list[Any], cls: type = Recorder) -> Factory:
+def factoryOf(instances: list[Any], cls: Callable[[], Any] = Recorder) -> Factory:
     """
-    A factory that builds ``cls`` and keeps what it built in ``instances``.
+    A factory that builds ``cls`` (a class, or any callable returning a
+    protocol) and keeps what it built in ``instances``.
     """
 
     class RecordingFactory(Factory):
@@ -486,10 +490,42 @@ class TransportTests(SessionTestCase):
 
     def test_logPrefix(self) -> None:
         """
-        logPrefix names the protocol and the channel.
+        logPrefix names the protocol and the channel, also once the channel
+        is closed.
         """
         proto = self.open(b"record")
         self.assertEqual(proto.transport.logPrefix(), "Recorder,memux:1")
+        proto.transport.loseConnection()
+        self.pump.flush()
+        assert proto.lost is not None
+        self.assertEqual(proto.transport.logPrefix(), "Recorder,memux:1")
+
+    def test_closedChannelFreedAtOnce(self) -> None:
+        """
+        Once a channel is closed and its protocol has heard, the protocol
+        (and its transport) are freed as soon as nothing else refers to
+        them, without waiting for a pass of the garbage collector: the
+        transport lets go of the protocol, as Twisted's TCP transport does.
+        """
+        proto: Any = self.successResultOf(
+            self.client.openChannel(b"record", Factory.forProtocol(Recorder))
+        )
+        self.pump.flush()
+        server = self.serverProtocols.pop()
+        refs = [weakref.ref(proto), weakref.ref(proto.transport)]
+        refs += [weakref.ref(server), weakref.ref(server.transport)]
+        wasEnabled = gc.isenabled()
+        gc.disable()  # so only reference counting can free them
+        try:
+            proto.transport.loseConnection()
+            self.pump.flush()
+            assert proto.lost is not None and server.lost is not None
+            self.assertIsNone(proto.transport.protocol)
+            del proto, server
+            self.assertEqual([ref() for ref in refs], [None] * 4)
+        finally:
+            if wasEnabled:
+                gc.enable()
 
     def test_loseConnection(self) -> None:
         """
@@ -592,6 +628,47 @@ class MessageTests(SessionTestCase):
     Message boundaries: writeMessage, endMessage, IMessageReceiver,
     IChunkReceiver.
     """
+
+    def test_interfacesDeclaredLater(self) -> None:
+        """
+        How a channel delivers (bytes, messages or chunks) follows what its
+        protocol provides when the channel opens: also when the protocol's
+        class declares an interface after earlier channels of that class,
+        and when one instance declares its own.
+        """
+
+        class Late(Protocol):
+            def __init__(self) -> None:
+                self.got: list[tuple[str, bytes]] = []
+
+            def dataReceived(self, data: bytes) -> None:
+                self.got.append(("bytes", data))
+
+            def messageReceived(self, message: bytes) -> None:
+                self.got.append(("message", message))
+
+            def chunkReceived(self, data: bytes, end: bool) -> None:
+                self.got.append(("chunk", data))
+
+        def chunky() -> Late:
+            p = Late()
+            directlyProvides(p, IChunkReceiver)
+            return p
+
+        built: list[Late] = []
+        self.services[b"late"] = factoryOf(built, Late)
+        self.services[b"chunky"] = factoryOf(built, chunky)
+
+        def send(service: bytes, message: bytes) -> list[tuple[str, bytes]]:
+            self.open(service).transport.writeMessage(message)
+            self.pump.flush()
+            return built[-1].got
+
+        self.assertEqual(send(b"late", b"one"), [("bytes", b"one")])
+        self.assertEqual(send(b"chunky", b"two"), [("chunk", b"two")])
+        self.assertEqual(send(b"late", b"three"), [("bytes", b"three")])
+        classImplements(Late, IMessageReceiver)
+        self.assertEqual(send(b"late", b"four"), [("message", b"four")])
 
     def test_messages(self) -> None:
         """

@@ -218,6 +218,8 @@ class VarintTests(SynchronousTestCase):
             (128, 2),
             (16383, 2),
             (16384, 3),
+            ((1 << 21) - 1, 3),
+            (1 << 21, 4),
             ((1 << 56) - 1, 8),
             (1 << 56, 9),
             (MAX_VARINT, 9),
@@ -276,7 +278,13 @@ class VarintTests(SynchronousTestCase):
         A varint that is not in its shortest form (a trailing zero group)
         is a PROTOCOL_ERROR.
         """
-        for data in [b"\x80\x00", b"\x81\x00", b"\xff\x80\x00", b"\x80" * 8 + b"\x00"]:
+        for data in [
+            b"\x80\x00",
+            b"\x81\x00",
+            b"\xff\x80\x00",
+            b"\x80\x80\x80\x00",
+            b"\x80" * 8 + b"\x00",
+        ]:
             e = self.assertProtocolError(data, ErrorCode.PROTOCOL_ERROR)
             self.assertIn("shortest", e.message)
 
@@ -677,7 +685,7 @@ class FrameRoundTripTests(SynchronousTestCase):
         """
         L{encodeDataHeader} gives the same header as L{DataFrame.encode}.
         """
-        for channel in [1, 127, 128, 5000]:
+        for channel in [1, 127, 128, 5000, 16383, 16384, 2097151, 2097152]:
             for size in [0, 127, 128, 70000]:
                 for flags in range(8):
                     frame = DataFrame(
