@@ -1018,7 +1018,9 @@ class MemuxProtocol(Protocol):
         # working through it, whether it is in a step now, whether we paused
         # the connection's reading for it, and our own Cooperator when the
         # factory has none to share.
-        self._inputTask: CooperativeTask[Iterator[None]] | None = None
+        self._inputTask: (
+            CooperativeTask[Iterator[defer.Deferred[None] | None]] | None
+        ) = None
         self._inInputStep = False
         self._readingPaused = False
         self._cooperator: Cooperator | None = None
@@ -1249,9 +1251,11 @@ class MemuxProtocol(Protocol):
             self._engine.refillLoadBudget()
         # While input is held, this (from a transport that could not pause,
         # or a TLS record of the same read) queues behind it: still a step.
+        engine = self._engine
+        sent = engine.bytesSent
         self._receive(data)
-        if self._inputTask is None and self._engine.inputPending and self.connected:
-            self._holdInput()
+        if self._inputTask is None and engine.inputPending and self.connected:
+            self._holdInput(engine.bytesSent != sent)
 
     def _receive(self, data: bytes) -> None:
         events = self._engine.receiveData(data, INPUT_STEP_FRAMES)
@@ -1261,10 +1265,11 @@ class MemuxProtocol(Protocol):
         # of its own for that would cost a reactor iteration per read.
         self._flush()
 
-    def _holdInput(self) -> None:
+    def _holdInput(self, wrote: bool) -> None:
         """
         Pause reading and leave the input held in the engine to later
-        turns, a step at a time, in round robin with other sessions'.
+        turns, a step at a time, in round robin with other sessions'
+        (``wrote``: the step so far wrote something).
         """
         transport: Any = self.transport
         if IPushProducer.providedBy(transport) and not getattr(
@@ -1279,21 +1284,32 @@ class MemuxProtocol(Protocol):
             if self._cooperator is None:
                 self._cooperator = _newInputCooperator(self._reactor)
             cooperator = self._cooperator
-        self._inputTask = cooperator.cooperate(self._inputSteps())
+        self._inputTask = cooperator.cooperate(self._inputSteps(wrote))
 
-    def _inputSteps(self) -> Iterator[None]:
+    def _inputSteps(self, wrote: bool) -> Iterator[defer.Deferred[None] | None]:
         """
         Work through the held input, one step per iteration, then read
-        again.
+        again.  After a step that wrote, the next waits for a reactor turn.
         """
         engine = self._engine
+        if wrote:
+            yield self._afterTurn()
         try:
             while self.connected and engine.inputPending:
                 self._inInputStep = True
+                sent = engine.bytesSent
                 self._receive(b"")
                 self._inInputStep = False
                 if self.connected and engine.inputPending:
-                    yield None
+                    if engine.bytesSent != sent:
+                        # This step wrote (replies, acks): let the reactor
+                        # send it before the next step, so that the peer
+                        # works on it while we work on the rest.  (Twisted
+                        # writes when the reactor next polls, which is after
+                        # the calls then due, such as our next step.)
+                        yield self._afterTurn()
+                    else:
+                        yield None
         except Exception:
             # As an exception from dataReceived is to a transport: fatal.
             self._inInputStep = False
@@ -1307,6 +1323,15 @@ class MemuxProtocol(Protocol):
             transport: Any = self.transport
             if self.connected and not getattr(transport, "disconnecting", False):
                 transport.resumeProducing()
+
+    def _afterTurn(self) -> defer.Deferred[None]:
+        """
+        A Deferred that fires in the next reactor turn: after this turn's
+        input and output, unlike a call due now.
+        """
+        d: defer.Deferred[None] = defer.Deferred()
+        self._reactor.callLater(0, d.callback, None)
+        return d
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """

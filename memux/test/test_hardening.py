@@ -1595,6 +1595,32 @@ class InputSliceTests(SynchronousTestCase):
         )
         self.assertTrue(peer.transport.disconnecting)
 
+    def test_stepAfterWritingWaitsATurn(self) -> None:
+        """
+        A step of held input that wrote (here, echo replies) lets the
+        reactor send that before the next step: the next step comes a
+        turn later, and input is still all handled, in order.
+        """
+        clock = self.clock
+        factory = MultiplexingFactory(builtinServices(clock), reactor=clock)
+        peer = SlicedPeer(factory, [])
+        messages = numbered(3 * INPUT_STEP_FRAMES)
+        peer.session.dataReceived(
+            OpenFrame(1, b"echo").encode() + messageFrames(1, messages)
+        )
+        engine = peer.session.engine
+        self.assertEqual(engine.framesReceived, 1 + INPUT_STEP_FRAMES)
+        replies = [f.data for f in peer.read() if isinstance(f, DataFrame)]
+        self.assertEqual(replies, messages[: INPUT_STEP_FRAMES - 1])
+        reactorTurn(clock)
+        self.assertEqual(engine.framesReceived, 1 + INPUT_STEP_FRAMES)
+        turns = peer.drain()
+        replies += [f.data for f in peer.read() if isinstance(f, DataFrame)]
+        self.assertEqual(replies, messages)
+        self.assertFalse(engine.inputPending)
+        # Each of the two more steps after a turn of its own.
+        self.assertGreaterEqual(turns, 4)
+
     def test_goodSessionServedBetweenSlices(self) -> None:
         """
         Two sessions of one factory: while one works through a flood read
@@ -1607,7 +1633,9 @@ class InputSliceTests(SynchronousTestCase):
         flooders = [SlicedPeer(factory, []) for _ in range(2)]
         good = SlicedPeer(factory, [])
         before = sum(f.session.engine.framesReceived for f in flooders)
-        flood = OpenFrame(1, b"echo").encode() + messageFrames(1, numbered(5000))
+        # To a service that does not reply: a step that writes waits a turn
+        # before the next (see test_stepAfterWritingWaitsATurn).
+        flood = OpenFrame(1, b"discard").encode() + messageFrames(1, numbered(5000))
         for flooder in flooders:
             flooder.session.dataReceived(flood)
         reactorTurn(clock)
