@@ -6,9 +6,11 @@ errors and backpressure, over in-memory connections (twisted.test.iosim).
 from __future__ import annotations
 
 import gc
+import socket
 import weakref
 from collections.abc import Callable
 from typing import Any
+from unittest import SkipTest
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
@@ -55,8 +57,12 @@ from memux._wire import (
 from memux.error import MessageTooLarge
 from memux.interfaces import IChannelTransport, IDropReceiver
 from memux.protocol import (
+    BULK_AFTER_FLUSHES,
+    BULK_FLUSH_BYTES,
+    BULK_NOTSENT_LOWAT,
     FLUSH_BYTES,
     FLUSH_ROUNDS,
+    NOTSENT_LOWAT,
     WRITE_HIGH_WATER,
     ChannelTransport,
 )
@@ -1298,16 +1304,46 @@ class TCPLikeTransport(StringTransport):
     SEND_LIMIT = 128 * 1024
 
 
-class FlushTests(SynchronousTestCase):
+class PausingTransport(TCPLikeTransport):
     """
-    When a session writes to its connection: in the turn that made the
-    data, without waiting for a reactor turn of its own, and in sends the
-    connection need not split.
+    A L{TCPLikeTransport} that, as Twisted's TCP does, pauses its streaming
+    producer once more than C{bufferSize} bytes wait, and resumes it once
+    they have gone (L{send}).
     """
+
+    bufferSize = 64 * 1024
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        if len(self.value()) > self.bufferSize and self.producer is not None:
+            self.producer.pauseProducing()
+
+    def writeSequence(self, data: Any) -> None:
+        self.write(b"".join(data))
+
+    def send(self) -> int:
+        """
+        Send all that waits; resume the producer; return how many bytes
+        went.
+        """
+        sent = len(self.value())
+        self.clear()
+        assert self.producer is not None
+        self.producer.resumeProducing()
+        return sent
+
+
+class SessionOnTransportTestCase(SynchronousTestCase):
+    """
+    A server session offering ``echo`` on a C{transportClass}, after a
+    greedy preface from the peer.
+    """
+
+    transportClass: type[TCPLikeTransport] = TCPLikeTransport
 
     def setUp(self) -> None:
         self.clock = Clock()
-        self.transport = TCPLikeTransport()
+        self.transport = self.transportClass()
         self.session = MemuxProtocol(
             {b"echo": Factory.forProtocol(MessageEchoer)},
             client=False,
@@ -1330,6 +1366,14 @@ class FlushTests(SynchronousTestCase):
         data = self.transport.value()
         self.transport.clear()
         return [f for f in self.decoder.receive(data) if not isinstance(f, Preface)]
+
+
+class FlushTests(SessionOnTransportTestCase):
+    """
+    When a session writes to its connection: in the turn that made the
+    data, without waiting for a reactor turn of its own, and in sends the
+    connection need not split.
+    """
 
     def test_replyWrittenWithinRead(self) -> None:
         """
@@ -1402,3 +1446,115 @@ class FlushTests(SynchronousTestCase):
         transport.SEND_LIMIT = 1 << 20
         MemuxProtocol(reactor=self.clock).makeConnection(transport)
         self.assertEqual(transport.SEND_LIMIT, 1 << 20)
+
+
+class EndlessWriter:
+    """
+    A streaming producer that writes 64 KiB at a time to a channel until
+    it is paused.
+    """
+
+    def __init__(self, transport: ChannelTransport) -> None:
+        self.transport = transport
+        self.paused = False
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        while not self.paused:
+            self.transport.write(b"b" * 65536)
+
+    def stopProducing(self) -> None:
+        pass
+
+
+class BulkModeTests(SessionOnTransportTestCase):
+    """
+    A session that only moves bulk data hands its connection larger
+    flushes; a small message brings the normal size back at once.
+    """
+
+    transportClass = PausingTransport
+
+    def startBulk(self) -> PausingTransport:
+        """
+        Open a channel whose producer writes for ever; return the transport.
+        """
+        self.session.dataReceived(
+            OpenFrame(1, b"echo").encode() + OpenFrame(3, b"echo").encode()
+        )
+        channel = self.session._transports[1]
+        writer = EndlessWriter(channel)
+        channel.registerProducer(writer, True)
+        writer.resumeProducing()
+        self.clock.advance(0)
+        assert isinstance(self.transport, PausingTransport)
+        return self.transport
+
+    def test_bulkAfterFullFlushes(self) -> None:
+        """
+        Flushes are about FLUSH_BYTES until the connection has paused the
+        session BULK_AFTER_FLUSHES times with no small write meanwhile;
+        then about BULK_FLUSH_BYTES.
+        """
+        transport = self.startBulk()
+        sizes = [transport.send() for _ in range(BULK_AFTER_FLUSHES + 3)]
+        # Frame headers: under 1 %.
+        for size in sizes[: BULK_AFTER_FLUSHES - 1]:
+            self.assertGreaterEqual(size, FLUSH_BYTES)
+            self.assertLessEqual(size, FLUSH_BYTES * 1.01)
+        for size in sizes[BULK_AFTER_FLUSHES + 1 :]:
+            self.assertGreaterEqual(size, BULK_FLUSH_BYTES)
+            self.assertLessEqual(size, BULK_FLUSH_BYTES * 1.01)
+
+    def test_smallWriteEndsBulkMode(self) -> None:
+        """
+        In bulk mode, a small message on another channel makes the next
+        flush a normal one again, with that message in it.
+        """
+        transport = self.startBulk()
+        for _ in range(BULK_AFTER_FLUSHES + 2):
+            transport.send()
+        self.session._transports[3].writeMessage(b"ping")
+        transport.send()
+        data = transport.value()
+        self.assertLessEqual(len(data), FLUSH_BYTES * 1.01)
+        self.assertIn(
+            DataFrame(3, b"ping", end=True),
+            [f for f in self.decoder.receive(data) if isinstance(f, DataFrame)],
+        )
+
+    def test_smallWritesKeepNormalMode(self) -> None:
+        """
+        While small messages keep coming, bulk data on another channel
+        keeps going out in normal-sized flushes.
+        """
+        transport = self.startBulk()
+        for _ in range(2 * BULK_AFTER_FLUSHES):
+            self.session._transports[3].writeMessage(b"ping")
+            self.assertLessEqual(transport.send(), FLUSH_BYTES * 1.01)
+
+    def test_unsentLimitFollowsMode(self) -> None:
+        """
+        On a TCP socket, bulk mode lets the kernel hold BULK_NOTSENT_LOWAT
+        unsent bytes, and leaving it NOTSENT_LOWAT again.
+        """
+        option = getattr(socket, "TCP_NOTSENT_LOWAT", None)
+        if option is None:
+            raise SkipTest("no TCP_NOTSENT_LOWAT here")
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.addCleanup(sock.close)
+        transport = self.startBulk()
+        transport.getHandle = lambda: sock  # type: ignore[attr-defined]
+
+        def unsent() -> int:
+            return sock.getsockopt(socket.IPPROTO_TCP, option)
+
+        for _ in range(BULK_AFTER_FLUSHES + 2):
+            transport.send()
+        self.assertEqual(unsent(), BULK_NOTSENT_LOWAT)
+        self.session._transports[3].writeMessage(b"ping")
+        transport.send()
+        self.assertEqual(unsent(), NOTSENT_LOWAT)
