@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import socket
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
@@ -105,6 +106,16 @@ BULK_AFTER_FLUSHES = 64
 SMALL_WRITE = 16 * 1024
 BULK_FLUSH_BYTES = 4 * FLUSH_BYTES
 BULK_HIGH_WATER = 4 * WRITE_HIGH_WATER
+
+#: After this many reads in a row that filled the connection's read size
+#: (Twisted's TCP ``bufferSize``, 64 KiB), the peer is sending bulk data:
+#: the session reads `BULK_READ_SIZE` at a time, which costs a quarter of
+#: the reactor turns and Python calls per byte; the next read that comes
+#: up short sets the read size back.  (Twisted's TCP also pauses its
+#: producer past ``bufferSize`` unsent bytes: while reading in bulk, ours
+#: is paused a little later.)
+BULK_AFTER_READS = 16
+BULK_READ_SIZE = 256 * 1024
 
 #: Room for frame headers above `BULK_FLUSH_BYTES` in one send() (see
 #: `_roomForHeaders`).
@@ -1040,6 +1051,11 @@ class MemuxProtocol(Protocol):
         self._smallWrites = 0
         self._smallSeen = 0
         self._fullFlushes = 0
+        # Bulk reading (see BULK_AFTER_READS): the connection's read size,
+        # unknown (so never reached) until connected; full reads in a row.
+        self._readSize = sys.maxsize
+        self._normalReadSize = sys.maxsize
+        self._fullReads = 0
         # Input held back in the engine (see INPUT_STEP_FRAMES): the task
         # working through it, whether it is in a step now, whether we paused
         # the connection's reading for it, and our own Cooperator when the
@@ -1245,6 +1261,9 @@ class MemuxProtocol(Protocol):
                 pass
         _limitUnsent(transport)
         _roomForHeaders(transport)
+        readSize = getattr(transport, "bufferSize", None)
+        if type(readSize) is int and 0 < readSize < BULK_READ_SIZE:
+            self._readSize = self._normalReadSize = readSize
         factory = self.factory
         if isinstance(factory, MultiplexingFactory):
             factory._sessionStarted(self)
@@ -1271,6 +1290,14 @@ class MemuxProtocol(Protocol):
         shared fairly with other sessions, with reading paused meanwhile.
         """
         self._heard = True
+        if len(data) >= self._readSize:
+            self._fullReads += 1
+            if self._fullReads == BULK_AFTER_READS:
+                self._setReadSize(BULK_READ_SIZE)
+        elif self._fullReads:
+            self._fullReads = 0
+            if self._readSize == BULK_READ_SIZE:
+                self._setReadSize(self._normalReadSize)
         now = self._reactor.seconds()
         if now >= self._loadBudgetRefill:
             self._loadBudgetRefill = now + LOAD_BUDGET_PERIOD
@@ -1282,6 +1309,13 @@ class MemuxProtocol(Protocol):
         self._receive(data)
         if self._inputTask is None and engine.inputPending and self.connected:
             self._holdInput(engine.bytesSent != sent)
+
+    def _setReadSize(self, size: int) -> None:
+        """
+        Read up to ``size`` bytes at a time (see `BULK_AFTER_READS`).
+        """
+        self._readSize = size
+        cast(Any, self.transport).bufferSize = size
 
     def _receive(self, data: bytes) -> None:
         events = self._engine.receiveData(data, INPUT_STEP_FRAMES)

@@ -58,8 +58,10 @@ from memux.error import MessageTooLarge
 from memux.interfaces import IChannelTransport, IDropReceiver
 from memux.protocol import (
     BULK_AFTER_FLUSHES,
+    BULK_AFTER_READS,
     BULK_FLUSH_BYTES,
     BULK_NOTSENT_LOWAT,
+    BULK_READ_SIZE,
     FLUSH_BYTES,
     FLUSH_ROUNDS,
     NOTSENT_LOWAT,
@@ -1558,3 +1560,26 @@ class BulkModeTests(SessionOnTransportTestCase):
         self.session._transports[3].writeMessage(b"ping")
         transport.send()
         self.assertEqual(unsent(), NOTSENT_LOWAT)
+
+    def test_bulkReadSize(self) -> None:
+        """
+        After BULK_AFTER_READS reads in a row that fill the connection's
+        read size, the session has it read BULK_READ_SIZE at a time; the
+        first read that comes up short sets it back.
+        """
+        transport = self.transport
+        assert isinstance(transport, PausingTransport)
+        normal = transport.bufferSize
+        frames = BULK_AFTER_READS * normal // 4000 + 40
+        wire = OpenFrame(1, b"echo").encode() + b"".join(
+            DataFrame(1, b"%4000d" % n, end=True).encode() for n in range(frames)
+        )
+        reads = [wire[i : i + normal] for i in range(0, len(wire), normal)]
+        for read in reads[: BULK_AFTER_READS - 1]:
+            self.session.dataReceived(read)
+            transport.clear()
+        self.assertEqual(transport.bufferSize, normal)
+        self.session.dataReceived(reads[BULK_AFTER_READS - 1])
+        self.assertEqual(transport.bufferSize, BULK_READ_SIZE)
+        self.session.dataReceived(reads[BULK_AFTER_READS][:1000])
+        self.assertEqual(transport.bufferSize, normal)
