@@ -758,7 +758,19 @@ class FrameDecoder:
             self._frame = None
             self._pieces = []
             self._have = 0
-            out.append(parseFrame(typeByte, channel, payload))
+            if typeByte < 0x10 and channel:
+                # DATA (the bulk path), as parseFrame would build it.
+                out.append(
+                    DataFrame(
+                        channel,
+                        payload,
+                        bool(typeByte & DATA_END),
+                        bool(typeByte & DATA_FIN),
+                        bool(typeByte & DATA_OPEN),
+                    )
+                )
+            else:
+                out.append(parseFrame(typeByte, channel, payload))
             pos = need
             buf = data
         elif self._head:
@@ -802,6 +814,27 @@ class FrameDecoder:
                 channel = (buf[pos + 1] & 0x7F) | (buf[pos + 2] << 7)
                 length = buf[pos + 3]
                 pos += 4
+            elif (
+                pos + 4 < end
+                and buf[pos + 1] < 0x80
+                and buf[pos + 2] >= 0x80
+                and buf[pos + 3] >= 0x80
+                and 0 < buf[pos + 4] < 0x80
+            ):
+                # One-byte channel, three-byte length: bulk chunks (16 KiB
+                # to 2 MiB).
+                channel = buf[pos + 1]
+                length = (
+                    (buf[pos + 2] & 0x7F)
+                    | ((buf[pos + 3] & 0x7F) << 7)
+                    | (buf[pos + 4] << 14)
+                )
+                pos += 5
+                if length > maxSize:
+                    raise ProtocolError(
+                        ErrorCode.FRAME_SIZE_ERROR,
+                        f"frame of {length} bytes exceeds the maximum of {maxSize}",
+                    )
             else:
                 r1 = decodeVarint(buf, pos + 1)
                 if r1 is None:

@@ -668,6 +668,25 @@ class FrameRoundTripTests(SynchronousTestCase):
                         )
                     )
 
+    def test_bulkDataSplitAnywhere(self) -> None:
+        """
+        Bulk DATA frames (lengths of three varint bytes, up to 2 MiB) after
+        a small one decode the same however the stream is cut, in the
+        header or in the payload.
+        """
+        frames = [
+            DataFrame(1, b"s", end=True),
+            DataFrame(3, bytes(range(256)) * 256, end=True),
+            DataFrame(127, b"b" * 70000, fin=True),
+            DataFrame(5, b"c" * (2 * 1024 * 1024 - 1)),
+        ]
+        wire = b"".join(f.encode() for f in frames)
+        for cut in [1, 2, 3, 4, 5, 6, 65541, 65542, 65545, 135546, len(wire) - 1]:
+            decoder = FrameDecoder(2 * 1024 * 1024)
+            decoder.receive(PREFACE)
+            got = decoder.receive(wire[:cut]) + decoder.receive(wire[cut:])
+            self.assertEqual(got, frames)
+
     def test_dataVectors(self) -> None:
         """
         DATA frames carry their flags in the type byte's low nibble: END
