@@ -816,6 +816,22 @@ class FrameDecoder:
                 pos += 4
             elif (
                 pos + 4 < end
+                and buf[pos + 1] >= 0x80
+                and buf[pos + 2] >= 0x80
+                and 0 < buf[pos + 3] < 0x80
+                and buf[pos + 4] < 0x80
+            ):
+                # Three-byte channel id (16384..2097151: a long session's
+                # churn gets there), small frame.
+                channel = (
+                    (buf[pos + 1] & 0x7F)
+                    | ((buf[pos + 2] & 0x7F) << 7)
+                    | (buf[pos + 3] << 14)
+                )
+                length = buf[pos + 4]
+                pos += 5
+            elif (
+                pos + 4 < end
                 and buf[pos + 1] < 0x80
                 and buf[pos + 2] >= 0x80
                 and buf[pos + 3] >= 0x80
