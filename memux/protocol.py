@@ -143,7 +143,10 @@ KEEPALIVE_PAYLOAD = b"keepaliv"
 #: read holding more (a flood of tiny frames, or deep pipelining) is
 #: finished in later reactor turns, the connection's reading paused
 #: meanwhile, so that one peer's flood does not stall other sessions.
-INPUT_STEP_FRAMES = 64
+#: Small enough that what a step writes (replies, acks) reaches the peer
+#: early, which then works on it in parallel with us: 32 frames gave churn
+#: 7.4x TCP against 5.7x for 64, and small messages 0.94 against 0.95.
+INPUT_STEP_FRAMES = 32
 
 #: Per reactor turn, the held-back input of a factory's sessions is worked
 #: through round robin, a step at a time, for this many seconds at most (or
@@ -151,6 +154,13 @@ INPUT_STEP_FRAMES = 64
 #: another session's reply.
 INPUT_SLICE_SECONDS = 0.001
 INPUT_SLICE_STEPS = 16
+
+#: A slice that has worked this long ends at the next step that wrote, so
+#: that the reactor sends what it wrote (see `_InputSlice.wrote`).  Not
+#: after every step: a step of small messages is a few tens of
+#: microseconds, and a reactor turn for each would cost more than the
+#: parallel work gains.
+OUTPUT_DELAY_SECONDS = 0.0004
 
 #: Channel resets and refusals logged per session; past it they are only
 #: counted, and the count logged when the session ends: a peer resetting or
@@ -945,16 +955,30 @@ def _roomForHeaders(transport: Any) -> None:
 class _InputSlice:
     """
     A `Cooperator` termination predicate: true once this turn's share of
-    input work (`INPUT_SLICE_SECONDS`, `INPUT_SLICE_STEPS`) is used up.
+    input work (`INPUT_SLICE_SECONDS`, `INPUT_SLICE_STEPS`) is used up, or
+    once a step has written (`endSlice`).
     """
 
+    #: Set by a step that wrote: the slice ends there, so that the reactor
+    #: sends it (Twisted writes when it next polls, after the calls then
+    #: due, such as the next slice) and the peer works on it while we work
+    #: on the rest.  One flag for all: the reactor runs one slice at a time.
+    wrote = False
+
     def __init__(self) -> None:
-        self._end = time.monotonic() + INPUT_SLICE_SECONDS
+        _InputSlice.wrote = False  # (a new turn: the last slice's was sent)
+        now = time.monotonic()
+        self._end = now + INPUT_SLICE_SECONDS
+        self._sendAt = now + OUTPUT_DELAY_SECONDS
         self._steps = INPUT_SLICE_STEPS
 
     def __call__(self) -> bool:
+        now = time.monotonic()
+        if _InputSlice.wrote and now >= self._sendAt:
+            _InputSlice.wrote = False
+            return True
         self._steps -= 1
-        return self._steps <= 0 or time.monotonic() >= self._end
+        return self._steps <= 0 or now >= self._end
 
 
 def _newInputCooperator(reactor: IReactorTime) -> Cooperator:
@@ -1353,6 +1377,9 @@ class MemuxProtocol(Protocol):
         """
         engine = self._engine
         if wrote:
+            # What the read's first step wrote goes before the next step
+            # (see `_InputSlice.wrote`); the Cooperator would run that
+            # step first thing in the next turn, before the reactor polls.
             yield self._afterTurn()
         try:
             while self.connected and engine.inputPending:
@@ -1362,14 +1389,8 @@ class MemuxProtocol(Protocol):
                 self._inInputStep = False
                 if self.connected and engine.inputPending:
                     if engine.bytesSent != sent:
-                        # This step wrote (replies, acks): let the reactor
-                        # send it before the next step, so that the peer
-                        # works on it while we work on the rest.  (Twisted
-                        # writes when the reactor next polls, which is after
-                        # the calls then due, such as our next step.)
-                        yield self._afterTurn()
-                    else:
-                        yield None
+                        _InputSlice.wrote = True
+                    yield None
         except Exception:
             # As an exception from dataReceived is to a transport: fatal.
             self._inInputStep = False

@@ -1431,7 +1431,7 @@ class InputSliceTests(SynchronousTestCase):
     """
     A read holding many frames is processed INPUT_STEP_FRAMES at a time:
     the first step at once, the rest in later reactor turns (a slice of
-    INPUT_SLICE_STEPS steps per turn here, the time limit being set out of
+    INPUT_SLICE_STEPS steps per turn here, the time limits being set out of
     reach), with the connection's reading paused meanwhile.
     """
 
@@ -1441,6 +1441,7 @@ class InputSliceTests(SynchronousTestCase):
         the step count limits a turn.
         """
         self.patch(protocol, "INPUT_SLICE_SECONDS", 3600.0)
+        self.patch(protocol, "OUTPUT_DELAY_SECONDS", 3600.0)
         self.clock = Clock()
         self.recorders: list[MessageRecorder] = []
 
@@ -1595,31 +1596,57 @@ class InputSliceTests(SynchronousTestCase):
         )
         self.assertTrue(peer.transport.disconnecting)
 
-    def test_stepAfterWritingWaitsATurn(self) -> None:
+    def echoFlood(self) -> tuple[SlicedPeer, list[bytes]]:
         """
-        A step of held input that wrote (here, echo replies) lets the
-        reactor send that before the next step: the next step comes a
-        turn later, and input is still all handled, in order.
+        A session of an echo service that has read three steps' worth of
+        messages (and an OPEN) in one read; and the messages.
         """
-        clock = self.clock
-        factory = MultiplexingFactory(builtinServices(clock), reactor=clock)
+        factory = MultiplexingFactory(builtinServices(self.clock), reactor=self.clock)
         peer = SlicedPeer(factory, [])
         messages = numbered(3 * INPUT_STEP_FRAMES)
         peer.session.dataReceived(
             OpenFrame(1, b"echo").encode() + messageFrames(1, messages)
         )
+        return peer, messages
+
+    def test_stepAfterWritingWaitsATurn(self) -> None:
+        """
+        What a step writes (here, echo replies) goes out before the next
+        step: after the read's first step, the next waits a reactor turn;
+        in a slice that has run OUTPUT_DELAY_SECONDS, a step that wrote
+        ends the slice.  All input is handled, in order.
+        """
+        self.patch(protocol, "OUTPUT_DELAY_SECONDS", 0.0)
+        peer, messages = self.echoFlood()
         engine = peer.session.engine
         self.assertEqual(engine.framesReceived, 1 + INPUT_STEP_FRAMES)
         replies = [f.data for f in peer.read() if isinstance(f, DataFrame)]
         self.assertEqual(replies, messages[: INPUT_STEP_FRAMES - 1])
-        reactorTurn(clock)
-        self.assertEqual(engine.framesReceived, 1 + INPUT_STEP_FRAMES)
-        turns = peer.drain()
+        # The Cooperator's first turn only waits, and a turn goes by.
+        for _ in range(2):
+            reactorTurn(self.clock)
+            self.assertEqual(engine.framesReceived, 1 + INPUT_STEP_FRAMES)
+        for steps in [2, 3]:
+            reactorTurn(self.clock)
+            self.assertEqual(engine.framesReceived, 1 + steps * INPUT_STEP_FRAMES)
+        peer.drain()
         replies += [f.data for f in peer.read() if isinstance(f, DataFrame)]
         self.assertEqual(replies, messages)
         self.assertFalse(engine.inputPending)
-        # Each of the two more steps after a turn of its own.
-        self.assertGreaterEqual(turns, 4)
+
+    def test_quickStepsShareASlice(self) -> None:
+        """
+        Steps that wrote within OUTPUT_DELAY_SECONDS of the slice's start
+        do not end it: the rest of the read is handled in one turn.
+        """
+        self.patch(protocol, "OUTPUT_DELAY_SECONDS", 3600.0)
+        peer, messages = self.echoFlood()
+        engine = peer.session.engine
+        for _ in range(3):
+            reactorTurn(self.clock)
+        self.assertFalse(engine.inputPending)
+        replies = [f.data for f in peer.read() if isinstance(f, DataFrame)]
+        self.assertEqual(replies, messages)
 
     def test_goodSessionServedBetweenSlices(self) -> None:
         """
