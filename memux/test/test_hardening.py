@@ -78,7 +78,13 @@ from memux.protocol import (
 from memux.services import Chargen, Echo, builtinServices
 from memux.tap import Options
 from memux.test.test_engine import RawPeer
-from memux.test.test_protocol import MessageRecorder, Recorder, reactorTurn
+from memux.test.test_protocol import (
+    GREEDY,
+    MessageRecorder,
+    PeerOnTransport,
+    Recorder,
+    reactorTurn,
+)
 from memux.test.test_server import MessageCollector
 from memux.test.test_tls import HOSTNAME, Certificates
 from memux.testing import connectedSessions
@@ -408,14 +414,13 @@ class FloodLimitTests(SynchronousTestCase):
         self.assertIsNone(SessionSettings().keepAliveInterval)
 
 
-class PeerWire:
+class PeerWire(PeerOnTransport):
     """
     A MemuxProtocol (server side) on a StringTransport, with a Clock, fed
     crafted frames as a hostile or dead peer would send them.
     """
 
     def __init__(self, settings: SessionSettings | None = None) -> None:
-        self.clock = Clock()
         self.recorders: list[Recorder] = []
 
         def build() -> Recorder:
@@ -423,16 +428,11 @@ class PeerWire:
             self.recorders.append(r)
             return r
 
-        self.session = MemuxProtocol(
-            {b"svc": Factory.forProtocol(build)},
-            settings=settings,
-            reactor=self.clock,
+        clock = Clock()
+        session = MemuxProtocol(
+            {b"svc": Factory.forProtocol(build)}, settings=settings, reactor=clock
         )
-        self.transport = StringTransport()
-        self.session.makeConnection(self.transport)
-        self.decoder = FrameDecoder(1 << 24)
-        self.session.dataReceived(encodePreface(Settings()))
-        self.clock.advance(0)
+        super().__init__(session, clock, preface=Settings())
 
     def send(self, *frames: Frame) -> None:
         """
@@ -440,14 +440,6 @@ class PeerWire:
         """
         self.session.dataReceived(b"".join(f.encode() for f in frames))
         self.clock.advance(0)
-
-    def read(self) -> list[Frame]:
-        """
-        The frames the session wrote since the last call.
-        """
-        data = self.transport.value()
-        self.transport.clear()
-        return [f for f in self.decoder.receive(data) if not isinstance(f, Preface)]
 
 
 class LoadBudgetClockTests(SynchronousTestCase):
@@ -644,7 +636,6 @@ class KeepAliveOptionTests(SynchronousTestCase):
 
 
 #: what a peer that grants credit without limit announces
-GREEDY = Settings(initialChannelCredit=1 << 40, initialSessionCredit=1 << 40)
 
 
 class StalledTransport(StringTransport):
@@ -1380,7 +1371,7 @@ class UnpausableTransport(StringTransport):
     """
 
 
-class SlicedPeer:
+class SlicedPeer(PeerOnTransport):
     """
     A server session of C{factory} on C{transport}, after a preface, with
     a C{MessageRecorder} for each channel the peer opens.
@@ -1393,22 +1384,9 @@ class SlicedPeer:
         transport: StringTransport | None = None,
     ) -> None:
         self.recorders = recorders
-        self.clock = cast(Clock, factory.reactor)
-        self.transport = transport if transport is not None else StringTransport()
-        self.session = factory.buildProtocol(None)
-        self.session.makeConnection(self.transport)
-        self.session.dataReceived(encodePreface(GREEDY))
-        self.clock.advance(0)
-        self.decoder = FrameDecoder(1 << 24)
-        self.read()
-
-    def read(self) -> list[Frame]:
-        """
-        The frames the session wrote since the last call.
-        """
-        data = self.transport.value()
-        self.transport.clear()
-        return [f for f in self.decoder.receive(data) if not isinstance(f, Preface)]
+        super().__init__(
+            factory.buildProtocol(None), cast(Clock, factory.reactor), transport
+        )
 
     @property
     def messages(self) -> list[bytes]:

@@ -9,7 +9,7 @@ import gc
 import socket
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 from unittest import SkipTest
 
 from twisted.internet.address import IPv4Address
@@ -67,6 +67,7 @@ from memux.protocol import (
     NOTSENT_LOWAT,
     WRITE_HIGH_WATER,
     ChannelTransport,
+    MultiplexingFactory,
 )
 from memux.testing import connectedSessions
 
@@ -1298,6 +1299,10 @@ class MessageEchoer(Protocol):
         self.transport.writeMessage(message)
 
 
+#: A peer's settings granting all the credit anyone could want.
+GREEDY = Settings(initialChannelCredit=1 << 40, initialSessionCredit=1 << 40)
+
+
 class TCPLikeTransport(StringTransport):
     """
     A L{StringTransport} with the send limit of Twisted's TCP transports.
@@ -1335,39 +1340,58 @@ class PausingTransport(TCPLikeTransport):
         return sent
 
 
-class SessionOnTransportTestCase(SynchronousTestCase):
+class PeerOnTransport:
     """
-    A server session offering ``echo`` on a C{transportClass}, after a
-    greedy preface from the peer.
+    A server session on C{transport} (a L{StringTransport} by default),
+    after the peer's C{preface} (by default one granting all the credit it
+    could want); L{read} decodes what the session writes.
     """
 
-    transportClass: type[TCPLikeTransport] = TCPLikeTransport
-
-    def setUp(self) -> None:
-        self.clock = Clock()
-        self.transport = self.transportClass()
-        self.session = MemuxProtocol(
-            {b"echo": Factory.forProtocol(MessageEchoer)},
-            client=False,
-            reactor=self.clock,
-        )
+    def __init__(
+        self,
+        session: MemuxProtocol,
+        clock: Clock,
+        transport: StringTransport | None = None,
+        preface: Settings = GREEDY,
+    ) -> None:
+        self.clock = clock
+        self.session = session
+        self.transport = transport if transport is not None else StringTransport()
         self.session.makeConnection(self.transport)
-        self.session.dataReceived(
-            encodePreface(
-                Settings(initialChannelCredit=1 << 30, initialSessionCredit=1 << 30)
-            )
-        )
+        self.session.dataReceived(encodePreface(preface))
         self.clock.advance(0)
         self.decoder = FrameDecoder(1 << 24)
-        self.frames()
+        self.read()
 
-    def frames(self) -> list[Any]:
+    def read(self) -> list[Any]:
         """
         The frames the session wrote since the last call.
         """
         data = self.transport.value()
         self.transport.clear()
         return [f for f in self.decoder.receive(data) if not isinstance(f, Preface)]
+
+
+class SessionOnTransportTestCase(SynchronousTestCase):
+    """
+    A server session offering ``echo`` (of messages) on a
+    C{transportClass}, after a greedy preface from the peer.
+    """
+
+    transportClass: type[TCPLikeTransport] = TCPLikeTransport
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        factory = MultiplexingFactory(
+            {b"echo": Factory.forProtocol(MessageEchoer)}, reactor=self.clock
+        )
+        self.peer = PeerOnTransport(
+            factory.buildProtocol(None), self.clock, self.transportClass()
+        )
+        self.session = self.peer.session
+        self.transport = cast(TCPLikeTransport, self.peer.transport)
+        self.decoder = self.peer.decoder
+        self.frames = self.peer.read
 
 
 class FlushTests(SessionOnTransportTestCase):
