@@ -98,8 +98,9 @@ FLUSH_BYTES = 128 * 1024
 #: no small write (under `SMALL_WRITE` queued) on any channel meanwhile is
 #: moving bulk data only: it switches to bulk mode, where each flush, each
 #: channel's queue and the kernel's unsent bytes may be four times as large
-#: (`BULK_FLUSH_BYTES`, `BULK_HIGH_WATER`, `BULK_NOTSENT_LOWAT`), which
-#: halves the CPU the client spends per byte on a busy 2-core machine.  The
+#: (`BULK_FLUSH_BYTES`, `BULK_HIGH_WATER`, `BULK_NOTSENT_LOWAT`): a
+#: quarter of the pause/resume cycles per byte, which cut the fan-out
+#: client's CPU per 64 KiB from about 60 to 42 us on a 2-core machine.  The
 #: next small write switches it back before the next flush: a small message
 #: then waits behind at most the normal amounts, not the bulk ones.
 BULK_AFTER_FLUSHES = 64
