@@ -111,8 +111,8 @@ BULK_HIGH_WATER = 4 * WRITE_HIGH_WATER
 #: After this many reads in a row that filled the connection's read size
 #: (Twisted's TCP ``bufferSize``, 64 KiB), the peer is sending bulk data:
 #: the session reads `BULK_READ_SIZE` at a time, which costs a quarter of
-#: the reactor turns and Python calls per byte; the next read that comes
-#: up short sets the read size back.  (Twisted's TCP also pauses its
+#: the reactor turns and Python calls per byte; the next read shorter than
+#: the normal read size sets it back.  (Twisted's TCP also pauses its
 #: producer past ``bufferSize`` unsent bytes: while reading in bulk, ours
 #: is paused a little later.)
 BULK_AFTER_READS = 16
@@ -1315,7 +1315,9 @@ class MemuxProtocol(Protocol):
         shared fairly with other sessions, with reading paused meanwhile.
         """
         self._heard = True
-        if len(data) >= self._readSize:
+        if len(data) >= self._normalReadSize:
+            # A read of at least the normal size (in bulk, of up to the
+            # bulk size): the peer keeps the connection full.
             self._fullReads += 1
             if self._fullReads == BULK_AFTER_READS:
                 self._setReadSize(BULK_READ_SIZE)

@@ -1588,13 +1588,14 @@ class BulkModeTests(SessionOnTransportTestCase):
     def test_bulkReadSize(self) -> None:
         """
         After BULK_AFTER_READS reads in a row that fill the connection's
-        read size, the session has it read BULK_READ_SIZE at a time; the
-        first read that comes up short sets it back.
+        read size, the session has it read BULK_READ_SIZE at a time; reads
+        of at least the normal size keep it so, and the first shorter one
+        sets it back.
         """
         transport = self.transport
         assert isinstance(transport, PausingTransport)
         normal = transport.bufferSize
-        frames = BULK_AFTER_READS * normal // 4000 + 40
+        frames = (BULK_AFTER_READS + 2) * normal // 4000 + 40
         wire = OpenFrame(1, b"echo").encode() + b"".join(
             DataFrame(1, b"%4000d" % n, end=True).encode() for n in range(frames)
         )
@@ -1605,5 +1606,7 @@ class BulkModeTests(SessionOnTransportTestCase):
         self.assertEqual(transport.bufferSize, normal)
         self.session.dataReceived(reads[BULK_AFTER_READS - 1])
         self.assertEqual(transport.bufferSize, BULK_READ_SIZE)
-        self.session.dataReceived(reads[BULK_AFTER_READS][:1000])
+        self.session.dataReceived(reads[BULK_AFTER_READS])
+        self.assertEqual(transport.bufferSize, BULK_READ_SIZE)
+        self.session.dataReceived(reads[BULK_AFTER_READS + 1][:1000])
         self.assertEqual(transport.bufferSize, normal)
