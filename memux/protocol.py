@@ -1076,10 +1076,10 @@ class MemuxProtocol(Protocol):
         self._smallWrites = 0
         self._smallSeen = 0
         self._fullFlushes = 0
-        # Bulk reading (see BULK_AFTER_READS): the connection's read size,
-        # unknown (so never reached) until connected; full reads in a row.
+        # Bulk reading (see BULK_AFTER_READS): the connection's own read
+        # size, unknown (so never reached) until connected; full reads in a
+        # row (at BULK_AFTER_READS and beyond, reading in bulk).
         self._readSize = sys.maxsize
-        self._normalReadSize = sys.maxsize
         self._fullReads = 0
         # Input held back in the engine (see INPUT_STEP_FRAMES): the task
         # working through it, whether it is in a step now, whether we paused
@@ -1288,7 +1288,7 @@ class MemuxProtocol(Protocol):
         _roomForHeaders(transport)
         readSize = getattr(transport, "bufferSize", None)
         if type(readSize) is int and 0 < readSize < BULK_READ_SIZE:
-            self._readSize = self._normalReadSize = readSize
+            self._readSize = readSize
         factory = self.factory
         if isinstance(factory, MultiplexingFactory):
             factory._sessionStarted(self)
@@ -1315,16 +1315,16 @@ class MemuxProtocol(Protocol):
         shared fairly with other sessions, with reading paused meanwhile.
         """
         self._heard = True
-        if len(data) >= self._normalReadSize:
+        if len(data) >= self._readSize:
             # A read of at least the normal size (in bulk, of up to the
             # bulk size): the peer keeps the connection full.
             self._fullReads += 1
             if self._fullReads == BULK_AFTER_READS:
-                self._setReadSize(BULK_READ_SIZE)
+                cast(Any, self.transport).bufferSize = BULK_READ_SIZE
         elif self._fullReads:
+            if self._fullReads >= BULK_AFTER_READS:
+                cast(Any, self.transport).bufferSize = self._readSize
             self._fullReads = 0
-            if self._readSize == BULK_READ_SIZE:
-                self._setReadSize(self._normalReadSize)
         now = self._reactor.seconds()
         if now >= self._loadBudgetRefill:
             self._loadBudgetRefill = now + LOAD_BUDGET_PERIOD
@@ -1336,13 +1336,6 @@ class MemuxProtocol(Protocol):
         self._receive(data)
         if self._inputTask is None and engine.inputPending and self.connected:
             self._holdInput(engine.bytesSent != sent)
-
-    def _setReadSize(self, size: int) -> None:
-        """
-        Read up to ``size`` bytes at a time (see `BULK_AFTER_READS`).
-        """
-        self._readSize = size
-        cast(Any, self.transport).bufferSize = size
 
     def _receive(self, data: bytes) -> None:
         events = self._engine.receiveData(data, INPUT_STEP_FRAMES)
@@ -1608,6 +1601,7 @@ class MemuxProtocol(Protocol):
             if self._flushBytes != FLUSH_BYTES:
                 self._bulkMode(False)
         self._flushing = True
+        more = False  # data left once the rounds are used up
         try:
             for _ in range(FLUSH_ROUNDS):
                 self._writeOut()
@@ -1622,7 +1616,8 @@ class MemuxProtocol(Protocol):
                     self._shedLoad()
                 if self._pausedProducers or self._pullProducers:
                     self._serviceProducers()
-                if not engine.hasDataToSend():
+                more = engine.hasDataToSend()
+                if not more:
                     break
         finally:
             self._flushing = False
@@ -1631,7 +1626,7 @@ class MemuxProtocol(Protocol):
         if self._transportPaused:
             if self._lossy:
                 self._shedLoad()
-        elif engine.hasDataToSend():
+        elif more:
             self._scheduleFlush()  # rounds used up: the rest next turn
         if self._draining and not self._transports and not engine.hasDataToSend():
             self._closeConnection()
