@@ -70,6 +70,7 @@ from memux.endpoints import (
 from memux.error import ChannelRefused, SessionLost
 from memux.protocol import ChannelRequest, MemuxProtocol, MultiplexingFactory
 from memux.services import Echo
+from memux.test._helpers import isCheckout
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -530,6 +531,7 @@ class PluginTests(SynchronousTestCase):
 
         if (
             Path(memux.__file__).resolve().parents[1] != ROOT
+            or not isCheckout(ROOT)
             or not (ROOT / "twisted" / "plugins" / "memux_endpoints.py").exists()
         ):
             raise SkipTest("memux is not imported from a checkout")
