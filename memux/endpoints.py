@@ -53,7 +53,7 @@ from zope.interface import implementer
 
 from memux._engine import SessionSettings
 from memux._wire import ErrorCode
-from memux.error import ChannelRefused
+from memux.error import ChannelRefused, describeService
 from memux.protocol import (
     ChannelRequest,
     MemuxProtocol,
@@ -505,7 +505,8 @@ class MemuxServerEndpoint:
         def choose(request: ChannelRequest) -> IProtocolFactory:
             if request.service != service:
                 raise ChannelRefused(
-                    f"no service {request.service!r} here (only {service!r})"
+                    f"no service {describeService(request.service)} here"
+                    f" (only {describeService(service)})"
                 )
             return protocolFactory
 

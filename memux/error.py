@@ -16,7 +16,20 @@ __all__ = [
     "MessageTooLarge",
     "ProtocolError",
     "SessionLost",
+    "describeService",
 ]
+
+
+def describeService(name: bytes) -> str:
+    """
+    A service name as user-visible text: quoted, decoded as UTF-8 (bytes
+    that are not become backslash escapes), never a Python bytes repr;
+    the empty name is the default service.
+    """
+    if not name:
+        return "the default service"
+    text = name.decode("utf-8", "backslashreplace")
+    return f"'{text}'"
 
 
 class ChannelReset(ConnectionLost):

@@ -59,7 +59,13 @@ from memux._engine import (
 )
 from memux._engine import ChannelReset as ChannelResetEvent
 from memux._wire import ErrorCode, Settings, describeCode
-from memux.error import ChannelRefused, ChannelReset, MessageTooLarge, SessionLost
+from memux.error import (
+    ChannelRefused,
+    ChannelReset,
+    MessageTooLarge,
+    SessionLost,
+    describeService,
+)
 from memux.interfaces import (
     IChannelTransport,
     IChunkReceiver,
@@ -1968,7 +1974,11 @@ class MemuxProtocol(Protocol):
                 factory = None
                 why = "internal error"
         if factory is None and not why:
-            why = f"no service {event.service!r}"
+            why = (
+                f"no service {describeService(event.service)}"
+                if event.service
+                else "no default service"
+            )
         protocol = None
         if factory is not None:
             peer = self._peer if self._peer is not None else self._peerAddress()
@@ -1983,7 +1993,7 @@ class MemuxProtocol(Protocol):
                     channel=event.channel,
                 )
             if protocol is None:
-                why = f"service {event.service!r} declined the channel"
+                why = f"service {describeService(event.service)} declined the channel"
         if protocol is None:
             if self._mayLogEnding():
                 self._log.info(

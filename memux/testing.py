@@ -26,6 +26,7 @@ from twisted.test.iosim import IOPump, connectedServerAndClient
 from zope.interface import implementer
 
 from memux._engine import SessionSettings
+from memux.error import describeService
 from memux.interfaces import IChannelTransport
 from memux.protocol import (
     ChannelRequest,
@@ -178,7 +179,7 @@ def connectedChannel(
         raise RuntimeError(f"could not open the channel: {outcome[0].value}")
     pump.flush()
     if not serving.built:
-        raise RuntimeError(f"the server factory built no protocol for {service!r}")
+        raise RuntimeError(f"the server factory built no protocol for {describeService(service)}")
     return ConnectedChannel(
         clientProtocol, serving.built[0], client, server, pump, pump.clock
     )

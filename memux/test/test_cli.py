@@ -753,7 +753,7 @@ class ConnectTests(ServerMixin, TestCase):
         self.assertEqual(out, b"")
         self.assertEqual(
             err,
-            b"memux connect: service 'nope': channel refused: no service b'nope'\n",
+            b"memux connect: service 'nope': channel refused: no service 'nope'\n",
         )
 
     async def test_reset(self) -> None:
@@ -1042,7 +1042,7 @@ class ForwardTests(ServerMixin, TestCase):
         await process.waitForStderr(rb"channel refused")
         out, err, code = await self.stop(process)
         self.assertEqual(code, 0)
-        self.assertEqual(err.count(b"channel refused: no service b'nope'\n"), 1)
+        self.assertEqual(err.count(b"channel refused: no service 'nope'\n"), 1)
 
     async def test_reconnects(self) -> None:
         """

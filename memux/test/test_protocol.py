@@ -327,6 +327,24 @@ class OpenTests(SessionTestCase):
         self.pump.flush()
         self.assertEqual(other.received, b"still up")
 
+    def test_refusalReasonReadable(self) -> None:
+        """
+        The reason a refused channel carries names the service as text, never
+        as a Python bytes repr: quoted, undecodable bytes escaped, and the
+        empty name as the default service.
+        """
+        reasons = []
+        for service in (b"admin", b"adm\xffin", b""):
+            proto = self.open(service)
+            self.pump.flush()
+            assert proto.lost is not None
+            proto.lost.trap(ChannelRefused)
+            reasons.append(proto.lost.value.reason)
+        self.assertEqual(
+            reasons,
+            ["no service 'admin'", "no service 'adm\\xffin'", "no default service"],
+        )
+
     def test_servicesCallable(self) -> None:
         """
         A callable services argument gets a ChannelRequest with the service,

@@ -395,7 +395,7 @@ class MakeServiceServesTests(ServerTestCase):
         assert isinstance(proto, Collector)
         reason = await proto.lost
         self.assertIsInstance(reason, ChannelRefused)
-        self.assertIn("no service b'echo'", str(reason))
+        self.assertIn("no service 'echo'", str(reason))
 
     async def test_settings(self) -> None:
         """
