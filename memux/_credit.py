@@ -10,7 +10,7 @@ window of unconsumed data per channel (and per session).
 
 from __future__ import annotations
 
-__all__ = ["CreditWindow"]
+__all__ = ["ChannelCountCredit", "CreditWindow"]
 
 
 class CreditWindow:
@@ -79,3 +79,59 @@ class CreditWindow:
         self.limit = self.consumed + self.window
         self.grantAt = self.limit - self.window // 2
         return self.limit
+
+
+class ChannelCountCredit:
+    """
+    The channel-count credit granted to the peer (spec: "Channel-count
+    credit"): a cumulative limit on the ordinals of the channels it opens,
+    kept so that it can always have ``concurrency`` channels open at once.
+
+    A new limit is announced only once the peer's remaining credit (the
+    limit less the ordinals it has used) has fallen to half of
+    ``concurrency``: sequential churn then costs one CHANNELS frame per
+    about ``concurrency / 2`` channels, not one per channel, while a peer
+    with half or more of its channels open gets credit back as each one
+    closes.  So at every moment the peer may open at least
+    ``min(concurrency - open, concurrency // 2 + 1)`` more channels.
+    """
+
+    __slots__ = ("concurrency", "limit", "used", "open")
+
+    def __init__(self, concurrency: int) -> None:
+        self.concurrency = concurrency
+        #: the limit announced (initially the preface's)
+        self.limit = concurrency
+        #: ordinals the peer has used: the highest it opened, plus one
+        self.used = 0
+        #: the peer's channels open now
+        self.open = 0
+
+    def opened(self, ordinal: int) -> int | None:
+        """
+        The peer opened the channel of ``ordinal`` (ids skipped below it
+        are used up too).  Return a new limit to announce, or None.
+        """
+        self.used = ordinal + 1
+        self.open += 1
+        return self.due()
+
+    def closed(self) -> int | None:
+        """
+        One of the peer's channels closed.  Return a new limit to announce,
+        or None.
+        """
+        self.open -= 1
+        return self.due()
+
+    def due(self) -> int | None:
+        """
+        The new limit, if one is due now (see the class docstring), else
+        None.
+        """
+        used = self.used
+        target = used + self.concurrency - self.open
+        if target > self.limit and self.limit - used <= self.concurrency // 2:
+            self.limit = target
+            return target
+        return None

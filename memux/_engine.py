@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from memux._credit import CreditWindow
+from memux._credit import ChannelCountCredit, CreditWindow
 from memux._wire import (
     DATA_END,
     DATA_FIN,
@@ -324,6 +324,7 @@ class _Channel:
         "sessionHeld",
         "readStopped",
         "dropCount",
+        "dropAt",
     )
 
     def __init__(
@@ -357,6 +358,9 @@ class _Channel:
         self.scheduled = False
         self.midMessage = False
         self.dropCount = 0
+        # The received offset at the peer's last DROP (-1: none yet): a DROP
+        # with no data since the last one discards nothing new.
+        self.dropAt = -1
         # Bytes received here and not yet given back as session credit:
         # unconsumed ones (recv.held) plus any held in message reassembly.
         self.sessionHeld = 0
@@ -422,10 +426,9 @@ class MemuxEngine:
         self._nextLocalId = 1 if client else 2
         self._highestLocalSent = 0  # highest local id whose opening went out
         self._highestPeer = 0  # highest id the peer opened
-        self._peerChannelCount = 0  # peer channels open now
         # Channel-count credit: what we may open, what we let the peer open.
         self._localChannelLimit = self.peerSettings.initialMaxChannels
-        self._peerChannelLimit = self.settings.maxChannels
+        self._peerChannels = ChannelCountCredit(self.settings.maxChannels)
         # Session credit.
         self._sessionSendOffset = 0
         self._sessionSendLimit = self.peerSettings.initialSessionCredit
@@ -435,6 +438,12 @@ class MemuxEngine:
         # payload moved (counted lazily from the credit offsets) refills it.
         self._loadBudget = self.settings.maxUselessFrames
         self._workCounted = 0
+        # Frames for a channel just closed (RESET, CREDIT, DROP) are the
+        # normal race of the peer's frame with our FIN or RESET, at most a
+        # few per channel: each channel that ends earns one such frame free
+        # of the allowance above (up to maxUselessFrames banked), so only
+        # a peer sending more of them than it closes channels spends it.
+        self._lateFrames = 0
         self.uselessFrames = 0  # counter, for introspection
         # Lifecycle.
         self.goAwaySent: int | None = None  # the lastChannel we announced
@@ -910,7 +919,7 @@ class MemuxEngine:
             r: ResetFrame = frame  # type: ignore[assignment]
             ch = self._known(r.channel)
             if ch is None:
-                self._useless("RESET of a closed channel")
+                self._late("RESET of a closed channel")
             else:
                 if not ch.local and ch.sendOffset == 0 and not ch.finSent:
                     # Opened, then reset before we answered: rapid reset
@@ -936,20 +945,39 @@ class MemuxEngine:
         elif t is Preface:
             self._onPreface(frame)  # type: ignore[arg-type]
         elif t is DropFrame:
-            d: DropFrame = frame  # type: ignore[assignment]
-            ch = self._known(d.channel)
-            if ch is not None:
-                if ch.lossy:
-                    self._events.append(MessagesDropped(d.channel, d.count))
-                else:
-                    self._channelError(
-                        ch,
-                        ErrorCode.PROTOCOL_ERROR,
-                        "DROP on a channel that is not lossy",
-                    )
+            self._onDrop(frame)  # type: ignore[arg-type]
         else:
             # Unknown frame types are ignored (spec: "Extensibility").
             self._useless("unknown frame type")
+
+    def _onDrop(self, d: DropFrame) -> None:
+        ch = self._known(d.channel)
+        if ch is None:
+            self._late("DROP on a closed channel")
+            return
+        if not ch.lossy:
+            self._channelError(
+                ch, ErrorCode.PROTOCOL_ERROR, "DROP on a channel that is not lossy"
+            )
+            return
+        # A sender adds up what it discards until its next data goes out
+        # (spec: "DROP"): a DROP with nothing received since the last one
+        # tells nothing new.  (A count of 0 the decoder already refuses.)
+        received = ch.recv.received
+        if received == ch.dropAt:
+            self._useless("DROP with no data since the last")
+        ch.dropAt = received
+        self._events.append(MessagesDropped(d.channel, d.count))
+
+    def _late(self, what: str) -> None:
+        """
+        A frame for a channel that is closed: free if it may be racing the
+        close of a channel (see ``_lateFrames``), else one that does no work.
+        """
+        if self._lateFrames:
+            self._lateFrames -= 1
+        else:
+            self._useless(what)
 
     def _onPreface(self, preface: Preface) -> None:
         peer = preface.settings
@@ -983,7 +1011,9 @@ class MemuxEngine:
                 ErrorCode.PROTOCOL_ERROR,
                 f"peer reopened channel {cid} (ids must increase)",
             )
-        if (cid - 1) >> 1 >= self._peerChannelLimit:
+        ordinal = (cid - 1) >> 1
+        peerChannels = self._peerChannels
+        if ordinal >= peerChannels.limit:
             raise ProtocolError(
                 ErrorCode.CHANNEL_LIMIT_ERROR,
                 f"peer opened channel {cid} beyond its channel credit",
@@ -999,8 +1029,12 @@ class MemuxEngine:
             self.settings.channelCredit,
         )
         self._channels[cid] = ch
-        self._peerChannelCount += 1
         self.channelsAccepted += 1
+        # An open uses credit up too (ids skipped below it with it): a peer
+        # that has churned through channels without running low, then opens
+        # many at once, gets its credit from here, not from a close.
+        if peerChannels.opened(ordinal) is not None:
+            self._channelsDue = True
         return ch
 
     def _known(self, cid: int) -> _Channel | None:
@@ -1087,6 +1121,14 @@ class MemuxEngine:
             # channel must live on; what arrives meanwhile is delivered as
             # usual and discarded by the closed reader, and earns no credit.
             self._consumeSession(n)
+            if f.fin:
+                # The peer has finished too: the channel simply closes (a
+                # RESET would only meet a channel the peer has closed).
+                ch.finReceived = True
+                self._removeChannel(ch)
+                events.append(RemoteHalfClosed(cid))
+                events.append(ChannelClosed(cid))
+                return
             self._removeChannel(ch)
             self._queuePeerInduced(
                 ResetFrame(cid, ErrorCode.NO_ERROR, "closed").encode()
@@ -1119,8 +1161,11 @@ class MemuxEngine:
                 self._useless("CREDIT raising no limit")
             return
         ch = self._known(f.channel)
-        if ch is None or ch.finSent:
-            return  # a legitimate race with our FIN or RESET
+        if ch is None:
+            self._late("CREDIT for a closed channel")
+            return
+        if ch.finSent:
+            return  # a legitimate race with our FIN
         if f.limit <= ch.sendLimit:
             self._useless("CREDIT raising no limit")
             return
@@ -1207,6 +1252,12 @@ class MemuxEngine:
         if ch.openPending:
             ch.openPending = False
             self._pendingOpens.remove(ch)
+        if (ch.finSent or ch.sendOffset) and (
+            self._lateFrames < self.settings.maxUselessFrames
+        ):
+            # Only a channel we sent on can meet a frame of the peer's
+            # racing its close (a rapid reset earns nothing here).
+            self._lateFrames += 1
         held = ch.sessionHeld
         if held:
             # Whatever the application did not consume, or holds in
@@ -1218,21 +1269,14 @@ class MemuxEngine:
             ch.sessionHeld = 0
             recv.consumed = recv.received
         if not ch.local:
-            self._peerChannelCount -= 1
             # Keep the peer able to have ``maxChannels`` open at once: raise
-            # its limit as its channels end.  Coalesced into one CHANNELS
-            # frame per `dataToSend`, so churn costs a few bytes per write,
-            # not per channel.
-            if self.goAwaySent is None:
-                limit = (
-                    ((self._highestPeer - 1) >> 1)
-                    + 1
-                    + self.settings.maxChannels
-                    - self._peerChannelCount
-                )
-                if limit > self._peerChannelLimit:
-                    self._peerChannelLimit = limit
-                    self._channelsDue = True
+            # its limit as its channels end, in batches (`ChannelCountCredit`),
+            # and once per `dataToSend` at most.  None after our GOAWAY.
+            peerChannels = self._peerChannels
+            if self.goAwaySent is not None:
+                peerChannels.open -= 1
+            elif peerChannels.closed() is not None:
+                self._channelsDue = True
 
     # ------------------------------------------------------------ output
 
@@ -1271,7 +1315,7 @@ class MemuxEngine:
             return out
         if self._channelsDue:
             self._channelsDue = False
-            out.append(ChannelCreditFrame(self._peerChannelLimit).encode())
+            out.append(ChannelCreditFrame(self._peerChannels.limit).encode())
         if self._creditDue:
             for cid, limit in self._creditDue.items():
                 out.append(CreditFrame(cid, limit).encode())
@@ -1293,8 +1337,11 @@ class MemuxEngine:
             # budget is spent, or another channel is waiting (round robin:
             # one chunk each in turn, only when there is competition).
             while True:
-                if ch.dropCount and not ch.midMessage:
-                    # Between messages only, where the discarded ones were.
+                if ch.dropCount and not ch.midMessage and self._dropSendable(ch):
+                    # Between messages only, where the discarded ones were,
+                    # and with the data that follows them if any: a channel
+                    # out of credit adds up its discards meanwhile, so that
+                    # a DROP tells the peer something new.
                     frame = DropFrame(ch.id, ch.dropCount).encode()
                     ch.dropCount = 0
                     out.append(frame)
@@ -1324,6 +1371,20 @@ class MemuxEngine:
             self._blockedOnSession[ch.id] = ch
         self.bytesSent += size
         return out
+
+    def _dropSendable(self, ch: _Channel) -> bool:
+        """
+        Whether a pending DROP on ``ch`` goes out now: with the data that
+        follows it, if that is within credit (or the end of a message), or
+        alone when nothing follows it yet.
+        """
+        q = ch.queue
+        if q:
+            return not q[0][0] or (
+                ch.sendOffset < ch.sendLimit
+                and self._sessionSendOffset < self._sessionSendLimit
+            )
+        return True
 
     def _sendOpens(self, out: list[bytes], maxChunk: int, budget: int) -> int:
         size = 0

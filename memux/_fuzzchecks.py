@@ -404,8 +404,8 @@ class _Application:
         # go past the limit before the session ends.
         if engine._controlBytes > MAX_CONTROL_BYTES + 2048:
             raise AssertionError(f"{engine._controlBytes} control bytes queued")
-        if engine._peerChannelCount > s.maxChannels:
-            raise AssertionError(f"{engine._peerChannelCount} peer channels open")
+        if engine._peerChannels.open > s.maxChannels:
+            raise AssertionError(f"{engine._peerChannels.open} peer channels open")
         queued = 0
         for ch in engine._channels.values():
             if not 0 <= ch.recv.held <= s.channelCredit:

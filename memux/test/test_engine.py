@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from memux._credit import CreditWindow
+from memux._credit import ChannelCountCredit, CreditWindow
 from memux._engine import (
     ChannelClosed,
     ChannelOpened,
@@ -814,6 +814,27 @@ class CloseTests(SynchronousTestCase):
         )
         self.assertFalse(engine.isOpen(1))
 
+    def test_finishingDataAfterOurFinCloses(self) -> None:
+        """
+        DATA that arrives after our full close's FIN but carries the peer's
+        FIN too is discarded and simply closes the channel, with no RESET:
+        the peer has finished, so a RESET would only meet a channel it has
+        closed (a wasted frame that its flood limit would count).
+        """
+        engine = MemuxEngine(False)
+        raw = RawPeer(engine)
+        raw.send(DataFrame(1, b"request", open=True))
+        engine.consumed(1, len(b"request"))
+        engine.stopReading(1)
+        engine.closeChannel(1)
+        raw.read()
+        self.assertEqual(engine.popEvents(), [LocalHalfClosed(1)])
+        events = raw.send(DataFrame(1, b"last words", end=True, fin=True))
+        self.assertEqual(events, [RemoteHalfClosed(1), ChannelClosed(1)])
+        self.assertEqual(raw.read(), [])
+        self.assertFalse(engine.isOpen(1))
+        self.assertEqual(engine.heldBytes(1), 0)
+
     def test_noCreditAfterFin(self) -> None:
         """
         Consuming data that arrived before the peer's FIN grants no more
@@ -1333,6 +1354,99 @@ class ChannelCountTests(SynchronousTestCase):
             [e.code for e in ofType(events, SessionTerminated)],
             [ErrorCode.CHANNEL_LIMIT_ERROR],
         )
+
+    def test_sequentialChurnBatchesChannels(self) -> None:
+        """
+        Channels opened, used and closed one after another cost one
+        CHANNELS frame per about half the concurrency allowed, not one per
+        channel: 10,000 channels with the default 1024 cost at most 20.
+        """
+        pair = Pair()
+        for _ in range(10_000):
+            cid = pair.client.openChannel()
+            pair.client.sendData(cid, b"m", True)
+            pair.client.closeChannel(cid)
+            pair.clientToServer()
+            pair.server.closeChannel(cid)
+            pair.pump()
+        self.assertEqual(len(ofType(pair.serverEvents, ChannelOpened)), 10_000)
+        self.assertEqual(len(ofType(pair.serverEvents, ChannelClosed)), 10_000)
+        grants = ofType(pair.serverFrames, ChannelCreditFrame)
+        self.assertLessEqual(len(grants), 20)
+        self.assertGreaterEqual(len(grants), 10_000 // 1024)
+
+    def test_burstAfterChurn(self) -> None:
+        """
+        A peer that churned through channels without running low on credit
+        (so was granted none) and then opens as many as it may have at
+        once gets them all opened: the opens themselves bring the grant.
+        """
+        pair = Pair(serverSettings=SMALLEST)
+        for _ in range(40):
+            cid = pair.client.openChannel()
+            pair.client.closeChannel(cid)
+            pair.clientToServer()
+            pair.server.closeChannel(cid)
+            pair.pump()
+        self.assertEqual(ofType(pair.serverFrames, ChannelCreditFrame), [])
+        burst = [pair.client.openChannel(b"s") for _ in range(100)]
+        pair.pump()
+        opened = [e.channel for e in ofType(pair.serverEvents, ChannelOpened)]
+        self.assertEqual(opened[-100:], burst)
+
+    def test_fullConcurrencyGrantsPerClose(self) -> None:
+        """
+        A peer with all its channels open gets a channel back for each one
+        that closes, at once (no batching when it is short of credit).
+        """
+        pair = Pair(serverSettings=SMALLEST)
+        ids = [pair.client.openChannel(b"s") for _ in range(101)]
+        pair.pump()
+        self.assertEqual(len(ofType(pair.serverEvents, ChannelOpened)), 100)
+        pair.client.resetChannel(ids[0])
+        pair.pump()
+        self.assertEqual(len(ofType(pair.serverEvents, ChannelOpened)), 101)
+        self.assertEqual(ofType(pair.serverFrames, ChannelCreditFrame)[-1].limit, 101)
+
+
+class ChannelCountCreditTests(SynchronousTestCase):
+    """
+    The channel-count policy, L{ChannelCountCredit}.
+    """
+
+    @given(
+        st.integers(min_value=1, max_value=64),
+        st.lists(st.tuples(st.booleans(), st.integers(0, 3)), max_size=300),
+    )
+    def test_peerCanAlwaysOpen(
+        self, concurrency: int, steps: list[tuple[bool, int]]
+    ) -> None:
+        """
+        Whatever the peer opens (skipping ids or not) and closes, it may
+        always open at least C{min(concurrency - open, concurrency // 2 +
+        1)} more channels, and never has more than C{concurrency} open;
+        the limit never falls.
+        """
+        credit = ChannelCountCredit(concurrency)
+        opened = 0
+        for isOpen, skip in steps:
+            limit = credit.limit
+            if isOpen:
+                ordinal = credit.used + skip
+                if ordinal >= credit.limit or opened >= concurrency:
+                    continue  # the peer has no credit for it
+                credit.opened(ordinal)
+                opened += 1
+            elif opened:
+                credit.closed()
+                opened -= 1
+            self.assertGreaterEqual(credit.limit, limit)
+            self.assertEqual(credit.open, opened)
+            self.assertGreaterEqual(
+                credit.limit - credit.used,
+                min(concurrency - opened, concurrency // 2 + 1),
+            )
+            self.assertLessEqual(credit.limit - credit.used + opened, concurrency)
 
 
 # ---------------------------------------------------------------- ids

@@ -42,6 +42,7 @@ from memux._engine import (
     DataReceived,
     Event,
     MemuxEngine,
+    MessagesDropped,
     SessionSettings,
     SessionTerminated,
 )
@@ -49,6 +50,7 @@ from memux._wire import (
     ChannelCreditFrame,
     CreditFrame,
     DataFrame,
+    DropFrame,
     ErrorCode,
     Frame,
     FrameDecoder,
@@ -300,6 +302,70 @@ class FloodLimitTests(SynchronousTestCase):
         events = raw.send(OpenFrame(cid, b"svc"), ResetFrame(cid, ErrorCode.CANCEL))
         self.assertExcessiveLoad(raw, events)
 
+    def test_resetRacingCloseIsFree(self) -> None:
+        """
+        A RESET that crosses our close of the channel (the peer closed, our
+        answer reached it after its FIN, it answered with RESET NO_ERROR as
+        TCP answers data after close() with RST) is the normal race of a
+        closing channel, not a frame that does no work: any number of
+        channels closing so cost the peer nothing.
+        """
+        engine = MemuxEngine(False)
+        raw = RawPeer(engine)
+        cid = 1
+        for _ in range(2 * LIMIT):
+            raw.send(OpenFrame(cid, b"svc"), DataFrame(cid, b"q", end=True, fin=True))
+            engine.sendData(cid, b"a", True)
+            engine.closeChannel(cid)
+            raw.read()
+            self.assertFalse(engine.isOpen(cid))
+            events = raw.send(ResetFrame(cid, ErrorCode.NO_ERROR, "closed"))
+            self.assertEqual(terminations(events), [])
+            cid += 2
+        self.assertEqual(engine.uselessFrames, 0)
+
+    def test_lateFrameFlood(self) -> None:
+        """
+        Frames for a closed channel (RESET, CREDIT, DROP) beyond the one per
+        closed channel that may race its close are frames that do no work:
+        past the limit the session ends with EXCESSIVE_LOAD.
+        """
+        for late in (
+            ResetFrame(1, ErrorCode.CANCEL),
+            CreditFrame(1, 1 << 30),
+            DropFrame(1, 1),
+        ):
+            engine = MemuxEngine(False)
+            raw = RawPeer(engine)
+            raw.send(OpenFrame(1, b"svc", lossy=True), DataFrame(1, fin=True))
+            engine.closeChannel(1)
+            raw.read()
+            self.assertFalse(engine.isOpen(1))
+            self.assertEqual(terminations(raw.send(*[late] * (LIMIT + 1))), [])
+            self.assertExcessiveLoad(raw, raw.send(late))
+
+    def test_dropFlood(self) -> None:
+        """
+        DROP frames that tell nothing new (no data since the last DROP: a
+        sender adds up its discards until its next data goes out) are frames
+        that do no work; DROPs between data are not.
+        """
+        engine = MemuxEngine(False)
+        raw = RawPeer(engine)
+        raw.send(OpenFrame(1, b"svc", lossy=True), DropFrame(1, 1))
+        self.assertEqual(engine.uselessFrames, 0)
+        self.assertEqual(terminations(raw.send(*[DropFrame(1, 1)] * LIMIT)), [])
+        self.assertExcessiveLoad(raw, raw.send(DropFrame(1, 1)))
+        engine = MemuxEngine(False)
+        raw = RawPeer(engine)
+        raw.send(OpenFrame(1, b"svc", lossy=True))
+        for _ in range(2 * LIMIT):
+            events = raw.send(DataFrame(1, b"m", end=True), DropFrame(1, 2))
+            self.assertEqual(events[-1], MessagesDropped(1, 2))
+            engine.consumed(1, 1)
+            raw.read()
+        self.assertEqual(engine.uselessFrames, 0)
+
     def test_refusedOpenStorm(self) -> None:
         """
         Channels the application refuses (no such service) are counted as
@@ -440,6 +506,40 @@ class PeerWire(PeerOnTransport):
         """
         self.session.dataReceived(b"".join(f.encode() for f in frames))
         self.clock.advance(0)
+
+
+class CloseRaceChurnTests(SynchronousTestCase):
+    """
+    Channels closed by both sides at once, thousands in a row, as a client
+    does that sends a request and closes without waiting for the answer:
+    no frame of theirs counts as one that does no work.
+    """
+
+    def test_writeAndCloseToEcho(self) -> None:
+        """
+        A client that writes a message to the built-in echo and closes the
+        channel in the same turn, 3 * maxUselessFrames times, keeps its
+        session: each echo comes back with the server's FIN, after the
+        client's own FIN, and closes the channel cleanly on both sides.
+        """
+        clock = Clock()
+        client, server, pump = connectedSessions(builtinServices(clock), clock=clock)
+        for n in range(3 * LIMIT):
+            proto = self.successResultOf(
+                client.openChannel(b"echo", Factory.forProtocol(Recorder))
+            )
+            assert isinstance(proto, Recorder)
+            transport = IChannelTransport(proto.transport)
+            transport.writeMessage(b"request %d" % n)
+            transport.loseConnection()
+            pump.flush()
+            assert proto.lost is not None
+            proto.lost.trap(ConnectionDone)
+        self.assertTrue(client.connected and server.connected)
+        self.assertEqual(server.engine.uselessFrames, 0)
+        self.assertEqual(client.engine.uselessFrames, 0)
+        self.assertEqual(server.engine.openChannels(), [])
+        self.assertEqual(client.engine.openChannels(), [])
 
 
 class LoadBudgetClockTests(SynchronousTestCase):

@@ -909,7 +909,7 @@ class TwoEngines(RuleBasedStateMachine):
             assert session.held == sessionHeld <= s.sessionCredit, where
             assert session.limit - session.consumed <= s.sessionCredit, where
             assert engine._reassemblyHeld == assembling, where
-            assert engine._peerChannelCount == peerChannels, where
+            assert engine._peerChannels.open == peerChannels, where
             assert engine.sessionSendCredit >= 0, where
             otherSession = self.engines[not side]._sessionRecv
             assert engine._sessionSendLimit <= otherSession.limit, where
@@ -969,7 +969,7 @@ class TwoEngines(RuleBasedStateMachine):
             assert not engine._pendingOpens and not engine._blockedOnSession, where
             assert not engine._creditDue and not engine._channelsDue, where
             assert engine._sessionRecv.held == 0, where
-            assert engine._reassemblyHeld == 0 and engine._peerChannelCount == 0, where
+            assert engine._reassemblyHeld == 0 and engine._peerChannels.open == 0, where
             assert engine._decoder.buffered == 0, where
             # All consumed credit was announced: the peer may send at least
             # half a session window again.
