@@ -478,6 +478,12 @@ class MemuxEngine:
         ch = self._channels.get(channel)
         return ch is None or ch.finSent
 
+    def hasOpenChannels(self) -> bool:
+        """
+        Whether any channel is open (in either direction).
+        """
+        return bool(self._channels)
+
     def openChannels(self) -> list[int]:
         """
         The ids of the channels that are open (in any half).

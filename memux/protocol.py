@@ -169,6 +169,10 @@ INPUT_SLICE_STEPS = 16
 #: parallel work gains.
 OUTPUT_DELAY_SECONDS = 0.0004
 
+#: How many transports deep `MemuxProtocol` looks for a connection being
+#: closed under it: TLS over HAProxy's wrapper over TCP is three.
+_WRAPPERS = 4
+
 #: Channel resets and refusals logged per session; past it they are only
 #: counted, and the count logged when the session ends: a peer resetting or
 #: opening channels in a loop must not flood the log (or pay for it).
@@ -1049,6 +1053,11 @@ class MemuxProtocol(Protocol):
         self._pausedProducers: set[ChannelTransport] = set()
         self._pullProducers: set[ChannelTransport] = set()
         self._lossy: set[ChannelTransport] = set()
+        # The connection's addresses, cached once final: from the first
+        # bytes received on.  Before that a wrapper may still change them
+        # (Twisted's ``haproxy:`` endpoint learns the client's address from
+        # the PROXY header, which precedes our peer's first byte).
+        self._addressesFinal = False
         self._peer: IAddress | None = None
         self._peerHost: str | None = None  # of _peer, once known
         self._peerPort: int | None = None
@@ -1171,10 +1180,8 @@ class MemuxProtocol(Protocol):
             cid = engine.openChannel(service, metadata, destination, lossy)
         except ValueError as e:
             return defer.fail(e)
-        peer = self._peer if self._peer is not None else self._peerAddress()
-        addr = ChannelAddress(cid, service, peer, self._peerHost, self._peerPort)
         try:
-            protocol = factory.buildProtocol(addr)
+            protocol = factory.buildProtocol(self._channelAddress(cid, service))
         except Exception:
             self._engine.resetChannel(cid)
             return defer.fail()
@@ -1306,11 +1313,8 @@ class MemuxProtocol(Protocol):
         self._armIdle()
         self._loadBudgetRefill = self._reactor.seconds() + LOAD_BUDGET_PERIOD
         self._armKeepAlive()
-        self._log.info(
-            "memux session {role} {peer}",
-            role="to" if self.client else "from",
-            peer=self._peerAddress(),
-        )
+        if self.client:
+            self._log.info("memux session to {peer}", peer=self._peerAddress())
         self._flush()
 
     def dataReceived(self, data: bytes) -> None:
@@ -1321,6 +1325,11 @@ class MemuxProtocol(Protocol):
         shared fairly with other sessions, with reading paused meanwhile.
         """
         self._heard = True
+        if not self._addressesFinal:
+            self._addressesFinal = True
+            self._peer = self._host = None  # (any cached before now)
+            if not self.client:
+                self._log.info("memux session from {peer}", peer=self._peerAddress())
         if len(data) >= self._readSize:
             # A read of at least the normal size (in bulk, of up to the
             # bulk size): the peer keeps the connection full.
@@ -1512,10 +1521,13 @@ class MemuxProtocol(Protocol):
 
     def resumeProducing(self) -> None:
         """
-        The connection drained: write again, then resume producers.
+        The connection drained: write again, then resume producers.  (A
+        connection that is closing resumes us too, instead of closing, as
+        long as we are its producer: then we finish the close, see
+        `_flush`.)
         """
         self._transportPaused = False
-        if not self._closing:
+        if not self._closing and not self._closedUnderUs():
             self._blockedSince = None
         self._flush()
 
@@ -1533,17 +1545,33 @@ class MemuxProtocol(Protocol):
 
     def _peerAddress(self) -> IAddress | None:
         # Asked once per channel: cache it (TCP builds a new object each
-        # time), and the host and port every channel's address copies.
-        if self._peer is None and self.transport is not None:
-            peer = self._peer = self.transport.getPeer()
-            self._peerHost = getattr(peer, "host", None)
-            self._peerPort = getattr(peer, "port", None)
-        return self._peer
+        # time), and the host and port every channel's address copies; but
+        # only once final (see `_addressesFinal`).
+        peer = self._peer
+        if peer is None and self.transport is not None:
+            peer = self.transport.getPeer()
+            if self._addressesFinal:
+                self._peer = peer
+                self._peerHost = getattr(peer, "host", None)
+                self._peerPort = getattr(peer, "port", None)
+        return peer
 
     def _hostAddress(self) -> IAddress | None:
-        if self._host is None and self.transport is not None:
-            self._host = self.transport.getHost()
-        return self._host
+        host = self._host
+        if host is None and self.transport is not None:
+            host = self.transport.getHost()
+            if self._addressesFinal:
+                self._host = host
+        return host
+
+    def _channelAddress(self, channel: int, service: bytes) -> ChannelAddress:
+        """
+        The address a channel's factory is given: the peer's end.
+        """
+        peer = self._peerAddress()
+        if self._peer is None:
+            return ChannelAddress.of(channel, service, peer)
+        return ChannelAddress(channel, service, peer, self._peerHost, self._peerPort)
 
     def _scheduleFlush(self) -> None:
         # One flush per reactor turn: many writes share one transport.write,
@@ -1601,6 +1629,19 @@ class MemuxProtocol(Protocol):
                 self._handleEvents(events)
             self._closeConnection()
             return
+        if self._closedUnderUs():
+            # ``session.transport.loseConnection()``: Twisted's TCP stops
+            # reading and, while we are its producer, resumes us when its
+            # buffer drains instead of closing (and TLS waits for us to
+            # unregister): no credit can arrive any more, so write what can
+            # be written and close as `loseConnection` does.
+            self._flushing = True
+            try:
+                self._writeOut()
+            finally:
+                self._flushing = False
+            self._closeConnection()
+            return
         if self._smallWrites != self._smallSeen:
             self._smallSeen = self._smallWrites
             self._fullFlushes = 0
@@ -1634,8 +1675,34 @@ class MemuxProtocol(Protocol):
                 self._shedLoad()
         elif more:
             self._scheduleFlush()  # rounds used up: the rest next turn
-        if self._draining and not self._transports and not engine.hasDataToSend():
+        if (
+            self._draining
+            and not self._transports
+            and not engine.hasOpenChannels()
+            and not engine.hasDataToSend()
+        ):
+            # (A channel closed with loseConnection lets go of its transport
+            # once our FIN is out, but is open until the peer's FIN.)
             self._closeConnection()
+
+    def _closedUnderUs(self) -> bool:
+        """
+        Whether the connection is being closed by someone else than us:
+        ``session.transport.loseConnection()``, or, beneath a wrapper such
+        as TLS, the wrapper closing the connection under it (TLS does when
+        the peer's close_notify arrives, while it still holds us as its
+        producer).
+        """
+        if self._closing:
+            return False
+        transport: Any = self.transport
+        for _ in range(_WRAPPERS):
+            if transport is None:
+                return False
+            if getattr(transport, "disconnecting", False):
+                return True
+            transport = getattr(transport, "transport", None)
+        return False
 
     def _bulkMode(self, on: bool) -> None:
         """
@@ -1806,13 +1873,20 @@ class MemuxProtocol(Protocol):
             return
         timeout = self.settings.handshakeTimeout
         self._log.info(
-            "Aborting memux session with {peer}: no preface within {timeout:g} s",
+            "Ending memux session with {peer}: no preface within {timeout:g} s",
             peer=self._peerAddress(),
             timeout=timeout,
         )
-        self._abort(
-            ErrorCode.IDLE_TIMEOUT, f"no preface from the peer in {timeout:g} s"
-        )
+        reason = f"no preface from the peer in {timeout:g} s"
+        self._terminatedWith = (ErrorCode.IDLE_TIMEOUT, reason)
+        if self._transportPaused:
+            # The connection takes nothing more: a GOAWAY would never go.
+            self._abort(ErrorCode.IDLE_TIMEOUT, reason)
+            return
+        # Tell the peer why (it may be a memux peer on a slow link), then
+        # close; a peer that does not read either is bounded by writeTimeout.
+        self._engine.goAway(ErrorCode.IDLE_TIMEOUT, reason)
+        self._flush()
 
     def _outputBlocked(self) -> None:
         """
@@ -1950,7 +2024,12 @@ class MemuxProtocol(Protocol):
         why = ""
         services = self._serviceMap
         if services is not None:
-            factory = services.get(event.service)
+            if event.destination is None:
+                factory = services.get(event.service)
+            else:
+                # Forwarding needs a services callable that says where to.
+                factory = None
+                why = "this session forwards to no destination"
         else:
             request = ChannelRequest(
                 event.service,
@@ -1981,12 +2060,10 @@ class MemuxProtocol(Protocol):
             )
         protocol = None
         if factory is not None:
-            peer = self._peer if self._peer is not None else self._peerAddress()
-            addr = ChannelAddress(
-                event.channel, event.service, peer, self._peerHost, self._peerPort
-            )
             try:
-                protocol = factory.buildProtocol(addr)
+                protocol = factory.buildProtocol(
+                    self._channelAddress(event.channel, event.service)
+                )
             except Exception:
                 self._log.failure(
                     "Error building a protocol for channel {channel}",

@@ -179,7 +179,9 @@ def connectedChannel(
         raise RuntimeError(f"could not open the channel: {outcome[0].value}")
     pump.flush()
     if not serving.built:
-        raise RuntimeError(f"the server factory built no protocol for {describeService(service)}")
+        raise RuntimeError(
+            f"the server factory built no protocol for {describeService(service)}"
+        )
     return ConnectedChannel(
         clientProtocol, serving.built[0], client, server, pump, pump.clock
     )

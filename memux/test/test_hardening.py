@@ -1081,9 +1081,23 @@ PARTIAL_CLIENT_HELLO = bytes.fromhex("1603010200010001fc0303a1b2c3d4")
 class HandshakeTimeoutTests(SynchronousTestCase):
     """
     SessionSettings.handshakeTimeout: a connection whose peer has not sent
-    its whole preface that long after it was made is aborted (slowloris),
-    which over TLS bounds the TLS handshake too.
+    its whole preface that long after it was made is ended (slowloris),
+    with GOAWAY IDLE_TIMEOUT when the connection can still take it, which
+    over TLS bounds the TLS handshake too.
     """
+
+    def assertEndedWithGoAway(self, transport: StringTransport) -> None:
+        """
+        The session wrote GOAWAY IDLE_TIMEOUT after its preface and closed
+        the connection (after what it wrote, not aborting it).
+        """
+        frames = FrameDecoder(1 << 24).receive(transport.value())
+        self.assertIsInstance(frames[0], Preface)
+        self.assertEqual(
+            [(type(f), getattr(f, "code", None)) for f in frames[1:]],
+            [(GoAwayFrame, ErrorCode.IDLE_TIMEOUT)],
+        )
+        self.assertTrue(transport.disconnecting)
 
     def connect(
         self, settings: SessionSettings | None = None, client: bool = False
@@ -1106,17 +1120,29 @@ class HandshakeTimeoutTests(SynchronousTestCase):
 
     def test_silentPeer(self) -> None:
         """
-        A peer that sends nothing is aborted at handshakeTimeout, not
-        before, and it is logged at info.
+        A peer that sends nothing is told GOAWAY IDLE_TIMEOUT and its
+        connection closed at handshakeTimeout, not before, and it is logged
+        at info.
         """
         clock, session, transport = self.connect()
         clock.advance(19.9)
         self.assertFalse(transport.disconnecting)
         with capturedLogs() as events:
             clock.advance(0.1)
-        self.assertTrue(transport.disconnected)  # aborted
+        self.assertEndedWithGoAway(transport)
         [event] = [e for e in events if "no preface" in e["log_format"]]
         self.assertEqual(event["log_level"], LogLevel.info)
+
+    def test_silentPeerNotReading(self) -> None:
+        """
+        When the connection takes nothing more (it paused the session), a
+        GOAWAY could never reach the peer: the connection is aborted at
+        handshakeTimeout.
+        """
+        clock, session, transport = self.connect()
+        session.pauseProducing()
+        clock.advance(20)
+        self.assertTrue(transport.disconnected)  # aborted
 
     def test_dribbledPreface(self) -> None:
         """
@@ -1129,7 +1155,7 @@ class HandshakeTimeoutTests(SynchronousTestCase):
             self.assertFalse(transport.disconnecting)
             session.dataReceived(preface[i : i + 1])
             clock.advance(3)
-        self.assertTrue(transport.disconnected)
+        self.assertEndedWithGoAway(transport)
         self.assertFalse(session.engine.prefaceReceived)
 
     def test_prefaceInTime(self) -> None:
@@ -1156,8 +1182,8 @@ class HandshakeTimeoutTests(SynchronousTestCase):
             session.openChannel(b"svc", Factory.forProtocol(Recorder))
         )
         clock.advance(20)
-        self.assertTrue(transport.disconnected)
-        session.connectionLost(Failure(ConnectionAborted()))
+        self.assertTrue(transport.disconnecting)
+        session.connectionLost(Failure(ConnectionDone()))
         clock.advance(0)
         assert isinstance(recorder, Recorder) and recorder.lost is not None
         lost = recorder.lost.value

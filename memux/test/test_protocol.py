@@ -1186,6 +1186,44 @@ class SessionTests(SessionTestCase):
         self.successResultOf(done)
         self.assertFalse(self.client.connected)
 
+    def test_goAwayWaitsForPeersFin(self) -> None:
+        """
+        A channel the server closed (its FIN out, its protocol told) is
+        still open until the client's FIN: a graceful goAway waits for it,
+        so the client finishes the channel cleanly, not with SessionLost.
+        """
+        proto = self.open(b"record", HalfCloseRecorder)
+        self.pump.flush()
+        self.serverProtocols[0].transport.loseConnection()
+        self.pump.flush()
+        self.assertEqual(proto.events, ["made", "readLost"])
+        done = self.server.goAway()
+        self.pump.flush()
+        self.assertNoResult(done)
+        self.assertTrue(self.client.connected)
+        proto.transport.write(b"late reply")
+        proto.transport.loseConnection()
+        self.pump.flush()
+        self.successResultOf(done)
+        assert proto.lost is not None
+        proto.lost.trap(ConnectionDone)
+
+    def test_destinationRefusedByServiceMap(self) -> None:
+        """
+        With a plain mapping of services, a channel naming a destination is
+        refused, whatever its service name: forwarding takes a services
+        callable that chooses what to allow (spec: "Tunnelling and open
+        proxies").
+        """
+        proto = self.open(b"record", destination=("127.0.0.1", 7))
+        self.pump.flush()
+        assert proto.lost is not None
+        proto.lost.trap(ChannelRefused)
+        self.assertEqual(
+            proto.lost.value.reason, "this session forwards to no destination"
+        )
+        self.assertEqual(self.serverProtocols, [])
+
     def test_goAwayRefusesChannelsInFlight(self) -> None:
         """
         A channel the client opened that crossed the server's GOAWAY is

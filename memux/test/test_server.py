@@ -69,6 +69,25 @@ class Upper(Protocol):
         IChannelTransport(self.transport).writeMessage(message.upper())
 
 
+class PeerTeller(Protocol):
+    """
+    A service that answers with the addresses its channel transport gives,
+    C{b"peer-host peer-port host-host host-port"}, and closes; mounted by
+    dotted name with C{--factory}.
+    """
+
+    def connectionMade(self) -> None:
+        """
+        Tell the client what C{getPeer} and C{getHost} say, and close.
+        """
+        transport = IChannelTransport(self.transport)
+        peer: Any = transport.getPeer()  # a ChannelAddress
+        host: Any = transport.getHost()
+        text = f"{peer.host} {peer.port} {host.host} {host.port}"
+        transport.writeMessage(text.encode())
+        transport.loseConnection()
+
+
 @implementer(IHalfCloseableProtocol)
 class HalfCloseEcho(Protocol):
     """
@@ -642,17 +661,15 @@ class ProtocolLoggingTests(ServerTestCase):
         await self.closeSession(session)
         await self.closeServerSessions()
         serverSide = [e for e in events if e.get("log_source") in self.serverSessions]
-        formats = {
-            "memux session {role} {peer}": "from",
-            "Refused channel {channel} from {peer}: {why}": None,
-            "memux session with {peer} ended: {reason}": None,
-        }
-        for fmt, role in formats.items():
+        formats = [
+            "memux session from {peer}",
+            "Refused channel {channel} from {peer}: {why}",
+            "memux session with {peer} ended: {reason}",
+        ]
+        for fmt in formats:
             [event] = [e for e in serverSide if e["log_format"] == fmt]
             self.assertEqual(event["log_level"], LogLevel.info)
             self.assertEqual(event["peer"], host)
-            if role is not None:
-                self.assertEqual(event["role"], role)
 
     async def test_protocolViolation(self) -> None:
         """
@@ -731,3 +748,142 @@ class DrainTests(ServerTestCase):
         await session.whenClosed()
         [serverSide] = self.serverSessions
         self.assertIsNotNone(serverSide.lostReason)
+
+
+# ---------------------------------------------------------------- HAProxy
+
+
+def proxyV1(source: tuple[str, int], destination: tuple[str, int]) -> bytes:
+    """
+    A PROXY protocol version 1 header (text) for a TCP connection from
+    C{source} to C{destination} (IPv4 or IPv6 loopback addresses).
+    """
+    family = "TCP6" if ":" in source[0] else "TCP4"
+    return (
+        f"PROXY {family} {source[0]} {destination[0]} {source[1]} {destination[1]}\r\n"
+    ).encode()
+
+
+def proxyV2(source: tuple[str, int], destination: tuple[str, int]) -> bytes:
+    """
+    A PROXY protocol version 2 header (binary) for a TCP connection from
+    C{source} to C{destination}.
+    """
+    import ipaddress
+    import struct
+
+    src = ipaddress.ip_address(source[0])
+    dst = ipaddress.ip_address(destination[0])
+    family = 0x11 if src.version == 4 else 0x21  # TCP over IPv4 / IPv6
+    body = src.packed + dst.packed + struct.pack("!HH", source[1], destination[1])
+    signature = b"\r\n\r\n\x00\r\nQUIT\n"
+    return signature + bytes((0x21, family)) + struct.pack("!H", len(body)) + body
+
+
+class ProxiedClient(Protocol):
+    """
+    The client end of a connection through a (pretend) HAProxy: it sends a
+    PROXY header, then carries a memux client session.
+    """
+
+    def __init__(self, header: bytes, reactor: Any) -> None:
+        self.header = header
+        self.session = MemuxProtocol(client=True, reactor=reactor)
+
+    def connectionMade(self) -> None:
+        """
+        The header first, then the session's preface.
+        """
+        assert self.transport is not None
+        self.transport.write(self.header)
+        self.session.makeConnection(self.transport)
+
+    def dataReceived(self, data: bytes) -> None:
+        """
+        Everything the server sends is the session's.
+        """
+        self.session.dataReceived(data)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """
+        The session's connection is gone.
+        """
+        self.session.connectionLost(reason)
+
+
+class HAProxyTests(ServerTestCase):
+    """
+    Behind HAProxy (C{--listen haproxy:tcp:PORT}, Twisted's PROXY protocol
+    wrapper), sessions and channels report the client's address the PROXY
+    header gives, not the balancer's: in C{getPeer}/C{getHost} of channel
+    transports (so L{ChannelAddress}) and in the log.
+    """
+
+    async def proxied(self, header: bytes) -> tuple[bytes, list[dict[str, Any]]]:
+        """
+        Connect through C{haproxy:} with C{header}, ask the C{peer} service
+        what it sees, close; return its answer and the log events.
+        """
+        events = self.captureLog()
+        server = self.serve(
+            "--listen",
+            "haproxy:" + LOCAL,
+            "--factory",
+            "peer=memux.test.test_server.PeerTeller",
+        )
+        port = self.tcpPort(server)
+        client = ProxiedClient(header, self.reactor)
+        await connectProtocol(self.tcpEndpoint(port), client)
+        self.addCleanup(self.closeSession, client.session)
+        proto = await client.session.openChannel(
+            b"peer", Factory.forProtocol(Collector)
+        )
+        assert isinstance(proto, Collector)
+        await proto.lost
+        await self.closeSession(client.session)
+        await self.closeServerSessions()
+        return proto.received, events
+
+    async def test_v1(self) -> None:
+        """
+        With a version 1 (text) header, the channel sees the client's
+        address and port and the address the client connected to, and the
+        session's log lines name the client.
+        """
+        header = proxyV1(("127.0.0.7", 51000), ("127.0.0.9", 7400))
+        answer, events = await self.proxied(header)
+        self.assertEqual(answer, b"127.0.0.7 51000 127.0.0.9 7400")
+        [started] = logged(events, "memux session from {peer}")
+        self.assertEqual(
+            (started["peer"].host, started["peer"].port), ("127.0.0.7", 51000)
+        )
+        [ended] = [
+            e
+            for e in logged(events, "memux session with {peer} ended")
+            if e["log_source"] in self.serverSessions
+        ]
+        self.assertEqual(ended["peer"].host, "127.0.0.7")
+
+    async def test_v2(self) -> None:
+        """
+        With a version 2 (binary) header, likewise.
+        """
+        header = proxyV2(("127.0.0.8", 52000), ("127.0.0.9", 7401))
+        answer, events = await self.proxied(header)
+        self.assertEqual(answer, b"127.0.0.8 52000 127.0.0.9 7401")
+        [started] = logged(events, "memux session from {peer}")
+        self.assertEqual(started["peer"].port, 52000)
+
+    async def test_v2IPv6(self) -> None:
+        """
+        A version 2 header for an IPv6 client is reported as given.
+        """
+        import ipaddress
+
+        answer, _ = await self.proxied(proxyV2(("::1", 53000), ("::1", 7402)))
+        peer, peerPort, host, hostPort = answer.decode().split()
+        self.assertEqual(
+            (ipaddress.ip_address(peer), peerPort, ipaddress.ip_address(host)),
+            (ipaddress.ip_address("::1"), "53000", ipaddress.ip_address("::1")),
+        )
+        self.assertEqual(hostPort, "7402")

@@ -1,0 +1,178 @@
+# -*- test-case-name: memux.test.test_close -*-
+"""
+Every way of closing a session finishes: `MemuxProtocol.loseConnection`,
+and ``loseConnection()`` on the session's own connection (TCP or TLS),
+even while channels wait for credit that can no longer arrive.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import (
+    TCP4ClientEndpoint,
+    TCP4ServerEndpoint,
+    wrapClientTLS,
+)
+from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from memux import IChannelTransport, MemuxProtocol, MultiplexingFactory
+from memux.protocol import connectSession
+from memux.services import builtinServices
+from memux.test.test_protocol import PausingTransport, PeerOnTransport
+from memux.test.test_tls import HOSTNAME, Certificates
+from memux.tls import clientTLSOptions, serverTLSOptions, tlsServerFactory
+
+#: How much each channel uploads: far more than the credit the server
+#: grants, so channels wait for credit when the connection is closed.
+UPLOAD = 8 * 1024 * 1024
+CHANNELS = 20
+
+
+class ClosedUnderUsTests(SynchronousTestCase):
+    """
+    A connection closed with its own ``loseConnection()`` while the session
+    is its paused producer: Twisted's TCP resumes the producer when its
+    buffer drains instead of closing; the session must then close it.
+    """
+
+    def test_resumeOnClosingConnectionCloses(self) -> None:
+        """
+        Resumed by a connection that is closing, with channels waiting for
+        credit, the session writes what it can, unregisters as producer and
+        closes the connection, and its write timeout keeps counting.
+        """
+        clock = Clock()
+        factory = MultiplexingFactory(builtinServices(clock), reactor=clock)
+        transport = PausingTransport()
+        peer = PeerOnTransport(factory.buildProtocol(None), clock, transport)
+        session = peer.session
+        proto: Any = self.successResultOf(
+            session.openChannel(b"echo", Factory.forProtocol(Protocol))
+        )
+        IChannelTransport(proto.transport).write(b"u" * UPLOAD)
+        clock.advance(0)
+        self.assertIs(transport.producer, session)
+        transport.loseConnection()
+        transport.send()  # drained: Twisted resumes its producer
+        self.assertIsNone(transport.producer)
+        self.assertTrue(transport.disconnecting)
+        self.assertIsNotNone(session._writeCall)
+
+
+class RealCloseTests(TestCase):
+    """
+    Over loopback TCP and TLS, a client session with many channels blocked
+    on credit closes, whichever way it is closed.
+    """
+
+    timeout = 60
+
+    def setUp(self) -> None:
+        """
+        Use the real reactor.
+        """
+        from twisted.internet import reactor
+
+        self.reactor: Any = reactor
+
+    async def serve(self, tls: bool) -> IStreamClientEndpoint:
+        """
+        A server with the built-in services on a loopback port (TLS if
+        C{tls}) until cleanup; return an endpoint reaching it.
+        """
+        sessions = MultiplexingFactory(builtinServices(self.reactor))
+        self.serverSessions = sessions
+        factory: Any = sessions
+        certs: Certificates | None = None
+        if tls:
+            certs = Certificates(self.mktemp())
+            factory = tlsServerFactory(factory, serverTLSOptions(certs.serverPEM))
+        port = await TCP4ServerEndpoint(self.reactor, 0, interface="127.0.0.1").listen(
+            factory
+        )
+        self.addCleanup(port.stopListening)
+        address = port.getHost()
+        assert isinstance(address, IPv4Address)
+        endpoint: IStreamClientEndpoint = TCP4ClientEndpoint(
+            self.reactor, "127.0.0.1", address.port
+        )
+        if certs is not None:
+            endpoint = wrapClientTLS(clientTLSOptions(HOSTNAME, certs.caPEM), endpoint)
+        return endpoint
+
+    async def uploading(self, tls: bool) -> MemuxProtocol:
+        """
+        A client session whose channels to echo each have more queued than
+        their credit allows; aborted at cleanup if still connected.
+        """
+        session = await connectSession(await self.serve(tls), reactor=self.reactor)
+
+        def abort() -> None:
+            if session.connected:
+                session.abortConnection()
+
+        self.addCleanup(abort)
+        for _ in range(CHANNELS):
+            proto: Any = await session.openChannel(
+                b"echo", Factory.forProtocol(Protocol)
+            )
+            IChannelTransport(proto.transport).write(b"u" * UPLOAD)
+        # Let data flow until the session is paused by its connection.
+        for _ in range(200):
+            if session._transportPaused:
+                break
+            await self.turn(0.01)
+        return session
+
+    def turn(self, seconds: float) -> Deferred[None]:
+        """
+        Fire after C{seconds} of the real reactor.
+        """
+        d: Deferred[None] = Deferred()
+        self.reactor.callLater(seconds, d.callback, None)
+        return d
+
+    async def closes(self, session: MemuxProtocol, how: str) -> None:
+        """
+        Close C{session} C{how} and wait (at most 20 s) for it to close.
+        """
+        if how == "session":
+            session.loseConnection()
+        else:
+            transport: Any = session.transport
+            transport.loseConnection()
+        await session.whenClosed().addTimeout(20, self.reactor)
+        self.assertFalse(session.connected)
+        # The server's side of the session sees the close and ends too.
+        for server in self.serverSessions.connectedSessions():
+            await server.whenClosed().addTimeout(20, self.reactor)
+
+    async def test_tcpConnectionClosed(self) -> None:
+        """
+        C{session.transport.loseConnection()} over TCP closes.
+        """
+        await self.closes(await self.uploading(tls=False), "transport")
+
+    async def test_tcpSessionClosed(self) -> None:
+        """
+        C{session.loseConnection()} over TCP closes.
+        """
+        await self.closes(await self.uploading(tls=False), "session")
+
+    async def test_tlsConnectionClosed(self) -> None:
+        """
+        C{session.transport.loseConnection()} over TLS closes.
+        """
+        await self.closes(await self.uploading(tls=True), "transport")
+
+    async def test_tlsSessionClosed(self) -> None:
+        """
+        C{session.loseConnection()} over TLS closes.
+        """
+        await self.closes(await self.uploading(tls=True), "session")
