@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.error import ConnectionDone
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -130,11 +130,27 @@ class Requester(Protocol):
         assert self.transport is not None
         self.transport.loseConnection()
 
-    def connectionLost(self, reason: Failure) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         """
         Keep why the channel ended.
         """
         self.ended = reason
+
+
+class RequesterFactory(Factory):
+    """
+    Builds one L{Requester} for C{request}.
+    """
+
+    def __init__(self, request: bytes, replies: dict[bytes, bytes]) -> None:
+        self.request = request
+        self.replies = replies
+
+    def buildProtocol(self, addr: Any) -> Requester:
+        """
+        The requester.
+        """
+        return Requester(self.request, self.replies)
 
 
 class SessionChurnTests(SynchronousTestCase):
@@ -158,9 +174,7 @@ class SessionChurnTests(SynchronousTestCase):
         for r in range(rounds):
             for n in range(inFlight):
                 request = b"%06d" % (r * inFlight + n) * 171  # 1026 bytes
-                factory = Factory.forProtocol(
-                    lambda request=request: Requester(request, replies)
-                )
+                factory = RequesterFactory(request, replies)
                 protocols.append(
                     self.successResultOf(client.openChannel(b"echo", factory))
                 )
