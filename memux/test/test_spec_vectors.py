@@ -1,13 +1,17 @@
 """
-Check the test vectors of ``doc/spec.rst`` against `memux._wire`.
+Check the test vectors of ``doc/spec.rst`` against `memux._wire`, and the
+exchange and ``chargen`` vectors against the reference sessions and
+built-in services (`memux.protocol`, `memux.services`).
 
 The specification carries its test vectors as ``.. code-block:: text``
 blocks of ``key: value`` lines (see its "Test vectors" section).  These
 tests extract every such block, encode what it describes with `memux._wire`
 and compare the bytes with the block's hex, then decode the hex and compare
-the result with what the block describes.  They also check that the
-specification's tables of frame types, settings and error codes match the
-implementation, and that every vector the prose cites exists.
+the result with what the block describes; exchanges are played to a real
+server session, and ``chargen`` data is read from a real channel.  They
+also check that the specification's tables of frame types, settings and
+error codes match the implementation, and that every vector the prose
+cites exists.
 """
 
 from __future__ import annotations
@@ -15,11 +19,18 @@ from __future__ import annotations
 import re
 import textwrap
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+from twisted.internet.error import ConnectionDone
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from twisted.trial import unittest
+from zope.interface import implementer
 
 from memux import _wire
+from memux._engine import ChannelOpened, MemuxEngine, SessionSettings
 from memux._wire import (
     SETTING_BOUNDS,
     ChannelCreditFrame,
@@ -42,6 +53,10 @@ from memux._wire import (
     encodePreface,
     encodeVarint,
 )
+from memux.interfaces import IChunkReceiver
+from memux.protocol import ChannelTransport, MemuxProtocol
+from memux.services import Echo, builtinServices
+from memux.testing import connectedSessions
 
 SPEC = Path(__file__).parents[2] / "doc" / "spec.rst"
 
@@ -192,9 +207,87 @@ def decodeBytewise(data: bytes) -> list[Any]:
     return out
 
 
+def withoutCredit(frames: list[Any]) -> list[Any]:
+    """
+    ``frames`` less CREDIT and CHANNELS frames, which exchange vectors leave
+    out (when they are sent is each implementation's policy).
+    """
+    return [f for f in frames if not isinstance(f, (CreditFrame, ChannelCreditFrame))]
+
+
+def serverAnswer(
+    received: bytes, services: dict[bytes, Any] | None = None
+) -> tuple[list[Any], StringTransport]:
+    """
+    Give ``received`` in one read to a reference server session offering
+    ``services`` (the built-in ones by default) and return the frames it
+    sends after its own preface, and its connection.
+    """
+    clock = Clock()
+    if services is None:
+        services = builtinServices(clock)
+    session = MemuxProtocol(services, reactor=clock)
+    transport = StringTransport()
+    session.makeConnection(transport)
+    session.dataReceived(received)
+    for _ in range(10):
+        clock.advance(0)
+    sent = transport.value()
+    preface = encodePreface(session.settings.toWire())
+    if not sent.startswith(preface):
+        raise AssertionError(f"the server did not start with its preface: {sent!r}")
+    # Decoded as the peer would, with the initial MAX_FRAME_SIZE that the
+    # vectors' preface (or no preface at all) leaves the server bound to.
+    items = FrameDecoder().receive(sent)
+    return items[1:], transport
+
+
+def chargenByte(offset: int) -> int:
+    """
+    The byte at ``offset`` of the ``chargen`` data, by the formula of the
+    specification's appendix.
+    """
+    line, column = divmod(offset, 74)
+    if column < 72:
+        return 0x20 + (line + column) % 95
+    return 0x0D if column == 72 else 0x0A
+
+
+def chargenData(length: int) -> bytes:
+    """
+    The first ``length`` bytes of the ``chargen`` data, by the formula.
+    """
+    period = bytes(chargenByte(offset) for offset in range(95 * 74))
+    return (period * (length // len(period) + 1))[:length]
+
+
+@implementer(IChunkReceiver)
+class ChunkRecorder(Protocol):
+    """
+    A channel protocol that records the chunks it receives, with their END
+    flags, and how the channel ended.
+    """
+
+    def __init__(self) -> None:
+        self.chunks: list[tuple[bytes, bool]] = []
+        self.reason: Failure | None = None
+
+    def chunkReceived(self, data: bytes, endOfMessage: bool) -> None:
+        self.chunks.append((data, endOfMessage))
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.reason = reason
+
+    @property
+    def data(self) -> bytes:
+        return b"".join(data for data, _ in self.chunks)
+
+
 class SpecVectorTests(unittest.SynchronousTestCase):
     """
-    The test vectors in ``doc/spec.rst`` agree with `memux._wire`.
+    The test vectors in ``doc/spec.rst`` agree with `memux._wire`, and the
+    exchanges and ``chargen`` data with the reference sessions and built-in
+    services.
     """
 
     def setUp(self) -> None:
@@ -219,15 +312,22 @@ class SpecVectorTests(unittest.SynchronousTestCase):
             {"frame", "hex"},
             {"input", "hex", "decodes"},
             {"input", "hex", "error"},
+            {"input", "hex", "answer"},
+            {"chargen", "hex"},
         ]
         names = [v.name for v in self.vectors]
         self.assertEqual(len(names), len(set(names)), "duplicate vector names")
         for v in self.vectors:
             self.assertIn(set(v.fields), shapes, v)
             v.raw  # noqa: B018 -- raises ValueError for bad hex
+            if "answer" in v.fields:
+                bytes.fromhex(v.fields["answer"])
+                self.assertIn(v.fields["input"], ("stream", "after-preface"), v)
             if "input" in v.fields:
                 inputs = ("varint", "stream", "after-preface")
                 self.assertIn(v.fields["input"], inputs, v)
+            if "chargen" in v.fields:
+                self.assertGreaterEqual(int(v.fields["chargen"]), 0, v)
 
     def test_coverage(self) -> None:
         """
@@ -274,6 +374,10 @@ class SpecVectorTests(unittest.SynchronousTestCase):
         self.assertTrue(any(f.metadata is not None for f in opens))
         self.assertTrue(any(f.destination is not None for f in opens))
         self.assertTrue(any(f.lossy for f in opens))
+        # An empty service name with flags: still the default service.
+        self.assertTrue(
+            any(f.service == b"" and (f.metadata is not None or f.lossy) for f in opens)
+        )
         credits = {f.channel == 0 for f in frames if isinstance(f, CreditFrame)}
         self.assertEqual(credits, {True, False})
         acks = {f.ack for f in frames if isinstance(f, PingFrame)}
@@ -289,6 +393,12 @@ class SpecVectorTests(unittest.SynchronousTestCase):
             },
             errors,
         )
+
+        # The built-in services each have an exchange, and chargen its data.
+        exchanges = b"".join(v.raw for v in self.kind("input", "hex", "answer"))
+        for service in (b"echo", b"discard"):
+            self.assertIn(bytes([len(service)]) + service, exchanges)
+        self.assertTrue(self.kind("chargen", "hex"))
 
     def test_citedVectorsExist(self) -> None:
         """
@@ -387,6 +497,183 @@ class SpecVectorTests(unittest.SynchronousTestCase):
             for decode in (decodeAll, decodeBytewise):
                 error = self.assertRaises(ProtocolError, decode, data)
                 self.assertEqual(error.code, code, (v, decode.__name__, str(error)))
+
+    def test_checkOrder(self) -> None:
+        """
+        A frame that breaks several rules is reported with the error of the
+        first check the specification lists: the length against
+        MAX_FRAME_SIZE, then the channel id against the type, then the
+        payload.  So a PING on a non-zero channel is a PROTOCOL_ERROR even
+        with a payload over 64 bytes, but a FRAME_SIZE_ERROR if its length
+        exceeds MAX_FRAME_SIZE.
+        """
+        cases = [
+            # (type byte, channel, payload, code)
+            (0x40, 1, bytes(65), ErrorCode.PROTOCOL_ERROR),
+            (0x41, 3, bytes(200), ErrorCode.PROTOCOL_ERROR),
+            (0x40, 0, bytes(65), ErrorCode.FRAME_SIZE_ERROR),
+            (0x50, 1, b"\x80", ErrorCode.PROTOCOL_ERROR),
+            (0x60, 1, b"", ErrorCode.PROTOCOL_ERROR),
+            (0x30, 0, b"", ErrorCode.PROTOCOL_ERROR),
+            (0x70, 0, b"\x00", ErrorCode.PROTOCOL_ERROR),
+            (0x10, 0, b"\x05", ErrorCode.PROTOCOL_ERROR),
+        ]
+        for typeByte, channel, payload, code in cases:
+            frame = (
+                bytes([typeByte])
+                + encodeVarint(channel)
+                + encodeVarint(len(payload))
+                + payload
+            )
+            for decode in (decodeAll, decodeBytewise):
+                error = self.assertRaises(ProtocolError, decode, self.preface + frame)
+                self.assertEqual(error.code, code, (frame.hex(" "), str(error)))
+        # The length is checked from the header, before the channel id.
+        header = b"\x40\x01" + encodeVarint(16385)
+        error = self.assertRaises(ProtocolError, decodeAll, self.preface + header)
+        self.assertEqual(error.code, ErrorCode.FRAME_SIZE_ERROR)
+
+    def test_openingFrames(self) -> None:
+        """
+        Every opening frame among the frame vectors opens, at a receiving
+        engine, a channel of the service it names, with its metadata,
+        destination and lossiness; an empty name is the default service
+        whatever the flags, and DATA with OPEN is the default service with
+        none of them.
+        """
+        seen = 0
+        for v in self.kind("frame", "hex"):
+            frame = v.evaluate("frame")
+            if isinstance(frame, OpenFrame):
+                expected = ChannelOpened(
+                    frame.channel,
+                    frame.service,
+                    frame.metadata,
+                    frame.destination,
+                    frame.lossy,
+                )
+            elif isinstance(frame, DataFrame) and frame.open:
+                expected = ChannelOpened(frame.channel, b"")
+            else:
+                continue
+            seen += 1
+            # The peer of an odd (client) id is the server, and the reverse.
+            engine = MemuxEngine(client=frame.channel % 2 == 0)
+            events = engine.receiveData(self.preface + v.raw)
+            opened = [e for e in events if isinstance(e, ChannelOpened)]
+            self.assertEqual(opened, [expected], v)
+        self.assertTrue(seen)
+
+    def test_emptyServiceIsDefault(self) -> None:
+        """
+        A reference session serves every OPEN vector with an empty service
+        name with its default service (the one under b""), whatever its
+        flags: here an echo, which answers a message sent on the channel.
+        """
+        vectors = [
+            v
+            for v in self.kind("frame", "hex")
+            if isinstance(v.evaluate("frame"), OpenFrame)
+            and v.evaluate("frame").service == b""
+        ]
+        self.assertGreaterEqual(len(vectors), 2)
+        for v in vectors:
+            channel = v.evaluate("frame").channel
+            message = DataFrame(channel, b"x", end=True)
+            received = self.preface + v.raw + message.encode()
+            frames, _ = serverAnswer(received, {b"": Factory.forProtocol(Echo)})
+            self.assertEqual(withoutCredit(frames), [message], v)
+
+    def test_exchanges(self) -> None:
+        """
+        Each exchange vector's ``answer`` is what a reference server
+        session offering the built-in services sends after its preface
+        (CREDIT and CHANNELS frames left out) when it receives the vector's
+        input in one read; an answer ending in a GOAWAY with an error is
+        followed by the close of the connection.
+        """
+        vectors = self.kind("input", "hex", "answer")
+        self.assertTrue(vectors)
+        for v in vectors:
+            received = v.raw
+            if v.fields["input"] == "after-preface":
+                received = self.preface + received
+            expected = decodeAll(self.preface + bytes.fromhex(v.fields["answer"]))[1:]
+            self.assertEqual(
+                b"".join(f.encode() for f in expected).hex(" "),
+                bytes.fromhex(v.fields["answer"]).hex(" "),
+                v,
+            )
+            frames, transport = serverAnswer(received)
+            self.assertEqual(withoutCredit(frames), expected, v)
+            last = expected[-1] if expected else None
+            if isinstance(last, GoAwayFrame) and last.code != ErrorCode.NO_ERROR:
+                self.assertTrue(transport.disconnecting, v)
+
+    def test_chargen(self) -> None:
+        """
+        The data of the reference ``chargen`` service is the pattern the
+        specification's formula gives, from its first byte, and each
+        ``chargen`` vector's hex is that data at the vector's offset.  It
+        never ends a message; after the client's FIN it sends what it has
+        queued and FIN, and the channel closes cleanly.
+        """
+        vectors = self.kind("chargen", "hex")
+        self.assertTrue(vectors)
+        need = max(int(v.fields["chargen"]) + len(v.raw) for v in vectors)
+        clock = Clock()
+        client, server, pump = connectedSessions(builtinServices(clock), clock=clock)
+        recorder = ChunkRecorder()
+        client.openChannel(b"chargen", Factory.forProtocol(lambda: recorder))
+        for _ in range(100):
+            if len(recorder.data) >= need:
+                break
+            # Not pump.flush(): chargen always has more to send.
+            pump.pump()
+            clock.advance(0)
+        data = recorder.data
+        self.assertGreaterEqual(len(data), need)
+        for v in vectors:
+            offset = int(v.fields["chargen"])
+            got = data[offset : offset + len(v.raw)]
+            self.assertEqual(got.hex(" "), v.raw.hex(" "), v)
+
+        cast(ChannelTransport, recorder.transport).loseWriteConnection()
+        for _ in range(1000):
+            if recorder.reason is not None:
+                break
+            pump.pump()
+            clock.advance(0)
+        self.assertIsNotNone(recorder.reason)
+        assert recorder.reason is not None
+        recorder.reason.trap(ConnectionDone)
+        self.assertEqual(recorder.data, chargenData(len(recorder.data)))
+        self.assertEqual([end for _, end in recorder.chunks if end], [])
+
+    def test_echoStreams(self) -> None:
+        """
+        The reference ``echo`` service sends back a message longer than the
+        MAX_MESSAGE_SIZE its session announces, intact and ended once: it
+        streams chunks instead of reassembling messages.
+        """
+        clock = Clock()
+        client, server, pump = connectedSessions(
+            builtinServices(clock),
+            serverSettings=SessionSettings(maxMessageSize=1000),
+            clock=clock,
+        )
+        recorder = ChunkRecorder()
+        client.openChannel(b"echo", Factory.forProtocol(lambda: recorder))
+        pump.flush()
+        transport = cast(ChannelTransport, recorder.transport)
+        message = bytes(range(256)) * 40
+        transport.write(message[:5000])
+        transport.writeMessage(message[5000:])
+        pump.flush()
+        self.assertEqual(recorder.data, message)
+        self.assertEqual([end for _, end in recorder.chunks if end], [True])
+        self.assertTrue(recorder.chunks[-1][1])
+        self.assertIsNone(recorder.reason)
 
 
 class SpecTableTests(unittest.SynchronousTestCase):
