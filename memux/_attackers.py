@@ -36,6 +36,7 @@ from memux._wire import (
     ChannelCreditFrame,
     CreditFrame,
     DataFrame,
+    DropFrame,
     ErrorCode,
     FrameDecoder,
     GoAwayFrame,
@@ -59,6 +60,9 @@ HUGE_CREDIT = 1 << 40
 TCP_CLOSED_STATES = frozenset((7, 8))  # TCP_CLOSE, TCP_CLOSE_WAIT
 #: the most an attacker reads of what is left once its connection is lost
 DRAIN_LIMIT = 4 * 1024 * 1024
+
+#: Seconds between looks at a non-reading attacker's TCP state.
+WATCH_INTERVAL = 0.02
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,11 @@ class Attacker(Protocol):
         self.halted = False
         self.openAtHalt = False
         self.begun = False
+        # A connection that does not read learns of the server closing it
+        # only when it reads again: watch the socket's TCP state instead,
+        # for when it really closed.
+        self.closedAt: float | None = None
+        self.watch: task.LoopingCall | None = None
         # What the server lets us send: channel-count and credit limits.
         self.channelLimit = 0
         self.opened = 0
@@ -156,6 +165,9 @@ class Attacker(Protocol):
                     self.begun = True
                     if not self.reads:
                         cast(IPushProducer, self.transport).pauseProducing()
+                        self.watch = task.LoopingCall(self.watchState)
+                        self.watch.clock = self.campaign.reactor
+                        self.watch.start(WATCH_INTERVAL, now=False)
                     self.begin()
             elif isinstance(item, GoAwayFrame):
                 self.goAway = item.code
@@ -174,6 +186,8 @@ class Attacker(Protocol):
         Read what is left (a GOAWAY may sit unread behind a reset), then
         report how this connection ended.
         """
+        if self.watch is not None and self.watch.running:
+            self.watch.stop()
         handle, self.handle = self.handle, None
         if handle is not None:
             drained = 0
@@ -193,7 +207,15 @@ class Attacker(Protocol):
             what += f" (GOAWAY {describeCode(self.goAway)})"
         elif what == "closed":
             what += " (no GOAWAY)"
-        self.campaign.ended(self, Ending(what, time.monotonic() - self.started))
+        end = self.closedAt if self.closedAt is not None else time.monotonic()
+        self.campaign.ended(self, Ending(what, end - self.started))
+
+    def watchState(self) -> None:
+        """
+        Note when the server closed the connection (see `closedAt`).
+        """
+        if self.closedAt is None and tcpState(self.handle) in TCP_CLOSED_STATES:
+            self.closedAt = time.monotonic()
 
     # -- the attack
 
@@ -256,15 +278,15 @@ class Attacker(Protocol):
 
     # -- helpers for attacks
 
-    def openChannels(self, count: int) -> bytes:
+    def openChannels(self, count: int, lossy: bool = False) -> bytes:
         """
         OPEN frames for ``count`` more channels of our service (odd ids:
-        we are the client).
+        we are the client), ``lossy`` ones if asked.
         """
         first = self.opened
         self.opened += count
         return b"".join(
-            OpenFrame(2 * n + 1, self.service).encode()
+            OpenFrame(2 * n + 1, self.service, lossy=lossy).encode()
             for n in range(first, self.opened)
         )
 
@@ -342,6 +364,19 @@ class EmptyFrames(Attacker):
             return self.openChannels(1)
         noOp = CreditFrame(0, self.settings.initialSessionCredit).encode()
         return (DataFrame(1).encode() + noOp) * 512
+
+
+class DropFlood(Attacker):
+    """
+    On one lossy channel, DROP frames as fast as the server reads, with no
+    data between them: each tells of messages "discarded" that were never
+    there.
+    """
+
+    def nextBatch(self) -> bytes | None:
+        if not self.opened:
+            return self.openChannels(1, lossy=True)
+        return DropFrame(1, 1).encode() * 1024
 
 
 class Dribble(Attacker):

@@ -56,6 +56,7 @@ from memux._attackers import (
     Campaign,
     ChannelFlood,
     Dribble,
+    DropFlood,
     EmptyFrames,
     EndlessMessage,
     GarbagePreface,
@@ -119,6 +120,7 @@ ATTACKS: tuple[Attack, ...] = (
     Attack("rapid-reset", "OPEN + RESET at once, in a loop", RapidReset, 4, 2),
     Attack("ping-flood", "PINGs, answers never read", PingFlood, 4, 2),
     Attack("empty-frames", "empty DATA + no-op CREDIT", EmptyFrames, 4, 2),
+    Attack("drop-flood", "DROP frames with no data between", DropFlood, 4, 2),
     Attack("dribble", "1-byte chunks + CREDIT +1 on 1000 channels", Dribble, 1, 1),
     Attack("never-read", "fill echo channels, never read", NeverRead, 4, 2),
     Attack(
