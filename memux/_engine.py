@@ -325,6 +325,7 @@ class _Channel:
         "readStopped",
         "dropCount",
         "dropAt",
+        "partialSince",
     )
 
     def __init__(
@@ -361,6 +362,9 @@ class _Channel:
         # The received offset at the peer's last DROP (-1: none yet): a DROP
         # with no data since the last one discards nothing new.
         self.dropAt = -1
+        # When the message being reassembled here began (an order number),
+        # for the deadlock breaker: the youngest partial message goes first.
+        self.partialSince = 0
         # Bytes received here and not yet given back as session credit:
         # unconsumed ones (recv.held) plus any held in message reassembly.
         self.sessionHeld = 0
@@ -422,6 +426,10 @@ class MemuxEngine:
         self._ready: deque[_Channel] = deque()
         self._pendingOpens: deque[_Channel] = deque()
         self._blockedOnSession: dict[int, _Channel] = {}
+        # Channels with a message partly sent (`_Channel.midMessage`): the
+        # messages in progress, which a new one must not crowd out (see
+        # `_admits`).
+        self._midMessage: set[_Channel] = set()
         # Channel ids.
         self._nextLocalId = 1 if client else 2
         self._highestLocalSent = 0  # highest local id whose opening went out
@@ -434,6 +442,7 @@ class MemuxEngine:
         self._sessionSendLimit = self.peerSettings.initialSessionCredit
         self._sessionRecv = CreditWindow(self.settings.sessionCredit)
         self._reassemblyHeld = 0  # held in message reassembly, all channels
+        self._partialsBegun = 0  # messages that began in reassembly, so far
         # Flood limit: frames that do no work spend this allowance; DATA
         # payload moved (counted lazily from the credit offsets) refills it.
         self._loadBudget = self.settings.maxUselessFrames
@@ -713,6 +722,10 @@ class MemuxEngine:
             # Checked at the next dataToSend (see _checkReassemblyDeadlock),
             # once the application has had the chance to release a message
             # this completed.
+            if ch.sessionHeld == recv.received - consumed + n:
+                # Nothing in reassembly here yet: a message begins.
+                self._partialsBegun += 1
+                ch.partialSince = self._partialsBegun
             self._reassemblyHeld += n
         else:
             ch.sessionHeld -= n
@@ -739,10 +752,12 @@ class MemuxEngine:
         """
         If the session's credit is spent and everything held is partial
         messages, nothing more will be consumed, so no message can ever
-        complete.  If they fill the whole window, reset the channel holding
-        the most; then announce the credit that is free, which the policy in
-        `CreditWindow` (half a window consumed) would otherwise withhold
-        for ever.
+        complete.  If they fill the whole window, reset the channel whose
+        message began last (the others started first, so finish first; a
+        memux sender never gets here, see `_admits`, nor does one message
+        alone unless it is larger than the whole window); then announce the
+        credit that is free, which the policy in `CreditWindow` (half a
+        window consumed) would otherwise withhold for ever.
         """
         window = self._sessionRecv
         if window.limit > window.received:
@@ -750,12 +765,11 @@ class MemuxEngine:
         if self._reassemblyHeld < window.held:
             return  # some held bytes will be consumed by a paused reader
         if window.held >= window.window:
-            victim = max(
-                self._channels.values(),
-                key=lambda c: c.sessionHeld - c.recv.held,
-                default=None,
-            )
-            if victim is not None and victim.sessionHeld > victim.recv.held:
+            partial = [
+                c for c in self._channels.values() if c.sessionHeld > c.recv.held
+            ]
+            if partial:
+                victim = max(partial, key=lambda c: c.partialSince)
                 self._channelError(
                     victim,
                     ErrorCode.EXCESSIVE_LOAD,
@@ -1255,6 +1269,10 @@ class MemuxEngine:
             ch.queued = 0
         ch.dropCount = 0
         ch.finQueued = True
+        if ch.midMessage:
+            # Its message will not finish: what it held back is free.
+            self._midMessage.discard(ch)
+            self._unblockSession()
         if ch.openPending:
             ch.openPending = False
             self._pendingOpens.remove(ch)
@@ -1352,6 +1370,15 @@ class MemuxEngine:
                     ch.dropCount = 0
                     out.append(frame)
                     size += len(frame)
+                if (
+                    self._midMessage
+                    and not ch.midMessage
+                    and not self._admits(ch, maxChunk)
+                ):
+                    # A new message that would crowd out those in progress:
+                    # it starts once the peer grants more session credit.
+                    self._blockedOnSession[ch.id] = ch
+                    break
                 sent = sendChunk(ch, out, maxChunk)
                 size += sent
                 if not (
@@ -1377,6 +1404,34 @@ class MemuxEngine:
             self._blockedOnSession[ch.id] = ch
         self.bytesSent += size
         return out
+
+    def _admits(self, ch: _Channel, maxChunk: int) -> bool:
+        """
+        Whether ``ch`` may start its next message now, while others are in
+        progress.  A message that cannot go out whole now (so would stay
+        partial) starts only if the session credit left covers it besides
+        the rest of every message in progress (of those that can progress:
+        a channel out of credit, its reader paused, holds nothing back).
+
+        So a receiver that reassembles messages gets whole ones in the order
+        they started: many large messages sent at once, round robin, would
+        otherwise all be partial when the session credit runs out, none
+        could complete, and the receiver would have to reset some.  Byte
+        streams (no end of message queued) are not held back.
+        """
+        q = ch.queue
+        if not q or not q[0][1]:
+            return True  # nothing, or a message whose size is not known yet
+        n = len(q[0][0])  # type: ignore[arg-type]
+        free = self._sessionSendLimit - self._sessionSendOffset
+        if n <= maxChunk and n <= free and n <= ch.sendLimit - ch.sendOffset:
+            return True  # goes out whole, now
+        reserved = 0
+        for other in self._midMessage:
+            oq = other.queue
+            if oq and oq[0][1] and other.sendOffset < other.sendLimit:
+                reserved += len(oq[0][0])  # type: ignore[arg-type]
+        return reserved == 0 or n <= free - reserved
 
     def _dropSendable(self, ch: _Channel) -> bool:
         """
@@ -1463,9 +1518,14 @@ class MemuxEngine:
                 end = True
         if end:
             flags |= DATA_END
-            ch.midMessage = False
-        elif chunk:
+            if ch.midMessage:
+                ch.midMessage = False
+                self._midMessage.discard(ch)
+                if self._blockedOnSession:
+                    self._unblockSession()  # a message waiting may start
+        elif chunk and not ch.midMessage:
             ch.midMessage = True
+            self._midMessage.add(ch)
         if (
             ch.finQueued
             and not q

@@ -1254,6 +1254,119 @@ class ReassemblyCreditTests(SynchronousTestCase):
         pair.pump()
         self.assertEqual(messages(pair.serverEvents, other), [b"after"])
 
+    def test_youngestPartialReset(self) -> None:
+        """
+        Against a sender that starts every message at once (round robin,
+        not holding new messages back as memux does), partial messages can
+        fill the session window; the breaker then resets the channel whose
+        message began last, and the earlier one completes.
+        """
+
+        class EagerEngine(MemuxEngine):
+            def _admits(self, ch: object, maxChunk: int) -> bool:
+                return True
+
+        pair = Pair(serverSettings=SMALLEST)
+        pair.client = EagerEngine(True)
+        first, second = pair.client.openChannel(), pair.client.openChannel()
+        body = bytes(range(256)) * 800  # 200 KiB each: together over 256 KiB
+        pair.client.sendData(first, body, True)
+        pair.pump()  # the first message begins
+        pair.client.sendData(second, body, True)
+        partial: dict[int, bytes] = {first: b"", second: b""}
+        delivered: dict[int, bytes] = {}
+        for _ in range(50):
+            pair.pump()
+            for e in pair.takeServerEvents():
+                if isinstance(e, DataReceived):
+                    pair.server.consumed(e.channel, len(e.data), holdSession=True)
+                    partial[e.channel] += e.data
+                    if e.endMessage:
+                        pair.server.releaseSession(e.channel, len(partial[e.channel]))
+                        delivered[e.channel] = partial[e.channel]
+                elif isinstance(e, ChannelReset):
+                    pair.serverEvents.append(e)
+        self.assertEqual(delivered, {first: body})
+        [reset] = ofType(pair.serverEvents, ChannelReset)
+        self.assertEqual(
+            (reset.channel, reset.code), (second, ErrorCode.EXCESSIVE_LOAD)
+        )
+
+
+class MessageAdmissionTests(SynchronousTestCase):
+    """
+    A sender starts a message that cannot go out whole only if the session
+    credit left covers it besides the messages in progress (L{_admits}), so
+    a receiver that reassembles gets them whole, in the order they began.
+    """
+
+    def test_newMessageWaitsForCredit(self) -> None:
+        """
+        With one 200 KiB message in progress and 256 KiB of session credit,
+        a second 200 KiB message waits; it starts once the first is
+        consumed and the receiver grants more.
+        """
+        pair = Pair(serverSettings=SMALLEST)
+        first, second = pair.client.openChannel(), pair.client.openChannel()
+        body = b"m" * 204800
+        pair.client.sendData(first, body, True)
+        pair.clientToServer(16384)  # the first message begins
+        pair.client.sendData(second, body, True)
+        pair.clientToServer()
+        self.assertEqual(received(pair.serverEvents, second), b"")
+        seen: list[Event] = []
+        for _ in range(20):
+            events = pair.takeServerEvents()
+            seen += events
+            for e in events:
+                if isinstance(e, DataReceived):
+                    pair.server.consumed(e.channel, len(e.data))
+            pair.pump()
+        self.assertEqual(messages(seen, first), [body])
+        self.assertEqual(messages(seen, second), [body])
+        starts = [
+            e.channel
+            for e in seen
+            if isinstance(e, DataReceived) and e.channel == second
+        ]
+        self.assertTrue(starts)
+        firstEnd = max(
+            i
+            for i, e in enumerate(seen)
+            if isinstance(e, DataReceived) and e.endMessage and e.channel == first
+        )
+        secondStart = min(
+            i
+            for i, e in enumerate(seen)
+            if isinstance(e, DataReceived) and e.channel == second
+        )
+        self.assertLess(firstEnd, secondStart)
+
+    def test_smallMessagesNotHeldBack(self) -> None:
+        """
+        A message that goes out whole at once is never held back, whatever
+        is in progress.
+        """
+        pair = Pair(serverSettings=SMALLEST)
+        big, small = pair.client.openChannel(), pair.client.openChannel()
+        pair.client.sendData(big, b"b" * 204800, True)
+        pair.clientToServer(16384)
+        pair.client.sendData(small, b"hello", True)
+        pair.clientToServer()
+        self.assertEqual(messages(pair.serverEvents, small), [b"hello"])
+
+    def test_streamsNotHeldBack(self) -> None:
+        """
+        Bytes written with no end of message (a byte stream) start at once.
+        """
+        pair = Pair(serverSettings=SMALLEST)
+        big, stream = pair.client.openChannel(), pair.client.openChannel()
+        pair.client.sendData(big, b"b" * 204800, True)
+        pair.clientToServer(16384)
+        pair.client.sendData(stream, b"s" * 204800)
+        pair.clientToServer()
+        self.assertTrue(received(pair.serverEvents, stream))
+
 
 # ---------------------------------------------------------------- channel count
 

@@ -794,6 +794,67 @@ class MessageTests(SessionTestCase):
         server.lost.trap(SessionLost)
 
 
+class ConcurrentMessagesTests(SynchronousTestCase):
+    """
+    Many large messages sent at once on many channels to a receiver that
+    reassembles them (an L{IMessageReceiver}) are all delivered, in turn,
+    with the default settings: none is reset for memory, and the memory
+    held never exceeds the session credit.
+    """
+
+    def deliver(self, count: int, size: int) -> None:
+        """
+        Send C{count} messages of C{size} bytes, one per channel, at once;
+        check each arrives whole and the receiver's session never holds
+        more than its session credit.
+        """
+        clock = Clock()
+        received: list[Any] = []
+        client, server, pump = connectedSessions(
+            {b"m": factoryOf(received, MessageRecorder)}, clock=clock
+        )
+        for n in range(count):
+            proto: Any = self.successResultOf(
+                client.openChannel(b"m", Factory.forProtocol(Protocol))
+            )
+            IChannelTransport(proto.transport).writeMessage(bytes([n % 256]) * size)
+        window = server.engine._sessionRecv
+        peaks = [0]
+        receive = server.engine.receiveData
+
+        def measured(data: bytes, maxFrames: int | None = None) -> list[Any]:
+            events = receive(data, maxFrames)
+            peaks.append(window.held)  # before any of it is consumed
+            return events
+
+        server.engine.receiveData = measured  # type: ignore[method-assign]
+        for _ in range(100_000):
+            if not pump.pump() and not clock.getDelayedCalls():
+                break
+            clock.advance(0)
+        peak = max(peaks)
+        self.assertEqual(
+            sorted(len(m) for r in received for m in r.messages), [size] * count
+        )
+        for n, recorder in enumerate(received):
+            self.assertIsNone(recorder.lost)
+            self.assertEqual(recorder.messages, [bytes([n % 256]) * size])
+        self.assertLessEqual(peak, server.settings.sessionCredit)
+        self.assertGreater(peak, 0)
+
+    def test_fortyTwoMiBMessages(self) -> None:
+        """
+        40 messages of 2 MiB (80 MiB, against 32 MiB of session credit).
+        """
+        self.deliver(40, 2 * 1024 * 1024)
+
+    def test_twoHundredOneMiBMessages(self) -> None:
+        """
+        200 messages of 1 MiB.
+        """
+        self.deliver(200, 1024 * 1024)
+
+
 class MessageLimitTests(SessionTestCase):
     """
     The maximum message size for IMessageReceivers.
