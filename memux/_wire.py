@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 
 __all__ = [
+    "ALPN",
     "MAGIC",
     "VERSION",
     "ErrorCode",
@@ -49,6 +50,10 @@ MAGIC = b"\x89MUX\r\n\x1a\n"
 
 #: The protocol version this module speaks.
 VERSION = 1
+
+#: The ALPN protocol identifier of memux version 1 (spec: "Connection roles
+#: and ALPN").
+ALPN = b"memux/1"
 
 #: Largest value a varint may carry: 2**63 - 1, nine bytes of seven bits.
 MAX_VARINT = (1 << 63) - 1

@@ -9,7 +9,8 @@ Client::
     clientFromString(reactor, r"memux:tcp\\:example.com\\:7400:service=echo")
 
 connects by opening a channel for ``echo`` on a session to the *inner*
-endpoint ``tcp:example.com:7400``.  Sessions come from a `SessionPool`:
+endpoint ``tcp:example.com:7400`` (an inner ``tls:`` endpoint offers ALPN
+``memux/1``).  Sessions come from a `SessionPool`:
 every endpoint and every connect with the same inner description shares
 one session, made on first use and made again after it is lost.
 
@@ -34,11 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from twisted.internet import defer
-from twisted.internet.endpoints import (
-    clientFromString,
-    quoteStringArgument,
-    serverFromString,
-)
+from twisted.internet.endpoints import quoteStringArgument, serverFromString
 from twisted.internet.interfaces import (
     IAddress,
     IListeningPort,
@@ -62,6 +59,7 @@ from memux.protocol import (
     ServiceResolver,
     connectSession,
 )
+from memux.tls import clientEndpointFromString
 
 __all__ = [
     "EndpointDescriptionError",
@@ -174,7 +172,9 @@ class SessionPool:
         one being connected, else a new one.
 
         @param endpoint: an endpoint object, or a client endpoint
-            description string (parsed with this pool's reactor).
+            description string (parsed with this pool's reactor by
+            L{memux.tls.clientEndpointFromString}, so ``tls:`` offers ALPN
+            ``memux/1``).
         @return: fires with a connected session, or fails with the error of
             the connection attempt.  Cancelling it stops waiting, and stops
             the attempt once nobody else waits for it.
@@ -187,7 +187,8 @@ class SessionPool:
         if slot is None:
             if isinstance(endpoint, str):
                 try:
-                    inner = clientFromString(self.reactor, endpoint)
+                    # tls: offers ALPN memux/1 (Twisted's parser cannot).
+                    inner = clientEndpointFromString(self.reactor, endpoint)
                 except Exception:
                     return defer.fail()
             else:
@@ -358,7 +359,7 @@ class MemuxClientEndpoint:
             self.pool = defaultPool(poolOrReactor)
         if isinstance(endpoint, str):
             # Parsed now so a bad description fails here, not at connect.
-            clientFromString(self.pool.reactor, endpoint)
+            clientEndpointFromString(self.pool.reactor, endpoint)
         self.endpoint = endpoint
         self.service = service
         self.metadata = metadata

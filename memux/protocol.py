@@ -30,6 +30,7 @@ from twisted.internet.interfaces import (
     ILoggingContext,
     IProtocol,
     IProtocolFactory,
+    IProtocolNegotiationFactory,
     IPullProducer,
     IPushProducer,
     IReactorTime,
@@ -40,7 +41,7 @@ from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.task import CooperativeTask, Cooperator
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import implementer, providedBy
+from zope.interface import alsoProvides, implementer, providedBy
 
 from memux._engine import (
     ChannelClosed,
@@ -58,7 +59,7 @@ from memux._engine import (
     SessionTerminated,
 )
 from memux._engine import ChannelReset as ChannelResetEvent
-from memux._wire import ErrorCode, Settings, describeCode
+from memux._wire import ALPN, ErrorCode, Settings, describeCode
 from memux.error import (
     ChannelRefused,
     ChannelReset,
@@ -2166,6 +2167,20 @@ class MultiplexingFactory(Factory):
         # Shared by the sessions, so that all their held-back input together
         # gets one slice per reactor turn.
         self._cooperator: Cooperator | None = None
+        if not client:
+            # A TLS layer under a server (an ``ssl:`` endpoint, or
+            # tlsServerFactory) then selects ALPN memux/1: Twisted's TLS
+            # servers with no ALPN protocols refuse every client that
+            # offers some, as memux's clients do.  (Not for clients: that
+            # would add memux/1 to whatever their own TLS options offer.)
+            alsoProvides(self, IProtocolNegotiationFactory)
+
+    def acceptableProtocols(self) -> list[bytes]:
+        """
+        The ALPN protocol a TLS layer under a server factory selects:
+        ``memux/1`` (see `IProtocolNegotiationFactory`).
+        """
+        return [ALPN]
 
     def buildProtocol(self, addr: IAddress | None) -> MemuxProtocol:
         """

@@ -9,6 +9,10 @@ TLS for memux sessions, with the ALPN identifier ``memux/1``.
   offers no ALPN is accepted (memux by prior agreement).
 - `clientTLSOptions` makes the client side, verifying the server's
   certificate and host name (service_identity) and offering ``memux/1``.
+- `clientEndpointFromString` is `clientFromString` for memux sessions: its
+  ``tls:`` endpoints offer ``memux/1`` too (Twisted's offer no ALPN).  The
+  ``memux`` command and ``memux:`` endpoint strings make their sessions'
+  endpoints with it.
 - `tlsServerFactory` wraps any factory, so TLS runs over any listening
   endpoint (TCP, UNIX, ...); on the client, use
   `twisted.internet.endpoints.wrapClientTLS`.
@@ -21,7 +25,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from typing import TypeAlias
+from dataclasses import dataclass
+from typing import Any, TypeAlias
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -31,10 +36,17 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 )
 from OpenSSL import SSL, crypto
 from twisted.internet._sslverify import IOpenSSLTrustRoot
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    _parse,
+    clientFromString,
+    wrapClientTLS,
+)
 from twisted.internet.interfaces import (
     IOpenSSLClientConnectionCreator,
     IOpenSSLServerConnectionCreator,
     IProtocolFactory,
+    IStreamClientEndpoint,
 )
 from twisted.internet.ssl import (
     Certificate,
@@ -46,18 +58,18 @@ from twisted.internet.ssl import (
 )
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
+from memux._wire import ALPN
+
 __all__ = [
     "ALPN",
     "PEMSource",
     "TLSConfigurationError",
+    "clientEndpointFromString",
     "clientTLSOptions",
     "serverTLSOptions",
     "tlsServerFactory",
 ]
 
-#: The ALPN protocol identifier of memux version 1 (spec: "Connection roles
-#: and ALPN").
-ALPN = b"memux/1"
 
 #: PEM data (``bytes``), or the path of a PEM file (``str`` or path-like).
 PEMSource: TypeAlias = "bytes | str | os.PathLike[str]"
@@ -168,6 +180,95 @@ def clientTLSOptions(
     )
 
 
+def clientEndpointFromString(
+    reactor: Any,
+    description: str,
+    *,
+    trustRoot: TrustSource | None = None,
+    clientCertificate: PrivateCertificate | PEMSource | None = None,
+    clientKey: PEMSource | None = None,
+    hostname: str | None = None,
+) -> IStreamClientEndpoint:
+    """
+    The client endpoint of C{description}, for a memux session: as
+    L{clientFromString}, except that a ``tls:`` endpoint offers ALPN
+    ``memux/1``.
+
+    Twisted's ``tls:`` parser cannot offer ALPN, so a ``tls:`` description
+    is parsed here, with the same arguments (C{HOST:PORT}, ``timeout=``,
+    ``bindAddress=``, ``trustRoots=``, ``certificate=``, ``privateKey=``,
+    ``endpoint=``), into L{clientTLSOptions} over a L{HostnameEndpoint}
+    (or the ``endpoint=`` one).  ``trustRoots=`` is a directory of
+    ``*.pem`` CA certificates, as with Twisted, or one PEM file.
+
+    The keyword arguments, for a ``tls:`` description only, give what it
+    does not: the CA certificates to trust and a client certificate (as
+    for L{clientTLSOptions}), and C{hostname}, the name the server's
+    certificate must be valid for (also sent as SNI) instead of HOST.
+
+    @raise TLSConfigurationError: if a file cannot be loaded.
+    @raise ValueError: if a keyword argument is given for a description
+        that is not ``tls:``, or that already gives the same.
+    @raise Exception: what L{clientFromString} raises for a malformed
+        description (L{TypeError} for a missing or unknown argument,
+        L{ValueError} for a port that is not a number...).
+    """
+    given = {
+        "trustRoot": trustRoot,
+        "clientCertificate": clientCertificate,
+        "clientKey": clientKey,
+        "hostname": hostname,
+    }
+    parsed = _parseTLSDescription(description)
+    if parsed is None:
+        extra = [name for name, value in given.items() if value is not None]
+        if extra:
+            verb = "applies" if len(extra) == 1 else "apply"
+            raise ValueError(
+                f"{', '.join(extra)} {verb} only to a tls: endpoint,"
+                f" not {description!r}"
+            )
+        endpoint: IStreamClientEndpoint = clientFromString(reactor, description)
+        return endpoint
+    for keyword, name in (
+        ("trustRoots", "trustRoot"),
+        ("certificate", "clientCertificate"),
+        ("privateKey", "clientKey"),
+    ):
+        if getattr(parsed, keyword) is not None and given[name] is not None:
+            raise ValueError(
+                f"{description!r} has {keyword}= already: give {name} once"
+            )
+    if trustRoot is None and parsed.trustRoots is not None:
+        trustRoot = _trustRootFromPath(parsed.trustRoots)
+    if clientCertificate is None:
+        clientCertificate = parsed.certificate
+    if clientKey is None:
+        clientKey = parsed.privateKey
+    if clientKey is not None and clientCertificate is None:
+        raise TLSConfigurationError(
+            f"a private key ({_describe(clientKey)}) needs its certificate"
+        )
+    options = clientTLSOptions(
+        parsed.host if hostname is None else hostname,
+        trustRoot,
+        clientCertificate,
+        clientKey=clientKey,
+    )
+    inner: IStreamClientEndpoint
+    if parsed.endpoint is not None:
+        inner = clientFromString(reactor, parsed.endpoint)
+    else:
+        inner = HostnameEndpoint(
+            reactor,
+            parsed.host,
+            int(parsed.port),
+            int(parsed.timeout),
+            None if parsed.bindAddress is None else (parsed.bindAddress, 0),
+        )
+    return wrapClientTLS(options, inner)
+
+
 def tlsServerFactory(
     factory: IProtocolFactory, options: IOpenSSLServerConnectionCreator
 ) -> TLSMemoryBIOFactory:
@@ -180,6 +281,23 @@ def tlsServerFactory(
 
 
 # ---------------------------------------------------------------- internals
+
+
+@dataclass(frozen=True)
+class _TLSDescription:
+    """
+    The arguments of a ``tls:`` client description, named as Twisted's
+    parser names them (so its descriptions mean the same here).
+    """
+
+    host: str
+    port: str
+    timeout: str = "30"
+    bindAddress: str | None = None
+    certificate: str | None = None
+    privateKey: str | None = None
+    trustRoots: str | None = None
+    endpoint: str | None = None
 
 
 class _NoApplicationProtocol(SSL.Error):
@@ -352,6 +470,47 @@ def _checkKeyMatches(
         raise TLSConfigurationError(
             f"the private key{where} does not match the certificate ({subject})"
         )
+
+
+def _parseTLSDescription(description: str) -> _TLSDescription | None:
+    """
+    The arguments of C{description} if it is a ``tls:`` one, else L{None}.
+
+    @raise TypeError: if they are not those of Twisted's ``tls:`` (one
+        missing, or one it does not know), as Twisted's parser raises.
+    """
+    # Twisted's own tokenizer (private, but unchanged since Twisted 10.2),
+    # so that quoting means here what it means to clientFromString.
+    args, kwargs = _parse(description)
+    if not args or str(args[0]).lower() != "tls":
+        return None
+    return _TLSDescription(*args[1:], **kwargs)
+
+
+def _trustRootFromPath(path: str) -> IOpenSSLTrustRoot:
+    """
+    The CA certificates of ``trustRoots=``: every certificate of every
+    ``*.pem`` file in a directory (Twisted's meaning), or of a file.
+    """
+    if not os.path.isdir(path):
+        return _trustRoot(path)
+    try:
+        names = sorted(os.listdir(path))
+    except OSError as e:
+        raise TLSConfigurationError(
+            f"cannot read the CA certificate directory {path!r}: {e.strerror or e}"
+        ) from e
+    certificates = [
+        Certificate(c)
+        for name in names
+        if name.lower().endswith(".pem")
+        for c in _loadCertificates(os.path.join(path, name), "CA certificate")
+    ]
+    if not certificates:
+        # Twisted would trust nothing, and every handshake would fail.
+        raise TLSConfigurationError(f"no *.pem CA certificate file in {path!r}")
+    root: IOpenSSLTrustRoot = trustRootFromCertificates(certificates)
+    return root
 
 
 def _trustRoot(source: TrustSource) -> IOpenSSLTrustRoot:

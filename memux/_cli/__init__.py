@@ -42,9 +42,9 @@ from memux._cli._common import (
     _startLogging,
 )
 from memux._cli._connect import ConnectCommand, addConnectParser
-from memux._cli._endpoints import parseLocal, parseRemote
-from memux._cli._forward import ForwardCommand, _channelWatcher, addForwardParser
-from memux._cli._options import _EXIT_HELP, _checkOpen, _Formatter
+from memux._cli._endpoints import TLSFileError, parseLocal, parseRemote
+from memux._cli._forward import ForwardCommand, addForwardParser
+from memux._cli._options import _EXIT_HELP, _checkOpen, _Formatter, clientTLS
 from memux._cli._ping import PingCommand, addPingParser
 from memux._cli._session import SessionCache
 
@@ -124,11 +124,13 @@ def makeCommand(
     # os.fsencode: the bytes given on the command line, even where they are
     # not UTF-8 (Python decoded them with surrogateescape).
     meta = os.fsencode(metadata) if metadata is not None else None
-    remote, remoteText = parseRemote(reactor, args.remote)
+    remote, remoteText = parseRemote(reactor, args.remote, clientTLS(args))
     if args.command == "forward":
         local, _ = parseLocal(reactor, args.local)
         service = _checkOpen(args.service, meta)
-        return ForwardCommand(local, remote, remoteText, service, meta, reporter)
+        return ForwardCommand(
+            local, remote, remoteText, service, meta, reporter, args.grace
+        )
     if args.command == "connect":
         service = _checkOpen(args.service, meta)
         return ConnectCommand(remote, remoteText, service, meta, reporter)
@@ -197,11 +199,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         made = makeCommand(args, reactor, reporter)
+    except TLSFileError as e:
+        # One line naming the file: the usage would not help.
+        reporter.error(str(e))
+        return ExitStatus.USAGE
     except UsageError as e:
         # With the subcommand's usage line, the helpful one.
         subparser: argparse.ArgumentParser = args.subparser
         subparser.error(str(e))
-    brief = _startLogging(args.verbose, reporter)
-    if brief is not None and isinstance(made, ForwardCommand):
-        brief.onEvent = _channelWatcher(made)
+    _startLogging(args.verbose, reporter)
     return runCommand(made, reactor)

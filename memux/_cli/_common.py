@@ -46,7 +46,7 @@ class ExitStatus(enum.IntEnum):
     """
 
     #: success: the channel ended cleanly, every ping was answered, or
-    #: ``forward`` was stopped by a signal
+    #: ``forward`` was stopped by a signal and had nothing to cut
     OK = 0
     #: ``ping``: some ping went unanswered; or an unexpected error
     FAILURE = 1
@@ -60,7 +60,8 @@ class ExitStatus(enum.IntEnum):
     RESET = 5
     #: ``forward``: cannot listen on LOCAL_ENDPOINT
     LISTEN = 6
-    #: ``connect`` was stopped by SIGINT or SIGTERM
+    #: stopped by SIGINT or SIGTERM: ``connect`` before the channel ended,
+    #: ``forward`` with connections still open after its grace period
     INTERRUPTED = 130
 
 
@@ -232,15 +233,13 @@ class _RateMeter:
 class _BriefObserver:
     """
     Without ``--verbose``: errors logged by Twisted or memux become one line
-    each on standard error (no traceback), and `onEvent` sees every event.
+    each on standard error (no traceback).
     """
 
     def __init__(self, reporter: Reporter) -> None:
         self.reporter = reporter
-        self.onEvent: Callable[[LogEvent], None] = lambda event: None
 
     def __call__(self, event: LogEvent) -> None:
-        self.onEvent(event)
         level = event.get("log_level")
         if level is not None and level >= LogLevel.error:
             text = formatEvent(event).strip().splitlines()
@@ -254,7 +253,7 @@ class _BriefObserver:
             )
 
 
-def _startLogging(verbose: bool, reporter: Reporter) -> _BriefObserver | None:
+def _startLogging(verbose: bool, reporter: Reporter) -> None:
     """
     Send twisted.logger's output to standard error: all of it from info up
     with ``--verbose``, else only errors, as one line each.
@@ -265,12 +264,10 @@ def _startLogging(verbose: bool, reporter: Reporter) -> _BriefObserver | None:
             [LogLevelFilterPredicate(LogLevel.info)],
         )
         globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
-        return None
-    brief = _BriefObserver(reporter)
+        return
     globalLogBeginner.beginLoggingTo(
-        [brief], discardBuffer=True, redirectStandardIO=False
+        [_BriefObserver(reporter)], discardBuffer=True, redirectStandardIO=False
     )
-    return brief
 
 
 def _showProgress(quiet: bool, interactive: bool = False) -> bool:

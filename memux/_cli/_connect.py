@@ -32,32 +32,7 @@ from memux.protocol import connectSession
 from memux.tunnel import SpliceProtocol, splice
 
 
-class _CountingSplice(SpliceProtocol):
-    """
-    A splice end that counts what it receives and keeps why it ended.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.received = 0
-        self.reason: Failure | None = None
-
-    def dataReceived(self, data: bytes) -> None:
-        """
-        Count C{data}, and pass it on.
-        """
-        self.received += len(data)
-        super().dataReceived(data)
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        """
-        Keep C{reason}, and close the peer.
-        """
-        self.reason = reason
-        super().connectionLost(reason)
-
-
-class _ChannelEnd(_CountingSplice):
+class _ChannelEnd(SpliceProtocol):
     """
     The channel end of ``connect``.  Its peer is standard I/O, whose
     transport has no C{producer} attribute for the splice to see, so the
@@ -86,12 +61,14 @@ class _ChannelEnd(_CountingSplice):
             cast(Any, peer.transport).unregisterProducer()
 
 
-class _StdioEnd(_CountingSplice):
+class _StdioEnd(SpliceProtocol):
     """
     The standard I/O end of ``connect``: stdin to the channel, the channel
     to stdout.  `finished` fires once standard output is done with (closed
     by us after the channel ended, or by the reader going away).
     """
+
+    side = "standard input and output"
 
     def __init__(self) -> None:
         super().__init__()

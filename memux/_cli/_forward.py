@@ -1,24 +1,29 @@
-# -*- test-case-name: memux.test.test_cli -*-
+# -*- test-case-name: memux.test.test_cli,memux.test.test_abnormal -*-
 """
 ``memux forward``: local connections over channels, like ``ssh -L``.
 """
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Callable
-from typing import cast
+from types import FrameType
+from typing import Any, cast
 
 from twisted.internet import defer
 from twisted.internet.interfaces import (
     IAddress,
+    IDelayedCall,
     IListeningPort,
     IReactorCore,
+    IReactorFromThreads,
+    IReactorTime,
     IStreamClientEndpoint,
     IStreamServerEndpoint,
 )
 from twisted.internet.protocol import Protocol
-from twisted.logger import LogEvent
+from twisted.python.failure import Failure
 
 from memux._cli._common import (
     ChannelCommand,
@@ -26,20 +31,49 @@ from memux._cli._common import (
     Reporter,
     _clock,
     _describeAddress,
+    _formatBytes,
     _RateMeter,
     _reasonText,
 )
-from memux._cli._options import Commands, addChannelArguments, addCommand
+from memux._cli._options import Commands, _seconds, addChannelArguments, addCommand
 from memux._cli._session import SessionCache
-from memux.error import ChannelReset
+from memux._wire import ErrorCode
+from memux.error import ChannelRefused, ChannelReset
 from memux.protocol import MemuxProtocol
 from memux.tunnel import LocalForwardingFactory, SpliceProtocol
+
+#: seconds ``forward`` lets open connections finish once told to stop
+DEFAULT_GRACE = 5.0
+
+#: seconds to wait, once stopping, for aborts and closes to complete
+_CLOSE_TIMEOUT = 5.0
+
+
+def _catchSignals(reactor: IReactorCore, callback: Callable[[], None]) -> None:
+    """
+    From now on SIGINT and SIGTERM call C{callback} in the reactor's thread
+    instead of stopping the reactor, which is stopping already (a second
+    stop would only log an error).  A signal that is ignored (SIGINT in a
+    background job) stays ignored.
+    """
+    threads = cast(IReactorFromThreads, reactor)
+
+    def handler(number: int, frame: FrameType | None) -> None:
+        threads.callFromThread(callback)
+
+    for number in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(number) is not signal.SIG_IGN:
+            signal.signal(number, handler)
 
 
 class ForwardCommand(ChannelCommand):
     """
     ``memux forward``: listen on LOCAL_ENDPOINT and carry each accepted
     connection over a new channel for SERVICE on one session to REMOTE.
+
+    When told to stop (SIGINT, SIGTERM), it stops listening, lets the
+    connections still open finish for C{grace} seconds, then cuts (aborts)
+    the rest; C{cut} is how many it cut.
     """
 
     def __init__(
@@ -50,16 +84,36 @@ class ForwardCommand(ChannelCommand):
         service: bytes,
         metadata: bytes | None,
         reporter: Reporter,
+        grace: float = DEFAULT_GRACE,
+        catchSignals: Callable[
+            [IReactorCore, Callable[[], None]], None
+        ] = _catchSignals,
     ) -> None:
         super().__init__(remote, remoteText, service, metadata, reporter)
         self.local = local
-        self.open = 0
+        self.grace = grace
+        self.catchSignals = catchSignals
         self.accepted = 0
+        self.cut = 0
         self.sessions = SessionCache(remote)
-        self.sessions.onConnectionFailed = self._cannotConnect
+        self.sessions.onConnectionFailed = self._cannotConnectNow
         self.sessions.onSessionEnded = self._sessionEnded
+        self._reactor: IReactorCore | None = None
         self._port: IListeningPort | None = None
+        # Each open local connection, and who made it (for messages).
+        self._connections: dict[SpliceProtocol, str] = {}
         self._recent: dict[str, float] = {}
+        self._connectFailure: Failure | None = None
+        # While stopping: fires when it is time to cut what is still open.
+        self._stopWait: defer.Deferred[str] | None = None
+        self._cutting = False
+
+    @property
+    def open(self) -> int:
+        """
+        How many local connections are open.
+        """
+        return len(self._connections)
 
     def describe(self) -> str:
         """
@@ -68,11 +122,12 @@ class ForwardCommand(ChannelCommand):
         return f"{self._serviceText()} at {self.remoteText}"
 
     async def _run(self, reactor: IReactorCore) -> int:
+        self._reactor = reactor
         reactor.addSystemEventTrigger("before", "shutdown", self._stopping)
         try:
             await self.sessions.get()
         except Exception:
-            return ExitStatus.CONNECT  # reported by _cannotConnect
+            return ExitStatus.CONNECT  # reported by _cannotConnectNow
         factory = _CountingForwardingFactory(self)
         try:
             self._port = await self.local.listen(factory)
@@ -99,19 +154,150 @@ class ForwardCommand(ChannelCommand):
 
     def interrupted(self) -> int:
         """
-        Stopping is how ``forward`` ends: a success.
+        Stopping is how ``forward`` ends: a success, unless connections
+        still open had to be cut.
         """
         self.reporter.stopProgress()
-        return ExitStatus.OK
+        return ExitStatus.INTERRUPTED if self.cut else ExitStatus.OK
 
-    def _stopping(self) -> None:
+    def track(self, protocol: SpliceProtocol, address: IAddress | None) -> None:
+        """
+        A local connection from C{address} was accepted: count it until it
+        ends.
+        """
+        self.accepted += 1
+        self._connections[protocol] = _describeAddress(address)
+        protocol.done.addCallback(lambda _: self._connectionEnded(protocol))
+
+    def _connectionEnded(self, protocol: SpliceProtocol) -> None:
+        where = self._connections.pop(protocol, "?")
+        if protocol.failure is not None and not self._cutting:
+            self._reportFailure(protocol, protocol.failure, where)
+        if not self._connections:
+            self._timeToCut("idle")
+
+    def _reportFailure(
+        self, protocol: SpliceProtocol, failure: Failure, where: str
+    ) -> None:
+        """
+        Say that the connection from C{where} ended abnormally, and why: a
+        transfer cut short must never pass unnoticed.
+        """
+        channel = protocol.peer
+        value = failure.value
+        if channel is None:
+            # It never had a channel, so nothing was forwarded.  A session
+            # that could not be made was reported already.
+            if failure is not self._connectFailure:
+                self._sayOnce(f"cannot forward a connection: {_reasonText(failure)}")
+            return
+        if isinstance(value, ChannelRefused) or (
+            isinstance(value, ChannelReset) and value.code == ErrorCode.CONNECT_ERROR
+        ):
+            # The channel could not be set up, for a reason that is likely
+            # the same for every connection (a wrong service, a backend
+            # down): said once in a while, not once per connection.
+            self._sayOnce(str(value))
+            return
+        carried = (
+            f"after {_formatBytes(protocol.received)} sent"
+            f" and {_formatBytes(channel.received)} received"
+        )
+        if failure is protocol.reason:
+            self.reporter.error(
+                f"connection from {where} reset or lost by its client {carried};"
+                " its channel was reset"
+            )
+        else:
+            self.reporter.error(
+                f"connection from {where} cut {carried}: {_reasonText(failure)}"
+            )
+
+    def _sayOnce(self, text: str) -> None:
+        """
+        Report C{text}, but not the same text more than once in 5 seconds.
+        """
+        now = time.monotonic()
+        if now - self._recent.get(text, -10.0) >= 5.0:
+            self._recent[text] = now
+            self.reporter.error(text)
+
+    def _stopping(self) -> defer.Deferred[None] | None:
+        """
+        The reactor is stopping (SIGINT, SIGTERM): stop listening; if
+        connections are open, hold the shutdown until they end, for
+        C{grace} seconds at most, then cut the rest.
+        """
         # Sessions closing from here on are no news.
-        self._port = None
+        port, self._port = self._port, None
         self.reporter.stopProgress()
+        if port is None:
+            return None
+        stopped = port.stopListening() or defer.succeed(None)
+        if not self._connections:
+            return stopped
+        self._stopWait = defer.Deferred()
+        return defer.Deferred.fromCoroutine(self._drain(stopped))
+
+    async def _drain(self, stopped: defer.Deferred[None]) -> None:
+        assert self._reactor is not None and self._stopWait is not None
+        clock = _clock(self._reactor)
+        # Once the port is closed, a new connection is refused, not left
+        # waiting in the backlog: say "waiting" only then.
+        await stopped
+        if not self._stopWait.called:
+            count = _connectionCount(self.open)
+            self.reporter.info(
+                f"stopping: waiting up to {self.grace:g} s for {count} to end"
+                " (interrupt again to cut now)"
+            )
+        self.catchSignals(self._reactor, lambda: self._timeToCut("interrupted"))
+        timer: IDelayedCall = clock.callLater(self.grace, self._timeToCut, "late")
+        why = await self._stopWait
+        if timer.active():
+            timer.cancel()
+        if why != "idle":
+            await self._cutAll(why, clock)
+        await self._closeSessions(clock)
+
+    def _timeToCut(self, why: str) -> None:
+        wait = self._stopWait
+        if wait is not None and not wait.called:
+            wait.callback(why)
+
+    async def _cutAll(self, why: str, clock: IReactorTime) -> None:
+        """
+        Abort every connection still open, and say how many.
+        """
+        cut = list(self._connections)
+        if not cut:
+            return
+        self._cutting = True
+        self.cut = len(cut)
+        for protocol in cut:
+            protocol.abort("memux forward was stopped")
+        when = f"after {self.grace:g} s" if why == "late" else "when interrupted again"
+        self.reporter.error(
+            f"stopped: cut {_connectionCount(self.cut)} still open {when}"
+        )
+        # An abort completes on the next turn of the reactor; let it, or the
+        # reactor's own shutdown would close those connections in order.
+        await _within(defer.gatherResults([p.done for p in cut]), clock)
+
+    async def _closeSessions(self, clock: IReactorTime) -> None:
+        """
+        Close the sessions, after what they have to send (the cut
+        channels' resets), waiting a little for that.
+        """
+        await _within(self.sessions.close(), clock)
 
     def _wireBytes(self) -> tuple[int, int]:
         totals = self.sessions.totals()
         return totals["bytesSent"], totals["bytesReceived"]
+
+    def _cannotConnectNow(self, reason: Failure) -> None:
+        self._connectFailure = reason
+        self._cannotConnect(reason)
 
     def _sessionEnded(self, session: MemuxProtocol, why: str) -> None:
         if self._port is not None:
@@ -120,22 +306,26 @@ class ForwardCommand(ChannelCommand):
                 " the next connection reconnects"
             )
 
-    def channelEnded(self, reason: ChannelReset) -> None:
-        """
-        A forwarded channel was refused or reset by the peer: say so, but
-        not the same thing more than once in 5 seconds.
-        """
-        text = str(reason)
-        now = time.monotonic()
-        if now - self._recent.get(text, -10.0) >= 5.0:
-            self._recent[text] = now
-            self.reporter.error(text)
+
+async def _within(d: defer.Deferred[Any], clock: IReactorTime) -> None:
+    """
+    Wait for C{d}, but not more than a few seconds: stopping must not hang.
+    """
+    d.addTimeout(_CLOSE_TIMEOUT, clock)
+    try:
+        await d
+    except defer.TimeoutError:
+        pass
+
+
+def _connectionCount(count: int) -> str:
+    return f"{count} connection" if count == 1 else f"{count} connections"
 
 
 class _CountingForwardingFactory(LocalForwardingFactory):
     """
-    `LocalForwardingFactory` that keeps count of connections for the
-    progress line.
+    `LocalForwardingFactory` that tells the command of each connection, to
+    count it and report how it ends.
     """
 
     def __init__(self, command: ForwardCommand) -> None:
@@ -147,34 +337,8 @@ class _CountingForwardingFactory(LocalForwardingFactory):
         Build the local end of a forwarded connection, and count it.
         """
         protocol = super().buildProtocol(addr)
-        command = self.command
-        command.accepted += 1
-        command.open += 1
-
-        def gone(_: object) -> None:
-            command.open -= 1
-
-        cast(SpliceProtocol, protocol).done.addCallback(gone)
+        self.command.track(cast(SpliceProtocol, protocol), addr)
         return protocol
-
-
-def _channelWatcher(command: ForwardCommand) -> Callable[[LogEvent], None]:
-    """
-    Report refused and reset channels, which memux logs with the typed
-    reason, as one-line messages: otherwise a wrong service name would
-    only show as local connections closing at once.
-    """
-
-    def watch(event: LogEvent) -> None:
-        reason = event.get("reason")
-        if (
-            isinstance(reason, ChannelReset)
-            and reason.remote
-            and str(event.get("log_namespace", "")).startswith("memux.")
-        ):
-            command.channelEnded(reason)
-
-    return watch
 
 
 def addForwardParser(commands: Commands) -> None:
@@ -191,7 +355,10 @@ def addForwardParser(commands: Commands) -> None:
             "channel for SERVICE on one memux session to REMOTE, like ssh -L.\n"
             "The session is made at start (exit 3 if it cannot be); if it is lost\n"
             "later, the next accepted connection makes a new one.  Runs until\n"
-            "interrupted."
+            "interrupted; then stops listening, lets open connections finish for\n"
+            "--grace seconds, and cuts the rest (exit 130 if it cut any).  A\n"
+            "connection cut short (reset, session lost) is reset on the other\n"
+            "side too, never closed as if complete, and reported even with -q."
         ),
         examples=(
             "examples:\n"
@@ -216,3 +383,13 @@ def addForwardParser(commands: Commands) -> None:
         ),
     )
     addChannelArguments(parser, "the service name to open channels for")
+    parser.add_argument(
+        "--grace",
+        metavar="SECONDS",
+        type=_seconds(0),
+        default=DEFAULT_GRACE,
+        help=(
+            "when interrupted, let open connections finish for SECONDS"
+            f" (default {DEFAULT_GRACE:g}) before cutting them; 0 cuts at once"
+        ),
+    )

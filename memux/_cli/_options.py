@@ -11,20 +11,22 @@ from collections.abc import Callable
 from typing import TypeAlias
 
 from memux._cli._common import UsageError
-from memux._cli._endpoints import DEFAULT_PORT
+from memux._cli._endpoints import DEFAULT_PORT, ClientTLS
 from memux._engine import MAX_OPEN_PAYLOAD
 from memux._wire import MAX_NAME_LENGTH, OpenFrame
 
 _EXIT_HELP = """\
 exit status:
-  0    success (the channel ended cleanly; every ping answered; forward stopped)
+  0    success (the channel ended cleanly; every ping answered; forward
+       stopped, with nothing to cut)
   1    ping: a ping went unanswered
   2    usage error
   3    cannot connect to REMOTE, or the session was lost
   4    the server refused the channel (e.g. unknown service)
   5    the channel was reset
   6    forward: cannot listen on LOCAL_ENDPOINT
-  130  connect: interrupted (SIGINT or SIGTERM)
+  130  interrupted (SIGINT or SIGTERM): connect before the channel ended;
+       forward with connections open after --grace, which it cut
 """
 
 _REMOTE_HELP = (
@@ -51,6 +53,12 @@ def _positiveInt(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
     return value
+
+
+def _nonEmpty(text: str) -> str:
+    if not text:
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
 
 
 def _seconds(minimum: float) -> Callable[[str], float]:
@@ -122,9 +130,56 @@ def addCommand(
 
 def addRemote(parser: argparse.ArgumentParser) -> None:
     """
-    Add the REMOTE argument.
+    Add the REMOTE argument, and the TLS options for a ``tls:`` REMOTE.
     """
     parser.add_argument("remote", metavar="REMOTE", help=_REMOTE_HELP)
+    group = parser.add_argument_group(
+        "TLS",
+        "for a tls:HOST:PORT REMOTE, which offers ALPN memux/1 and checks the\n"
+        "server's certificate against the system's CAs unless --ca is given",
+    )
+    group.add_argument(
+        "--ca",
+        type=_nonEmpty,
+        metavar="FILE",
+        help="trust the CA certificates in FILE (PEM) instead of the system's",
+    )
+    group.add_argument(
+        "--cert",
+        type=_nonEmpty,
+        metavar="FILE",
+        help=(
+            "present the client certificate in FILE (PEM, with its key unless"
+            " --key is given), for servers that require one (mutual TLS)"
+        ),
+    )
+    group.add_argument(
+        "--key",
+        type=_nonEmpty,
+        metavar="FILE",
+        help="the private key of --cert, in PEM (default: the --cert file)",
+    )
+    group.add_argument(
+        "--servername",
+        type=_nonEmpty,
+        metavar="NAME",
+        help=(
+            "check the server's certificate for NAME, and ask for NAME (SNI)"
+            " (default: REMOTE's host)"
+        ),
+    )
+
+
+def clientTLS(args: argparse.Namespace) -> ClientTLS:
+    """
+    The TLS options in the parsed C{args}.
+    """
+    return ClientTLS(
+        ca=getattr(args, "ca", None),
+        cert=getattr(args, "cert", None),
+        key=getattr(args, "key", None),
+        servername=getattr(args, "servername", None),
+    )
 
 
 def addChannelArguments(parser: argparse.ArgumentParser, serviceHelp: str) -> None:

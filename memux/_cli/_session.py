@@ -78,14 +78,20 @@ class SessionCache:
                 totals[key] += counters[key]
         return totals
 
-    def close(self) -> None:
+    def close(self) -> defer.Deferred[None]:
         """
-        Close every session.
+        Close every session, after what it has to send; fire once they
+        are all closed.
         """
         self._current = None
+        closed = []
         for session in list(self._live):
-            if session.transport is not None:
-                session.transport.loseConnection()
+            # The session's own loseConnection: it writes out what it still
+            # holds (resets of channels just cut, say) before closing.
+            session.loseConnection()
+            closed.append(session.whenClosed())
+        done = defer.gatherResults(closed)
+        return done.addCallback(lambda _: None)
 
     def _connected(self, session: MemuxProtocol) -> None:
         self._current = session

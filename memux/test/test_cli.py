@@ -18,6 +18,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable
@@ -25,11 +26,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, cast
 
+from OpenSSL import SSL
 from twisted.internet import defer
 from twisted.internet.endpoints import (
     TCP4ClientEndpoint,
     TCP4ServerEndpoint,
     connectProtocol,
+    quoteStringArgument,
 )
 from twisted.internet.error import (
     ConnectionRefusedError,
@@ -51,6 +54,7 @@ from twisted.internet.protocol import (
 )
 from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import MemoryReactorClock
+from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from zope.interface import implementer
@@ -68,10 +72,13 @@ from memux._cli import (
     parseLocal,
     parseRemote,
 )
-from memux._cli._common import ChannelCommand, _formatBytes
+from memux._cli._common import ChannelCommand, RemoteCommand, _formatBytes
 from memux.mptcp import MPTCPServerEndpoint, mptcpAvailable
 from memux.protocol import ChannelTransport, MemuxProtocol
 from memux.services import Echo, builtinServices
+from memux.test.test_server import LOCAL, RecordingMultiplexingFactory, ServerTestCase
+from memux.test.test_tls import HOSTNAME, Certificates
+from memux.tls import ALPN
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -1093,6 +1100,345 @@ class ForwardTests(ServerMixin, TestCase):
 # ------------------------------------------------------------ acceptance
 
 
+class TLSCommandTests(ServerTestCase):
+    """
+    The commands over TLS, against the ``twistd memux`` service serving
+    TLS (``--tls-cert``, and ``--tls-ca`` for mutual TLS) in the test's
+    reactor: ALPN ``memux/1`` is offered, and ``--ca``, ``--cert``,
+    ``--key`` and ``--servername`` do what they say.
+    """
+
+    def setUp(self) -> None:
+        """
+        Make a CA with trustme, a server certificate for C{memux.test} and
+        127.0.0.1, and a client certificate.
+        """
+        super().setUp()
+        # Absolute: the commands run from the root of the checkout.
+        self.certs = Certificates(os.path.abspath(self.mktemp()))
+        self.watchHandshakes()
+
+    def serveTLS(self, *extra: str) -> str:
+        """
+        Serve the built-in services over TLS on a loopback port; return
+        the REMOTE for it.
+        """
+        server = self.serve(
+            "--listen", LOCAL, "--tls-cert", self.certs.serverFile, *extra
+        )
+        return f"tls:127.0.0.1:{self.tcpPort(server)}"
+
+    def watchHandshakes(self) -> None:
+        """
+        Keep what each server session's TLS negotiated: the ALPN protocol
+        and the name the client asked for (SNI), read as the session ends
+        (Twisted forgets them once the connection is gone).
+        """
+        self.handshakes: dict[MemuxProtocol, tuple[bytes | None, bytes | None]] = {}
+        build = RecordingMultiplexingFactory.buildProtocol
+
+        def buildAndWatch(factory: Any, addr: Any) -> MemuxProtocol:
+            session = build(factory, addr)
+            session.whenClosed().addCallback(lambda _: self.record(session))
+            return session
+
+        self.patch(RecordingMultiplexingFactory, "buildProtocol", buildAndWatch)
+
+    def record(self, session: MemuxProtocol) -> None:
+        """
+        Keep the ALPN protocol and SNI name of C{session}'s TLS, if it has
+        not been forgotten yet.
+        """
+        transport = session.transport
+        if (
+            isinstance(transport, TLSMemoryBIOProtocol)
+            and session not in self.handshakes
+        ):
+            handle = cast(SSL.Connection | None, transport.getHandle())
+            name = handle.get_servername() if handle is not None else None
+            self.handshakes[session] = (transport.negotiatedProtocol, name)
+
+    def negotiated(self) -> list[bytes | None]:
+        """
+        The ALPN protocol each server session negotiated.
+        """
+        for session in self.serverSessions:
+            self.record(session)
+        return [self.handshakes[s][0] for s in self.serverSessions]
+
+    def serverNames(self) -> list[bytes | None]:
+        """
+        The name (SNI) each client asked the server for.
+        """
+        for session in self.serverSessions:
+            self.record(session)
+        return [self.handshakes[s][1] for s in self.serverSessions]
+
+    async def test_pingOffersALPN(self) -> None:
+        """
+        ``memux ping`` to a ``tls:`` REMOTE (here with Twisted's own
+        ``trustRoots=``) offers ALPN ``memux/1``, which the server
+        selects; the path line says TLS.
+        """
+        remote = self.serveTLS()
+        roots = quoteStringArgument(self.certs.caDirectory)
+        out, err, code = await runCLI(
+            self, "ping", "-c", "1", f"{remote}:trustRoots={roots}"
+        )
+        self.assertEqual((code, err), (0, b""))
+        self.assertIn(b"path: TLS over TCP", out)
+        self.assertEqual(self.negotiated(), [ALPN])
+
+    async def test_connectWithCA(self) -> None:
+        """
+        ``memux connect --ca FILE`` trusts that CA (not in the system's
+        store), offers ``memux/1``, and carries the data.
+        """
+        remote = self.serveTLS()
+        out, err, code = await runCLI(
+            self, "connect", "--ca", self.certs.caFile, remote, "echo", stdin=b"hello"
+        )
+        self.assertEqual((out, err, code), (b"hello", b"", 0))
+        self.assertEqual(self.negotiated(), [ALPN])
+
+    async def test_forwardWithCA(self) -> None:
+        """
+        ``memux forward --ca FILE`` makes its session over TLS with that
+        CA, offering ``memux/1``, and forwards connections over it.
+        """
+        remote = self.serveTLS()
+        process = spawnCLI(
+            self,
+            "forward",
+            "--ca",
+            self.certs.caFile,
+            "tcp:0:interface=127.0.0.1",
+            remote,
+            "echo",
+        )
+        listening = await process.waitForStderr(rb"listening on 127\.0\.0\.1:(\d+)")
+        endpoint = TCP4ClientEndpoint(
+            self.reactor, "127.0.0.1", int(listening.group(1))
+        )
+        client = Client(b"hello")
+        await connectProtocol(endpoint, client)
+        self.assertEqual(await client.done, (5, hashlib.sha256(b"hello").hexdigest()))
+        self.assertEqual(self.negotiated(), [ALPN])
+        cast(IProcessTransport, process.transport).signalProcess("INT")
+        out, err, code = await process.ended
+        self.assertEqual(code, 0, err)
+
+    async def test_wrongCA(self) -> None:
+        """
+        With a ``--ca`` that did not sign the server's certificate,
+        ``connect`` exits 3 with one line saying the certificate was not
+        verified, and ``ping`` fails.
+        """
+        remote = self.serveTLS()
+        out, err, code = await runCLI(
+            self, "connect", "--ca", self.certs.otherCAFile, remote, "echo", stdin=b"x"
+        )
+        self.assertEqual((out, code), (b"", ExitStatus.CONNECT))
+        [line] = err.decode().splitlines()
+        self.assertTrue(line.startswith("memux connect: "), line)
+        self.assertIn("certificate verify failed", line)
+        out, err, code = await runCLI(
+            self, "ping", "-c", "1", "--ca", self.certs.otherCAFile, remote
+        )
+        self.assertNotEqual(code, 0)
+        self.assertIn(b"0 answered", out)
+
+    async def test_servername(self) -> None:
+        """
+        ``--servername NAME`` is sent as SNI and checked against the
+        server's certificate instead of REMOTE's host: the server's name
+        works, another fails with one line naming it.
+        """
+        remote = self.serveTLS()
+        out, err, code = await runCLI(
+            self,
+            "ping",
+            "-c",
+            "1",
+            "--ca",
+            self.certs.caFile,
+            "--servername",
+            HOSTNAME,
+            remote,
+        )
+        self.assertEqual((code, err), (0, b""))
+        self.assertEqual(self.serverNames(), [HOSTNAME.encode()])
+        out, err, code = await runCLI(
+            self,
+            "connect",
+            "--ca",
+            self.certs.caFile,
+            "--servername",
+            "elsewhere.test",
+            remote,
+            "echo",
+            stdin=b"x",
+        )
+        self.assertEqual(code, ExitStatus.CONNECT)
+        [line] = err.decode().splitlines()
+        self.assertIn("elsewhere.test", line)
+
+    async def test_clientCertificate(self) -> None:
+        """
+        A server that requires client certificates (``--tls-ca``) accepts
+        ``--cert FILE`` holding the certificate and key, and ``--cert``
+        with ``--key``.
+        """
+        remote = self.serveTLS("--tls-ca", self.certs.caFile)
+        ca = ("--ca", self.certs.caFile)
+        for certificate in [
+            ("--cert", self.certs.clientFile),
+            ("--cert", self.certs.clientCertFile, "--key", self.certs.clientKeyFile),
+        ]:
+            out, err, code = await runCLI(
+                self, "connect", *ca, *certificate, remote, "echo", stdin=b"mutual"
+            )
+            self.assertEqual((out, err, code), (b"mutual", b"", 0))
+        self.assertEqual(self.negotiated(), [ALPN, ALPN])
+
+    async def test_clientCertificateRequired(self) -> None:
+        """
+        Without ``--cert``, a server that requires client certificates
+        refuses the handshake: exit 3, one line saying a certificate is
+        required.
+        """
+        remote = self.serveTLS("--tls-ca", self.certs.caFile)
+        out, err, code = await runCLI(
+            self, "connect", "--ca", self.certs.caFile, remote, "echo", stdin=b"x"
+        )
+        self.assertEqual((out, code), (b"", ExitStatus.CONNECT))
+        [line] = err.decode().splitlines()
+        self.assertIn("certificate required", line)
+
+    async def test_everyCommandOffersALPN(self) -> None:
+        """
+        The REMOTE endpoint each command is made with (through
+        L{makeCommand}) takes the TLS options and offers ``memux/1``.
+        """
+        remote = self.serveTLS("--tls-ca", self.certs.caFile)
+        tls = ["--ca", self.certs.caFile, "--cert", self.certs.clientFile]
+        for argv in [
+            ["forward", *tls, "0", remote, "echo"],
+            ["connect", *tls, remote, "echo"],
+            ["ping", *tls, remote],
+        ]:
+            args = buildParser().parse_args(argv)
+            command = makeCommand(args, self.reactor, Reporter(io.StringIO(), ""))
+            assert isinstance(command, RemoteCommand)
+            session = await self.connect(command.remote)
+            await session.ping()
+            assert isinstance(session.transport, TLSMemoryBIOProtocol)
+            self.assertEqual(session.transport.negotiatedProtocol, ALPN)
+        self.assertEqual(self.negotiated(), [ALPN] * 3)
+
+
+class TLSUsageTests(SynchronousTestCase):
+    """
+    TLS options that cannot apply, and files that cannot be used, are
+    reported before anything connects, with status 2.
+    """
+
+    def setUp(self) -> None:
+        """
+        Make a CA and certificates.
+        """
+        # Absolute: the commands run from the root of the checkout.
+        self.certs = Certificates(os.path.abspath(self.mktemp()))
+
+    def run_(self, *argv: str) -> tuple[int, str, str]:
+        """
+        Run C{main} with C{argv}; return the status, standard output and
+        standard error.
+        """
+        out, err = io.StringIO(), io.StringIO()
+        self.patch(sys, "stdout", out)
+        self.patch(sys, "stderr", err)
+        try:
+            code: object = main(list(argv))
+        except SystemExit as e:
+            code = e.code
+        return (code if isinstance(code, int) else 1), out.getvalue(), err.getvalue()
+
+    def test_onlyForTLS(self) -> None:
+        """
+        Each command takes the TLS options, but only for a ``tls:`` REMOTE:
+        with another, it is a usage error saying so.
+        """
+        for command in (["forward", "8080"], ["connect"], ["ping"]):
+            for remote in ("h:1", "tcp:h:1", "[::1]:1", "unix:/tmp/s"):
+                service = ["echo"] if command[0] != "ping" else []
+                code, out, err = self.run_(
+                    *command, "--ca", self.certs.caFile, remote, *service
+                )
+                self.assertEqual(code, ExitStatus.USAGE, err)
+                self.assertIn(f"usage: memux {command[0]}", err)
+                self.assertIn("--ca applies only to a tls: REMOTE", err)
+        code, out, err = self.run_(
+            "ping", "--servername", "x", "--ca", self.certs.caFile, "h:1"
+        )
+        self.assertIn("--ca, --servername apply only to a tls: REMOTE", err)
+
+    def test_keyNeedsCert(self) -> None:
+        """
+        ``--key`` without ``--cert`` is a usage error.
+        """
+        code, out, err = self.run_("ping", "--key", self.certs.clientKeyFile, "tls:h:1")
+        self.assertEqual(code, ExitStatus.USAGE)
+        self.assertIn("--key needs --cert", err)
+
+    def test_emptyValue(self) -> None:
+        """
+        An empty file or name is a usage error, not a silent default.
+        """
+        for option in ("--ca", "--cert", "--key", "--servername"):
+            code, out, err = self.run_("ping", option, "", "tls:h:1")
+            self.assertEqual(code, ExitStatus.USAGE)
+            self.assertIn(f"argument {option}: must not be empty", err)
+
+    def test_givenTwice(self) -> None:
+        """
+        ``--ca`` with REMOTE's ``trustRoots=``, or ``--cert`` with its
+        ``certificate=``, is a usage error naming both.
+        """
+        q = quoteStringArgument
+        for option, keyword in [
+            ("--ca", f"trustRoots={q(self.certs.caDirectory)}"),
+            ("--cert", f"certificate={q(self.certs.clientFile)}"),
+        ]:
+            code, out, err = self.run_(
+                "ping", option, self.certs.caFile, f"tls:h:1:{keyword}"
+            )
+            self.assertEqual(code, ExitStatus.USAGE)
+            name = keyword.split("=")[0]
+            self.assertIn(f"{option} and REMOTE's {name}= say the same thing", err)
+
+    def test_fileErrors(self) -> None:
+        """
+        A ``--ca``, ``--cert`` or ``--key`` file that is missing or holds
+        no certificate or key is one line naming the file, status 2,
+        without the usage.
+        """
+        missing = os.path.join(self.certs.directory, "missing.pem")
+        for tls, named in [
+            (["--ca", missing], missing),
+            (["--cert", missing], missing),
+            (["--cert", self.certs.clientCertFile, "--key", missing], missing),
+            (["--ca", self.certs.clientKeyFile], self.certs.clientKeyFile),
+            (["--cert", self.certs.clientCertFile], self.certs.clientCertFile),
+        ]:
+            for command in (["forward", "8080", "tls:h:1", "e"], ["ping", "tls:h:1"]):
+                code, out, err = self.run_(command[0], *tls, *command[1:])
+                self.assertEqual((code, out), (ExitStatus.USAGE, ""), err)
+                [line] = err.splitlines()
+                self.assertTrue(line.startswith(f"memux {command[0]}: "), line)
+                self.assertIn(repr(named), line)
+
+
 def _twistdHasService() -> bool:
     done = subprocess.run(
         [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
@@ -1232,6 +1578,89 @@ class AcceptanceTests(SynchronousTestCase):
         self.assertLess(elapsed, 60)
         for process in self.processes:
             self.assertIsNone(process.poll())
+
+
+class TwistdTLSCommandTests(SynchronousTestCase):
+    """
+    The ``memux`` command against a real ``twistd -n memux`` serving mutual
+    TLS (``--tls-cert``, ``--tls-ca``) on a UNIX socket, reached through a
+    ``tls:`` REMOTE with ``endpoint=``.
+    """
+
+    def setUp(self) -> None:
+        """
+        Make certificates and start ``twistd``; it is stopped at cleanup.
+        """
+        # Not under _trial_temp: a UNIX socket's path must be short.
+        self.certs = Certificates(tempfile.mkdtemp(prefix="memux-"))
+        self.addCleanup(shutil.rmtree, self.certs.directory, True)
+        sock = os.path.join(self.certs.directory, "memux.sock")
+        log = Path(self.certs.directory, "twistd.log")
+        with log.open("wb") as f:
+            server = subprocess.Popen(
+                [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+                + ["-n", "--pidfile=", "memux", "--listen", f"unix:{sock}"]
+                + ["--tls-cert", self.certs.serverFile, "--tls-ca", self.certs.caFile],
+                stdout=f,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=cliEnvironment(),
+                cwd=str(ROOT),
+            )
+        self.addCleanup(server.wait, 30)
+        self.addCleanup(server.terminate)
+        deadline = time.monotonic() + 30
+        while not os.path.exists(sock):
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"twistd did not start: {log.read_text()!r}")
+            time.sleep(0.05)
+        # HOST is the name the certificate is checked for; endpoint= says
+        # where to connect.
+        self.remote = (
+            f"tls:{HOSTNAME}:7400:endpoint={quoteStringArgument(f'unix:{sock}')}"
+        )
+
+    def memux(
+        self, *argv: str, stdin: bytes = b""
+    ) -> subprocess.CompletedProcess[bytes]:
+        """
+        Run ``python -m memux ARGV`` to the end.
+        """
+        return subprocess.run(
+            [sys.executable, "-m", "memux", *argv],
+            input=stdin,
+            capture_output=True,
+            timeout=60,
+            env=cliEnvironment(),
+            cwd=str(ROOT),
+        )
+
+    def test_withClientCertificate(self) -> None:
+        """
+        With ``--ca``, ``--cert`` and ``--key``, ``ping`` and ``connect``
+        get through, over TLS.
+        """
+        tls = ["--ca", self.certs.caFile, "--cert", self.certs.clientCertFile]
+        tls += ["--key", self.certs.clientKeyFile]
+        done = self.memux("ping", "-c", "1", *tls, self.remote)
+        self.assertEqual((done.returncode, done.stderr), (0, b""))
+        self.assertIn(b"path: TLS over UNIX", done.stdout)
+        self.assertIn(b"1 sent, 1 answered", done.stdout)
+        done = self.memux("connect", *tls, self.remote, "echo", stdin=b"hello")
+        self.assertEqual(
+            (done.returncode, done.stdout, done.stderr), (0, b"hello", b"")
+        )
+
+    def test_withoutClientCertificate(self) -> None:
+        """
+        Without ``--cert``, the server refuses the handshake: ``connect``
+        exits 3 with one line saying a certificate is required.
+        """
+        done = self.memux("connect", "--ca", self.certs.caFile, self.remote, "echo")
+        self.assertEqual((done.returncode, done.stdout), (ExitStatus.CONNECT, b""))
+        [line] = done.stderr.decode().splitlines()
+        self.assertTrue(line.startswith("memux connect: "), line)
+        self.assertIn("certificate required", line)
 
 
 class ExampleTests(SynchronousTestCase):

@@ -27,6 +27,7 @@ from twisted.internet.endpoints import (
     connectProtocol,
     quoteStringArgument,
     serverFromString,
+    wrapServerTLS,
 )
 from twisted.internet.error import (
     ConnectError,
@@ -39,6 +40,7 @@ from twisted.internet.interfaces import (
     IListeningPort,
     IProtocol,
     IProtocolFactory,
+    IProtocolNegotiationFactory,
     IReactorCore,
     ISSLTransport,
     IStreamClientEndpoint,
@@ -71,6 +73,7 @@ from memux.error import ChannelRefused, SessionLost
 from memux.protocol import ChannelRequest, MemuxProtocol, MultiplexingFactory
 from memux.services import Echo
 from memux.test._helpers import isCheckout
+from memux.tls import ALPN, serverTLSOptions
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -126,10 +129,11 @@ class Recorder(Protocol):
 
 
 @implementer(IProtocolFactory)
+@implementer(IProtocolNegotiationFactory)
 class CountingFactory:
     """
     Builds protocols with another factory and keeps them (the sessions a
-    memux server accepted).
+    memux server accepted); passes on the ALPN protocols it accepts.
     """
 
     def __init__(self, factory: IProtocolFactory, built: list[Any]) -> None:
@@ -146,6 +150,10 @@ class CountingFactory:
 
     def doStop(self) -> None:
         self.factory.doStop()
+
+    def acceptableProtocols(self) -> list[bytes]:
+        negotiating = IProtocolNegotiationFactory(self.factory, None)
+        return [] if negotiating is None else list(negotiating.acceptableProtocols())
 
 
 @implementer(IStreamServerEndpoint)
@@ -828,6 +836,18 @@ class ServerEndpointTests(SynchronousTestCase):
         self.assertTrue(inner.port.stopped)
         self.assertEqual(events, ["start", "stop"])
 
+    def test_selectsALPN(self) -> None:
+        """
+        The factory given to the inner endpoint provides
+        L{IProtocolNegotiationFactory} with C{memux/1}, so a Twisted TLS
+        layer under it (``ssl:``) selects it for clients that offer it.
+        """
+        inner = FakeServerEndpoint()
+        endpoint = MemuxServerEndpoint(MemoryReactorClock(), inner, b"web")
+        self.successResultOf(endpoint.listen(Factory.forProtocol(Protocol)))
+        negotiating = IProtocolNegotiationFactory(inner.factory)
+        self.assertEqual(list(negotiating.acceptableProtocols()), [ALPN])
+
     def test_routesService(self) -> None:
         """
         Channels for the endpoint's service reach the listening factory;
@@ -852,7 +872,6 @@ class ServerEndpointTests(SynchronousTestCase):
         reason = self.successResultOf(bad.lost)
         assert isinstance(reason, ChannelRefused)
         self.assertEqual(reason.reason, "no service 'ftp' here (only 'web')")
-        self.assertIn("b'web'", reason.reason)
 
 
 # ---------------------------------------------------------------- loopback
@@ -871,14 +890,18 @@ class LoopbackTests(TestCase):
         self,
         service: bytes = b"echo",
         factory: IProtocolFactory | None = None,
-        inner: str = "tcp:0:interface=127.0.0.1",
+        inner: str | IStreamServerEndpoint = "tcp:0:interface=127.0.0.1",
     ) -> tuple[IListeningPort, list[MemuxProtocol]]:
         """
-        Listen with a L{MemuxServerEndpoint} for ``service`` on ``inner``;
-        return the port and the list of sessions it accepts.  The cleanups
-        close those sessions, then the port, after the client pool.
+        Listen with a L{MemuxServerEndpoint} for ``service`` on ``inner``
+        (a description or an endpoint); return the port and the list of
+        sessions it accepts.  The cleanups close those sessions, then the
+        port, after the client pool.
         """
-        counting = CountingServerEndpoint(serverFromString(self.reactor, inner))
+        if isinstance(inner, str):
+            counting = CountingServerEndpoint(serverFromString(self.reactor, inner))
+        else:
+            counting = CountingServerEndpoint(inner)
         endpoint = MemuxServerEndpoint(self.reactor, counting, service)
         port = await endpoint.listen(factory or Factory.forProtocol(Echo))
         self.addCleanup(port.stopListening)
@@ -1074,23 +1097,32 @@ class LoopbackTests(TestCase):
         with self.assertRaises(ConnectionRefusedError):
             await connectProtocol(client, Recorder())
 
-    async def test_tlsInner(self) -> None:
+    def tlsFiles(self) -> tuple[str, str]:
         """
-        A ``tls:`` inner client endpoint, verified against a CA, carries
-        memux to an ``ssl:`` inner server endpoint.
+        Make a CA with trustme and a server certificate for 127.0.0.1;
+        return the server's PEM file (key and certificate) and a directory
+        holding the CA certificate.
         """
         try:
             import trustme
         except ImportError:
             raise SkipTest("trustme is not installed") from None
         ca = trustme.CA()
-        cert = ca.issue_cert("127.0.0.1")
         tmp = shortTemporaryDirectory(self)
         key = os.path.join(tmp, "server.pem")
-        cert.private_key_and_cert_chain_pem.write_to_path(key)
+        ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(key)
         roots = os.path.join(tmp, "roots")
         os.mkdir(roots)
         ca.cert_pem.write_to_path(os.path.join(roots, "ca.pem"))
+        return key, roots
+
+    async def test_tlsInner(self) -> None:
+        """
+        A ``tls:`` inner client endpoint, verified against a CA, carries
+        memux to an ``ssl:`` inner server endpoint; the client offers ALPN
+        C{memux/1} and the server endpoint has Twisted's TLS select it.
+        """
+        key, roots = self.tlsFiles()
         q = quoteStringArgument
         port, sessions = await self.serve(
             inner=f"ssl:0:interface=127.0.0.1:privateKey={q(key)}:certKey={q(key)}"
@@ -1105,6 +1137,50 @@ class LoopbackTests(TestCase):
         [session] = defaultPool(self.reactor).sessions()
         self.assertTrue(ISSLTransport.providedBy(session.transport))
         self.assertEqual(len(sessions), 1)
+        self.assertEqual(session.transport.negotiatedProtocol, ALPN)  # type: ignore[union-attr]
+        self.assertEqual(sessions[0].transport.negotiatedProtocol, ALPN)  # type: ignore[union-attr]
+
+    async def test_tlsInnerOffersALPN(self) -> None:
+        """
+        A ``memux:tls\\:...`` client endpoint offers ALPN C{memux/1} to a
+        memux TLS server (L{serverTLSOptions}, which selects it when
+        offered): the server's session records C{memux/1}.
+        """
+        key, roots = self.tlsFiles()
+        inner = wrapServerTLS(
+            serverTLSOptions(key),
+            TCP4ServerEndpoint(self.reactor, 0, interface="127.0.0.1"),
+        )
+        port, sessions = await self.serve(inner=inner)
+        address: Any = port.getHost()
+        description = memuxDescription(
+            f"tls:127.0.0.1:{address.port}:trustRoots={quoteStringArgument(roots)}",
+            "echo",
+        )
+        self.addCleanup(defaultPool(self.reactor).closeAll)
+        await self.echo(clientFromString(self.reactor, description), b"secret")
+        [session] = sessions
+        self.assertEqual(session.transport.negotiatedProtocol, ALPN)  # type: ignore[union-attr]
+
+    async def test_poolSessionOffersALPN(self) -> None:
+        """
+        L{SessionPool.session} given a ``tls:`` description connects a
+        session that negotiated ALPN C{memux/1}.
+        """
+        key, roots = self.tlsFiles()
+        inner = wrapServerTLS(
+            serverTLSOptions(key),
+            TCP4ServerEndpoint(self.reactor, 0, interface="127.0.0.1"),
+        )
+        port, sessions = await self.serve(inner=inner)
+        address: Any = port.getHost()
+        roots = quoteStringArgument(roots)
+        session = await self.pool.session(
+            f"tls:127.0.0.1:{address.port}:trustRoots={roots}"
+        )
+        await session.ping()
+        self.assertEqual(session.transport.negotiatedProtocol, ALPN)  # type: ignore[union-attr]
+        self.assertEqual(sessions[0].transport.negotiatedProtocol, ALPN)  # type: ignore[union-attr]
 
     async def test_tlsUntrusted(self) -> None:
         """

@@ -13,20 +13,24 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import cast
 
 import trustme
 from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL
 from service_identity import VerificationError
 from twisted.internet.endpoints import (
+    TCP4ClientEndpoint,
     UNIXClientEndpoint,
     connectProtocol,
+    quoteStringArgument,
     wrapClientTLS,
 )
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IOpenSSLClientConnectionCreator,
     IOpenSSLServerConnectionCreator,
+    IProtocolNegotiationFactory,
 )
 from twisted.internet.protocol import Factory
 from twisted.internet.ssl import (
@@ -35,13 +39,19 @@ from twisted.internet.ssl import (
     PrivateCertificate,
     optionsForClientTLS,
 )
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import LogLevel
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from memux import ChannelEndpoint, IChannelTransport, MemuxProtocol, SessionLost
+from memux import (
+    ChannelEndpoint,
+    IChannelTransport,
+    MemuxProtocol,
+    MultiplexingFactory,
+    SessionLost,
+)
 from memux.services import Echo, builtinServices
 from memux.test.test_server import (
     LOCAL,
@@ -55,6 +65,7 @@ from memux.tls import (
     ALPN,
     PEMSource,
     TLSConfigurationError,
+    clientEndpointFromString,
     clientTLSOptions,
     serverTLSOptions,
     tlsServerFactory,
@@ -70,15 +81,18 @@ HOSTNAME = "memux.test"
 class Certificates:
     """
     A test CA (made with trustme) with a server certificate for
-    L{HOSTNAME}, a client certificate, and a stranger's certificate from
-    another CA; each also written to a PEM file in C{directory}.
+    L{HOSTNAME} and C{127.0.0.1}, a client certificate, and a stranger's
+    certificate from another CA; each also written to a PEM file in
+    C{directory}, as are the client certificate and its key apart, the CA
+    certificate alone in the directory C{caDirectory}, and another CA's
+    certificate in C{otherCAFile}.
     """
 
     def __init__(self, directory: str) -> None:
         os.makedirs(directory, exist_ok=True)
         self.directory = directory
         self.ca = trustme.CA()
-        self.server = self.ca.issue_cert(HOSTNAME)
+        self.server = self.ca.issue_cert(HOSTNAME, "127.0.0.1")
         self.client = self.ca.issue_cert("client.memux.test")
         self.stranger = trustme.CA().issue_cert("stranger.memux.test")
         self.caPEM = self.ca.cert_pem.bytes()
@@ -94,7 +108,18 @@ class Certificates:
             "server-key.pem", self.server.private_key_pem.bytes()
         )
         self.clientFile = self.write("client.pem", self.clientPEM)
+        self.clientCertFile = self.write(
+            "client-cert.pem", self.client.cert_chain_pems[0].bytes()
+        )
+        self.clientKeyFile = self.write(
+            "client-key.pem", self.client.private_key_pem.bytes()
+        )
         self.strangerFile = self.write("stranger.pem", self.strangerPEM)
+        self.otherCAFile = self.write("other-ca.pem", trustme.CA().cert_pem.bytes())
+        self.caDirectory = os.path.join(directory, "cas")
+        os.makedirs(self.caDirectory, exist_ok=True)
+        with open(os.path.join(self.caDirectory, "ca.pem"), "wb") as f:
+            f.write(self.caPEM)
 
     def write(self, name: str, data: bytes) -> str:
         """
@@ -564,6 +589,280 @@ class MutualTLSTests(TLSSessionTestCase):
         peer = server.getPeerCertificate().to_cryptography()
         self.assertIn("client.memux.test", str(peer.extensions))
         self.assertEqual(server.negotiatedProtocol, ALPN)
+
+
+class ClientEndpointFromStringTests(TLSSessionTestCase):
+    """
+    L{clientEndpointFromString}: ``tls:`` descriptions that offer ALPN
+    C{memux/1}, against a real TLS server on loopback.
+    """
+
+    def negotiated(self) -> list[bytes | None]:
+        """
+        The ALPN protocol each server session negotiated.
+        """
+        found: list[bytes | None] = []
+        for session in self.serverSessions:
+            transport = session.transport
+            assert isinstance(transport, TLSMemoryBIOProtocol)
+            found.append(transport.negotiatedProtocol)
+        return found
+
+    def serverNames(self) -> list[bytes | None]:
+        """
+        The name (SNI) each client asked the server for.
+        """
+        names: list[bytes | None] = []
+        for session in self.serverSessions:
+            transport = session.transport
+            assert isinstance(transport, TLSMemoryBIOProtocol)
+            handle = cast(SSL.Connection, transport.getHandle())
+            names.append(handle.get_servername())
+        return names
+
+    async def test_tlsOffersALPN(self) -> None:
+        """
+        A ``tls:`` description with ``trustRoots=`` (a directory, as with
+        Twisted) connects verified, and both sides negotiate C{memux/1}.
+        """
+        port = await self.serveTLS()
+        roots = quoteStringArgument(self.certs.caDirectory)
+        endpoint = clientEndpointFromString(
+            self.reactor, f"tls:127.0.0.1:{port}:trustRoots={roots}"
+        )
+        session = await self.connect(endpoint)
+        self.assertEqual(await self.echo(session), [b"secret"])
+        client = session.transport
+        assert isinstance(client, TLSMemoryBIOProtocol)
+        self.assertEqual(client.negotiatedProtocol, ALPN)
+        self.assertEqual(self.negotiated(), [ALPN])
+
+    async def test_trustRootsFile(self) -> None:
+        """
+        ``trustRoots=`` may also name a PEM file of CA certificates.
+        """
+        port = await self.serveTLS()
+        roots = quoteStringArgument(self.certs.caFile)
+        endpoint = clientEndpointFromString(
+            self.reactor, f"tls:127.0.0.1:{port}:trustRoots={roots}"
+        )
+        self.assertEqual(await self.echo(await self.connect(endpoint)), [b"secret"])
+        self.assertEqual(self.negotiated(), [ALPN])
+
+    async def test_endpointKeyword(self) -> None:
+        """
+        With ``endpoint=``, as with Twisted's ``tls:``, the session runs
+        over that endpoint and HOST is only the name to verify (and send
+        as SNI).
+        """
+        port = await self.serveTLS()
+        roots = quoteStringArgument(self.certs.caFile)
+        inner = quoteStringArgument(f"tcp:127.0.0.1:{port}")
+        endpoint = clientEndpointFromString(
+            self.reactor, f"tls:{HOSTNAME}:7400:trustRoots={roots}:endpoint={inner}"
+        )
+        self.assertEqual(await self.echo(await self.connect(endpoint)), [b"secret"])
+        self.assertEqual(self.serverNames(), [HOSTNAME.encode()])
+        self.assertEqual(self.negotiated(), [ALPN])
+
+    async def test_mutualFromDescription(self) -> None:
+        """
+        ``certificate=`` and ``privateKey=`` present a client certificate
+        to a server that requires one.
+        """
+        port = await self.serveTLS(self.certs.caPEM)
+        q = quoteStringArgument
+        endpoint = clientEndpointFromString(
+            self.reactor,
+            f"tls:127.0.0.1:{port}:trustRoots={q(self.certs.caFile)}"
+            f":certificate={q(self.certs.clientCertFile)}"
+            f":privateKey={q(self.certs.clientKeyFile)}",
+        )
+        self.assertEqual(await self.echo(await self.connect(endpoint)), [b"secret"])
+        self.assertEqual(self.negotiated(), [ALPN])
+
+    async def test_keywordArguments(self) -> None:
+        """
+        The keyword arguments give the CA, the client certificate and the
+        name to verify and send as SNI, for a description without them.
+        """
+        port = await self.serveTLS(self.certs.caPEM)
+        endpoint = clientEndpointFromString(
+            self.reactor,
+            f"tls:127.0.0.1:{port}",
+            trustRoot=self.certs.caFile,
+            clientCertificate=self.certs.clientCertFile,
+            clientKey=self.certs.clientKeyFile,
+            hostname=HOSTNAME,
+        )
+        self.assertEqual(await self.echo(await self.connect(endpoint)), [b"secret"])
+        self.assertEqual(self.serverNames(), [HOSTNAME.encode()])
+        self.assertEqual(self.negotiated(), [ALPN])
+
+    async def test_hostnameChecked(self) -> None:
+        """
+        C{hostname} is the name the certificate must be valid for: another
+        name fails the session.
+        """
+        port = await self.serveTLS()
+        session = await self.connect(
+            clientEndpointFromString(
+                self.reactor,
+                f"tls:127.0.0.1:{port}",
+                trustRoot=self.certs.caFile,
+                hostname="elsewhere.test",
+            )
+        )
+        await session.whenClosed()
+        assert session.lostReason is not None
+        self.assertIsInstance(session.lostReason.value, VerificationError)
+
+
+class PlainTwistedTLSServerTests(TLSSessionTestCase):
+    """
+    A server factory wrapped in Twisted's own TLS with no ALPN protocols
+    (``ssl:`` endpoints, ``CertificateOptions``): Twisted then refuses
+    every client offering ALPN unless the factory names a protocol, so
+    L{MultiplexingFactory} does, for servers.
+    """
+
+    async def test_sslEndpointServesALPNClients(self) -> None:
+        """
+        A session factory behind a plain ``CertificateOptions`` TLS layer
+        serves a client that offers C{memux/1}, which both negotiate.
+        """
+        factory = RecordingMultiplexingFactory(builtinServices(self.reactor))
+        pem = PrivateCertificate.loadPEM(self.certs.serverPEM)
+        options = CertificateOptions(
+            privateKey=pem.privateKey.original, certificate=pem.original
+        )
+        port = await self.listenTCP(TLSMemoryBIOFactory(options, False, factory))
+        session = await self.connectTLS(
+            port, clientTLSOptions(HOSTNAME, self.certs.caPEM)
+        )
+        self.assertEqual(await self.echo(session), [b"secret"])
+        client = session.transport
+        assert isinstance(client, TLSMemoryBIOProtocol)
+        self.assertEqual(client.negotiatedProtocol, ALPN)
+
+    def test_onlyServersNegotiate(self) -> None:
+        """
+        Server factories name C{memux/1}; client ones name nothing, so
+        their TLS options alone say what they offer.
+        """
+        self.assertEqual(
+            IProtocolNegotiationFactory(MultiplexingFactory()).acceptableProtocols(),
+            [ALPN],
+        )
+        self.assertIsNone(
+            IProtocolNegotiationFactory(MultiplexingFactory(client=True), None)
+        )
+
+
+class ClientEndpointParsingTests(SynchronousTestCase):
+    """
+    L{clientEndpointFromString} reads Twisted's ``tls:`` arguments, leaves
+    other descriptions to Twisted, and says what is wrong.
+    """
+
+    def setUp(self) -> None:
+        """
+        Make a CA and certificates; a memory reactor to connect with.
+        """
+        self.certs = Certificates(self.mktemp())
+        self.reactor = MemoryReactorClock()
+
+    def test_twistedArguments(self) -> None:
+        """
+        HOST, PORT, ``timeout=`` and ``bindAddress=`` mean what they mean
+        to Twisted's ``tls:`` endpoint: where and how TCP connects.
+        """
+        for description, expected in [
+            ("tls:127.0.0.1:7401", ("127.0.0.1", 7401, 30, None)),
+            (
+                "tls:127.0.0.1:7402:timeout=7:bindAddress=127.0.0.2",
+                ("127.0.0.1", 7402, 7, ("127.0.0.2", 0)),
+            ),
+        ]:
+            endpoint = clientEndpointFromString(self.reactor, description)
+            endpoint.connect(Factory.forProtocol(Collector))
+            self.reactor.advance(0)
+            host, port, _, timeout, bindAddress = self.reactor.tcpClients[-1]
+            self.assertEqual((host, port, timeout, bindAddress), expected)
+
+    def test_otherTypes(self) -> None:
+        """
+        Other descriptions are Twisted's own (case does not matter to
+        ``TLS:``); the keyword arguments are for ``tls:`` only.
+        """
+        endpoint = clientEndpointFromString(self.reactor, "tcp:127.0.0.1:7400")
+        self.assertIsInstance(endpoint, TCP4ClientEndpoint)
+        self.assertNotIsInstance(
+            clientEndpointFromString(self.reactor, "TLS:127.0.0.1:7400"),
+            TCP4ClientEndpoint,
+        )
+        with self.assertRaises(ValueError) as caught:
+            clientEndpointFromString(
+                self.reactor, "tcp:127.0.0.1:7400", trustRoot=self.certs.caFile
+            )
+        self.assertIn(
+            "trustRoot applies only to a tls: endpoint", str(caught.exception)
+        )
+
+    def test_givenTwice(self) -> None:
+        """
+        A keyword argument for what the description already gives is a
+        L{ValueError}.
+        """
+        description = f"tls:h:1:trustRoots={quoteStringArgument(self.certs.caFile)}"
+        with self.assertRaises(ValueError) as caught:
+            clientEndpointFromString(
+                self.reactor, description, trustRoot=self.certs.caFile
+            )
+        self.assertIn("trustRoots= already", str(caught.exception))
+
+    def test_malformed(self) -> None:
+        """
+        A ``tls:`` description without a port, with an argument Twisted's
+        does not take, or with a port that is not a number, fails as
+        Twisted's parser fails.
+        """
+        self.assertRaises(TypeError, clientEndpointFromString, self.reactor, "tls:h")
+        self.assertRaises(
+            TypeError, clientEndpointFromString, self.reactor, "tls:h:1:bogus=1"
+        )
+        self.assertRaises(ValueError, clientEndpointFromString, self.reactor, "tls:h:x")
+
+    def test_fileErrors(self) -> None:
+        """
+        A CA, certificate or key that cannot be loaded is a
+        L{TLSConfigurationError} naming the file or directory; so is a key
+        without a certificate, and a directory without a ``*.pem`` CA.
+        """
+        missing = os.path.join(self.certs.directory, "missing.pem")
+        empty = os.path.join(self.certs.directory, "empty")
+        os.mkdir(empty)
+        cases = [
+            ({"trustRoot": missing}, "", missing),
+            ({}, f":trustRoots={quoteStringArgument(missing)}", missing),
+            ({}, f":trustRoots={quoteStringArgument(empty)}", empty),
+            ({"clientCertificate": missing}, "", missing),
+            ({}, f":certificate={quoteStringArgument(missing)}", missing),
+            (
+                {},
+                f":privateKey={quoteStringArgument(self.certs.clientKeyFile)}",
+                "client-key.pem",
+            ),
+            ({"clientCertificate": self.certs.caFile}, "", "ca.pem"),
+        ]
+        for keywords, extra, named in cases:
+            with self.assertRaises(TLSConfigurationError) as caught:
+                clientEndpointFromString(
+                    self.reactor,
+                    "tls:h:1" + extra,
+                    **keywords,
+                )
+            self.assertIn(named, str(caught.exception))
 
 
 class TLSInsideChannelTests(TLSSessionTestCase):

@@ -1,12 +1,14 @@
 """
-Tests for memux.tunnel: channels spliced to real TCP connections.
+Tests for memux.tunnel: channels spliced to TCP connections, real and in
+memory; an orderly end stays orderly, an abnormal one stays abnormal.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 from twisted.internet import defer
 from twisted.internet.endpoints import (
@@ -14,14 +16,31 @@ from twisted.internet.endpoints import (
     TCP4ServerEndpoint,
     connectProtocol,
 )
-from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.error import (
+    ConnectionAborted,
+    ConnectionDone,
+    ConnectionLost,
+    ConnectionRefusedError,
+)
+from twisted.internet.interfaces import (
+    IHalfCloseableProtocol,
+    IProtocol,
+    IProtocolFactory,
+    IStreamClientEndpoint,
+)
 from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
+from twisted.test.iosim import IOPump
 from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
 from memux import ChannelReset, ErrorCode, MultiplexingFactory, connectSession
-from memux.tunnel import LocalForwardingFactory, forwardTo
+from memux.error import SessionLost
+from memux.protocol import ChannelTransport, MemuxProtocol
+from memux.testing import connectedSessions
+from memux.tunnel import LocalForwardingFactory, SpliceProtocol, forwardTo
 
 
 @implementer(IHalfCloseableProtocol)
@@ -154,3 +173,378 @@ class ForwardingTests(TestCase):
         self.assertEqual(error.code, ErrorCode.CONNECT_ERROR)
         self.assertIn("the echo server", error.reason)
         yield self.tearDownSession()
+
+
+# ------------------------------------------------------------ abnormal ends
+
+
+class FakeTCP(StringTransport):
+    """
+    A TCP connection's transport in memory that records how it was ended:
+    C{calls} lists C{loseWriteConnection} (a FIN, write side only),
+    C{loseConnection} (a FIN) and C{abortConnection} (an RST) in order.
+    As with TCP, C{connectionLost} follows a close or an abort on the next
+    turn of the clock (C{ConnectionAborted} if it was aborted meanwhile).
+    """
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__(lenient=True)
+        self.clock = clock
+        self.calls: list[str] = []
+        self.protocol: Any = None
+        self._ending: Exception | None = None
+
+    def loseWriteConnection(self) -> None:
+        self.calls.append("loseWriteConnection")
+
+    def loseConnection(self) -> None:
+        self.calls.append("loseConnection")
+        self._end(ConnectionDone())
+
+    def abortConnection(self) -> None:
+        self.calls.append("abortConnection")
+        self._end(ConnectionAborted())
+
+    def unregisterProducer(self) -> None:
+        # TCP's is lenient: unregistering nothing is allowed.
+        self.producer = None
+
+    def peerFin(self) -> None:
+        """
+        The other end sent FIN.
+        """
+        cast(IHalfCloseableProtocol, self.protocol).readConnectionLost()
+
+    def peerReset(self) -> None:
+        """
+        The other end sent RST.
+        """
+        self._ending = ConnectionLost()
+        self._lost()
+
+    def _end(self, error: Exception) -> None:
+        self.disconnecting = True
+        if self._ending is None:
+            self.clock.callLater(0, self._lost)
+        if self._ending is None or isinstance(error, ConnectionAborted):
+            self._ending = error
+
+    def _lost(self) -> None:
+        if not self.disconnected:
+            self.disconnected = True
+            assert self._ending is not None
+            self.protocol.connectionLost(Failure(self._ending))
+
+
+@implementer(IStreamClientEndpoint)
+class FakeEndpoint:
+    """
+    Connects to a L{FakeTCP} each time, at once or, with C{later}, when the
+    test fires the Deferred in C{pending}.
+    """
+
+    def __init__(self, clock: Clock, later: bool = False) -> None:
+        self.clock = clock
+        self.later = later
+        self.connections: list[FakeTCP] = []
+        self.pending: list[defer.Deferred[None]] = []
+
+    def connect(self, factory: IProtocolFactory) -> defer.Deferred[IProtocol]:
+        transport = FakeTCP(self.clock)
+
+        def connected(_: object) -> IProtocol:
+            protocol = factory.buildProtocol(transport.getPeer())
+            assert protocol is not None
+            transport.protocol = protocol
+            protocol.makeConnection(transport)
+            self.connections.append(transport)
+            return protocol
+
+        if not self.later:
+            return defer.succeed(connected(None))
+        d: defer.Deferred[None] = defer.Deferred()
+        self.pending.append(d)
+        return d.addCallback(connected)
+
+
+@implementer(IHalfCloseableProtocol)
+class Recorder(Protocol):
+    """
+    A channel's protocol that records what it receives, each FIN (as
+    C{"FIN"} in C{events}) and how the channel ended (C{reason}).
+    """
+
+    def __init__(self) -> None:
+        self.data = b""
+        self.events: list[str] = []
+        self.reason: Failure | None = None
+
+    def dataReceived(self, data: bytes) -> None:
+        self.data += data
+
+    def readConnectionLost(self) -> None:
+        self.events.append("FIN")
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.events.append("lost")
+        self.reason = reason
+
+
+def loseSessions(pump: IOPump) -> None:
+    """
+    The connection under the two sessions of C{pump} dies (a reset, a
+    crashed peer): both get C{connectionLost(ConnectionLost)}.
+    """
+    for transport in (pump.clientIO, pump.serverIO):
+        transport.disconnectReason = ConnectionLost()
+    pump.clientIO.loseConnection()
+    pump.flush()
+
+
+class ForwardToEndingTests(TestCase):
+    """
+    A channel of a L{forwardTo} service and its connection to the backend
+    end the same way: in order (FIN) or abnormally (RST, channel reset).
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.endpoint = FakeEndpoint(self.clock)
+        self.client, self.server, self.pump = connectedSessions(
+            {b"fwd": forwardTo(self.endpoint, "the backend")}, clock=self.clock
+        )
+
+    def open(self, data: bytes = b"upload") -> tuple[Recorder, FakeTCP]:
+        """
+        Open a channel to the service, send C{data}; return the channel's
+        protocol and the backend connection it was forwarded to.
+        """
+        recorder = Recorder()
+        self.client.openChannel(b"fwd", _Just(recorder))
+        assert recorder.transport is not None
+        recorder.transport.write(data)
+        self.pump.flush()
+        backend = self.endpoint.connections[-1]
+        self.assertEqual(backend.value(), data)
+        return recorder, backend
+
+    def test_resetAbortsCleanEndCloses(self) -> None:
+        """
+        Of two channels, the one reset by the client has its backend
+        connection aborted (RST) without any FIN first; the one the
+        client half-closes has its backend see a FIN, and a clean close
+        once the backend finishes too.
+        """
+        cut, cutBackend = self.open()
+        whole, wholeBackend = self.open()
+        cast(ChannelTransport, cut.transport).resetChannel(ErrorCode.CANCEL, "gone")
+        cast(ChannelTransport, whole.transport).loseWriteConnection()
+        self.pump.flush()
+        self.assertEqual(cutBackend.calls, ["abortConnection"])
+        self.assertEqual(wholeBackend.calls, ["loseWriteConnection"])
+        wholeBackend.protocol.dataReceived(b"answer")
+        wholeBackend.peerFin()
+        self.pump.flush()
+        self.assertEqual(wholeBackend.calls, ["loseWriteConnection", "loseConnection"])
+        self.assertEqual(whole.data, b"answer")
+        self.assertEqual(whole.events, ["FIN", "lost"])
+        assert whole.reason is not None
+        self.assertTrue(whole.reason.check(ConnectionDone))
+
+    def test_sessionLostAbortsBackend(self) -> None:
+        """
+        When the session is lost in the middle of an upload, the backend
+        connection is aborted, never closed with a FIN.
+        """
+        _, backend = self.open()
+        loseSessions(self.pump)
+        self.assertEqual(backend.calls, ["abortConnection"])
+
+    def test_sessionLostAfterHalfCloseAbortsBackend(self) -> None:
+        """
+        A backend that got the client's FIN and is still answering is
+        aborted when the session is lost: its answer was cut.
+        """
+        recorder, backend = self.open()
+        cast(ChannelTransport, recorder.transport).loseWriteConnection()
+        self.pump.flush()
+        loseSessions(self.pump)
+        self.assertEqual(backend.calls, ["loseWriteConnection", "abortConnection"])
+
+    def test_backendResetResetsChannel(self) -> None:
+        """
+        A backend connection that is reset resets its channel with CANCEL
+        and a reason naming the backend; the client never sees a FIN.
+        """
+        recorder, backend = self.open()
+        backend.protocol.dataReceived(b"partial answer")
+        self.pump.flush()
+        backend.peerReset()
+        self.pump.flush()
+        self.assertEqual(recorder.data, b"partial answer")
+        self.assertEqual(recorder.events, ["lost"])
+        assert recorder.reason is not None
+        error = recorder.reason.value
+        assert isinstance(error, ChannelReset)
+        self.assertEqual(error.code, ErrorCode.CANCEL)
+        self.assertEqual(
+            error.reason, "the connection to the backend was reset or lost"
+        )
+
+    def test_channelResetBeforeConnected(self) -> None:
+        """
+        A channel reset while its backend connection is still being made
+        has that connection aborted as soon as it is made.
+        """
+        self.endpoint.later = True
+        recorder = Recorder()
+        self.client.openChannel(b"fwd", _Just(recorder))
+        self.pump.flush()
+        cast(ChannelTransport, recorder.transport).abortConnection()
+        self.pump.flush()
+        self.endpoint.pending[0].callback(None)
+        self.pump.flush()
+        self.assertEqual(self.endpoint.connections[0].calls, ["abortConnection"])
+
+
+class _Just(Factory):
+    """
+    A factory of the one protocol it was given.
+    """
+
+    def __init__(self, protocol: Protocol) -> None:
+        self.protocol_ = protocol
+
+    def buildProtocol(self, addr: Any) -> Protocol:
+        return self.protocol_
+
+
+class LocalForwardingEndingTests(TestCase):
+    """
+    A local connection accepted by L{LocalForwardingFactory} and its
+    channel end the same way: in order (FIN) or abnormally (RST, channel
+    reset).
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.served: list[Recorder] = []
+
+        def record() -> Recorder:
+            recorder = Recorder()
+            self.served.append(recorder)
+            return recorder
+
+        self.client, self.server, self.pump = connectedSessions(
+            {b"svc": Factory.forProtocol(record)}, clock=self.clock
+        )
+        self.getSession: Callable[[], defer.Deferred[MemuxProtocol]] = lambda: (
+            defer.succeed(self.client)
+        )
+        self.factory = LocalForwardingFactory(lambda: self.getSession(), b"svc")
+
+    def accept(self, data: bytes = b"upload") -> tuple[SpliceProtocol, FakeTCP]:
+        """
+        Accept a local connection that sends C{data}; return its protocol
+        and transport.
+        """
+        protocol = self.factory.buildProtocol(None)
+        assert isinstance(protocol, SpliceProtocol)
+        local = FakeTCP(self.clock)
+        local.protocol = protocol
+        protocol.makeConnection(local)
+        protocol.dataReceived(data)
+        self.pump.flush()
+        return protocol, local
+
+    def test_channelResetAbortsCleanEndCloses(self) -> None:
+        """
+        Of two local connections, the one whose channel the server resets
+        is aborted (RST) without any FIN first; the one whose channel the
+        server closes gets a FIN, then a clean close once it has finished
+        too.
+        """
+        cut, cutLocal = self.accept()
+        whole, wholeLocal = self.accept()
+        cutServed, wholeServed = self.served
+        cast(ChannelTransport, cutServed.transport).resetChannel(
+            ErrorCode.INTERNAL_ERROR, "crashed"
+        )
+        assert wholeServed.transport is not None
+        wholeServed.transport.write(b"answer")
+        wholeServed.transport.loseConnection()
+        self.pump.flush()
+        self.assertEqual(cutLocal.calls, ["abortConnection"])
+        assert cut.failure is not None
+        self.assertIsInstance(cut.failure.value, ChannelReset)
+        self.assertEqual(wholeLocal.value(), b"answer")
+        self.assertEqual(wholeLocal.calls, ["loseWriteConnection"])
+        wholeLocal.peerFin()
+        self.pump.flush()
+        self.assertEqual(wholeLocal.calls, ["loseWriteConnection", "loseConnection"])
+        self.assertIsNone(whole.failure)
+
+    def test_sessionLostAbortsLocal(self) -> None:
+        """
+        When the session is lost in the middle of a download, the local
+        connection is aborted, never closed with a FIN, and its protocol
+        says why.
+        """
+        protocol, local = self.accept()
+        assert self.served[0].transport is not None
+        self.served[0].transport.write(b"part of a download")
+        self.pump.flush()
+        loseSessions(self.pump)
+        self.assertEqual(local.value(), b"part of a download")
+        self.assertEqual(local.calls, ["abortConnection"])
+        assert protocol.failure is not None
+        self.assertIsInstance(protocol.failure.value, SessionLost)
+
+    def test_localResetResetsChannel(self) -> None:
+        """
+        A local connection that is reset resets its channel with CANCEL;
+        the service never sees a FIN.
+        """
+        protocol, local = self.accept()
+        local.peerReset()
+        self.pump.flush()
+        served = self.served[0]
+        self.assertEqual(served.data, b"upload")
+        self.assertEqual(served.events, ["lost"])
+        assert served.reason is not None
+        error = served.reason.value
+        assert isinstance(error, ChannelReset)
+        self.assertEqual(error.code, ErrorCode.CANCEL)
+        self.assertEqual(error.reason, "the local connection was reset or lost")
+        self.assertIs(protocol.failure, protocol.reason)
+
+    def test_noSessionAbortsLocal(self) -> None:
+        """
+        A local connection that cannot get a session is aborted, not
+        closed as if the service had answered nothing; its protocol keeps
+        the reason.
+        """
+        self.getSession = lambda: defer.fail(ConnectionRefusedError("no server"))
+        protocol, local = self.accept()
+        self.assertEqual(local.calls, ["abortConnection"])
+        assert protocol.failure is not None
+        self.assertIsInstance(protocol.failure.value, ConnectionRefusedError)
+
+    def test_abortCutsBothSides(self) -> None:
+        """
+        L{SpliceProtocol.abort} aborts the local connection and resets its
+        channel with CANCEL and the reason given.
+        """
+        protocol, local = self.accept()
+        protocol.abort("stopping")
+        self.pump.flush()
+        self.assertEqual(local.calls, ["abortConnection"])
+        served = self.served[0]
+        self.assertEqual(served.events, ["lost"])
+        assert served.reason is not None
+        error = served.reason.value
+        assert isinstance(error, ChannelReset)
+        self.assertEqual((error.code, error.reason), (ErrorCode.CANCEL, "stopping"))
