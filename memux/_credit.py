@@ -2,7 +2,8 @@
 """
 The credit ("invitation") policy: when a receiver grants more credit.
 
-This is the one place that decides it.  Credit is granted as the
+This is the one place that decides it (`CreditWindow` for channels,
+`SessionCreditWindow` for the session).  Credit is granted as the
 application *consumes* data, never merely on receipt, so a slow reader
 stalls only its own channel and a receiver never holds more than one
 window of unconsumed data per channel (and per session).
@@ -10,20 +11,21 @@ window of unconsumed data per channel (and per session).
 
 from __future__ import annotations
 
-__all__ = ["ChannelCountCredit", "CreditWindow"]
+__all__ = ["ChannelCountCredit", "CreditWindow", "SessionCreditWindow"]
 
 
 class CreditWindow:
     """
-    Receive-side credit for one channel, or for the whole session.
+    Receive-side credit for one channel.
 
     The limit is an absolute offset: the peer may send until it has sent
     ``limit`` bytes in all.  ``received - consumed`` is what the receiver
     holds; it never exceeds ``window``.
 
-    A new limit is announced once the application has consumed half a
-    window since the last announcement: few CREDIT frames, and the sender
-    never idles while the receiver keeps up.
+    A new limit (``consumed + window``) is announced once the application
+    has consumed half a window since the last announcement: few CREDIT
+    frames, never a tiny one, and the sender never idles while the receiver
+    keeps up.
     """
 
     __slots__ = ("window", "limit", "received", "consumed", "grantAt")
@@ -66,18 +68,65 @@ class CreditWindow:
                 f"consumed {consumed} bytes but only {self.received} arrived"
             )
         self.consumed = consumed
-        if consumed >= self.grantAt:
+        if self.due():
             return self.grant()
         return None
 
+    def due(self) -> bool:
+        """
+        Whether a new limit is due.
+        """
+        return self.consumed >= self.grantAt
+
     def grant(self) -> int:
         """
-        Raise the limit to a full window past what is consumed (due once
-        ``consumed`` reaches ``grantAt``, half a window since the last
-        announcement); return it.
+        Raise the limit to a full window past what is consumed; return it.
         """
         self.limit = self.consumed + self.window
         self.grantAt = self.limit - self.window // 2
+        return self.limit
+
+
+class SessionCreditWindow(CreditWindow):
+    """
+    Receive-side credit for the whole session, which channels share.
+
+    Part of it may be held by channels whose readers are paused.  The new
+    limit (``consumed + window``) is announced once it would raise the
+    limit by at least half the credit it would leave the peer: with nothing
+    held, as for a channel, after half a window consumed; with bytes held,
+    after proportionally less, so that what the other channels consume is
+    always granted again.  (A fixed half window is never reached once more
+    than half the window is held: a few stalled channels would stall the
+    whole session.)  The receiver still never holds more than a window.
+    """
+
+    __slots__ = ()
+
+    def __init__(self, window: int) -> None:
+        super().__init__(window)
+        self.grantAt = window  # 2 * limit - window
+
+    def due(self) -> bool:
+        """
+        Whether a new limit is due: ``consumed + window - limit`` (what it
+        would add) is at least half of ``consumed + window - received``
+        (the credit it would leave the peer), and more than nothing.  That
+        is ``consumed + received >= 2 * limit - window``: kept as
+        ``grantAt``.
+        """
+        consumed = self.consumed
+        return (
+            consumed + self.received >= self.grantAt
+            and consumed + self.window > self.limit
+        )
+
+    def grant(self) -> int:
+        """
+        Raise the limit to a full window past what is consumed; return it.
+        """
+        self.limit = self.consumed + self.window
+        self.grantAt = 2 * self.limit - self.window
         return self.limit
 
 

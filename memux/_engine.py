@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from memux._credit import ChannelCountCredit, CreditWindow
+from memux._credit import ChannelCountCredit, CreditWindow, SessionCreditWindow
 from memux._wire import (
     DATA_END,
     DATA_FIN,
@@ -440,7 +440,7 @@ class MemuxEngine:
         # Session credit.
         self._sessionSendOffset = 0
         self._sessionSendLimit = self.peerSettings.initialSessionCredit
-        self._sessionRecv = CreditWindow(self.settings.sessionCredit)
+        self._sessionRecv = SessionCreditWindow(self.settings.sessionCredit)
         self._reassemblyHeld = 0  # held in message reassembly, all channels
         self._partialsBegun = 0  # messages that began in reassembly, so far
         # Flood limit: frames that do no work spend this allowance; DATA
@@ -706,7 +706,9 @@ class MemuxEngine:
             # Its unconsumed bytes went back to the session when it closed.
             return
         # `CreditWindow.consume`, twice, inline: this runs for every chunk
-        # delivered, and the window's `grantAt` says when a grant is due.
+        # delivered, and the windows' `grantAt` says when a grant is due
+        # (`CreditWindow.due`, `SessionCreditWindow.due`; a property test
+        # holds this copy equal to them).
         recv = ch.recv
         consumed = recv.consumed + n
         if consumed > recv.received:
@@ -732,7 +734,10 @@ class MemuxEngine:
             session = self._sessionRecv
             # Within the session's received bytes: the channel's were.
             session.consumed += n
-            if session.consumed >= session.grantAt:
+            consumed = session.consumed
+            if consumed + session.received >= session.grantAt and (
+                consumed + session.window > session.limit
+            ):
                 self._creditDue[0] = session.grant()
 
     def releaseSession(self, channel: int, n: int) -> None:
@@ -755,9 +760,8 @@ class MemuxEngine:
         complete.  If they fill the whole window, reset the channel whose
         message began last (the others started first, so finish first; a
         memux sender never gets here, see `_admits`, nor does one message
-        alone unless it is larger than the whole window); then announce the
-        credit that is free, which the policy in `CreditWindow` (half a
-        window consumed) would otherwise withhold for ever.
+        alone unless it is larger than the whole window); the credit that
+        frees is granted by the caller (`CreditWindow.due`).
         """
         window = self._sessionRecv
         if window.limit > window.received:
@@ -775,8 +779,6 @@ class MemuxEngine:
                     ErrorCode.EXCESSIVE_LOAD,
                     "partial messages fill the session's memory",
                 )
-        if window.limit == window.received and window.held < window.window:
-            self._creditDue[0] = window.grant()
 
     def discardQueuedMessages(self, channel: int, keepNewest: bool = False) -> int:
         """
@@ -1330,6 +1332,12 @@ class MemuxEngine:
             # consumption (not only a move into reassembly) can leave the
             # session stuck.
             self._checkReassemblyDeadlock()
+        session = self._sessionRecv
+        if session.received > session.consumed and session.due():
+            # Bytes that arrived since the last consumption, for channels
+            # whose readers are paused, can make a grant due: what other
+            # channels consumed must still be granted again.
+            self._creditDue[0] = session.grant()
         out = self._control
         self._control = []
         self._controlBytes = 0

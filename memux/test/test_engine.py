@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from memux._credit import ChannelCountCredit, CreditWindow
+from memux._credit import ChannelCountCredit, CreditWindow, SessionCreditWindow
 from memux._engine import (
     ChannelClosed,
     ChannelOpened,
@@ -286,6 +286,110 @@ class CreditWindowTests(SynchronousTestCase):
             self.assertGreaterEqual(w.limit, before)
             self.assertLessEqual(w.held, w.window)
             self.assertLessEqual(w.limit - w.consumed, w.window)
+
+
+class SessionCreditWindowTests(SynchronousTestCase):
+    """
+    Tests for L{SessionCreditWindow}: the session's credit, part of which
+    stalled channels may hold.
+    """
+
+    def test_likeChannelWhenNothingHeld(self) -> None:
+        """
+        With everything consumed, a new limit is due after half a window,
+        as for a channel.
+        """
+        w = SessionCreditWindow(100)
+        w.receive(49)
+        self.assertIsNone(w.consume(49))
+        w.receive(1)
+        self.assertEqual(w.consume(1), 150)
+
+    def test_stalledBytesDoNotStallTheRest(self) -> None:
+        """
+        With 60 of 100 bytes held by a stalled channel, the 40 others
+        consume are granted again (a fixed half window, 50, would never be
+        reached), and the window still bounds what is held.
+        """
+        w = SessionCreditWindow(100)
+        w.receive(100)
+        self.assertEqual(w.consume(40), 140)
+        self.assertTrue(w.receive(40))
+        self.assertEqual(w.consume(40), 180)
+        self.assertEqual(w.held, 60)
+        self.assertLessEqual(w.limit - w.consumed, w.window)
+
+    @given(st.lists(st.tuples(st.booleans(), st.integers(0, 300)), max_size=80))
+    def test_neverStallsWithRoom(self, ops: list[tuple[bool, int]]) -> None:
+        """
+        Whatever happens, the receiver holds at most a window, the limit
+        never goes down, and a peer out of credit is never left so while
+        the receiver has room (something consumed since the last grant).
+        """
+        w = SessionCreditWindow(256)
+        for isReceive, n in ops:
+            before = w.limit
+            if isReceive:
+                w.receive(min(n, w.limit - w.received))
+            else:
+                w.consume(min(n, w.held))
+            if w.received > w.consumed and w.due():
+                w.grant()  # as the engine does before each write
+            self.assertGreaterEqual(w.limit, before)
+            self.assertLessEqual(w.held, w.window)
+            self.assertLessEqual(w.limit - w.consumed, w.window)
+            if w.received == w.limit:
+                self.assertEqual(w.held, w.window)
+
+
+class InlineCreditTests(SynchronousTestCase):
+    """
+    The engine applies the credit policy inline on its hot path; this holds
+    that copy equal to its owners, L{CreditWindow} and
+    L{SessionCreditWindow}.
+    """
+
+    @settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+    @given(
+        st.lists(
+            st.tuples(st.sampled_from([1, 3, 5]), st.booleans(), st.integers(1, 16384)),
+            max_size=60,
+        )
+    )
+    def test_engineEqualsOwners(self, ops: list[tuple[int, bool, int]]) -> None:
+        """
+        Over any receipts and consumptions on three channels, the limits the
+        engine grants (channels and session) are those the policy objects
+        grant when given the same receipts and consumptions.
+        """
+        engine = MemuxEngine(False, SMALLEST)
+        raw = RawPeer(engine)
+        channels = {c: CreditWindow(SMALLEST.channelCredit) for c in (1, 3, 5)}
+        session = SessionCreditWindow(SMALLEST.sessionCredit)
+        for cid in channels:
+            raw.send(OpenFrame(cid, b"s"))
+        for cid, isReceive, n in ops:
+            mirror = channels[cid]
+            if isReceive:
+                n = min(
+                    n, mirror.limit - mirror.received, session.limit - session.received
+                )
+                if n:
+                    raw.send(DataFrame(cid, b"d" * n))
+                    mirror.receive(n)
+                    session.receive(n)
+            else:
+                n = min(n, mirror.held)
+                if n:
+                    engine.consumed(cid, n)
+                    mirror.consume(n)
+                    session.consume(n)
+            raw.read()  # the engine may grant on writing, as here:
+            if session.received > session.consumed and session.due():
+                session.grant()
+            self.assertEqual(engine._sessionRecv.limit, session.limit)
+            for c, window in channels.items():
+                self.assertEqual(engine._channels[c].recv.limit, window.limit)
 
 
 # ---------------------------------------------------------------- preface
@@ -1689,21 +1793,25 @@ class ChannelIdRuleTests(SynchronousTestCase):
     def test_closedChannelDataCountsForSession(self) -> None:
         """
         DATA for a closed channel still counts against the session credit:
-        it can overrun it.
+        it can overrun it.  (The 64 KiB the reset channel held are granted
+        again at once, so the peer may send exactly 64 KiB more.)
         """
         engine = MemuxEngine(
             False,
             SessionSettings(
-                maxFrameSize=65536, channelCredit=65536, sessionCredit=262144
+                maxFrameSize=131072, channelCredit=65536, sessionCredit=262144
             ),
         )
         raw = RawPeer(engine)
         for cid in [1, 3, 5, 7]:
             raw.send(DataFrame(cid, b"x" * 65536, open=True))
         engine.resetChannel(1)
+        self.assertEqual(
+            engine._sessionRecv.limit - engine._sessionRecv.received, 65536
+        )
         self.assertFalse(engine.terminated)
         self.assertSessionError(
-            raw, raw.send(DataFrame(1, b"late")), ErrorCode.FLOW_CONTROL_ERROR
+            raw, raw.send(DataFrame(1, b"x" * 65537)), ErrorCode.FLOW_CONTROL_ERROR
         )
 
     def test_closedChannelDataReturnsSessionCredit(self) -> None:

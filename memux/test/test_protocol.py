@@ -1163,6 +1163,46 @@ class BackpressureTests(SessionTestCase):
         )
 
 
+class StalledReadersTests(SessionTestCase):
+    """
+    However many channels have paused (or slow) readers, channels whose
+    readers keep reading keep making progress: stalled channels hold their
+    own credit, never the whole session's.
+    """
+
+    def test_manyPausedReaders(self) -> None:
+        """
+        With 20 paused readers each holding a full channel window (20 MiB,
+        over half of the 32 MiB session credit), 64 MiB more still flow on
+        another channel whose reader reads; once resumed, the paused ones
+        get all their data too.
+        """
+        window = self.server.settings.channelCredit
+        paused = [self.open(b"record") for _ in range(20)]
+        self.pump.flush()
+        for recorder in self.serverProtocols:
+            recorder.transport.pauseProducing()
+        for proto in paused:
+            proto.transport.write(b"p" * (2 * window))
+        self.pump.flush()
+        held = self.server.engine._sessionRecv.held
+        self.assertEqual(held, 20 * window)
+        self.assertGreater(held, self.server.settings.sessionCredit // 2)
+        reading = self.open(b"record")
+        chunk = b"r" * 65536
+        for _ in range(1024):  # 64 MiB
+            reading.transport.write(chunk)
+            self.pump.flush()
+        server = self.serverProtocols[-1]
+        self.assertEqual(len(server.received), 1024 * 65536)
+        for recorder in self.serverProtocols[:20]:
+            recorder.transport.resumeProducing()
+        self.pump.flush()
+        self.assertEqual(
+            [len(r.received) for r in self.serverProtocols[:20]], [2 * window] * 20
+        )
+
+
 class LossyTests(SessionTestCase):
     """
     Load shedding on channels opened as lossy.
