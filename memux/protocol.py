@@ -2167,6 +2167,9 @@ class MultiplexingFactory(Factory):
         # Shared by the sessions, so that all their held-back input together
         # gets one slice per reactor turn.
         self._cooperator: Cooperator | None = None
+        #: The most sessions connected at once since this was last set
+        #: (to watch load drop: ``twistd memux`` gives memory back then).
+        self.peakSessions = 0
         if not client:
             # A TLS layer under a server (an ``ssl:`` endpoint, or
             # tlsServerFactory) then selects ALPN memux/1: Twisted's TLS
@@ -2259,6 +2262,8 @@ class MultiplexingFactory(Factory):
 
     def _sessionStarted(self, session: MemuxProtocol) -> None:
         self._sessions.add(session)
+        if len(self._sessions) > self.peakSessions:
+            self.peakSessions = len(self._sessions)
         if self._draining:
             # Accepted while the listeners were closing: drain it too.
             session.goAway(ErrorCode.NO_ERROR, "shutting down")

@@ -20,6 +20,7 @@ from fnmatch import fnmatchcase
 from typing import Any, Literal, TypeVar, cast
 
 from twisted.application import strports
+from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.endpoints import (
@@ -46,6 +47,7 @@ from zope.interface import implementer
 from memux._engine import SessionSettings
 from memux._wire import MAX_NAME_LENGTH
 from memux.error import ChannelRefused
+from memux.memory import trimHeap
 from memux.protocol import ChannelRequest, MultiplexingFactory
 from memux.services import builtinServices
 from memux.tunnel import forwardTo
@@ -717,6 +719,24 @@ class MemuxServer(MultiService):
         self.drainTimeout = drainTimeout
         self._tlsDescription = tlsDescription
         self._announced = False
+        # Gives memory back once load has dropped (see TRIM_INTERVAL);
+        # started and stopped with this service, but not a child of it (its
+        # children are the listening endpoints).
+        self.trimmer = TimerService(TRIM_INTERVAL, self.trimIfLoadDropped)
+
+    def trimIfLoadDropped(self) -> bool:
+        """
+        If the sessions connected have fallen to half their peak since the
+        last look (or to none), give the memory the burst freed back to the
+        system (L{memux.memory.trimHeap}); return whether it did.
+        """
+        factory = self.factory
+        now = len(factory.connectedSessions())
+        peak, factory.peakSessions = factory.peakSessions, now
+        if peak == 0 or now > peak // 2:
+            factory.peakSessions = max(peak, now)
+            return False
+        return trimHeap()
 
     def privilegedStartService(self) -> None:
         """
@@ -731,6 +751,7 @@ class MemuxServer(MultiService):
         """
         self._announce()
         MultiService.startService(self)
+        self.trimmer.startService()
 
     def stopService(self) -> Deferred[None]:
         """
@@ -741,6 +762,8 @@ class MemuxServer(MultiService):
         stopped and every session has closed.
         """
         listening = MultiService.stopService(self)
+        if self.trimmer.running:
+            self.trimmer.stopService()
         sessions = len(self.factory.connectedSessions())
         if sessions:
             _log.info(
@@ -820,6 +843,13 @@ def _showAddress(address: IAddress) -> str:
     return str(name) if name is not None else repr(address)
 
 
+#: Seconds between looks at the load of a ``twistd memux`` server: after a
+#: burst (sessions fallen to half their peak, or to none), the C library is
+#: asked to give the freed memory back (glibc keeps it otherwise: a soak
+#: left a server at 1 GiB resident with a Python heap back at 50 MiB).
+TRIM_INTERVAL = 10.0
+
+
 def makeService(options: Options, reactor: IReactorCore | None = None) -> MemuxServer:
     """
     Make the ``twistd memux`` service: one listening service per
@@ -864,6 +894,7 @@ def makeService(options: Options, reactor: IReactorCore | None = None) -> MemuxS
         _describeTLS(options),
         options["drain-timeout"],
     )
+    server.trimmer.clock = reactor
     for description in options["listen"]:
         # strports.service also makes a failure to listen stop twistd.
         child = strports.service(description, listening, reactor=reactor)

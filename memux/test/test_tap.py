@@ -10,6 +10,7 @@ L{memux.services}.
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
@@ -931,16 +932,96 @@ class PluginTests(SynchronousTestCase):
         self.assertTrue(maker.description)
 
 
+class MemoryTrimTests(SynchronousTestCase):
+    """
+    A running server gives the memory a burst freed back to the system once
+    its sessions have fallen to half their peak, or to none.
+    """
+
+    def recordTrims(self) -> list[None]:
+        """
+        Replace L{tap.trimHeap} by a recorder; return its record.
+        """
+        trims: list[None] = []
+
+        def trim() -> bool:
+            trims.append(None)
+            return True
+
+        self.patch(tap, "trimHeap", trim)
+        return trims
+
+    def test_trimAfterLoadDrops(self) -> None:
+        """
+        Looked at every L{tap.TRIM_INTERVAL} seconds: no trim while load
+        holds or grows, one once the sessions have halved, none again
+        until they halve again from there.
+        """
+        trims = self.recordTrims()
+        reactor = MemoryReactorClock()
+        server = tap.makeService(parse("--listen", "tcp:0"), reactor=reactor)
+        server.startService()
+        self.addCleanup(server.stopService)
+        factory = server.factory
+        sessions = [MemuxProtocol() for _ in range(4)]
+        for session in sessions:
+            factory._sessionStarted(session)
+        reactor.advance(tap.TRIM_INTERVAL)
+        self.assertEqual(trims, [])
+        factory._sessionEnded(sessions[0])
+        reactor.advance(tap.TRIM_INTERVAL)
+        self.assertEqual(trims, [])  # 3 of 4: not yet half
+        factory._sessionEnded(sessions[1])
+        reactor.advance(tap.TRIM_INTERVAL)
+        self.assertEqual(len(trims), 1)
+        reactor.advance(tap.TRIM_INTERVAL)
+        self.assertEqual(len(trims), 1)  # nothing dropped since
+        factory._sessionEnded(sessions[2])
+        factory._sessionEnded(sessions[3])
+        reactor.advance(tap.TRIM_INTERVAL)
+        self.assertEqual(len(trims), 2)
+
+    def test_shortBurstSeen(self) -> None:
+        """
+        A burst that comes and goes between two looks still counts: the
+        factory keeps the peak.
+        """
+        trims = self.recordTrims()
+        reactor = MemoryReactorClock()
+        server = tap.makeService(parse("--listen", "tcp:0"), reactor=reactor)
+        server.startService()
+        self.addCleanup(server.stopService)
+        session = MemuxProtocol()
+        server.factory._sessionStarted(session)
+        server.factory._sessionEnded(session)
+        reactor.advance(tap.TRIM_INTERVAL)
+        self.assertEqual(len(trims), 1)
+
+    def test_trimHeap(self) -> None:
+        """
+        On Linux with glibc, L{memux.memory.trimHeap} runs; elsewhere it
+        says it did not.
+        """
+        import platform
+
+        from memux.memory import trimHeap
+
+        expected = (
+            sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+        )
+        self.assertEqual(trimHeap(), expected)
+
+
 class MakeServiceTests(SynchronousTestCase):
     """
     Tests for L{tap.makeService}: the shape of the service.
     """
 
-    def makeService(self, *argv: str) -> tuple[MemoryReactor, tap.MemuxServer]:
+    def makeService(self, *argv: str) -> tuple[MemoryReactorClock, tap.MemuxServer]:
         """
-        Make the service for C{argv} with a L{MemoryReactor}.
+        Make the service for C{argv} with a L{MemoryReactorClock}.
         """
-        reactor = MemoryReactor()
+        reactor = MemoryReactorClock()
         return reactor, tap.makeService(parse(*argv), reactor=reactor)
 
     def test_oneServicePerListen(self) -> None:
@@ -1059,7 +1140,7 @@ class MakeServiceTests(SynchronousTestCase):
         options = parse(
             "--tls-cert", certs.serverFile, "--listen", "tcp:1", "--listen", "tcp:2"
         )
-        server = tap.makeService(options, reactor=MemoryReactor())
+        server = tap.makeService(options, reactor=MemoryReactorClock())
         self.assertIs(server.tls, options["tls"])
         children: list[Any] = list(server)
         self.assertIs(children[0].factory, children[1].factory)
@@ -1623,7 +1704,7 @@ class TimeoutOptionTests(SynchronousTestCase):
         options = parse(
             "--drain-timeout", "5", "--write-timeout", "6", "--handshake-timeout", "7"
         )
-        server = tap.makeService(options, reactor=MemoryReactor())
+        server = tap.makeService(options, reactor=MemoryReactorClock())
         self.assertEqual(server.drainTimeout, 5)
         self.assertEqual(server.factory.settings.writeTimeout, 6)
         self.assertEqual(server.factory.settings.handshakeTimeout, 7)
