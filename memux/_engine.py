@@ -53,6 +53,7 @@ __all__ = [
     "PingAcknowledged",
     "GoAwayReceived",
     "SessionTerminated",
+    "PeerWarning",
 ]
 
 
@@ -282,6 +283,17 @@ class SessionTerminated:
     remote: bool
 
 
+@dataclass(frozen=True, slots=True)
+class PeerWarning:
+    """
+    The peer does something legal but almost surely not what it means, and
+    which will stall the session or a channel: worth a log line.  Each kind
+    is reported once per session.
+    """
+
+    message: str
+
+
 Event = (
     PrefaceReceived
     | ChannelOpened
@@ -294,6 +306,7 @@ Event = (
     | PingAcknowledged
     | GoAwayReceived
     | SessionTerminated
+    | PeerWarning
 )
 
 
@@ -455,6 +468,7 @@ class MemuxEngine:
         self._lateFrames = 0
         self.uselessFrames = 0  # counter, for introspection
         # Lifecycle.
+        self._warnedIncrement = False  # see _onCredit
         self.goAwaySent: int | None = None  # the lastChannel we announced
         self.goAwayReceived: int | None = None
         self.terminated = False
@@ -1180,6 +1194,8 @@ class MemuxEngine:
                 self._sessionSendLimit = f.limit
                 self._unblockSession()
             else:
+                if f.limit < self._sessionSendOffset:
+                    self._warnIncrement("the session", f.limit, self._sessionSendOffset)
                 self._useless("CREDIT raising no limit")
             return
         ch = self._known(f.channel)
@@ -1189,11 +1205,30 @@ class MemuxEngine:
         if ch.finSent:
             return  # a legitimate race with our FIN
         if f.limit <= ch.sendLimit:
+            if f.limit < ch.sendOffset:
+                self._warnIncrement(f"channel {ch.id}", f.limit, ch.sendOffset)
             self._useless("CREDIT raising no limit")
             return
         ch.sendLimit = f.limit
         if ch.queue:
             self._schedule(ch)
+
+    def _warnIncrement(self, what: str, limit: int, sent: int) -> None:
+        """
+        A CREDIT below what we have already sent: no correct peer sends one
+        over an ordered stream (each limit it announces is at least the
+        last), but a peer that takes CREDIT for an increment, as HTTP/2's
+        WINDOW_UPDATE is, does, and stalls once the initial credit is used.
+        """
+        if not self._warnedIncrement:
+            self._warnedIncrement = True
+            self._events.append(
+                PeerWarning(
+                    f"CREDIT for {what} of {limit} bytes, below the {sent} already"
+                    " sent: it is ignored (CREDIT carries the new absolute limit,"
+                    " not an increment), and what waits for credit stays unsent"
+                )
+            )
 
     def _onGoAway(self, f: GoAwayFrame) -> None:
         if self.goAwayReceived is not None:

@@ -42,6 +42,7 @@ from memux._engine import (
     LocalHalfClosed,
     MemuxEngine,
     MessagesDropped,
+    PeerWarning,
     PingAcknowledged,
     PrefaceReceived,
     RemoteHalfClosed,
@@ -116,6 +117,7 @@ _EVENT_TYPES = (
     PingAcknowledged,
     GoAwayReceived,
     SessionTerminated,
+    PeerWarning,
 )
 
 

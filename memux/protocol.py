@@ -52,6 +52,7 @@ from memux._engine import (
     LocalHalfClosed,
     MemuxEngine,
     MessagesDropped,
+    PeerWarning,
     PingAcknowledged,
     PrefaceReceived,
     RemoteHalfClosed,
@@ -2015,6 +2016,12 @@ class MemuxProtocol(Protocol):
                         reason=s.reason,
                     )
                 self._scheduleFlush()
+            elif t is PeerWarning:
+                self._log.warn(
+                    "Peer {peer}: {why}",
+                    peer=self._peerAddress(),
+                    why=event.message,  # type: ignore[union-attr]
+                )
             elif t is PrefaceReceived:
                 if self._handshakeCall is not None:
                     if self._handshakeCall.active():

@@ -25,6 +25,7 @@ from memux._engine import (
     LocalHalfClosed,
     MemuxEngine,
     MessagesDropped,
+    PeerWarning,
     PingAcknowledged,
     PrefaceReceived,
     RemoteHalfClosed,
@@ -1140,6 +1141,28 @@ class CreditTests(SynchronousTestCase):
             pair.server.consumed(cid, pair.server.heldBytes(cid))
             pair.pump()
         self.assertEqual(messages(pair.serverEvents, cid), [b"d" * 200000])
+
+    def test_incrementingPeerWarned(self) -> None:
+        """
+        A peer that sends CREDIT as an increment (as HTTP/2's WINDOW_UPDATE
+        is) announces limits below what was already sent: they are ignored,
+        as the spec says, and the engine warns once (a
+        L{PeerWarning}), since that peer's session stalls once its initial
+        credit is used up.
+        """
+        engine = MemuxEngine(False)
+        raw = RawPeer(engine, Settings(initialSessionCredit=1 << 20))
+        raw.send(OpenFrame(1, b"s"), OpenFrame(3, b"s"))
+        engine.sendData(1, b"a" * 1000, True)
+        raw.read()
+        events = raw.send(CreditFrame(0, 500), CreditFrame(0, 500))
+        [warning] = ofType(events, PeerWarning)
+        self.assertIn("of 500 bytes, below the 1000 already sent", warning.message)
+        self.assertIn("not an increment", warning.message)
+        engine.sendData(3, b"b" * 100, True)
+        raw.read()
+        self.assertEqual(ofType(raw.send(CreditFrame(3, 50)), PeerWarning), [])
+        self.assertEqual(engine.sessionSendCredit, (1 << 20) - 1100)
 
     def test_sessionWindowStopsFlow(self) -> None:
         """

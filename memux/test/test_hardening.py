@@ -542,6 +542,40 @@ class CloseRaceChurnTests(SynchronousTestCase):
         self.assertEqual(client.engine.openChannels(), [])
 
 
+class IncrementingPeerTests(SynchronousTestCase):
+    """
+    A peer that takes CREDIT for an increment (HTTP/2's WINDOW_UPDATE) uses
+    up the session credit it was given at start, then waits for ever: the
+    server it talks to says why, once, in its log.
+    """
+
+    def test_warnedOnce(self) -> None:
+        """
+        Sequential 1 KiB echo channels, the client granting session credit
+        as "n more bytes": the server logs, at warn and once, that CREDIT
+        is an absolute limit.
+        """
+        clock = Clock()
+        factory = MultiplexingFactory(builtinServices(clock), reactor=clock)
+        peer = PeerOnTransport(factory.buildProtocol(None), clock)
+        with capturedLogs() as events:
+            for n in range(20):
+                cid = 2 * n + 1
+                peer.session.dataReceived(
+                    OpenFrame(cid, b"echo").encode()
+                    + DataFrame(cid, b"q" * 1024, end=True, fin=True).encode()
+                )
+                clock.advance(0)
+                echoed = sum(
+                    len(f.data) for f in peer.read() if isinstance(f, DataFrame)
+                )
+                peer.session.dataReceived(CreditFrame(0, echoed).encode())
+        warnings = [e for e in events if "not an increment" in str(e.get("why"))]
+        self.assertEqual(len(warnings), 1)
+        self.assertEqual(warnings[0]["log_level"], LogLevel.warn)
+        self.assertTrue(peer.session.connected)
+
+
 class LoadBudgetClockTests(SynchronousTestCase):
     """
     The Twisted layer refills the flood allowance every LOAD_BUDGET_PERIOD
