@@ -1455,6 +1455,14 @@ class MemuxProtocol(Protocol):
         if self._terminatedWith is not None:
             code, why = self._terminatedWith
             lost = SessionLost(why, code)
+        elif reason.check(ConnectionDone):
+            # Not Twisted's "Connection was closed cleanly": for the
+            # channels cut off it was not clean.
+            lost = SessionLost(
+                "the session was closed"
+                if self._closing
+                else "the peer closed the connection without GOAWAY"
+            )
         else:
             lost = SessionLost(str(reason.value))
         self._log.info(

@@ -1358,6 +1358,13 @@ class LoseConnectionTests(SessionTestCase):
         self.assertEqual(self.serverProtocols[0].received, b"last words")
         assert proto.lost is not None
         proto.lost.trap(SessionLost)
+        self.assertEqual(proto.lost.value.reason, "the session was closed")
+        server = self.serverProtocols[0].lost
+        server.trap(SessionLost)
+        # Never "closed cleanly": for the channels cut off it was not.
+        self.assertEqual(
+            server.value.reason, "the peer closed the connection without GOAWAY"
+        )
 
 
 class IdleTimeoutTests(SynchronousTestCase):
