@@ -3,8 +3,7 @@ memux: many reliable, ordered, bidirectional message channels over one
 byte stream (TCP, TLS, UNIX, Multipath TCP), for Twisted.
 """
 
-from memux._engine import SessionSettings
-from memux._wire import ErrorCode, ProtocolError, Settings
+from memux.codes import ChannelState, ErrorCode, ProtocolError
 from memux.error import ChannelRefused, ChannelReset, MessageTooLarge, SessionLost
 from memux.interfaces import (
     IChannelTransport,
@@ -21,6 +20,7 @@ from memux.protocol import (
     MultiplexingFactory,
     connectSession,
 )
+from memux.settings import SessionSettings, Settings
 
 __version__ = "0.1.0"
 
@@ -28,6 +28,7 @@ __all__ = [
     "ChannelAddress",
     "ChannelEndpoint",
     "ChannelRefused",
+    "ChannelState",
     "ChannelRequest",
     "ChannelReset",
     "ChannelTransport",

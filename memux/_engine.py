@@ -37,6 +37,7 @@ from memux._wire import (
     encodeDataHeader,
     encodePreface,
 )
+from memux.settings import MAX_OPEN_PAYLOAD, MAX_REASON_BYTES, SessionSettings
 
 __all__ = [
     "SessionSettings",
@@ -55,99 +56,6 @@ __all__ = [
     "SessionTerminated",
     "PeerWarning",
 ]
-
-
-@dataclass(frozen=True)
-class SessionSettings:
-    """
-    One side's configuration of a session.  The first four are announced
-    to the peer in the preface and bound what it may send us.
-    """
-
-    #: largest frame payload we accept
-    maxFrameSize: int = 65536
-    #: credit window per channel: the most unconsumed bytes held per channel.
-    #: It caps one channel's throughput at window / round trip; 1 MiB keeps
-    #: a single bulk channel within a few percent of raw TCP on loopback.
-    channelCredit: int = 1024 * 1024
-    #: credit window for the session: the most unconsumed bytes held in all
-    #: channels together, whatever the peer does.  It is what bounds memory,
-    #: so channels whose readers are paused share it: 32 fully stalled
-    #: channels at the default windows before others slow down.
-    sessionCredit: int = 32 * 1024 * 1024
-    #: the most channels the peer may have open with us at once
-    maxChannels: int = 1024
-    #: the largest message delivered whole to an IMessageReceiver
-    maxMessageSize: int = 16 * 1024 * 1024
-    #: the largest chunk we send (and never more than the peer accepts):
-    #: smaller interleaves channels more finely, larger costs less CPU
-    chunkSize: int = 65536
-    #: seconds a session may stay with no channel open before it is ended
-    #: (GOAWAY IDLE_TIMEOUT); None: never.  Kept by the Twisted layer: the
-    #: engine itself knows no time.
-    idleTimeout: float | None = None
-    #: frames that do no work (PINGs, empty DATA, CREDIT or CHANNELS that
-    #: raise no limit, repeated GOAWAYs, unknown frame types, RESETs of
-    #: channels the peer opened before we sent anything on them: "rapid
-    #: reset") the peer may send in a burst.  Past it the session ends with
-    #: GOAWAY EXCESSIVE_LOAD.  The allowance refills by one for every
-    #: `usefulBytesPerFrame` DATA payload bytes moved either way (up to this
-    #: many), and, in the Twisted layer, fully every LOAD_BUDGET_PERIOD
-    #: seconds, so a keepalive PING now and then never trips it.
-    maxUselessFrames: int = 1000
-    #: DATA payload bytes, received or sent, that earn one more useless frame
-    usefulBytesPerFrame: int = 1024
-    #: seconds with nothing received after which the Twisted layer sends a
-    #: PING; if again nothing at all arrives for as long, the peer is taken
-    #: for dead: GOAWAY IDLE_TIMEOUT ("the peer unresponsive", in the spec)
-    #: is sent and the connection closed.  None: never.  Kept by the Twisted
-    #: layer.
-    keepAliveInterval: float | None = None
-    #: seconds the connection may take none of our output (its buffer full,
-    #: the session paused, or a close waiting on unsent bytes) before the
-    #: Twisted layer aborts it: a peer that stops reading (CVE-2019-9517)
-    #: holds a connection and its buffers this long at most.  A connection
-    #: resumes us only once its buffer has drained, so this also bounds how
-    #: slowly a peer may read: about 192 KiB (Twisted's 64 KiB buffer plus one
-    #: flush) per writeTimeout.  60 s, as nginx's send_timeout.  None: never.
-    writeTimeout: float | None = 60.0
-    #: seconds after the connection is made within which the peer's whole
-    #: preface must arrive, else the Twisted layer aborts it (slowloris).
-    #: Over TLS the session starts before the TLS handshake, so this bounds
-    #: the handshake too.  20 s leaves room for a TCP sender's retransmission
-    #: backoff (1+2+4+8 s) on a lossy link.  None: never.
-    handshakeTimeout: float | None = 20.0
-
-    def __post_init__(self) -> None:
-        self.toWire()  # validates ranges
-        if self.maxMessageSize < 1:
-            raise ValueError("maxMessageSize must be positive")
-        if self.chunkSize < 1:
-            raise ValueError("chunkSize must be positive")
-        if self.idleTimeout is not None and not self.idleTimeout > 0:
-            raise ValueError("idleTimeout must be positive (or None: never)")
-        if self.maxUselessFrames < 1:
-            raise ValueError("maxUselessFrames must be positive")
-        if self.usefulBytesPerFrame < 1:
-            raise ValueError("usefulBytesPerFrame must be positive")
-        if self.keepAliveInterval is not None and not self.keepAliveInterval > 0:
-            raise ValueError("keepAliveInterval must be positive (or None: never)")
-        if self.writeTimeout is not None and not self.writeTimeout > 0:
-            raise ValueError("writeTimeout must be positive (or None: never)")
-        if self.handshakeTimeout is not None and not self.handshakeTimeout > 0:
-            raise ValueError("handshakeTimeout must be positive (or None: never)")
-
-    def toWire(self) -> Settings:
-        """
-        The settings announced in our preface.
-        """
-        return Settings(
-            maxFrameSize=self.maxFrameSize,
-            initialChannelCredit=self.channelCredit,
-            initialSessionCredit=self.sessionCredit,
-            initialMaxChannels=self.maxChannels,
-            maxMessageSize=self.maxMessageSize,
-        )
 
 
 # ---------------------------------------------------------------- events
@@ -384,18 +292,10 @@ class _Channel:
         self.readStopped = False
 
 
-#: Reasons in RESET and GOAWAY frames are cut to this many bytes, so the
-#: frame always fits the peer's MAX_FRAME_SIZE (at least 16384).
-MAX_REASON_BYTES = 1024
-
 #: Most bytes of control frames the peer's traffic may make us queue
 #: between two `MemuxEngine.dataToSend` calls (PING answers, RESETs): a
 #: peer that sends and never reads cannot grow our memory.
 MAX_CONTROL_BYTES = 256 * 1024
-
-#: The largest OPEN frame payload: it may go out before the peer's preface,
-#: so it must fit the initial MAX_FRAME_SIZE.
-MAX_OPEN_PAYLOAD = 16384
 
 
 def _cut(reason: str) -> str:

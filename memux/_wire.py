@@ -17,6 +17,8 @@ import sys
 from dataclasses import dataclass, field
 from enum import IntEnum
 
+from memux.codes import ErrorCode, ProtocolError, describeCode
+
 __all__ = [
     "ALPN",
     "MAGIC",
@@ -24,6 +26,7 @@ __all__ = [
     "ErrorCode",
     "FrameType",
     "ProtocolError",
+    "describeCode",
     "Settings",
     "Preface",
     "DataFrame",
@@ -68,38 +71,6 @@ MAX_PING_PAYLOAD = 64
 MAX_NAME_LENGTH = 255
 
 
-class ErrorCode(IntEnum):
-    """
-    Error codes carried by RESET and GOAWAY frames (spec: "Error codes").
-    """
-
-    NO_ERROR = 0x0
-    PROTOCOL_ERROR = 0x1
-    INTERNAL_ERROR = 0x2
-    FLOW_CONTROL_ERROR = 0x3
-    CHANNEL_LIMIT_ERROR = 0x4
-    FRAME_SIZE_ERROR = 0x5
-    REFUSED = 0x6
-    CANCEL = 0x7
-    MESSAGE_TOO_LARGE = 0x8
-    UNSUPPORTED_VERSION = 0x9
-    EXCESSIVE_LOAD = 0xA
-    SETTINGS_ERROR = 0xB
-    IDLE_TIMEOUT = 0xC
-    CONNECT_ERROR = 0xD
-
-
-def describeCode(code: int) -> str:
-    """
-    Return the name of an error code, or ``UNKNOWN(0x..)`` for codes this
-    version does not define (receivers must accept those).
-    """
-    try:
-        return ErrorCode(code).name
-    except ValueError:
-        return f"UNKNOWN(0x{code:x})"
-
-
 class FrameType(IntEnum):
     """
     Frame types: the high nibble of the type byte (spec: "Frames").
@@ -124,21 +95,6 @@ OPEN_METADATA = 0x1  #: the OPEN payload carries metadata
 OPEN_DESTINATION = 0x2  #: the OPEN payload carries a destination host/port
 OPEN_LOSSY = 0x4  #: the channel allows load shedding (DROP frames)
 PING_ACK = 0x1  #: this PING answers one from the peer
-
-
-class ProtocolError(Exception):
-    """
-    The peer broke the protocol.  ``code`` is the `ErrorCode` to send in
-    the GOAWAY (or RESET, for channel-level errors) that reports it.
-    """
-
-    def __init__(self, code: ErrorCode, message: str) -> None:
-        super().__init__(code, message)
-        self.code = code
-        self.message = message
-
-    def __str__(self) -> str:
-        return f"{self.code.name}: {self.message}"
 
 
 # ---------------------------------------------------------------- varints

@@ -48,8 +48,7 @@ from twisted.internet.interfaces import (
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from memux._engine import SessionSettings
-from memux._wire import ErrorCode
+from memux.codes import ErrorCode
 from memux.error import ChannelRefused, describeService
 from memux.protocol import (
     ChannelRequest,
@@ -59,6 +58,7 @@ from memux.protocol import (
     ServiceResolver,
     connectSession,
 )
+from memux.settings import SessionSettings
 from memux.tls import clientEndpointFromString
 
 __all__ = [
@@ -101,20 +101,6 @@ class _Slot:
 
     def idle(self) -> bool:
         return self.session is None and self.attempt is None and not self.waiters
-
-
-def _usable(session: MemuxProtocol) -> bool:
-    """
-    Whether new channels may be opened on ``session``: it is connected and
-    neither side has started to end it.
-    """
-    engine = session.engine
-    return (
-        bool(session.connected)
-        and not engine.terminated
-        and engine.goAwayReceived is None
-        and engine.goAwaySent is None
-    )
 
 
 class SessionPool:
@@ -195,7 +181,7 @@ class SessionPool:
                 inner = endpoint
             slot = self._slots[key] = _Slot(inner)
         if slot.session is not None:
-            if _usable(slot.session):
+            if slot.session.isUsable():
                 return defer.succeed(slot.session)
             slot.session = None
 
@@ -218,7 +204,7 @@ class SessionPool:
         return [
             slot.session
             for slot in self._slots.values()
-            if slot.session is not None and _usable(slot.session)
+            if slot.session is not None and slot.session.isUsable()
         ]
 
     def closeAll(self, *, graceful: bool = False) -> defer.Deferred[None]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from twisted.internet.error import ConnectionLost
 
-from memux._wire import ErrorCode, ProtocolError, describeCode
+from memux.codes import ErrorCode, ProtocolError, describeCode
 
 __all__ = [
     "ChannelRefused",

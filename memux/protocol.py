@@ -1138,6 +1138,21 @@ class MemuxProtocol(Protocol):
         """
         return self._engine.peerSettings
 
+    def isUsable(self) -> bool:
+        """
+        Whether new channels may be opened on this session: it is connected
+        and neither side has started to end it (no GOAWAY either way, no
+        close under way).
+        """
+        engine = self._engine
+        return (
+            bool(self.connected)
+            and not self._closing
+            and not engine.terminated
+            and engine.goAwayReceived is None
+            and engine.goAwaySent is None
+        )
+
     def counters(self) -> dict[str, int]:
         """
         Counters for introspection: bytes and frames moved, channels opened

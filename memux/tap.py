@@ -44,12 +44,11 @@ from twisted.python import usage
 from twisted.python.reflect import namedAny
 from zope.interface import implementer
 
-from memux._engine import SessionSettings
-from memux._wire import MAX_NAME_LENGTH
 from memux.error import ChannelRefused
 from memux.memory import trimHeap
 from memux.protocol import ChannelRequest, MultiplexingFactory
 from memux.services import builtinServices
+from memux.settings import MAX_NAME_LENGTH, SessionSettings
 from memux.tunnel import forwardTo
 
 __all__ = [

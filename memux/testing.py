@@ -25,7 +25,6 @@ from twisted.python.failure import Failure
 from twisted.test.iosim import IOPump, connectedServerAndClient
 from zope.interface import implementer
 
-from memux._engine import SessionSettings
 from memux.error import describeService
 from memux.interfaces import IChannelTransport
 from memux.protocol import (
@@ -34,6 +33,7 @@ from memux.protocol import (
     ServiceMap,
     ServiceResolver,
 )
+from memux.settings import SessionSettings
 
 __all__ = [
     "ConnectedChannel",

@@ -58,7 +58,7 @@ from twisted.internet.ssl import (
 )
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
-from memux._wire import ALPN
+from memux.settings import ALPN
 
 __all__ = [
     "ALPN",

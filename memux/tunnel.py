@@ -36,7 +36,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from memux._wire import ErrorCode
+from memux.codes import ErrorCode
 from memux.error import ChannelReset, SessionLost
 from memux.protocol import MemuxProtocol
 

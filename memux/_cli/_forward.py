@@ -37,7 +37,7 @@ from memux._cli._common import (
 )
 from memux._cli._options import Commands, _seconds, addChannelArguments, addCommand
 from memux._cli._session import SessionCache
-from memux._wire import ErrorCode
+from memux.codes import ErrorCode
 from memux.error import ChannelRefused, ChannelReset
 from memux.protocol import MemuxProtocol
 from memux.tunnel import LocalForwardingFactory, SpliceProtocol

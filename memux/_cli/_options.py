@@ -12,8 +12,7 @@ from typing import TypeAlias
 
 from memux._cli._common import UsageError
 from memux._cli._endpoints import DEFAULT_PORT, ClientTLS
-from memux._engine import MAX_OPEN_PAYLOAD
-from memux._wire import MAX_NAME_LENGTH, OpenFrame
+from memux.settings import MAX_NAME_LENGTH, MAX_OPEN_PAYLOAD, openFrameSize
 
 _EXIT_HELP = """\
 exit status:
@@ -209,7 +208,7 @@ def _checkOpen(service: str, metadata: bytes | None) -> bytes:
         raise UsageError(
             f"SERVICE is {len(name)} bytes long; the most is {MAX_NAME_LENGTH}"
         )
-    size = len(OpenFrame(1, name, metadata).encode())
+    size = openFrameSize(name, metadata)
     if size > MAX_OPEN_PAYLOAD:
         raise UsageError(
             f"--metadata is too long: the channel's opening would take {size}"

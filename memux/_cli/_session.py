@@ -55,7 +55,7 @@ class SessionCache:
         same).
         """
         session = self._current
-        if session is not None and _usable(session):
+        if session is not None and session.isUsable():
             return defer.succeed(session)
         d: defer.Deferred[MemuxProtocol] = defer.Deferred()
         if self._waiting is not None:
@@ -123,13 +123,6 @@ def _endReason(session: MemuxProtocol) -> str:
     """
     lost = session.lostReason
     return _reasonText(lost) if lost is not None else "closed"
-
-
-def _usable(session: MemuxProtocol) -> bool:
-    engine = session.engine
-    return bool(session.connected) and not (
-        engine.terminated or engine.goAwayReceived is not None
-    )
 
 
 async def _closeSession(session: MemuxProtocol, reactor: IReactorCore) -> None:

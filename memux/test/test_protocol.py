@@ -1287,6 +1287,21 @@ class SessionTests(SessionTestCase):
         self.successResultOf(done)
         self.assertFalse(self.client.connected)
 
+    def test_isUsable(self) -> None:
+        """
+        A session is usable for new channels while connected and until
+        either side sends GOAWAY (the one check the session pool and the
+        command line share).
+        """
+        self.assertTrue(self.client.isUsable() and self.server.isUsable())
+        self.server.goAway()
+        self.assertFalse(self.server.isUsable())
+        self.pump.flush()
+        self.assertFalse(self.client.isUsable())  # GOAWAY received
+        self.client.loseConnection()
+        self.pump.flush()
+        self.assertFalse(self.client.isUsable())
+
     def test_goAwayWaitsForPeersFin(self) -> None:
         """
         A channel the server closed (its FIN out, its protocol told) is
