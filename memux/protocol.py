@@ -1120,6 +1120,7 @@ class MemuxProtocol(Protocol):
         self.connected = False
         self.lostReason: Failure | None = None
         self._terminatedWith: tuple[int | None, str] | None = None
+        self._goAway: GoAwayReceived | None = None  # the peer's, if any
 
     # ------------------------------------------------------------ public
 
@@ -1473,11 +1474,14 @@ class MemuxProtocol(Protocol):
         elif reason.check(ConnectionDone):
             # Not Twisted's "Connection was closed cleanly": for the
             # channels cut off it was not clean.
-            lost = SessionLost(
-                "the session was closed"
-                if self._closing
-                else "the peer closed the connection without GOAWAY"
-            )
+            g = self._goAway
+            if g is not None:
+                why = f"the peer went away (GOAWAY {describeCode(g.code)}"
+                lost = SessionLost(f"{why}: {g.reason})" if g.reason else f"{why})")
+            elif self._closing:
+                lost = SessionLost("the session was closed")
+            else:
+                lost = SessionLost("the peer closed the connection without GOAWAY")
         else:
             lost = SessionLost(str(reason.value))
         self._log.info(
@@ -2015,6 +2019,7 @@ class MemuxProtocol(Protocol):
                     d.callback(self._reactor.seconds() - started)
             elif t is GoAwayReceived:
                 g: GoAwayReceived = event  # type: ignore[assignment]
+                self._goAway = g
                 self._log.info(
                     "Peer {peer} is going away (last channel {last}, {code}: {reason})",
                     peer=self._peerAddress(),

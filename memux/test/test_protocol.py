@@ -1340,6 +1340,24 @@ class SessionTests(SessionTestCase):
         )
         self.assertEqual(self.serverProtocols, [])
 
+    def test_goAwayThenCloseTellsChannels(self) -> None:
+        """
+        Channels cut off when a peer that sent GOAWAY NO_ERROR closes the
+        connection hear of the GOAWAY, its code and reason.
+        """
+        proto = self.open(b"record")
+        self.pump.flush()
+        self.server.goAway(reason="shutting down")
+        self.pump.flush()
+        self.server.abortConnection()
+        self.pump.flush()
+        assert proto.lost is not None
+        proto.lost.trap(SessionLost)
+        self.assertEqual(
+            proto.lost.value.reason,
+            "the peer went away (GOAWAY NO_ERROR: shutting down)",
+        )
+
     def test_goAwayRefusesChannelsInFlight(self) -> None:
         """
         A channel the client opened that crossed the server's GOAWAY is
