@@ -37,6 +37,7 @@ from memux._wire import (
     encodeDataHeader,
     encodePreface,
 )
+from memux.codes import ChannelClosedError, EngineError, SessionClosedError
 from memux.settings import MAX_OPEN_PAYLOAD, MAX_REASON_BYTES, SessionSettings
 
 __all__ = [
@@ -471,9 +472,11 @@ class MemuxEngine:
         exhausted it waits, in order, until the peer grants more.
         """
         if self.terminated:
-            raise ValueError("the session is terminated")
+            raise SessionClosedError("the session is terminated")
         if self.goAwayReceived is not None:
-            raise ValueError("the peer sent GOAWAY: no new channels on this session")
+            raise SessionClosedError(
+                "the peer sent GOAWAY: no new channels on this session"
+            )
         cid = self._nextLocalId
         openFrame = None
         if service or metadata is not None or destination is not None or lossy:
@@ -626,7 +629,7 @@ class MemuxEngine:
         recv = ch.recv
         consumed = recv.consumed + n
         if consumed > recv.received:
-            raise ValueError(
+            raise EngineError(
                 f"consumed {consumed} bytes but only {recv.received} arrived"
             )
         recv.consumed = consumed
@@ -702,7 +705,7 @@ class MemuxEngine:
         """
         ch = self._sendable(channel)
         if not ch.lossy:
-            raise ValueError(f"channel {channel} is not lossy")
+            raise EngineError(f"channel {channel} is not lossy")
         # Split the queue into messages; the last may be unfinished.
         messages: list[list[list[object]]] = []
         current: list[list[object]] = []
@@ -1164,14 +1167,16 @@ class MemuxEngine:
 
     def _checkUsable(self) -> None:
         if self.terminated:
-            raise ValueError("the session is terminated")
+            raise SessionClosedError("the session is terminated")
 
     def _sendable(self, channel: int) -> _Channel:
         ch = self._channels.get(channel)
         if ch is None:
-            raise ValueError(f"channel {channel} is not open")
+            raise ChannelClosedError(channel, f"channel {channel} is not open")
         if ch.finQueued:
-            raise ValueError(f"channel {channel} is closed for writing")
+            raise ChannelClosedError(
+                channel, f"channel {channel} is closed for writing"
+            )
         return ch
 
     def _schedule(self, ch: _Channel) -> None:

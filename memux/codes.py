@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from enum import Enum, IntEnum
 
-__all__ = ["ChannelState", "ErrorCode", "ProtocolError", "describeCode"]
+__all__ = [
+    "ChannelClosedError",
+    "ChannelState",
+    "EngineError",
+    "ErrorCode",
+    "ProtocolError",
+    "SessionClosedError",
+    "describeCode",
+]
 
 
 class ErrorCode(IntEnum):
@@ -76,3 +84,29 @@ class ChannelState(Enum):
     HALF_CLOSED_REMOTE = "HALF_CLOSED_REMOTE"
     #: Both FINs exchanged, or a RESET sent or received, or skipped.
     CLOSED = "CLOSED"
+
+
+class EngineError(ValueError):
+    """
+    The session engine was asked to do something it cannot in its state
+    (misuse by its caller, not by the peer).  A L{ValueError}, as for any
+    argument a call cannot take.
+    """
+
+
+class ChannelClosedError(EngineError):
+    """
+    The channel is not open (never was, or ended), or no longer open for
+    writing; ``channel`` is its id.
+    """
+
+    def __init__(self, channel: int, message: str) -> None:
+        super().__init__(message)
+        self.channel = channel
+
+
+class SessionClosedError(EngineError):
+    """
+    The session takes no new channel (or command): it has ended, or the
+    peer has sent GOAWAY.
+    """

@@ -61,6 +61,7 @@ from memux._engine import (
 )
 from memux._engine import ChannelReset as ChannelResetEvent
 from memux._wire import ALPN, ErrorCode, Settings, describeCode
+from memux.codes import ChannelClosedError
 from memux.error import (
     ChannelRefused,
     ChannelReset,
@@ -370,7 +371,7 @@ class ChannelTransport:
             queued = session._engine.sendData(
                 self.channel, data if type(data) is bytes else bytes(data), True
             )
-        except ValueError:
+        except ChannelClosedError:
             return  # reset an instant ago (see `_send`)
         if session._flushCall is None and not session._flushing and session.connected:
             session._flushCall = session._reactor.callLater(0, session._flush)
@@ -386,7 +387,7 @@ class ChannelTransport:
         session = self.session
         try:
             queued = session._engine.sendData(self.channel, data, end)
-        except ValueError:
+        except ChannelClosedError:
             # Reset an instant ago; connectionLost with the reason is on its
             # way, as with a TCP write racing an RST.
             return

@@ -50,6 +50,7 @@ from memux._wire import (
     UnknownFrame,
     encodePreface,
 )
+from memux.codes import ChannelClosedError, EngineError, SessionClosedError
 
 T = TypeVar("T")
 
@@ -391,6 +392,50 @@ class InlineCreditTests(SynchronousTestCase):
             self.assertEqual(engine._sessionRecv.limit, session.limit)
             for c, window in channels.items():
                 self.assertEqual(engine._channels[c].recv.limit, window.limit)
+
+
+class EngineMisuseTests(SynchronousTestCase):
+    """
+    Misuse of the engine by its caller raises typed errors (all
+    L{ValueError}s, as for any argument a call cannot take).
+    """
+
+    def test_writeToClosedChannel(self) -> None:
+        """
+        Writing on a channel that is not open, or closed for writing,
+        raises L{ChannelClosedError} naming the channel.
+        """
+        engine = MemuxEngine(True)
+        with self.assertRaises(ChannelClosedError) as unknown:
+            engine.sendData(7, b"x")
+        self.assertEqual(unknown.exception.channel, 7)
+        cid = engine.openChannel()
+        engine.closeChannel(cid)
+        with self.assertRaises(ChannelClosedError) as closed:
+            engine.sendData(cid, b"x")
+        self.assertEqual(closed.exception.channel, cid)
+        self.assertIsInstance(closed.exception, ValueError)
+
+    def test_openOnEndedSession(self) -> None:
+        """
+        Opening a channel once the session is over, or after the peer's
+        GOAWAY, raises L{SessionClosedError}; a ping on an ended session
+        too.
+        """
+        engine = MemuxEngine(True)
+        RawPeer(engine).send(GoAwayFrame(0, ErrorCode.NO_ERROR))
+        self.assertRaises(SessionClosedError, engine.openChannel)
+        engine.goAway(ErrorCode.INTERNAL_ERROR)
+        self.assertRaises(SessionClosedError, engine.openChannel)
+        self.assertRaises(SessionClosedError, engine.ping)
+
+    def test_overConsumption(self) -> None:
+        """
+        Reporting more consumed than arrived raises L{EngineError}.
+        """
+        engine = MemuxEngine(False)
+        RawPeer(engine).send(DataFrame(1, b"ab", open=True))
+        self.assertRaises(EngineError, engine.consumed, 1, 3)
 
 
 # ---------------------------------------------------------------- preface
