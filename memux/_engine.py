@@ -13,7 +13,9 @@ that commands and `dataToSend` produced.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from memux._credit import ChannelCountCredit, CreditWindow, SessionCreditWindow
 from memux._wire import (
@@ -776,11 +778,12 @@ class MemuxEngine:
                 else:
                     frames = self._decoder.receive(data, maxFrames)
                 onData = self._onData
+                handlers = _FRAME_HANDLERS
                 for frame in frames:
                     if type(frame) is DataFrame:
                         onData(frame)
                     else:
-                        self._handleFrame(frame)
+                        handlers.get(type(frame), _onUnknown)(self, frame)
                     if self.terminated:
                         break
                 self.framesReceived += len(frames)
@@ -838,56 +841,38 @@ class MemuxEngine:
         self.terminated = True
         self._events.append(SessionTerminated(code, reason, remote=False))
 
-    def _handleFrame(self, frame: object) -> None:
-        t = type(frame)
-        if t is DataFrame:
-            self._onData(frame)  # type: ignore[arg-type]
-        elif t is CreditFrame:
-            self._onCredit(frame)  # type: ignore[arg-type]
-        elif t is OpenFrame:
-            f: OpenFrame = frame  # type: ignore[assignment]
-            ch = self._acceptOpen(f.channel)
-            if ch is not None:
-                ch.lossy = f.lossy
-                self._events.append(
-                    ChannelOpened(
-                        f.channel, f.service, f.metadata, f.destination, f.lossy
-                    )
-                )
-        elif t is ResetFrame:
-            r: ResetFrame = frame  # type: ignore[assignment]
-            ch = self._known(r.channel)
-            if ch is None:
-                self._late("RESET of a closed channel")
-            else:
-                if not ch.local and ch.sendOffset == 0 and not ch.finSent:
-                    # Opened, then reset before we answered: rapid reset
-                    # (CVE-2023-44487) makes us start work and throw it away.
-                    self._useless("RESET of a channel before any answer")
-                self._removeChannel(ch)
-                self._events.append(ChannelReset(r.channel, r.code, r.reason, True))
-        elif t is PingFrame:
-            p: PingFrame = frame  # type: ignore[assignment]
-            if p.ack:
-                self._events.append(PingAcknowledged(p.payload))
-            else:
-                self._useless("PING")
-                self._queuePeerInduced(PingFrame(p.payload, ack=True).encode())
-        elif t is GoAwayFrame:
-            self._onGoAway(frame)  # type: ignore[arg-type]
-        elif t is ChannelCreditFrame:
-            c: ChannelCreditFrame = frame  # type: ignore[assignment]
-            if c.limit > self._localChannelLimit:
-                self._localChannelLimit = c.limit
-            else:
-                self._useless("CHANNELS raising no limit")
-        elif t is Preface:
-            self._onPreface(frame)  # type: ignore[arg-type]
-        elif t is DropFrame:
-            self._onDrop(frame)  # type: ignore[arg-type]
+    def _onOpen(self, f: OpenFrame) -> None:
+        ch = self._acceptOpen(f.channel)
+        if ch is not None:
+            ch.lossy = f.lossy
+            self._events.append(
+                ChannelOpened(f.channel, f.service, f.metadata, f.destination, f.lossy)
+            )
+
+    def _onReset(self, r: ResetFrame) -> None:
+        ch = self._known(r.channel)
+        if ch is None:
+            self._late("RESET of a closed channel")
+            return
+        if not ch.local and ch.sendOffset == 0 and not ch.finSent:
+            # Opened, then reset before we answered: rapid reset
+            # (CVE-2023-44487) makes us start work and throw it away.
+            self._useless("RESET of a channel before any answer")
+        self._removeChannel(ch)
+        self._events.append(ChannelReset(r.channel, r.code, r.reason, True))
+
+    def _onPing(self, p: PingFrame) -> None:
+        if p.ack:
+            self._events.append(PingAcknowledged(p.payload))
         else:
-            # Unknown frame types are ignored (spec: "Extensibility").
-            self._useless("unknown frame type")
+            self._useless("PING")
+            self._queuePeerInduced(PingFrame(p.payload, ack=True).encode())
+
+    def _onChannelCredit(self, c: ChannelCreditFrame) -> None:
+        if c.limit > self._localChannelLimit:
+            self._localChannelLimit = c.limit
+        else:
+            self._useless("CHANNELS raising no limit")
 
     def _onDrop(self, d: DropFrame) -> None:
         ch = self._known(d.channel)
@@ -1509,3 +1494,24 @@ class MemuxEngine:
                 self._removeChannel(ch)
                 events.append(ChannelClosed(cid))
         return len(header) + n
+
+
+def _onUnknown(engine: MemuxEngine, frame: object) -> None:
+    # Unknown frame types are ignored (spec: "Extensibility").
+    engine._useless("unknown frame type")
+
+
+#: What handles each type of frame (DATA, most frames, `receiveData` calls
+#: first, inline): a dispatch table, of the class's functions so that an
+#: engine holds no cycle of bound methods.
+_FRAME_HANDLERS: dict[type, Callable[[MemuxEngine, Any], None]] = {
+    DataFrame: MemuxEngine._onData,
+    CreditFrame: MemuxEngine._onCredit,
+    OpenFrame: MemuxEngine._onOpen,
+    ResetFrame: MemuxEngine._onReset,
+    PingFrame: MemuxEngine._onPing,
+    GoAwayFrame: MemuxEngine._onGoAway,
+    ChannelCreditFrame: MemuxEngine._onChannelCredit,
+    Preface: MemuxEngine._onPreface,
+    DropFrame: MemuxEngine._onDrop,
+}
