@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from memux._credit import ChannelCountCredit, CreditWindow, SessionCreditWindow
+from memux._scheduler import RoundRobinScheduler, Scheduler
 from memux._wire import (
     DATA_END,
     DATA_FIN,
@@ -339,9 +340,9 @@ class MemuxEngine:
         # Credit to announce, coalesced: only the latest limit matters.
         self._creditDue: dict[int, int] = {}
         self._channelsDue = False
-        self._ready: deque[_Channel] = deque()
+        # The order channels send in: a policy of its own (round robin).
+        self._scheduler: Scheduler[_Channel] = RoundRobinScheduler()
         self._pendingOpens: deque[_Channel] = deque()
-        self._blockedOnSession: dict[int, _Channel] = {}
         # Channels with a message partly sent (`_Channel.midMessage`): the
         # messages in progress, which a new one must not crowd out (see
         # `_admits`).
@@ -454,7 +455,10 @@ class MemuxEngine:
         if self.terminated:
             return False
         return bool(
-            self._ready or self._creditDue or self._channelsDue or self._sendableOpens()
+            self._scheduler
+            or self._creditDue
+            or self._channelsDue
+            or self._sendableOpens()
         )
 
     # ------------------------------------------------------------ commands
@@ -529,8 +533,7 @@ class MemuxEngine:
             q.append([data, endMessage])
             ch.queued += n
         if not ch.scheduled and not ch.openPending:
-            ch.scheduled = True
-            self._ready.append(ch)
+            self._scheduler.add(ch)
         return ch.queued
 
     def closeChannel(self, channel: int, stopReading: bool = False) -> None:
@@ -547,8 +550,7 @@ class MemuxEngine:
             return
         ch.finQueued = True
         if not ch.scheduled and not ch.openPending:
-            ch.scheduled = True
-            self._ready.append(ch)
+            self._scheduler.add(ch)
 
     def stopReading(self, channel: int) -> None:
         """
@@ -1166,16 +1168,12 @@ class MemuxEngine:
 
     def _schedule(self, ch: _Channel) -> None:
         if not ch.scheduled and not ch.openPending:
-            ch.scheduled = True
-            self._ready.append(ch)
+            self._scheduler.add(ch)
 
     def _unblockSession(self) -> None:
-        if self._blockedOnSession and self.sessionSendCredit > 0:
-            blocked = self._blockedOnSession
-            self._blockedOnSession = {}
-            for ch in blocked.values():
-                if ch.id in self._channels:
-                    self._schedule(ch)
+        scheduler = self._scheduler
+        if scheduler.parked and self.sessionSendCredit > 0:
+            scheduler.unpark()
 
     def _consumeSession(self, n: int) -> None:
         if n:
@@ -1189,8 +1187,7 @@ class MemuxEngine:
         del self._channels[cid]
         if self._creditDue:
             self._creditDue.pop(cid, None)
-        if self._blockedOnSession:
-            self._blockedOnSession.pop(cid, None)
+        self._scheduler.remove(ch)
         if ch.queue is not None:
             ch.queue = None
             ch.queued = 0
@@ -1281,13 +1278,14 @@ class MemuxEngine:
         maxChunk = min(self.peerSettings.maxFrameSize, self.settings.chunkSize)
         if self._pendingOpens:
             size += self._sendOpens(out, maxChunk, maxBytes - size)
-        ready = self._ready
+        scheduler = self._scheduler
         channels = self._channels
         blocked: list[_Channel] = []
         sendChunk = self._sendChunk
-        while ready and size < maxBytes:
-            ch = ready.popleft()
-            ch.scheduled = False
+        while size < maxBytes:
+            ch = scheduler.next()
+            if ch is None:
+                break
             if ch.id not in channels:
                 continue
             # Send from this channel until it has nothing sendable, the
@@ -1310,7 +1308,7 @@ class MemuxEngine:
                 ):
                     # A new message that would crowd out those in progress:
                     # it starts once the peer grants more session credit.
-                    self._blockedOnSession[ch.id] = ch
+                    scheduler.park(ch)
                     break
                 sent = sendChunk(ch, out, maxChunk)
                 size += sent
@@ -1327,14 +1325,13 @@ class MemuxEngine:
                     if sent:
                         blocked.append(ch)  # it had its turn: to the back
                     else:
-                        self._blockedOnSession[ch.id] = ch
+                        scheduler.park(ch)
                     break
-                if ready or size >= maxBytes:
-                    ch.scheduled = True
-                    ready.append(ch)
+                if scheduler or size >= maxBytes:
+                    scheduler.yieldTurn(ch)
                     break
         for ch in blocked:
-            self._blockedOnSession[ch.id] = ch
+            scheduler.park(ch)
         self.bytesSent += size
         return out
 
@@ -1454,8 +1451,7 @@ class MemuxEngine:
             if ch.midMessage:
                 ch.midMessage = False
                 self._midMessage.discard(ch)
-                if self._blockedOnSession:
-                    self._unblockSession()  # a message waiting may start
+                self._unblockSession()  # a message waiting may start
         elif chunk and not ch.midMessage:
             ch.midMessage = True
             self._midMessage.add(ch)

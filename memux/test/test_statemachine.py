@@ -966,7 +966,7 @@ class TwoEngines(RuleBasedStateMachine):
             where = sideName(side)
             assert engine.openChannels() == [], where
             assert not engine.hasDataToSend(), where
-            assert not engine._pendingOpens and not engine._blockedOnSession, where
+            assert not engine._pendingOpens and not engine._scheduler.parked, where
             assert not engine._creditDue and not engine._channelsDue, where
             assert engine._sessionRecv.held == 0, where
             assert engine._reassemblyHeld == 0 and engine._peerChannels.open == 0, where
