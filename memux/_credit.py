@@ -11,7 +11,7 @@ window of unconsumed data per channel (and per session).
 
 from __future__ import annotations
 
-__all__ = ["ChannelCountCredit", "CreditWindow", "SessionCreditWindow"]
+__all__ = ["ChannelCountCredit", "CreditWindow", "SendCredit", "SessionCreditWindow"]
 
 
 class CreditWindow:
@@ -128,6 +128,44 @@ class SessionCreditWindow(CreditWindow):
         self.limit = self.consumed + self.window
         self.grantAt = 2 * self.limit - self.window
         return self.limit
+
+
+class SendCredit:
+    """
+    Send-side credit, for one channel or the whole session: how far the
+    peer has invited us to send (``limit``, an absolute offset it raises
+    with CREDIT) and how far we have (``offset``).
+    """
+
+    __slots__ = ("offset", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.offset = 0
+        self.limit = limit
+
+    @property
+    def available(self) -> int:
+        """
+        How many more payload bytes the peer invites.
+        """
+        return self.limit - self.offset
+
+    def raiseTo(self, limit: int) -> bool:
+        """
+        The peer allows up to ``limit``: raise the limit to it if that is
+        higher (CREDIT frames are idempotent, spec: "CREDIT"); return
+        whether it was.
+        """
+        if limit > self.limit:
+            self.limit = limit
+            return True
+        return False
+
+    def spend(self, n: int) -> None:
+        """
+        ``n`` payload bytes were sent (within the limit).
+        """
+        self.offset += n
 
 
 class ChannelCountCredit:

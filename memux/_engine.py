@@ -17,7 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from memux._credit import ChannelCountCredit, CreditWindow, SessionCreditWindow
+from memux._credit import (
+    ChannelCountCredit,
+    CreditWindow,
+    SendCredit,
+    SessionCreditWindow,
+)
 from memux._scheduler import RoundRobinScheduler, Scheduler
 from memux._wire import (
     DATA_END,
@@ -241,8 +246,7 @@ class _Channel:
         "finQueued",
         "finSent",
         "finReceived",
-        "sendOffset",
-        "sendLimit",
+        "send",
         "recv",
         "scheduled",
         "midMessage",
@@ -278,8 +282,7 @@ class _Channel:
         self.finQueued = False
         self.finSent = False
         self.finReceived = False
-        self.sendOffset = 0
-        self.sendLimit = sendLimit
+        self.send = SendCredit(sendLimit)
         self.recv = CreditWindow(window)
         self.scheduled = False
         self.midMessage = False
@@ -355,8 +358,7 @@ class MemuxEngine:
         self._localChannelLimit = self.peerSettings.initialMaxChannels
         self._peerChannels = ChannelCountCredit(self.settings.maxChannels)
         # Session credit.
-        self._sessionSendOffset = 0
-        self._sessionSendLimit = self.peerSettings.initialSessionCredit
+        self._sessionSend = SendCredit(self.peerSettings.initialSessionCredit)
         self._sessionRecv = SessionCreditWindow(self.settings.sessionCredit)
         self._reassemblyHeld = 0  # held in message reassembly, all channels
         self._partialsBegun = 0  # messages that began in reassembly, so far
@@ -437,14 +439,14 @@ class MemuxEngine:
         (ignoring the session-wide limit).
         """
         ch = self._channels.get(channel)
-        return ch.sendLimit - ch.sendOffset if ch is not None else 0
+        return ch.send.available if ch is not None else 0
 
     @property
     def sessionSendCredit(self) -> int:
         """
         How many more payload bytes the peer has invited on the session.
         """
-        return self._sessionSendLimit - self._sessionSendOffset
+        return self._sessionSend.available
 
     def hasDataToSend(self) -> bool:
         """
@@ -815,7 +817,7 @@ class MemuxEngine:
         """
         self.uselessFrames += 1
         settings = self.settings
-        work = self._sessionSendOffset + self._sessionRecv.received
+        work = self._sessionSend.offset + self._sessionRecv.received
         earned = (work - self._workCounted) // settings.usefulBytesPerFrame
         if earned:
             self._workCounted += earned * settings.usefulBytesPerFrame
@@ -856,7 +858,7 @@ class MemuxEngine:
         if ch is None:
             self._late("RESET of a closed channel")
             return
-        if not ch.local and ch.sendOffset == 0 and not ch.finSent:
+        if not ch.local and ch.send.offset == 0 and not ch.finSent:
             # Opened, then reset before we answered: rapid reset
             # (CVE-2023-44487) makes us start work and throw it away.
             self._useless("RESET of a channel before any answer")
@@ -912,11 +914,10 @@ class MemuxEngine:
         # Until now we assumed the initial values; the peer's settings can
         # only be larger (spec: "Settings"), and no CREDIT can precede the
         # preface, so every limit simply moves up to the announced value.
-        self._sessionSendLimit = max(self._sessionSendLimit, peer.initialSessionCredit)
+        self._sessionSend.raiseTo(peer.initialSessionCredit)
         self._localChannelLimit = max(self._localChannelLimit, peer.initialMaxChannels)
         for ch in self._channels.values():
-            if peer.initialChannelCredit > ch.sendLimit:
-                ch.sendLimit = peer.initialChannelCredit
+            if ch.send.raiseTo(peer.initialChannelCredit):
                 if ch.queue:
                     self._schedule(ch)
         self._unblockSession()
@@ -1080,12 +1081,13 @@ class MemuxEngine:
 
     def _onCredit(self, f: CreditFrame) -> None:
         if f.channel == 0:
-            if f.limit > self._sessionSendLimit:
-                self._sessionSendLimit = f.limit
+            if self._sessionSend.raiseTo(f.limit):
                 self._unblockSession()
             else:
-                if f.limit < self._sessionSendOffset:
-                    self._warnIncrement("the session", f.limit, self._sessionSendOffset)
+                if f.limit < self._sessionSend.offset:
+                    self._warnIncrement(
+                        "the session", f.limit, self._sessionSend.offset
+                    )
                 self._useless("CREDIT raising no limit")
             return
         ch = self._known(f.channel)
@@ -1094,12 +1096,11 @@ class MemuxEngine:
             return
         if ch.finSent:
             return  # a legitimate race with our FIN
-        if f.limit <= ch.sendLimit:
-            if f.limit < ch.sendOffset:
-                self._warnIncrement(f"channel {ch.id}", f.limit, ch.sendOffset)
+        if not ch.send.raiseTo(f.limit):
+            if f.limit < ch.send.offset:
+                self._warnIncrement(f"channel {ch.id}", f.limit, ch.send.offset)
             self._useless("CREDIT raising no limit")
             return
-        ch.sendLimit = f.limit
         if ch.queue:
             self._schedule(ch)
 
@@ -1200,7 +1201,7 @@ class MemuxEngine:
         if ch.openPending:
             ch.openPending = False
             self._pendingOpens.remove(ch)
-        if (ch.finSent or ch.sendOffset) and (
+        if (ch.finSent or ch.send.offset) and (
             self._lateFrames < self.settings.maxUselessFrames
         ):
             # Only a channel we sent on can meet a frame of the peer's
@@ -1319,9 +1320,9 @@ class MemuxEngine:
                 ):
                     break
                 head = ch.queue[0][0] if ch.queue else b""
-                if head and ch.sendOffset >= ch.sendLimit:
+                if head and ch.send.offset >= ch.send.limit:
                     break  # blocked on channel credit: CREDIT reschedules
-                if head and self._sessionSendOffset >= self._sessionSendLimit:
+                if head and self._sessionSend.offset >= self._sessionSend.limit:
                     if sent:
                         blocked.append(ch)  # it had its turn: to the back
                     else:
@@ -1353,13 +1354,13 @@ class MemuxEngine:
         if not q or not q[0][1]:
             return True  # nothing, or a message whose size is not known yet
         n = len(q[0][0])  # type: ignore[arg-type]
-        free = self._sessionSendLimit - self._sessionSendOffset
-        if n <= maxChunk and n <= free and n <= ch.sendLimit - ch.sendOffset:
+        free = self._sessionSend.limit - self._sessionSend.offset
+        if n <= maxChunk and n <= free and n <= ch.send.limit - ch.send.offset:
             return True  # goes out whole, now
         reserved = 0
         for other in self._midMessage:
             oq = other.queue
-            if oq and oq[0][1] and other.sendOffset < other.sendLimit:
+            if oq and oq[0][1] and other.send.offset < other.send.limit:
                 reserved += len(oq[0][0])  # type: ignore[arg-type]
         return reserved == 0 or n <= free - reserved
 
@@ -1372,8 +1373,8 @@ class MemuxEngine:
         q = ch.queue
         if q:
             return not q[0][0] or (
-                ch.sendOffset < ch.sendLimit
-                and self._sessionSendOffset < self._sessionSendLimit
+                ch.send.offset < ch.send.limit
+                and self._sessionSend.offset < self._sessionSend.limit
             )
         return True
 
@@ -1416,8 +1417,11 @@ class MemuxEngine:
             data: bytes | memoryview = item[0]  # type: ignore[assignment]
             n = len(data)
             if n:
-                allowed = ch.sendLimit - ch.sendOffset
-                session = self._sessionSendLimit - self._sessionSendOffset
+                # (`SendCredit.available`, twice, inline: once per chunk.)
+                send = ch.send
+                sessionSend = self._sessionSend
+                allowed = send.limit - send.offset
+                session = sessionSend.limit - sessionSend.offset
                 if session < allowed:
                     allowed = session
                 if maxFrame < allowed:
@@ -1441,8 +1445,8 @@ class MemuxEngine:
                     n = 0
                 if n:
                     ch.queued -= n
-                    ch.sendOffset += n
-                    self._sessionSendOffset += n
+                    send.offset += n
+                    sessionSend.offset += n
             else:
                 q.popleft()
                 end = True

@@ -14,7 +14,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from memux._credit import ChannelCountCredit, CreditWindow, SessionCreditWindow
+from memux._credit import (
+    ChannelCountCredit,
+    CreditWindow,
+    SendCredit,
+    SessionCreditWindow,
+)
 from memux._engine import (
     ChannelClosed,
     ChannelOpened,
@@ -342,6 +347,25 @@ class SessionCreditWindowTests(SynchronousTestCase):
             self.assertLessEqual(w.limit - w.consumed, w.window)
             if w.received == w.limit:
                 self.assertEqual(w.held, w.window)
+
+
+class SendCreditTests(SynchronousTestCase):
+    """
+    Tests for L{SendCredit}: how far the peer invites us to send.
+    """
+
+    def test_raiseOnlyUp(self) -> None:
+        """
+        A limit is raised only by a higher one (CREDIT is idempotent), and
+        spending moves the offset.
+        """
+        c = SendCredit(100)
+        self.assertEqual(c.available, 100)
+        c.spend(60)
+        self.assertEqual(c.available, 40)
+        self.assertFalse(c.raiseTo(90))
+        self.assertTrue(c.raiseTo(160))
+        self.assertEqual((c.offset, c.limit, c.available), (60, 160, 100))
 
 
 class InlineCreditTests(SynchronousTestCase):

@@ -881,7 +881,7 @@ class TwoEngines(RuleBasedStateMachine):
                 recv = ch.recv
                 assert 0 <= recv.held <= s.channelCredit, where
                 assert recv.limit - recv.consumed <= s.channelCredit, where
-                assert ch.sendOffset <= ch.sendLimit, where
+                assert ch.send.offset <= ch.send.limit, where
                 assert engine.heldBytes(cid) == r.heldBytes, where
                 assert ch.sessionHeld - recv.held == r.assembling, where
                 d = self.directions[(side, cid)]
@@ -896,8 +896,8 @@ class TwoEngines(RuleBasedStateMachine):
                 # it may send more than the receiver granted.
                 other = self.engines[not side]._channels.get(cid)
                 if other is not None:
-                    assert ch.sendLimit <= other.recv.limit, where
-                    assert ch.sendOffset >= other.recv.received, where
+                    assert ch.send.limit <= other.recv.limit, where
+                    assert ch.send.offset >= other.recv.received, where
             # Channels the model thinks alive and the engine dropped: only
             # fully closed ones, silently, when data reached them.
             for cid, r in readers.items():
@@ -912,8 +912,8 @@ class TwoEngines(RuleBasedStateMachine):
             assert engine._peerChannels.open == peerChannels, where
             assert engine.sessionSendCredit >= 0, where
             otherSession = self.engines[not side]._sessionRecv
-            assert engine._sessionSendLimit <= otherSession.limit, where
-            assert engine._sessionSendOffset >= otherSession.received, where
+            assert engine._sessionSend.limit <= otherSession.limit, where
+            assert engine._sessionSend.offset >= otherSession.received, where
             assert engine._controlBytes <= MAX_CONTROL_BYTES, where
             assert engine._decoder.buffered <= s.maxFrameSize + MAX_HEADER, where
 
