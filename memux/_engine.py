@@ -45,7 +45,12 @@ from memux._wire import (
     encodeDataHeader,
     encodePreface,
 )
-from memux.codes import ChannelClosedError, EngineError, SessionClosedError
+from memux.codes import (
+    ChannelClosedError,
+    ChannelState,
+    EngineError,
+    SessionClosedError,
+)
 from memux.settings import MAX_OPEN_PAYLOAD, MAX_REASON_BYTES, SessionSettings
 
 __all__ = [
@@ -229,6 +234,44 @@ Event = (
 
 # ---------------------------------------------------------------- channels
 
+# The states, as names the hot paths read fast (a module global and an
+# identity test, not an Enum class attribute).
+_IDLE = ChannelState.IDLE
+_OPEN = ChannelState.OPEN
+_HALF_CLOSED_LOCAL = ChannelState.HALF_CLOSED_LOCAL
+_HALF_CLOSED_REMOTE = ChannelState.HALF_CLOSED_REMOTE
+_CLOSED = ChannelState.CLOSED
+
+# What changes a channel's state (besides a RESET, sent or received, which
+# closes it from any state: `_removeChannel`).
+_ANNOUNCE = "send the opening frame"
+_SEND_FIN = "send FIN"
+_RECEIVE_FIN = "receive FIN"
+
+#: The spec's state table ("Channel states"), as the engine follows it: a
+#: channel the peer opens starts OPEN (its opening frame with FIN is
+#: opening, then FIN); one we open starts IDLE until announced.  A test
+#: walks the spec's own table against this one.
+_NEXT_STATE: dict[tuple[ChannelState, str], ChannelState] = {
+    (_IDLE, _ANNOUNCE): _OPEN,
+    (_OPEN, _SEND_FIN): _HALF_CLOSED_LOCAL,
+    (_OPEN, _RECEIVE_FIN): _HALF_CLOSED_REMOTE,
+    (_HALF_CLOSED_LOCAL, _RECEIVE_FIN): _CLOSED,
+    (_HALF_CLOSED_REMOTE, _SEND_FIN): _CLOSED,
+}
+
+
+def _advance(ch: _Channel, event: str) -> ChannelState:
+    """
+    Move ``ch`` to its next state on ``event``; return it.  An event its
+    state has no row for is a fault in the engine.
+    """
+    state = _NEXT_STATE.get((ch.state, event))
+    if state is None:
+        raise EngineError(f"channel {ch.id}: {event} in state {ch.state.name}")
+    ch.state = state
+    return state
+
 
 class _Channel:
     """
@@ -238,14 +281,12 @@ class _Channel:
     __slots__ = (
         "id",
         "local",
-        "openPending",
+        "state",
         "openFrame",
         "lossy",
         "queue",
         "queued",
         "finQueued",
-        "finSent",
-        "finReceived",
         "send",
         "recv",
         "scheduled",
@@ -268,8 +309,9 @@ class _Channel:
     ) -> None:
         self.id = cid
         self.local = local
-        # A channel we open waits to be announced; the peer's already was.
-        self.openPending = local
+        # A channel we open waits to be announced (IDLE); the peer's
+        # already was.  Changed by `_advance` only, along `_NEXT_STATE`.
+        self.state = _IDLE if local else _OPEN
         # The OPEN frame to send (named service), or None for the default
         # service, opened by the OPEN flag on the first DATA frame.
         self.openFrame = openFrame
@@ -280,8 +322,6 @@ class _Channel:
         self.queue: deque[list[object]] | None = None
         self.queued = 0
         self.finQueued = False
-        self.finSent = False
-        self.finReceived = False
         self.send = SendCredit(sendLimit)
         self.recv = CreditWindow(window)
         self.scheduled = False
@@ -405,13 +445,29 @@ class MemuxEngine:
         no longer open).
         """
         ch = self._channels.get(channel)
-        return ch is None or ch.finSent
+        return ch is None or ch.state is _HALF_CLOSED_LOCAL
 
     def hasOpenChannels(self) -> bool:
         """
         Whether any channel is open (in either direction).
         """
         return bool(self._channels)
+
+    def channelState(self, channel: int) -> ChannelState:
+        """
+        The state of ``channel`` (spec: "Channel states"): IDLE for an id
+        not opened yet (or one of ours not yet announced), CLOSED for one
+        that was opened, or skipped, and has ended.
+        """
+        ch = self._channels.get(channel)
+        if ch is not None:
+            state: ChannelState = ch.state
+            return state
+        if self.isLocal(channel):
+            opened = channel < self._nextLocalId
+        else:
+            opened = channel <= self._highestPeer
+        return _CLOSED if opened else _IDLE
 
     def openChannels(self) -> list[int]:
         """
@@ -534,7 +590,7 @@ class MemuxEngine:
         else:
             q.append([data, endMessage])
             ch.queued += n
-        if not ch.scheduled and not ch.openPending:
+        if not ch.scheduled and ch.state is not _IDLE:
             self._scheduler.add(ch)
         return ch.queued
 
@@ -551,7 +607,7 @@ class MemuxEngine:
         if ch.finQueued:
             return
         ch.finQueued = True
-        if not ch.scheduled and not ch.openPending:
+        if not ch.scheduled and ch.state is not _IDLE:
             self._scheduler.add(ch)
 
     def stopReading(self, channel: int) -> None:
@@ -578,7 +634,7 @@ class MemuxEngine:
         ch = self._channels.get(channel)
         if ch is None:
             return
-        if not ch.openPending:
+        if ch.state is not _IDLE:
             self._control.append(ResetFrame(channel, code, _cut(reason)).encode())
         # else: the peer never heard of it; its id is simply skipped.
         self._removeChannel(ch)
@@ -641,7 +697,7 @@ class MemuxEngine:
         recv.consumed = consumed
         if consumed >= recv.grantAt:
             limit = recv.grant()
-            if not ch.finReceived:
+            if ch.state is not _HALF_CLOSED_REMOTE:
                 self._creditDue[channel] = limit
         if holdSession:
             # Checked at the next dataToSend (see _checkReassemblyDeadlock),
@@ -858,7 +914,7 @@ class MemuxEngine:
         if ch is None:
             self._late("RESET of a closed channel")
             return
-        if not ch.local and ch.send.offset == 0 and not ch.finSent:
+        if not ch.local and ch.send.offset == 0 and ch.state is _OPEN:
             # Opened, then reset before we answered: rapid reset
             # (CVE-2023-44487) makes us start work and throw it away.
             self._useless("RESET of a channel before any answer")
@@ -971,7 +1027,7 @@ class MemuxEngine:
         """
         ch = self._channels.get(cid)
         if ch is not None:
-            if ch.openPending:
+            if ch.state is _IDLE:
                 raise ProtocolError(
                     ErrorCode.PROTOCOL_ERROR,
                     f"frame for channel {cid} before its opening",
@@ -1002,8 +1058,8 @@ class MemuxEngine:
         if (
             n
             and ch is not None
-            and not (f.open or f.fin or ch.openPending or ch.finReceived)
-            and not ch.readStopped
+            and not (f.open or f.fin or ch.readStopped)
+            and (ch.state is _OPEN or ch.state is _HALF_CLOSED_LOCAL)
         ):
             session = self._sessionRecv
             recv = ch.recv
@@ -1025,7 +1081,7 @@ class MemuxEngine:
             ch = self._acceptOpen(cid)
             if ch is not None:
                 events.append(ChannelOpened(cid, b""))
-        elif ch is None or ch.openPending:
+        elif ch is None or ch.state is _IDLE:
             ch = self._known(cid)
         session = self._sessionRecv
         if session.received + n > session.limit:
@@ -1038,11 +1094,11 @@ class MemuxEngine:
             # session's credit flowing.
             self._consumeSession(n)
             return
-        if ch.finReceived:
+        if ch.state is _HALF_CLOSED_REMOTE:
             self._consumeSession(n)
             self._channelError(ch, ErrorCode.PROTOCOL_ERROR, "DATA after FIN")
             return
-        if ch.readStopped and ch.finSent and (n or f.end):
+        if ch.readStopped and ch.state is _HALF_CLOSED_LOCAL and (n or f.end):
             # Only once our FIN is out: before that the application still
             # waits for it (LocalHalfClosed) to finish its close, so the
             # channel must live on; what arrives meanwhile is delivered as
@@ -1051,7 +1107,7 @@ class MemuxEngine:
             if f.fin:
                 # The peer has finished too: the channel simply closes (a
                 # RESET would only meet a channel the peer has closed).
-                ch.finReceived = True
+                _advance(ch, _RECEIVE_FIN)
                 self._removeChannel(ch)
                 events.append(RemoteHalfClosed(cid))
                 events.append(ChannelClosed(cid))
@@ -1073,9 +1129,8 @@ class MemuxEngine:
         if n or f.end:
             events.append(DataReceived(cid, data, f.end))
         if f.fin:
-            ch.finReceived = True
             events.append(RemoteHalfClosed(cid))
-            if ch.finSent:
+            if _advance(ch, _RECEIVE_FIN) is _CLOSED:
                 self._removeChannel(ch)
                 events.append(ChannelClosed(cid))
 
@@ -1094,7 +1149,7 @@ class MemuxEngine:
         if ch is None:
             self._late("CREDIT for a closed channel")
             return
-        if ch.finSent:
+        if ch.state is _HALF_CLOSED_LOCAL:
             return  # a legitimate race with our FIN
         if not ch.send.raiseTo(f.limit):
             if f.limit < ch.send.offset:
@@ -1133,7 +1188,7 @@ class MemuxEngine:
         self._events.append(GoAwayReceived(f.lastChannel, f.code, f.reason))
         reason = "not processed: the peer is going away"
         for ch in list(self._channels.values()):
-            if ch.local and (ch.id > f.lastChannel or ch.openPending):
+            if ch.local and (ch.id > f.lastChannel or ch.state is _IDLE):
                 self._removeChannel(ch)
                 self._events.append(
                     ChannelReset(ch.id, ErrorCode.REFUSED, reason, True)
@@ -1168,7 +1223,7 @@ class MemuxEngine:
         return ch
 
     def _schedule(self, ch: _Channel) -> None:
-        if not ch.scheduled and not ch.openPending:
+        if not ch.scheduled and ch.state is not _IDLE:
             self._scheduler.add(ch)
 
     def _unblockSession(self) -> None:
@@ -1198,10 +1253,11 @@ class MemuxEngine:
             # Its message will not finish: what it held back is free.
             self._midMessage.discard(ch)
             self._unblockSession()
-        if ch.openPending:
-            ch.openPending = False
+        state = ch.state
+        if state is _IDLE:
             self._pendingOpens.remove(ch)
-        if (ch.finSent or ch.send.offset) and (
+        ch.state = _CLOSED  # (on a RESET, or both FINs; `_advance` agrees)
+        if (state is _HALF_CLOSED_LOCAL or state is _CLOSED or ch.send.offset) and (
             self._lateFrames < self.settings.maxUselessFrames
         ):
             # Only a channel we sent on can meet a frame of the peer's
@@ -1316,7 +1372,10 @@ class MemuxEngine:
                 if not (
                     ch.queue
                     or ch.dropCount
-                    or (ch.finQueued and not ch.finSent and ch.id in channels)
+                    or (
+                        ch.finQueued
+                        and (ch.state is _OPEN or ch.state is _HALF_CLOSED_REMOTE)
+                    )
                 ):
                     break
                 head = ch.queue[0][0] if ch.queue else b""
@@ -1385,7 +1444,7 @@ class MemuxEngine:
         # (`_ordinal`, inline: every channel we open passes here.)
         while pending and (pending[0].id - 1) >> 1 < limit:
             ch = pending.popleft()
-            ch.openPending = False
+            _advance(ch, _ANNOUNCE)
             self._highestLocalSent = ch.id
             if ch.openFrame is not None:
                 out.append(ch.openFrame)
@@ -1397,7 +1456,14 @@ class MemuxEngine:
                 size += self._sendChunk(
                     ch, out, maxChunk if size < budget else 0, DATA_OPEN
                 )
-            if ch.queue or ch.dropCount or (ch.finQueued and not ch.finSent):
+            if (
+                ch.queue
+                or ch.dropCount
+                or (
+                    ch.finQueued
+                    and (ch.state is _OPEN or ch.state is _HALF_CLOSED_REMOTE)
+                )
+            ):
                 self._schedule(ch)
         return size
 
@@ -1462,9 +1528,8 @@ class MemuxEngine:
         if (
             ch.finQueued
             and not q
-            and not ch.finSent
+            and (ch.state is _OPEN or ch.state is _HALF_CLOSED_REMOTE)
             and not ch.dropCount  # a DROP goes before the FIN
-            and ch.id in self._channels
         ):
             flags |= DATA_FIN
         if not n and not flags:
@@ -1487,10 +1552,9 @@ class MemuxEngine:
             out.append(chunk)
         if flags & DATA_FIN:
             # Our FIN is out (every channel's end comes this way).
-            ch.finSent = True
             events = self._events
             events.append(LocalHalfClosed(cid))
-            if ch.finReceived:
+            if _advance(ch, _SEND_FIN) is _CLOSED:
                 self._removeChannel(ch)
                 events.append(ChannelClosed(cid))
         return len(header) + n

@@ -85,6 +85,11 @@ class ChannelState(Enum):
     #: Both FINs exchanged, or a RESET sent or received, or skipped.
     CLOSED = "CLOSED"
 
+    # Members are singletons compared by identity: hash them so too (Enum's
+    # own hash is a Python call, and the engine's state table is looked up
+    # at every change of state, thousands of times a second under churn).
+    __hash__ = object.__hash__
+
 
 class EngineError(ValueError):
     """

@@ -57,6 +57,10 @@ class IChannelTransport(ITransport):
     channel = Attribute("The channel id (int).")
     service = Attribute("The service name the channel was opened for (bytes).")
     session = Attribute("The MemuxProtocol carrying the channel.")
+    state = Attribute(
+        "The channel's state (memux.codes.ChannelState, read-only): IDLE,"
+        " OPEN, HALF_CLOSED_LOCAL, HALF_CLOSED_REMOTE or CLOSED."
+    )
 
     def writeMessage(data: bytes) -> None:
         """

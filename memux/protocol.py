@@ -61,7 +61,7 @@ from memux._engine import (
 )
 from memux._engine import ChannelReset as ChannelResetEvent
 from memux._wire import ALPN, ErrorCode, Settings, describeCode
-from memux.codes import ChannelClosedError
+from memux.codes import ChannelClosedError, ChannelState
 from memux.error import (
     ChannelRefused,
     ChannelReset,
@@ -339,6 +339,15 @@ class ChannelTransport:
 
     def __repr__(self) -> str:
         return f"<ChannelTransport channel={self.channel} service={self.service!r}>"
+
+    @property
+    def state(self) -> ChannelState:
+        """
+        The channel's state, as the specification names them (read-only):
+        OPEN, HALF_CLOSED_LOCAL once our FIN is out, HALF_CLOSED_REMOTE
+        once the peer's arrived, CLOSED when it has ended.
+        """
+        return self.session._engine.channelState(self.channel)
 
     # ------------------------------------------------------------ ITransport
 

@@ -25,6 +25,7 @@ from twisted.python.failure import Failure
 from twisted.test.iosim import IOPump, connectedServerAndClient
 from zope.interface import implementer
 
+from memux.codes import ChannelState
 from memux.error import describeService
 from memux.interfaces import IChannelTransport
 from memux.protocol import (
@@ -219,6 +220,16 @@ class StringChannelTransport(StringTransport):
         self._partial: list[bytes] = []
         self.writeClosed = False
         self.resetWith: tuple[int, str] | None = None
+
+    @property
+    def state(self) -> ChannelState:
+        """
+        OPEN; HALF_CLOSED_LOCAL after ``loseWriteConnection``; CLOSED after
+        ``loseConnection``, ``abortConnection`` or ``resetChannel``.
+        """
+        if self.disconnecting:
+            return ChannelState.CLOSED
+        return ChannelState.HALF_CLOSED_LOCAL if self.writeClosed else ChannelState.OPEN
 
     @property
     def partialMessage(self) -> bytes:

@@ -6,6 +6,7 @@ import each other).
 
 from __future__ import annotations
 
+import unittest
 from pathlib import Path
 
 #: The directory above the memux package: the checkout's root when the
@@ -21,3 +22,17 @@ def isCheckout(root: Path = ROOT) -> bool:
     plugin), so only the project's own files tell a checkout.
     """
     return (root / "setup.cfg").is_file() and (root / "memux").is_dir()
+
+
+#: The protocol's specification, in the checkout.
+SPEC = ROOT / "doc" / "spec.rst"
+
+
+def readSpec() -> str:
+    """
+    Return the text of ``doc/spec.rst``, or skip the calling test when the
+    document is not there (for example in an installed package).
+    """
+    if not SPEC.is_file():
+        raise unittest.SkipTest(f"{SPEC} not found: the specification is not installed")
+    return SPEC.read_text(encoding="utf-8")

@@ -54,6 +54,7 @@ from memux._wire import (
     Settings,
     encodePreface,
 )
+from memux.codes import ChannelState
 from memux.error import MessageTooLarge
 from memux.interfaces import IChannelTransport, IDropReceiver
 from memux.protocol import (
@@ -326,6 +327,25 @@ class OpenTests(SessionTestCase):
         other.transport.write(b"still up")
         self.pump.flush()
         self.assertEqual(other.received, b"still up")
+
+    def test_state(self) -> None:
+        """
+        A channel transport tells its state, named as in the spec: OPEN,
+        then HALF_CLOSED_LOCAL once its FIN is out, CLOSED once both are.
+        """
+        proto = self.open(b"half", HalfCloseRecorder)
+        self.pump.flush()
+        self.assertEqual(proto.transport.state, ChannelState.OPEN)
+        server = self.serverProtocols[0]
+        self.assertEqual(server.transport.state, ChannelState.OPEN)
+        proto.transport.loseWriteConnection()
+        self.pump.flush()
+        self.assertEqual(proto.transport.state, ChannelState.HALF_CLOSED_LOCAL)
+        self.assertEqual(server.transport.state, ChannelState.HALF_CLOSED_REMOTE)
+        server.transport.loseConnection()
+        self.pump.flush()
+        self.assertEqual(proto.transport.state, ChannelState.CLOSED)
+        self.assertEqual(server.transport.state, ChannelState.CLOSED)
 
     def test_refusalReasonReadable(self) -> None:
         """

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import re
 import textwrap
-from pathlib import Path
 from typing import Any, cast
 
 from twisted.internet.error import ConnectionDone
@@ -56,9 +55,8 @@ from memux._wire import (
 from memux.interfaces import IChunkReceiver
 from memux.protocol import ChannelTransport, MemuxProtocol
 from memux.services import Echo, builtinServices
+from memux.test._helpers import readSpec
 from memux.testing import connectedSessions
-
-SPEC = Path(__file__).parents[2] / "doc" / "spec.rst"
 
 #: The names a vector's expression may use, and nothing else.
 _NAMESPACE: dict[str, Any] = {
@@ -109,16 +107,6 @@ class Vector:
 
     def __repr__(self) -> str:
         return f"<{self.name} at doc/spec.rst:{self.line}>"
-
-
-def readSpec() -> str:
-    """
-    Return the text of ``doc/spec.rst``, or skip the calling test when the
-    document is not there (for example in an installed package).
-    """
-    if not SPEC.is_file():
-        raise unittest.SkipTest(f"{SPEC} not found: the specification is not installed")
-    return SPEC.read_text(encoding="utf-8")
 
 
 def extractVectors(text: str) -> list[Vector]:

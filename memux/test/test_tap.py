@@ -53,6 +53,7 @@ from memux.tap import (
     classifyHost,
 )
 from memux.test.test_tls import Certificates
+from memux.testing import StringChannelTransport
 
 
 def parse(*argv: str) -> tap.Options:
@@ -1160,47 +1161,13 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertIsNone(server.tls)
 
 
-@implementer(IChannelTransport)
-class MessageStringTransport(StringTransport):
-    """
-    A L{StringTransport} that also records message boundaries, as a memux
-    channel transport sends them.
-
-    @ivar messages: the messages ended so far.
-    """
-
-    channel = 2
-    service = b"echo"
-    session = None
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.messages: list[bytes] = []
-        self._ended = 0
-
-    def writeMessage(self, data: bytes) -> None:
-        """
-        Write C{data} as the end of the current message.
-        """
-        self.write(data)
-        self.endMessage()
-
-    def endMessage(self) -> None:
-        """
-        End the current message.
-        """
-        value: bytes = self.value()
-        self.messages.append(value[self._ended :])
-        self._ended = len(value)
-
-
 class EchoTests(SynchronousTestCase):
     """
     Tests for L{Echo}.
     """
 
     def setUp(self) -> None:
-        self.transport = MessageStringTransport()
+        self.transport = StringChannelTransport(2, b"echo")
         self.protocol = Echo()
         self.protocol.makeConnection(self.transport)
 
