@@ -132,7 +132,7 @@ class RealCloseTests(TestCase):
             IChannelTransport(proto.transport).write(b"u" * UPLOAD)
         # Let data flow until the session is paused by its connection.
         for _ in range(200):
-            if session._transportPaused:
+            if session._core.outputPaused:
                 break
             await self.turn(0.01)
         return session

@@ -35,7 +35,7 @@ from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer_only
 
-from memux import protocol
+from memux import _tuning
 from memux._engine import (
     ChannelOpened,
     ChannelReset,
@@ -46,6 +46,13 @@ from memux._engine import (
     SessionSettings,
     SessionTerminated,
 )
+from memux._session import (
+    INPUT_STEP_FRAMES,
+    KEEPALIVE_PAYLOAD,
+    LOAD_BUDGET_PERIOD,
+    WRITE_HIGH_WATER,
+)
+from memux._tuning import INPUT_SLICE_STEPS
 from memux._wire import (
     ChannelCreditFrame,
     CreditFrame,
@@ -66,12 +73,7 @@ from memux._wire import (
 from memux.error import SessionLost
 from memux.interfaces import IChannelTransport
 from memux.protocol import (
-    INPUT_SLICE_STEPS,
-    INPUT_STEP_FRAMES,
-    KEEPALIVE_PAYLOAD,
-    LOAD_BUDGET_PERIOD,
     LOGGED_CHANNEL_ENDINGS,
-    WRITE_HIGH_WATER,
     ChannelTransport,
     MemuxProtocol,
     MultiplexingFactory,
@@ -1578,8 +1580,8 @@ class InputSliceTests(SynchronousTestCase):
         A factory of sessions whose channels record their messages; only
         the step count limits a turn.
         """
-        self.patch(protocol, "INPUT_SLICE_SECONDS", 3600.0)
-        self.patch(protocol, "OUTPUT_DELAY_SECONDS", 3600.0)
+        self.patch(_tuning, "INPUT_SLICE_SECONDS", 3600.0)
+        self.patch(_tuning, "OUTPUT_DELAY_SECONDS", 3600.0)
         self.clock = Clock()
         self.recorders: list[MessageRecorder] = []
 
@@ -1754,7 +1756,7 @@ class InputSliceTests(SynchronousTestCase):
         in a slice that has run OUTPUT_DELAY_SECONDS, a step that wrote
         ends the slice.  All input is handled, in order.
         """
-        self.patch(protocol, "OUTPUT_DELAY_SECONDS", 0.0)
+        self.patch(_tuning, "OUTPUT_DELAY_SECONDS", 0.0)
         peer, messages = self.echoFlood()
         engine = peer.session.engine
         self.assertEqual(engine.framesReceived, 1 + INPUT_STEP_FRAMES)
@@ -1777,7 +1779,7 @@ class InputSliceTests(SynchronousTestCase):
         Steps that wrote within OUTPUT_DELAY_SECONDS of the slice's start
         do not end it: the rest of the read is handled in one turn.
         """
-        self.patch(protocol, "OUTPUT_DELAY_SECONDS", 3600.0)
+        self.patch(_tuning, "OUTPUT_DELAY_SECONDS", 3600.0)
         peer, messages = self.echoFlood()
         engine = peer.session.engine
         for _ in range(3):

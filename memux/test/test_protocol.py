@@ -46,6 +46,19 @@ from memux import (
     SessionLost,
 )
 from memux._engine import SessionSettings
+from memux._session import (
+    BULK_AFTER_FLUSHES,
+    BULK_FLUSH_BYTES,
+    FLUSH_BYTES,
+    FLUSH_ROUNDS,
+    WRITE_HIGH_WATER,
+)
+from memux._tuning import (
+    BULK_AFTER_READS,
+    BULK_NOTSENT_LOWAT,
+    BULK_READ_SIZE,
+    NOTSENT_LOWAT,
+)
 from memux._wire import (
     DataFrame,
     FrameDecoder,
@@ -57,19 +70,7 @@ from memux._wire import (
 from memux.codes import ChannelState
 from memux.error import MessageTooLarge
 from memux.interfaces import IChannelTransport, IDropReceiver
-from memux.protocol import (
-    BULK_AFTER_FLUSHES,
-    BULK_AFTER_READS,
-    BULK_FLUSH_BYTES,
-    BULK_NOTSENT_LOWAT,
-    BULK_READ_SIZE,
-    FLUSH_BYTES,
-    FLUSH_ROUNDS,
-    NOTSENT_LOWAT,
-    WRITE_HIGH_WATER,
-    ChannelTransport,
-    MultiplexingFactory,
-)
+from memux.protocol import ChannelTransport, MultiplexingFactory
 from memux.testing import connectedSessions
 
 
@@ -918,7 +919,7 @@ class ErrorTests(SessionTestCase):
         self.pump.flush()
         server = self.serverProtocols[0]
         self.server.engine.resetChannel(server.transport.channel, 0x42, "app said no")
-        self.server._scheduleFlush()
+        self.server._core.flushSoon()
         self.pump.flush()
         assert proto.lost is not None
         proto.lost.trap(ChannelReset)
@@ -999,7 +1000,7 @@ class ErrorTests(SessionTestCase):
         server.dataReceived(b"GET / HTTP/1.1\r\n\r\n")
         pump.flush()
         self.assertIsNotNone(server.lostReason)
-        self.assertIn("HTTP/1 request", str(server._terminatedWith))
+        self.assertIn("HTTP/1 request", str(server._core.terminatedWith))
 
 
 class BackpressureTests(SessionTestCase):
@@ -1640,7 +1641,7 @@ class FlushTests(SessionOnTransportTestCase):
         cut off after FLUSH_ROUNDS rounds, the rest left for the next turn.
         """
         self.session.dataReceived(OpenFrame(1, b"echo").encode())
-        transport = self.session._transports[1]
+        transport = self.session._core.channels[1]
         chunk = b"x" * (WRITE_HIGH_WATER // 2)
 
         @implementer(IPushProducer)
@@ -1664,12 +1665,16 @@ class FlushTests(SessionOnTransportTestCase):
         writer.resumeProducing()
         self.clock.advance(0)
         self.assertEqual(self.frames(), [])
-        scheduled = len(self.clock.getDelayedCalls())
         self.session.resumeProducing()
         sent = sum(len(f.data) for f in self.frames() if isinstance(f, DataFrame))
         self.assertEqual(writer.resumed, 1 + FLUSH_ROUNDS)
         self.assertEqual(sent, FLUSH_ROUNDS * 2 * len(chunk))
-        self.assertEqual(len(self.clock.getDelayedCalls()), scheduled + 1)
+        flushes = [
+            c
+            for c in self.clock.getDelayedCalls()
+            if getattr(c.func, "__func__", None) is MemuxProtocol._flushNow
+        ]
+        self.assertEqual(len(flushes), 1)  # the rest: next turn
         reactorTurn(self.clock)
         sent = sum(len(f.data) for f in self.frames() if isinstance(f, DataFrame))
         self.assertEqual(sent, FLUSH_ROUNDS * 2 * len(chunk))
@@ -1728,7 +1733,7 @@ class BulkModeTests(SessionOnTransportTestCase):
         self.session.dataReceived(
             OpenFrame(1, b"echo").encode() + OpenFrame(3, b"echo").encode()
         )
-        channel = self.session._transports[1]
+        channel = self.session._core.channels[1]
         writer = EndlessWriter(channel)
         channel.registerProducer(writer, True)
         writer.resumeProducing()
@@ -1760,7 +1765,7 @@ class BulkModeTests(SessionOnTransportTestCase):
         transport = self.startBulk()
         for _ in range(BULK_AFTER_FLUSHES + 2):
             transport.send()
-        self.session._transports[3].writeMessage(b"ping")
+        self.session._core.channels[3].writeMessage(b"ping")
         transport.send()
         data = transport.value()
         self.assertLessEqual(len(data), FLUSH_BYTES * 1.01)
@@ -1776,7 +1781,7 @@ class BulkModeTests(SessionOnTransportTestCase):
         """
         transport = self.startBulk()
         for _ in range(2 * BULK_AFTER_FLUSHES):
-            self.session._transports[3].writeMessage(b"ping")
+            self.session._core.channels[3].writeMessage(b"ping")
             self.assertLessEqual(transport.send(), FLUSH_BYTES * 1.01)
 
     def test_unsentLimitFollowsMode(self) -> None:
@@ -1798,7 +1803,7 @@ class BulkModeTests(SessionOnTransportTestCase):
         for _ in range(BULK_AFTER_FLUSHES + 2):
             transport.send()
         self.assertEqual(unsent(), BULK_NOTSENT_LOWAT)
-        self.session._transports[3].writeMessage(b"ping")
+        self.session._core.channels[3].writeMessage(b"ping")
         transport.send()
         self.assertEqual(unsent(), NOTSENT_LOWAT)
 

@@ -1,0 +1,164 @@
+# -*- test-case-name: memux.test.test_protocol -*-
+"""
+How the Twisted front end tunes the connection under a session, in one
+place: socket options, Twisted's send and read sizes, joining writes, and
+the slicing of a flood of input over reactor turns.  Each was measured
+(see doc/performance.rst); none changes what goes on the wire.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from typing import Any
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import Cooperator
+
+from memux._session import BULK_FLUSH_BYTES
+
+__all__ = [
+    "BULK_AFTER_READS",
+    "BULK_NOTSENT_LOWAT",
+    "BULK_READ_SIZE",
+    "GATHER_PIECES",
+    "INPUT_SLICE_SECONDS",
+    "INPUT_SLICE_STEPS",
+    "NOTSENT_LOWAT",
+    "OUTPUT_DELAY_SECONDS",
+    "InputSlice",
+    "limitUnsent",
+    "newInputCooperator",
+    "tuneConnection",
+]
+
+#: Unsent bytes the kernel may hold for a memux connection (Linux
+#: TCP_NOTSENT_LOWAT).  Without a limit the socket buffer (megabytes on
+#: fast links) fills with one channel's bulk data, and a small message on
+#: another channel waits behind all of it: head-of-line blocking that memux's
+#: scheduler cannot see.  With it, the backlog stays in memux, which
+#: interleaves channels.  Four times as much in bulk mode (see
+#: `memux._session.BULK_AFTER_FLUSHES`).
+NOTSENT_LOWAT = 128 * 1024
+BULK_NOTSENT_LOWAT = 4 * NOTSENT_LOWAT
+
+#: After this many reads in a row that filled the connection's read size
+#: (Twisted's TCP ``bufferSize``, 64 KiB), the peer is sending bulk data:
+#: the session reads `BULK_READ_SIZE` at a time, which costs a quarter of
+#: the reactor turns and Python calls per byte; the next read shorter than
+#: the normal read size sets it back.  (Twisted's TCP also pauses its
+#: producer past ``bufferSize`` unsent bytes: while reading in bulk, ours
+#: is paused a little later.)
+BULK_AFTER_READS = 16
+BULK_READ_SIZE = 256 * 1024
+
+#: Room for frame headers above `BULK_FLUSH_BYTES` in one send() (see
+#: `tuneConnection`).
+SEND_HEADROOM = 16 * 1024
+
+#: A flush of more pieces (frame headers and chunks) than this is joined
+#: into one write; fewer go to ``writeSequence`` as they are.
+GATHER_PIECES = 8
+
+#: Per reactor turn, the held-back input of a factory's sessions is worked
+#: through round robin, a step at a time, for this many seconds at most (or
+#: `INPUT_SLICE_STEPS` steps): about the most one session's flood delays
+#: another session's reply.
+INPUT_SLICE_SECONDS = 0.001
+INPUT_SLICE_STEPS = 16
+
+#: A slice that has worked this long ends at the next step that wrote, so
+#: that the reactor sends what it wrote (see `InputSlice.wrote`).  Not
+#: after every step: a step of small messages is a few tens of
+#: microseconds, and a reactor turn for each would cost more than the
+#: parallel work gains.
+OUTPUT_DELAY_SECONDS = 0.0004
+
+
+def limitUnsent(transport: Any, limit: int = NOTSENT_LOWAT) -> None:
+    """
+    Let the kernel hold at most ``limit`` unsent bytes of ``transport``'s
+    TCP socket (where it is one, and the system has the option).
+    """
+    option = getattr(socket, "TCP_NOTSENT_LOWAT", None)
+    getHandle = getattr(transport, "getHandle", None)
+    if option is None or getHandle is None:
+        return
+    try:
+        handle = getHandle()
+        if isinstance(handle, socket.socket) and handle.family in (
+            socket.AF_INET,
+            socket.AF_INET6,
+        ):
+            handle.setsockopt(socket.IPPROTO_TCP, option, limit)
+    except (OSError, AttributeError):
+        pass  # not a plain TCP socket (TLS object, UNIX, pipe)
+
+
+def tuneConnection(transport: Any) -> int | None:
+    """
+    Tune a new session's connection; return its read size (Twisted's TCP
+    ``bufferSize``) if it has one below `BULK_READ_SIZE`, else None.
+
+    - TCP_NODELAY: memux already gathers a turn's writes into one; Nagle's
+      algorithm on top only delays small messages (and acknowledgements)
+      by up to a round trip, making throughput erratic.
+    - `limitUnsent`.
+    - Twisted's TCP sends at most ``SEND_LIMIT`` (128 KiB) per send(); a
+      flush is up to `BULK_FLUSH_BYTES` of payload plus frame headers, and
+      a flush split over several send()s costs the last one's few bytes a
+      send() (and the peer a wakeup) of their own, and the producer a turn.
+    """
+    setNoDelay = getattr(transport, "setTcpNoDelay", None)
+    if setNoDelay is not None:
+        try:
+            setNoDelay(True)
+        except Exception:  # not a TCP socket after all (UNIX, pipes)
+            pass
+    limitUnsent(transport)
+    limit = getattr(transport, "SEND_LIMIT", None)
+    if type(limit) is int and limit < BULK_FLUSH_BYTES + SEND_HEADROOM:
+        transport.SEND_LIMIT = BULK_FLUSH_BYTES + SEND_HEADROOM
+    readSize = getattr(transport, "bufferSize", None)
+    if type(readSize) is int and 0 < readSize < BULK_READ_SIZE:
+        return readSize
+    return None
+
+
+class InputSlice:
+    """
+    A `Cooperator` termination predicate: true once this turn's share of
+    input work (`INPUT_SLICE_SECONDS`, `INPUT_SLICE_STEPS`) is used up, or
+    once a step has written (`wrote`).
+    """
+
+    #: Set by a step that wrote: the slice ends there, so that the reactor
+    #: sends it (Twisted writes when it next polls, after the calls then
+    #: due, such as the next slice) and the peer works on it while we work
+    #: on the rest.  One flag for all: the reactor runs one slice at a time.
+    wrote = False
+
+    def __init__(self) -> None:
+        InputSlice.wrote = False  # (a new turn: the last slice's was sent)
+        now = time.monotonic()
+        self._end = now + INPUT_SLICE_SECONDS
+        self._sendAt = now + OUTPUT_DELAY_SECONDS
+        self._steps = INPUT_SLICE_STEPS
+
+    def __call__(self) -> bool:
+        now = time.monotonic()
+        if InputSlice.wrote and now >= self._sendAt:
+            InputSlice.wrote = False
+            return True
+        self._steps -= 1
+        return self._steps <= 0 or now >= self._end
+
+
+def newInputCooperator(reactor: IReactorTime) -> Cooperator:
+    """
+    A Cooperator for sessions' held-back input: a slice each reactor turn.
+    """
+    return Cooperator(
+        terminationPredicateFactory=InputSlice,
+        scheduler=lambda tick: reactor.callLater(0, tick),
+    )
