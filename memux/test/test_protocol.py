@@ -45,6 +45,7 @@ from memux import (
     MemuxProtocol,
     SessionLost,
 )
+from memux._channel import ChannelCore
 from memux._engine import SessionSettings
 from memux._session import (
     BULK_AFTER_FLUSHES,
@@ -1672,7 +1673,8 @@ class FlushTests(SessionOnTransportTestCase):
         flushes = [
             c
             for c in self.clock.getDelayedCalls()
-            if getattr(c.func, "__func__", None) is MemuxProtocol._flushNow
+            if getattr(getattr(c, "func", None), "__func__", None)
+            is MemuxProtocol._flushNow
         ]
         self.assertEqual(len(flushes), 1)  # the rest: next turn
         reactorTurn(self.clock)
@@ -1702,7 +1704,7 @@ class EndlessWriter:
     it is paused.
     """
 
-    def __init__(self, transport: ChannelTransport) -> None:
+    def __init__(self, transport: ChannelCore) -> None:
         self.transport = transport
         self.paused = False
 
