@@ -6,7 +6,7 @@ Whatever the input, decoding it (whole, byte by byte, in random pieces)
 yields the same prefaces and frames or stops at the same typed
 ProtocolError, never another exception; the decoder holds at most one
 frame or preface; every item decoded re-encodes to bytes that decode to it
-again.  The checks are `memux._fuzzchecks.checkDecoder`, which the corpus
+again.  The checks are `memux.test.fuzzchecks.checkDecoder`, which the corpus
 tests (``memux.test.test_fuzzcorpus``) run on every file of
 ``fuzz/corpus/``.
 
@@ -29,9 +29,9 @@ except ImportError:
 
 if atheris is not None and "--no-atheris" not in sys.argv:
     with atheris.instrument_imports(include=["memux"]):
-        from memux import _fuzzchecks
+        from memux.test import fuzzchecks as _fuzzchecks
 else:
-    from memux import _fuzzchecks
+    from memux.test import fuzzchecks as _fuzzchecks
 
 if __name__ == "__main__":
     sys.exit(_fuzzchecks.main(_fuzzchecks.checkDecoder))

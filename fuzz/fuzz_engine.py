@@ -8,7 +8,7 @@ the bytes are split, a strict flood allowance); the second seeds the
 splitting; the rest is the peer's byte stream.  The engine may only end the
 session with a GOAWAY and SessionTerminated, never raise; its output must
 decode; its buffers, queues and credit must stay within its settings.  The
-checks are `memux._fuzzchecks.checkEngine`, which the corpus tests
+checks are `memux.test.fuzzchecks.checkEngine`, which the corpus tests
 (``memux.test.test_fuzzcorpus``) run on every file of ``fuzz/corpus/``.
 
     python fuzz/fuzz_engine.py fuzz/corpus/engine -max_total_time=300
@@ -30,9 +30,9 @@ except ImportError:
 
 if atheris is not None and "--no-atheris" not in sys.argv:
     with atheris.instrument_imports(include=["memux"]):
-        from memux import _fuzzchecks
+        from memux.test import fuzzchecks as _fuzzchecks
 else:
-    from memux import _fuzzchecks
+    from memux.test import fuzzchecks as _fuzzchecks
 
 if __name__ == "__main__":
     sys.exit(_fuzzchecks.main(_fuzzchecks.checkEngine))

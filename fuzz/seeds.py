@@ -4,7 +4,7 @@ Write seed inputs for the fuzz targets: the test vectors of
 ``doc/spec.rst`` and the bytes each side sends in a few recorded sessions
 between two engines, as ``OUT/decoder/seed-*`` (byte streams) and
 ``OUT/engine/seed-*`` (the same, behind the two configuration bytes of
-`memux._fuzzchecks.checkEngine`).  A starting corpus for a fuzzing run;
+`memux.test.fuzzchecks.checkEngine`).  A starting corpus for a fuzzing run;
 ``fuzz/corpus/`` keeps only those that add coverage.
 
     python fuzz/seeds.py OUT

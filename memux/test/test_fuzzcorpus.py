@@ -1,7 +1,7 @@
 # -*- test-case-name: memux.test.test_fuzzcorpus -*-
 """
 Replay the fuzz corpus, ``fuzz/corpus/``, through the checks the fuzz
-targets make (`memux._fuzzchecks`): every input found by fuzzing (crashes
+targets make (`memux.test.fuzzchecks`): every input found by fuzzing (crashes
 included, once fixed) stays a regression test.  Also tests of the checks
 themselves and of the mutation fuzzer used where atheris is missing.
 """
@@ -15,16 +15,7 @@ from pathlib import Path
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from memux import _fuzzchecks
 from memux._engine import MemuxEngine
-from memux._fuzzchecks import (
-    checkDecoder,
-    checkEngine,
-    fuzzWithoutAtheris,
-    main,
-    mutate,
-    readCorpus,
-)
 from memux._wire import (
     DataFrame,
     ErrorCode,
@@ -33,6 +24,15 @@ from memux._wire import (
     Preface,
     Settings,
     encodePreface,
+)
+from memux.test import fuzzchecks as _fuzzchecks
+from memux.test.fuzzchecks import (
+    checkDecoder,
+    checkEngine,
+    fuzzWithoutAtheris,
+    main,
+    mutate,
+    readCorpus,
 )
 
 
