@@ -1,0 +1,373 @@
+# -*- test-case-name: memux.test.test_session -*-
+"""
+Tests for the sans-IO session core, `memux._session.SessionCore` and
+`memux._channel.ChannelCore`, driven with no reactor: a fake host records
+what the core writes and asks for, and time is a number the test sets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from memux._channel import ChannelCore, Ending, Notice
+from memux._engine import ChannelOpened
+from memux._session import KEEPALIVE_PAYLOAD, LOAD_BUDGET_PERIOD, SessionCore
+from memux._wire import (
+    DataFrame,
+    FrameDecoder,
+    GoAwayFrame,
+    OpenFrame,
+    PingFrame,
+    Preface,
+    Settings,
+    encodePreface,
+)
+from memux.codes import ErrorCode
+from memux.settings import SessionSettings
+
+
+class Call:
+    """
+    A call the core asked for, run when the test says.
+    """
+
+    def __init__(self, f: Callable[..., object], args: tuple[object, ...]) -> None:
+        self.f = f
+        self.args = args
+        self.cancelled = False
+        self.called = False
+
+    def active(self) -> bool:
+        return not (self.cancelled or self.called)
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class FakeHost:
+    """
+    A `SessionHost` that records: bytes written (decoded as frames), the
+    connection closed or aborted, calls asked for, deadlines, notices.
+    """
+
+    def __init__(self) -> None:
+        self.time = 0.0
+        self.decoder = FrameDecoder(1 << 24)
+        self.frames: list[Any] = []
+        self.closed = False
+        self.aborted = False
+        self.calls: list[Call] = []
+        self.wakes: list[float | None] = []
+        self.notices: list[Notice] = []
+        self.pings: list[tuple[bytes, float]] = []
+        self.channels: list[Recorder] = []
+        self.core: SessionCore | None = None
+        self.closing = False
+        self.bulk: list[bool] = []
+
+    def now(self) -> float:
+        return self.time
+
+    def write(self, pieces: list[bytes]) -> None:
+        for item in self.decoder.receive(b"".join(pieces)):
+            if not isinstance(item, Preface):
+                self.frames.append(item)
+
+    def closeConnection(self) -> None:
+        self.closed = True
+
+    def abortConnection(self) -> None:
+        self.aborted = True
+
+    def connectionClosing(self) -> bool:
+        return self.closing
+
+    def flushSoon(self) -> Call:
+        assert self.core is not None
+        return self.callSoon(self.core.flush)
+
+    def wakeAt(self, deadline: float | None) -> None:
+        self.wakes.append(deadline)
+
+    def callSoon(self, f: Callable[..., object], *args: object) -> Call:
+        call = Call(f, args)
+        self.calls.append(call)
+        return call
+
+    def notice(self, notice: Notice) -> None:
+        self.notices.append(notice)
+
+    def channelRequested(self, event: ChannelOpened) -> ChannelCore | str:
+        assert self.core is not None
+        if event.service != b"record":
+            return "no such service"
+        channel = Recorder(self.core, event.channel, event.service)
+        self.core.register(channel)
+        self.channels.append(channel)
+        return channel
+
+    def pingAnswered(self, payload: bytes, rtt: float) -> None:
+        self.pings.append((payload, rtt))
+
+    def bulkMode(self, on: bool) -> None:
+        self.bulk.append(on)
+
+    def runCalls(self) -> None:
+        """
+        Run the calls asked for (and those they ask for), as an event loop
+        would.
+        """
+        while self.calls:
+            calls, self.calls = self.calls, []
+            for call in calls:
+                if call.active():
+                    call.called = True
+                    call.f(*call.args)
+
+    def take(self) -> list[Any]:
+        """
+        The frames written since the last call.
+        """
+        frames, self.frames = self.frames, []
+        return frames
+
+
+class Recorder(ChannelCore):
+    """
+    A channel object whose protocol is itself: it records what it is told.
+    """
+
+    def __init__(self, core: SessionCore, channel: int, service: bytes, mode: int = 0):
+        super().__init__(core, channel, service, protocol=None, mode=mode)
+        self.protocol = self
+        self.received: list[Any] = []
+        self.ending: Ending | None = None
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received.append(data)
+
+    def messageReceived(self, message: bytes) -> None:
+        self.received.append(("message", message))
+
+    def _lose(self, ending: Ending) -> None:
+        self.ending = ending
+
+    def _failed(self) -> Any:
+        return "failed"
+
+
+def connected(settings: SessionSettings | None = None) -> tuple[FakeHost, SessionCore]:
+    """
+    A server core on a fake host, connected at time 0, after a peer's
+    preface.
+    """
+    host = FakeHost()
+    core = SessionCore(host, False, settings)
+    host.core = core
+    core.connectionMade()
+    core.receiveData(encodePreface(Settings()))
+    host.take()
+    return host, core
+
+
+class DeadlineTests(SynchronousTestCase):
+    """
+    Every timer of a session is a deadline the core names
+    (`nextDeadline`) and acts on (`handleTimer`), under a fake clock.
+    """
+
+    def test_handshake(self) -> None:
+        """
+        A peer that sends no preface within handshakeTimeout is told GOAWAY
+        IDLE_TIMEOUT and its connection closed, at the deadline, not
+        before; one whose preface came in time has no deadline left.
+        """
+        host = FakeHost()
+        core = SessionCore(host, False, SessionSettings(writeTimeout=None))
+        host.core = core
+        core.connectionMade()
+        self.assertEqual(core.nextDeadline(), 20.0)
+        self.assertIn(20.0, host.wakes)
+        core.handleTimer(19.9)
+        self.assertFalse(host.closed)
+        core.handleTimer(20.0)
+        self.assertEqual(
+            [(type(f), f.code) for f in host.take()],
+            [(GoAwayFrame, ErrorCode.IDLE_TIMEOUT)],
+        )
+        self.assertTrue(host.closed)
+        host2, core2 = connected(SessionSettings(writeTimeout=None))
+        self.assertIsNone(core2.nextDeadline())
+        self.assertEqual(host2.wakes[-1], None)
+
+    def test_handshakeOutputBlocked(self) -> None:
+        """
+        When the connection takes nothing more, the handshake timeout
+        aborts it (a GOAWAY could never go).
+        """
+        host = FakeHost()
+        core = SessionCore(host, False)
+        host.core = core
+        core.connectionMade()
+        core.pauseOutput()
+        core.handleTimer(20.0)
+        self.assertTrue(host.aborted)
+
+    def test_idle(self) -> None:
+        """
+        No channel open for idleTimeout: GOAWAY IDLE_TIMEOUT; a channel
+        open meanwhile puts the deadline off until it closes.
+        """
+        host, core = connected(SessionSettings(idleTimeout=5.0, writeTimeout=None))
+        self.assertEqual(core.nextDeadline(), 5.0)
+        host.time = 3.0
+        core.receiveData(OpenFrame(1, b"record").encode())
+        self.assertIsNone(core.nextDeadline())
+        host.channels[0].loseConnection()
+        core.receiveData(DataFrame(1, fin=True).encode())
+        host.runCalls()
+        self.assertEqual(core.nextDeadline(), 8.0)
+        host.take()
+        core.handleTimer(8.0)
+        host.runCalls()
+        self.assertEqual(
+            [(type(f), f.code) for f in host.take()],
+            [(GoAwayFrame, ErrorCode.IDLE_TIMEOUT)],
+        )
+        self.assertEqual([n.what for n in host.notices][-1:], ["idle timeout"])
+
+    def test_keepalive(self) -> None:
+        """
+        Nothing heard for keepAliveInterval: a PING; nothing again for as
+        long: GOAWAY IDLE_TIMEOUT, and an abort one interval later.
+        Anything heard meanwhile puts it all off.
+        """
+        settings = SessionSettings(keepAliveInterval=10.0, writeTimeout=None)
+        host, core = connected(settings)
+        core.handleTimer(10.0)  # the preface was heard: alive
+        self.assertEqual(host.take(), [])
+        self.assertEqual(core.nextDeadline(), 20.0)
+        core.handleTimer(20.0)
+        host.runCalls()
+        self.assertEqual(host.take(), [PingFrame(KEEPALIVE_PAYLOAD)])
+        core.handleTimer(30.0)
+        host.runCalls()
+        [goAway] = host.take()
+        assert isinstance(goAway, GoAwayFrame)
+        self.assertEqual(goAway.code, ErrorCode.IDLE_TIMEOUT)
+        self.assertFalse(host.aborted)
+        self.assertEqual(core.nextDeadline(), 40.0)
+        core.handleTimer(40.0)
+        self.assertTrue(host.aborted)
+
+    def test_writeTimeout(self) -> None:
+        """
+        Output blocked for writeTimeout aborts; a resume in between starts
+        the count again; a resume from a connection being closed under us
+        does not.
+        """
+        host, core = connected(SessionSettings(writeTimeout=60.0))
+        host.time = 1.0
+        core.pauseOutput()
+        self.assertEqual(core.nextDeadline(), 61.0)
+        host.time = 30.0
+        core.resumeOutput()
+        self.assertIsNone(core.nextDeadline())
+        host.time = 40.0
+        core.pauseOutput()
+        core.handleTimer(99.0)
+        self.assertFalse(host.aborted)
+        host.closing = True
+        core.resumeOutput()  # the connection closes under us: still counts
+        self.assertTrue(host.closed)
+        self.assertEqual(core.nextDeadline(), 100.0)
+        core.handleTimer(100.0)
+        self.assertTrue(host.aborted)
+        self.assertEqual(
+            core.terminatedWith,
+            (ErrorCode.IDLE_TIMEOUT, "the peer read nothing for 60 s"),
+        )
+
+    def test_loadBudgetRefill(self) -> None:
+        """
+        The peer's allowance of frames that do no work is refilled once a
+        LOAD_BUDGET_PERIOD, by the time of its reads.
+        """
+        host, core = connected(SessionSettings(maxUselessFrames=10, writeTimeout=None))
+        core.receiveData(PingFrame(b"p").encode() * 10)
+        self.assertFalse(core.engine.terminated)
+        host.time = LOAD_BUDGET_PERIOD
+        core.receiveData(PingFrame(b"p").encode() * 10)
+        self.assertFalse(core.engine.terminated)
+        core.receiveData(PingFrame(b"p").encode())
+        self.assertTrue(core.engine.terminated)
+
+    def test_pingRoundTrip(self) -> None:
+        """
+        A PING's answer reports its round-trip time by the host's clock.
+        """
+        host, core = connected(SessionSettings(writeTimeout=None))
+        core.ping(b"12345678")
+        host.runCalls()
+        self.assertEqual(host.take(), [PingFrame(b"12345678")])
+        host.time = 0.25
+        core.receiveData(PingFrame(b"12345678", ack=True).encode())
+        self.assertEqual(host.pings, [(b"12345678", 0.25)])
+
+
+class ChannelCoreTests(SynchronousTestCase):
+    """
+    A channel's inbound side with no reactor: held while paused, delivered
+    in order on resume, ended after what it held.
+    """
+
+    def test_pausedHoldsInOrder(self) -> None:
+        """
+        Data arriving while the channel is paused is held; on resume it is
+        delivered (soon, not from inside the resume), then the clean end.
+        """
+        host, core = connected(SessionSettings(writeTimeout=None))
+        core.receiveData(OpenFrame(1, b"record").encode())
+        [channel] = host.channels
+        channel.pauseProducing()
+        core.receiveData(DataFrame(1, b"one").encode() + DataFrame(1, b"two").encode())
+        self.assertEqual(channel.received, [])
+        channel.resumeProducing()
+        self.assertEqual(channel.received, [])
+        host.runCalls()
+        self.assertEqual(channel.received, [b"one", b"two"])
+
+    def test_messageTooLarge(self) -> None:
+        """
+        A message over maxMessageSize resets its channel with
+        MESSAGE_TOO_LARGE; the channel hears a reset, never a partial
+        message.
+        """
+        host, core = connected(SessionSettings(maxMessageSize=10, writeTimeout=None))
+        core.receiveData(OpenFrame(1, b"record").encode())
+        channel = host.channels[0]
+        channel._mode = 1  # messages
+        core.receiveData(
+            DataFrame(1, b"x" * 8).encode() + DataFrame(1, b"y" * 8).encode()
+        )
+        self.assertEqual(channel.received, [])
+        assert channel.ending is not None
+        self.assertEqual(
+            (channel.ending.kind, channel.ending.code),
+            ("reset", ErrorCode.MESSAGE_TOO_LARGE),
+        )
+
+    def test_refused(self) -> None:
+        """
+        A channel the host will not serve is refused with its reason.
+        """
+        host, core = connected(SessionSettings(writeTimeout=None))
+        core.receiveData(OpenFrame(1, b"nothing").encode())
+        resets = [f for f in host.take() if f.__class__.__name__ == "ResetFrame"]
+        self.assertEqual(
+            [(f.code, f.reason) for f in resets],
+            [(ErrorCode.REFUSED, "no such service")],
+        )
