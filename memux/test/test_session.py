@@ -371,3 +371,37 @@ class ChannelCoreTests(SynchronousTestCase):
             [(f.code, f.reason) for f in resets],
             [(ErrorCode.REFUSED, "no such service")],
         )
+
+
+class PureCoreTests(SynchronousTestCase):
+    """
+    The core is sans-IO: it imports without Twisted (or zope.interface), as
+    a front end for another event loop needs.
+    """
+
+    def test_importsWithoutTwisted(self) -> None:
+        """
+        With Twisted and zope made unimportable, ``memux`` and its pure
+        modules (codes, settings, wire, engine, session core) import, and
+        a session core runs.
+        """
+        import subprocess
+        import sys
+
+        code = (
+            "import sys\n"
+            "class Blocker:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name.split('.')[0] in ('twisted', 'zope'):\n"
+            "            raise ImportError(name)\n"
+            "sys.meta_path.insert(0, Blocker())\n"
+            "import memux, memux.codes, memux.settings, memux._wire\n"
+            "import memux._engine, memux._session, memux._channel\n"
+            "print(memux.SessionSettings().maxChannels)\n"
+        )
+        from memux.test._helpers import ROOT
+
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT
+        )
+        self.assertEqual((done.returncode, done.stdout, done.stderr), (0, "1024\n", ""))
