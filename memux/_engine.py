@@ -1197,7 +1197,9 @@ class MemuxEngine:
             self.terminated = True
             self._events.append(
                 SessionTerminated(
-                    f.code, f"peer sent GOAWAY {describeCode(f.code)}: {f.reason}", True
+                    f.code,
+                    f"the peer went away (GOAWAY {describeCode(f.code)}: {f.reason})",
+                    True,
                 )
             )
 

@@ -323,7 +323,9 @@ def _describeForeign(data: bytes) -> str:
     so that a misdirected client gets a useful error.
     """
     if data[:1] == b"\x16":
-        return "a TLS handshake (is the other side speaking TLS to a plain port?)"
+        return "a TLS handshake (TLS to a port that does not speak it?)"
+    if data[:2] == b"\x15\x03":
+        return "a TLS alert (TLS to a port that does not speak it?)"
     if data.startswith(b"PRI * HTTP/2"):
         return "an HTTP/2 preface"
     if data.startswith(b"SSH-"):

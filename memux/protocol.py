@@ -270,7 +270,12 @@ class MemuxProtocol(Protocol):
         self._drained: list[defer.Deferred[None]] = []
         self._closedWaiters: list[defer.Deferred[None]] = []
         self.connected = False
+        #: why the connection ended (its own words: a clean close after a
+        #: GOAWAY is ConnectionDone), once it has
         self.lostReason: Failure | None = None
+        #: the error the session's channels and pings got when it ended
+        #: (the GOAWAY, timeout or violation that ended it), once it has
+        self.lostError: SessionLost | None = None
 
     # ------------------------------------------------------------ public
 
@@ -288,6 +293,15 @@ class MemuxProtocol(Protocol):
         preface arrives).
         """
         return self._core.engine.peerSettings
+
+    @property
+    def prefaceReceived(self) -> bool:
+        """
+        Whether the peer's preface has arrived: the memux handshake is
+        done (a peer that never sends it is not a memux peer, or is not
+        reachable).
+        """
+        return self._core.engine.prefaceReceived
 
     def isUsable(self) -> bool:
         """
@@ -564,6 +578,7 @@ class MemuxProtocol(Protocol):
         clean = reason.check(ConnectionDone) is not None
         ending = core.connectionLost(clean, str(reason.value))
         lost = failureFor(ending)
+        self.lostError = cast(SessionLost, lost.value)
         self._log.info(
             "memux session with {peer} ended: {reason}",
             peer=self._peerAddress(),

@@ -64,8 +64,10 @@ __all__ = [
     "ALPN",
     "PEMSource",
     "TLSConfigurationError",
+    "TLSDescription",
     "clientEndpointFromString",
     "clientTLSOptions",
+    "parseTLSDescription",
     "serverTLSOptions",
     "tlsServerFactory",
 ]
@@ -219,7 +221,7 @@ def clientEndpointFromString(
         "clientKey": clientKey,
         "hostname": hostname,
     }
-    parsed = _parseTLSDescription(description)
+    parsed = parseTLSDescription(description)
     if parsed is None:
         extra = [name for name, value in given.items() if value is not None]
         if extra:
@@ -284,7 +286,7 @@ def tlsServerFactory(
 
 
 @dataclass(frozen=True)
-class _TLSDescription:
+class TLSDescription:
     """
     The arguments of a ``tls:`` client description, named as Twisted's
     parser names them (so its descriptions mean the same here).
@@ -472,7 +474,7 @@ def _checkKeyMatches(
         )
 
 
-def _parseTLSDescription(description: str) -> _TLSDescription | None:
+def parseTLSDescription(description: str) -> TLSDescription | None:
     """
     The arguments of C{description} if it is a ``tls:`` one, else L{None}.
 
@@ -484,7 +486,7 @@ def _parseTLSDescription(description: str) -> _TLSDescription | None:
     args, kwargs = _parse(description)
     if not args or str(args[0]).lower() != "tls":
         return None
-    return _TLSDescription(*args[1:], **kwargs)
+    return TLSDescription(*args[1:], **kwargs)
 
 
 def _trustRootFromPath(path: str) -> IOpenSSLTrustRoot:

@@ -3,25 +3,29 @@
 The ``memux`` command line: ``memux forward`` (like ``ssh -L``), ``memux
 connect`` (like ``nc``) and ``memux ping``.
 
-Each subcommand is a small object with ``run(reactor) -> Deferred[int]``
-(the exit status) and ``interrupted() -> int`` (the status when SIGINT or
-SIGTERM stops the reactor first); `main` parses the arguments, starts
-logging to standard error and runs the reactor until one of the two.
+The subcommands are a registry: `COMMAND_MODULES` names a module for
+each, whose ``COMMAND`` (a `Subcommand`) says its name, help, arguments
+and how to make it; adding a command is a new module and a line there.
+What a ``COMMAND`` makes is a small object with ``run(reactor) ->
+Deferred[int]`` (the exit status) and ``interrupted() -> int`` (the status
+when SIGINT or SIGTERM stops the reactor first); `main` parses the
+arguments, starts logging to standard error and runs the reactor until one
+of the two.
 
 Standard output belongs to the data (``connect``) or the results
 (``ping``); everything else goes to standard error: routine messages,
 errors as one line each, the progress line when standard error is a
 terminal, and with ``--verbose`` the twisted.logger output.
 
-Each command has its module (`_forward`, `_connect`, `_ping`: the command
-and its argument parser); `_common`, `_options`, `_endpoints` and
-`_session` hold what they share.
+Each command has its module (`_forward`, `_connect`, `_ping`: the command,
+its arguments and its ``COMMAND``); `_common`, `_options`, `_endpoints`
+and `_session` hold what they share.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import importlib
 import sys
 from collections.abc import Sequence
 from typing import cast
@@ -37,33 +41,56 @@ from memux._cli._common import (
     Command,
     ExitStatus,
     Reporter,
+    Subcommand,
     UsageError,
     _showProgress,
     _startLogging,
 )
-from memux._cli._connect import ConnectCommand, addConnectParser
 from memux._cli._endpoints import TLSFileError, parseLocal, parseRemote
-from memux._cli._forward import ForwardCommand, addForwardParser
-from memux._cli._options import _EXIT_HELP, _checkOpen, _Formatter, clientTLS
-from memux._cli._ping import PingCommand, addPingParser
+from memux._cli._options import _EXIT_HELP, _Formatter, addCommand
 from memux._cli._session import SessionCache
 
 __all__ = [
+    "COMMAND_MODULES",
     "ExitStatus",
     "Reporter",
     "SessionCache",
+    "Subcommand",
     "UsageError",
     "buildParser",
     "main",
     "makeCommand",
     "parseLocal",
     "parseRemote",
+    "subcommands",
 ]
+
+#: The modules of the subcommands, in the order ``memux --help`` lists
+#: them; each has a ``COMMAND``, a `Subcommand`.
+COMMAND_MODULES = [
+    "memux._cli._forward",
+    "memux._cli._connect",
+    "memux._cli._ping",
+]
+
+
+def subcommands() -> list[Subcommand]:
+    """
+    The subcommands of `COMMAND_MODULES`.
+    """
+    found = []
+    for name in COMMAND_MODULES:
+        command = importlib.import_module(name).COMMAND
+        if not isinstance(command, Subcommand):
+            raise TypeError(f"{name}.COMMAND is not a Subcommand: {command!r}")
+        found.append(command)
+    return found
 
 
 def buildParser() -> argparse.ArgumentParser:
     """
-    The argument parser for ``memux`` and its subcommands.
+    The argument parser for ``memux`` and its subcommands (see
+    `COMMAND_MODULES`).
     """
     parser = argparse.ArgumentParser(
         prog="memux",
@@ -95,9 +122,8 @@ def buildParser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(
         title="commands", dest="command", metavar="COMMAND", required=True
     )
-    addForwardParser(commands)
-    addConnectParser(commands)
-    addPingParser(commands)
+    for command in subcommands():
+        addCommand(commands, command)
     return parser
 
 
@@ -116,33 +142,12 @@ def makeCommand(
     args: argparse.Namespace, reactor: IReactorCore, reporter: Reporter
 ) -> Command:
     """
-    The command the parsed C{args} ask for.
+    The command the parsed C{args} ask for, made by its L{Subcommand}.
 
     @raise UsageError: if an argument is wrong.
     """
-    metadata = getattr(args, "metadata", None)
-    # os.fsencode: the bytes given on the command line, even where they are
-    # not UTF-8 (Python decoded them with surrogateescape).
-    meta = os.fsencode(metadata) if metadata is not None else None
-    remote, remoteText = parseRemote(reactor, args.remote, clientTLS(args))
-    if args.command == "forward":
-        local, _ = parseLocal(reactor, args.local)
-        service = _checkOpen(args.service, meta)
-        return ForwardCommand(
-            local, remote, remoteText, service, meta, reporter, args.grace
-        )
-    if args.command == "connect":
-        service = _checkOpen(args.service, meta)
-        return ConnectCommand(remote, remoteText, service, meta, reporter)
-    return PingCommand(
-        remote,
-        remoteText,
-        args.count,
-        args.interval,
-        args.timeout,
-        reporter,
-        sys.stdout,
-    )
+    command: Subcommand = args.subcommand
+    return command.make(args, reactor, reporter)
 
 
 def runCommand(command: Command, reactor: IReactorCore) -> int:
@@ -188,14 +193,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from twisted.internet import reactor as globalReactor
 
     reactor = cast(IReactorCore, globalReactor)
-    command: str = args.command
+    command: Subcommand = args.subcommand
     quiet: bool = args.quiet
     reporter = Reporter(
         sys.stderr,
-        f"memux {command}: ",
+        f"memux {command.name}: ",
         quiet=quiet,
-        progress=command != "ping"
-        and _showProgress(quiet, interactive=command == "connect"),
+        progress=command.progress
+        and _showProgress(quiet, interactive=command.interactive),
     )
     try:
         made = makeCommand(args, reactor, reporter)

@@ -7,12 +7,14 @@ classes.
 
 from __future__ import annotations
 
+import argparse
 import enum
 import os
 import sys
 import time
 import typing
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import IO, cast
 
 from twisted.internet import defer
@@ -36,7 +38,9 @@ from twisted.logger import (
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from memux._cli._diagnose import Ending, TLSTarget, describeEnding, explainEnding
 from memux.error import ChannelReset, SessionLost
+from memux.protocol import MemuxProtocol
 
 
 class ExitStatus(enum.IntEnum):
@@ -290,7 +294,7 @@ def _isatty(stream: IO[str] | None) -> bool:
 
 class Command(typing.Protocol):
     """
-    What `main` runs.
+    What `main` runs: what a L{Subcommand} makes.
     """
 
     def run(self, reactor: IReactorCore) -> defer.Deferred[int]:
@@ -305,6 +309,38 @@ class Command(typing.Protocol):
         """
 
 
+@dataclass(frozen=True)
+class Subcommand:
+    """
+    One ``memux`` subcommand, as its module declares it (its C{COMMAND})
+    for the registry in L{memux._cli}: what its help says, how its
+    arguments are added and how the command is made from them.
+
+    @ivar name: the command's name, as typed after C{memux}.
+    @ivar help: one line, for the list in ``memux --help``.
+    @ivar description: the paragraph that opens ``memux NAME --help``.
+    @ivar examples: what ends ``memux NAME --help`` (examples, notes).
+    @ivar quietHelp: what its ``--quiet`` does (every command has
+        ``--quiet`` and ``--verbose``).
+    @ivar addArguments: adds the command's own arguments to its parser.
+    @ivar make: makes the L{Command} from the parsed arguments; raises
+        L{UsageError} if one is wrong.
+    @ivar progress: whether it may draw a progress line on standard error.
+    @ivar interactive: whether it reads the terminal: then the progress
+        line is drawn only when standard input and output are not one.
+    """
+
+    name: str
+    help: str
+    description: str
+    examples: str
+    quietHelp: str
+    addArguments: Callable[[argparse.ArgumentParser], None]
+    make: Callable[[argparse.Namespace, IReactorCore, Reporter], Command]
+    progress: bool = True
+    interactive: bool = False
+
+
 def _clock(reactor: IReactorCore) -> IReactorTime:
     # The global reactor provides both; the interfaces are separate.
     return cast(IReactorTime, reactor)
@@ -316,18 +352,48 @@ class RemoteCommand:
 
     @ivar remote: the endpoint REMOTE names.
     @ivar remoteText: REMOTE, for messages.
+    @ivar tls: what a ``tls:`` REMOTE checks, for messages.
     """
 
     def __init__(
-        self, remote: IStreamClientEndpoint, remoteText: str, reporter: Reporter
+        self,
+        remote: IStreamClientEndpoint,
+        remoteText: str,
+        reporter: Reporter,
+        tls: TLSTarget | None = None,
     ) -> None:
         self.remote = remote
         self.remoteText = remoteText
         self.reporter = reporter
+        self.tls = tls
 
-    def _cannotConnect(self, reason: Failure | BaseException) -> None:
-        self.reporter.error(
-            f"cannot connect to {self.remoteText}: {_reasonText(reason)}"
+    def _cannotConnect(self, reason: Failure | BaseException | str) -> None:
+        """
+        Say that REMOTE cannot be reached, and why.
+        """
+        text = reason if isinstance(reason, str) else _reasonText(reason)
+        self.reporter.error(f"cannot connect to {self.remoteText}: {text}")
+
+    def _ending(
+        self, session: MemuxProtocol, lost: SessionLost | None = None
+    ) -> Ending:
+        """
+        Why C{session} ended (see L{describeEnding}).
+        """
+        return describeEnding(session, self.remoteText, self.tls, lost)
+
+    async def _explain(
+        self,
+        session: MemuxProtocol,
+        clock: IReactorTime,
+        lost: SessionLost | None = None,
+    ) -> Ending:
+        """
+        Why C{session} ended, finding out whether a server that said nothing
+        speaks TLS (see L{explainEnding}).
+        """
+        return await explainEnding(
+            session, self.remote, self.remoteText, clock, self.tls, lost
         )
 
 
@@ -343,8 +409,9 @@ class ChannelCommand(RemoteCommand):
         service: bytes,
         metadata: bytes | None,
         reporter: Reporter,
+        tls: TLSTarget | None = None,
     ) -> None:
-        super().__init__(remote, remoteText, reporter)
+        super().__init__(remote, remoteText, reporter, tls)
         self.service = service
         self.metadata = metadata
 

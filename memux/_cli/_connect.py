@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -21,13 +22,19 @@ from memux._cli._common import (
     ChannelCommand,
     ExitStatus,
     Reporter,
+    Subcommand,
     _clock,
     _RateMeter,
     _reasonText,
 )
-from memux._cli._options import Commands, addChannelArguments, addCommand
+from memux._cli._diagnose import TLSTarget, watch
+from memux._cli._options import (
+    addChannelArguments,
+    channelArguments,
+    remoteEndpoint,
+)
 from memux._cli._session import _closeSession
-from memux.error import ChannelRefused, ChannelReset
+from memux.error import ChannelRefused, ChannelReset, SessionLost
 from memux.protocol import connectSession
 from memux.tunnel import SpliceProtocol, splice
 
@@ -112,8 +119,9 @@ class ConnectCommand(ChannelCommand):
         metadata: bytes | None,
         reporter: Reporter,
         stdio: Callable[[SpliceProtocol, IReactorCore], object] | None = None,
+        tls: TLSTarget | None = None,
     ) -> None:
-        super().__init__(remote, remoteText, service, metadata, reporter)
+        super().__init__(remote, remoteText, service, metadata, reporter, tls)
         self.stdio = stdio or _standardIO
         self._stdioEnd = _StdioEnd()
         self._channelEnd: _ChannelEnd | None = None
@@ -125,6 +133,7 @@ class ConnectCommand(ChannelCommand):
         except Exception as e:
             self._cannotConnect(e)
             return ExitStatus.CONNECT
+        watch(session)
         try:
             channelEnd = await session.openChannel(
                 self.service, Factory.forProtocol(_ChannelEnd), metadata=self.metadata
@@ -140,8 +149,15 @@ class ConnectCommand(ChannelCommand):
         self.reporter.startProgress(_clock(reactor), meter.describe)
         await channelEnd.done
         await self._stdioEnd.finished
-        status, why = _channelOutcome(channelEnd.reason)
+        reason = channelEnd.reason
+        status, why = _channelOutcome(reason)
         self.reporter.stopProgress(meter.summary())
+        if reason is not None and isinstance(reason.value, SessionLost):
+            ending = await self._explain(session, _clock(reactor), reason.value)
+            if ending.connecting:
+                self._cannotConnect(ending.text)
+                return ExitStatus.CONNECT
+            why = f"memux session lost: {ending.text}"
         if status != ExitStatus.OK:
             self.reporter.error(f"{self._serviceText()}: {why}")
         await _closeSession(session, reactor)
@@ -187,28 +203,37 @@ def _channelOutcome(reason: Failure | None) -> tuple[ExitStatus, str]:
     return ExitStatus.CONNECT, _reasonText(reason)
 
 
-def addConnectParser(commands: Commands) -> None:
-    """
-    Add the parser of ``memux connect``.
-    """
-    parser = addCommand(
-        commands,
-        "connect",
-        help="connect stdin and stdout to a service (like nc)",
-        quietHelp="no progress line",
-        description=(
-            "Open a channel for SERVICE on a session to REMOTE; copy standard input\n"
-            "to it and what it sends to standard output.  The end of standard\n"
-            "input half-closes the channel (the server sees end of input and can\n"
-            "still answer); memux connect exits when the channel ends."
-        ),
-        examples=(
-            "examples:\n"
-            "  echo hello | memux connect server.example:7400 echo\n"
-            "  memux connect tcp:server.example:7400 chargen | head -c 1000\n"
-            "  memux connect unix:/run/memux.sock db < query.sql > result\n\n"
-            "When standard error is a terminal and standard input and output are\n"
-            "not, a progress line shows the bytes each way and the rate.\n\n"
-        ),
-    )
+def _addArguments(parser: argparse.ArgumentParser) -> None:
     addChannelArguments(parser, "the service name to open a channel for")
+
+
+def _make(
+    args: argparse.Namespace, reactor: IReactorCore, reporter: Reporter
+) -> ConnectCommand:
+    remote, remoteText, tls = remoteEndpoint(args, reactor)
+    service, metadata = channelArguments(args)
+    return ConnectCommand(remote, remoteText, service, metadata, reporter, tls=tls)
+
+
+COMMAND = Subcommand(
+    name="connect",
+    help="connect stdin and stdout to a service (like nc)",
+    quietHelp="no progress line",
+    description=(
+        "Open a channel for SERVICE on a session to REMOTE; copy standard input\n"
+        "to it and what it sends to standard output.  The end of standard\n"
+        "input half-closes the channel (the server sees end of input and can\n"
+        "still answer); memux connect exits when the channel ends."
+    ),
+    examples=(
+        "examples:\n"
+        "  echo hello | memux connect server.example:7400 echo\n"
+        "  memux connect tcp:server.example:7400 chargen | head -c 1000\n"
+        "  memux connect unix:/run/memux.sock db < query.sql > result\n\n"
+        "When standard error is a terminal and standard input and output are\n"
+        "not, a progress line shows the bytes each way and the rate.\n\n"
+    ),
+    addArguments=_addArguments,
+    make=_make,
+    interactive=True,
+)

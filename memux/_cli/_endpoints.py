@@ -19,10 +19,11 @@ from twisted.internet.interfaces import (
 )
 
 from memux._cli._common import UsageError
+from memux._cli._diagnose import TLSTarget
 from memux.tls import (
     TLSConfigurationError,
-    _parseTLSDescription,
     clientEndpointFromString,
+    parseTLSDescription,
 )
 
 #: the TCP port a bare REMOTE host (no port) means: ``twistd memux``'s default
@@ -146,7 +147,7 @@ def _checkTLS(text: str, tls: ClientTLS) -> None:
     @raise UsageError: if they cannot.
     """
     try:
-        parsed = _parseTLSDescription(text)
+        parsed = parseTLSDescription(text)
         malformed = False
     except Exception:
         # A tls: REMOTE, malformed: parseRemote says how.
@@ -173,7 +174,13 @@ def _checkTLS(text: str, tls: ClientTLS) -> None:
             )
 
 
-def parseLocal(reactor: IReactorCore, text: str) -> tuple[IStreamServerEndpoint, str]:
+def parseLocal(
+    reactor: IReactorCore,
+    text: str,
+    backlog: int | None = None,
+    *,
+    explicit: bool = False,
+) -> tuple[IStreamServerEndpoint, str]:
     """
     Make the server endpoint that LOCAL_ENDPOINT names, and return it with
     the endpoint string it was made from.
@@ -184,7 +191,14 @@ def parseLocal(reactor: IReactorCore, text: str) -> tuple[IStreamServerEndpoint,
     or ``ADDRESS:PORT`` (TCP on that interface: an IP address, ``[IPV6]``
     or ``localhost``).
 
-    @raise UsageError: if it is neither.
+    C{backlog}, if given, is the listen backlog, for the endpoint types
+    that take one, unless LOCAL_ENDPOINT gives its own ``backlog=``.
+
+    @param explicit: C{backlog} was asked for (``--backlog``): an endpoint
+        that cannot take it, or gives its own, is an error.
+
+    @raise UsageError: if LOCAL_ENDPOINT is neither, or (C{explicit}) it
+        cannot take C{backlog}.
     """
     bare = re.match(r"^(?:(?P<host>[^:\s]+|\[[^\]]+\]):)?(?P<port>\d+)$", text)
     if bare is not None and _isInterface(bare["host"]):
@@ -194,12 +208,75 @@ def parseLocal(reactor: IReactorCore, text: str) -> tuple[IStreamServerEndpoint,
     else:
         description = text
     try:
-        return serverFromString(reactor, description), description
+        endpoint = serverFromString(reactor, description)
     except Exception as e:
         raise UsageError(
             f"LOCAL_ENDPOINT {text!r} is not a server endpoint"
             f" (such as tcp:8080:interface=127.0.0.1, or 8080): {_describeError(e)}"
         ) from e
+    if backlog is None:
+        return endpoint, description
+    withBacklog = _withBacklog(description, backlog, explicit)
+    if withBacklog == description:
+        return endpoint, description
+    return serverFromString(reactor, withBacklog), withBacklog
+
+
+#: the types of server endpoint strings that take ``backlog=``
+_BACKLOG_TYPES = ("tcp", "tcp6", "ssl", "unix", "mptcp")
+#: a ``backlog=`` field (fields are separated by colons not escaped)
+_BACKLOG_FIELD = re.compile(r"(?:^|(?<!\\):)backlog=")
+
+
+def _withBacklog(description: str, backlog: int, explicit: bool) -> str:
+    """
+    Server endpoint string C{description} with the listen backlog
+    C{backlog}, where it can take one and gives none itself.
+
+    @raise UsageError: if C{explicit} and it cannot take one, or gives one.
+    """
+    if _BACKLOG_FIELD.search(description):
+        if explicit:
+            raise UsageError(
+                "--backlog and LOCAL_ENDPOINT's backlog= say the same thing: give one"
+            )
+        return description
+    kind = description.split(":", 1)[0].lower()
+    if kind not in _BACKLOG_TYPES:
+        if explicit:
+            kinds = ", ".join(f"{k}:" for k in _BACKLOG_TYPES)
+            raise UsageError(
+                f"--backlog applies only to a LOCAL_ENDPOINT of type {kinds},"
+                f" not {kind}:"
+            )
+        return description
+    return f"{description}:backlog={backlog}"
+
+
+def tlsTarget(text: str, tls: ClientTLS | None = None) -> TLSTarget | None:
+    """
+    What REMOTE C{text}, with the TLS options C{tls}, checks and presents,
+    if it is a ``tls:`` one (for messages).
+    """
+    try:
+        parsed = parseTLSDescription(text)
+    except Exception:
+        return None
+    if parsed is None:
+        return None
+    tls = tls or ClientTLS()
+    if parsed.endpoint is not None:
+        plain = None
+    elif ":" in parsed.host:
+        plain = f"[{parsed.host}]:{parsed.port}"
+    else:
+        plain = f"tcp:{parsed.host}:{parsed.port}"
+    return TLSTarget(
+        hostname=tls.servername or parsed.host,
+        ca=tls.ca or parsed.trustRoots,
+        cert=tls.cert or parsed.certificate,
+        plain=plain,
+    )
 
 
 def _isInterface(host: str | None) -> bool:

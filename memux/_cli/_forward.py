@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import argparse
 import signal
 import time
 from collections.abc import Callable
@@ -29,16 +30,25 @@ from memux._cli._common import (
     ChannelCommand,
     ExitStatus,
     Reporter,
+    Subcommand,
     _clock,
     _describeAddress,
     _formatBytes,
     _RateMeter,
     _reasonText,
 )
-from memux._cli._options import Commands, _seconds, addChannelArguments, addCommand
+from memux._cli._diagnose import Ending, TLSTarget
+from memux._cli._endpoints import parseLocal
+from memux._cli._options import (
+    _positiveInt,
+    _seconds,
+    addChannelArguments,
+    channelArguments,
+    remoteEndpoint,
+)
 from memux._cli._session import SessionCache
 from memux.codes import ErrorCode
-from memux.error import ChannelRefused, ChannelReset
+from memux.error import ChannelRefused, ChannelReset, SessionLost
 from memux.protocol import MemuxProtocol
 from memux.tunnel import LocalForwardingFactory, SpliceProtocol
 
@@ -47,6 +57,19 @@ DEFAULT_GRACE = 5.0
 
 #: seconds to wait, once stopping, for aborts and closes to complete
 _CLOSE_TIMEOUT = 5.0
+
+#: seconds the first session has to answer a PING: longer than a session's
+#: own handshake timeout (20 s by default), which says why better
+_FIRST_ANSWER_TIMEOUT = 30.0
+
+#: the default listen backlog of LOCAL_ENDPOINT: how many connections the
+#: system holds until ``forward`` accepts them.  Twisted's default of 50 is
+#: not enough for a burst (a browser, a load test, a pool of clients
+#: starting at once: 250 at once saw 15-30% reset); the system caps it at
+#: net.core.somaxconn on Linux (4096 since Linux 5.4, 128 before) and
+#: kern.ipc.somaxconn on macOS and the BSDs (128), and a queued connection
+#: costs only while it waits.
+DEFAULT_BACKLOG = 1024
 
 
 def _catchSignals(reactor: IReactorCore, callback: Callable[[], None]) -> None:
@@ -88,8 +111,9 @@ class ForwardCommand(ChannelCommand):
         catchSignals: Callable[
             [IReactorCore, Callable[[], None]], None
         ] = _catchSignals,
+        tls: TLSTarget | None = None,
     ) -> None:
-        super().__init__(remote, remoteText, service, metadata, reporter)
+        super().__init__(remote, remoteText, service, metadata, reporter, tls)
         self.local = local
         self.grace = grace
         self.catchSignals = catchSignals
@@ -125,9 +149,13 @@ class ForwardCommand(ChannelCommand):
         self._reactor = reactor
         reactor.addSystemEventTrigger("before", "shutdown", self._stopping)
         try:
-            await self.sessions.get()
+            session = await self.sessions.get()
         except Exception:
             return ExitStatus.CONNECT  # reported by _cannotConnectNow
+        ending = await self._tryFirst(session, _clock(reactor))
+        if ending is not None:
+            self._cannotConnect(ending.text)
+            return ExitStatus.CONNECT
         factory = _CountingForwardingFactory(self)
         try:
             self._port = await self.local.listen(factory)
@@ -145,6 +173,27 @@ class ForwardCommand(ChannelCommand):
         # Runs until a signal stops the reactor.
         await defer.Deferred()
         raise AssertionError("unreachable")
+
+    async def _tryFirst(
+        self, session: MemuxProtocol, clock: IReactorTime
+    ) -> Ending | None:
+        """
+        Check that the first session works, before listening: a PING
+        answered proves the TLS handshake (if any) and the memux one done.
+        Return why it ended if it did instead.
+        """
+        if not session.connected:
+            return await self._explain(session, clock)
+        answered = session.ping()
+        answered.addTimeout(_FIRST_ANSWER_TIMEOUT, clock)
+        try:
+            await answered
+        except SessionLost as e:
+            return await self._explain(session, clock, e)
+        except defer.TimeoutError:
+            session.abortConnection("no answer to PING")
+            return Ending(True, f"no answer to PING in {_FIRST_ANSWER_TIMEOUT:g} s")
+        return None
 
     def run(self, reactor: IReactorCore) -> defer.Deferred[int]:
         """
@@ -191,6 +240,15 @@ class ForwardCommand(ChannelCommand):
             if failure is not self._connectFailure:
                 self._sayOnce(f"cannot forward a connection: {_reasonText(failure)}")
             return
+        session = getattr(channel.transport, "session", None)
+        if isinstance(value, SessionLost) and isinstance(session, MemuxProtocol):
+            ending = self._ending(session, value)
+            if ending.connecting:
+                # A session that never worked (a TLS handshake refused, not
+                # a memux server): nothing reached the server, and the
+                # reason is the same for all its connections.
+                self._sayOnce(f"cannot connect to {self.remoteText}: {ending.text}")
+                return
         if isinstance(value, ChannelRefused) or (
             isinstance(value, ChannelReset) and value.code == ErrorCode.CONNECT_ERROR
         ):
@@ -300,9 +358,14 @@ class ForwardCommand(ChannelCommand):
         self._cannotConnect(reason)
 
     def _sessionEnded(self, session: MemuxProtocol, why: str) -> None:
-        if self._port is not None:
+        if self._port is None:
+            return
+        ending = self._ending(session)
+        if ending.connecting:
+            self._sayOnce(f"cannot connect to {self.remoteText}: {ending.text}")
+        else:
             self.reporter.info(
-                f"session to {self.remoteText} ended ({why});"
+                f"session to {self.remoteText} ended: {ending.text};"
                 " the next connection reconnects"
             )
 
@@ -341,37 +404,7 @@ class _CountingForwardingFactory(LocalForwardingFactory):
         return protocol
 
 
-def addForwardParser(commands: Commands) -> None:
-    """
-    Add the parser of ``memux forward``.
-    """
-    parser = addCommand(
-        commands,
-        "forward",
-        help="forward local connections to a service (like ssh -L)",
-        quietHelp="no progress line, no routine messages",
-        description=(
-            "Listen on LOCAL_ENDPOINT; carry every accepted connection over a new\n"
-            "channel for SERVICE on one memux session to REMOTE, like ssh -L.\n"
-            "The session is made at start (exit 3 if it cannot be); if it is lost\n"
-            "later, the next accepted connection makes a new one.  Runs until\n"
-            "interrupted; then stops listening, lets open connections finish for\n"
-            "--grace seconds, and cuts the rest (exit 130 if it cut any).  A\n"
-            "connection cut short (reset, session lost) is reset on the other\n"
-            "side too, never closed as if complete, and reported even with -q."
-        ),
-        examples=(
-            "examples:\n"
-            "  memux forward 8080 tcp:server.example:7400 web\n"
-            "      127.0.0.1:8080 reaches the server's 'web' service\n"
-            "  memux forward tcp:8080:interface=0.0.0.0 server.example:7400 web\n"
-            "      the same on every interface\n"
-            "  memux forward unix:/tmp/db.sock tls:server.example:7400 db\n"
-            "      a UNIX socket, over TLS\n\n"
-            "On a terminal a progress line shows open connections and bytes on\n"
-            "the memux connection each way (framing included).\n\n"
-        ),
-    )
+def _addArguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "local",
         metavar="LOCAL_ENDPOINT",
@@ -384,6 +417,16 @@ def addForwardParser(commands: Commands) -> None:
     )
     addChannelArguments(parser, "the service name to open channels for")
     parser.add_argument(
+        "--backlog",
+        metavar="N",
+        type=_positiveInt,
+        default=None,
+        help=(
+            "let up to N connections wait to be accepted on LOCAL_ENDPOINT"
+            f" (default {DEFAULT_BACKLOG}; the system may allow fewer)"
+        ),
+    )
+    parser.add_argument(
         "--grace",
         metavar="SECONDS",
         type=_seconds(0),
@@ -393,3 +436,50 @@ def addForwardParser(commands: Commands) -> None:
             f" (default {DEFAULT_GRACE:g}) before cutting them; 0 cuts at once"
         ),
     )
+
+
+def _make(
+    args: argparse.Namespace, reactor: IReactorCore, reporter: Reporter
+) -> ForwardCommand:
+    remote, remoteText, tls = remoteEndpoint(args, reactor)
+    backlog: int | None = args.backlog
+    local, _ = parseLocal(
+        reactor,
+        args.local,
+        DEFAULT_BACKLOG if backlog is None else backlog,
+        explicit=backlog is not None,
+    )
+    service, metadata = channelArguments(args)
+    return ForwardCommand(
+        local, remote, remoteText, service, metadata, reporter, args.grace, tls=tls
+    )
+
+
+COMMAND = Subcommand(
+    name="forward",
+    help="forward local connections to a service (like ssh -L)",
+    quietHelp="no progress line, no routine messages",
+    description=(
+        "Listen on LOCAL_ENDPOINT; carry every accepted connection over a new\n"
+        "channel for SERVICE on one memux session to REMOTE, like ssh -L.\n"
+        "The session is made at start (exit 3 if it cannot be); if it is lost\n"
+        "later, the next accepted connection makes a new one.  Runs until\n"
+        "interrupted; then stops listening, lets open connections finish for\n"
+        "--grace seconds, and cuts the rest (exit 130 if it cut any).  A\n"
+        "connection cut short (reset, session lost) is reset on the other\n"
+        "side too, never closed as if complete, and reported even with -q."
+    ),
+    examples=(
+        "examples:\n"
+        "  memux forward 8080 tcp:server.example:7400 web\n"
+        "      127.0.0.1:8080 reaches the server's 'web' service\n"
+        "  memux forward tcp:8080:interface=0.0.0.0 server.example:7400 web\n"
+        "      the same on every interface\n"
+        "  memux forward unix:/tmp/db.sock tls:server.example:7400 db\n"
+        "      a UNIX socket, over TLS\n\n"
+        "On a terminal a progress line shows open connections and bytes on\n"
+        "the memux connection each way (framing included).\n\n"
+    ),
+    addArguments=_addArguments,
+    make=_make,
+)

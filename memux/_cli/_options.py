@@ -10,8 +10,11 @@ import os
 from collections.abc import Callable
 from typing import TypeAlias
 
-from memux._cli._common import UsageError
-from memux._cli._endpoints import DEFAULT_PORT, ClientTLS
+from twisted.internet.interfaces import IReactorCore, IStreamClientEndpoint
+
+from memux._cli._common import Subcommand, UsageError
+from memux._cli._diagnose import TLSTarget
+from memux._cli._endpoints import DEFAULT_PORT, ClientTLS, parseRemote, tlsTarget
 from memux.settings import MAX_NAME_LENGTH, MAX_OPEN_PAYLOAD, openFrameSize
 
 _EXIT_HELP = """\
@@ -27,6 +30,8 @@ exit status:
   130  interrupted (SIGINT or SIGTERM): connect before the channel ended;
        forward with connections open after --grace, which it cut
 """
+
+_EXIT_POINTER = "'memux --help' lists the exit statuses.\n"
 
 _REMOTE_HELP = (
     "the memux server: a Twisted client endpoint string such as"
@@ -80,22 +85,16 @@ def _seconds(minimum: float) -> Callable[[str], float]:
 Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
-def addCommand(
-    commands: Commands,
-    name: str,
-    *,
-    help: str,
-    description: str,
-    examples: str,
-    quietHelp: str,
-) -> argparse.ArgumentParser:
+def addCommand(commands: Commands, command: Subcommand) -> argparse.ArgumentParser:
     """
-    Add the parser of command C{name}, with the output options every
-    command has (C{quietHelp} says what its ``--quiet`` does), and
-    C{examples} then the exit statuses as its epilog.
+    Add the parser of C{command}: the output options every command has
+    (its C{quietHelp} says what its ``--quiet`` does), then its own
+    arguments, and its C{examples} as its epilog (the exit statuses are in
+    ``memux --help`` only: they are the same for every command).
 
-    The parsed arguments' C{subparser} is this parser, for usage errors
-    found after parsing.
+    The parsed arguments' C{subcommand} is C{command}, to make the command
+    with, and C{subparser} this parser, for usage errors found after
+    parsing.
     """
     output = argparse.ArgumentParser(add_help=False)
     group = output.add_argument_group("output")
@@ -106,7 +105,7 @@ def addCommand(
         "--quiet",
         action="store_true",
         default=argparse.SUPPRESS,
-        help=quietHelp,
+        help=command.quietHelp,
     )
     group.add_argument(
         "-v",
@@ -116,14 +115,15 @@ def addCommand(
         help="log Twisted and memux events (sessions, channels, errors) to stderr",
     )
     parser = commands.add_parser(
-        name,
+        command.name,
         parents=[output],
         formatter_class=_Formatter,
-        help=help,
-        description=description,
-        epilog=examples + _EXIT_HELP,
+        help=command.help,
+        description=command.description,
+        epilog=command.examples + _EXIT_POINTER,
     )
-    parser.set_defaults(subparser=parser)
+    command.addArguments(parser)
+    parser.set_defaults(subcommand=command, subparser=parser)
     return parser
 
 
@@ -195,6 +195,34 @@ def addChannelArguments(parser: argparse.ArgumentParser, serviceHelp: str) -> No
         default=None,
         help="send TEXT (UTF-8) as each channel's metadata, e.g. a token",
     )
+
+
+def remoteEndpoint(
+    args: argparse.Namespace, reactor: IReactorCore
+) -> tuple[IStreamClientEndpoint, str, TLSTarget | None]:
+    """
+    The endpoint of the parsed REMOTE with its TLS options, a name for it
+    in messages (see L{parseRemote}), and for a ``tls:`` REMOTE what its
+    TLS checks (see L{tlsTarget}).
+
+    @raise UsageError: if they are wrong.
+    """
+    tls = clientTLS(args)
+    endpoint, text = parseRemote(reactor, args.remote, tls)
+    return endpoint, text, tlsTarget(args.remote, tls)
+
+
+def channelArguments(args: argparse.Namespace) -> tuple[bytes, bytes | None]:
+    """
+    The parsed SERVICE and ``--metadata``, as the bytes given.
+
+    @raise UsageError: if they do not fit in a channel's opening.
+    """
+    metadata: str | None = args.metadata
+    # os.fsencode: the bytes given on the command line, even where they are
+    # not UTF-8 (Python decoded them with surrogateescape).
+    meta = os.fsencode(metadata) if metadata is not None else None
+    return _checkOpen(args.service, meta), meta
 
 
 def _checkOpen(service: str, metadata: bytes | None) -> bytes:

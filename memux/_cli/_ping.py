@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import argparse
+import sys
 import time
 from typing import IO
 
@@ -21,17 +23,18 @@ from memux._cli._common import (
     ExitStatus,
     RemoteCommand,
     Reporter,
+    Subcommand,
     _clock,
     _describeAddress,
 )
+from memux._cli._diagnose import Ending, TLSTarget, watch
 from memux._cli._options import (
-    Commands,
     _positiveInt,
     _seconds,
-    addCommand,
     addRemote,
+    remoteEndpoint,
 )
-from memux._cli._session import _endReason
+from memux.error import SessionLost
 from memux.mptcp import pathInfo
 from memux.protocol import MemuxProtocol, connectSession
 
@@ -40,6 +43,11 @@ class PingCommand(RemoteCommand):
     """
     ``memux ping``: PING the peer every INTERVAL seconds, print each round
     trip and a summary.
+
+    The header (C{MEMUX PING} and the path) is printed once the session
+    proves to be memux (its first answer) or a ping times out; a session
+    that ends before is reported as "cannot connect", with nothing on
+    standard output.
     """
 
     def __init__(
@@ -51,8 +59,9 @@ class PingCommand(RemoteCommand):
         timeout: float,
         reporter: Reporter,
         out: IO[str],
+        tls: TLSTarget | None = None,
     ) -> None:
-        super().__init__(remote, remoteText, reporter)
+        super().__init__(remote, remoteText, reporter, tls)
         self.count = count
         self.interval = interval
         self.timeout = timeout
@@ -64,8 +73,10 @@ class PingCommand(RemoteCommand):
         self._next: IDelayedCall | None = None
         self._started = 0.0
         self._done: defer.Deferred[int] = defer.Deferred()
+        self._headed = False
         self._summarised = False
         self._stopped = False
+        self._ended = False
         self._session: MemuxProtocol | None = None
         self._peer = remoteText
         self._clock: IReactorTime | None = None
@@ -76,6 +87,10 @@ class PingCommand(RemoteCommand):
         """
         self._clock = clock = _clock(reactor)
         reactor.addSystemEventTrigger("before", "shutdown", self._stopping)
+        if self.count is None:
+            self.reporter.info(
+                "pinging until interrupted (Ctrl-C); -c COUNT stops after COUNT pings"
+            )
         d = connectSession(self.remote, reactor=clock)
         d.addCallbacks(self._connected, self._connectFailed)
         return self._done
@@ -96,13 +111,24 @@ class PingCommand(RemoteCommand):
 
     def _connected(self, session: MemuxProtocol) -> None:
         self._session = session
+        watch(session)
         transport = session.transport
         self._peer = _describeAddress(transport.getPeer() if transport else None)
+        self._started = time.monotonic()
+        session.whenClosed().addCallback(lambda _: self._sessionEnded())
+        self._send()
+
+    def _header(self) -> None:
+        """
+        Print the header, once: the session is known to work (or a ping
+        went unanswered).
+        """
+        session = self._session
+        if self._headed or session is None:
+            return
+        self._headed = True
         self._print(f"MEMUX PING {self.remoteText}")
         self._print(f"path: {pathInfo(session).describe()}")
-        self._started = time.monotonic()
-        session.whenClosed().addCallback(self._sessionClosed)
-        self._send()
 
     def _send(self) -> None:
         self._next = None
@@ -128,12 +154,18 @@ class PingCommand(RemoteCommand):
     def _answered(self, rtt: float, seq: int) -> None:
         self._outstanding -= 1
         self.rtts.append(rtt)
+        self._header()
         self._print(f"reply from {self._peer}: seq={seq} time={rtt * 1000:.3f} ms")
         self._maybeDone()
 
     def _unanswered(self, reason: Failure, seq: int) -> None:
         self._outstanding -= 1
+        if reason.check(SessionLost):
+            # Cut off by the end of the session, which says why.
+            self._sessionEnded(reason.value)
+            return
         if reason.check(defer.TimeoutError):
+            self._header()
             self._print(f"no reply for seq={seq} within {self.timeout:g} s")
         self._maybeDone()
 
@@ -141,24 +173,53 @@ class PingCommand(RemoteCommand):
         # Stopped by a signal: the session closing now is no news.
         self._stopped = True
 
-    def _sessionClosed(self, _: object) -> None:
-        if not self._stopped and (self._sending or self._outstanding):
-            assert self._session is not None
-            why = _endReason(self._session)
-            self.reporter.error(f"session to {self.remoteText} ended: {why}")
-            self._sending = False
-            self._cancelNext()
-            self._maybeDone(force=True)
-
-    def _maybeDone(self, force: bool = False) -> None:
-        if self._done.called or self._sending:
+    def _sessionEnded(self, lost: BaseException | None = None) -> None:
+        """
+        The session ended (C{lost}: what a ping cut off by it got): unless
+        pinging was over, say why and finish, with status 3.
+        """
+        session, clock = self._session, self._clock
+        if self._ended or self._stopped or self._done.called:
             return
-        if self._outstanding and not force:
+        if not (self._sending or self._outstanding or isinstance(lost, SessionLost)):
+            return
+        assert session is not None and clock is not None
+        self._ended = True
+        self._sending = False
+        self._cancelNext()
+        lostError = lost if isinstance(lost, SessionLost) else None
+        explained = defer.Deferred.fromCoroutine(
+            self._explain(session, clock, lostError)
+        )
+        explained.addCallbacks(self._reportEnding, self._explainFailed)
+
+    def _explainFailed(self, reason: Failure) -> None:
+        # A fault in memux: main reports it, and the status is 1.
+        if not self._done.called:
+            self._done.errback(reason)
+
+    def _reportEnding(self, ending: Ending) -> None:
+        if self._done.called or self._stopped:
+            return
+        if ending.connecting:
+            self._cannotConnect(ending.text)
+            if not self._headed:
+                # Nothing to summarise: the session never worked.
+                self._summarised = True
+                self._done.callback(ExitStatus.CONNECT)
+                return
+        else:
+            self.reporter.error(f"session to {self.remoteText} ended: {ending.text}")
+        self._summary()
+        self._done.callback(ExitStatus.CONNECT)
+
+    def _maybeDone(self) -> None:
+        if self._done.called or self._sending or self._outstanding or self._ended:
             return
         status = self._summary()
         session = self._session
-        if session is not None and session.transport is not None and session.connected:
-            session.transport.loseConnection()
+        if session is not None and session.connected:
+            session.loseConnection()
         self._done.callback(status)
 
     def _cancelNext(self) -> None:
@@ -173,6 +234,7 @@ class PingCommand(RemoteCommand):
         answered = len(self.rtts)
         if not self._summarised:
             self._summarised = True
+            self._header()
             lost = self.sent - answered
             percent = 100.0 * lost / self.sent if self.sent else 0.0
             elapsed = (time.monotonic() - self._started) * 1000
@@ -202,29 +264,7 @@ class PingCommand(RemoteCommand):
             self.out.flush()
 
 
-def addPingParser(commands: Commands) -> None:
-    """
-    Add the parser of ``memux ping``.
-    """
-    parser = addCommand(
-        commands,
-        "ping",
-        help="measure round trips to a server",
-        quietHelp="print only the summary",
-        description=(
-            "Connect to REMOTE and send a memux PING every INTERVAL seconds;\n"
-            "print each round-trip time, and a summary at the end (after COUNT\n"
-            "pings, or when interrupted).  A path: line says what carries the\n"
-            "session (TCP, TLS over TCP, MPTCP with its subflows and counters),\n"
-            "at the start and in the summary."
-        ),
-        examples=(
-            "examples:\n"
-            "  memux ping -c 3 server.example:7400\n"
-            "  memux ping -i 0.2 tls:server.example:7400\n"
-            "  memux ping mptcp:host=server.example:port=7400\n\n"
-        ),
-    )
+def _addArguments(parser: argparse.ArgumentParser) -> None:
     addRemote(parser)
     parser.add_argument(
         "-c",
@@ -249,3 +289,43 @@ def addPingParser(commands: Commands) -> None:
         metavar="SECONDS",
         help="count a ping lost after SECONDS without a reply (default: 10)",
     )
+
+
+def _make(
+    args: argparse.Namespace, reactor: IReactorCore, reporter: Reporter
+) -> PingCommand:
+    remote, remoteText, tls = remoteEndpoint(args, reactor)
+    return PingCommand(
+        remote,
+        remoteText,
+        args.count,
+        args.interval,
+        args.timeout,
+        reporter,
+        sys.stdout,
+        tls=tls,
+    )
+
+
+COMMAND = Subcommand(
+    name="ping",
+    help="measure round trips to a server",
+    quietHelp="print only the summary",
+    description=(
+        "Connect to REMOTE and send a memux PING every INTERVAL seconds;\n"
+        "print each round-trip time, and a summary at the end (after COUNT\n"
+        "pings, or when interrupted).  A path: line says what carries the\n"
+        "session (TCP, TLS over TCP, MPTCP with its subflows and counters),\n"
+        "at the start and in the summary."
+    ),
+    examples=(
+        "examples:\n"
+        "  memux ping -c 3 server.example:7400\n"
+        "  memux ping -i 0.2 tls:server.example:7400\n"
+        "  memux ping mptcp:host=server.example:port=7400\n\n"
+    ),
+    addArguments=_addArguments,
+    make=_make,
+    # Its output is the results, on standard output.
+    progress=False,
+)

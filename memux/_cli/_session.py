@@ -16,7 +16,8 @@ from twisted.internet.interfaces import (
 )
 from twisted.python.failure import Failure
 
-from memux._cli._common import _clock, _reasonText
+from memux._cli._common import _clock
+from memux._cli._diagnose import describeEnding, watch
 from memux.protocol import MemuxProtocol, connectSession
 
 
@@ -28,7 +29,7 @@ class SessionCache:
 
     @ivar onConnectionFailed: called with the reason when a connection
         attempt fails.
-    @ivar onSessionEnded: called with the session and a reason when a
+    @ivar onSessionEnded: called with the session and why it ended when a
         session that was in use ends.
     """
 
@@ -94,6 +95,7 @@ class SessionCache:
         return done.addCallback(lambda _: None)
 
     def _connected(self, session: MemuxProtocol) -> None:
+        watch(session)
         self._current = session
         self._live.add(session)
         session.whenClosed().addCallback(lambda _: self._closed(session))
@@ -119,10 +121,10 @@ class SessionCache:
 
 def _endReason(session: MemuxProtocol) -> str:
     """
-    Why C{session} ended, for messages.
+    Why C{session} ended, for messages: never a "clean" close (a GOAWAY
+    says why the server went away).
     """
-    lost = session.lostReason
-    return _reasonText(lost) if lost is not None else "closed"
+    return describeEnding(session, "").text
 
 
 async def _closeSession(session: MemuxProtocol, reactor: IReactorCore) -> None:

@@ -143,6 +143,8 @@ class ForwardStopTests(TestCase):
         )
         self.command.sessions = InMemorySessions(self.client)
         self.command.run(self.reactor)
+        # The command pings its first session before it listens.
+        self.pump.flush()
 
     def accept(self, port: int, data: bytes = b"upload") -> tuple[Any, FakeTCP]:
         """
