@@ -12,6 +12,7 @@ fails.
 
 Run ``python -m memux.bench --help`` for the options, and see
 ``doc/performance.rst`` for what each scenario measures.
+``python -m memux.bench soak`` runs the soak test instead (`memux._soak`).
 """
 
 from __future__ import annotations
@@ -827,7 +828,8 @@ def buildParser(prog: str = "python -m memux.bench") -> argparse.ArgumentParser:
         description="Benchmark memux against its baselines over loopback TCP,"
         " client and server in two processes.",
         epilog=f"Scenarios: {names}.  The exit status is 0 whether or not"
-        " targets are met; non-zero only when a run fails.",
+        " targets are met; non-zero only when a run fails.  The soak test:"
+        f" {prog} soak --help.",
     )
     parser.add_argument(
         "--scenario",
@@ -914,7 +916,15 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m memux.bench")
     """
     Run the benchmarks as the command line ``argv`` says; return the exit
     status (0 even when targets are missed; non-zero when a run fails).
+    ``soak ...`` runs the soak test instead (`memux._soak`).
     """
+    if argv is None:
+        argv = sys.argv[1:]
+    if list(argv[:1]) == ["soak"]:
+        # Imported here: the soak test imports this module.
+        from memux import _soak
+
+        return _soak.main(argv[1:], prog=f"{prog} soak")
     args = buildParser(prog).parse_args(argv)
     if args.list:
         print(listScenarios())
