@@ -250,8 +250,10 @@ _RECEIVE_FIN = "receive FIN"
 
 #: The spec's state table ("Channel states"), as the engine follows it: a
 #: channel the peer opens starts OPEN (its opening frame with FIN is
-#: opening, then FIN); one we open starts IDLE until announced.  A test
-#: walks the spec's own table against this one.
+#: opening, then FIN); one we open starts IDLE until announced.  The three
+#: changes every channel makes (announce, send and receive FIN) are also
+#: written inline where they happen; test_states walks the spec's own
+#: table on a real engine, so both must agree with it.
 _NEXT_STATE: dict[tuple[ChannelState, str], ChannelState] = {
     (_IDLE, _ANNOUNCE): _OPEN,
     (_OPEN, _SEND_FIN): _HALF_CLOSED_LOCAL,
@@ -296,6 +298,7 @@ class _Channel:
         "dropCount",
         "dropAt",
         "partialSince",
+        "parked",
     )
 
     def __init__(
@@ -325,6 +328,7 @@ class _Channel:
         self.send = SendCredit(sendLimit)
         self.recv = CreditWindow(window)
         self.scheduled = False
+        self.parked = False  # waiting (in the scheduler) for session credit
         self.midMessage = False
         self.dropCount = 0
         # The received offset at the peer's last DROP (-1: none yet): a DROP
@@ -1130,9 +1134,16 @@ class MemuxEngine:
             events.append(DataReceived(cid, data, f.end))
         if f.fin:
             events.append(RemoteHalfClosed(cid))
-            if _advance(ch, _RECEIVE_FIN) is _CLOSED:
+            # (`_advance`, inline: every channel's end comes this way.)
+            state = ch.state
+            if state is _OPEN:
+                ch.state = _HALF_CLOSED_REMOTE
+            elif state is _HALF_CLOSED_LOCAL:
+                ch.state = _CLOSED
                 self._removeChannel(ch)
                 events.append(ChannelClosed(cid))
+            else:
+                _advance(ch, _RECEIVE_FIN)  # no such row: raises
 
     def _onCredit(self, f: CreditFrame) -> None:
         if f.channel == 0:
@@ -1245,7 +1256,8 @@ class MemuxEngine:
         del self._channels[cid]
         if self._creditDue:
             self._creditDue.pop(cid, None)
-        self._scheduler.remove(ch)
+        if ch.parked:
+            self._scheduler.remove(ch)
         if ch.queue is not None:
             ch.queue = None
             ch.queued = 0
@@ -1446,7 +1458,7 @@ class MemuxEngine:
         # (`_ordinal`, inline: every channel we open passes here.)
         while pending and (pending[0].id - 1) >> 1 < limit:
             ch = pending.popleft()
-            _advance(ch, _ANNOUNCE)
+            ch.state = _OPEN  # (`_advance` from IDLE, inline: every channel)
             self._highestLocalSent = ch.id
             if ch.openFrame is not None:
                 out.append(ch.openFrame)
@@ -1556,9 +1568,16 @@ class MemuxEngine:
             # Our FIN is out (every channel's end comes this way).
             events = self._events
             events.append(LocalHalfClosed(cid))
-            if _advance(ch, _SEND_FIN) is _CLOSED:
+            # (`_advance`, inline: every channel's end comes this way.)
+            state = ch.state
+            if state is _OPEN:
+                ch.state = _HALF_CLOSED_LOCAL
+            elif state is _HALF_CLOSED_REMOTE:
+                ch.state = _CLOSED
                 self._removeChannel(ch)
                 events.append(ChannelClosed(cid))
+            else:
+                _advance(ch, _SEND_FIN)  # no such row: raises
         return len(header) + n
 
 

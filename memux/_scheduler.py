@@ -24,6 +24,9 @@ class Schedulable(Protocol):
     #: whether it is in line (kept by the scheduler, read by the engine to
     #: skip a call when it already is)
     scheduled: bool
+    #: whether it waits for session credit (kept by the scheduler, read by
+    #: the engine to skip `Scheduler.remove` for the many that do not)
+    parked: bool
 
 
 C = TypeVar("C", bound=Schedulable)
@@ -112,16 +115,18 @@ class RoundRobinScheduler(Scheduler[C]):
         self._ready.append(ch)
 
     def park(self, ch: C) -> None:
+        ch.parked = True
         self._parked[ch.id] = ch
 
     def unpark(self) -> None:
         parked, self._parked = self._parked, {}
         for ch in parked.values():
+            ch.parked = False
             self.add(ch)
 
     def remove(self, ch: C) -> None:
-        if self._parked:
-            self._parked.pop(ch.id, None)
+        ch.parked = False
+        self._parked.pop(ch.id, None)
 
     def __bool__(self) -> bool:
         return bool(self._ready)

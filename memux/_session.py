@@ -304,19 +304,6 @@ class SessionCore:
 
     # ------------------------------------------------------------ commands
 
-    def openChannel(
-        self,
-        service: bytes,
-        metadata: bytes | None,
-        destination: tuple[str, int] | None,
-        lossy: bool,
-    ) -> int:
-        """
-        Open a channel in the engine; return its id (the front end then
-        builds its channel object and `register`s it).
-        """
-        return self.engine.openChannel(service, metadata, destination, lossy)
-
     def register(self, channel: ChannelCore) -> None:
         """
         Track ``channel``, a new channel object (ours or the peer's).
@@ -678,28 +665,23 @@ class SessionCore:
                     channel._chunkArrived(event.data, event.endMessage)
                 else:
                     self.engine.consumed(event.channel, len(event.data))
+                continue
+            t = type(event)
+            step = _CHANNEL_STEPS.get(t)
+            if step is not None:
+                # A channel's FIN, ours or the peer's, or its clean end:
+                # straight to its channel object, as every channel has them.
+                anyEvent: Any = event
+                channel = channels.get(anyEvent.channel)
+                if channel is not None:
+                    step(channel)
             else:
-                _EVENT_HANDLERS[type(event)](self, event)
+                _EVENT_HANDLERS[t](self, event)
 
     def _onChannelOpened(self, event: ChannelOpened) -> None:
         made = self.host.channelRequested(event)
-        if isinstance(made, str):
+        if type(made) is str:
             self.engine.refuseChannel(event.channel, made)
-
-    def _onRemoteHalfClosed(self, event: RemoteHalfClosed) -> None:
-        channel = self.channels.get(event.channel)
-        if channel is not None:
-            channel._remoteFin()
-
-    def _onLocalHalfClosed(self, event: LocalHalfClosed) -> None:
-        channel = self.channels.get(event.channel)
-        if channel is not None:
-            channel._localFinSent()
-
-    def _onChannelClosed(self, event: ChannelClosed) -> None:
-        channel = self.channels.get(event.channel)
-        if channel is not None:
-            channel._closed()
 
     def _onChannelReset(self, event: ChannelReset) -> None:
         channel = self.channels.get(event.channel)
@@ -885,13 +867,18 @@ class SessionCore:
         self.abort(ErrorCode.IDLE_TIMEOUT, f"the peer read nothing for {timeout:g} s")
 
 
-#: What handles each engine event but DATA (which `handleEvents` handles
-#: inline): a dispatch table of the class's functions.
+#: What the events of a channel's life do to its channel object (DATA
+#: apart, which `handleEvents` handles first, inline).
+_CHANNEL_STEPS: dict[type, Callable[[ChannelCore], None]] = {
+    RemoteHalfClosed: ChannelCore._remoteFin,
+    LocalHalfClosed: ChannelCore._localFinSent,
+    ChannelClosed: ChannelCore._closed,
+}
+
+#: What handles each other engine event: a dispatch table of the class's
+#: functions.
 _EVENT_HANDLERS: dict[type, Callable[[SessionCore, Any], None]] = {
     ChannelOpened: SessionCore._onChannelOpened,
-    RemoteHalfClosed: SessionCore._onRemoteHalfClosed,
-    LocalHalfClosed: SessionCore._onLocalHalfClosed,
-    ChannelClosed: SessionCore._onChannelClosed,
     ChannelReset: SessionCore._onChannelReset,
     MessagesDropped: SessionCore._onMessagesDropped,
     PingAcknowledged: SessionCore._onPingAcknowledged,

@@ -410,7 +410,22 @@ class OpenFrame:
     lossy: bool = False
 
     def encode(self) -> bytes:
-        if len(self.service) > MAX_NAME_LENGTH:
+        service = self.service
+        n = len(service)
+        cid = self.channel
+        if n < 0x7F and cid < 0x4000 and self.metadata is None:
+            if self.destination is None:
+                # The common opening, inline (one per channel opened): a
+                # short name, no metadata or destination, a one- or
+                # two-byte channel id; the payload's length is one byte.
+                typeByte = 0x10 | (OPEN_LOSSY if self.lossy else 0)  # OPEN
+                if cid < 0x80:
+                    head = bytes((typeByte, cid, n + 1, n))
+                else:
+                    low = (cid & 0x7F) | 0x80
+                    head = bytes((typeByte, low, cid >> 7, n + 1, n))
+                return head + service
+        if n > MAX_NAME_LENGTH:
             raise ValueError("service name longer than 255 bytes")
         flags = OPEN_LOSSY if self.lossy else 0
         payload = encodeVarint(len(self.service)) + self.service
@@ -594,6 +609,12 @@ def parseFrame(typeByte: int, channel: int, payload: bytes) -> Frame:
         return CreditFrame(channel, _single(FrameType.CREDIT, payload))
     if t == FrameType.OPEN:
         _needChannel(FrameType.OPEN, channel)
+        if not flags & (OPEN_METADATA | OPEN_DESTINATION) and payload:
+            n = payload[0]
+            if n < 0x80 and len(payload) == n + 1:
+                # The common opening (one per channel): a short name alone.
+                lossy = bool(flags & OPEN_LOSSY)
+                return OpenFrame(channel, payload[1:], None, None, lossy)
         service, pos = _bytesField(payload, 0, "service name", MAX_NAME_LENGTH)
         metadata: bytes | None = None
         destination: tuple[str, int] | None = None

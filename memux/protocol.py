@@ -115,10 +115,15 @@ class _Host:
     its log.
     """
 
-    __slots__ = ("_proto",)
+    __slots__ = ("_proto", "channelRequested", "notice")
 
     def __init__(self, proto: MemuxProtocol) -> None:
         self._proto = proto
+        # The protocol's own methods, bound once: a call less per channel.
+        self.channelRequested: Callable[[ChannelOpened], ChannelTransport | str] = (
+            proto._channelRequested
+        )
+        self.notice: Callable[[Notice], None] = proto._notice
 
     def now(self) -> float:
         return self._proto._reactor.seconds()
@@ -193,11 +198,6 @@ class _Host:
     def bulkMode(self, on: bool) -> None:
         limitUnsent(self._proto.transport, BULK_NOTSENT_LOWAT if on else NOTSENT_LOWAT)
 
-    def channelRequested(self, event: ChannelOpened) -> ChannelTransport | str:
-        return self._proto._channelRequested(event)
-
-    def notice(self, notice: Notice) -> None:
-        self._proto._notice(notice)
 
 
 class MemuxProtocol(Protocol):
@@ -353,7 +353,7 @@ class MemuxProtocol(Protocol):
         if engine.goAwayReceived is not None:
             return defer.fail(ChannelRefused("the peer is going away", remote=True))
         try:
-            cid = core.openChannel(service, metadata, destination, lossy)
+            cid = engine.openChannel(service, metadata, destination, lossy)
         except ValueError as e:
             return defer.fail(e)
         try:

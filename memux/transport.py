@@ -28,7 +28,7 @@ from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer, providedBy
 
-from memux._channel import ChannelCore, Ending
+from memux._channel import CLEAN, ChannelCore, Ending
 from memux.codes import ErrorCode
 from memux.error import ChannelRefused, ChannelReset, MessageTooLarge, SessionLost
 from memux.interfaces import (
@@ -228,7 +228,9 @@ class ChannelTransport(ChannelCore):
         protocol = self.protocol
         assert protocol is not None
         try:
-            protocol.connectionLost(failureFor(ending))
+            protocol.connectionLost(
+                connectionDone if ending is CLEAN else failureFor(ending)
+            )
         except Exception:
             self.session._log.failure(
                 "Unhandled error in connectionLost of memux channel {channel}",

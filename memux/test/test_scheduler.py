@@ -20,6 +20,7 @@ class Item:
 
     id: int
     scheduled: bool = False
+    parked: bool = False
 
 
 class RoundRobinTests(SynchronousTestCase):

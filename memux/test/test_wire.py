@@ -856,6 +856,45 @@ class FrameRoundTripTests(SynchronousTestCase):
         self.assertEqual([t.value for t in FrameType], list(range(8)))
 
 
+class OpenFastPathTests(SynchronousTestCase):
+    """
+    The common opening (a short name, nothing else) is encoded and decoded
+    on a fast path; it must agree with the spec's layout byte for byte.
+    """
+
+    @given(
+        st.integers(1, (1 << 21) - 1),
+        st.binary(max_size=300),
+        st.one_of(st.none(), st.binary(max_size=20)),
+        st.booleans(),
+    )
+    def test_sameBytes(
+        self, channel: int, service: bytes, metadata: bytes | None, lossy: bool
+    ) -> None:
+        """
+        Any OPEN encodes as type byte, channel varint, length varint and
+        the length-prefixed fields, and decodes back to itself.
+        """
+        if len(service) > 255:
+            self.assertRaises(ValueError, OpenFrame(channel, service).encode)
+            return
+        frame = OpenFrame(channel, service, metadata, None, lossy)
+        flags = (4 if lossy else 0) | (1 if metadata is not None else 0)
+        payload = encodeVarint(len(service)) + service
+        if metadata is not None:
+            payload += encodeVarint(len(metadata)) + metadata
+        expected = (
+            bytes((0x10 | flags,))
+            + encodeVarint(channel)
+            + encodeVarint(len(payload))
+            + payload
+        )
+        self.assertEqual(frame.encode(), expected)
+        decoder = FrameDecoder(1 << 20)
+        items = decoder.receive(encodePreface(Settings()) + expected)
+        self.assertEqual(items[1:], [frame])
+
+
 class ByteBudgetTests(SynchronousTestCase):
     """
     The wire overhead promised by the design.
