@@ -1,6 +1,6 @@
 """
-Tests for the attack bench, `memux.attackbench`, and its hostile peers,
-`memux._attackers`.
+Tests for the attack bench, `memux.bench.attack` (``python -m
+memux.attackbench``), and its hostile peers, `memux.bench.attackers`.
 
 Each attacker is first driven against a sans-IO server engine, to check it
 sends the attack it claims to (and that the engine answers as
@@ -26,7 +26,17 @@ from twisted.python.logfile import LogFile
 from twisted.trial.unittest import SynchronousTestCase
 
 from memux import attackbench
-from memux._attackers import (
+from memux._engine import (
+    ChannelOpened,
+    DataReceived,
+    Event,
+    MemuxEngine,
+    SessionSettings,
+    SessionTerminated,
+)
+from memux._wire import ErrorCode, FrameDecoder, Preface
+from memux.bench import attack, processes
+from memux.bench.attackers import (
     Attacker,
     Campaign,
     ChannelFlood,
@@ -41,16 +51,7 @@ from memux._attackers import (
     RapidReset,
     Slowloris,
 )
-from memux._benchworkers import Reactor
-from memux._engine import (
-    ChannelOpened,
-    DataReceived,
-    Event,
-    MemuxEngine,
-    SessionSettings,
-    SessionTerminated,
-)
-from memux._wire import ErrorCode, FrameDecoder, Preface
+from memux.bench.processes import Reactor
 from memux.test.test_bench import isNumber, runModule
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -350,16 +351,23 @@ class CommandLineTests(SynchronousTestCase):
         """
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
-            attackbench.main(["--list"])
-        for attack in attackbench.ATTACKS:
-            self.assertIn(f"{attack.name}: {attack.title}", out.getvalue())
+            attack.main(["--list"])
+        for each in attack.ATTACKS:
+            self.assertIn(f"{each.name}: {each.title}", out.getvalue())
+
+    def test_commandKept(self) -> None:
+        """
+        ``python -m memux.attackbench`` is kept: it runs the attack bench's
+        command line.
+        """
+        self.assertIs(attackbench.main, attack.main)
 
     def test_unknownAttack(self) -> None:
         """
         An attack that does not exist is a usage error.
         """
         with contextlib.redirect_stderr(io.StringIO()):
-            self.assertRaises(SystemExit, attackbench.main, ["--attack", "nonsense"])
+            self.assertRaises(SystemExit, attack.main, ["--attack", "nonsense"])
 
     def test_outcomeDescribed(self) -> None:
         """
@@ -371,7 +379,7 @@ class CommandLineTests(SynchronousTestCase):
             "medianSecondsToClose": 0.0125,
         }
         self.assertEqual(
-            attackbench.describeOutcome(summary),
+            attack.describeOutcome(summary),
             "1,200 closed (GOAWAY EXCESSIVE_LOAD), 2 open; 12.50 ms to close",
         )
 
@@ -389,4 +397,4 @@ class CommandLineTests(SynchronousTestCase):
         self.assertGreater(len(list(where.iterdir())), 3)
         (where / "twistd.log.bak").write_text("not a log line\n")
         (where / "other.log").write_text("not a log line\n")
-        self.assertEqual(attackbench.logLines(where / "twistd.log"), 50)
+        self.assertEqual(processes.logLines(where / "twistd.log"), 50)

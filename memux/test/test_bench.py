@@ -8,6 +8,7 @@ scenario against its baseline and reports the numbers.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import io
 import json
@@ -185,3 +186,31 @@ class HarnessTests(SynchronousTestCase):
             path = Path(tmp) / "chart.png"
             bench.plot([outcome], bench.machineInfo(), str(path))
             self.assertEqual(path.read_bytes()[:8], b"\x89PNG\r\n\x1a\n")
+
+
+class LayoutTests(SynchronousTestCase):
+    """
+    How the tools' package is put together.
+    """
+
+    def test_publicModulesOnly(self) -> None:
+        """
+        The tools import no private module of memux (``memux._engine``,
+        ``memux._wire``, ...), but for `memux.bench.frames`, which alone
+        imports ``memux._wire``, for its frame encoders.
+        """
+        found = []
+        for path in sorted(Path(bench.__file__).parent.glob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ImportFrom) and node.module == "memux":
+                    names = [f"memux.{alias.name}" for alias in node.names]
+                elif isinstance(node, ast.ImportFrom):
+                    names = [node.module or ""]
+                elif isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                else:
+                    continue
+                found += [
+                    (path.name, name) for name in names if name.startswith("memux._")
+                ]
+        self.assertEqual(found, [("frames.py", "memux._wire")])

@@ -1,5 +1,7 @@
 """
-Tests for the soak test, `memux._soak`.
+Tests for the soak test, `memux.bench.soak` and the modules of its client
+and workload (`memux.bench.soakclient`, `memux.bench.soakops`,
+`memux.bench.soakstreams`, `memux.bench.soakbase`).
 
 The workload's pieces (patterns, pacing, the saturation monitor, each
 operation and how it judges what it sees) run against in-memory sessions
@@ -29,27 +31,19 @@ from twisted.test.iosim import IOPump
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from memux import _soak, bench
-from memux._benchworkers import Reactor
-from memux._soak import (
+from memux import bench
+from memux.bench import soak, soakbase, soakclient, soakops, soakstreams
+from memux.bench.processes import Reactor
+from memux.bench.soakbase import (
     Budget,
-    Churn,
-    Download,
-    EchoBase,
-    EchoChunks,
-    EchoMessages,
-    EchoStream,
-    HalfClose,
     LoadMonitor,
-    Op,
     Pattern,
-    SoakClient,
-    SoakParams,
-    SoakSession,
     StreamCheck,
-    Upload,
     chargenPeriod,
 )
+from memux.bench.soakclient import SoakClient, SoakParams, SoakSession
+from memux.bench.soakops import Churn, EchoBase, EchoChunks, EchoMessages, Op
+from memux.bench.soakstreams import Download, EchoStream, HalfClose, Upload
 from memux.codes import ErrorCode
 from memux.error import SessionLost
 from memux.interfaces import IChunkReceiver
@@ -126,12 +120,12 @@ class PatternTests(SynchronousTestCase):
         sizes both come up.
         """
         rng = random.Random(1)
-        sizes = [_soak.messageSize(rng) for _ in range(5000)]
+        sizes = [soakbase.messageSize(rng) for _ in range(5000)]
         self.assertEqual(min(sizes), 0)
-        self.assertLessEqual(max(sizes), _soak.MAX_MESSAGE)
+        self.assertLessEqual(max(sizes), soakbase.MAX_MESSAGE)
         self.assertTrue(any(0 < s < 100 for s in sizes))
-        self.assertTrue(any(s > _soak.MAX_MESSAGE // 2 for s in sizes))
-        pieces = [_soak.pieceSize(rng) for _ in range(1000)]
+        self.assertTrue(any(s > soakbase.MAX_MESSAGE // 2 for s in sizes))
+        pieces = [soakbase.pieceSize(rng) for _ in range(1000)]
         self.assertTrue(all(1 <= p <= 256 * 1024 for p in pieces))
 
 
@@ -200,7 +194,7 @@ class LoadMonitorTests(SynchronousTestCase):
         clock = Clock()
         monitor = LoadMonitor(clock, cpu=lambda: 0.0)
         monitor.start()
-        clock.advance(_soak.LAG_PROBE + 0.7)
+        clock.advance(soakbase.LAG_PROBE + 0.7)
         clock.advance(0.3)
         monitor.sample()
         self.assertTrue(monitor.saturated(0, 2))
@@ -310,7 +304,7 @@ def small(op: EchoBase, sizes: list[int]) -> EchoBase:
     """
     ``op`` with messages of ``sizes``.
     """
-    op.messages = [(op.rng.randrange(_soak.ECHO_PERIOD), n) for n in sizes]
+    op.messages = [(op.rng.randrange(soakbase.ECHO_PERIOD), n) for n in sizes]
     op.inbound = sum(sizes)
     return op
 
@@ -388,7 +382,7 @@ class OperationTests(SynchronousTestCase):
         the abort is the workload's own.
         """
         for seed in range(4):
-            for kind in (_soak.AbortEcho, _soak.AbortDownload):
+            for kind in (soakstreams.AbortEcho, soakstreams.AbortDownload):
                 harness = Harness(seed=seed)
                 self.assertClean(harness, kind(harness.soak))
 
@@ -399,7 +393,7 @@ class OperationTests(SynchronousTestCase):
         harness = Harness()
         op = Churn(harness.soak)
         self.assertClean(harness, op)
-        self.assertEqual(harness.client.tally.channels, _soak.CHURN_CHANNELS)
+        self.assertEqual(harness.client.tally.channels, soakops.CHURN_CHANNELS)
         self.assertEqual(harness.session.counters()["channelsOpen"], 0)
         self.assertFalse(harness.soak.churning)
 
@@ -408,7 +402,7 @@ class OperationTests(SynchronousTestCase):
         A ping's round trip is kept.
         """
         harness = Harness()
-        self.assertClean(harness, _soak.Ping(harness.soak))
+        self.assertClean(harness, soakops.Ping(harness.soak))
         self.assertEqual(len(harness.client.tally.pings), 1)
 
     def test_goAway(self) -> None:
@@ -437,7 +431,7 @@ class OperationTests(SynchronousTestCase):
         """
         harness = Harness()
         op = small(EchoMessages(harness.soak), [100_000] * 3)
-        self.patch(_soak, "PAUSE_SHARE", 1.0)
+        self.patch(soakops, "PAUSE_SHARE", 1.0)
         self.assertClean(harness, op)
         self.assertGreaterEqual(harness.client.tally.pauses, 1)
         self.assertFalse(op.paused)
@@ -502,11 +496,11 @@ class ProblemTests(SynchronousTestCase):
         `SessionLost` is expected only while the workload cuts its own
         session, and never with EXCESSIVE_LOAD.
         """
-        self.assertTrue(_soak.cutOff(Failure(SessionLost("closed")), True))
+        self.assertTrue(soakops.cutOff(Failure(SessionLost("closed")), True))
         load = SessionLost("GOAWAY", ErrorCode.EXCESSIVE_LOAD)
-        self.assertFalse(_soak.cutOff(Failure(load), True))
-        self.assertFalse(_soak.cutOff(Failure(ConnectionDone()), True))
-        self.assertFalse(_soak.cutOff(Failure(SessionLost("closed")), False))
+        self.assertFalse(soakops.cutOff(Failure(load), True))
+        self.assertFalse(soakops.cutOff(Failure(ConnectionDone()), True))
+        self.assertFalse(soakops.cutOff(Failure(SessionLost("closed")), False))
 
     def test_sessionLost(self) -> None:
         """
@@ -534,7 +528,7 @@ class ProblemTests(SynchronousTestCase):
         op = small(EchoMessages(harness.soak), [10])
         op.begin()
         harness.pump.flush()
-        for _ in range(int(_soak.STALL_SECONDS) + 5):
+        for _ in range(int(soakbase.STALL_SECONDS) + 5):
             harness.clock.advance(1)
             harness.client.tick()
         self.assertEqual(harness.problems(), {"stall": 1})
@@ -549,7 +543,7 @@ class ProblemTests(SynchronousTestCase):
         op = small(EchoMessages(harness.soak), [10])
         op.begin()
         harness.pump.flush()
-        for _ in range(int(_soak.STALL_SECONDS) + 5):
+        for _ in range(int(soakbase.STALL_SECONDS) + 5):
             harness.clock.advance(1)
             harness.client.tick()
         self.assertEqual(harness.problems(), {"explained-stall": 1})
@@ -562,7 +556,7 @@ class ProblemTests(SynchronousTestCase):
         op = small(EchoMessages(harness.soak), [10])
         op.begin()
         op.paused = True
-        harness.clock.advance(_soak.STALL_SECONDS * 2)
+        harness.clock.advance(soakbase.STALL_SECONDS * 2)
         harness.client.tick()
         self.assertEqual(harness.problems(), {})
 
@@ -576,7 +570,7 @@ class ProblemTests(SynchronousTestCase):
         harness.soak.mode = "transport.loseConnection (busy)"
         harness.soak.closingByUs = True
         harness.soak.closeStarted = harness.clock.seconds()
-        harness.clock.advance(_soak.HUNG_CLOSE_SECONDS + 1)
+        harness.clock.advance(soakclient.HUNG_CLOSE_SECONDS + 1)
         harness.client.tick()
         self.assertEqual(harness.problems(), {"hung-close": 1})
         detail = harness.client.events[0]["detail"]
@@ -594,7 +588,7 @@ class ReportTests(SynchronousTestCase):
         """
         A report of one interval with ``problems``.
         """
-        tally = _soak.Tally()
+        tally = soakbase.Tally()
         tally.problems.update({k.replace("_", "-"): v for k, v in problems.items()})
         row: dict[str, Any] = {
             "interval": 1,
@@ -609,7 +603,7 @@ class ReportTests(SynchronousTestCase):
             "lagMaxMs": 12.0,
             "wallSeconds": 60.0,
         }
-        summary = _soak.summarize([row], tally.toJSON())
+        summary = soak.summarize([row], tally.toJSON())
         return {
             "rows": [row],
             "summary": summary,
@@ -630,8 +624,8 @@ class ReportTests(SynchronousTestCase):
         Nothing wrong, nothing failed; explained stalls do not fail.
         """
         report = self.report(explained_stall=2)
-        self.assertEqual(_soak.verdict(report), [])
-        text = _soak.table(report["rows"], report["summary"])
+        self.assertEqual(soak.verdict(report), [])
+        text = soak.table(report["rows"], report["summary"])
         self.assertIn("0 (+2 sat.)", text)
         self.assertIn("all", text)
 
@@ -644,7 +638,7 @@ class ReportTests(SynchronousTestCase):
         report["end"]["serverFdsAfter"] = 13
         report["serverLog"]["error"] = ["Traceback"]
         self.assertEqual(
-            _soak.verdict(report),
+            soak.verdict(report),
             [
                 "4 integrity",
                 "1 stall",
@@ -664,7 +658,7 @@ class ReportTests(SynchronousTestCase):
             log = Path(tmp) / "twistd.log"
             log.write_text("x [memux.protocol#info] fine\ny [a#warn] hm\n")
             (Path(tmp) / "twistd.log.1").write_text("z [b#error] bad\n")
-            found = _soak.scanLog(log)
+            found = soak.scanLog(log)
         self.assertEqual(len(found["warn"]), 1)
         self.assertEqual(len(found["error"]), 1)
 
@@ -689,9 +683,9 @@ class ReportTests(SynchronousTestCase):
         Nonsense options are refused before anything starts.
         """
         for argv in (["--lifetime", "x"], ["--lifetime", "20-10"], ["--minutes", "0"]):
-            args = _soak.buildParser().parse_args(argv)
+            args = soak.buildParser().parse_args(argv)
             args.seed = 1
-            self.assertRaises(SystemExit, _soak.paramsFrom, args, 0)
+            self.assertRaises(SystemExit, soak.paramsFrom, args, 0)
 
 
 class SmokeTests(SynchronousTestCase):

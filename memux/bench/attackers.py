@@ -4,6 +4,7 @@ Hostile peers for ``python -m memux.attackbench``: raw connections that
 craft memux frames to attack a server (one `Attacker` subclass per attack
 class of ``doc/security.rst``), and the `Campaign` that keeps a number of
 them going, replacing each the server closes, and records how each ended.
+The frames come from `memux.bench.frames`.
 """
 
 from __future__ import annotations
@@ -29,28 +30,26 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from memux._benchworkers import LOOPBACK, Reactor
-from memux._wire import (
+from memux.bench.frames import (
     MAGIC,
     VERSION,
     ChannelCreditFrame,
     CreditFrame,
     DataFrame,
     DropFrame,
-    ErrorCode,
     FrameDecoder,
     GoAwayFrame,
     OpenFrame,
     PingFrame,
     Preface,
-    ProtocolError,
     ResetFrame,
-    Settings,
-    describeCode,
     encodeDataHeader,
     encodePreface,
     encodeVarint,
 )
+from memux.bench.processes import LOOPBACK, Reactor
+from memux.codes import ErrorCode, ProtocolError, describeCode
+from memux.settings import Settings
 
 __all__ = ["Attacker", "Campaign", "Ending"]
 

@@ -1,48 +1,46 @@
 # -*- test-case-name: memux.test.test_bench -*-
 """
-The memux benchmark suite: ``python -m memux.bench``.
-
-Each scenario runs memux and its baseline side by side, in the same
-invocation, over loopback TCP, with client and server in two child
-processes (see `memux._benchworkers`).  Repetitions alternate memux and
-baseline runs to spread noise; the table reports medians, the ratio
-memux / baseline, and whether the scenario's target is met.  The exit
-status is 0 whether or not targets are met, and non-zero only when a run
-fails.
-
-Run ``python -m memux.bench --help`` for the options, and see
-``doc/performance.rst`` for what each scenario measures.
-``python -m memux.bench soak`` runs the soak test instead (`memux._soak`).
+The benchmark scenarios (`SCENARIOS`), each with its baseline and its
+target, and how they run: each run starts a server and then a client
+worker process (``python -m memux.bench.workers``, see
+`memux.bench.workers`) over loopback TCP; repetitions alternate memux and
+baseline runs to spread noise, and an `Outcome` adds a scenario's runs up
+(medians, the ratio memux / baseline, whether the target is met).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import importlib
 import json
 import math
 import os
-import platform
 import selectors
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import IO, Any
 
-import memux
-import twisted
-from memux._engine import SessionSettings
+from memux.bench.processes import workerEnvironment
+from memux.bench.report import KiB, MiB, fmt, formatSize, parseSize
+from memux.settings import SessionSettings
 
-__all__ = ["SCENARIOS", "Scenario", "Target", "buildParser", "main"]
+__all__ = [
+    "BY_NAME",
+    "SCENARIOS",
+    "BenchError",
+    "Outcome",
+    "Scenario",
+    "Target",
+    "runScenario",
+    "scenarioParams",
+]
 
-KiB = 1024
-MiB = 1024 * KiB
+#: the worker processes' module (``python -m WORKERS server|client ...``)
+WORKERS = "memux.bench.workers"
 
 
 @dataclass(frozen=True)
@@ -215,6 +213,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     ),
 )
 
+
 BY_NAME = {scenario.name: scenario for scenario in SCENARIOS}
 
 
@@ -233,57 +232,7 @@ class BenchError(Exception):
     """
 
 
-# ---------------------------------------------------------------- sizes
-
-
-_UNITS = {
-    "k": KiB,
-    "kib": KiB,
-    "m": MiB,
-    "mib": MiB,
-    "g": 1024 * MiB,
-    "gib": 1024 * MiB,
-}
-
-
-def parseSize(text: str) -> int | float:
-    """
-    A number, with an optional binary unit: ``64KiB``, ``512M``, ``0.5``.
-    """
-    raw = text.strip().lower().replace("_", "")
-    for unit in sorted(_UNITS, key=len, reverse=True):
-        if raw.endswith(unit):
-            return int(float(raw[: -len(unit)]) * _UNITS[unit])
-    number = float(raw)
-    return int(number) if number.is_integer() and "." not in raw else number
-
-
-#: The parameters and settings that are byte counts, shown with units.
-BYTE_SIZES = frozenset(
-    (
-        "total",
-        "write",
-        "perChannel",
-        "maxFrameSize",
-        "channelCredit",
-        "sessionCredit",
-        "maxMessageSize",
-        "chunkSize",
-    )
-)
-
-
-def formatSize(value: int | float, name: str = "") -> str:
-    """
-    A parameter as a person reads it: ``512 MiB`` for a byte count
-    (``name`` in `BYTE_SIZES`), ``20,000`` for a count.
-    """
-    if name in BYTE_SIZES and isinstance(value, int):
-        if value >= MiB and value % MiB == 0:
-            return f"{value // MiB} MiB"
-        if value >= KiB and value % KiB == 0:
-            return f"{value // KiB} KiB"
-    return f"{value:g}" if isinstance(value, float) else f"{value:,}"
+# ---------------------------------------------------------------- parameters
 
 
 def scenarioParams(
@@ -314,71 +263,6 @@ def scenarioParams(
     return params
 
 
-# ---------------------------------------------------------------- machine
-
-
-def machineInfo() -> dict[str, Any]:
-    """
-    What the figures were measured on.
-    """
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count() or 0
-    info: dict[str, Any] = {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "usableCores": usable,
-        "python": f"{platform.python_implementation()} {platform.python_version()}",
-        "twisted": twisted.__version__,
-        "memux": memux.__version__,
-        "platform": platform.platform(),
-    }
-    if hasattr(os, "getloadavg"):
-        info["loadAverage"] = [round(x, 2) for x in os.getloadavg()]
-    commit = gitCommit()
-    if commit:
-        info["commit"] = commit
-    return info
-
-
-def gitCommit() -> str | None:
-    """
-    The commit of the memux checkout being measured (with ``+dirty`` when
-    it has changes), if it is one.
-    """
-    root = Path(memux.__file__).resolve().parent.parent
-    if not (root / ".git").exists():
-        return None
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no", "memux"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return f"{head}+dirty" if head and dirty else head or None
-
-
 def defaultSettings() -> dict[str, int]:
     """
     memux's default session settings.
@@ -387,17 +271,6 @@ def defaultSettings() -> dict[str, int]:
 
 
 # ---------------------------------------------------------------- runs
-
-
-def workerEnvironment() -> dict[str, str]:
-    """
-    The environment of a worker: this memux importable first.
-    """
-    root = str(Path(memux.__file__).resolve().parent.parent)
-    env = dict(os.environ)
-    path = env.get("PYTHONPATH")
-    env["PYTHONPATH"] = root + (os.pathsep + path if path else "")
-    return env
 
 
 def readLine(process: subprocess.Popen[bytes], timeout: float) -> bytes:
@@ -438,7 +311,7 @@ def runOnce(role: str, params: Mapping[str, Any], timeout: float) -> dict[str, A
     One run: start the server worker, then the client worker; return the
     client's result.
     """
-    worker = [sys.executable, "-m", "memux._benchworkers"]
+    worker = [sys.executable, "-m", WORKERS]
     encoded = json.dumps(params)
     env = workerEnvironment()
     with tempfile.TemporaryFile() as serverErr:
@@ -659,357 +532,3 @@ def describeDetails(outcome: Outcome) -> str | None:
     if not parts:
         return None
     return f"  {outcome.scenario.name}: " + "; ".join(parts)
-
-
-# ---------------------------------------------------------------- report
-
-
-def fmt(x: float | None) -> str:
-    """
-    A figure with about four significant digits.
-    """
-    if x is None or math.isnan(x):
-        return "-"
-    if float(x).is_integer():
-        return f"{int(x):,}"
-    magnitude = abs(x)
-    if magnitude >= 1000:
-        return f"{x:,.0f}"
-    if magnitude >= 100:
-        return f"{x:.1f}"
-    if magnitude >= 1:
-        return f"{x:.2f}"
-    return f"{x:.3g}"
-
-
-def table(outcomes: Sequence[Outcome]) -> str:
-    """
-    The results as a plain-text table.
-    """
-    header = (
-        "scenario",
-        "metric",
-        "memux",
-        "baseline",
-        "ratio",
-        "target",
-        "got",
-        "result",
-    )
-    rows = [header]
-    for o in outcomes:
-        result = "ERROR" if o.error else ("PASS" if o.passed else "MISS")
-        rows.append(
-            (
-                o.scenario.name,
-                o.scenario.metric,
-                fmt(o.median("memux")),
-                fmt(o.median("baseline")),
-                "-" if math.isnan(o.ratio) else f"{o.ratio:.2f}",
-                o.scenario.target.describe(),
-                fmt(o.got),
-                result,
-            )
-        )
-    return alignTable(rows, numeric={2, 3, 4, 6})
-
-
-def alignTable(rows: Sequence[Sequence[str]], numeric: set[int]) -> str:
-    """
-    ``rows`` (the first is the header) as aligned plain text, the
-    ``numeric`` columns to the right, a rule under the header.
-    """
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = []
-    for n, row in enumerate(rows):
-        cells = [
-            cell.rjust(w) if i in numeric else cell.ljust(w)
-            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
-        ]
-        lines.append("  ".join(cells).rstrip())
-        if n == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def describeSetup(
-    machine: Mapping[str, Any], scenarios: Sequence[Scenario], params: Mapping[str, Any]
-) -> str:
-    """
-    The machine, the memux settings and the scenarios' sizes.
-    """
-    lines = [
-        f"machine: {machine['cpu']}, {machine['cores']} cores"
-        f" ({machine['usableCores']} usable), {machine['python']},"
-        f" Twisted {machine['twisted']}, memux {machine['memux']}"
-        + (f" ({machine['commit']})" if "commit" in machine else ""),
-    ]
-    if "loadAverage" in machine:
-        lines.append(f"load average at start: {machine['loadAverage']}")
-    settings = ", ".join(
-        f"{k}={formatSize(v, k) if isinstance(v, int) else v}"
-        for k, v in defaultSettings().items()
-    )
-    lines.append(f"memux settings: defaults ({settings})")
-    for s in scenarios:
-        sizes = ", ".join(
-            f"{k}={formatSize(v, k)}"
-            for k, v in params[s.name].items()
-            if k in s.params
-        )
-        custom = [
-            f"{side} {k}={formatSize(v, k)}"
-            for side, values in (
-                ("client", s.clientSettings),
-                ("server", s.serverSettings),
-            )
-            for k, v in values.items()
-        ]
-        extra = f"; settings: {', '.join(custom)}" if custom else ""
-        lines.append(f"  {s.name}: {sizes}{extra}")
-    return "\n".join(lines)
-
-
-def plot(outcomes: Sequence[Outcome], machine: Mapping[str, Any], path: str) -> None:
-    """
-    Draw one panel per scenario: memux and baseline medians, each run as a
-    dot, the ratio and the verdict in the title.
-    """
-    # Imported by name, so matplotlib stays an optional extra (memux[bench])
-    # and type checking does not need it.
-    mpl: Any = importlib.import_module("matplotlib")
-    mpl.use("Agg")
-    plt: Any = importlib.import_module("matplotlib.pyplot")
-    shown = [o for o in outcomes if not o.error]
-    if not shown:
-        return
-    columns = min(4, len(shown))
-    rows = (len(shown) + columns - 1) // columns
-    fig, axes = plt.subplots(
-        rows, columns, figsize=(3.4 * columns, 3.2 * rows), squeeze=False
-    )
-    for ax in axes.flat[len(shown) :]:
-        ax.set_visible(False)
-    for ax, o in zip(axes.flat, shown, strict=False):
-        keys = ["memux", "baseline"]
-        medians = [o.median(key) for key in keys]
-        ax.bar(o.scenario.labels, medians, color=["tab:blue", "tab:gray"], alpha=0.7)
-        for i, key in enumerate(keys):
-            ax.plot([i] * len(o.values[key]), o.values[key], "k.", markersize=4)
-        verdict = "PASS" if o.passed else "MISS"
-        ax.set_title(
-            f"{o.scenario.name}\n{o.scenario.target.on} {fmt(o.got)}"
-            f" ({o.scenario.target.op} {o.scenario.target.value:g}): {verdict}",
-            fontsize=9,
-            color="tab:green" if o.passed else "tab:red",
-        )
-        ax.set_ylabel(o.scenario.metric, fontsize=8)
-        ax.tick_params(labelsize=8)
-    fig.suptitle(
-        f"memux benchmarks: {machine['cpu']}, {machine['cores']} cores,"
-        f" {machine['python']}, Twisted {machine['twisted']}",
-        fontsize=9,
-    )
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-# ---------------------------------------------------------------- command line
-
-
-def buildParser(prog: str = "python -m memux.bench") -> argparse.ArgumentParser:
-    """
-    The command line of ``python -m memux.bench`` (or of ``prog``).
-    """
-    names = ", ".join(s.name for s in SCENARIOS)
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description="Benchmark memux against its baselines over loopback TCP,"
-        " client and server in two processes.",
-        epilog=f"Scenarios: {names}.  The exit status is 0 whether or not"
-        " targets are met; non-zero only when a run fails.  The soak test:"
-        f" {prog} soak --help.",
-    )
-    parser.add_argument(
-        "--scenario",
-        action="append",
-        choices=[s.name for s in SCENARIOS],
-        metavar="NAME",
-        help=f"run only this scenario (repeatable): {names}",
-    )
-    parser.add_argument(
-        "--runs", type=int, default=5, metavar="N", help="repetitions (default 5)"
-    )
-    parser.add_argument(
-        "--quick", action="store_true", help="small sizes: a fast smoke run"
-    )
-    parser.add_argument(
-        "--scale",
-        type=float,
-        default=1.0,
-        metavar="F",
-        help="multiply each scenario's work (bytes, messages, exchanges,"
-        " pings, channels) by F",
-    )
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="SCENARIO.PARAM=VALUE",
-        dest="overrides",
-        help="override one size, e.g. bulk.total=64MiB (repeatable; see --list)",
-    )
-    parser.add_argument(
-        "--nodelay",
-        action="store_true",
-        help="turn Nagle's algorithm off (TCP_NODELAY) on every connection,"
-        " memux and baseline alike (by default Nagle stays on, as Twisted"
-        " leaves it)",
-    )
-    parser.add_argument("--json", metavar="FILE", help="write the results as JSON")
-    parser.add_argument(
-        "--plot", metavar="FILE.png", help="draw a chart (needs matplotlib)"
-    )
-    parser.add_argument(
-        "--timeout",
-        type=float,
-        default=600,
-        metavar="SECONDS",
-        help="the longest one run may take (default 600)",
-    )
-    parser.add_argument(
-        "--list", action="store_true", help="list the scenarios and their sizes"
-    )
-    return parser
-
-
-def listScenarios() -> str:
-    """
-    The scenarios, their default sizes and targets.
-    """
-    lines = []
-    for s in SCENARIOS:
-        sizes = ", ".join(f"{k}={formatSize(v, k)}" for k, v in s.params.items())
-        lines.append(f"{s.name}: {describeScenario(s, s.params)}")
-        lines.append(f"    baseline: {s.baseline}")
-        lines.append(f"    target: {s.target.describe()}")
-        lines.append(f"    sizes: {sizes}")
-    return "\n".join(lines)
-
-
-def parseOverrides(items: Sequence[str]) -> dict[str, dict[str, str]]:
-    """
-    ``--set SCENARIO.PARAM=VALUE`` arguments, by scenario.
-    """
-    overrides: dict[str, dict[str, str]] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        name, dot, param = key.partition(".")
-        if not sep or not dot or name not in BY_NAME:
-            raise SystemExit(f"--set {item}: expected SCENARIO.PARAM=VALUE")
-        overrides.setdefault(name, {})[param] = value
-    return overrides
-
-
-def main(argv: Sequence[str] | None = None, prog: str = "python -m memux.bench") -> int:
-    """
-    Run the benchmarks as the command line ``argv`` says; return the exit
-    status (0 even when targets are missed; non-zero when a run fails).
-    ``soak ...`` runs the soak test instead (`memux._soak`).
-    """
-    if argv is None:
-        argv = sys.argv[1:]
-    if list(argv[:1]) == ["soak"]:
-        # Imported here: the soak test imports this module.
-        from memux import _soak
-
-        return _soak.main(argv[1:], prog=f"{prog} soak")
-    args = buildParser(prog).parse_args(argv)
-    if args.list:
-        print(listScenarios())
-        return 0
-    if args.runs < 1:
-        raise SystemExit("--runs must be at least 1")
-    if args.scale <= 0:
-        raise SystemExit("--scale must be positive")
-    if args.plot:
-        try:
-            importlib.import_module("matplotlib")
-        except ImportError:
-            print(
-                "--plot needs matplotlib, which is not installed:"
-                " pip install 'memux[bench]' (or pip install matplotlib)",
-                file=sys.stderr,
-            )
-            return 2
-    overrides = parseOverrides(args.overrides)
-    chosen = [s for s in SCENARIOS if not args.scenario or s.name in args.scenario]
-    params = {
-        s.name: scenarioParams(s, args.quick, args.scale, overrides.get(s.name, {}))
-        for s in chosen
-    }
-    for p in params.values():
-        p["nodelay"] = args.nodelay
-    machine = machineInfo()
-
-    def say(text: str) -> None:
-        print(text, flush=True)
-
-    say(describeSetup(machine, chosen, params))
-    say(
-        "TCP_NODELAY: "
-        + ("on, every connection" if args.nodelay else "off (Twisted's default)")
-    )
-    say(
-        f"runs: {args.runs}{' (quick sizes)' if args.quick else ''}"
-        + (f", scale {args.scale:g}" if args.scale != 1 else "")
-    )
-    started = time.monotonic()
-    outcomes = []
-    for scenario in chosen:
-        say(f"{scenario.name}: {describeScenario(scenario, params[scenario.name])}")
-        outcomes.append(
-            runScenario(scenario, params[scenario.name], args.runs, args.timeout, say)
-        )
-    elapsed = time.monotonic() - started
-    say("")
-    say(table(outcomes))
-    details = [line for o in outcomes if (line := describeDetails(o))]
-    if details:
-        say("\nother figures (medians):")
-        for line in details:
-            say(line)
-    say(
-        f"\nmedians of {args.runs} runs; ratio = memux / baseline;"
-        f" {elapsed:.0f} s in all"
-    )
-    reactors = {
-        str(d["reactor"]) for o in outcomes for d in o.details if "reactor" in d
-    }
-    machine["reactor"] = ", ".join(sorted(reactors))
-    if args.json:
-        report = {
-            "machine": machine,
-            "memuxSettings": defaultSettings(),
-            "runs": args.runs,
-            "quick": args.quick,
-            "scale": args.scale,
-            "nodelay": args.nodelay,
-            "seconds": elapsed,
-            "scenarios": {o.scenario.name: o.toJSON() for o in outcomes},
-        }
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-        say(f"wrote {args.json}")
-    if args.plot:
-        plot(outcomes, machine, args.plot)
-        say(f"wrote {args.plot}")
-    failed = [o.scenario.name for o in outcomes if o.error]
-    if failed:
-        say(f"errors in: {', '.join(failed)}")
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,241 @@
+# -*- test-case-name: memux.test.test_bench -*-
+"""
+What the benchmark workers (and the attack bench's and the soak test's
+clients) are made of: a factory of given protocols (`OneFactory`), a writer
+that respects backpressure (`Sender`), a reader of one JSON line and the
+writer of one, a run's memux settings and TCP tuning, and connecting
+sessions, channels and plain TCP connections over loopback.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any, cast
+
+from twisted.internet import defer, tcp
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.interfaces import (
+    IAddress,
+    IConsumer,
+    IPushProducer,
+    ITCPTransport,
+)
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from memux.bench.processes import LOOPBACK, Reactor
+from memux.protocol import MemuxProtocol, connectSession
+from memux.settings import SessionSettings
+
+__all__ = [
+    "LineReader",
+    "OneFactory",
+    "Params",
+    "Result",
+    "Sender",
+    "channel",
+    "connectTcp",
+    "replyLine",
+    "session",
+]
+
+Params = dict[str, Any]
+Result = dict[str, Any]
+
+
+class OneFactory(Factory):
+    """
+    A factory that builds its protocols by calling ``make``.
+    """
+
+    def __init__(self, make: Callable[[], Protocol]) -> None:
+        self.make = make
+
+    def buildProtocol(self, addr: IAddress | None) -> Protocol:
+        """
+        Build one protocol.
+        """
+        protocol = self.make()
+        protocol.factory = self
+        return protocol
+
+
+@implementer(IPushProducer)
+class Sender:
+    """
+    Write ``count`` chunks through ``write`` (for ever, with ``count``
+    None) while ``consumer`` lets us: a streaming producer that stops
+    writing as soon as it is paused.  The chunks are ``chunk`` over and
+    over, or each of a list of chunks in turn.
+    """
+
+    def __init__(
+        self,
+        consumer: Any,
+        write: Callable[[bytes], object],
+        chunk: bytes | list[bytes],
+        count: int | None,
+    ) -> None:
+        self.consumer = cast(IConsumer, consumer)
+        self.write = write
+        self.chunks = [chunk] if isinstance(chunk, bytes) else chunk
+        self.next = 0
+        self.remaining = count
+        self.sent = 0
+        self.paused = False
+        self.stopped = False
+        self._writing = False
+
+    def start(self) -> None:
+        """
+        Register with the consumer and start writing.
+        """
+        self.consumer.registerProducer(self, True)
+        self.resumeProducing()
+
+    def pauseProducing(self) -> None:
+        """
+        Stop writing until resumed.
+        """
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        """
+        Write until paused or done.
+        """
+        self.paused = False
+        if self._writing or self.stopped:
+            return
+        self._writing = True
+        chunks, write, size = self.chunks, self.write, len(self.chunks[0])
+        sources = len(chunks)
+        try:
+            while self.remaining != 0 and not self.paused and not self.stopped:
+                if self.remaining is not None:
+                    self.remaining -= 1
+                write(chunks[self.next])
+                self.next = (self.next + 1) % sources
+                self.sent += size
+        finally:
+            self._writing = False
+        if self.remaining == 0 and not self.stopped:
+            self.stopped = True
+            self.consumer.unregisterProducer()
+
+    def stopProducing(self) -> None:
+        """
+        Write no more.
+        """
+        self.stopped = True
+
+
+class LineReader(Protocol):
+    """
+    Collect bytes until a newline; fire ``line`` with the JSON object on
+    that line and the time it arrived.
+    """
+
+    def __init__(self) -> None:
+        self.buffer = b""
+        self.line: defer.Deferred[tuple[float, Result]] = defer.Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        """
+        Look for the end of the line.
+        """
+        if self.line.called:
+            return
+        self.buffer += data
+        if b"\n" in self.buffer:
+            now = time.perf_counter()
+            text, _, self.buffer = self.buffer.partition(b"\n")
+            self.line.callback((now, json.loads(text)))
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """
+        A connection that ends before its line is an error.
+        """
+        if not self.line.called:
+            self.line.errback(reason)
+
+
+def replyLine(transport: Any, report: Result) -> None:
+    """
+    Write ``report`` as one JSON line.
+    """
+    transport.write(json.dumps(report).encode() + b"\n")
+
+
+# ---------------------------------------------------------------- connections
+
+
+def clientSettings(params: Params) -> SessionSettings:
+    """
+    The client's memux settings for this run.
+    """
+    return SessionSettings(**params.get("clientSettings", {}))
+
+
+def serverSettings(params: Params) -> SessionSettings:
+    """
+    The server's memux settings for this run.
+    """
+    return SessionSettings(**params.get("serverSettings", {}))
+
+
+def tune(transport: object, params: Params) -> None:
+    """
+    With the ``nodelay`` parameter, turn Nagle's algorithm off on a TCP
+    connection (before anything is sent: Twisted writes on the next
+    reactor turn).
+    """
+    if params.get("nodelay"):
+        cast(ITCPTransport, transport).setTcpNoDelay(True)
+
+
+class NoDelayServer(tcp.Server):
+    """
+    An accepted TCP connection with Nagle's algorithm off.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.setTcpNoDelay(True)
+
+
+class NoDelayPort(tcp.Port):
+    """
+    A listening port whose connections have Nagle's algorithm off.
+    """
+
+    transport = NoDelayServer
+
+
+async def session(reactor: Reactor, params: Params, port: int) -> MemuxProtocol:
+    """
+    Connect a memux session to the server.
+    """
+    endpoint = TCP4ClientEndpoint(reactor, LOOPBACK, port)
+    s = await connectSession(endpoint, settings=clientSettings(params))
+    tune(s.transport, params)
+    return s
+
+
+async def connectTcp(
+    reactor: Reactor, params: Params, port: int, protocol: Protocol
+) -> None:
+    """
+    Connect ``protocol`` to the server over plain TCP.
+    """
+    await connectProtocol(TCP4ClientEndpoint(reactor, LOOPBACK, port), protocol)
+    tune(protocol.transport, params)
+
+
+async def channel(session: MemuxProtocol, service: bytes, protocol: Protocol) -> None:
+    """
+    Open a channel for ``service`` on ``session`` and connect ``protocol``.
+    """
+    await session.openChannel(service, OneFactory(lambda: protocol))
