@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from twisted.internet import defer
-from twisted.internet.error import ConnectionDone
+from twisted.internet.error import ConnectionClosed, ConnectionDone
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
@@ -35,7 +35,7 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.task import CooperativeTask, Cooperator
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from zope.interface import alsoProvides, implementer
 
@@ -106,6 +106,22 @@ def _resolverFor(services: ServiceMap | ServiceResolver) -> ServiceResolver:
         return mapping.get(request.service)
 
     return resolve
+
+
+def _addressText(address: IAddress | None) -> str:
+    """
+    An address as logged: C{HOST:PORT} (C{[HOST]:PORT} for IPv6), a UNIX
+    socket's path, else what the address says of itself.
+    """
+    host, port = getattr(address, "host", None), getattr(address, "port", None)
+    if isinstance(host, str) and port is not None:
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    name = getattr(address, "name", address)
+    if name is not address:
+        if isinstance(name, bytes):
+            name = name.decode("utf-8", "replace")
+        return str(name) if name else "an unnamed UNIX socket"
+    return "an unknown address" if address is None else str(address)
 
 
 class _Host:
@@ -197,7 +213,6 @@ class _Host:
 
     def bulkMode(self, on: bool) -> None:
         limitUnsent(self._proto.transport, BULK_NOTSENT_LOWAT if on else NOTSENT_LOWAT)
-
 
 
 class MemuxProtocol(Protocol):
@@ -458,7 +473,7 @@ class MemuxProtocol(Protocol):
         if isinstance(factory, MultiplexingFactory):
             factory._sessionStarted(self)
         if self.client:
-            self._log.info("memux session to {peer}", peer=self._peerAddress())
+            self._log.info("memux session to {peer}", peer=self._peerText())
         self._core.connectionMade()
 
     def dataReceived(self, data: bytes) -> None:
@@ -472,7 +487,7 @@ class MemuxProtocol(Protocol):
             self._addressesFinal = True
             self._peer = self._host = None  # (any cached before now)
             if not self.client:
-                self._log.info("memux session from {peer}", peer=self._peerAddress())
+                self._log.info("memux session from {peer}", peer=self._peerText())
         if len(data) >= self._readSize:
             # A read of at least the normal size (in bulk, of up to the
             # bulk size): the peer keeps the connection full.
@@ -538,9 +553,7 @@ class MemuxProtocol(Protocol):
         except Exception:
             # As an exception from dataReceived is to a transport: fatal.
             self._inInputStep = False
-            self._log.failure(
-                "Error handling input from {peer}", peer=self._peerAddress()
-            )
+            self._log.failure("Error handling input from {peer}", peer=self._peerText())
             core.abort(None, "internal error")
         self._inputTask = None
         if self._readingPaused:
@@ -579,13 +592,21 @@ class MemuxProtocol(Protocol):
         ending = core.connectionLost(clean, str(reason.value))
         lost = failureFor(ending)
         self.lostError = cast(SessionLost, lost.value)
-        self._log.info(
+        # A server's connection closed or reset before its peer sent a byte
+        # (a load balancer's health check, a port scan) is logged at debug,
+        # as its start was not logged at all; a failed TLS handshake is not.
+        quiet = (
+            not (self.client or self._addressesFinal)
+            and reason.check(ConnectionClosed) is not None
+        )
+        self._log.emit(
+            LogLevel.debug if quiet else LogLevel.info,
             "memux session with {peer} ended: {reason}",
-            peer=self._peerAddress(),
+            peer=self._peerText(),
             reason=(
                 "closed cleanly"
                 if core.terminatedWith is None and clean
-                else lost.value
+                else str(lost.value)
             ),
         )
         if self._endingsUnlogged:
@@ -593,7 +614,7 @@ class MemuxProtocol(Protocol):
                 "... and {count} more channel resets and refusals with {peer},"
                 " not logged",
                 count=self._endingsUnlogged,
-                peer=self._peerAddress(),
+                peer=self._peerText(),
             )
         core.endChannels(ending)
         pings = self._pings
@@ -665,6 +686,13 @@ class MemuxProtocol(Protocol):
                 self._peerHost = getattr(peer, "host", None)
                 self._peerPort = getattr(peer, "port", None)
         return peer
+
+    def _peerText(self) -> str:
+        """
+        The peer's address, as logged: a string, so every log observer
+        (JSON too) can keep it.
+        """
+        return _addressText(self._peerAddress())
 
     def _hostAddress(self) -> IAddress | None:
         host = self._host
@@ -743,7 +771,7 @@ class MemuxProtocol(Protocol):
                 self._log.info(
                     "Refused channel {channel} from {peer}: {why}",
                     channel=event.channel,
-                    peer=self._peerAddress(),
+                    peer=self._peerText(),
                     why=why,
                 )
             return why
@@ -782,14 +810,16 @@ class MemuxProtocol(Protocol):
                 pass  # counted, logged at the end of the session
             elif ending.remote:
                 log.info(
-                    "{reason} (channel {channel})", reason=reason, channel=f["channel"]
+                    "{reason} (channel {channel})",
+                    reason=str(reason),
+                    channel=f["channel"],
                 )
             else:
                 log.warn(
                     "Peer {peer} broke the rules on channel {channel}: {reason}",
-                    peer=self._peerAddress(),
+                    peer=self._peerText(),
                     channel=f["channel"],
-                    reason=reason,
+                    reason=str(reason),
                 )
         elif what == "message too large":
             log.info(
@@ -801,7 +831,7 @@ class MemuxProtocol(Protocol):
             g = f["goAway"]
             log.info(
                 "Peer {peer} is going away (last channel {last}, {code}: {reason})",
-                peer=self._peerAddress(),
+                peer=self._peerText(),
                 last=g.lastChannel,
                 code=describeCode(g.code),
                 reason=g.reason,
@@ -811,50 +841,50 @@ class MemuxProtocol(Protocol):
             if s.remote:
                 log.warn(
                     "Peer {peer} ended the session: {reason}",
-                    peer=self._peerAddress(),
+                    peer=self._peerText(),
                     reason=s.reason,
                 )
             else:
                 log.warn(
                     "Protocol violation by {peer}: {code}: {reason}",
-                    peer=self._peerAddress(),
+                    peer=self._peerText(),
                     code=describeCode(s.code),
                     reason=s.reason,
                 )
         elif what == "peer warning":
-            log.warn("Peer {peer}: {why}", peer=self._peerAddress(), why=f["message"])
+            log.warn("Peer {peer}: {why}", peer=self._peerText(), why=f["message"])
         elif what == "handshake timeout":
             log.info(
                 "Ending memux session with {peer}: no preface within {timeout:g} s",
-                peer=self._peerAddress(),
+                peer=self._peerText(),
                 timeout=f["timeout"],
             )
         elif what == "idle timeout":
             log.info(
                 "Ending memux session with {peer}: no channel for {timeout} s",
-                peer=self._peerAddress(),
+                peer=self._peerText(),
                 timeout=f["timeout"],
             )
         elif what == "peer dead":
             log.warn(
                 "Ending memux session with {peer}: nothing received for {t:g} s,"
                 " not even a PING answer",
-                peer=self._peerAddress(),
+                peer=self._peerText(),
                 t=f["silence"],
             )
         elif what == "write timeout":
             log.warn(
                 "Aborting memux session with {peer}: it has read none of our output"
                 " for {timeout:g} s",
-                peer=self._peerAddress(),
+                peer=self._peerText(),
                 timeout=f["timeout"],
             )
         else:
             log.info(
                 "memux session with {peer}: {what} {fields}",
-                peer=self._peerAddress(),
+                peer=self._peerText(),
                 what=what,
-                fields=f,
+                fields=str(f),
             )
 
 
@@ -870,6 +900,8 @@ class MultiplexingFactory(Factory):
     """
 
     protocol = MemuxProtocol
+    # Not "Starting factory" for every session connectSession makes.
+    noisy = False
     _log = Logger()
 
     def __init__(

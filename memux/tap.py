@@ -11,25 +11,29 @@ can while parsing, so mistakes are reported before anything starts.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
+import math
+import platform
 import re
 import socket
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from typing import Any, Literal, TypeVar, cast
+from typing import IO, Any, Literal, TypeVar, cast
 
 from twisted.application import strports
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import Deferred, fail, gatherResults
 from twisted.internet.endpoints import (
     HostnameEndpoint,
     clientFromString,
     serverFromString,
 )
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import (
-    IAddress,
     IListeningPort,
     IOpenSSLServerConnectionCreator,
     IProtocol,
@@ -39,16 +43,24 @@ from twisted.internet.interfaces import (
     IStreamServerEndpoint,
 )
 from twisted.internet.protocol import Factory, Protocol
-from twisted.logger import Logger
+from twisted.logger import (
+    FileLogObserver,
+    ILogObserver,
+    LogEvent,
+    Logger,
+    eventAsJSON,
+)
 from twisted.python import usage
+from twisted.python.failure import Failure
 from twisted.python.reflect import namedAny
 from zope.interface import implementer
 
+from memux import __version__
 from memux.error import ChannelRefused
 from memux.memory import trimHeap
-from memux.protocol import ChannelRequest, MultiplexingFactory
+from memux.protocol import ChannelRequest, MultiplexingFactory, _addressText
 from memux.services import builtinServices
-from memux.settings import MAX_NAME_LENGTH, SessionSettings
+from memux.settings import MAX_NAME_LENGTH, SessionSettings, Settings
 from memux.tunnel import forwardTo
 
 __all__ = [
@@ -58,7 +70,9 @@ __all__ = [
     "MemuxServer",
     "Options",
     "ServerServices",
+    "StartupError",
     "classifyHost",
+    "jsonLogger",
     "makeService",
 ]
 
@@ -129,6 +143,22 @@ def _oneLine(method: _F) -> _F:
     return method
 
 
+#: The largest value any setting may have on the wire (a varint).
+_MAX_SETTING = (1 << 63) - 1
+
+#: Each session setting option's allowed range, inclusive (None: no upper
+#: bound).  The protocol's initial values (`Settings`' defaults) are its
+#: minima; `SessionSettings` checks them again.
+_RANGES: dict[str, tuple[int, int | None]] = {
+    "max-frame-size": (Settings().maxFrameSize, (1 << 24) - 1),
+    "channel-credit": (Settings().initialChannelCredit, _MAX_SETTING),
+    "session-credit": (Settings().initialSessionCredit, _MAX_SETTING),
+    "max-channels": (Settings().initialMaxChannels, _MAX_SETTING),
+    "max-message-size": (1, _MAX_SETTING),
+    "chunk-size": (1, None),
+}
+
+
 def _settingOption(option: str) -> Any:
     """
     An ``opt_`` method for a session setting, with the default in its help.
@@ -136,7 +166,7 @@ def _settingOption(option: str) -> Any:
     attribute, help = _SETTINGS[option]
 
     def opt(self: Options, value: str) -> None:
-        size = _parseSize(option, value)
+        size = _checkRange(option, value)
         try:
             SessionSettings(**{attribute: size})
         except ValueError as e:
@@ -149,7 +179,11 @@ def _settingOption(option: str) -> Any:
     return opt
 
 
-def _parseSize(option: str, value: str) -> int:
+def _parseSize(option: str, value: str) -> tuple[int, str, int]:
+    """
+    The size C{value} gives, the suffix it was written with, and the
+    suffix's multiplier.
+    """
     match = re.fullmatch(r"\s*([0-9]+)\s*([a-zA-Z]*)\s*", value)
     multiplier = _SIZE_SUFFIXES.get(match.group(2).lower()) if match else None
     if match is None or multiplier is None:
@@ -157,7 +191,55 @@ def _parseSize(option: str, value: str) -> int:
             f"--{option} must be a whole number, optionally with a suffix"
             f" K, M or G (binary: 1K = 1024), not {value!r}"
         )
-    return int(match.group(1)) * multiplier
+    return int(match.group(1)) * multiplier, match.group(2), multiplier
+
+
+def _checkRange(option: str, value: str) -> int:
+    """
+    The size C{value} gives for C{option}, if in its range; else a usage
+    error that gives the range in the unit C{value} was written in.
+    """
+    size, suffix, multiplier = _parseSize(option, value)
+    low, high = _RANGES[option]
+    if low <= size and (high is None or size <= high):
+        return size
+
+    def shown(n: int) -> str:
+        if multiplier > 1 and n % multiplier == 0:
+            return f"{n // multiplier}{suffix}"
+        for unit, unitSize in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+            if multiplier > 1 and (n + 1) % unitSize == 0:
+                return f"{n} ({(n + 1) // unitSize}{unit} - 1)"
+        return str(n)
+
+    if high is None or (size < low and high == _MAX_SETTING):
+        allowed = f"at least {shown(low)}"
+    elif high == _MAX_SETTING:
+        allowed = f"at most {shown(high)}"
+    else:
+        allowed = f"between {shown(low)} and {shown(high)}"
+    raise usage.UsageError(f"--{option} must be {allowed}, not {value.strip()}")
+
+
+def _seconds(option: str, zero: str) -> Callable[[str], float]:
+    """
+    A coercer for a number of seconds, C{0} meaning C{zero}: a usage error
+    names C{option} and what it takes.
+    """
+
+    def coerce(value: str) -> float:
+        try:
+            seconds = float(value)
+        except ValueError:
+            seconds = math.nan
+        if not (math.isfinite(seconds) and seconds >= 0):
+            raise usage.UsageError(
+                f"--{option} must be a number of seconds, 0 ({zero}) or more,"
+                f" not {value!r}"
+            )
+        return seconds
+
+    return coerce
 
 
 class Options(usage.Options):
@@ -188,7 +270,7 @@ class Options(usage.Options):
             DEFAULT_IDLE_TIMEOUT,
             "End a session (GOAWAY IDLE_TIMEOUT) after this many seconds with"
             " no channel open; 0: never.",
-            float,
+            _seconds("idle-timeout", "never"),
         ],
         [
             "keepalive",
@@ -198,7 +280,7 @@ class Options(usage.Options):
             " the session (GOAWAY IDLE_TIMEOUT) if nothing at all arrives in as"
             " long again: dead peers are detected even with channels open;"
             " 0: off (the default).",
-            float,
+            _seconds("keepalive", "off"),
         ],
         [
             "write-timeout",
@@ -206,7 +288,7 @@ class Options(usage.Options):
             _DEFAULTS.writeTimeout,
             "Abort a connection that has taken none of the server's output for"
             " this many seconds (a peer that does not read); 0: never.",
-            float,
+            _seconds("write-timeout", "never"),
         ],
         [
             "handshake-timeout",
@@ -215,7 +297,7 @@ class Options(usage.Options):
             "Abort a connection whose peer has not sent its whole preface (so,"
             " with TLS, finished its handshake) this many seconds after it"
             " connected; 0: never.",
-            float,
+            _seconds("handshake-timeout", "never"),
         ],
         [
             "drain-timeout",
@@ -224,7 +306,7 @@ class Options(usage.Options):
             "When stopped (SIGTERM), stop listening, send every session GOAWAY,"
             " let open channels finish for up to this many seconds, then abort"
             " the sessions left; 0: abort them at once.",
-            float,
+            _seconds("drain-timeout", "at once"),
         ],
         [
             "tls-cert",
@@ -275,6 +357,18 @@ class Options(usage.Options):
         self["settings"] = None
         self["tls"] = None
 
+    def opt_version(self) -> None:
+        """
+        Display memux's version (and Twisted's and Python's) and exit.
+        """
+        from twisted import __version__ as twistedVersion
+
+        print(
+            f"memux {__version__} (Twisted {twistedVersion},"
+            f" Python {platform.python_version()})"
+        )
+        sys.exit(0)
+
     @_oneLine
     def opt_listen(self, description: str) -> None:
         """
@@ -297,8 +391,8 @@ class Options(usage.Options):
             clientFromString(_globalReactor(), description)
         except Exception as e:
             raise usage.UsageError(
-                f"--service {value}: {description!r} is not a valid client"
-                f" endpoint: {e}"
+                f"--service {value}: {description!r} is not a client endpoint"
+                f" (such as tcp:HOST:PORT): {_describeError(e)}"
             ) from e
         self["service"].append((name, description))
 
@@ -332,6 +426,25 @@ class Options(usage.Options):
     opt_max_message_size = _settingOption("max-message-size")
     opt_chunk_size = _settingOption("chunk-size")
 
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        """
+        Parse C{options}.  A mistake raises L{usage.UsageError}; but run as
+        the subcommand of C{twistd} (or C{twist}), it is one line on
+        standard error, C{twistd memux: error: ...}, and exit status 2,
+        rather than C{twistd}'s usage text, which buries it.
+        """
+        try:
+            usage.Options.parseOptions(self, options)
+        except usage.UsageError as e:
+            parent = getattr(self, "parent", None)
+            if parent is None:
+                raise
+            command = _commandName(parent)
+            hint = f" ({command} --help lists them)" if "recognized" in str(e) else ""
+            sys.stderr.write(f"{command}: error: {e}{hint}\n")
+            sys.stderr.flush()
+            raise SystemExit(2) from None
+
     def postOptions(self) -> None:
         """
         Apply the default endpoint, check every endpoint description and
@@ -346,7 +459,8 @@ class Options(usage.Options):
                 serverFromString(reactor, description)
             except Exception as e:
                 raise usage.UsageError(
-                    f"--listen {description!r} is not a valid endpoint: {e}"
+                    f"--listen {description!r} is not a server endpoint (such as"
+                    f" tcp:7400 or unix:/run/memux.sock): {_describeError(e)}"
                 ) from e
         mounted: dict[bytes, str] = {}
         for option, entries in (("--service", "service"), ("--factory", "factory")):
@@ -363,23 +477,14 @@ class Options(usage.Options):
             for option, (attribute, _) in _SETTINGS.items()
             if self[option] is not None
         }
-        idle = self["idle-timeout"]
-        if idle < 0:
-            raise usage.UsageError("--idle-timeout must be 0 (never) or positive")
-        given["idleTimeout"] = idle or None
-        keepAlive = self["keepalive"]
-        if keepAlive < 0:
-            raise usage.UsageError("--keepalive must be 0 (off) or positive")
-        given["keepAliveInterval"] = keepAlive or None
+        # (Each number of seconds was checked as it was parsed.)
         for option, attribute in (
+            ("idle-timeout", "idleTimeout"),
+            ("keepalive", "keepAliveInterval"),
             ("write-timeout", "writeTimeout"),
             ("handshake-timeout", "handshakeTimeout"),
         ):
-            if self[option] < 0:
-                raise usage.UsageError(f"--{option} must be 0 (never) or positive")
             given[attribute] = self[option] or None
-        if self["drain-timeout"] < 0:
-            raise usage.UsageError("--drain-timeout must be 0 (at once) or positive")
         try:
             self["settings"] = SessionSettings(**given)
         except ValueError as e:
@@ -418,6 +523,30 @@ class Options(usage.Options):
             return serverTLSOptions(cert, key, ca)
         except TLSConfigurationError as e:
             raise usage.UsageError(f"TLS: {e}") from e
+
+
+def _commandName(parent: object) -> str:
+    """
+    How the command running these options is called, for its messages.
+    """
+    from twisted.application.app import ServerOptions
+
+    if isinstance(parent, ServerOptions):
+        return "twistd memux"
+    if type(parent).__name__ == "TwistOptions":
+        return "twist memux"
+    return "memux"
+
+
+def _describeError(e: BaseException) -> str:
+    """
+    Why an endpoint description does not parse, in words: Twisted says a
+    missing or extra field with a C{TypeError} about arguments.
+    """
+    text = str(e)
+    if isinstance(e, TypeError) and "argument" in text:
+        return "missing or unexpected fields"
+    return text or type(e).__name__
 
 
 def _mount(option: str, value: str) -> tuple[bytes, str]:
@@ -680,9 +809,9 @@ class ServerServices:
         return self._reactor if self._reactor is not None else _globalReactor()
 
 
-def _peerOf(request: ChannelRequest) -> IAddress | None:
+def _peerOf(request: ChannelRequest) -> str:
     transport = request.session.transport
-    return transport.getPeer() if transport is not None else None
+    return _addressText(transport.getPeer() if transport is not None else None)
 
 
 # ---------------------------------------------------------------- the service
@@ -778,6 +907,16 @@ class MemuxServer(MultiService):
         if self._announced:
             return
         self._announced = True
+        _log.info(
+            "memux {version} serving on {endpoints}",
+            version=__version__,
+            endpoints=", ".join(
+                child.endpoint.description
+                for child in self
+                if isinstance(getattr(child, "endpoint", None), _AnnouncingEndpoint)
+            )
+            or "nothing",
+        )
         if not self.mounts:
             _log.info("memux serves no named service")
         for name, what in self.mounts.items():
@@ -799,10 +938,26 @@ class MemuxServer(MultiService):
         _log.info("memux TLS: {tls}", tls=self._tlsDescription or "off")
 
 
+class StartupError(SystemExit, Exception):
+    """
+    ``twistd memux`` cannot start: it cannot listen where it was told to.
+
+    The reason was logged, in one line.  A L{SystemExit}, so that C{twistd}
+    exits with status 1 and no traceback; an L{Exception} too, so that
+    C{twistd} still removes its PID file and passes the reason to the
+    shell that started a daemon (C{An error has occurred: ...}).
+    """
+
+    def __init__(self, message: str) -> None:
+        Exception.__init__(self, message)
+        self.code = 1
+
+
 @implementer(IStreamServerEndpoint)
 class _AnnouncingEndpoint:
     """
-    A server endpoint that logs where it listens once it does.
+    A server endpoint that logs where it listens once it does, or, in one
+    line, why it cannot.
 
     @ivar port: the listening port, once listening.
     """
@@ -815,31 +970,93 @@ class _AnnouncingEndpoint:
 
     def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
         """
-        Listen with the wrapped endpoint, and log the address.
+        Listen with the wrapped endpoint, and log the address.  A failure
+        to listen at once fails with L{StartupError} (the listening service
+        raises it, and C{twistd} exits); a later one is only logged.
         """
-        d = self.endpoint.listen(protocolFactory)
-        d.addCallback(self._listening)
+        starting = True
+
+        def failed(reason: Failure) -> Failure | None:
+            why, hint = _whyNotListening(reason.value)
+            _log.critical(
+                "memux cannot listen on {description}: {why}",
+                description=self.description,
+                why=why + hint,
+            )
+            if starting:
+                # (Short: a daemon's parent shows the first 100 bytes.)
+                return Failure(
+                    StartupError(f"cannot listen on {self.description}: {why}")
+                )
+            return None
+
+        try:
+            d = self.endpoint.listen(protocolFactory)
+        except Exception:
+            d = fail()
+        d.addCallbacks(self._listening, failed)
+        starting = False
         return d
 
     def _listening(self, port: IListeningPort) -> IListeningPort:
         self.port = port
         _log.info(
             "memux listening on {address} ({description}{tls})",
-            address=_showAddress(port.getHost()),
+            address=_addressText(port.getHost()),
             description=self.description,
             tls=", TLS" if self.tls else "",
         )
         return port
 
 
-def _showAddress(address: IAddress) -> str:
-    host, port = getattr(address, "host", None), getattr(address, "port", None)
-    if host is not None and port is not None:
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    name = getattr(address, "name", None)
-    if isinstance(name, bytes):
-        name = name.decode("utf-8", "replace")
-    return str(name) if name is not None else repr(address)
+def _whyNotListening(error: object) -> tuple[str, str]:
+    """
+    Why listening failed, in a few words, and a hint for the usual causes
+    (or C{""}).
+    """
+    socketError = getattr(error, "socketError", None)
+    if not (isinstance(error, CannotListenError) and isinstance(socketError, OSError)):
+        if isinstance(error, OSError) and error.strerror:
+            # (Such as a UNIX socket's lock file, in a missing directory.)
+            path = error.filename2 or error.filename
+            if isinstance(path, bytes):
+                path = path.decode("utf-8", "replace")
+            return f"{error.strerror}: {path}" if path else error.strerror, ""
+        return str(error) or type(error).__name__, ""
+    why = socketError.strerror or str(socketError)
+    tcp = isinstance(error.port, int)
+    if socketError.errno == errno.EADDRINUSE:
+        if tcp:
+            return why, " (another program listens on that port)"
+        return why, " (another server uses that socket, or left it behind)"
+    if socketError.errno == errno.EACCES and tcp and 0 < error.port < 1024:
+        return why, " (ports below 1024 need root)"
+    return why, ""
+
+
+def jsonLogger(outFile: IO[str] | None = None) -> ILogObserver:
+    """
+    A log observer writing each event as JSON, for C{twistd -n
+    --logger=memux.tap.jsonLogger memux}: records as
+    L{twisted.logger.jsonFileLogObserver} writes them (read them back with
+    L{twisted.logger.eventsFromJSONLogFile}), to C{outFile} (standard
+    output by default), without the objects Twisted adds to every event
+    (C{log_logger}, C{log_source}, and C{log_legacy} when old-style
+    observers are about), which JSON would only mark C{"unpersistable"}.
+    """
+    out = sys.stdout if outFile is None else outFile
+
+    def record(event: LogEvent) -> str:
+        kept = {
+            key: value
+            for key, value in event.items()
+            if key not in ("log_logger", "log_source", "log_legacy")
+        }
+        if kept.get("format") == "%(log_legacy)s":
+            del kept["format"]  # (it would name what was left out)
+        return f"\x1e{eventAsJSON(kept)}\n"
+
+    return FileLogObserver(out, record)
 
 
 #: Seconds between looks at the load of a ``twistd memux`` server: after a
@@ -895,7 +1112,8 @@ def makeService(options: Options, reactor: IReactorCore | None = None) -> MemuxS
     )
     server.trimmer.clock = reactor
     for description in options["listen"]:
-        # strports.service also makes a failure to listen stop twistd.
+        # strports.service raises a failure to listen at startup, which
+        # stops twistd (see StartupError).
         child = strports.service(description, listening, reactor=reactor)
         child.endpoint = _AnnouncingEndpoint(
             child.endpoint, description, tls is not None

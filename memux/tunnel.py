@@ -277,7 +277,10 @@ def _sideFactory(side: str) -> Factory:
         protocol.side = side
         return protocol
 
-    return Factory.forProtocol(build)
+    factory: Factory = Factory.forProtocol(build)
+    # One per connection: not "Starting factory" for each.
+    factory.noisy = False
+    return factory
 
 
 #: builds the channel end of each local connection

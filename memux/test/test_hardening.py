@@ -1466,7 +1466,8 @@ class RealSocketTests(TestCase):
             [stalled] = [s for s in factory.built if not s.engine.prefaceReceived]
             await stalled.whenClosed()
         [event] = [e for e in events if "no preface" in e["log_format"]]
-        self.assertEqual(event["peer"], stalled.transport.getPeer())  # type: ignore[union-attr]
+        address: Any = stalled.transport.getPeer()  # type: ignore[union-attr]
+        self.assertEqual(event["peer"], f"{address.host}:{address.port}")
         self.assertEqual(await self.echo(good, b"after"), [b"after"])
         self.assertTrue(good.connected)
 

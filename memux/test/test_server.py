@@ -7,7 +7,9 @@ forwarded services, Python factories, destinations and logging.
 
 from __future__ import annotations
 
+import io
 import os
+import socket
 import tempfile
 from typing import Any, cast
 
@@ -29,7 +31,14 @@ from twisted.internet.interfaces import (
     IStreamClientEndpoint,
 )
 from twisted.internet.protocol import Factory, Protocol, connectionDone
-from twisted.logger import ILogObserver, LogLevel, globalLogPublisher
+from twisted.internet.task import deferLater
+from twisted.logger import (
+    ILogObserver,
+    LogLevel,
+    eventsFromJSONLogFile,
+    formatEvent,
+    globalLogPublisher,
+)
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, readBody
@@ -39,6 +48,7 @@ from twisted.web.server import Site
 from twisted.web.static import Data
 from zope.interface import implementer
 
+import memux
 from memux import (
     ChannelEndpoint,
     ChannelRefused,
@@ -274,6 +284,15 @@ class ServerTestCase(TestCase):
         """
         return defer.gatherResults([s.whenClosed() for s in self.serverSessions])
 
+    async def serverSessionsClosed(self, count: int) -> None:
+        """
+        Wait until the server has made C{count} sessions, and every one of
+        them has closed.
+        """
+        while len(self.serverSessions) < count:
+            await deferLater(self.reactor, 0.01, lambda: None)
+        await self.closeServerSessions()
+
     def serve(self, *argv: str) -> tap.MemuxServer:
         """
         Parse C{argv}, make the server with the trial reactor and start it;
@@ -439,6 +458,12 @@ class MakeServiceServesTests(ServerTestCase):
             "--listen", LOCAL, "--service", "db=tcp:127.0.0.1:5432", "--no-builtins"
         )
         port = self.tcpPort(server)
+        [version] = logged(events, "memux {version} serving on {endpoints}")
+        self.assertEqual(version["version"], memux.__version__)
+        self.assertEqual(version["endpoints"], LOCAL)
+        self.assertEqual(
+            formatEvent(version), f"memux {memux.__version__} serving on {LOCAL}"
+        )
         [service] = logged(events, "memux service {name}")
         self.assertEqual(service["name"], "db")
         self.assertEqual(service["what"], "forwarded to tcp:127.0.0.1:5432")
@@ -449,6 +474,36 @@ class MakeServiceServesTests(ServerTestCase):
         for event in events:
             if event.get("log_namespace") == "memux.tap":
                 self.assertEqual(event["log_level"], LogLevel.info)
+
+    def test_portInUse(self) -> None:
+        """
+        A port already in use stops the service from starting with
+        L{tap.StartupError} (which makes C{twistd} exit with status 1), and
+        is logged as one critical line saying why.
+        """
+        events = self.captureLog()
+        taken = socket.socket()
+        self.addCleanup(taken.close)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        where = f"tcp:{taken.getsockname()[1]}:interface=127.0.0.1"
+        options = tap.Options()
+        options.parseOptions(["--listen", where])
+        server = tap.makeService(options, self.reactor)
+        error = self.assertRaises(tap.StartupError, server.startService)
+        self.addCleanup(server.stopService)
+        self.assertEqual(
+            str(error), f"cannot listen on {where}: Address already in use"
+        )
+        self.assertEqual(error.code, 1)
+        self.assertIsInstance(error, Exception)
+        [event] = logged(events, "memux cannot listen")
+        self.assertEqual(event["log_level"], LogLevel.critical)
+        self.assertEqual(
+            formatEvent(event),
+            f"memux cannot listen on {where}: Address already in use (another"
+            " program listens on that port)",
+        )
 
 
 class ForwardingServiceTests(ServerTestCase):
@@ -601,9 +656,7 @@ class AllowConnectTests(ServerTestCase):
         [event] = logged(events, "Refused channel")
         self.assertEqual(event["log_level"], LogLevel.info)
         self.assertIn("db.example:5432", event["why"])
-        peer = event["peer"]
-        self.assertIsInstance(peer, IPv4Address)
-        self.assertEqual(peer.host, "127.0.0.1")
+        self.assertRegex(event["peer"], r"^127\.0\.0\.1:[0-9]+$")
 
         again = await self.echoThrough(session, ("127.0.0.1", port))
         self.assertEqual(again.received, b"through the tunnel")
@@ -669,7 +722,7 @@ class ProtocolLoggingTests(ServerTestCase):
         for fmt in formats:
             [event] = [e for e in serverSide if e["log_format"] == fmt]
             self.assertEqual(event["log_level"], LogLevel.info)
-            self.assertEqual(event["peer"], host)
+            self.assertEqual(event["peer"], f"127.0.0.1:{host.port}")
 
     async def test_protocolViolation(self) -> None:
         """
@@ -686,10 +739,185 @@ class ProtocolLoggingTests(ServerTestCase):
         await self.closeServerSessions()
         [event] = logged(events, "Protocol violation by {peer}")
         self.assertEqual(event["log_level"], LogLevel.warn)
-        self.assertEqual(event["peer"].host, "127.0.0.1")
+        self.assertRegex(event["peer"], r"^127\.0\.0\.1:[0-9]+$")
         for e in events:
             if e.get("log_source") in self.serverSessions:
                 self.assertIn(e["log_level"], (LogLevel.info, LogLevel.warn))
+
+
+class HealthCheckTests(ServerTestCase):
+    """
+    A connection that closes before sending a byte (a load balancer's
+    health check, every few seconds) is logged at debug only.
+    """
+
+    async def check(self, abort: bool) -> list[dict[str, Any]]:
+        """
+        Connect, close (or abort) without sending anything; return what the
+        server's session logged.
+        """
+        events = self.captureLog()
+        server = self.serve("--listen", LOCAL)
+        probe = Collector()
+        await connectProtocol(self.tcpEndpoint(self.tcpPort(server)), probe)
+        transport: Any = probe.transport
+        self.peer = f"127.0.0.1:{transport.getHost().port}"
+        if abort:
+            transport.abortConnection()
+        else:
+            transport.loseConnection()
+        await self.serverSessionsClosed(1)
+        return [e for e in events if e.get("log_source") in self.serverSessions]
+
+    async def test_closed(self) -> None:
+        """
+        A connection closed without a byte: its end is logged at debug, and
+        nothing else.
+        """
+        events = await self.check(abort=False)
+        self.assertEqual(
+            [(e["log_level"], formatEvent(e)) for e in events],
+            [(LogLevel.debug, f"memux session with {self.peer} ended: closed cleanly")],
+        )
+
+    async def test_reset(self) -> None:
+        """
+        A connection reset without a byte (HAProxy's checks end so): its
+        end is logged at debug, and nothing else.
+        """
+        events = await self.check(abort=True)
+        self.assertEqual([e["log_level"] for e in events], [LogLevel.debug])
+        self.assertTrue(
+            formatEvent(events[0]).startswith(f"memux session with {self.peer} ended: ")
+        )
+
+
+class FactoryNoiseTests(ServerTestCase):
+    """
+    The factories memux makes for each session and connection do not log
+    "Starting factory" and "Stopping factory".
+    """
+
+    async def test_sessionAndForwarding(self) -> None:
+        """
+        A client session (L{connectSession}), a channel forwarded by
+        C{--service}, and one forwarded to its own destination log nothing
+        of their factories, on either side.
+        """
+        backend = TrackingFactory(Factory.forProtocol(HalfCloseEcho))
+        backend.noisy = False
+        backendPort = await self.listenTCP(backend)
+        server = self.serve(
+            "--listen",
+            LOCAL,
+            "--service",
+            f"tcpecho=tcp:127.0.0.1:{backendPort}",
+            "--allow-connect",
+            f"127.0.0.1:{backendPort}",
+        )
+        events = self.captureLog()
+        session = await self.connect(self.tcpEndpoint(self.tcpPort(server)))
+        for service, destination in [
+            (b"tcpecho", None),
+            (b"", ("127.0.0.1", backendPort)),
+        ]:
+            proto = await session.openChannel(
+                service, Factory.forProtocol(Collector), destination=destination
+            )
+            assert isinstance(proto, Collector)
+            transport: Any = proto.transport
+            transport.write(b"hello")
+            transport.loseWriteConnection()
+            self.assertIsInstance(await proto.lost, ConnectionDone)
+        await backend.allLost()
+        await self.closeSession(session)
+        await self.closeServerSessions()
+        self.assertEqual(len(backend.built), 2)
+        self.assertEqual(
+            [
+                formatEvent(e)
+                for e in events
+                if "factory" in (e.get("log_format") or "").lower()
+            ],
+            [],
+        )
+
+
+class JSONLogTests(ServerTestCase):
+    """
+    L{tap.jsonLogger}, the JSON observer for C{twistd
+    --logger=memux.tap.jsonLogger}, writes every field memux logs: addresses
+    and reasons as strings, nothing "unpersistable".
+    """
+
+    async def test_serialisable(self) -> None:
+        """
+        A server's startup, sessions, a forwarded channel, refusals, a
+        protocol violation and a health check come out of the JSON log with
+        every field, and their text, intact.
+        """
+        out = io.StringIO()
+        observer = tap.jsonLogger(out)
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        backend = TrackingFactory(Factory.forProtocol(HalfCloseEcho))
+        backend.noisy = False  # (Twisted's "Starting factory" is not memux's)
+        backendPort = await self.listenTCP(backend)
+        server = self.serve(
+            "--listen", LOCAL, "--allow-connect", f"127.0.0.1:{backendPort}"
+        )
+        port = self.tcpPort(server)
+        session = await self.connect(self.tcpEndpoint(port))
+        assert session.transport is not None
+        clientPort = session.transport.getHost().port  # type: ignore[attr-defined]
+        for service, destination in [
+            (b"", ("127.0.0.1", backendPort)),
+            (b"nothing", None),
+            (b"", ("192.0.2.1", 1)),
+        ]:
+            proto = await session.openChannel(
+                service, Factory.forProtocol(Collector), destination=destination
+            )
+            assert isinstance(proto, Collector)
+            transport: Any = proto.transport
+            transport.write(b"hello")
+            transport.loseWriteConnection()
+            await proto.lost
+        await self.closeSession(session)
+        for data in (b"GET / HTTP/1.1\r\n\r\n", b""):
+            quiet = Factory.forProtocol(Collector)
+            quiet.noisy = False
+            raw = await self.tcpEndpoint(port).connect(quiet)
+            assert isinstance(raw, Collector) and raw.transport is not None
+            raw.transport.write(data)
+            raw.transport.loseConnection()
+            await raw.lost
+        await self.serverSessionsClosed(3)
+        await backend.allLost()
+
+        text = out.getvalue()
+        self.assertNotIn("unpersistable", text)
+        events = list(eventsFromJSONLogFile(io.StringIO(text)))
+        self.assertEqual(len(events), text.count("\x1e"))
+        lines = {formatEvent(e) for e in events}
+        for line in [
+            f"memux {memux.__version__} serving on {LOCAL}",
+            f"memux listening on 127.0.0.1:{port} ({LOCAL})",
+            f"memux session to 127.0.0.1:{port}",
+            f"memux session from 127.0.0.1:{clientPort}",
+            f"Forwarding channel 1 from 127.0.0.1:{clientPort} to"
+            f" 127.0.0.1:{backendPort}",
+            f"Refused channel 3 from 127.0.0.1:{clientPort}: no service 'nothing'",
+            "channel refused: no service 'nothing' (channel 3)",
+            f"memux session with 127.0.0.1:{clientPort} ended: closed cleanly",
+        ]:
+            self.assertIn(line, lines)
+        withPeer = [e for e in events if "peer" in e]
+        self.assertGreater(len(withPeer), 8)
+        for event in withPeer:
+            self.assertRegex(event["peer"], r"^127\.0\.0\.1:[0-9]+$")
+        [violation] = [e for e in events if "Protocol violation" in e["log_format"]]
+        self.assertIsInstance(violation["reason"], str)
 
 
 class DrainTests(ServerTestCase):
@@ -854,15 +1082,13 @@ class HAProxyTests(ServerTestCase):
         answer, events = await self.proxied(header)
         self.assertEqual(answer, b"127.0.0.7 51000 127.0.0.9 7400")
         [started] = logged(events, "memux session from {peer}")
-        self.assertEqual(
-            (started["peer"].host, started["peer"].port), ("127.0.0.7", 51000)
-        )
+        self.assertEqual(started["peer"], "127.0.0.7:51000")
         [ended] = [
             e
             for e in logged(events, "memux session with {peer} ended")
             if e["log_source"] in self.serverSessions
         ]
-        self.assertEqual(ended["peer"].host, "127.0.0.7")
+        self.assertEqual(ended["peer"], "127.0.0.7:51000")
 
     async def test_v2(self) -> None:
         """
@@ -872,7 +1098,7 @@ class HAProxyTests(ServerTestCase):
         answer, events = await self.proxied(header)
         self.assertEqual(answer, b"127.0.0.8 52000 127.0.0.9 7401")
         [started] = logged(events, "memux session from {peer}")
-        self.assertEqual(started["peer"].port, 52000)
+        self.assertEqual(started["peer"], "127.0.0.8:52000")
 
     async def test_v2IPv6(self) -> None:
         """
@@ -887,3 +1113,28 @@ class HAProxyTests(ServerTestCase):
             (ipaddress.ip_address("::1"), "53000", ipaddress.ip_address("::1")),
         )
         self.assertEqual(hostPort, "7402")
+
+    async def test_healthCheck(self) -> None:
+        """
+        A balancer's health check, which sends its PROXY header and closes,
+        is logged at debug only, naming the address the header gives.
+        """
+        events = self.captureLog()
+        server = self.serve("--listen", "haproxy:" + LOCAL)
+        check = Collector()
+        await connectProtocol(self.tcpEndpoint(self.tcpPort(server)), check)
+        assert check.transport is not None
+        check.transport.write(proxyV1(("127.0.0.7", 51000), ("127.0.0.9", 7400)))
+        check.transport.loseConnection()
+        await self.serverSessionsClosed(1)
+        serverSide = [e for e in events if e.get("log_source") in self.serverSessions]
+        self.assertEqual(
+            [(e["log_level"], e["log_format"], e["peer"]) for e in serverSide],
+            [
+                (
+                    LogLevel.debug,
+                    "memux session with {peer} ended: {reason}",
+                    "127.0.0.7:51000",
+                )
+            ],
+        )

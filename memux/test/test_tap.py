@@ -9,37 +9,53 @@ L{memux.services}.
 
 from __future__ import annotations
 
+import errno
+import io
 import os
+import shutil
+import socket
+import subprocess
 import sys
+import tempfile
+import time
 from typing import Any
+from unittest import SkipTest
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IServiceMaker
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.endpoints import (
     HostnameEndpoint,
     TCP4ServerEndpoint,
     UNIXServerEndpoint,
 )
-from twisted.internet.error import ConnectionDone
+from twisted.internet.error import CannotListenError, ConnectionDone
 from twisted.internet.interfaces import (
     IOpenSSLServerConnectionCreator,
     IProtocolFactory,
     IPushProducer,
+    IStreamServerEndpoint,
 )
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import MemoryReactor, MemoryReactorClock, StringTransport
-from twisted.logger import LogLevel, capturedLogs
+from twisted.logger import (
+    LogLevel,
+    capturedLogs,
+    eventsFromJSONLogFile,
+    formatEvent,
+)
 from twisted.plugin import getPlugins
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
+from twisted.python.runtime import platform
 from twisted.python.usage import UsageError
 from twisted.test.iosim import IOPump, connectedServerAndClient
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
+import memux
 from memux import ChannelRefused, ChannelRequest, MemuxProtocol, SessionLost, tap
 from memux._engine import SessionSettings
 from memux.interfaces import IChannelTransport, IChunkReceiver, IMessageReceiver
@@ -52,6 +68,7 @@ from memux.tap import (
     ServerServices,
     classifyHost,
 )
+from memux.test._helpers import ROOT
 from memux.test.test_tls import Certificates
 from memux.testing import StringChannelTransport
 
@@ -275,7 +292,19 @@ class ServiceOptionTests(SynchronousTestCase):
         for bad in ("nonsense:1", "tcp:localhost"):
             e = self.assertRaises(UsageError, parse, "--service", f"db={bad}")
             self.assertIn(f"--service db={bad}", str(e))
-            self.assertIn(f"{bad!r} is not a valid client endpoint", str(e))
+            self.assertIn(f"{bad!r} is not a client endpoint", str(e))
+
+    def test_missingPort(self) -> None:
+        """
+        A client endpoint without its port is described as such, not by
+        Twisted's C{TypeError} about missing arguments.
+        """
+        e = self.assertRaises(UsageError, parse, "--service", "web=tcp:localhost")
+        self.assertEqual(
+            str(e),
+            "--service web=tcp:localhost: 'tcp:localhost' is not a client endpoint"
+            " (such as tcp:HOST:PORT): missing or unexpected fields",
+        )
 
     def test_nameTooLong(self) -> None:
         """
@@ -516,20 +545,41 @@ class SettingsOptionTests(SynchronousTestCase):
 
     def test_outOfRange(self) -> None:
         """
-        A value the engine refuses is a usage error naming the option and
-        saying the allowed range.
+        A value out of range is a usage error naming the option and the
+        range, in the unit the value was written in.
         """
-        for option, value, expected in [
-            ("max-frame-size", "1000", "maxFrameSize must be an integer in [16384,"),
-            ("max-frame-size", "32M", "maxFrameSize must be an integer in [16384,"),
-            ("channel-credit", "1K", "initialChannelCredit must be an integer in"),
-            ("session-credit", "0", "initialSessionCredit must be an integer in"),
-            ("max-channels", "5", "initialMaxChannels must be an integer in [100,"),
-            ("max-message-size", "0", "maxMessageSize must be positive"),
-            ("chunk-size", "0", "chunkSize must be positive"),
+        for option, value, allowed in [
+            ("max-frame-size", "1000", "between 16384 and 16777215"),
+            ("max-frame-size", "1K", "between 16K and 16777215 (16M - 1)"),
+            ("max-frame-size", "32M", "between 16384 and 16777215 (16M - 1)"),
+            ("channel-credit", "1K", "at least 64K"),
+            ("session-credit", "1K", "at least 256K"),
+            ("session-credit", "0", "at least 262144"),
+            (
+                "session-credit",
+                "9000000000G",
+                "at most 9223372036854775807 (8589934592G - 1)",
+            ),
+            ("max-channels", "5", "at least 100"),
+            ("max-message-size", "0", "at least 1"),
+            ("chunk-size", "0", "at least 1"),
+            ("chunk-size", "0K", "at least 1"),
         ]:
             e = self.assertRaises(UsageError, parse, f"--{option}", value)
-            self.assertIn(f"--{option} {value}: {expected}", str(e))
+            self.assertEqual(str(e), f"--{option} must be {allowed}, not {value}")
+
+    def test_rangesAreTheSettings(self) -> None:
+        """
+        Each option's range is the one L{SessionSettings} accepts: its
+        bounds pass, one beyond them does not.
+        """
+        for option, attribute in self.options.items():
+            low, high = tap._RANGES[option]
+            SessionSettings(**{attribute: low})
+            self.assertRaises(ValueError, SessionSettings, **{attribute: low - 1})
+            if high is not None:
+                SessionSettings(**{attribute: high})
+                self.assertRaises(ValueError, SessionSettings, **{attribute: high + 1})
 
 
 class TLSOptionTests(SynchronousTestCase):
@@ -912,7 +962,7 @@ class ServerServicesTests(SynchronousTestCase):
         [event] = events
         self.assertEqual(event["log_level"], LogLevel.info)
         self.assertEqual(event["destination"], "DB.internal:5432")
-        self.assertEqual(event["peer"], IPv4Address("TCP", "192.0.2.7", 4321))
+        self.assertEqual(event["peer"], "192.0.2.7:4321")
 
 
 class PluginTests(SynchronousTestCase):
@@ -931,6 +981,242 @@ class PluginTests(SynchronousTestCase):
         self.assertIs(maker.options, tap.Options)
         self.assertIs(maker.makeService, tap.makeService)
         self.assertTrue(maker.description)
+
+
+def runTwistd(
+    directory: str, *argv: str, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """
+    Run the real C{twistd} with C{argv}, in C{directory}, importing memux
+    (and its plugin) from this checkout; return how it ended.
+    """
+    return subprocess.run(
+        [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+        + list(argv),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        cwd=directory,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
+
+
+def listeningSocket() -> socket.socket:
+    """
+    A TCP socket listening on a loopback port of the system's choosing.
+    """
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen()
+    return s
+
+
+class TwistdTests(SynchronousTestCase):
+    """
+    The real C{twistd memux}, run in the foreground (C{-n}) and as a
+    daemon: a mistake is one line and a non-zero exit status, never a
+    traceback.
+    """
+
+    def setUp(self) -> None:
+        """
+        Run each C{twistd} in a directory of its own.
+        """
+        if platform.isWindows():
+            raise SkipTest("twistd daemonises on POSIX only")
+        self.directory = os.path.abspath(self.mktemp())
+        os.makedirs(self.directory)
+        self.pidfile = os.path.join(self.directory, "twistd.pid")
+        self.logfile = os.path.join(self.directory, "twistd.log")
+
+    def modes(self) -> dict[str, list[str]]:
+        """
+        C{twistd}'s options for each mode.
+        """
+        return {
+            "foreground": ["-n", f"--pidfile={self.pidfile}"],
+            "daemon": [f"--pidfile={self.pidfile}", f"--logfile={self.logfile}"],
+        }
+
+    def test_usageErrorsOneLine(self) -> None:
+        """
+        A bad endpoint or number is one line on standard error naming the
+        option and what it takes, in the unit given, and exit status 2;
+        nothing on standard output (no usage text).
+        """
+        for argv, line in [
+            (
+                ["--service", "web=tcp:localhost"],
+                "--service web=tcp:localhost: 'tcp:localhost' is not a client"
+                " endpoint (such as tcp:HOST:PORT): missing or unexpected fields",
+            ),
+            (
+                ["--listen", "tcp:port"],
+                "--listen 'tcp:port' is not a server endpoint (such as tcp:7400 or"
+                " unix:/run/memux.sock): invalid literal for int() with base 10:"
+                " 'port'",
+            ),
+            (
+                ["--idle-timeout=abc"],
+                "--idle-timeout must be a number of seconds, 0 (never) or more,"
+                " not 'abc'",
+            ),
+            (["--session-credit=1K"], "--session-credit must be at least 256K, not 1K"),
+            (["--chunk-size=0"], "--chunk-size must be at least 1, not 0"),
+            (
+                ["--frobnicate"],
+                "option --frobnicate not recognized (twistd memux --help lists them)",
+            ),
+        ]:
+            for mode, options in self.modes().items():
+                done = runTwistd(self.directory, *options, "memux", *argv)
+                self.assertEqual(
+                    (done.returncode, done.stdout, done.stderr),
+                    (2, "", f"twistd memux: error: {line}\n"),
+                    f"{mode} {argv}",
+                )
+                self.assertFalse(os.path.exists(self.pidfile))
+
+    def test_portInUseForeground(self) -> None:
+        """
+        In the foreground, a port already in use is one critical line in
+        the log (standard output), no traceback, and exit status 1; the PID
+        file is removed.
+        """
+        with listeningSocket() as taken:
+            where = f"tcp:{taken.getsockname()[1]}:interface=127.0.0.1"
+            done = runTwistd(
+                self.directory, *self.modes()["foreground"], "memux", "--listen", where
+            )
+        self.assertEqual((done.returncode, done.stderr), (1, ""), done.stdout)
+        self.assertNotIn("Traceback", done.stdout)
+        [line] = [s for s in done.stdout.splitlines() if "cannot listen" in s]
+        self.assertTrue(
+            line.endswith(
+                f"[memux.tap#critical] memux cannot listen on {where}: Address"
+                " already in use (another program listens on that port)"
+            ),
+            line,
+        )
+        self.assertFalse(os.path.exists(self.pidfile))
+
+    def test_portInUseDaemon(self) -> None:
+        """
+        As a daemon, a port already in use is reported on standard error by
+        C{twistd} from the reason memux gives, and logged as one critical
+        line without a traceback; the exit status is 1.
+        """
+        with listeningSocket() as taken:
+            where = f"tcp:{taken.getsockname()[1]}:interface=127.0.0.1"
+            done = runTwistd(
+                self.directory, *self.modes()["daemon"], "memux", "--listen", where
+            )
+            deadline = time.monotonic() + 30
+            while os.path.exists(self.pidfile) and time.monotonic() < deadline:
+                time.sleep(0.05)  # the daemon removes it as it exits
+        self.assertEqual((done.returncode, done.stdout), (1, ""))
+        self.assertIn(
+            f"memux.tap.StartupError: cannot listen on {where}: Address already in use",
+            done.stderr,
+        )
+        self.assertFalse(os.path.exists(self.pidfile))
+        with open(self.logfile) as f:
+            log = f.read()
+        self.assertNotIn("Traceback", log)
+        self.assertIn(
+            f"[memux.tap#critical] memux cannot listen on {where}: Address already"
+            " in use (another program listens on that port)\n",
+            log,
+        )
+
+    def test_jsonLogger(self) -> None:
+        """
+        C{twistd -n --logger=memux.tap.jsonLogger memux} logs JSON records
+        with every field serialisable (nothing C{"unpersistable"}): its
+        startup, with memux's version, a session, a client that speaks
+        HTTP and a health check.
+        """
+        directory = tempfile.mkdtemp()  # (short: a UNIX socket's path is)
+        self.addCleanup(shutil.rmtree, directory, True)
+        sock = os.path.join(directory, "memux.sock")
+        out = os.path.join(directory, "out.json")
+        with open(out, "wb") as f:
+            server = subprocess.Popen(
+                [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+                + ["-n", "--pidfile=", "--logger=memux.tap.jsonLogger", "memux"]
+                + ["--listen", f"unix:{sock}"],
+                stdout=f,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.directory,
+                env=dict(os.environ, PYTHONPATH=str(ROOT)),
+            )
+        try:
+            deadline = time.monotonic() + 30
+            while not os.path.exists(sock):
+                self.assertIsNone(server.poll())
+                self.assertLess(time.monotonic(), deadline, "twistd did not start")
+                time.sleep(0.05)
+            ping = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "memux",
+                    "ping",
+                    "-q",
+                    "-c",
+                    "1",
+                    f"unix:{sock}",
+                ],
+                capture_output=True,
+                timeout=60,
+                env=dict(os.environ, PYTHONPATH=str(ROOT)),
+            )
+            self.assertEqual(ping.returncode, 0, ping.stderr)
+            for data in (b"GET / HTTP/1.1\r\n\r\n", b""):
+                with socket.socket(socket.AF_UNIX) as client:
+                    client.connect(sock)
+                    client.sendall(data)
+                    client.shutdown(socket.SHUT_WR)
+                    client.recv(1024)
+        finally:
+            server.terminate()
+            server.wait(30)
+        with open(out, encoding="utf-8") as f:
+            text = f.read()
+        self.assertNotIn("unpersistable", text)
+        events = list(eventsFromJSONLogFile(io.StringIO(text)))
+        self.assertEqual(len(events), text.count("\x1e"))
+        formats = [e.get("log_format") for e in events]
+        for expected in [
+            "memux {version} serving on {endpoints}",
+            "memux session from {peer}",
+            "Protocol violation by {peer}: {code}: {reason}",
+            "memux session with {peer} ended: {reason}",
+        ]:
+            self.assertIn(expected, formats)
+        [version] = [
+            e
+            for e in events
+            if e.get("log_namespace") == "memux.tap" and "version" in e
+        ]
+        self.assertEqual(version["version"], memux.__version__)
+        for event in events:
+            for key in ("peer", "reason", "why"):
+                if key in event:
+                    self.assertIsInstance(event[key], str, event)
+
+    def test_version(self) -> None:
+        """
+        C{twistd memux --version} gives memux's version, then Twisted's.
+        """
+        done = runTwistd(self.directory, "memux", "--version")
+        self.assertEqual(done.returncode, 0, done.stderr)
+        self.assertTrue(
+            done.stdout.startswith(f"memux {memux.__version__} (Twisted "),
+            done.stdout,
+        )
 
 
 class MemoryTrimTests(SynchronousTestCase):
@@ -1011,6 +1297,101 @@ class MemoryTrimTests(SynchronousTestCase):
             sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
         )
         self.assertEqual(trimHeap(), expected)
+
+
+@implementer(IStreamServerEndpoint)
+class StubEndpoint:
+    """
+    A server endpoint whose C{listen} returns C{result}, or raises it if
+    it is an exception.
+    """
+
+    def __init__(self, result: Deferred[Any] | Exception) -> None:
+        self.result = result
+
+    def listen(self, factory: IProtocolFactory) -> Deferred[Any]:
+        """
+        Return (or raise) C{result}.
+        """
+        if isinstance(self.result, Exception):
+            raise self.result
+        return self.result
+
+
+class AnnouncingEndpointTests(SynchronousTestCase):
+    """
+    The endpoint wrapper that logs where C{twistd memux} listens, or why it
+    cannot.
+    """
+
+    def listen(self, result: Deferred[Any] | Exception) -> list[Any]:
+        """
+        Listen through the wrapper of a L{StubEndpoint}; return the results
+        the Deferred has had so far (a L{Failure}, or the port).
+        """
+        endpoint = tap._AnnouncingEndpoint(StubEndpoint(result), "tcp:7400", False)
+        results: list[Any] = []
+        endpoint.listen(Factory()).addBoth(results.append)
+        return results
+
+    def test_failsAtOnce(self) -> None:
+        """
+        A failure to listen at once (as C{twistd} starts) fails with
+        L{tap.StartupError}, whatever the endpoint raised, and is logged in
+        one critical line.
+        """
+        for result in (
+            fail(CannotListenError("", 7400, OSError(errno.EADDRINUSE, "in use"))),
+            RuntimeError("no way"),
+        ):
+            with capturedLogs() as events:
+                [failure] = self.listen(result)
+            self.assertIsInstance(failure, Failure)
+            self.assertIsInstance(failure.value, tap.StartupError)
+            [event] = events
+            self.assertEqual(event["log_level"], LogLevel.critical)
+            self.assertIn("memux cannot listen on tcp:7400: ", formatEvent(event))
+
+    def test_failsLater(self) -> None:
+        """
+        A failure to listen later (an endpoint that takes its time) is
+        logged in one critical line, with no traceback (the failure is
+        handled): C{twistd} carries on.
+        """
+        later: Deferred[Any] = Deferred()
+        results = self.listen(later)
+        with capturedLogs() as events:
+            later.errback(CannotListenError("", 80, OSError(errno.EACCES, "denied")))
+        self.assertEqual(results, [None])
+        [event] = events
+        self.assertEqual(
+            formatEvent(event),
+            "memux cannot listen on tcp:7400: denied (ports below 1024 need root)",
+        )
+
+
+class AddressTextTests(SynchronousTestCase):
+    """
+    How memux logs an address: a string, for every log observer.
+    """
+
+    def test_addresses(self) -> None:
+        """
+        TCP addresses are C{HOST:PORT}, IPv6 in brackets; a UNIX socket is
+        its path.
+        """
+        from twisted.internet.address import IPv6Address, UNIXAddress
+
+        from memux.protocol import _addressText
+
+        for address, text in [
+            (IPv4Address("TCP", "192.0.2.7", 4321), "192.0.2.7:4321"),
+            (IPv6Address("TCP", "::1", 80), "[::1]:80"),
+            (UNIXAddress(b"/run/memux.sock"), "/run/memux.sock"),
+            (UNIXAddress(None), "an unnamed UNIX socket"),
+            (None, "an unknown address"),
+        ]:
+            self.assertEqual(_addressText(address), text)
 
 
 class MakeServiceTests(SynchronousTestCase):
@@ -1592,9 +1973,13 @@ class IdleTimeoutOptionTests(SynchronousTestCase):
 
     def test_negative(self) -> None:
         """
-        A negative --idle-timeout is a usage error.
+        A negative --idle-timeout is a usage error saying what it takes.
         """
-        self.assertRaises(UsageError, parse, "--idle-timeout", "-1")
+        e = self.assertRaises(UsageError, parse, "--idle-timeout", "-1")
+        self.assertEqual(
+            str(e),
+            "--idle-timeout must be a number of seconds, 0 (never) or more, not '-1'",
+        )
 
 
 class TimeoutOptionTests(SynchronousTestCase):
@@ -1644,10 +2029,24 @@ class TimeoutOptionTests(SynchronousTestCase):
 
     def test_notANumber(self) -> None:
         """
-        A timeout that is not a number is a usage error.
+        A number of seconds that is not a finite number is a usage error
+        naming the option and what 0 means, not Twisted's "Parameter type
+        enforcement failed".
         """
-        for option in ("--write-timeout", "--handshake-timeout", "--drain-timeout"):
-            self.assertRaises(UsageError, parse, option, "soon")
+        for option, zero in [
+            ("idle-timeout", "never"),
+            ("keepalive", "off"),
+            ("write-timeout", "never"),
+            ("handshake-timeout", "never"),
+            ("drain-timeout", "at once"),
+        ]:
+            for bad in ("soon", "abc", "inf", "nan", ""):
+                e = self.assertRaises(UsageError, parse, f"--{option}", bad)
+                self.assertEqual(
+                    str(e),
+                    f"--{option} must be a number of seconds, 0 ({zero}) or more,"
+                    f" not {bad!r}",
+                )
 
     def test_help(self) -> None:
         """
