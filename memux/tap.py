@@ -410,7 +410,7 @@ class Options(usage.Options):
     def opt_allow_connect(self, pattern: str) -> None:
         """
         HOST:PORT: forward channels that name a destination matching this
-        pattern, e.g. '*.internal:5432', '127.0.0.1:*', '10.0.0.0/8:443',
+        pattern, e.g. '*.internal:5432', '127.0.0.1:*', '127.0.0.0/8:443',
         '[::1]:8000-8099' (repeatable; matched on the host as requested, no
         DNS). Without it, every destination is refused.
         """

@@ -265,14 +265,14 @@ class ParsingTests(SynchronousTestCase):
         ep = clientFromString(
             _reactor(),
             "mptcp:host=example.com:port=7400:timeout=2.5"
-            ":bindAddress=10.0.0.1:fallback=no",
+            ":bindAddress=127.0.0.2:fallback=no",
         )
         self.assertIsInstance(ep, MPTCPClientEndpoint)
         assert isinstance(ep, MPTCPClientEndpoint)
         verifyObject(IStreamClientEndpoint, ep)
         self.assertEqual(
             (ep.host, ep.port, ep.timeout, ep.bindAddress, ep.fallback),
-            ("example.com", 7400, 2.5, ("10.0.0.1", 0), False),
+            ("example.com", 7400, 2.5, ("127.0.0.2", 0), False),
         )
 
     def test_clientPositionalAndIPv6(self) -> None:

@@ -720,12 +720,12 @@ class DestinationPatternTests(SynchronousTestCase):
             ("*.internal:5432", "name", "*.internal", (5432, 5432)),
             ("DB.Internal:80", "name", "db.internal", (80, 80)),
             ("127.0.0.1:8000-8099", "ipv4", "127.0.0.1", (8000, 8099)),
-            ("10.1.*:22", "ipv4", "10.1.*", (22, 22)),
+            ("127.1.*:22", "ipv4", "127.1.*", (22, 22)),
             ("[::1]:22", "ipv6", "::1", (22, 22)),
             ("[0:0::1]:22", "ipv6", "::1", (22, 22)),
-            ("[fd00::*]:22", "ipv6", "fd00::*", (22, 22)),
-            ("10.0.0.0/8:443", "network", "10.0.0.0/8", (443, 443)),
-            ("[fd00::/8]:443", "network", "fd00::/8", (443, 443)),
+            ("[::*]:22", "ipv6", "::*", (22, 22)),
+            ("127.0.0.0/8:443", "network", "127.0.0.0/8", (443, 443)),
+            ("[::/120]:443", "network", "::/120", (443, 443)),
         ]:
             pattern = DestinationPattern.parse(text)
             self.assertEqual(
@@ -748,7 +748,7 @@ class DestinationPatternTests(SynchronousTestCase):
             ("::1:22", "brackets"),
             ("300.1.1.1:22", "not an IPv4 address"),
             ("[zz::1]:22", "not an IPv6 address"),
-            ("10.0.0.0/33:22", "bad network"),
+            ("127.0.0.0/33:22", "bad network"),
             ("db internal:22", "not a host name pattern"),
             ("exämple.com:22", "not a host name pattern"),
         ]:
@@ -775,14 +775,14 @@ class DestinationPatternTests(SynchronousTestCase):
         contain them; ports may be ranges.
         """
         self.assertTrue(self.allows("127.0.0.1:*", "127.0.0.1", 8080))
-        self.assertTrue(self.allows("10.1.*:22", "10.1.2.3", 22))
-        self.assertTrue(self.allows("10.0.0.0/8:1-1024", "10.200.0.1", 1024))
-        self.assertFalse(self.allows("10.0.0.0/8:1-1024", "10.200.0.1", 1025))
-        self.assertFalse(self.allows("10.0.0.0/8:*", "11.0.0.1", 1))
+        self.assertTrue(self.allows("127.1.*:22", "127.1.2.3", 22))
+        self.assertTrue(self.allows("127.0.0.0/8:1-1024", "127.200.0.1", 1024))
+        self.assertFalse(self.allows("127.0.0.0/8:1-1024", "127.200.0.1", 1025))
+        self.assertFalse(self.allows("127.0.0.0/16:*", "127.1.0.1", 1))
         self.assertTrue(self.allows("[::1]:22", "0:0:0:0:0:0:0:1", 22))
-        self.assertTrue(self.allows("[fd00::/8]:22", "fd12::1", 22))
-        self.assertFalse(self.allows("[fd00::/8]:22", "10.0.0.1", 22))
-        self.assertTrue(self.allows("*:*", "fd12::1", 22))
+        self.assertTrue(self.allows("[::/120]:22", "::1", 22))
+        self.assertFalse(self.allows("[::/120]:22", "127.0.0.1", 22))
+        self.assertTrue(self.allows("*:*", "::1", 22))
 
     def test_namesAndAddressesApart(self) -> None:
         """
@@ -790,11 +790,11 @@ class DestinationPatternTests(SynchronousTestCase):
         matches a name, however alike they look: no name can sneak past an
         address pattern, nor the reverse.
         """
-        self.assertFalse(self.allows("10.*:*", "10.attacker.example", 80))
-        self.assertFalse(self.allows("10.0.0.0/8:*", "10.attacker.example", 80))
-        self.assertFalse(self.allows("[1a]*:*", "10.0.0.1", 80))
-        self.assertFalse(self.allows("fd*:*", "fd12::1", 80))
-        self.assertTrue(self.allows("*.1:*", "10.0.0.1", 80))  # an IPv4 pattern
+        self.assertFalse(self.allows("127.*:*", "127.attacker.example", 80))
+        self.assertFalse(self.allows("127.0.0.0/8:*", "127.attacker.example", 80))
+        self.assertFalse(self.allows("[1a]*:*", "127.0.0.1", 80))
+        self.assertFalse(self.allows("*1:*", "::1", 80))
+        self.assertTrue(self.allows("*.1:*", "127.0.0.1", 80))  # an IPv4 pattern
         self.assertFalse(self.allows("127.0.0.1:*", "localhost", 80))
         self.assertTrue(self.allows("*:*", "localhost", 80))
 
@@ -809,8 +809,8 @@ class DestinationPatternTests(SynchronousTestCase):
             ("localhost", ("name", "localhost")),
             ("_srv.example", ("name", "_srv.example")),
             ("xn--exmple-cua.com", ("name", "xn--exmple-cua.com")),
-            ("10.0.0.1", ("ipv4", "10.0.0.1")),
-            ("::FFFF:10.0.0.1", ("ipv6", "::ffff:a00:1")),
+            ("127.0.0.1", ("ipv4", "127.0.0.1")),
+            ("::FFFF:127.0.0.1", ("ipv6", "::ffff:7f00:1")),
             ("0:0:0:0:0:0:0:1", ("ipv6", "::1")),
         ]:
             self.assertEqual(classifyHost(host), expected, host)
@@ -833,7 +833,7 @@ class DestinationPatternTests(SynchronousTestCase):
             "0x7f.1",
             "127.1",
             "2130706433",
-            "010.0.0.1",
+            "0127.0.0.1",
             "1.2.3.4.5",
         ]:
             self.assertRaises(ValueError, classifyHost, host)
