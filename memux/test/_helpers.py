@@ -6,8 +6,11 @@ import each other).
 
 from __future__ import annotations
 
+import os
 import unittest
 from pathlib import Path
+
+import trustme
 
 #: The directory above the memux package: the checkout's root when the
 #: tests run from a checkout, site-packages when memux is installed.
@@ -36,3 +39,60 @@ def readSpec() -> str:
     if not SPEC.is_file():
         raise unittest.SkipTest(f"{SPEC} not found: the specification is not installed")
     return SPEC.read_text(encoding="utf-8")
+
+
+#: the name the test server's certificate is for
+HOSTNAME = "memux.test"
+
+
+class Certificates:
+    """
+    A test CA (made with trustme) with a server certificate for
+    L{HOSTNAME} and C{127.0.0.1}, a client certificate, and a stranger's
+    certificate from another CA; each also written to a PEM file in
+    C{directory}, as are the client certificate and its key apart, the CA
+    certificate alone in the directory C{caDirectory}, and another CA's
+    certificate in C{otherCAFile}.
+    """
+
+    def __init__(self, directory: str) -> None:
+        os.makedirs(directory, exist_ok=True)
+        self.directory = directory
+        self.ca = trustme.CA()
+        self.server = self.ca.issue_cert(HOSTNAME, "127.0.0.1")
+        self.client = self.ca.issue_cert("client.memux.test")
+        self.stranger = trustme.CA().issue_cert("stranger.memux.test")
+        self.caPEM = self.ca.cert_pem.bytes()
+        self.serverPEM = self.server.private_key_and_cert_chain_pem.bytes()
+        self.clientPEM = self.client.private_key_and_cert_chain_pem.bytes()
+        self.strangerPEM = self.stranger.private_key_and_cert_chain_pem.bytes()
+        self.caFile = self.write("ca.pem", self.caPEM)
+        self.serverFile = self.write("server.pem", self.serverPEM)
+        self.serverCertFile = self.write(
+            "server-cert.pem", self.server.cert_chain_pems[0].bytes()
+        )
+        self.serverKeyFile = self.write(
+            "server-key.pem", self.server.private_key_pem.bytes()
+        )
+        self.clientFile = self.write("client.pem", self.clientPEM)
+        self.clientCertFile = self.write(
+            "client-cert.pem", self.client.cert_chain_pems[0].bytes()
+        )
+        self.clientKeyFile = self.write(
+            "client-key.pem", self.client.private_key_pem.bytes()
+        )
+        self.strangerFile = self.write("stranger.pem", self.strangerPEM)
+        self.otherCAFile = self.write("other-ca.pem", trustme.CA().cert_pem.bytes())
+        self.caDirectory = os.path.join(directory, "cas")
+        os.makedirs(self.caDirectory, exist_ok=True)
+        with open(os.path.join(self.caDirectory, "ca.pem"), "wb") as f:
+            f.write(self.caPEM)
+
+    def write(self, name: str, data: bytes) -> str:
+        """
+        Write C{data} to file C{name}; return its path.
+        """
+        path = os.path.join(self.directory, name)
+        with open(path, "wb") as f:
+            f.write(data)
+        return path

@@ -81,6 +81,7 @@ from memux.protocol import (
 )
 from memux.services import Chargen, Echo, builtinServices
 from memux.tap import Options
+from memux.test._helpers import HOSTNAME, Certificates
 from memux.test.test_engine import RawPeer
 from memux.test.test_protocol import (
     GREEDY,
@@ -90,7 +91,6 @@ from memux.test.test_protocol import (
     reactorTurn,
 )
 from memux.test.test_server import MessageCollector
-from memux.test.test_tls import HOSTNAME, Certificates
 from memux.testing import connectedSessions
 from memux.tls import clientTLSOptions, serverTLSOptions, tlsServerFactory
 

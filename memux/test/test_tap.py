@@ -68,8 +68,7 @@ from memux.tap import (
     ServerServices,
     classifyHost,
 )
-from memux.test._helpers import ROOT
-from memux.test.test_tls import Certificates
+from memux.test._helpers import ROOT, Certificates
 from memux.testing import StringChannelTransport
 
 

@@ -53,6 +53,7 @@ from memux import (
     SessionLost,
 )
 from memux.services import Echo, builtinServices
+from memux.test._helpers import HOSTNAME, ROOT, Certificates
 from memux.test.test_server import (
     LOCAL,
     Collector,
@@ -71,64 +72,7 @@ from memux.tls import (
     tlsServerFactory,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
-
-#: the name the test server's certificate is for
-HOSTNAME = "memux.test"
-
-
-class Certificates:
-    """
-    A test CA (made with trustme) with a server certificate for
-    L{HOSTNAME} and C{127.0.0.1}, a client certificate, and a stranger's
-    certificate from another CA; each also written to a PEM file in
-    C{directory}, as are the client certificate and its key apart, the CA
-    certificate alone in the directory C{caDirectory}, and another CA's
-    certificate in C{otherCAFile}.
-    """
-
-    def __init__(self, directory: str) -> None:
-        os.makedirs(directory, exist_ok=True)
-        self.directory = directory
-        self.ca = trustme.CA()
-        self.server = self.ca.issue_cert(HOSTNAME, "127.0.0.1")
-        self.client = self.ca.issue_cert("client.memux.test")
-        self.stranger = trustme.CA().issue_cert("stranger.memux.test")
-        self.caPEM = self.ca.cert_pem.bytes()
-        self.serverPEM = self.server.private_key_and_cert_chain_pem.bytes()
-        self.clientPEM = self.client.private_key_and_cert_chain_pem.bytes()
-        self.strangerPEM = self.stranger.private_key_and_cert_chain_pem.bytes()
-        self.caFile = self.write("ca.pem", self.caPEM)
-        self.serverFile = self.write("server.pem", self.serverPEM)
-        self.serverCertFile = self.write(
-            "server-cert.pem", self.server.cert_chain_pems[0].bytes()
-        )
-        self.serverKeyFile = self.write(
-            "server-key.pem", self.server.private_key_pem.bytes()
-        )
-        self.clientFile = self.write("client.pem", self.clientPEM)
-        self.clientCertFile = self.write(
-            "client-cert.pem", self.client.cert_chain_pems[0].bytes()
-        )
-        self.clientKeyFile = self.write(
-            "client-key.pem", self.client.private_key_pem.bytes()
-        )
-        self.strangerFile = self.write("stranger.pem", self.strangerPEM)
-        self.otherCAFile = self.write("other-ca.pem", trustme.CA().cert_pem.bytes())
-        self.caDirectory = os.path.join(directory, "cas")
-        os.makedirs(self.caDirectory, exist_ok=True)
-        with open(os.path.join(self.caDirectory, "ca.pem"), "wb") as f:
-            f.write(self.caPEM)
-
-    def write(self, name: str, data: bytes) -> str:
-        """
-        Write C{data} to file C{name}; return its path.
-        """
-        path = os.path.join(self.directory, name)
-        with open(path, "wb") as f:
-            f.write(data)
-        return path
 
 
 def encryptedKey(certificate: trustme.LeafCert) -> bytes:
