@@ -39,16 +39,22 @@ from memux.interfaces import IMessageReceiver
 from memux.protocol import ChannelTransport
 
 __all__ = [
+    "ECHO",
+    "SINK",
     "Pinger",
+    "StreamPinger",
     "runBulk",
     "runBulkTcp",
     "runChurn",
+    "runChurnRequestReply",
     "runChurnTcp",
     "runFanout",
     "runFanoutTcp",
     "runIdle",
     "runLatencyIdle",
     "runLatencyLoaded",
+    "runLatencyTcpIdle",
+    "runLatencyTcpLoaded",
     "runOverheadBulk",
     "runOverheadSmall",
     "runSmall",
@@ -242,11 +248,21 @@ class MessageAckClient(Protocol):
 
 class StringAckClient(Int32StringReceiver):
     """
-    Windowed strings over one TCP connection.
+    Windowed strings over one TCP connection: ``count`` strings of ``size``
+    bytes, ``window`` unanswered at most; each answer must be
+    ``replySize`` bytes long (any, with None).
     """
 
-    def __init__(self, params: Params) -> None:
-        self.params = params
+    MAX_LENGTH = 1 << 20
+
+    def __init__(
+        self, size: int, count: int, window: int, replySize: int | None = None
+    ) -> None:
+        self.size = size
+        self.count = count
+        self.window = window
+        self.replySize = replySize
+        self.errors: list[str] = []
         self.sender: WindowedSender | None = None
         self.started = 0.0
 
@@ -254,9 +270,8 @@ class StringAckClient(Int32StringReceiver):
         """
         Start sending.
         """
-        p = self.params
         self.sender = WindowedSender(
-            self.sendString, p["size"], p["messages"], p["window"]
+            self.sendString, self.size, self.count, self.window
         )
         cast(IConsumer, self.transport).registerProducer(self.sender, True)
         self.started = time.perf_counter()
@@ -264,9 +279,12 @@ class StringAckClient(Int32StringReceiver):
 
     def stringReceived(self, string: bytes) -> None:
         """
-        An acknowledgement.
+        An answer.
         """
         assert self.sender is not None
+        if self.replySize is not None and len(string) != self.replySize:
+            if len(self.errors) < 10:
+                self.errors.append(f"reply of {len(string)} bytes")
         self.sender.ack()
 
 
@@ -294,7 +312,7 @@ async def runSmallTcp(reactor: Reactor, params: Params, port: int) -> Result:
     """
     The same with Int32StringReceiver on one TCP connection.
     """
-    client = StringAckClient(params)
+    client = StringAckClient(params["size"], params["messages"], params["window"])
     await connectTcp(reactor, params, port, client)
     assert client.sender is not None
     ended = await client.sender.done
@@ -477,6 +495,26 @@ async def runChurnTcp(reactor: Reactor, params: Params, port: int) -> Result:
     return exchangeRate(exchanges, ended - started)
 
 
+async def runChurnRequestReply(reactor: Reactor, params: Params, port: int) -> Result:
+    """
+    The same exchanges as requests and replies on one persistent TCP
+    connection (Int32StringReceiver), ``inFlight`` at a time: what churn
+    costs against not opening anything.
+    """
+    size = params["size"]
+    client = StringAckClient(size, params["exchanges"], params["inFlight"], size)
+    await connectTcp(reactor, params, port, client)
+    assert client.sender is not None
+    ended = await client.sender.done
+    seconds = ended - client.started
+    return {
+        "value": params["exchanges"] / seconds,
+        "seconds": seconds,
+        "exchanges": params["exchanges"],
+        "errors": client.errors,
+    }
+
+
 @implementer(IMessageReceiver)
 class Pinger(Protocol):
     """
@@ -519,21 +557,107 @@ class Pinger(Protocol):
             self.done.callback(self.times)
 
 
+class StreamPinger(Protocol):
+    """
+    `Pinger` on a TCP connection: ``size`` bytes out, then the same number
+    back (echoed as they come), one ping at a time.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.payload = b"p" * size
+        self.times: list[float] = []
+        self.remaining = 0
+        self.received = 0
+        self.sentAt = 0.0
+        self.done: defer.Deferred[list[float]] = defer.Deferred()
+
+    def connectionMade(self) -> None:
+        """
+        Ask the server for its echo service.
+        """
+        assert self.transport is not None
+        self.transport.write(ECHO)
+
+    def run(self, count: int) -> defer.Deferred[list[float]]:
+        """
+        Ping ``count`` times; fire with the round-trip times in seconds.
+        """
+        self.times = []
+        self.remaining = count
+        self.done = defer.Deferred()
+        self.ping()
+        return self.done
+
+    def ping(self) -> None:
+        """
+        Send one.
+        """
+        assert self.transport is not None
+        self.remaining -= 1
+        self.received = 0
+        self.sentAt = time.perf_counter()
+        self.transport.write(self.payload)
+
+    def dataReceived(self, data: bytes) -> None:
+        """
+        Once the echo is whole: time it, send the next.
+        """
+        self.received += len(data)
+        if self.received < self.size:
+            return
+        self.times.append(time.perf_counter() - self.sentAt)
+        if self.remaining > 0:
+            self.ping()
+        else:
+            self.done.callback(self.times)
+
+
+#: the first byte of a latency baseline's TCP connection: which service
+#: (see `memux.bench.servers.serveLatencyTcp`)
+ECHO = b"e"
+SINK = b"s"
+
+
+class SinkStreamer(Streamer):
+    """
+    A `Streamer` for ever, to the sink service of a latency baseline.
+    """
+
+    def connectionMade(self) -> None:
+        """
+        Ask for the sink, then stream.
+        """
+        assert self.transport is not None
+        self.transport.write(SINK)
+        super().connectionMade()
+
+
 async def pingUnderLoad(
-    reactor: Reactor, params: Params, port: int, loaded: bool
+    reactor: Reactor, params: Params, port: int, loaded: bool, tcp: bool = False
 ) -> Result:
     """
     Ping-pong on one channel, with (``loaded``) or without bulk traffic on
-    another channel of the same session.
+    another channel of the same session; with ``tcp``, on one TCP
+    connection, the bulk traffic on another.
     """
-    s = await session(reactor, params, port)
     bulk: Streamer | None = None
-    if loaded:
-        bulk = Streamer(params["write"], None)
-        await channel(s, b"sink", bulk)
+    pinger: Pinger | StreamPinger
+    if tcp:
+        if loaded:
+            bulk = SinkStreamer(params["write"], None)
+            await connectTcp(reactor, params, port, bulk, "bulk")
+        pinger = StreamPinger(params["size"])
+        await connectTcp(reactor, params, port, pinger)
+    else:
+        s = await session(reactor, params, port)
+        if loaded:
+            bulk = Streamer(params["write"], None)
+            await channel(s, b"sink", bulk)
+        pinger = Pinger(params["size"])
+        await channel(s, b"echo", pinger)
+    if bulk is not None:
         bulk.line.addErrback(lambda _: None)  # the sink never answers
-    pinger = Pinger(params["size"])
-    await channel(s, b"echo", pinger)
     await task.deferLater(reactor, params["settle"], lambda: None)
     await pinger.run(params["warmup"])
     sentBefore = bulk.sender.sent if bulk and bulk.sender else 0
@@ -546,6 +670,7 @@ async def pingUnderLoad(
         "value": percentile(micro, 0.99),
         "p50": percentile(micro, 0.50),
         "p90": percentile(micro, 0.90),
+        "p999": percentile(micro, 0.999),
         "max": max(micro),
         "pings": len(micro),
         "seconds": seconds,
@@ -565,6 +690,20 @@ async def runLatencyIdle(reactor: Reactor, params: Params, port: int) -> Result:
     The same ping-pong with no other traffic.
     """
     return await pingUnderLoad(reactor, params, port, False)
+
+
+async def runLatencyTcpLoaded(reactor: Reactor, params: Params, port: int) -> Result:
+    """
+    Ping-pong on a TCP connection while another carries bulk traffic.
+    """
+    return await pingUnderLoad(reactor, params, port, True, tcp=True)
+
+
+async def runLatencyTcpIdle(reactor: Reactor, params: Params, port: int) -> Result:
+    """
+    Ping-pong on a TCP connection, with no other traffic.
+    """
+    return await pingUnderLoad(reactor, params, port, False, tcp=True)
 
 
 async def runIdle(reactor: Reactor, params: Params, port: int) -> Result:

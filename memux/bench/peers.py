@@ -3,8 +3,9 @@
 What the benchmark workers (and the attack bench's and the soak test's
 clients) are made of: a factory of given protocols (`OneFactory`), a writer
 that respects backpressure (`Sender`), a reader of one JSON line and the
-writer of one, a run's memux settings and TCP tuning, and connecting
-sessions, channels and plain TCP connections over loopback.
+writer of one, a run's memux settings, the tuning of the baselines' TCP
+connections (`tune`, `TunedPort`), and connecting sessions, channels and
+plain TCP connections over loopback.
 """
 
 from __future__ import annotations
@@ -16,12 +17,7 @@ from typing import Any, cast
 
 from twisted.internet import defer, tcp
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.interfaces import (
-    IAddress,
-    IConsumer,
-    IPushProducer,
-    ITCPTransport,
-)
+from twisted.internet.interfaces import IAddress, IConsumer, IPushProducer
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -29,6 +25,7 @@ from zope.interface import implementer
 from memux.bench.processes import LOOPBACK, Reactor
 from memux.protocol import MemuxProtocol, connectSession
 from memux.settings import SessionSettings
+from memux.tuning import tuneLikeSession
 
 __all__ = [
     "LineReader",
@@ -36,10 +33,12 @@ __all__ = [
     "Params",
     "Result",
     "Sender",
+    "TunedPort",
     "channel",
     "connectTcp",
     "replyLine",
     "session",
+    "tune",
 ]
 
 Params = dict[str, Any]
@@ -186,32 +185,47 @@ def serverSettings(params: Params) -> SessionSettings:
     return SessionSettings(**params.get("serverSettings", {}))
 
 
-def tune(transport: object, params: Params) -> None:
+def tune(transport: object, params: Params, tuning: str | None = None) -> None:
     """
-    With the ``nodelay`` parameter, turn Nagle's algorithm off on a TCP
-    connection (before anything is sent: Twisted writes on the next
-    reactor turn).
+    Tune a baseline's TCP connection (before it has sent anything: Twisted
+    writes on the next reactor turn) as the run's ``tuning`` parameter
+    says, or as ``tuning`` says if given: ``"session"``, the settings a
+    memux session gives its connection; ``"bulk"``, those it switches to
+    under bulk traffic (see `memux.tuning.tuneLikeSession`); ``None``,
+    Twisted's defaults.  The same helper memux uses, so a baseline cannot
+    fall behind memux's own tuning.
     """
-    if params.get("nodelay"):
-        cast(ITCPTransport, transport).setTcpNoDelay(True)
+    if tuning is None:
+        tuning = params.get("tuning")
+    if tuning is not None:
+        tuneLikeSession(transport, bulk=tuning == "bulk")
 
 
-class NoDelayServer(tcp.Server):
+class TunedServer(tcp.Server):
     """
-    An accepted TCP connection with Nagle's algorithm off.
+    An accepted TCP connection, tuned by its port's ``tuning`` (see `tune`)
+    before its protocol sees it.
     """
+
+    tuning: str | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.setTcpNoDelay(True)
+        tune(self, {}, self.tuning)
 
 
-class NoDelayPort(tcp.Port):
+class TunedPort(tcp.Port):
     """
-    A listening port whose connections have Nagle's algorithm off.
+    A listening port whose connections are tuned as ``tuning`` says (see
+    `tune`).
     """
 
-    transport = NoDelayServer
+    def __init__(self, tuning: str | None, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.transport = cast(
+            "type[tcp.Server]",
+            type("TunedServer", (TunedServer,), {"tuning": tuning}),
+        )
 
 
 async def session(reactor: Reactor, params: Params, port: int) -> MemuxProtocol:
@@ -219,19 +233,22 @@ async def session(reactor: Reactor, params: Params, port: int) -> MemuxProtocol:
     Connect a memux session to the server.
     """
     endpoint = TCP4ClientEndpoint(reactor, LOOPBACK, port)
-    s = await connectSession(endpoint, settings=clientSettings(params))
-    tune(s.transport, params)
-    return s
+    return await connectSession(endpoint, settings=clientSettings(params))
 
 
 async def connectTcp(
-    reactor: Reactor, params: Params, port: int, protocol: Protocol
+    reactor: Reactor,
+    params: Params,
+    port: int,
+    protocol: Protocol,
+    tuning: str | None = None,
 ) -> None:
     """
-    Connect ``protocol`` to the server over plain TCP.
+    Connect ``protocol`` to the server over plain TCP, tuned as the run's
+    ``tuning`` parameter (or ``tuning``) says: see `tune`.
     """
     await connectProtocol(TCP4ClientEndpoint(reactor, LOOPBACK, port), protocol)
-    tune(protocol.transport, params)
+    tune(protocol.transport, params, tuning)
 
 
 async def channel(session: MemuxProtocol, service: bytes, protocol: Protocol) -> None:

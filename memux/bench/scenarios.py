@@ -15,6 +15,8 @@ import json
 import math
 import os
 import selectors
+import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -24,13 +26,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from memux.bench.processes import workerEnvironment
+from memux.bench.processes import LOOPBACK, workerEnvironment
 from memux.bench.report import KiB, MiB, fmt, formatSize, parseSize
 from memux.settings import SessionSettings
 
 __all__ = [
     "BY_NAME",
     "SCENARIOS",
+    "REFERENCES",
     "BenchError",
     "Outcome",
     "Scenario",
@@ -46,9 +49,10 @@ WORKERS = "memux.bench.workers"
 @dataclass(frozen=True)
 class Target:
     """
-    What a scenario must achieve: ``on`` (``"ratio"``, or a figure every run
-    reports under ``"check"``) compared by ``op`` (``">="`` or ``"<="``)
-    with ``value``.
+    What a scenario must achieve: ``on`` (``"ratio"``, memux over the
+    baseline; ``"ratio:LABEL"``, memux over the reference ``LABEL``; or a
+    figure every run reports under ``"check"``) compared by ``op``
+    (``">="`` or ``"<="``) with ``value``.
     """
 
     on: str
@@ -60,7 +64,7 @@ class Target:
         """
         The target as the table shows it.
         """
-        what = "ratio" if self.on == "ratio" else self.on
+        what = self.on.replace("ratio:", "vs ")
         unit = f" {self.unit}" if self.unit else ""
         return f"{what} {self.op} {self.value:g}{unit}"
 
@@ -97,53 +101,79 @@ class Scenario:
     labels: tuple[str, str] = ("memux", "baseline")
     clientSettings: Mapping[str, int] = field(default_factory=dict)
     serverSettings: Mapping[str, int] = field(default_factory=dict)
+    #: ``(label, role)`` pairs measured beside memux and the baseline, in
+    #: the same alternation, each reported as a ratio (see `REFERENCES`)
+    references: tuple[tuple[str, str], ...] = ()
+    #: targets on the references, besides ``target``
+    alsoTargets: tuple[Target, ...] = ()
+
+
+#: What each reference is (the role ``iperf3`` runs iperf3, not a worker).
+REFERENCES = {
+    "defaults": "the same baseline with Twisted's default socket settings",
+    "iperf3": "iperf3 -l 128K over loopback: the machine's limit",
+    "connect": "a new TCP connection per exchange",
+    "tcp idle": "raw TCP ping-pong, nothing else running",
+    "tcp loaded": "raw TCP ping-pong while another connection carries bulk",
+}
+
+#: The baselines are tuned as memux tunes its own connection (see
+#: `memux.tuning`): without that, memux's own settings flatter it.
+TUNED = "tuned as memux tunes its connection"
 
 
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario(
         name="bulk",
         title="one channel, {total} in {write} writes",
-        baseline="raw Twisted TCP, same writes",
+        baseline=f"raw Twisted TCP, same writes, {TUNED}",
         metric="MB/s",
         variants=(("memux", "bulk/memux"), ("baseline", "bulk/tcp")),
         params={"total": 512 * MiB, "write": 64 * KiB},
         quick={"total": 16 * MiB, "write": 64 * KiB},
         scaled=("total",),
         target=Target("ratio", ">=", 0.90),
+        references=(("defaults", "bulk/tcp-defaults"), ("iperf3", "iperf3")),
+        alsoTargets=(Target("ratio:iperf3", ">=", 0.75),),
     ),
     Scenario(
         name="fanout",
         title="{channels} channels x {perChannel} at once, in {write} writes",
-        baseline="raw Twisted TCP, one connection, same bytes",
+        baseline=f"raw Twisted TCP, one connection, same bytes, {TUNED}",
         metric="MB/s",
         variants=(("memux", "fanout/memux"), ("baseline", "fanout/tcp")),
         params={"channels": 200, "perChannel": 2 * MiB, "write": 64 * KiB},
         quick={"channels": 50, "perChannel": 256 * KiB, "write": 64 * KiB},
         scaled=("perChannel",),
-        target=Target("ratio", ">=", 0.85),
+        target=Target("ratio", ">=", 0.90),
+        references=(("defaults", "fanout/tcp-defaults"),),
     ),
     Scenario(
         name="small",
         title="{messages} messages of {size} B, {window} in flight, each acked",
-        baseline="Int32StringReceiver on one TCP connection",
+        baseline=f"Int32StringReceiver on one TCP connection, {TUNED}",
         metric="msgs/s",
         variants=(("memux", "small/memux"), ("baseline", "small/tcp")),
         params={"messages": 200_000, "size": 64, "window": 1000},
         quick={"messages": 5000, "size": 64, "window": 1000},
         scaled=("messages",),
-        target=Target("ratio", ">=", 0.60),
+        target=Target("ratio", ">=", 1.0),
+        references=(("defaults", "small/tcp-defaults"),),
     ),
     Scenario(
         name="churn",
         title="{exchanges} x (open channel, {size} B request, {size} B reply,"
         " close), {inFlight} in flight",
-        baseline="a new TCP connection per exchange",
+        baseline="the same requests and replies on one TCP connection"
+        f" (Int32StringReceiver), {TUNED}",
         metric="exchanges/s",
-        variants=(("memux", "churn/memux"), ("baseline", "churn/tcp")),
+        variants=(("memux", "churn/memux"), ("baseline", "churn/rr")),
         params={"exchanges": 20_000, "size": 100, "inFlight": 100},
         quick={"exchanges": 500, "size": 100, "inFlight": 100},
         scaled=("exchanges",),
-        target=Target("ratio", ">=", 5.0),
+        target=Target("ratio", ">=", 0.5),
+        references=(("connect", "churn/tcp"),),
+        alsoTargets=(Target("ratio:connect", ">=", 5.0),),
     ),
     Scenario(
         name="latency",
@@ -167,9 +197,13 @@ SCENARIOS: tuple[Scenario, ...] = (
             "settle": 0.1,
         },
         scaled=("pings",),
-        target=Target("ratio", "<=", 5.0),
-        shown=("p50", "p90", "max", "bulkMBps"),
+        target=Target("ratio", "<=", 2.0),
+        shown=("p50", "p90", "p999", "max", "bulkMBps"),
         labels=("memux, loaded", "memux, idle"),
+        references=(
+            ("tcp idle", "latency/tcp-idle"),
+            ("tcp loaded", "latency/tcp-loaded"),
+        ),
     ),
     Scenario(
         name="idle",
@@ -229,6 +263,13 @@ def describeScenario(scenario: Scenario, params: Mapping[str, Any]) -> str:
 class BenchError(Exception):
     """
     A run failed: a worker exited in error, timed out, or reported errors.
+    """
+
+
+class Unavailable(Exception):
+    """
+    A reference cannot run on this machine (iperf3 is not installed): its
+    column is skipped, with the reason.
     """
 
 
@@ -306,11 +347,78 @@ def tail(stream: IO[bytes] | None, limit: int = 2000) -> str:
     return text[-limit:]
 
 
+def freePort() -> int:
+    """
+    A TCP port of 127.0.0.1 that nothing listens on now.
+    """
+    with socket.socket() as s:
+        s.bind((LOOPBACK, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def runIperf3(params: Mapping[str, Any], timeout: float) -> dict[str, Any]:
+    """
+    One run of iperf3 over loopback, ``total`` bytes in 128 KiB writes:
+    the machine's limit for one TCP stream.
+    """
+    iperf3 = shutil.which("iperf3")
+    if iperf3 is None:
+        raise Unavailable("iperf3 is not installed")
+    port = str(freePort())
+    with tempfile.TemporaryFile() as serverErr:
+        server = subprocess.Popen(
+            [iperf3, "-s", "-1", "-B", LOOPBACK, "-p", port, "--forceflush"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=serverErr,
+        )
+        try:
+            # "Server listening on PORT" (after a rule): then it accepts.
+            while b"listening" not in (line := readLine(server, 30)):
+                if not line:
+                    raise BenchError(f"iperf3 server exited:\n{tail(serverErr)}")
+            command = [iperf3, "-c", LOOPBACK, "-p", port, "-l", "128K", "-J"]
+            command += ["-n", str(params["total"])]
+            try:
+                client = subprocess.run(
+                    command,
+                    stdin=subprocess.DEVNULL,
+                    capture_output=True,
+                    timeout=timeout,
+                )
+            except subprocess.TimeoutExpired as e:
+                raise BenchError(f"iperf3 took over {timeout:g} s") from e
+            try:
+                report = json.loads(client.stdout)
+                received = report["end"]["sum_received"]
+                sent = report["end"]["sum_sent"]
+            except (ValueError, KeyError) as e:
+                raise BenchError(
+                    f"iperf3 client exited {client.returncode}:"
+                    f" {client.stdout[-500:]!r} {client.stderr[-500:]!r}"
+                ) from e
+        finally:
+            if server.poll() is None:
+                server.terminate()
+            server.wait(10)
+            assert server.stdout is not None
+            server.stdout.close()
+    return {
+        # The receiver's rate (what arrived in its measured time).
+        "value": received["bytes"] / received["seconds"] / 1e6,
+        "seconds": received["seconds"],
+        "bytes": sent["bytes"],
+    }
+
+
 def runOnce(role: str, params: Mapping[str, Any], timeout: float) -> dict[str, Any]:
     """
     One run: start the server worker, then the client worker; return the
-    client's result.
+    client's result.  (The role ``iperf3`` runs iperf3 instead.)
     """
+    if role == "iperf3":
+        return runIperf3(params, timeout)
     worker = [sys.executable, "-m", WORKERS]
     encoded = json.dumps(params)
     env = workerEnvironment()
@@ -377,12 +485,23 @@ class Outcome:
 
     scenario: Scenario
     params: dict[str, Any]
-    values: dict[str, list[float]] = field(
-        default_factory=lambda: {"memux": [], "baseline": []}
-    )
+    values: dict[str, list[float]] = field(default_factory=dict)
     checks: list[float] = field(default_factory=list)
     details: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
+    #: references that could not run here, and why
+    unavailable: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for label in ("memux", "baseline", *self.referenceLabels):
+            self.values.setdefault(label, [])
+
+    @property
+    def referenceLabels(self) -> list[str]:
+        """
+        The labels of the scenario's references.
+        """
+        return [label for label, _ in self.scenario.references]
 
     def median(self, label: str) -> float:
         """
@@ -391,29 +510,58 @@ class Outcome:
         values = self.values[label]
         return statistics.median(values) if values else math.nan
 
+    def ratioTo(self, label: str) -> float:
+        """
+        memux / ``label``, of the medians.
+        """
+        other = self.median(label)
+        return self.median("memux") / other if other else math.nan
+
     @property
     def ratio(self) -> float:
         """
         memux / baseline, of the medians.
         """
-        baseline = self.median("baseline")
-        return self.median("memux") / baseline if baseline else math.nan
+        return self.ratioTo("baseline")
+
+    def figure(self, target: Target) -> float:
+        """
+        The figure ``target`` is judged on.
+        """
+        if target.on == "ratio":
+            return self.ratio
+        if target.on.startswith("ratio:"):
+            return self.ratioTo(target.on[len("ratio:") :])
+        return statistics.median(self.checks) if self.checks else math.nan
 
     @property
     def got(self) -> float:
         """
-        The figure the target is judged on.
+        The figure the main target is judged on.
         """
-        if self.scenario.target.on == "ratio":
-            return self.ratio
-        return statistics.median(self.checks) if self.checks else math.nan
+        return self.figure(self.scenario.target)
+
+    def judged(self) -> list[tuple[Target, float, bool]]:
+        """
+        Each target that can be judged here: with its figure and whether
+        it is met.  (One on a reference that has no runs, as when it cannot
+        run here, is left out.)
+        """
+        judged = []
+        for target in (self.scenario.target, *self.scenario.alsoTargets):
+            label = target.on[len("ratio:") :] if target.on.startswith("ratio:") else ""
+            if label and (label in self.unavailable or not self.values[label]):
+                continue
+            got = self.figure(target)
+            judged.append((target, got, not math.isnan(got) and target.met(got)))
+        return judged
 
     @property
     def passed(self) -> bool:
         """
-        Whether the target is met.
+        Whether every target that can be judged is met.
         """
-        return not math.isnan(self.got) and self.scenario.target.met(self.got)
+        return all(ok for _, _, ok in self.judged())
 
     def record(self, label: str, result: dict[str, Any]) -> None:
         """
@@ -437,6 +585,16 @@ class Outcome:
         def number(x: float) -> float | None:
             return None if math.isnan(x) else x
 
+        references = {
+            label: {
+                "is": REFERENCES[label],
+                "median": number(self.median(label)),
+                "ratio": number(self.ratioTo(label)),
+                "runs": self.values[label],
+                "unavailable": self.unavailable.get(label),
+            }
+            for label in self.referenceLabels
+        }
         return {
             "title": describeScenario(s, self.params),
             "baselineIs": s.baseline,
@@ -456,6 +614,11 @@ class Outcome:
                 "text": s.target.describe(),
             },
             "got": number(self.got),
+            "alsoTargets": [
+                {"text": t.describe(), "got": number(got), "pass": ok}
+                for t, got, ok in self.judged()[1:]
+            ],
+            "references": references,
             "pass": self.passed,
             "runs": self.values,
             "checks": self.checks,
@@ -476,13 +639,19 @@ def runScenario(
     """
     outcome = Outcome(scenario, params)
     for run in range(runs):
-        variants = list(scenario.variants)
+        variants = [*scenario.variants, *scenario.references]
         if run % 2:
             variants.reverse()
         for label, role in variants:
+            if label in outcome.unavailable:
+                continue
             started = time.monotonic()
             try:
                 result = runOnce(role, params, timeout)
+            except Unavailable as e:
+                outcome.unavailable[label] = str(e)
+                say(f"  {scenario.name} {label}: skipped, {e}")
+                continue
             except BenchError as e:
                 outcome.error = str(e)
                 say(f"  {scenario.name} run {run + 1}/{runs} {label}: ERROR {e}")
@@ -519,7 +688,7 @@ def describeDetails(outcome: Outcome) -> str | None:
     The medians of the scenario's secondary figures, by variant.
     """
     parts = []
-    for label in ("memux", "baseline", "both"):
+    for label in ("memux", "baseline", "both", *outcome.referenceLabels):
         runs = [d for d in outcome.details if d["variant"] == label]
         figures = [
             f"{k} {fmt(statistics.median(d[k] for d in runs))}"

@@ -23,11 +23,13 @@ __all__ = [
     "serveBulk",
     "serveBulkTcp",
     "serveChurn",
+    "serveChurnRequestReply",
     "serveChurnTcp",
     "serveFanout",
     "serveFanoutTcp",
     "serveIdle",
     "serveLatency",
+    "serveLatencyTcp",
     "serveOverheadBulk",
     "serveOverheadSmall",
     "serveSmall",
@@ -83,6 +85,42 @@ class StringAcker(Int32StringReceiver):
         Acknowledge it.
         """
         Int32StringReceiver.sendString(self, b"a")
+
+
+class StringReplier(Int32StringReceiver):
+    """
+    Answer each string with a ``size``-byte string.
+    """
+
+    MAX_LENGTH = 1 << 20
+
+    def __init__(self, size: int) -> None:
+        self.reply = b"r" * size
+
+    def stringReceived(self, string: bytes) -> None:
+        """
+        Reply.
+        """
+        Int32StringReceiver.sendString(self, self.reply)
+
+
+class StreamService(Protocol):
+    """
+    A latency baseline's TCP connection: its first byte chooses the
+    service, ``e`` (echo what follows, as it comes) or ``s`` (discard it).
+    """
+
+    echo: bool | None = None
+
+    def dataReceived(self, data: bytes) -> None:
+        """
+        Choose, then echo or discard.
+        """
+        if self.echo is None:
+            self.echo = data[:1] == b"e"
+            data = data[1:]
+        if self.echo and data and self.transport is not None:
+            self.transport.write(data)
 
 
 @implementer(IMessageReceiver)
@@ -288,6 +326,21 @@ def serveChurnTcp(params: Params) -> Factory:
     """
     size = params["size"]
     return OneFactory(lambda: StreamReplier(size))
+
+
+def serveChurnRequestReply(params: Params) -> Factory:
+    """
+    An Int32StringReceiver that answers each request with ``size`` bytes.
+    """
+    size = params["size"]
+    return OneFactory(lambda: StringReplier(size))
+
+
+def serveLatencyTcp(params: Params) -> Factory:
+    """
+    TCP connections that each echo or discard (`StreamService`).
+    """
+    return Factory.forProtocol(StreamService)
 
 
 def serveLatency(params: Params) -> Factory:

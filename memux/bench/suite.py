@@ -29,6 +29,7 @@ from typing import Any
 from memux.bench.report import alignTable, fmt, formatSize, machineInfo
 from memux.bench.scenarios import (
     BY_NAME,
+    REFERENCES,
     SCENARIOS,
     Outcome,
     Scenario,
@@ -58,23 +59,43 @@ def table(outcomes: Sequence[Outcome]) -> str:
         "target",
         "got",
         "result",
+        "references (memux / reference)",
     )
     rows = [header]
     for o in outcomes:
         result = "ERROR" if o.error else ("PASS" if o.passed else "MISS")
+        targets = {t.on: (t, got, ok) for t, got, ok in o.judged()}
+        references = []
+        for label in o.referenceLabels:
+            if label in o.unavailable:
+                references.append(f"{label} -")
+                continue
+            text = f"{label} {fmt(o.median(label))} = {ratioText(o.ratioTo(label))}"
+            if f"ratio:{label}" in targets:
+                target, _, ok = targets[f"ratio:{label}"]
+                text += f" ({target.op} {target.value:g} {'PASS' if ok else 'MISS'})"
+            references.append(text)
         rows.append(
             (
                 o.scenario.name,
                 o.scenario.metric,
                 fmt(o.median("memux")),
                 fmt(o.median("baseline")),
-                "-" if math.isnan(o.ratio) else f"{o.ratio:.2f}",
+                ratioText(o.ratio),
                 o.scenario.target.describe(),
                 fmt(o.got),
                 result,
+                "; ".join(references),
             )
         )
     return alignTable(rows, numeric={2, 3, 4, 6})
+
+
+def ratioText(ratio: float) -> str:
+    """
+    A ratio as the table shows it.
+    """
+    return "-" if math.isnan(ratio) else f"{ratio:.2f}"
 
 
 def describeSetup(
@@ -205,13 +226,6 @@ def buildParser(prog: str = "python -m memux.bench") -> argparse.ArgumentParser:
         dest="overrides",
         help="override one size, e.g. bulk.total=64MiB (repeatable; see --list)",
     )
-    parser.add_argument(
-        "--nodelay",
-        action="store_true",
-        help="turn Nagle's algorithm off (TCP_NODELAY) on every connection,"
-        " memux and baseline alike (by default Nagle stays on, as Twisted"
-        " leaves it)",
-    )
     parser.add_argument("--json", metavar="FILE", help="write the results as JSON")
     parser.add_argument(
         "--plot", metavar="FILE.png", help="draw a chart (needs matplotlib)"
@@ -238,7 +252,10 @@ def listScenarios() -> str:
         sizes = ", ".join(f"{k}={formatSize(v, k)}" for k, v in s.params.items())
         lines.append(f"{s.name}: {describeScenario(s, s.params)}")
         lines.append(f"    baseline: {s.baseline}")
-        lines.append(f"    target: {s.target.describe()}")
+        targets = [t.describe() for t in (s.target, *s.alsoTargets)]
+        lines.append(f"    target: {'; '.join(targets)}")
+        for label, _ in s.references:
+            lines.append(f"    reference {label}: {REFERENCES[label]}")
         lines.append(f"    sizes: {sizes}")
     return "\n".join(lines)
 
@@ -288,8 +305,6 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m memux.bench")
         s.name: scenarioParams(s, args.quick, args.scale, overrides.get(s.name, {}))
         for s in chosen
     }
-    for p in params.values():
-        p["nodelay"] = args.nodelay
     machine = machineInfo()
 
     def say(text: str) -> None:
@@ -297,8 +312,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m memux.bench")
 
     say(describeSetup(machine, chosen, params))
     say(
-        "TCP_NODELAY: "
-        + ("on, every connection" if args.nodelay else "off (Twisted's default)")
+        "baselines: tuned as memux tunes its connection (TCP_NODELAY, send"
+        " limit, read size, TCP_NOTSENT_LOWAT: memux.tuning)"
     )
     say(
         f"runs: {args.runs}{' (quick sizes)' if args.quick else ''}"
@@ -319,6 +334,13 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m memux.bench")
         say("\nother figures (medians):")
         for line in details:
             say(line)
+    unavailable = {
+        f"{label} ({reason})"
+        for o in outcomes
+        for label, reason in o.unavailable.items()
+    }
+    if unavailable:
+        say(f"\nnot run here: {', '.join(sorted(unavailable))}")
     say(
         f"\nmedians of {args.runs} runs; ratio = memux / baseline;"
         f" {elapsed:.0f} s in all"
@@ -334,7 +356,6 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m memux.bench")
             "runs": args.runs,
             "quick": args.quick,
             "scale": args.scale,
-            "nodelay": args.nodelay,
             "seconds": elapsed,
             "scenarios": {o.scenario.name: o.toJSON() for o in outcomes},
         }

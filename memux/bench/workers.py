@@ -33,7 +33,6 @@ from typing import cast
 
 from twisted.internet import defer, task
 from twisted.internet.address import IPv4Address
-from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import Factory
 from twisted.logger import (
@@ -48,28 +47,33 @@ from memux.bench.clients import (
     runBulk,
     runBulkTcp,
     runChurn,
+    runChurnRequestReply,
     runChurnTcp,
     runFanout,
     runFanoutTcp,
     runIdle,
     runLatencyIdle,
     runLatencyLoaded,
+    runLatencyTcpIdle,
+    runLatencyTcpLoaded,
     runOverheadBulk,
     runOverheadSmall,
     runSmall,
     runSmallTcp,
 )
-from memux.bench.peers import NoDelayPort, Params, Result
+from memux.bench.peers import Params, Result, TunedPort
 from memux.bench.processes import LOOPBACK, Reactor, emit
 from memux.bench.servers import (
     serveBulk,
     serveBulkTcp,
     serveChurn,
+    serveChurnRequestReply,
     serveChurnTcp,
     serveFanout,
     serveFanoutTcp,
     serveIdle,
     serveLatency,
+    serveLatencyTcp,
     serveOverheadBulk,
     serveOverheadSmall,
     serveSmall,
@@ -84,17 +88,38 @@ Runner = Callable[[Reactor, Params, int], Awaitable[Result]]
 ROLES: dict[str, tuple[Callable[[Params], Factory], Runner]] = {
     "bulk/memux": (serveBulk, runBulk),
     "bulk/tcp": (serveBulkTcp, runBulkTcp),
+    "bulk/tcp-defaults": (serveBulkTcp, runBulkTcp),
     "fanout/memux": (serveFanout, runFanout),
     "fanout/tcp": (serveFanoutTcp, runFanoutTcp),
+    "fanout/tcp-defaults": (serveFanoutTcp, runFanoutTcp),
     "small/memux": (serveSmall, runSmall),
     "small/tcp": (serveSmallTcp, runSmallTcp),
+    "small/tcp-defaults": (serveSmallTcp, runSmallTcp),
     "churn/memux": (serveChurn, runChurn),
+    "churn/rr": (serveChurnRequestReply, runChurnRequestReply),
     "churn/tcp": (serveChurnTcp, runChurnTcp),
     "latency/loaded": (serveLatency, runLatencyLoaded),
     "latency/idle": (serveLatency, runLatencyIdle),
+    "latency/tcp-idle": (serveLatencyTcp, runLatencyTcpIdle),
+    "latency/tcp-loaded": (serveLatencyTcp, runLatencyTcpLoaded),
     "idle/memux": (serveIdle, runIdle),
     "overhead-small/memux": (serveOverheadSmall, runOverheadSmall),
     "overhead-bulk/memux": (serveOverheadBulk, runOverheadBulk),
+}
+
+#: How each baseline role tunes its TCP connections (see
+#: `memux.bench.peers.tune`): as memux tunes a session's connection
+#: (``"session"``), or as it does under bulk traffic (``"bulk"``), so the
+#: baseline is fair; roles not listed (memux itself, which tunes its own,
+#: and the ``-defaults`` references) keep Twisted's defaults.
+TUNING: dict[str, str] = {
+    "bulk/tcp": "bulk",
+    "fanout/tcp": "bulk",
+    "small/tcp": "session",
+    "churn/rr": "session",
+    "churn/tcp": "session",
+    "latency/tcp-idle": "session",
+    "latency/tcp-loaded": "session",
 }
 
 
@@ -105,15 +130,13 @@ async def server(reactor: Reactor, role: str, params: Params) -> None:
     """
     Listen, say where, and serve until stopped (SIGTERM) or orphaned.
     """
+    params = {**params, "tuning": TUNING.get(role)}
     factory = ROLES[role][0](params)
     # A deep backlog, so the churn baseline's connections are not dropped.
-    listening: IListeningPort
-    if params.get("nodelay"):
-        listening = NoDelayPort(0, factory, 1024, LOOPBACK, reactor)
-        listening.startListening()
-    else:
-        endpoint = TCP4ServerEndpoint(reactor, 0, backlog=1024, interface=LOOPBACK)
-        listening = await endpoint.listen(factory)
+    listening: IListeningPort = TunedPort(
+        params["tuning"], 0, factory, 1024, LOOPBACK, reactor
+    )
+    listening.startListening()
     parent = os.getppid()
     emit({"port": cast(IPv4Address, listening.getHost()).port})
 
@@ -129,6 +152,7 @@ async def client(reactor: Reactor, role: str, params: Params, port: int) -> None
     """
     Run the workload and print its result.
     """
+    params = {**params, "tuning": TUNING.get(role)}
     result = await ROLES[role][1](reactor, params, port)
     result["reactor"] = type(reactor).__name__
     emit(result)

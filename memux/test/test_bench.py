@@ -14,6 +14,7 @@ import io
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -88,6 +89,17 @@ class QuickRunTests(SynchronousTestCase):
         for name, result in scenarios.items():
             for key in ("memux", "baseline", "ratio", "got"):
                 self.assertTrue(isNumber(result[key]), f"{name} {key}: {result[key]}")
+            expected = [label for label, _ in bench.BY_NAME[name].references]
+            self.assertEqual(list(result["references"]), expected)
+            for label, reference in result["references"].items():
+                if reference["unavailable"] is None:
+                    self.assertTrue(isNumber(reference["ratio"]), (name, label))
+                    self.assertEqual(len(reference["runs"]), 1, (name, label))
+                else:
+                    # Only iperf3 may be missing, and it is said why.
+                    self.assertEqual(label, "iperf3")
+                    self.assertIn("not installed", reference["unavailable"])
+                    self.assertIn("not run here: iperf3", done.stdout)
             self.assertIsInstance(result["pass"], bool)
             self.assertIsNone(result["error"], name)
             self.assertIn(name, done.stdout)
@@ -151,6 +163,73 @@ class HarnessTests(SynchronousTestCase):
         text = bench.table([outcome])
         self.assertIn("PASS", text)
         self.assertIn("0.95", text)
+
+    def test_referenceTargets(self) -> None:
+        """
+        A target on a reference is judged on memux / that reference and
+        counts in the verdict; the table shows each reference's median and
+        ratio.  A reference that could not run here is left out of the
+        verdict, and the table says so with a dash.
+        """
+        params = bench.scenarioParams(bench.BY_NAME["bulk"], True, 1.0, {})
+        outcome = bench.Outcome(bench.BY_NAME["bulk"], params)
+        outcome.record("memux", {"value": 95})
+        outcome.record("baseline", {"value": 100})
+        outcome.record("defaults", {"value": 80})
+        self.assertTrue(outcome.passed)  # iperf3 has no runs: not judged
+        outcome.record("iperf3", {"value": 200})
+        self.assertAlmostEqual(outcome.ratioTo("iperf3"), 0.475)
+        self.assertFalse(outcome.passed)
+        text = bench.table([outcome])
+        self.assertIn("MISS", text)
+        self.assertIn("defaults 80 = 1.19", text)
+        self.assertIn("iperf3 200 = 0.47 (>= 0.75 MISS)", text)
+        report = outcome.toJSON()
+        self.assertEqual(report["references"]["defaults"]["ratio"], 95 / 80)
+        self.assertEqual(report["alsoTargets"][0]["pass"], False)
+
+        missing = bench.Outcome(bench.BY_NAME["bulk"], {})
+        missing.record("memux", {"value": 95})
+        missing.record("baseline", {"value": 100})
+        missing.unavailable["iperf3"] = "iperf3 is not installed"
+        self.assertTrue(missing.passed)
+        self.assertIn("iperf3 -", bench.table([missing]))
+
+    def test_baselinesTuned(self) -> None:
+        """
+        Every TCP baseline and reference role tunes its connections as memux
+        tunes its own, on both sides; only the ``defaults`` references keep
+        Twisted's defaults, and memux's own roles are left to memux.
+        """
+        from memux.bench.workers import ROLES, TUNING
+
+        for scenario in bench.SCENARIOS:
+            for label, role in (*scenario.variants, *scenario.references):
+                if role == "iperf3":
+                    continue
+                self.assertIn(role, ROLES)
+                tcp = "/tcp" in role or role == "churn/rr"
+                if label == "defaults" or not tcp:
+                    self.assertNotIn(role, TUNING, role)
+                else:
+                    self.assertIn(TUNING[role], ("session", "bulk"), role)
+
+    def test_iperf3(self) -> None:
+        """
+        The iperf3 reference runs iperf3 over loopback and reports MB/s;
+        without iperf3 it is unavailable, with the reason.
+        """
+        installed = shutil.which("iperf3")
+        self.patch(shutil, "which", lambda name: None)
+        with self.assertRaises(bench.scenarios.Unavailable) as raised:
+            bench.scenarios.runIperf3({"total": 1 << 20}, 30)
+        self.assertEqual(str(raised.exception), "iperf3 is not installed")
+        self.patch(shutil, "which", lambda name: installed)
+        if installed is None:
+            raise SkipTest("iperf3 is not installed (only its absence was checked)")
+        result = bench.scenarios.runIperf3({"total": 8 << 20}, 60)
+        self.assertGreater(result["value"], 0)
+        self.assertEqual(result["bytes"], 8 << 20)
 
     def test_plotWithoutMatplotlib(self) -> None:
         """

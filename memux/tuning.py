@@ -1,0 +1,41 @@
+# -*- test-case-name: memux.test.test_tuning -*-
+"""
+The socket and Twisted settings a memux session gives its own TCP
+connection, for anyone who wants a plain connection tuned the same way:
+above all a benchmark baseline, which is only fair with them (see
+doc/performance.rst).  memux applies them through the same functions, so
+the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from memux._tuning import (
+    BULK_NOTSENT_LOWAT,
+    BULK_READ_SIZE,
+    NOTSENT_LOWAT,
+    limitUnsent,
+    tuneConnection,
+)
+
+__all__ = ["BULK_NOTSENT_LOWAT", "BULK_READ_SIZE", "NOTSENT_LOWAT", "tuneLikeSession"]
+
+
+def tuneLikeSession(transport: Any, bulk: bool = False) -> None:
+    """
+    Give ``transport`` (a Twisted TCP transport, before it has sent
+    anything) the settings a memux session gives its connection:
+    TCP_NODELAY, a send limit that takes a whole flush in one ``send()``,
+    and the kernel's unsent bytes limited to `NOTSENT_LOWAT`.  With
+    ``bulk``, also what a session switches to once it sees bulk traffic:
+    reads of `BULK_READ_SIZE` and `BULK_NOTSENT_LOWAT` unsent bytes.
+
+    Transports that are not TCP (UNIX sockets, TLS, pipes) take what
+    applies to them, and are otherwise left as they are.
+    """
+    readSize = tuneConnection(transport)
+    if bulk:
+        if readSize is not None:
+            transport.bufferSize = BULK_READ_SIZE
+        limitUnsent(transport, BULK_NOTSENT_LOWAT)
