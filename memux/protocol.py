@@ -801,91 +801,91 @@ class MemuxProtocol(Protocol):
         info or warn, never error (that is for faults in code).
         """
         f = notice.fields
-        what = notice.what
         log = self._log
-        if what == "channel reset":
-            ending: Ending = f["ending"]
-            reason = failureFor(ending).value
-            if not self._mayLogEnding():
-                pass  # counted, logged at the end of the session
-            elif ending.remote:
+        match notice.what:
+            case "channel reset":
+                ending: Ending = f["ending"]
+                reason = failureFor(ending).value
+                if not self._mayLogEnding():
+                    pass  # counted, logged at the end of the session
+                elif ending.remote:
+                    log.info(
+                        "{reason} (channel {channel})",
+                        reason=str(reason),
+                        channel=f["channel"],
+                    )
+                else:
+                    log.warn(
+                        "Peer {peer} broke the rules on channel {channel}: {reason}",
+                        peer=self._peerText(),
+                        channel=f["channel"],
+                        reason=str(reason),
+                    )
+            case "message too large":
                 log.info(
-                    "{reason} (channel {channel})",
-                    reason=str(reason),
+                    "Resetting channel {channel}: {reason}",
                     channel=f["channel"],
+                    reason=f["reason"],
                 )
-            else:
-                log.warn(
-                    "Peer {peer} broke the rules on channel {channel}: {reason}",
+            case "goaway received":
+                g = f["goAway"]
+                log.info(
+                    "Peer {peer} is going away (last channel {last}, {code}: {reason})",
                     peer=self._peerText(),
-                    channel=f["channel"],
-                    reason=str(reason),
+                    last=g.lastChannel,
+                    code=describeCode(g.code),
+                    reason=g.reason,
                 )
-        elif what == "message too large":
-            log.info(
-                "Resetting channel {channel}: {reason}",
-                channel=f["channel"],
-                reason=f["reason"],
-            )
-        elif what == "goaway received":
-            g = f["goAway"]
-            log.info(
-                "Peer {peer} is going away (last channel {last}, {code}: {reason})",
-                peer=self._peerText(),
-                last=g.lastChannel,
-                code=describeCode(g.code),
-                reason=g.reason,
-            )
-        elif what == "session terminated":
-            s = f["event"]
-            if s.remote:
-                log.warn(
-                    "Peer {peer} ended the session: {reason}",
+            case "session terminated":
+                s = f["event"]
+                if s.remote:
+                    log.warn(
+                        "Peer {peer} ended the session: {reason}",
+                        peer=self._peerText(),
+                        reason=s.reason,
+                    )
+                else:
+                    log.warn(
+                        "Protocol violation by {peer}: {code}: {reason}",
+                        peer=self._peerText(),
+                        code=describeCode(s.code),
+                        reason=s.reason,
+                    )
+            case "peer warning":
+                log.warn("Peer {peer}: {why}", peer=self._peerText(), why=f["message"])
+            case "handshake timeout":
+                log.info(
+                    "Ending memux session with {peer}: no preface within {timeout:g} s",
                     peer=self._peerText(),
-                    reason=s.reason,
+                    timeout=f["timeout"],
                 )
-            else:
-                log.warn(
-                    "Protocol violation by {peer}: {code}: {reason}",
+            case "idle timeout":
+                log.info(
+                    "Ending memux session with {peer}: no channel for {timeout} s",
                     peer=self._peerText(),
-                    code=describeCode(s.code),
-                    reason=s.reason,
+                    timeout=f["timeout"],
                 )
-        elif what == "peer warning":
-            log.warn("Peer {peer}: {why}", peer=self._peerText(), why=f["message"])
-        elif what == "handshake timeout":
-            log.info(
-                "Ending memux session with {peer}: no preface within {timeout:g} s",
-                peer=self._peerText(),
-                timeout=f["timeout"],
-            )
-        elif what == "idle timeout":
-            log.info(
-                "Ending memux session with {peer}: no channel for {timeout} s",
-                peer=self._peerText(),
-                timeout=f["timeout"],
-            )
-        elif what == "peer dead":
-            log.warn(
-                "Ending memux session with {peer}: nothing received for {t:g} s,"
-                " not even a PING answer",
-                peer=self._peerText(),
-                t=f["silence"],
-            )
-        elif what == "write timeout":
-            log.warn(
-                "Aborting memux session with {peer}: it has read none of our output"
-                " for {timeout:g} s",
-                peer=self._peerText(),
-                timeout=f["timeout"],
-            )
-        else:
-            log.info(
-                "memux session with {peer}: {what} {fields}",
-                peer=self._peerText(),
-                what=what,
-                fields=str(f),
-            )
+            case "peer dead":
+                log.warn(
+                    "Ending memux session with {peer}: nothing received for {t:g} s,"
+                    " not even a PING answer",
+                    peer=self._peerText(),
+                    t=f["silence"],
+                )
+            case "write timeout":
+                log.warn(
+                    "Aborting memux session with {peer}: it has read none of our output"
+                    " for {timeout:g} s",
+                    peer=self._peerText(),
+                    timeout=f["timeout"],
+                )
+            case what:
+                log.info(
+                    "memux session with {peer}: {what} {fields}",
+                    peer=self._peerText(),
+                    what=what,
+                    fields=str(f),
+                )
 
 
 class MultiplexingFactory(Factory):
