@@ -6,11 +6,16 @@ import each other).
 
 from __future__ import annotations
 
+import math
 import os
+import subprocess
+import sys
 import unittest
 from pathlib import Path
+from typing import Any
 
 import trustme
+from twisted.trial.unittest import SkipTest
 
 #: The directory above the memux package: the checkout's root when the
 #: tests run from a checkout, site-packages when memux is installed.
@@ -25,6 +30,10 @@ def isCheckout(root: Path = ROOT) -> bool:
     plugin), so only the project's own files tell a checkout.
     """
     return (root / "setup.cfg").is_file() and (root / "memux").is_dir()
+
+
+#: The runnable examples, in the checkout.
+EXAMPLES = ROOT / "examples"
 
 
 #: The protocol's specification, in the checkout.
@@ -96,3 +105,54 @@ class Certificates:
         with open(path, "wb") as f:
             f.write(data)
         return path
+
+
+# ------------------------------------------------------------ subprocesses
+
+
+def runModule(
+    module: str, *args: str, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """
+    Run ``python -m MODULE`` with ``args`` from the root of the checkout,
+    this memux first on the path.
+    """
+    path = os.environ.get("PYTHONPATH")
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + (os.pathsep + path if path else ""))
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=str(ROOT),
+    )
+
+
+def isNumber(x: Any) -> bool:
+    """
+    Whether ``x`` is a finite number (not a bool).
+    """
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def runExample(name: str, *args: str) -> str:
+    """
+    Run ``examples/name`` with this Python and memux importable; return its
+    standard output.
+    """
+    script = EXAMPLES / name
+    if not script.exists():
+        raise SkipTest(f"{script} is not here (installed without the examples)")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    done = subprocess.run(
+        [sys.executable, str(script), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=str(ROOT),
+    )
+    if done.returncode != 0:
+        raise AssertionError(f"{name} exited {done.returncode}:\n{done.stderr}")
+    return done.stdout
