@@ -81,8 +81,8 @@ from memux.protocol import (
 )
 from memux.services import Chargen, Echo, builtinServices
 from memux.tap import Options
+from memux.test._fakes import RawPeer
 from memux.test._helpers import HOSTNAME, Certificates
-from memux.test.test_engine import RawPeer
 from memux.test.test_protocol import (
     GREEDY,
     MessageRecorder,
