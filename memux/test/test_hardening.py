@@ -81,15 +81,15 @@ from memux.protocol import (
 )
 from memux.services import Chargen, Echo, builtinServices
 from memux.tap import Options
-from memux.test._fakes import RawPeer
-from memux.test._helpers import HOSTNAME, Certificates
-from memux.test.test_protocol import (
+from memux.test._fakes import (
     GREEDY,
     MessageRecorder,
     PeerOnTransport,
+    RawPeer,
     Recorder,
     reactorTurn,
 )
+from memux.test._helpers import HOSTNAME, Certificates
 from memux.test.test_server import MessageCollector
 from memux.testing import connectedSessions
 from memux.tls import clientTLSOptions, serverTLSOptions, tlsServerFactory

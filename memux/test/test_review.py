@@ -35,13 +35,13 @@ from memux._wire import (
 )
 from memux.error import ChannelReset
 from memux.interfaces import IMessageReceiver
-from memux.test._fakes import RawPeer as EngineRawPeer
-from memux.test.test_protocol import (
+from memux.test._fakes import (
     MessageRecorder,
     Recorder,
     RecordingProducer,
     factoryOf,
 )
+from memux.test._fakes import RawPeer as EngineRawPeer
 from memux.testing import connectedSessions
 
 
