@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.task import Clock
@@ -163,6 +164,66 @@ def factoryOf(instances: list[Any], cls: Callable[[], Any] = Recorder) -> Factor
             return p  # type: ignore[no-any-return]
 
     return RecordingFactory()
+
+
+class Collector(Protocol):
+    """
+    A channel (or connection) protocol that keeps what it receives.
+
+    @ivar received: everything received so far.
+    @ivar lost: fires with the reason the connection ended (the exception).
+    """
+
+    def __init__(self) -> None:
+        self.received = b""
+        self.lost: Deferred[BaseException] = Deferred()
+        self._waiting: list[tuple[int, Deferred[bytes]]] = []
+
+    def dataReceived(self, data: bytes) -> None:
+        """
+        Keep C{data}; fire the waiters it satisfies.
+        """
+        self.received += data
+        waiting, self._waiting = self._waiting, []
+        for size, d in waiting:
+            if len(self.received) >= size:
+                d.callback(self.received)
+            else:
+                self._waiting.append((size, d))
+
+    def receivedAtLeast(self, size: int) -> Deferred[bytes]:
+        """
+        Fire with everything received once it is at least C{size} bytes.
+        """
+        d: Deferred[bytes] = Deferred()
+        self._waiting.append((size, d))
+        self.dataReceived(b"")
+        return d
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """
+        Fire L{lost}.
+        """
+        assert reason.value is not None
+        self.lost.callback(reason.value)
+
+
+@implementer(IMessageReceiver)
+class MessageCollector(Collector):
+    """
+    A L{Collector} of whole messages.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[bytes] = []
+
+    def messageReceived(self, message: bytes) -> None:
+        """
+        Keep C{message}, counting it as received bytes too.
+        """
+        self.messages.append(message)
+        self.dataReceived(message)
 
 
 # ------------------------------------------------------------ transports

@@ -1,7 +1,9 @@
 # -*- test-case-name: memux.test.test_helpers -*-
 """
 Helpers shared by memux's test modules (one home, so test modules never
-import each other).
+import each other): the checkout's paths, test certificates, subprocesses
+and a server harness on the real reactor.  The in-memory fakes (peers,
+transports, recording protocols) are in L{memux.test._fakes}.
 """
 
 from __future__ import annotations
@@ -12,10 +14,24 @@ import subprocess
 import sys
 import unittest
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import trustme
-from twisted.trial.unittest import SkipTest
+from twisted.internet import defer
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IProtocolFactory,
+    IStreamClientEndpoint,
+)
+from twisted.internet.task import deferLater
+from twisted.logger import ILogObserver, globalLogPublisher
+from twisted.trial.unittest import SkipTest, TestCase
+
+from memux import MemuxProtocol, connectSession, tap
+from memux.protocol import MultiplexingFactory
 
 #: The directory above the memux package: the checkout's root when the
 #: tests run from a checkout, site-packages when memux is installed.
@@ -156,3 +172,150 @@ def runExample(name: str, *args: str) -> str:
     if done.returncode != 0:
         raise AssertionError(f"{name} exited {done.returncode}:\n{done.stderr}")
     return done.stdout
+
+
+# ------------------------------------------------------------ a server
+
+
+class RecordingMultiplexingFactory(MultiplexingFactory):
+    """
+    A L{MultiplexingFactory} that keeps the sessions it builds, so tests can
+    wait for the server's side of each to close.
+    """
+
+    sessions: list[MemuxProtocol] = []
+
+    def buildProtocol(self, addr: Any) -> MemuxProtocol:
+        """
+        Build and keep a session.
+        """
+        session = super().buildProtocol(addr)
+        self.sessions.append(session)
+        return session
+
+
+class ServerTestCase(TestCase):
+    """
+    Runs L{tap.makeService} with the trial reactor and connects to it.
+    Everything is closed, and waited for, at cleanup.
+    """
+
+    timeout = 30
+
+    def setUp(self) -> None:
+        """
+        Record the server's sessions, to wait for them at cleanup.
+        """
+        from twisted.internet import reactor
+
+        self.reactor: Any = reactor
+        self.serverSessions: list[MemuxProtocol] = []
+        self.patch(RecordingMultiplexingFactory, "sessions", self.serverSessions)
+        self.patch(tap, "MultiplexingFactory", RecordingMultiplexingFactory)
+        self.addCleanup(self.closeServerSessions)
+
+    def closeServerSessions(self) -> Deferred[Any]:
+        """
+        Wait for the server's side of every session to close.
+        """
+        return defer.gatherResults([s.whenClosed() for s in self.serverSessions])
+
+    async def serverSessionsClosed(self, count: int) -> None:
+        """
+        Wait until the server has made C{count} sessions, and every one of
+        them has closed.
+        """
+        while len(self.serverSessions) < count:
+            await deferLater(self.reactor, 0.01, lambda: None)
+        await self.closeServerSessions()
+
+    def serve(self, *argv: str) -> tap.MemuxServer:
+        """
+        Parse C{argv}, make the server with the trial reactor and start it;
+        it is stopped at cleanup.
+        """
+        options = tap.Options()
+        options.parseOptions(list(argv))
+        server = tap.makeService(options, self.reactor)
+        server.startService()
+        self.addCleanup(server.stopService)
+        return server
+
+    def tcpPort(self, server: tap.MemuxServer, index: int = 0) -> int:
+        """
+        The TCP port the C{index}th C{--listen} endpoint listens on.
+        """
+        port = self.listeningPort(server, index)
+        host = port.getHost()
+        assert isinstance(host, IPv4Address)
+        return host.port
+
+    def listeningPort(self, server: tap.MemuxServer, index: int = 0) -> IListeningPort:
+        """
+        The listening port of the C{index}th C{--listen} endpoint.
+        """
+        child: Any = list(server)[index]
+        port = child.endpoint.port
+        self.assertIsNotNone(port, "not listening (yet)")
+        assert port is not None
+        return port  # type: ignore[no-any-return]
+
+    async def connect(self, endpoint: IStreamClientEndpoint) -> MemuxProtocol:
+        """
+        Connect a client session; it is closed (and waited for) at cleanup.
+        """
+        session = await connectSession(endpoint, reactor=self.reactor)
+        self.addCleanup(self.closeSession, session)
+        return session
+
+    def closeSession(self, session: MemuxProtocol) -> Deferred[None]:
+        """
+        Close C{session}'s connection and wait until it is closed.
+        """
+        transport: Any = session.transport
+        if transport is not None and session.lostReason is None:
+            # Over TLS, Twisted closes only once the session, which stays
+            # registered as its connection's producer, unregisters.
+            transport.unregisterProducer()
+            transport.loseConnection()
+        return session.whenClosed()
+
+    async def listenTCP(self, factory: IProtocolFactory) -> int:
+        """
+        Listen with C{factory} on a loopback TCP port of the system's
+        choosing, until cleanup; return the port number.
+        """
+        port = await TCP4ServerEndpoint(self.reactor, 0, interface="127.0.0.1").listen(
+            factory
+        )
+        self.addCleanup(port.stopListening)
+        host = port.getHost()
+        assert isinstance(host, IPv4Address)
+        return host.port
+
+    def captureLog(self) -> list[dict[str, Any]]:
+        """
+        Keep every log event emitted until cleanup.
+        """
+        events: list[dict[str, Any]] = []
+        observer = cast(ILogObserver, events.append)
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        return events
+
+    def tcpEndpoint(self, port: int) -> TCP4ClientEndpoint:
+        """
+        A client endpoint for loopback port C{port}.
+        """
+        return TCP4ClientEndpoint(self.reactor, "127.0.0.1", port)
+
+
+def logged(events: list[dict[str, Any]], fragment: str) -> list[dict[str, Any]]:
+    """
+    The events whose format contains C{fragment}.
+    """
+    return [e for e in events if fragment in (e.get("log_format") or "")]
+
+
+#: A server endpoint on loopback TCP, on a port the system chooses.
+LOCAL = "tcp:0:interface=127.0.0.1"

@@ -89,8 +89,13 @@ from memux._cli._ping import PingCommand
 from memux.mptcp import MPTCPServerEndpoint, mptcpAvailable
 from memux.protocol import ChannelTransport, MemuxProtocol
 from memux.services import Echo, builtinServices
-from memux.test._helpers import HOSTNAME, Certificates
-from memux.test.test_server import LOCAL, RecordingMultiplexingFactory, ServerTestCase
+from memux.test._helpers import (
+    HOSTNAME,
+    LOCAL,
+    Certificates,
+    RecordingMultiplexingFactory,
+    ServerTestCase,
+)
 from memux.testing import connectedSessions
 from memux.tls import ALPN
 

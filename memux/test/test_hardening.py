@@ -83,6 +83,7 @@ from memux.services import Chargen, Echo, builtinServices
 from memux.tap import Options
 from memux.test._fakes import (
     GREEDY,
+    MessageCollector,
     MessageRecorder,
     PeerOnTransport,
     RawPeer,
@@ -90,7 +91,6 @@ from memux.test._fakes import (
     reactorTurn,
 )
 from memux.test._helpers import HOSTNAME, Certificates
-from memux.test.test_server import MessageCollector
 from memux.testing import connectedSessions
 from memux.tls import clientTLSOptions, serverTLSOptions, tlsServerFactory
 
