@@ -9,14 +9,16 @@ Test modules import these from here, never from each other.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
+from twisted.test.iosim import IOPump
 from zope.interface import implementer
 
 from memux import IMessageReceiver, MemuxProtocol
@@ -315,3 +317,102 @@ class PeerOnTransport:
         data = self.transport.value()
         self.transport.clear()
         return [f for f in self.decoder.receive(data) if not isinstance(f, Preface)]
+
+
+# ------------------------------------------------------------ TCP, in memory
+
+
+class FakeTCP(StringTransport):
+    """
+    A TCP connection's transport in memory that records how it was ended:
+    C{calls} lists C{loseWriteConnection} (a FIN, write side only),
+    C{loseConnection} (a FIN) and C{abortConnection} (an RST) in order.
+    As with TCP, C{connectionLost} follows a close or an abort on the next
+    turn of the clock (C{ConnectionAborted} if it was aborted meanwhile).
+    """
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__(lenient=True)
+        self.clock = clock
+        self.calls: list[str] = []
+        self.protocol: Any = None
+        self._ending: Exception | None = None
+
+    def loseWriteConnection(self) -> None:
+        self.calls.append("loseWriteConnection")
+
+    def loseConnection(self) -> None:
+        self.calls.append("loseConnection")
+        self._end(ConnectionDone())
+
+    def abortConnection(self) -> None:
+        self.calls.append("abortConnection")
+        self._end(ConnectionAborted())
+
+    def unregisterProducer(self) -> None:
+        # TCP's is lenient: unregistering nothing is allowed.
+        self.producer = None
+
+    def peerFin(self) -> None:
+        """
+        The other end sent FIN.
+        """
+        cast(IHalfCloseableProtocol, self.protocol).readConnectionLost()
+
+    def peerReset(self) -> None:
+        """
+        The other end sent RST.
+        """
+        self._ending = ConnectionLost()
+        self._lost()
+
+    def _end(self, error: Exception) -> None:
+        self.disconnecting = True
+        if self._ending is None:
+            self.clock.callLater(0, self._lost)
+        if self._ending is None or isinstance(error, ConnectionAborted):
+            self._ending = error
+
+    def _lost(self) -> None:
+        if not self.disconnected:
+            self.disconnected = True
+            assert self._ending is not None
+            self.protocol.connectionLost(Failure(self._ending))
+
+
+@implementer(IHalfCloseableProtocol)
+class EndingRecorder(Protocol):
+    """
+    A channel's protocol that records what it receives, each FIN (as
+    C{"FIN"} in C{events}) and how the channel ended (C{reason}).  (Unlike
+    L{Recorder}, it is half-closeable.)
+    """
+
+    def __init__(self) -> None:
+        self.data = b""
+        self.events: list[str] = []
+        self.reason: Failure | None = None
+
+    def dataReceived(self, data: bytes) -> None:
+        self.data += data
+
+    def readConnectionLost(self) -> None:
+        self.events.append("FIN")
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.events.append("lost")
+        self.reason = reason
+
+
+def loseSessions(pump: IOPump) -> None:
+    """
+    The connection under the two sessions of C{pump} dies (a reset, a
+    crashed peer): both get C{connectionLost(ConnectionLost)}.
+    """
+    for transport in (pump.clientIO, pump.serverIO):
+        transport.disconnectReason = ConnectionLost()
+    pump.clientIO.loseConnection()
+    pump.flush()
