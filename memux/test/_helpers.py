@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 import os
+import re
+import socket
 import subprocess
 import sys
 import unittest
@@ -21,13 +23,18 @@ from twisted.internet import defer
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
+from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.interfaces import (
     IListeningPort,
+    IProcessTransport,
     IProtocolFactory,
+    IReactorProcess,
     IStreamClientEndpoint,
 )
+from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import deferLater
 from twisted.logger import ILogObserver, globalLogPublisher
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, TestCase
 
 from memux import MemuxProtocol, connectSession, tap
@@ -172,6 +179,140 @@ def runExample(name: str, *args: str) -> str:
     if done.returncode != 0:
         raise AssertionError(f"{name} exited {done.returncode}:\n{done.stderr}")
     return done.stdout
+
+
+def globalReactor() -> Any:
+    """
+    The global reactor, imported when first needed rather than when this
+    module is.
+    """
+    from twisted.internet import reactor
+
+    return reactor
+
+
+def cliEnvironment() -> dict[str, str]:
+    """
+    The environment for a subprocess that imports memux from this checkout.
+    """
+    return dict(os.environ, PYTHONPATH=str(ROOT))
+
+
+class CLIProcess(ProcessProtocol):
+    """
+    A ``python -m memux`` child: feeds it C{stdin} (then closes its
+    standard input, unless C{stdin} is L{None}), collects its output, and
+    fires C{ended} with (stdout, stderr, exit status).
+    """
+
+    def __init__(self, stdin: bytes | None = b"") -> None:
+        self.stdin = stdin
+        self.out: list[bytes] = []
+        self.err: list[bytes] = []
+        self.ended: defer.Deferred[tuple[bytes, bytes, int]] = defer.Deferred()
+        self._waiters: list[
+            tuple[list[bytes], re.Pattern[bytes], defer.Deferred[re.Match[bytes]]]
+        ] = []
+        self.onStdout: Any = None
+
+    def connectionMade(self) -> None:
+        transport = cast(IProcessTransport, self.transport)
+        if self.stdin is not None:
+            transport.write(self.stdin)
+            transport.closeStdin()
+
+    def outReceived(self, data: bytes) -> None:
+        self.out.append(data)
+        if self.onStdout is not None:
+            self.onStdout(data)
+        self._check()
+
+    def errReceived(self, data: bytes) -> None:
+        self.err.append(data)
+        self._check()
+
+    def _check(self) -> None:
+        for waiter in list(self._waiters):
+            stream, pattern, d = waiter
+            match = pattern.search(b"".join(stream))
+            if match is not None:
+                self._waiters.remove(waiter)
+                d.callback(match)
+
+    def waitForStderr(self, pattern: bytes) -> defer.Deferred[re.Match[bytes]]:
+        """
+        Fire with the match once standard error matches C{pattern}; fail
+        if the process ends first.
+        """
+        return self._waitFor(self.err, pattern)
+
+    def waitForStdout(self, pattern: bytes) -> defer.Deferred[re.Match[bytes]]:
+        """
+        Fire with the match once standard output matches C{pattern}; fail
+        if the process ends first.
+        """
+        return self._waitFor(self.out, pattern)
+
+    def _waitFor(
+        self, stream: list[bytes], pattern: bytes
+    ) -> defer.Deferred[re.Match[bytes]]:
+        d: defer.Deferred[re.Match[bytes]] = defer.Deferred()
+        self._waiters.append((stream, re.compile(pattern), d))
+        self._check()
+        return d
+
+    def processEnded(self, reason: Failure) -> None:
+        code = 0
+        if reason.check(ProcessTerminated):
+            value = cast(ProcessTerminated, reason.value)
+            code = value.exitCode if value.exitCode is not None else -value.signal
+        elif not reason.check(ProcessDone):
+            code = -1
+        out, err = b"".join(self.out), b"".join(self.err)
+        for _, _, d in self._waiters:
+            d.errback(AssertionError(f"exited {code} first; stderr: {err!r}"))
+        self._waiters = []
+        self.ended.callback((out, err, code))
+
+
+def spawnCLI(
+    test: TestCase,
+    *args: str,
+    stdin: bytes | None = b"",
+    childFDs: dict[int, Any] | None = None,
+) -> CLIProcess:
+    """
+    Start ``python -m memux ARGS`` from the root of the checkout; kill it
+    at the end of C{test} if it is still running.
+    """
+    process = CLIProcess(stdin)
+    transport = cast(IReactorProcess, globalReactor()).spawnProcess(
+        process,
+        sys.executable,
+        [sys.executable, "-m", "memux", *args],
+        env=cliEnvironment(),
+        path=str(ROOT),
+        childFDs=childFDs,
+    )
+
+    def kill() -> defer.Deferred[Any] | None:
+        if process.ended.called:
+            return None
+        transport.signalProcess("KILL")
+        return process.ended
+
+    test.addCleanup(kill)
+    return process
+
+
+def freePort() -> int:
+    """
+    A TCP port on 127.0.0.1 that nothing listens on just now.
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
 
 
 # ------------------------------------------------------------ a server

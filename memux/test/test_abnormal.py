@@ -50,7 +50,7 @@ from memux._cli import ExitStatus, Reporter, SessionCache, buildParser, makeComm
 from memux._cli._forward import ForwardCommand
 from memux.protocol import MemuxProtocol
 from memux.test._fakes import EndingRecorder, FakeTCP, loseSessions
-from memux.test.test_cli import (
+from memux.test._helpers import (
     ROOT,
     CLIProcess,
     cliEnvironment,
