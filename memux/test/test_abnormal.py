@@ -49,14 +49,14 @@ from memux import ChannelReset, ErrorCode
 from memux._cli import ExitStatus, Reporter, SessionCache, buildParser, makeCommand
 from memux._cli._forward import ForwardCommand
 from memux.protocol import MemuxProtocol
-from memux.test.test_cli import (
+from memux.test._fakes import EndingRecorder, FakeTCP, loseSessions
+from memux.test._helpers import (
     ROOT,
     CLIProcess,
     cliEnvironment,
     freePort,
     spawnCLI,
 )
-from memux.test.test_tunnel import FakeTCP, Recorder, loseSessions
 from memux.testing import connectedSessions
 
 # ------------------------------------------------------------ in memory
@@ -118,10 +118,10 @@ class ForwardStopTests(TestCase):
 
     def setUp(self) -> None:
         self.reactor = MemoryReactorClock()
-        self.served: list[Recorder] = []
+        self.served: list[EndingRecorder] = []
 
-        def record() -> Recorder:
-            recorder = Recorder()
+        def record() -> EndingRecorder:
+            recorder = EndingRecorder()
             self.served.append(recorder)
             return recorder
 

@@ -52,7 +52,7 @@ from memux.bench.attackers import (
     Slowloris,
 )
 from memux.bench.processes import Reactor
-from memux.test.test_bench import isNumber, runModule
+from memux.test._helpers import isNumber, runModule
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVER = SessionSettings()

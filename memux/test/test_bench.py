@@ -12,20 +12,16 @@ import ast
 import contextlib
 import io
 import json
-import math
-import os
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from memux import bench
-
-ROOT = Path(__file__).resolve().parents[2]
+from memux.test._helpers import isNumber, runModule
 
 
 def runBench(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -34,32 +30,6 @@ def runBench(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[st
     checkout, this memux first on the path.
     """
     return runModule("memux.bench", *args, timeout=timeout)
-
-
-def runModule(
-    module: str, *args: str, timeout: float = 300
-) -> subprocess.CompletedProcess[str]:
-    """
-    Run ``python -m MODULE`` with ``args`` from the root of the checkout,
-    this memux first on the path.
-    """
-    path = os.environ.get("PYTHONPATH")
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + (os.pathsep + path if path else ""))
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-        cwd=str(ROOT),
-    )
-
-
-def isNumber(x: Any) -> bool:
-    """
-    Whether ``x`` is a finite number (not a bool).
-    """
-    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 
 class QuickRunTests(SynchronousTestCase):

@@ -42,19 +42,15 @@ from twisted.internet.endpoints import (
 from twisted.internet.error import (
     ConnectionDone,
     ConnectionRefusedError,
-    ProcessDone,
-    ProcessTerminated,
 )
 from twisted.internet.interfaces import (
     IHalfCloseableProtocol,
     IListeningPort,
     IProcessTransport,
-    IReactorProcess,
     IReactorTCP,
 )
 from twisted.internet.protocol import (
     Factory,
-    ProcessProtocol,
     Protocol,
     connectionDone,
 )
@@ -89,136 +85,24 @@ from memux._cli._ping import PingCommand
 from memux.mptcp import MPTCPServerEndpoint, mptcpAvailable
 from memux.protocol import ChannelTransport, MemuxProtocol
 from memux.services import Echo, builtinServices
-from memux.test._helpers import HOSTNAME, Certificates
-from memux.test.test_server import LOCAL, RecordingMultiplexingFactory, ServerTestCase
+from memux.test._helpers import (
+    EXAMPLES,
+    HOSTNAME,
+    LOCAL,
+    ROOT,
+    Certificates,
+    CLIProcess,
+    RecordingMultiplexingFactory,
+    ServerTestCase,
+    cliEnvironment,
+    freePort,
+    globalReactor,
+    spawnCLI,
+)
 from memux.testing import connectedSessions
 from memux.tls import ALPN
 
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = ROOT / "examples"
-
-
-def _reactor() -> Any:
-    from twisted.internet import reactor
-
-    return reactor
-
-
-def cliEnvironment() -> dict[str, str]:
-    """
-    The environment for a subprocess that imports memux from this checkout.
-    """
-    return dict(os.environ, PYTHONPATH=str(ROOT))
-
-
 # ------------------------------------------------------------ helpers
-
-
-class CLIProcess(ProcessProtocol):
-    """
-    A ``python -m memux`` child: feeds it C{stdin} (then closes its
-    standard input, unless C{stdin} is L{None}), collects its output, and
-    fires C{ended} with (stdout, stderr, exit status).
-    """
-
-    def __init__(self, stdin: bytes | None = b"") -> None:
-        self.stdin = stdin
-        self.out: list[bytes] = []
-        self.err: list[bytes] = []
-        self.ended: defer.Deferred[tuple[bytes, bytes, int]] = defer.Deferred()
-        self._waiters: list[
-            tuple[list[bytes], re.Pattern[bytes], defer.Deferred[re.Match[bytes]]]
-        ] = []
-        self.onStdout: Any = None
-
-    def connectionMade(self) -> None:
-        transport = cast(IProcessTransport, self.transport)
-        if self.stdin is not None:
-            transport.write(self.stdin)
-            transport.closeStdin()
-
-    def outReceived(self, data: bytes) -> None:
-        self.out.append(data)
-        if self.onStdout is not None:
-            self.onStdout(data)
-        self._check()
-
-    def errReceived(self, data: bytes) -> None:
-        self.err.append(data)
-        self._check()
-
-    def _check(self) -> None:
-        for waiter in list(self._waiters):
-            stream, pattern, d = waiter
-            match = pattern.search(b"".join(stream))
-            if match is not None:
-                self._waiters.remove(waiter)
-                d.callback(match)
-
-    def waitForStderr(self, pattern: bytes) -> defer.Deferred[re.Match[bytes]]:
-        """
-        Fire with the match once standard error matches C{pattern}; fail
-        if the process ends first.
-        """
-        return self._waitFor(self.err, pattern)
-
-    def waitForStdout(self, pattern: bytes) -> defer.Deferred[re.Match[bytes]]:
-        """
-        Fire with the match once standard output matches C{pattern}; fail
-        if the process ends first.
-        """
-        return self._waitFor(self.out, pattern)
-
-    def _waitFor(
-        self, stream: list[bytes], pattern: bytes
-    ) -> defer.Deferred[re.Match[bytes]]:
-        d: defer.Deferred[re.Match[bytes]] = defer.Deferred()
-        self._waiters.append((stream, re.compile(pattern), d))
-        self._check()
-        return d
-
-    def processEnded(self, reason: Failure) -> None:
-        code = 0
-        if reason.check(ProcessTerminated):
-            value = cast(ProcessTerminated, reason.value)
-            code = value.exitCode if value.exitCode is not None else -value.signal
-        elif not reason.check(ProcessDone):
-            code = -1
-        out, err = b"".join(self.out), b"".join(self.err)
-        for _, _, d in self._waiters:
-            d.errback(AssertionError(f"exited {code} first; stderr: {err!r}"))
-        self._waiters = []
-        self.ended.callback((out, err, code))
-
-
-def spawnCLI(
-    test: TestCase,
-    *args: str,
-    stdin: bytes | None = b"",
-    childFDs: dict[int, Any] | None = None,
-) -> CLIProcess:
-    """
-    Start ``python -m memux ARGS`` from the root of the checkout; kill it
-    at the end of C{test} if it is still running.
-    """
-    process = CLIProcess(stdin)
-    transport = cast(IReactorProcess, _reactor()).spawnProcess(
-        process,
-        sys.executable,
-        [sys.executable, "-m", "memux", *args],
-        env=cliEnvironment(),
-        path=str(ROOT),
-        childFDs=childFDs,
-    )
-
-    def kill() -> defer.Deferred[Any] | None:
-        if process.ended.called:
-            return None
-        transport.signalProcess("KILL")
-        return process.ended
-
-    test.addCleanup(kill)
-    return process
 
 
 def runCLI(
@@ -232,7 +116,7 @@ def runCLI(
     """
     process = spawnCLI(test, *args, stdin=stdin)
     if timeout is not None:
-        reactor = _reactor()
+        reactor = globalReactor()
 
         def kill() -> None:
             if not process.ended.called:
@@ -370,16 +254,6 @@ class Client(Protocol):
             self.done.callback((self.size, self.digest.hexdigest()))
 
 
-def freePort() -> int:
-    """
-    A TCP port on 127.0.0.1 that nothing listens on just now.
-    """
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 class ServerMixin:
     """
     Serve memux sessions with the built-in services (and a few test
@@ -398,7 +272,7 @@ class ServerMixin:
             services[b"count"] = Factory.forProtocol(CountThenReply)
             services[b"reset"] = Factory.forProtocol(ResetOnData)
         self.factory = ServerSessions(services)
-        reactor = _reactor()
+        reactor = globalReactor()
         port: IListeningPort = await TCP4ServerEndpoint(
             reactor, 0, interface="127.0.0.1"
         ).listen(self.factory)
@@ -428,7 +302,7 @@ class ParseRemoteTests(SynchronousTestCase):
     """
 
     def parse(self, text: str) -> tuple[Any, str]:
-        return parseRemote(_reactor(), text)
+        return parseRemote(globalReactor(), text)
 
     def test_endpointString(self) -> None:
         """
@@ -487,7 +361,7 @@ class ParseLocalTests(SynchronousTestCase):
     """
 
     def parse(self, text: str) -> str:
-        return parseLocal(_reactor(), text)[1]
+        return parseLocal(globalReactor(), text)[1]
 
     def test_barePort(self) -> None:
         """
@@ -526,7 +400,7 @@ class BacklogTests(SynchronousTestCase):
     """
 
     def parse(self, text: str, backlog: int | None, explicit: bool = False) -> str:
-        return parseLocal(_reactor(), text, backlog, explicit=explicit)[1]
+        return parseLocal(globalReactor(), text, backlog, explicit=explicit)[1]
 
     def test_added(self) -> None:
         """
@@ -543,7 +417,7 @@ class BacklogTests(SynchronousTestCase):
             "tcp:0:interface=127.0.0.1",
         ]:
             self.assertEqual(self.parse(text, 300), f"{text}:backlog=300")
-        endpoint = parseLocal(_reactor(), "tcp:0:interface=127.0.0.1", 1024)[0]
+        endpoint = parseLocal(globalReactor(), "tcp:0:interface=127.0.0.1", 1024)[0]
         self.assertEqual(endpoint._backlog, 1024)  # type: ignore[attr-defined]
 
     def test_givenInEndpoint(self) -> None:
@@ -576,7 +450,7 @@ class BacklogTests(SynchronousTestCase):
             args = buildParser().parse_args(
                 ["forward", *options, "tcp:0:interface=127.0.0.1", "h:1", "web"]
             )
-            command = makeCommand(args, _reactor(), Reporter(io.StringIO(), ""))
+            command = makeCommand(args, globalReactor(), Reporter(io.StringIO(), ""))
             assert isinstance(command, ForwardCommand)
             local: Any = command.local
             self.assertEqual(local._backlog, expected)
@@ -1009,7 +883,7 @@ class SessionCacheTests(ServerMixin, TestCase):
         being connected.
         """
         where = await self.serve(self)
-        reactor = _reactor()
+        reactor = globalReactor()
         cache = SessionCache(parseRemote(reactor, where)[0])
         self.addCleanup(cache.close)
         first, second = cache.get(), cache.get()
@@ -1024,7 +898,7 @@ class SessionCacheTests(ServerMixin, TestCase):
         loss is reported; the byte totals carry on across sessions.
         """
         where = await self.serve(self)
-        cache = SessionCache(parseRemote(_reactor(), where)[0])
+        cache = SessionCache(parseRemote(globalReactor(), where)[0])
         self.addCleanup(cache.close)
         ended: list[str] = []
         cache.onSessionEnded = lambda session, why: ended.append(why)
@@ -1046,7 +920,7 @@ class SessionCacheTests(ServerMixin, TestCase):
         Every caller waiting for a connection that fails gets its error,
         which is reported once; the next call tries again.
         """
-        cache = SessionCache(parseRemote(_reactor(), f"127.0.0.1:{freePort()}")[0])
+        cache = SessionCache(parseRemote(globalReactor(), f"127.0.0.1:{freePort()}")[0])
         failures: list[Failure] = []
         cache.onConnectionFailed = failures.append
         first, second = cache.get(), cache.get()
@@ -1243,7 +1117,7 @@ async def waitUntil(predicate: Callable[[], bool], timeout: float = 30) -> None:
     while not predicate():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {predicate}")
-        await deferLater(_reactor(), 0.02, lambda: None)
+        await deferLater(globalReactor(), 0.02, lambda: None)
 
 
 class PingTests(ServerMixin, TestCase):
@@ -1283,7 +1157,7 @@ class PingTests(ServerMixin, TestCase):
             raise SkipTest("the kernel refuses MPTCP sockets here")
         self.factory = ServerSessions(builtinServices())
         port: IListeningPort = await MPTCPServerEndpoint(
-            _reactor(), 0, interface="127.0.0.1", fallback=False
+            globalReactor(), 0, interface="127.0.0.1", fallback=False
         ).listen(self.factory)
         self.addCleanup(self.factory.closeAll)
         self.addCleanup(port.stopListening)
@@ -1343,7 +1217,7 @@ class PingTests(ServerMixin, TestCase):
         the exit status is 1.
         """
         port: IListeningPort = await TCP4ServerEndpoint(
-            _reactor(), 0, interface="127.0.0.1"
+            globalReactor(), 0, interface="127.0.0.1"
         ).listen(Factory.forProtocol(Protocol))
         self.addCleanup(port.stopListening)
         where = f"127.0.0.1:{port.getHost().port}"  # type: ignore[attr-defined]
@@ -1398,7 +1272,7 @@ class ForwardTests(ServerMixin, TestCase):
         """
         where = await self.serve(self)
         process, port = await self.startForward(where)
-        reactor = cast(IReactorTCP, _reactor())
+        reactor = cast(IReactorTCP, globalReactor())
         payloads = [os.urandom(16 << 20)] + [os.urandom(n << 14) for n in range(1, 16)]
         clients = [Client(payload) for payload in payloads]
         for client in clients:
@@ -1427,7 +1301,7 @@ class ForwardTests(ServerMixin, TestCase):
         """
         where = await self.serve(self)
         process, port = await self.startForward(where, "nope")
-        reactor = cast(IReactorTCP, _reactor())
+        reactor = cast(IReactorTCP, globalReactor())
         for _ in range(3):
             client = Client(b"hello")
             await connectProtocol(
@@ -1446,7 +1320,7 @@ class ForwardTests(ServerMixin, TestCase):
         """
         where = await self.serve(self)
         process, port = await self.startForward(where)
-        reactor = cast(IReactorTCP, _reactor())
+        reactor = cast(IReactorTCP, globalReactor())
         endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
         client = Client(b"one")
         await connectProtocol(endpoint, client)
@@ -1499,7 +1373,7 @@ class ForwardTests(ServerMixin, TestCase):
         """
         where = await self.serve(self)
         process, port = await self.startForward(where)
-        reactor = cast(IReactorTCP, _reactor())
+        reactor = cast(IReactorTCP, globalReactor())
         endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
         client = Client(b"one")
         await connectProtocol(endpoint, client)
@@ -1533,7 +1407,7 @@ class ForwardTests(ServerMixin, TestCase):
         """
         where = await self.serve(self)
         process, port = await self.startForward(where)
-        reactor = cast(IReactorTCP, _reactor())
+        reactor = cast(IReactorTCP, globalReactor())
         endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
         clients = [Client(b"burst %d" % (n,)) for n in range(250)]
         # All connect in the same turn of the reactor: one burst of SYNs.

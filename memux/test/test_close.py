@@ -24,8 +24,8 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from memux import IChannelTransport, MemuxProtocol, MultiplexingFactory
 from memux.protocol import connectSession
 from memux.services import builtinServices
+from memux.test._fakes import PausingTransport, PeerOnTransport
 from memux.test._helpers import HOSTNAME, Certificates
-from memux.test.test_protocol import PausingTransport, PeerOnTransport
 from memux.tls import clientTLSOptions, serverTLSOptions, tlsServerFactory
 
 #: How much each channel uploads: far more than the credit the server

@@ -1384,7 +1384,7 @@ class ExampleTests(SynchronousTestCase):
         fetches two pages through ``memux:`` client endpoints, both on one
         pooled session.
         """
-        from memux.test.test_examples import runExample
+        from memux.test._helpers import runExample
 
         out = runExample("endpoints_web.py")
         self.assertIn("GET /: 200 hello from memux channel 1", out)

@@ -9,34 +9,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = ROOT / "examples"
-
-
-def runExample(name: str, *args: str) -> str:
-    """
-    Run ``examples/name`` with this Python and memux importable; return its
-    standard output.
-    """
-    script = EXAMPLES / name
-    if not script.exists():
-        raise SkipTest(f"{script} is not here (installed without the examples)")
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    done = subprocess.run(
-        [sys.executable, str(script), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        cwd=str(ROOT),
-    )
-    if done.returncode != 0:
-        raise AssertionError(f"{name} exited {done.returncode}:\n{done.stderr}")
-    return done.stdout
+from memux.test._helpers import EXAMPLES, ROOT, runExample
 
 
 class ExampleTests(SynchronousTestCase):

@@ -81,16 +81,16 @@ from memux.protocol import (
 )
 from memux.services import Chargen, Echo, builtinServices
 from memux.tap import Options
-from memux.test._helpers import HOSTNAME, Certificates
-from memux.test.test_engine import RawPeer
-from memux.test.test_protocol import (
+from memux.test._fakes import (
     GREEDY,
+    MessageCollector,
     MessageRecorder,
     PeerOnTransport,
+    RawPeer,
     Recorder,
     reactorTurn,
 )
-from memux.test.test_server import MessageCollector
+from memux.test._helpers import HOSTNAME, Certificates
 from memux.testing import connectedSessions
 from memux.tls import clientTLSOptions, serverTLSOptions, tlsServerFactory
 

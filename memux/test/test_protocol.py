@@ -8,7 +8,6 @@ from __future__ import annotations
 import gc
 import socket
 import weakref
-from collections.abc import Callable
 from typing import Any, cast
 from unittest import SkipTest
 
@@ -24,10 +23,8 @@ from twisted.internet.interfaces import (
     IStreamClientEndpoint,
     ITransport,
 )
-from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
-from twisted.python.failure import Failure
 from twisted.test.iosim import FakeTransport, connect
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import classImplements, directlyProvides, implementer
@@ -62,60 +59,23 @@ from memux._tuning import (
 )
 from memux._wire import (
     DataFrame,
-    FrameDecoder,
     OpenFrame,
-    Preface,
-    Settings,
-    encodePreface,
 )
 from memux.codes import ChannelState
 from memux.error import MessageTooLarge
 from memux.interfaces import IChannelTransport, IDropReceiver
 from memux.protocol import ChannelTransport, MultiplexingFactory
+from memux.test._fakes import (
+    MessageRecorder,
+    PausingTransport,
+    PeerOnTransport,
+    Recorder,
+    RecordingProducer,
+    TCPLikeTransport,
+    factoryOf,
+    reactorTurn,
+)
 from memux.testing import connectedSessions
-
-
-class Recorder(Protocol):
-    """
-    Records what happens to it.
-    """
-
-    def __init__(self) -> None:
-        self.data: list[bytes] = []
-        self.made = False
-        self.lost: Failure | None = None
-        self.events: list[str] = []
-
-    def connectionMade(self) -> None:
-        self.made = True
-        self.events.append("made")
-
-    def dataReceived(self, data: bytes) -> None:
-        self.data.append(data)
-        self.events.append("data")
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self.lost = reason
-        self.events.append("lost")
-
-    @property
-    def received(self) -> bytes:
-        return b"".join(self.data)
-
-
-@implementer(IMessageReceiver)
-class MessageRecorder(Recorder):
-    """
-    Records whole messages.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.messages: list[bytes] = []
-
-    def messageReceived(self, message: bytes) -> None:
-        self.messages.append(message)
-        self.events.append("message")
 
 
 @implementer(IChunkReceiver)
@@ -165,50 +125,12 @@ class ChunkEcho(Protocol):
         self.transport.write(data)
 
 
-@implementer(IPushProducer)
-class RecordingProducer:
-    """
-    A push producer that records pause/resume/stop calls.
-    """
-
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-        self.paused = False
-
-    def pauseProducing(self) -> None:
-        self.paused = True
-        self.calls.append("pause")
-
-    def resumeProducing(self) -> None:
-        self.paused = False
-        self.calls.append("resume")
-
-    def stopProducing(self) -> None:
-        self.calls.append("stop")
-
-
 def channelOf(proto: Protocol) -> ChannelTransport:
     """
     The channel transport ``proto`` is connected to.
     """
     assert isinstance(proto.transport, ChannelTransport)
     return proto.transport
-
-
-def factoryOf(instances: list[Any], cls: Callable[[], Any] = Recorder) -> Factory:
-    """
-    A factory that builds ``cls`` (a class, or any callable returning a
-    protocol) and keeps what it built in ``instances``.
-    """
-
-    class RecordingFactory(Factory):
-        def buildProtocol(self, addr: Any) -> Protocol:
-            p = cls()
-            p.factory = self
-            instances.append(p)
-            return p  # type: ignore[no-any-return]
-
-    return RecordingFactory()
 
 
 class SessionTestCase(SynchronousTestCase):
@@ -1492,21 +1414,6 @@ class IdleTimeoutTests(SynchronousTestCase):
         self.assertRaises(ValueError, SessionSettings, idleTimeout=-1)
 
 
-def reactorTurn(clock: Clock) -> int:
-    """
-    Run the calls due on C{clock} now, as one turn of a real reactor does:
-    not those they schedule for later turns (which C{Clock.advance(0)}
-    would run too).  Return how many ran.
-    """
-    due = [c for c in clock.calls if c.getTime() <= clock.seconds()]
-    for call in due:
-        if call.active():
-            clock.calls.remove(call)
-            call.called = 1
-            call.func(*call.args, **call.kw)
-    return len(due)
-
-
 @implementer(IMessageReceiver)
 class MessageEchoer(Protocol):
     """
@@ -1516,79 +1423,6 @@ class MessageEchoer(Protocol):
     def messageReceived(self, message: bytes) -> None:
         assert isinstance(self.transport, ChannelTransport)
         self.transport.writeMessage(message)
-
-
-#: A peer's settings granting all the credit anyone could want.
-GREEDY = Settings(initialChannelCredit=1 << 40, initialSessionCredit=1 << 40)
-
-
-class TCPLikeTransport(StringTransport):
-    """
-    A L{StringTransport} with the send limit of Twisted's TCP transports.
-    """
-
-    SEND_LIMIT = 128 * 1024
-
-
-class PausingTransport(TCPLikeTransport):
-    """
-    A L{TCPLikeTransport} that, as Twisted's TCP does, pauses its streaming
-    producer once more than C{bufferSize} bytes wait, and resumes it once
-    they have gone (L{send}).
-    """
-
-    bufferSize = 64 * 1024
-
-    def write(self, data: bytes) -> None:
-        super().write(data)
-        if len(self.value()) > self.bufferSize and self.producer is not None:
-            self.producer.pauseProducing()
-
-    def writeSequence(self, data: Any) -> None:
-        self.write(b"".join(data))
-
-    def send(self) -> int:
-        """
-        Send all that waits; resume the producer; return how many bytes
-        went.
-        """
-        sent = len(self.value())
-        self.clear()
-        assert self.producer is not None
-        self.producer.resumeProducing()
-        return sent
-
-
-class PeerOnTransport:
-    """
-    A server session on C{transport} (a L{StringTransport} by default),
-    after the peer's C{preface} (by default one granting all the credit it
-    could want); L{read} decodes what the session writes.
-    """
-
-    def __init__(
-        self,
-        session: MemuxProtocol,
-        clock: Clock,
-        transport: StringTransport | None = None,
-        preface: Settings = GREEDY,
-    ) -> None:
-        self.clock = clock
-        self.session = session
-        self.transport = transport if transport is not None else StringTransport()
-        self.session.makeConnection(self.transport)
-        self.session.dataReceived(encodePreface(preface))
-        self.clock.advance(0)
-        self.decoder = FrameDecoder(1 << 24)
-        self.read()
-
-    def read(self) -> list[Any]:
-        """
-        The frames the session wrote since the last call.
-        """
-        data = self.transport.value()
-        self.transport.clear()
-        return [f for f in self.decoder.receive(data) if not isinstance(f, Preface)]
 
 
 class SessionOnTransportTestCase(SynchronousTestCase):

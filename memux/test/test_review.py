@@ -35,23 +35,20 @@ from memux._wire import (
 )
 from memux.error import ChannelReset
 from memux.interfaces import IMessageReceiver
-from memux.test.test_engine import RawPeer as EngineRawPeer
-from memux.test.test_protocol import (
+from memux.test._fakes import (
     MessageRecorder,
     Recorder,
     RecordingProducer,
     factoryOf,
 )
+from memux.test._fakes import RawPeer as EngineRawPeer
 from memux.testing import connectedSessions
-
-#: Decoders in these tests accept any frame an engine may send.
-ANY_FRAME_SIZE = (1 << 24) - 1
 
 
 class RawPeer(EngineRawPeer):
     """
-    test_engine's hand-driven peer, also recording every event the engine
-    produces (including those from dataToSend).
+    The hand-driven peer of L{memux.test._fakes}, also recording every
+    event the engine produces (including those from dataToSend).
     """
 
     def __init__(self, engine: MemuxEngine, settings: Settings | None = None) -> None:

@@ -11,13 +11,12 @@ import io
 import os
 import socket
 import tempfile
-from typing import Any, cast
+from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import (
-    TCP4ClientEndpoint,
     TCP4ServerEndpoint,
     UNIXClientEndpoint,
     connectProtocol,
@@ -25,22 +24,18 @@ from twisted.internet.endpoints import (
 from twisted.internet.error import ConnectionDone, ConnectionRefusedError
 from twisted.internet.interfaces import (
     IHalfCloseableProtocol,
-    IListeningPort,
     IProtocol,
     IProtocolFactory,
     IStreamClientEndpoint,
 )
 from twisted.internet.protocol import Factory, Protocol, connectionDone
-from twisted.internet.task import deferLater
 from twisted.logger import (
-    ILogObserver,
     LogLevel,
     eventsFromJSONLogFile,
     formatEvent,
     globalLogPublisher,
 )
 from twisted.python.failure import Failure
-from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, readBody
 from twisted.web.iweb import IAgentEndpointFactory
 from twisted.web.resource import Resource
@@ -60,7 +55,12 @@ from memux import (
     connectSession,
     tap,
 )
-from memux.protocol import MultiplexingFactory
+from memux.test._fakes import Collector, MessageCollector
+from memux.test._helpers import (
+    LOCAL,
+    ServerTestCase,
+    logged,
+)
 
 # ---------------------------------------------------------------- protocols
 
@@ -124,66 +124,6 @@ class HalfCloseEcho(Protocol):
         """
 
 
-class Collector(Protocol):
-    """
-    A channel (or connection) protocol that keeps what it receives.
-
-    @ivar received: everything received so far.
-    @ivar lost: fires with the reason the connection ended (the exception).
-    """
-
-    def __init__(self) -> None:
-        self.received = b""
-        self.lost: Deferred[BaseException] = Deferred()
-        self._waiting: list[tuple[int, Deferred[bytes]]] = []
-
-    def dataReceived(self, data: bytes) -> None:
-        """
-        Keep C{data}; fire the waiters it satisfies.
-        """
-        self.received += data
-        waiting, self._waiting = self._waiting, []
-        for size, d in waiting:
-            if len(self.received) >= size:
-                d.callback(self.received)
-            else:
-                self._waiting.append((size, d))
-
-    def receivedAtLeast(self, size: int) -> Deferred[bytes]:
-        """
-        Fire with everything received once it is at least C{size} bytes.
-        """
-        d: Deferred[bytes] = Deferred()
-        self._waiting.append((size, d))
-        self.dataReceived(b"")
-        return d
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        """
-        Fire L{lost}.
-        """
-        assert reason.value is not None
-        self.lost.callback(reason.value)
-
-
-@implementer(IMessageReceiver)
-class MessageCollector(Collector):
-    """
-    A L{Collector} of whole messages.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.messages: list[bytes] = []
-
-    def messageReceived(self, message: bytes) -> None:
-        """
-        Keep C{message}, counting it as received bytes too.
-        """
-        self.messages.append(message)
-        self.dataReceived(message)
-
-
 class TrackingFactory(Factory):
     """
     Builds protocols with C{wrapped} and fires L{allLost} once all the
@@ -220,23 +160,6 @@ class TrackingFactory(Factory):
         return defer.gatherResults(list(self._lost))
 
 
-class RecordingMultiplexingFactory(MultiplexingFactory):
-    """
-    A L{MultiplexingFactory} that keeps the sessions it builds, so tests can
-    wait for the server's side of each to close.
-    """
-
-    sessions: list[MemuxProtocol] = []
-
-    def buildProtocol(self, addr: Any) -> MemuxProtocol:
-        """
-        Build and keep a session.
-        """
-        session = super().buildProtocol(addr)
-        self.sessions.append(session)
-        return session
-
-
 @implementer(IAgentEndpointFactory)
 class ChannelEndpoints:
     """
@@ -253,135 +176,6 @@ class ChannelEndpoints:
         A new channel, whatever the URI.
         """
         return ChannelEndpoint(self.session, self.service)
-
-
-# ---------------------------------------------------------------- the harness
-
-
-class ServerTestCase(TestCase):
-    """
-    Runs L{tap.makeService} with the trial reactor and connects to it.
-    Everything is closed, and waited for, at cleanup.
-    """
-
-    timeout = 30
-
-    def setUp(self) -> None:
-        """
-        Record the server's sessions, to wait for them at cleanup.
-        """
-        from twisted.internet import reactor
-
-        self.reactor: Any = reactor
-        self.serverSessions: list[MemuxProtocol] = []
-        self.patch(RecordingMultiplexingFactory, "sessions", self.serverSessions)
-        self.patch(tap, "MultiplexingFactory", RecordingMultiplexingFactory)
-        self.addCleanup(self.closeServerSessions)
-
-    def closeServerSessions(self) -> Deferred[Any]:
-        """
-        Wait for the server's side of every session to close.
-        """
-        return defer.gatherResults([s.whenClosed() for s in self.serverSessions])
-
-    async def serverSessionsClosed(self, count: int) -> None:
-        """
-        Wait until the server has made C{count} sessions, and every one of
-        them has closed.
-        """
-        while len(self.serverSessions) < count:
-            await deferLater(self.reactor, 0.01, lambda: None)
-        await self.closeServerSessions()
-
-    def serve(self, *argv: str) -> tap.MemuxServer:
-        """
-        Parse C{argv}, make the server with the trial reactor and start it;
-        it is stopped at cleanup.
-        """
-        options = tap.Options()
-        options.parseOptions(list(argv))
-        server = tap.makeService(options, self.reactor)
-        server.startService()
-        self.addCleanup(server.stopService)
-        return server
-
-    def tcpPort(self, server: tap.MemuxServer, index: int = 0) -> int:
-        """
-        The TCP port the C{index}th C{--listen} endpoint listens on.
-        """
-        port = self.listeningPort(server, index)
-        host = port.getHost()
-        assert isinstance(host, IPv4Address)
-        return host.port
-
-    def listeningPort(self, server: tap.MemuxServer, index: int = 0) -> IListeningPort:
-        """
-        The listening port of the C{index}th C{--listen} endpoint.
-        """
-        child: Any = list(server)[index]
-        port = child.endpoint.port
-        self.assertIsNotNone(port, "not listening (yet)")
-        assert port is not None
-        return port  # type: ignore[no-any-return]
-
-    async def connect(self, endpoint: IStreamClientEndpoint) -> MemuxProtocol:
-        """
-        Connect a client session; it is closed (and waited for) at cleanup.
-        """
-        session = await connectSession(endpoint, reactor=self.reactor)
-        self.addCleanup(self.closeSession, session)
-        return session
-
-    def closeSession(self, session: MemuxProtocol) -> Deferred[None]:
-        """
-        Close C{session}'s connection and wait until it is closed.
-        """
-        transport: Any = session.transport
-        if transport is not None and session.lostReason is None:
-            # Over TLS, Twisted closes only once the session, which stays
-            # registered as its connection's producer, unregisters.
-            transport.unregisterProducer()
-            transport.loseConnection()
-        return session.whenClosed()
-
-    async def listenTCP(self, factory: IProtocolFactory) -> int:
-        """
-        Listen with C{factory} on a loopback TCP port of the system's
-        choosing, until cleanup; return the port number.
-        """
-        port = await TCP4ServerEndpoint(self.reactor, 0, interface="127.0.0.1").listen(
-            factory
-        )
-        self.addCleanup(port.stopListening)
-        host = port.getHost()
-        assert isinstance(host, IPv4Address)
-        return host.port
-
-    def captureLog(self) -> list[dict[str, Any]]:
-        """
-        Keep every log event emitted until cleanup.
-        """
-        events: list[dict[str, Any]] = []
-        observer = cast(ILogObserver, events.append)
-        globalLogPublisher.addObserver(observer)
-        self.addCleanup(globalLogPublisher.removeObserver, observer)
-        return events
-
-    def tcpEndpoint(self, port: int) -> TCP4ClientEndpoint:
-        """
-        A client endpoint for loopback port C{port}.
-        """
-        return TCP4ClientEndpoint(self.reactor, "127.0.0.1", port)
-
-
-def logged(events: list[dict[str, Any]], fragment: str) -> list[dict[str, Any]]:
-    """
-    The events whose format contains C{fragment}.
-    """
-    return [e for e in events if fragment in (e.get("log_format") or "")]
-
-
-LOCAL = "tcp:0:interface=127.0.0.1"
 
 
 # ---------------------------------------------------------------- tests

@@ -49,8 +49,8 @@ from memux._engine import (
     SessionSettings,
 )
 from memux._wire import DataFrame, ErrorCode, FrameDecoder
-from memux.test.test_engine import messageBody as body
-from memux.test.test_engine import splitAt
+from memux.test._fakes import messageBody as body
+from memux.test._fakes import splitAt
 
 CLIENT = True
 SERVER = False

@@ -15,8 +15,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from memux._engine import MemuxEngine
 from memux._wire import CreditFrame, DataFrame, ErrorCode, ResetFrame
 from memux.codes import ChannelState
+from memux.test._fakes import RawPeer
 from memux.test._helpers import readSpec
-from memux.test.test_engine import RawPeer
 
 S = ChannelState
 

@@ -53,11 +53,12 @@ from memux import (
     SessionLost,
 )
 from memux.services import Echo, builtinServices
-from memux.test._helpers import HOSTNAME, ROOT, Certificates
-from memux.test.test_server import (
+from memux.test._fakes import Collector, MessageCollector
+from memux.test._helpers import (
+    HOSTNAME,
     LOCAL,
-    Collector,
-    MessageCollector,
+    ROOT,
+    Certificates,
     RecordingMultiplexingFactory,
     ServerTestCase,
     logged,

@@ -17,9 +17,7 @@ from twisted.internet.endpoints import (
     connectProtocol,
 )
 from twisted.internet.error import (
-    ConnectionAborted,
     ConnectionDone,
-    ConnectionLost,
     ConnectionRefusedError,
 )
 from twisted.internet.interfaces import (
@@ -30,15 +28,14 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
-from twisted.test.iosim import IOPump
 from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
 from memux import ChannelReset, ErrorCode, MultiplexingFactory, connectSession
 from memux.error import SessionLost
 from memux.protocol import ChannelTransport, MemuxProtocol
+from memux.test._fakes import EndingRecorder, FakeTCP, loseSessions
 from memux.testing import connectedSessions
 from memux.tunnel import LocalForwardingFactory, SpliceProtocol, forwardTo
 
@@ -178,64 +175,6 @@ class ForwardingTests(TestCase):
 # ------------------------------------------------------------ abnormal ends
 
 
-class FakeTCP(StringTransport):
-    """
-    A TCP connection's transport in memory that records how it was ended:
-    C{calls} lists C{loseWriteConnection} (a FIN, write side only),
-    C{loseConnection} (a FIN) and C{abortConnection} (an RST) in order.
-    As with TCP, C{connectionLost} follows a close or an abort on the next
-    turn of the clock (C{ConnectionAborted} if it was aborted meanwhile).
-    """
-
-    def __init__(self, clock: Clock) -> None:
-        super().__init__(lenient=True)
-        self.clock = clock
-        self.calls: list[str] = []
-        self.protocol: Any = None
-        self._ending: Exception | None = None
-
-    def loseWriteConnection(self) -> None:
-        self.calls.append("loseWriteConnection")
-
-    def loseConnection(self) -> None:
-        self.calls.append("loseConnection")
-        self._end(ConnectionDone())
-
-    def abortConnection(self) -> None:
-        self.calls.append("abortConnection")
-        self._end(ConnectionAborted())
-
-    def unregisterProducer(self) -> None:
-        # TCP's is lenient: unregistering nothing is allowed.
-        self.producer = None
-
-    def peerFin(self) -> None:
-        """
-        The other end sent FIN.
-        """
-        cast(IHalfCloseableProtocol, self.protocol).readConnectionLost()
-
-    def peerReset(self) -> None:
-        """
-        The other end sent RST.
-        """
-        self._ending = ConnectionLost()
-        self._lost()
-
-    def _end(self, error: Exception) -> None:
-        self.disconnecting = True
-        if self._ending is None:
-            self.clock.callLater(0, self._lost)
-        if self._ending is None or isinstance(error, ConnectionAborted):
-            self._ending = error
-
-    def _lost(self) -> None:
-        if not self.disconnected:
-            self.disconnected = True
-            assert self._ending is not None
-            self.protocol.connectionLost(Failure(self._ending))
-
-
 @implementer(IStreamClientEndpoint)
 class FakeEndpoint:
     """
@@ -267,43 +206,6 @@ class FakeEndpoint:
         return d.addCallback(connected)
 
 
-@implementer(IHalfCloseableProtocol)
-class Recorder(Protocol):
-    """
-    A channel's protocol that records what it receives, each FIN (as
-    C{"FIN"} in C{events}) and how the channel ended (C{reason}).
-    """
-
-    def __init__(self) -> None:
-        self.data = b""
-        self.events: list[str] = []
-        self.reason: Failure | None = None
-
-    def dataReceived(self, data: bytes) -> None:
-        self.data += data
-
-    def readConnectionLost(self) -> None:
-        self.events.append("FIN")
-
-    def writeConnectionLost(self) -> None:
-        pass
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self.events.append("lost")
-        self.reason = reason
-
-
-def loseSessions(pump: IOPump) -> None:
-    """
-    The connection under the two sessions of C{pump} dies (a reset, a
-    crashed peer): both get C{connectionLost(ConnectionLost)}.
-    """
-    for transport in (pump.clientIO, pump.serverIO):
-        transport.disconnectReason = ConnectionLost()
-    pump.clientIO.loseConnection()
-    pump.flush()
-
-
 class ForwardToEndingTests(TestCase):
     """
     A channel of a L{forwardTo} service and its connection to the backend
@@ -317,12 +219,12 @@ class ForwardToEndingTests(TestCase):
             {b"fwd": forwardTo(self.endpoint, "the backend")}, clock=self.clock
         )
 
-    def open(self, data: bytes = b"upload") -> tuple[Recorder, FakeTCP]:
+    def open(self, data: bytes = b"upload") -> tuple[EndingRecorder, FakeTCP]:
         """
         Open a channel to the service, send C{data}; return the channel's
         protocol and the backend connection it was forwarded to.
         """
-        recorder = Recorder()
+        recorder = EndingRecorder()
         self.client.openChannel(b"fwd", _Just(recorder))
         assert recorder.transport is not None
         recorder.transport.write(data)
@@ -400,7 +302,7 @@ class ForwardToEndingTests(TestCase):
         has that connection aborted as soon as it is made.
         """
         self.endpoint.later = True
-        recorder = Recorder()
+        recorder = EndingRecorder()
         self.client.openChannel(b"fwd", _Just(recorder))
         self.pump.flush()
         cast(ChannelTransport, recorder.transport).abortConnection()
@@ -431,10 +333,10 @@ class LocalForwardingEndingTests(TestCase):
 
     def setUp(self) -> None:
         self.clock = Clock()
-        self.served: list[Recorder] = []
+        self.served: list[EndingRecorder] = []
 
-        def record() -> Recorder:
-            recorder = Recorder()
+        def record() -> EndingRecorder:
+            recorder = EndingRecorder()
             self.served.append(recorder)
             return recorder
 

@@ -1,0 +1,154 @@
+# -*- test-case-name: memux.test.test_layout -*-
+"""
+How memux's own tests are put together: test modules never import each
+other, and what they share lives in helper modules that hold no tests.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from twisted.trial.unittest import SynchronousTestCase
+
+#: memux's tests, and the package they are imported as.
+HERE = Path(__file__).resolve().parent
+PACKAGE = "memux.test"
+
+
+def importedNames(tree: ast.AST, package: str) -> set[str]:
+    """
+    The dotted names a module of C{package} imports anywhere in C{tree}
+    (at the top or inside a function): each module imported, and for
+    C{from M import N}, both C{M} and C{M.N}, since C{N} may be a module.
+    Relative imports are resolved against C{package}.
+    """
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - (node.level - 1)])
+                module = f"{base}.{node.module}" if node.module else base
+            else:
+                module = node.module or ""
+            names.add(module)
+            names.update(f"{module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def crossImports(directory: Path, package: str) -> list[tuple[str, str]]:
+    """
+    Each (test module file, test module it imports) in C{directory}, the
+    directory of C{package}, where both are C{test_*.py} modules and not
+    the same one.
+    """
+    testModules = {f"{package}.{p.stem}" for p in directory.glob("test_*.py")}
+    found = []
+    for path in sorted(directory.glob("test_*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        own = f"{package}.{path.stem}"
+        for name in sorted(importedNames(tree, package) & (testModules - {own})):
+            found.append((path.name, name))
+    return found
+
+
+def testMethodsOutsideTestModules(directory: Path) -> list[tuple[str, str]]:
+    """
+    Each (file, C{Class.method}) in C{directory} where a module not named
+    C{test_*.py} defines a class with a method trial would run as a test
+    (one whose name starts with C{test}).
+    """
+    found = []
+    for path in sorted(directory.glob("*.py")):
+        if path.name.startswith("test_"):
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef):
+                found += [
+                    (path.name, f"{node.name}.{item.name}")
+                    for item in node.body
+                    if isinstance(item, ast.FunctionDef | ast.AsyncFunctionDef)
+                    and item.name.startswith("test")
+                ]
+    return found
+
+
+class TestModuleImportTests(SynchronousTestCase):
+    """
+    No C{memux/test/test_*.py} module imports another: what tests share is
+    in C{memux.test._helpers} and C{memux.test._fakes}.  Importing a test
+    module drags its test cases into the importer's namespace, where trial
+    finds (and runs) them a second time, and ties unrelated tests
+    together.
+    """
+
+    def test_noTestModuleImportsAnother(self) -> None:
+        """
+        No C{test_*.py} module in C{memux/test} imports another one, in any
+        form (C{import memux.test.test_x}, C{from memux.test import
+        test_x}, C{from memux.test.test_x import y}, relative imports, or
+        any of these inside a function).
+        """
+        self.assertGreater(len(list(HERE.glob("test_*.py"))), 1)
+        self.assertEqual(crossImports(HERE, PACKAGE), [])
+
+    def test_crossImportsFound(self) -> None:
+        """
+        L{crossImports} finds a test module importing another in every
+        form, and passes over imports of helper modules and a module's
+        mention of itself.
+        """
+        directory = Path(self.mktemp())
+        directory.mkdir()
+        (directory / "test_b.py").write_text("from pkg.test import _helpers\n")
+        (directory / "test_self.py").write_text("import pkg.test.test_self\n")
+        forms = [
+            "import pkg.test.test_b\n",
+            "from pkg.test import test_b\n",
+            "from pkg.test.test_b import thing\n",
+            "from . import test_b\n",
+            "from .test_b import thing\n",
+            "def later():\n    from pkg.test.test_b import thing\n",
+        ]
+        for i, source in enumerate(forms):
+            (directory / f"test_a{i}.py").write_text(source)
+        self.assertEqual(
+            crossImports(directory, "pkg.test"),
+            [(f"test_a{i}.py", "pkg.test.test_b") for i in range(len(forms))],
+        )
+
+
+class HelperModuleTests(SynchronousTestCase):
+    """
+    The modules of C{memux/test} that test modules import (C{_helpers},
+    C{_fakes}, ...) define no test methods, so a base test case imported
+    from one adds no tests to the module importing it.
+    """
+
+    def test_noTestMethods(self) -> None:
+        """
+        No class in a module of C{memux/test} not named C{test_*.py} has a
+        method whose name starts with C{test}.
+        """
+        self.assertEqual(testMethodsOutsideTestModules(HERE), [])
+
+    def test_testMethodsFound(self) -> None:
+        """
+        L{testMethodsOutsideTestModules} finds a test method in a helper
+        module's class, and passes over test modules and other methods.
+        """
+        directory = Path(self.mktemp())
+        directory.mkdir()
+        (directory / "_base.py").write_text(
+            "class Base:\n    def setUp(self): pass\n    def test_x(self): pass\n"
+        )
+        (directory / "test_mine.py").write_text(
+            "class Mine:\n    def test_y(self): pass\n"
+        )
+        self.assertEqual(
+            testMethodsOutsideTestModules(directory), [("_base.py", "Base.test_x")]
+        )
