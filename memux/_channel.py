@@ -481,6 +481,9 @@ class ChannelCore:
         self._deliverCall = None
         if self._delivering:
             return
+        # A later turn than the read that brought this: the credit granted
+        # as it is consumed is timed now (`SessionCore.tickClock`).
+        self._core.tickClock()
         self._delivering = True
         try:
             self._deliverLoop()

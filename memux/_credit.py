@@ -11,7 +11,101 @@ window of unconsumed data per channel (and per session).
 
 from __future__ import annotations
 
-__all__ = ["ChannelCountCredit", "CreditWindow", "SendCredit", "SessionCreditWindow"]
+__all__ = [
+    "ChannelCountCredit",
+    "CreditTuning",
+    "CreditWindow",
+    "SendCredit",
+    "SessionCreditWindow",
+]
+
+
+class CreditTuning:
+    """
+    Auto-tuning of a session's channel windows (receiver-side advice in
+    the spec, "Window auto-tuning"; no wire change): the time and round-trip
+    samples the channels' `CreditWindow` grants are judged by, and the rule.
+
+    A channel whose grants come faster than every `GROW_WITHIN_RTTS` round
+    trips is held back by its window (the sender waits for credit each
+    round trip) rather than by its reader or the link: its window doubles,
+    up to ``maximum``.  Grants that come less often than every
+    `SHRINK_AFTER_SECONDS` (an idle or slow channel) set it back to
+    ``initial``.  With no round-trip sample yet, nothing grows; the session
+    takes one (a PING) when `wantsRtt` says so.
+
+    Memory stays bounded by the session window, which channels share and
+    which does not grow: ``maximum`` is at most the session window, and a
+    grown window only lets one busy channel use more of it.
+
+    The session layer feeds ``now`` (its clock, once per read and per
+    delivery turn) and `sample` (every PING's round trip), and sends a PING
+    when `wantsRtt` says so.  Grants in the
+    same instant (one read, or a reader catching up) carry no timing and
+    never grow a window.
+    """
+
+    __slots__ = (
+        "initial",
+        "maximum",
+        "now",
+        "rtt",
+        "nextSample",
+        "pinging",
+        "wantsRtt",
+    )
+
+    #: grow a window whose grants come faster than this many round trips
+    GROW_WITHIN_RTTS = 2
+    #: set a window back to the initial size after this long with no grant
+    SHRINK_AFTER_SECONDS = 1.0
+    #: take a fresh round-trip sample at most this often (while granting)
+    SAMPLE_EVERY_SECONDS = 10.0
+
+    def __init__(self, initial: int, maximum: int) -> None:
+        self.initial = initial
+        self.maximum = max(initial, maximum)
+        #: the session's clock, as last fed
+        self.now = 0.0
+        #: the smoothed round trip in seconds (None: no sample yet)
+        self.rtt: float | None = None
+        #: when a round-trip sample is next wanted
+        self.nextSample = 0.0
+        #: whether the session has a sample under way
+        self.pinging = False
+        #: whether the session should take a round-trip sample (send a
+        #: PING) now: a window was granted, and the last sample, if any, is
+        #: old (set here, cleared by the session as it sends the PING)
+        self.wantsRtt = False
+
+
+    def sample(self, rtt: float) -> None:
+        """
+        A round trip took ``rtt`` seconds: smooth it in (RFC 6298's 1/8).
+        """
+        self.rtt = rtt if self.rtt is None else self.rtt + (rtt - self.rtt) / 8
+        self.pinging = False
+        self.nextSample = self.now + self.SAMPLE_EVERY_SECONDS
+
+    def resized(self, window: int, lastGrant: float) -> int:
+        """
+        The window for a grant made now, the previous one at
+        ``lastGrant``.
+        """
+        now = self.now
+        if not self.pinging and now >= self.nextSample:
+            self.wantsRtt = True
+        interval = now - lastGrant
+        rtt = self.rtt
+        if interval > self.SHRINK_AFTER_SECONDS:
+            return self.initial
+        if (
+            rtt is not None
+            and 0 < interval < self.GROW_WITHIN_RTTS * rtt
+            and window < self.maximum
+        ):
+            return min(2 * window, self.maximum)
+        return window
 
 
 class CreditWindow:
@@ -28,9 +122,17 @@ class CreditWindow:
     keeps up.
     """
 
-    __slots__ = ("window", "limit", "received", "consumed", "grantAt")
+    __slots__ = (
+        "window",
+        "limit",
+        "received",
+        "consumed",
+        "grantAt",
+        "tuning",
+        "lastGrant",
+    )
 
-    def __init__(self, window: int) -> None:
+    def __init__(self, window: int, tuning: CreditTuning | None = None) -> None:
         self.window = window
         self.limit = window
         self.received = 0
@@ -38,6 +140,10 @@ class CreditWindow:
         #: Once ``consumed`` reaches this, a new limit is due (`grant`).
         #: Kept as a plain number so the per-message path is one comparison.
         self.grantAt = window - window // 2
+        #: the session's auto-tuning, if any (see `CreditTuning`)
+        self.tuning = tuning
+        #: when the last limit was granted (the session's clock)
+        self.lastGrant = 0.0 if tuning is None else tuning.now
 
     def receive(self, n: int) -> bool:
         """
@@ -81,7 +187,12 @@ class CreditWindow:
     def grant(self) -> int:
         """
         Raise the limit to a full window past what is consumed; return it.
+        With auto-tuning, the window is resized first (`CreditTuning`).
         """
+        tuning = self.tuning
+        if tuning is not None:
+            self.window = tuning.resized(self.window, self.lastGrant)
+            self.lastGrant = tuning.now
         self.limit = self.consumed + self.window
         self.grantAt = self.limit - self.window // 2
         return self.limit
@@ -104,7 +215,7 @@ class SessionCreditWindow(CreditWindow):
     __slots__ = ()
 
     def __init__(self, window: int) -> None:
-        super().__init__(window)
+        super().__init__(window)  # never auto-tuned: it bounds memory
         self.grantAt = window  # 2 * limit - window
 
     def due(self) -> bool:

@@ -19,6 +19,7 @@ from typing import Any
 
 from memux._credit import (
     ChannelCountCredit,
+    CreditTuning,
     CreditWindow,
     SendCredit,
     SessionCreditWindow,
@@ -309,6 +310,7 @@ class _Channel:
         window: int,
         openFrame: bytes | None = None,
         lossy: bool = False,
+        tuning: CreditTuning | None = None,
     ) -> None:
         self.id = cid
         self.local = local
@@ -326,7 +328,7 @@ class _Channel:
         self.queued = 0
         self.finQueued = False
         self.send = SendCredit(sendLimit)
-        self.recv = CreditWindow(window)
+        self.recv = CreditWindow(window, tuning)
         self.scheduled = False
         self.parked = False  # waiting (in the scheduler) for session credit
         self.midMessage = False
@@ -404,6 +406,13 @@ class MemuxEngine:
         # Session credit.
         self._sessionSend = SendCredit(self.peerSettings.initialSessionCredit)
         self._sessionRecv = SessionCreditWindow(self.settings.sessionCredit)
+        #: receive-window auto-tuning for the channels (None: off), fed its
+        #: clock and round trips by the session layer (`CreditTuning`)
+        self.creditTuning: CreditTuning | None = None
+        if self.settings.channelCreditLimit > self.settings.channelCredit:
+            self.creditTuning = CreditTuning(
+                self.settings.channelCredit, self.settings.channelCreditLimit
+            )
         self._reassemblyHeld = 0  # held in message reassembly, all channels
         self._partialsBegun = 0  # messages that began in reassembly, so far
         # Flood limit: frames that do no work spend this allowance; DATA
@@ -562,6 +571,7 @@ class MemuxEngine:
             self.settings.channelCredit,
             openFrame,
             lossy,
+            self.creditTuning,
         )
         self._channels[cid] = ch
         self._pendingOpens.append(ch)
@@ -1014,6 +1024,7 @@ class MemuxEngine:
             False,
             self.peerSettings.initialChannelCredit,
             self.settings.channelCredit,
+            tuning=self.creditTuning,
         )
         self._channels[cid] = ch
         self.channelsAccepted += 1

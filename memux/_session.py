@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from memux._channel import CLEAN, SMALL_WRITE, ChannelCore, Delivery, Ending, Notice
+from memux._credit import CreditTuning
 from memux._engine import (
     ChannelClosed,
     ChannelOpened,
@@ -94,6 +95,10 @@ LOAD_BUDGET_PERIOD = 10.0
 
 #: The payload of keepalive PINGs (their answers match no `ping` call).
 KEEPALIVE_PAYLOAD = b"keepaliv"
+
+#: The payloads of the PINGs that sample the round trip for the credit
+#: auto-tuning start with this (then a count), never reported as a user's.
+RTT_PING = b"memux-rtt:"
 
 #: Frames the engine decodes and acts on per step of a session's input.  A
 #: read holding more (a flood of tiny frames, or deep pipelining) is
@@ -239,6 +244,7 @@ class SessionCore:
         self._loadBudgetRefill = 0.0
         # Pings we sent, by payload: when.
         self._pings: dict[bytes, float] = {}
+        self._rttPings = 0  # round-trip samples taken (see `_sampleRtt`)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -324,6 +330,27 @@ class SessionCore:
         self.engine.ping(payload)
         self.flushSoon()
 
+    def _sampleRtt(self, tuning: CreditTuning) -> None:
+        """
+        Take a round-trip sample for the credit auto-tuning: a PING of our
+        own (`RTT_PING`), answered like any other.
+        """
+        tuning.pinging = True
+        tuning.wantsRtt = False
+        self._rttPings += 1
+        payload = RTT_PING + self._rttPings.to_bytes(8, "big")
+        self._pings[payload] = self.host.now()
+        self.engine.ping(payload)
+
+    def tickClock(self) -> None:
+        """
+        Feed the credit auto-tuning the time, from outside a read (where
+        it is fed anyway): before delivering what a reader left waiting.
+        """
+        tuning = self.engine.creditTuning
+        if tuning is not None:
+            tuning.now = self.host.now()
+
     def goAway(self, code: int = ErrorCode.NO_ERROR, reason: str = "") -> None:
         """
         Stop accepting channels from the peer (GOAWAY).  With NO_ERROR the
@@ -381,6 +408,9 @@ class SessionCore:
         if data:
             self._heard = True
             now = self.host.now()
+            tuning = engine.creditTuning
+            if tuning is not None:
+                tuning.now = now
             if now >= self._loadBudgetRefill:
                 self._loadBudgetRefill = now + LOAD_BUDGET_PERIOD
                 engine.refillLoadBudget()
@@ -485,6 +515,9 @@ class SessionCore:
                 self._flushing = False
             self._closeConnection()
             return False
+        tuning = engine.creditTuning
+        if tuning is not None and tuning.wantsRtt:
+            self._sampleRtt(tuning)
         if self.smallWrites != self._smallSeen:
             self._smallSeen = self.smallWrites
             self._fullFlushes = 0
@@ -702,7 +735,12 @@ class SessionCore:
     def _onPingAcknowledged(self, event: PingAcknowledged) -> None:
         started = self._pings.pop(event.payload, None)
         if started is not None:
-            self.host.pingAnswered(event.payload, self.host.now() - started)
+            rtt = self.host.now() - started
+            tuning = self.engine.creditTuning
+            if tuning is not None:
+                tuning.sample(rtt)
+            if not event.payload.startswith(RTT_PING):
+                self.host.pingAnswered(event.payload, rtt)
 
     def _onGoAwayReceived(self, event: GoAwayReceived) -> None:
         self.goAwayReceived = event

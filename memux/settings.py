@@ -67,6 +67,15 @@ class SessionSettings:
     #: It caps one channel's throughput at window / round trip; 1 MiB keeps
     #: a single bulk channel within a few percent of raw TCP on loopback.
     channelCredit: int = 1024 * 1024
+    #: the largest a channel's credit window grows to when it is held back
+    #: by its window rather than by its reader (receive-window auto-tuning,
+    #: see the spec's "Window auto-tuning"): a busy channel's window doubles
+    #: while its grants come faster than every two round trips, and goes
+    #: back to ``channelCredit`` once the channel idles.  None: half the
+    #: session window (so one channel never takes all of it), at most 16
+    #: MiB; equal to ``channelCredit``: no auto-tuning.  Memory stays
+    #: bounded by ``sessionCredit`` whatever it is.  Local: not announced.
+    maxChannelCredit: int | None = None
     #: credit window for the session: the most unconsumed bytes held in all
     #: channels together, whatever the peer does.  It is what bounds memory,
     #: so channels whose readers are paused share it: 32 fully stalled
@@ -117,6 +126,13 @@ class SessionSettings:
 
     def __post_init__(self) -> None:
         self.toWire()  # validates ranges
+        if self.maxChannelCredit is not None and not (
+            self.channelCredit <= self.maxChannelCredit <= self.sessionCredit
+        ):
+            raise ValueError(
+                "maxChannelCredit must be between channelCredit and sessionCredit"
+                " (or None: the default)"
+            )
         if self.maxMessageSize < 1:
             raise ValueError("maxMessageSize must be positive")
         if self.chunkSize < 1:
@@ -133,6 +149,16 @@ class SessionSettings:
             raise ValueError("writeTimeout must be positive (or None: never)")
         if self.handshakeTimeout is not None and not self.handshakeTimeout > 0:
             raise ValueError("handshakeTimeout must be positive (or None: never)")
+
+    @property
+    def channelCreditLimit(self) -> int:
+        """
+        The largest a channel's window grows to (`maxChannelCredit`, or its
+        default).
+        """
+        if self.maxChannelCredit is not None:
+            return self.maxChannelCredit
+        return max(self.channelCredit, min(16 * 1024 * 1024, self.sessionCredit // 2))
 
     def toWire(self) -> Settings:
         """

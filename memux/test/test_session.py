@@ -14,8 +14,14 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from memux._channel import ChannelCore, Ending, Notice
 from memux._engine import ChannelOpened
-from memux._session import KEEPALIVE_PAYLOAD, LOAD_BUDGET_PERIOD, SessionCore
+from memux._session import (
+    KEEPALIVE_PAYLOAD,
+    LOAD_BUDGET_PERIOD,
+    RTT_PING,
+    SessionCore,
+)
 from memux._wire import (
+    CreditFrame,
     DataFrame,
     FrameDecoder,
     GoAwayFrame,
@@ -371,6 +377,105 @@ class ChannelCoreTests(SynchronousTestCase):
             [(f.code, f.reason) for f in resets],
             [(ErrorCode.REFUSED, "no such service")],
         )
+
+
+class CreditTuningTests(SynchronousTestCase):
+    """
+    Receive-window auto-tuning through the core: it samples the round trip
+    with a PING of its own, grows a busy channel's window, and sets a
+    slow reader's back.
+    """
+
+    def busy(self) -> tuple[FakeHost, SessionCore, Recorder]:
+        """
+        A core whose peer has opened channel 1 (its reader keeps up).
+        """
+        host, core = connected(SessionSettings(writeTimeout=None))
+        core.receiveData(OpenFrame(1, b"record").encode())
+        [channel] = host.channels
+        host.take()
+        return host, core, channel
+
+    def feed(self, host: FakeHost, core: SessionCore, at: float, n: int) -> list[Any]:
+        """
+        At time ``at``, ``n`` bytes arrive on channel 1 (in 64 KiB frames);
+        return the frames the core wrote in answer.
+        """
+        host.time = at
+        while n:
+            size = min(n, 65536)
+            core.receiveData(DataFrame(1, b"d" * size).encode())
+            n -= size
+        host.runCalls()
+        return host.take()
+
+    def test_roundTripSampledOnce(self) -> None:
+        """
+        The first grant sends a PING of the core's own; its answer is a
+        round-trip sample, not reported as a user's ping; no other PING
+        goes out while grants go on.
+        """
+        host, core, channel = self.busy()
+        frames = self.feed(host, core, 0.001, 512 * 1024)
+        pings = [f for f in frames if isinstance(f, PingFrame)]
+        self.assertEqual(len(pings), 1)
+        self.assertTrue(pings[0].payload.startswith(RTT_PING))
+        host.time = 0.004
+        core.receiveData(PingFrame(pings[0].payload, ack=True).encode())
+        self.assertEqual(host.pings, [])
+        tuning = core.engine.creditTuning
+        assert tuning is not None
+        self.assertAlmostEqual(tuning.rtt or 0, 0.003)
+        frames = self.feed(host, core, 0.005, 2 * 1024 * 1024)
+        self.assertFalse([f for f in frames if isinstance(f, PingFrame)])
+
+    def test_busyChannelGrows(self) -> None:
+        """
+        A channel whose reader keeps up, granted credit faster than every
+        two round trips, is granted ever more, up to the cap.
+        """
+        host, core, channel = self.busy()
+        frames = self.feed(host, core, 0.001, 512 * 1024)
+        [ping] = [f for f in frames if isinstance(f, PingFrame)]
+        host.time = 0.011
+        core.receiveData(PingFrame(ping.payload, ack=True).encode())  # 10 ms
+        consumed = 512 * 1024
+        windows, limits = [], []
+        for i in range(1, 12):
+            limit = core.engine._channels[1].recv.limit
+            frames = self.feed(host, core, 0.011 + 0.004 * i, limit - consumed)
+            consumed = limit
+            windows.append(core.engine._channels[1].recv.window)
+            limits += [
+                f.limit for f in frames if isinstance(f, CreditFrame) and f.channel == 1
+            ]
+        self.assertEqual(windows[:4], [2 << 20, 4 << 20, 8 << 20, 16 << 20])
+        self.assertEqual(windows[-1], SessionSettings().channelCreditLimit)
+        # What the peer is invited to send grows as fast: granted at half
+        # the old window consumed, each CREDIT raises the limit by the new
+        # window less half the old.
+        steps = [b - a for a, b in zip(limits, limits[1:], strict=False)]
+        self.assertEqual(steps[:3], [3 << 20, 6 << 20, 12 << 20])
+
+    def test_slowReaderShrinks(self) -> None:
+        """
+        A grown window goes back to the initial size when its reader,
+        paused for longer than `CreditTuning.SHRINK_AFTER_SECONDS`, resumes:
+        the clock is read when held data is delivered, not only on reads.
+        """
+        host, core, channel = self.busy()
+        frames = self.feed(host, core, 0.001, 512 * 1024)
+        [ping] = [f for f in frames if isinstance(f, PingFrame)]
+        host.time = 0.011
+        core.receiveData(PingFrame(ping.payload, ack=True).encode())
+        self.feed(host, core, 0.012, 512 * 1024)
+        self.assertEqual(core.engine._channels[1].recv.window, 2 << 20)
+        channel.pauseProducing()
+        self.feed(host, core, 0.013, 2 << 20)
+        host.time = 5.0
+        channel.resumeProducing()
+        host.runCalls()
+        self.assertEqual(core.engine._channels[1].recv.window, 1 << 20)
 
 
 class PureCoreTests(SynchronousTestCase):
