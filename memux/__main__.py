@@ -1,6 +1,6 @@
 # -*- test-case-name: memux.test.test_cli -*-
 """
-``python -m memux``: the ``memux`` command line (see L{memux._cli}).
+``python -m memux``: the ``memux`` command line (see `memux._cli`).
 """
 
 import sys

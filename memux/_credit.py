@@ -147,7 +147,7 @@ class CreditWindow:
 
     def receive(self, n: int) -> bool:
         """
-        Account for ``n`` bytes arriving; return C{False} (and account for
+        Account for ``n`` bytes arriving; return ``False`` (and account for
         nothing) when they overrun the credit granted.
         """
         if self.received + n > self.limit:
@@ -166,7 +166,7 @@ class CreditWindow:
         """
         Account for ``n`` bytes consumed by the application.
 
-        @return: the new limit to announce, or C{None} when none is due yet.
+        :returns: the new limit to announce, or ``None`` when none is due yet.
         """
         consumed = self.consumed + n
         if consumed > self.received:

@@ -370,7 +370,7 @@ class MemuxEngine:
     """
     One memux session, from one side.
 
-    @param client: whether this side initiated the underlying connection
+    :param client: whether this side initiated the underlying connection
         (it then opens odd channel ids, the other side even ones).
     """
 
@@ -584,7 +584,7 @@ class MemuxEngine:
         it (with empty ``data``: ends the message in progress, or sends an
         empty message).  It goes out as credit and scheduling allow.
 
-        @return: the payload bytes now queued on ``channel`` (what
+        :returns: the payload bytes now queued on ``channel`` (what
             `queuedBytes` would say), for the caller's backpressure.
         """
         ch = self._channels.get(channel)

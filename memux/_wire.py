@@ -125,9 +125,9 @@ def decodeVarint(buf: bytes | bytearray, pos: int = 0) -> tuple[int, int] | None
     """
     Decode a varint from ``buf`` at ``pos``.
 
-    @return: C{(value, nextPos)}, or C{None} when ``buf`` ends before the
+    :returns: ``(value, nextPos)``, or ``None`` when ``buf`` ends before the
         varint does.
-    @raise ProtocolError: the varint is longer than nine bytes or not in its
+    :raises ProtocolError: the varint is longer than nine bytes or not in its
         shortest form.
     """
     end = len(buf)
@@ -272,7 +272,7 @@ class Settings:
     def decode(cls, block: bytes) -> Settings:
         """
         Decode a settings block; unknown ids are ignored, repeated ids and
-        out-of-range values are a `ProtocolError` (SETTINGS_ERROR).
+        out-of-range values are a `~memux.codes.ProtocolError` (SETTINGS_ERROR).
         """
         values: dict[str, int] = {}
         seen: set[int] = set()
@@ -592,7 +592,7 @@ def parseFrame(typeByte: int, channel: int, payload: bytes) -> Frame:
     """
     Build the frame object for a frame whose header has been read.
 
-    @raise ProtocolError: the payload is malformed for its type.
+    :raises ProtocolError: the payload is malformed for its type.
     """
     t = typeByte >> 4
     flags = typeByte & 0x0F

@@ -1,7 +1,7 @@
 # -*- test-case-name: memux.test.test_attackbench -*-
 """
 ``python -m memux.attackbench``, kept for that command: the attack bench
-is `memux.bench.attack`.
+is ``memux.bench.attack``.
 """
 
 from memux.bench.attack import main

@@ -94,7 +94,7 @@ class ChannelState(Enum):
 class EngineError(ValueError):
     """
     The session engine was asked to do something it cannot in its state
-    (misuse by its caller, not by the peer).  A L{ValueError}, as for any
+    (misuse by its caller, not by the peer).  A `ValueError`, as for any
     argument a call cannot take.
     """
 

@@ -114,13 +114,14 @@ class SessionPool:
     get its error and the next call tries again.  A session is replaced once
     it closes or either side has sent GOAWAY (the old one drains on its own).
 
-    @param reactor: the reactor sessions run on and description strings
-        are parsed with (so it provides L{IReactorTime} and whatever the
+    :param reactor: the reactor sessions run on and description strings
+        are parsed with (so it provides
+        `~twisted.internet.interfaces.IReactorTime` and whatever the
         endpoints need, as the global reactor does); the global reactor if
-        L{None}.
-    @param services: serves channels the peers open back to us (none by
+        ``None``.
+    :param services: serves channels the peers open back to us (none by
         default: they are refused).
-    @param settings: settings for the sessions this pool makes.
+    :param settings: settings for the sessions this pool makes.
     """
 
     def __init__(
@@ -157,11 +158,11 @@ class SessionPool:
         A session to ``endpoint``: the pooled one if it is usable, else the
         one being connected, else a new one.
 
-        @param endpoint: an endpoint object, or a client endpoint
+        :param endpoint: an endpoint object, or a client endpoint
             description string (parsed with this pool's reactor by
-            L{memux.tls.clientEndpointFromString}, so ``tls:`` offers ALPN
+            `memux.tls.clientEndpointFromString`, so ``tls:`` offers ALPN
             ``memux/1``).
-        @return: fires with a connected session, or fails with the error of
+        :returns: fires with a connected session, or fails with the error of
             the connection attempt.  Cancelling it stops waiting, and stops
             the attempt once nobody else waits for it.
         """
@@ -213,10 +214,10 @@ class SessionPool:
         (those waiting for one get its cancellation error).  The pool stays
         usable: later calls make new sessions.
 
-        @param graceful: if false, close at once: channels still open end
-            with `SessionLost`.  If true, send GOAWAY and let the open
+        :param graceful: if false, close at once: channels still open end
+            with `~memux.error.SessionLost`.  If true, send GOAWAY and let the open
             channels finish first.
-        @return: fires once every session's connection has closed.
+        :returns: fires once every session's connection has closed.
         """
         for key, slot in list(self._slots.items()):
             if slot.attempt is not None:
@@ -290,7 +291,7 @@ _defaultPools: dict[object, SessionPool] = {}
 
 def defaultPool(reactor: Any = None) -> SessionPool:
     """
-    The shared pool of ``reactor`` (the global reactor if L{None}): the one
+    The shared pool of ``reactor`` (the global reactor if ``None``): the one
     every ``memux:`` endpoint parsed from a string with that reactor uses.
     Close its sessions with ``defaultPool(reactor).closeAll()``.
     """
@@ -316,13 +317,13 @@ class MemuxClientEndpoint:
     A client endpoint whose connections are channels for ``service`` on a
     pooled session to the inner ``endpoint``.
 
-    @param poolOrReactor: the `SessionPool` to take sessions from, or a
+    :param poolOrReactor: the `SessionPool` to take sessions from, or a
         reactor, to use that reactor's `defaultPool`.
-    @param endpoint: the inner endpoint, or its description string.
-    @param service: the service to open channels for.
-    @param metadata: sent with each channel opening, for the peer's
+    :param endpoint: the inner endpoint, or its description string.
+    :param service: the service to open channels for.
+    :param metadata: sent with each channel opening, for the peer's
         service resolver.
-    @param destination: ``(host, port)`` sent with each channel opening,
+    :param destination: ``(host, port)`` sent with each channel opening,
         for forwarding services.
     """
 
@@ -378,9 +379,9 @@ class MemuxListeningPort:
     What `MemuxServerEndpoint.listen` returns: the inner listening port,
     whose address and life it has, serving one service's channels.
 
-    @ivar wrappedPort: the inner endpoint's listening port.
-    @ivar factory: the application factory channels are handed to.
-    @ivar multiplexingFactory: the factory of the sessions.
+    :ivar wrappedPort: the inner endpoint's listening port.
+    :ivar factory: the application factory channels are handed to.
+    :ivar multiplexingFactory: the factory of the sessions.
     """
 
     def __init__(
@@ -451,11 +452,11 @@ class MemuxServerEndpoint:
     given to `listen`; channels for other services are refused with a
     reason.
 
-    @param reactor: the reactor the sessions run on (and to parse
-        ``endpoint`` with, if it is a string); the global one if L{None}.
-    @param endpoint: the inner server endpoint, or its description.
-    @param service: the service to serve.
-    @param settings: the sessions' settings.
+    :param reactor: the reactor the sessions run on (and to parse
+        ``endpoint`` with, if it is a string); the global one if ``None``.
+    :param endpoint: the inner server endpoint, or its description.
+    :param service: the service to serve.
+    :param settings: the sessions' settings.
     """
 
     def __init__(
@@ -552,7 +553,7 @@ def _split(
     the tokenizer splits an inner ``tcp\\:0\\:interface=127.0.0.1`` at its
     first ``=``, which is joined back here.
 
-    @return: the inner description, and the other keywords.
+    :returns: the inner description, and the other keywords.
     """
     found = [_text(a) for a in args]
     options: dict[str, str] = {}
@@ -602,14 +603,14 @@ def parseStreamClient(
 ) -> MemuxClientEndpoint:
     """
     Build the client endpoint of a ``memux:`` description (the arguments
-    after the prefix, as `clientFromString` parsed them).  It takes its
-    sessions from ``defaultPool(reactor)``.
+    after the prefix, as `~twisted.internet.endpoints.clientFromString`
+    parsed them).  It takes its sessions from ``defaultPool(reactor)``.
 
     Arguments: the inner client endpoint description (escaped), then
     ``service=`` (required), ``metadata=`` and ``destination=HOST\\:PORT``
     (optional).
 
-    @raise EndpointDescriptionError: if the description is malformed.
+    :raises EndpointDescriptionError: if the description is malformed.
     """
     inner, options = _split(args, kwargs, ("service", "metadata", "destination"))
     metadata = options.get("metadata")
@@ -633,7 +634,7 @@ def parseStreamServer(
     Arguments: the inner server endpoint description (escaped), then
     ``service=`` (required).
 
-    @raise EndpointDescriptionError: if the description is malformed.
+    :raises EndpointDescriptionError: if the description is malformed.
     """
     inner, options = _split(args, kwargs, ("service",))
     return MemuxServerEndpoint(reactor, inner, options["service"].encode("utf-8"))

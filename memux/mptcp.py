@@ -126,8 +126,8 @@ def openSocket(family: int, *, fallback: bool = True) -> tuple[socket.socket, bo
     Make a stream socket of ``family``: an MPTCP one if the kernel allows,
     else (if ``fallback``) a TCP one, with a logged warning.
 
-    @return: the socket, and whether it is an MPTCP socket.
-    @raise MPTCPUnavailable: if the kernel refused and ``fallback`` is
+    :returns: the socket, and whether it is an MPTCP socket.
+    :raises MPTCPUnavailable: if the kernel refused and ``fallback`` is
         false.
     """
     reason: str
@@ -171,28 +171,28 @@ class MPTCPInfo:
     """
     What the kernel reports of an MPTCP connection (``struct mptcp_info``,
     linux/mptcp.h).  Counters the running kernel does not report are
-    L{None}.
+    ``None``.
 
-    @ivar subflows: the subflows besides the first one (so 0 with one
+    :ivar subflows: the subflows besides the first one (so 0 with one
         path).
-    @ivar addAddrSignal: addresses announced to the peer.
-    @ivar addAddrAccepted: addresses announced by the peer and accepted.
-    @ivar subflowsMax: the ``subflows`` limit.
-    @ivar addAddrSignalMax: the limit of addresses announced.
-    @ivar addAddrAcceptedMax: the ``add_addr_accepted`` limit.
-    @ivar flags: ``mptcpi_flags``.
-    @ivar token: the connection's MPTCP token.
-    @ivar writeSeq: the next data sequence number to write.
-    @ivar sndUna: the oldest unacknowledged data sequence number.
-    @ivar rcvNxt: the next data sequence number expected.
-    @ivar localAddrUsed: local addresses in use (kernels from 6.1).
-    @ivar localAddrMax: their limit.
-    @ivar csumEnabled: whether DSS checksums are on.
-    @ivar retransmits: data retransmissions (kernels from 6.5).
-    @ivar bytesRetrans: bytes retransmitted.
-    @ivar bytesSent: bytes sent, over all subflows.
-    @ivar bytesReceived: bytes received.
-    @ivar bytesAcked: bytes acknowledged by the peer.
+    :ivar addAddrSignal: addresses announced to the peer.
+    :ivar addAddrAccepted: addresses announced by the peer and accepted.
+    :ivar subflowsMax: the ``subflows`` limit.
+    :ivar addAddrSignalMax: the limit of addresses announced.
+    :ivar addAddrAcceptedMax: the ``add_addr_accepted`` limit.
+    :ivar flags: ``mptcpi_flags``.
+    :ivar token: the connection's MPTCP token.
+    :ivar writeSeq: the next data sequence number to write.
+    :ivar sndUna: the oldest unacknowledged data sequence number.
+    :ivar rcvNxt: the next data sequence number expected.
+    :ivar localAddrUsed: local addresses in use (kernels from 6.1).
+    :ivar localAddrMax: their limit.
+    :ivar csumEnabled: whether DSS checksums are on.
+    :ivar retransmits: data retransmissions (kernels from 6.5).
+    :ivar bytesRetrans: bytes retransmitted.
+    :ivar bytesSent: bytes sent, over all subflows.
+    :ivar bytesReceived: bytes received.
+    :ivar bytesAcked: bytes acknowledged by the peer.
     """
 
     subflows: int
@@ -219,7 +219,7 @@ class MPTCPInfo:
     def fromBytes(cls, data: bytes) -> MPTCPInfo | None:
         """
         Decode ``struct mptcp_info`` as the kernel returned it (perhaps
-        shorter than this decoder knows); L{None} if too short to hold the
+        shorter than this decoder knows); ``None`` if too short to hold the
         subflow counts and sequence numbers.
         """
         if len(data) < _BASE.size:
@@ -307,7 +307,7 @@ def isMPTCP(transport: object) -> bool:
 def mptcpInfo(transport: object) -> MPTCPInfo | None:
     """
     What the kernel reports of the MPTCP connection of ``transport`` (as
-    for L{isMPTCP}); L{None} if it is not an MPTCP socket, the connection
+    for `isMPTCP`); ``None`` if it is not an MPTCP socket, the connection
     fell back to TCP, or the kernel does not say.
     """
     handle = _handle(transport)
@@ -323,18 +323,18 @@ def mptcpInfo(transport: object) -> MPTCPInfo | None:
 @dataclass(frozen=True)
 class PathInfo:
     """
-    What carries a connection, as L{pathInfo} found it.
+    What carries a connection, as `pathInfo` found it.
 
-    @ivar kind: ``"MPTCP"`` (an MPTCP connection), ``"TCP"`` (plain TCP,
+    :ivar kind: ``"MPTCP"`` (an MPTCP connection), ``"TCP"`` (plain TCP,
         including an MPTCP socket whose connection fell back to TCP),
         ``"UNIX"``, or ``"unknown"`` (no socket to look at: a pipe, a
         memory transport).
-    @ivar tls: whether TLS runs over it.
-    @ivar fellBack: whether it is an MPTCP socket whose connection fell
+    :ivar tls: whether TLS runs over it.
+    :ivar fellBack: whether it is an MPTCP socket whose connection fell
         back to plain TCP (the peer, or a middlebox, does not speak MPTCP;
         or a kernel before 5.16, which does not report ``MPTCP_INFO``).
-    @ivar mptcp: what the kernel reports of the MPTCP connection, if
-        C{kind} is ``"MPTCP"``.
+    :ivar mptcp: what the kernel reports of the MPTCP connection, if
+        ``kind`` is ``"MPTCP"``.
     """
 
     kind: str
@@ -346,7 +346,7 @@ class PathInfo:
     def subflows(self) -> int | None:
         """
         The number of subflows (paths) in use, counting the first one;
-        L{None} unless the connection is MPTCP.
+        ``None`` unless the connection is MPTCP.
         """
         return None if self.mptcp is None else self.mptcp.subflows + 1
 
@@ -421,13 +421,13 @@ class MPTCPServerEndpoint:
     Listens for MPTCP connections (and plain TCP ones: the kernel accepts
     both on an MPTCP socket).
 
-    @param reactor: an L{IReactorSocket} provider.
-    @param port: the port number (0 for any).
-    @param backlog: the listen backlog.
-    @param interface: the address to listen on; all IPv4 addresses if
+    :param reactor: an `~twisted.internet.interfaces.IReactorSocket` provider.
+    :param port: the port number (0 for any).
+    :param backlog: the listen backlog.
+    :param interface: the address to listen on; all IPv4 addresses if
         empty; an IPv6 address listens with an IPv6 socket.
-    @param fallback: listen with plain TCP, and log a warning, if the kernel
-        refuses MPTCP; if false, fail with L{MPTCPUnavailable}.
+    :param fallback: listen with plain TCP, and log a warning, if the kernel
+        refuses MPTCP; if false, fail with `MPTCPUnavailable`.
     """
 
     def __init__(
@@ -453,7 +453,7 @@ class MPTCPServerEndpoint:
     ) -> defer.Deferred[IListeningPort]:
         """
         Listen; fire with the listening port, or fail with
-        L{CannotListenError} or L{MPTCPUnavailable}.
+        `~twisted.internet.error.CannotListenError` or `MPTCPUnavailable`.
         """
         return defer.execute(self._listen, protocolFactory)
 
@@ -511,8 +511,8 @@ class _MPTCPClient(tcp.Client):
 
 class _MPTCPConnector(tcp.Connector):
     """
-    A TCP connector that makes L{_MPTCPClient}s, each with a socket from
-    L{openSocket}.
+    A TCP connector that makes `_MPTCPClient` objects, each with a socket from
+    `openSocket`.
     """
 
     fallback = True
@@ -521,9 +521,9 @@ class _MPTCPConnector(tcp.Connector):
     def prepare(self) -> None:
         """
         Make the socket of the next connection attempt now, so that a
-        refusal fails the attempt with L{MPTCPUnavailable} itself (errors
+        refusal fails the attempt with `MPTCPUnavailable` itself (errors
         from making the socket later reach the factory as
-        L{ConnectBindError}).
+        `~twisted.internet.error.ConnectBindError`).
         """
         family = socket.AF_INET6 if isIPv6Address(self.host) else socket.AF_INET
         self._socket, _ = openSocket(family, fallback=self.fallback)
@@ -548,15 +548,15 @@ class MPTCPClientEndpoint:
     speak it, as the kernel does, or if the kernel refuses MPTCP and
     ``fallback`` is true).
 
-    @param reactor: the reactor (a L{ReactorBase}, for its name resolver
-        and selectables).
-    @param host: an IPv4 or IPv6 address, or a name: resolved by the
+    :param reactor: the reactor (a `~twisted.internet.base.ReactorBase`,
+        for its name resolver and selectables).
+    :param host: an IPv4 or IPv6 address, or a name: resolved by the
         reactor's name resolver to IPv4 and IPv6 addresses, tried in turn
         (only those of ``bindAddress``'s family if it has an address).
-    @param port: the port number.
-    @param timeout: seconds to wait for the connection.
-    @param bindAddress: ``(host, port)`` to bind the socket to first.
-    @param fallback: see L{MPTCPServerEndpoint}.
+    :param port: the port number.
+    :param timeout: seconds to wait for the connection.
+    :param bindAddress: ``(host, port)`` to bind the socket to first.
+    :param fallback: see `MPTCPServerEndpoint`.
     """
 
     def __init__(
@@ -582,9 +582,9 @@ class MPTCPClientEndpoint:
     def connect(self, protocolFactory: IProtocolFactory) -> defer.Deferred[IProtocol]:
         """
         Connect; fire with the connected protocol, or fail with the
-        connection's error (L{MPTCPUnavailable} if the kernel refused and
-        fallback is off, L{DNSLookupError} if the name has no address).
-        Cancelling stops the attempt.
+        connection's error (`MPTCPUnavailable` if the kernel refused and
+        fallback is off, `~twisted.internet.error.DNSLookupError` if the
+        name has no address).  Cancelling stops the attempt.
         """
         resolver = IReactorPluggableNameResolver(self.reactor, None)
         if isIPAddress(self.host) or isIPv6Address(self.host) or resolver is None:
@@ -710,7 +710,7 @@ def parseStreamServer(
     Build the server endpoint of ``mptcp:PORT[:interface=ADDR][:backlog=N]
     [:fallback=yes|no]`` (the arguments after the prefix).
 
-    @raise MPTCPDescriptionError: if the description is malformed.
+    :raises MPTCPDescriptionError: if the description is malformed.
     """
     options = _options(kwargs, ("port", "interface", "backlog", "fallback"), "server")
     positional = [_text(a) for a in args]
@@ -738,7 +738,7 @@ def parseStreamClient(
     ``bindAddress`` is an address, or ``ADDR\\:PORT`` (``[ADDR]\\:PORT`` for
     IPv6) to bind a port too.  Escape the colons of IPv6 addresses.
 
-    @raise MPTCPDescriptionError: if the description is malformed.
+    :raises MPTCPDescriptionError: if the description is malformed.
     """
     options = _options(
         kwargs, ("host", "port", "timeout", "bindAddress", "fallback"), "client"

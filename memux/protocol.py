@@ -110,7 +110,7 @@ def _resolverFor(services: ServiceMap | ServiceResolver) -> ServiceResolver:
 
 def _addressText(address: IAddress | None) -> str:
     """
-    An address as logged: C{HOST:PORT} (C{[HOST]:PORT} for IPv6), a UNIX
+    An address as logged: ``HOST:PORT`` (``[HOST]:PORT`` for IPv6), a UNIX
     socket's path, else what the address says of itself.
     """
     host, port = getattr(address, "host", None), getattr(address, "port", None)
@@ -479,7 +479,7 @@ class MemuxProtocol(Protocol):
     def dataReceived(self, data: bytes) -> None:
         """
         Feed the core.  A full channel holds back only its own credit,
-        never reading.  A read of more than `INPUT_STEP_FRAMES` frames is
+        never reading.  A read of more than ``INPUT_STEP_FRAMES`` frames is
         finished in later reactor turns, shared fairly with other sessions,
         with reading paused meanwhile.
         """
@@ -895,7 +895,7 @@ class MultiplexingFactory(Factory):
     to `IProtocolFactory`, or a callable taking a `ChannelRequest` and
     returning a factory or None (refuse).
 
-    @param client: build the side that initiated the connection (odd
+    :param client: build the side that initiated the connection (odd
         channel ids); `connectSession` sets it.
     """
 

@@ -51,12 +51,12 @@ class Echo(Protocol):
             IConsumer(transport).registerProducer(IPushProducer(transport), True)
 
     def dataReceived(self, data: bytes) -> None:
-        """Echo C{data}."""
+        """Echo ``data``."""
         assert self.transport is not None
         self.transport.write(data)
 
     def chunkReceived(self, data: bytes, endOfMessage: bool) -> None:
-        """Echo C{data}, ending the echoed message where the received one ends."""
+        """Echo ``data``, ending the echoed message where the received one ends."""
         if endOfMessage:
             IChannelTransport(self.transport).writeMessage(data)
         else:
@@ -70,12 +70,12 @@ class Discard(Protocol):
     """
 
     def dataReceived(self, data: bytes) -> None:
-        """Ignore C{data}."""
+        """Ignore ``data``."""
 
 
 def _chargenPeriod(lineLength: int = 72) -> bytes:
     """
-    One full period of the RFC 864 pattern: each line holds C{lineLength}
+    One full period of the RFC 864 pattern: each line holds ``lineLength``
     consecutive printable ASCII characters, starting one character later
     than the line before, and ends with CRLF.
     """
@@ -97,9 +97,9 @@ class Chargen(Protocol):
     never outruns the transport's flow control (TCP's buffers, or a memux
     channel's credit) by more than one block.
 
-    @ivar clock: what schedules the next block; the global reactor if
-        L{None}.
-    @ivar interval: seconds between blocks; C{0} means one block per
+    :ivar clock: what schedules the next block; the global reactor if
+        ``None``.
+    :ivar interval: seconds between blocks; ``0`` means one block per
         reactor turn.
     """
 
@@ -127,12 +127,12 @@ class Chargen(Protocol):
         self.stopProducing()
 
     def pauseProducing(self) -> None:
-        """Stop writing until L{resumeProducing}."""
+        """Stop writing until `resumeProducing`."""
         self._paused = True
         self._cancelNextWrite()
 
     def resumeProducing(self) -> None:
-        """Start writing again, after C{interval}."""
+        """Start writing again, after ``interval``."""
         self._paused = False
         self._scheduleWrite()
 
@@ -173,9 +173,9 @@ class Chargen(Protocol):
 def builtinServices(clock: IReactorTime | None = None) -> dict[bytes, IProtocolFactory]:
     """
     A fresh mapping of the built-in service names to factories, in the form
-    L{memux.MultiplexingFactory} takes.
+    `memux.MultiplexingFactory` takes.
 
-    @param clock: what paces L{Chargen}; the global reactor if L{None}.
+    :param clock: what paces `Chargen`; the global reactor if ``None``.
     """
     return {
         b"echo": Factory.forProtocol(Echo),

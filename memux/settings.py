@@ -48,7 +48,7 @@ def openFrameSize(
     ``metadata`` and ``destination``: at most `MAX_OPEN_PAYLOAD`, else the
     channel cannot be opened.
 
-    @raise ValueError: if a name is longer than `MAX_NAME_LENGTH` or the
+    :raises ValueError: if a name is longer than `MAX_NAME_LENGTH` or the
         destination's port is out of range.
     """
     return len(OpenFrame(1, service, metadata, destination, lossy).encode())

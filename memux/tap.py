@@ -137,7 +137,7 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 
 def _oneLine(method: _F) -> _F:
     """
-    Join the lines of C{method}'s docstring, which is its C{--help} text.
+    Join the lines of ``method``'s docstring, which is its ``--help`` text.
     """
     method.__doc__ = " ".join((method.__doc__ or "").split())
     return method
@@ -181,7 +181,7 @@ def _settingOption(option: str) -> Any:
 
 def _parseSize(option: str, value: str) -> tuple[int, str, int]:
     """
-    The size C{value} gives, the suffix it was written with, and the
+    The size ``value`` gives, the suffix it was written with, and the
     suffix's multiplier.
     """
     match = re.fullmatch(r"\s*([0-9]+)\s*([a-zA-Z]*)\s*", value)
@@ -196,8 +196,8 @@ def _parseSize(option: str, value: str) -> tuple[int, str, int]:
 
 def _checkRange(option: str, value: str) -> int:
     """
-    The size C{value} gives for C{option}, if in its range; else a usage
-    error that gives the range in the unit C{value} was written in.
+    The size ``value`` gives for ``option``, if in its range; else a usage
+    error that gives the range in the unit ``value`` was written in.
     """
     size, suffix, multiplier = _parseSize(option, value)
     low, high = _RANGES[option]
@@ -223,8 +223,8 @@ def _checkRange(option: str, value: str) -> int:
 
 def _seconds(option: str, zero: str) -> Callable[[str], float]:
     """
-    A coercer for a number of seconds, C{0} meaning C{zero}: a usage error
-    names C{option} and what it takes.
+    A coercer for a number of seconds, ``0`` meaning ``zero``: a usage error
+    names ``option`` and what it takes.
     """
 
     def coerce(value: str) -> float:
@@ -428,10 +428,11 @@ class Options(usage.Options):
 
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
         """
-        Parse C{options}.  A mistake raises L{usage.UsageError}; but run as
-        the subcommand of C{twistd} (or C{twist}), it is one line on
-        standard error, C{twistd memux: error: ...}, and exit status 2,
-        rather than C{twistd}'s usage text, which buries it.
+        Parse ``options``.  A mistake raises
+        `~twisted.python.usage.UsageError`; but run as
+        the subcommand of ``twistd`` (or ``twist``), it is one line on
+        standard error, ``twistd memux: error: ...``, and exit status 2,
+        rather than ``twistd``'s usage text, which buries it.
         """
         try:
             usage.Options.parseOptions(self, options)
@@ -541,7 +542,7 @@ def _commandName(parent: object) -> str:
 def _describeError(e: BaseException) -> str:
     """
     Why an endpoint description does not parse, in words: Twisted says a
-    missing or extra field with a C{TypeError} about arguments.
+    missing or extra field with a ``TypeError`` about arguments.
     """
     text = str(e)
     if isinstance(e, TypeError) and "argument" in text:
@@ -551,7 +552,7 @@ def _describeError(e: BaseException) -> str:
 
 def _mount(option: str, value: str) -> tuple[bytes, str]:
     """
-    Split C{NAME=TARGET}; the name, as bytes, may be empty (the default
+    Split ``NAME=TARGET``; the name, as bytes, may be empty (the default
     service).
     """
     name, sep, target = value.partition("=")
@@ -567,9 +568,12 @@ def _mount(option: str, value: str) -> tuple[bytes, str]:
 
 def _loadFactory(value: str, dotted: str) -> IProtocolFactory:
     """
-    The protocol factory C{dotted} names: an L{IProtocolFactory} itself, a
-    class of L{IProtocol} (served with L{Factory.forProtocol}), or a
-    callable taking no arguments that returns an L{IProtocolFactory}.
+    The protocol factory ``dotted`` names: an
+    `~twisted.internet.interfaces.IProtocolFactory` itself, a class of
+    `~twisted.internet.interfaces.IProtocol` (served with
+    `~twisted.internet.protocol.Factory.forProtocol`), or a callable taking
+    no arguments that returns an
+    `~twisted.internet.interfaces.IProtocolFactory`.
     """
     try:
         found = namedAny(dotted)
@@ -617,9 +621,9 @@ def classifyHost(host: str) -> tuple[HostKind, str]:
     address in its canonical text, or a DNS name in lower case without a
     final dot.  Nothing is resolved.
 
-    @raise ValueError: if C{host} is neither a host name nor an IP address
+    :raises ValueError: if ``host`` is neither a host name nor an IP address
         in standard notation (so that no pattern can be sidestepped by an
-        address spelt as a name, such as C{0x7f000001} or C{127.1}).
+        address spelt as a name, such as ``0x7f000001`` or ``127.1``).
     """
     try:
         address = ipaddress.ip_address(host)
@@ -654,16 +658,16 @@ def _showDestination(host: str, port: int) -> str:
 @dataclass(frozen=True)
 class DestinationPattern:
     """
-    One ``--allow-connect`` pattern, C{HOST:PORT}.
+    One ``--allow-connect`` pattern, ``HOST:PORT``.
 
-    C{HOST} is C{*} (any host), a DNS name pattern (C{*.internal}), an IPv4
-    pattern made of digits, dots and wildcards (C{10.1.*}), an IPv6
-    pattern in brackets (C{[fd00::*]}) or an IP network (C{10.0.0.0/8},
-    C{[fd00::/8]}).  Wildcards are fnmatch's (C{*}, C{?}, C{[seq]});
+    ``HOST`` is ``*`` (any host), a DNS name pattern (``*.internal``), an IPv4
+    pattern made of digits, dots and wildcards (``10.1.*``), an IPv6
+    pattern in brackets (``[fd00::*]``) or an IP network (``10.0.0.0/8``,
+    ``[fd00::/8]``).  Wildcards are fnmatch's (``*``, ``?``, ``[seq]``);
     matching is case-insensitive, on the host as requested, with no DNS.
     A name pattern matches only names and an IP pattern only addresses, so
-    C{10.*} does not match C{10.example.com}.  C{PORT} is C{*}, a port or a
-    range C{LOW-HIGH}.
+    ``10.*`` does not match ``10.example.com``.  ``PORT`` is ``*``, a port or a
+    range ``LOW-HIGH``.
     """
 
     text: str
@@ -675,9 +679,9 @@ class DestinationPattern:
     @classmethod
     def parse(cls, text: str) -> DestinationPattern:
         """
-        Parse C{HOST:PORT}.
+        Parse ``HOST:PORT``.
 
-        @raise ValueError: if C{text} is not a valid pattern.
+        :raises ValueError: if ``text`` is not a valid pattern.
         """
         host, sep, port = text.strip().rpartition(":")
         if not sep or not host or not port:
@@ -712,8 +716,8 @@ class DestinationPattern:
 
     def matches(self, kind: HostKind, host: str, port: int) -> bool:
         """
-        Whether this pattern allows port C{port} of C{host}, of C{kind}, as
-        L{classifyHost} returns them.
+        Whether this pattern allows port ``port`` of ``host``, of ``kind``, as
+        `classifyHost` returns them.
         """
         low, high = self.ports
         if not low <= port <= high:
@@ -754,16 +758,16 @@ def _canonicalAddress(text: str, version: int) -> str:
 class ServerServices:
     """
     The services of a ``twistd memux`` server, as a services callable for
-    L{MultiplexingFactory}.
+    `MultiplexingFactory`.
 
     A channel that names a destination is forwarded to it if an
-    C{allowConnect} pattern allows it and refused (L{ChannelRefused}, the
+    ``allowConnect`` pattern allows it and refused (`ChannelRefused`, the
     reason naming the destination) otherwise; it is never given to a named
     service, whatever its service name.  Any other channel gets the factory
     mounted under its service name, or is refused.
 
-    @ivar services: service name to factory.
-    @ivar allowConnect: the patterns of destinations allowed.
+    :ivar services: service name to factory.
+    :ivar allowConnect: the patterns of destinations allowed.
     """
 
     def __init__(
@@ -778,9 +782,9 @@ class ServerServices:
 
     def __call__(self, request: ChannelRequest) -> IProtocolFactory | None:
         """
-        The factory for the channel C{request} asks for, or L{None}.
+        The factory for the channel ``request`` asks for, or ``None``.
 
-        @raise ChannelRefused: if it names a destination not allowed.
+        :raises ChannelRefused: if it names a destination not allowed.
         """
         if request.destination is None:
             return self.services.get(request.service)
@@ -822,11 +826,11 @@ class MemuxServer(MultiService):
     The ``twistd memux`` service: one child per ``--listen`` endpoint, all
     serving the same sessions.  It logs what it serves when it starts.
 
-    @ivar factory: the L{MultiplexingFactory} of the sessions.
-    @ivar resolver: its services callable.
-    @ivar mounts: each service name, with what serves it, for the log.
-    @ivar tls: the TLS options when serving TLS, else L{None}.
-    @ivar drainTimeout: seconds sessions may take to finish their channels
+    :ivar factory: the `MultiplexingFactory` of the sessions.
+    :ivar resolver: its services callable.
+    :ivar mounts: each service name, with what serves it, for the log.
+    :ivar tls: the TLS options when serving TLS, else ``None``.
+    :ivar drainTimeout: seconds sessions may take to finish their channels
         when the service stops, before they are aborted.
     """
 
@@ -856,7 +860,7 @@ class MemuxServer(MultiService):
         """
         If the sessions connected have fallen to half their peak since the
         last look (or to none), give the memory the burst freed back to the
-        system (L{memux.memory.trimHeap}); return whether it did.
+        system (`memux.memory.trimHeap`); return whether it did.
         """
         factory = self.factory
         now = len(factory.connectedSessions())
@@ -886,7 +890,7 @@ class MemuxServer(MultiService):
         Stop listening and drain the sessions: each is sent GOAWAY, so its
         peer opens no more channels (and may retry elsewhere those it
         opened meanwhile); open channels may finish; sessions still open
-        after L{drainTimeout} are aborted.  Fires once listening has
+        after ``drainTimeout`` are aborted.  Fires once listening has
         stopped and every session has closed.
         """
         listening = MultiService.stopService(self)
@@ -942,10 +946,10 @@ class StartupError(SystemExit, Exception):
     """
     ``twistd memux`` cannot start: it cannot listen where it was told to.
 
-    The reason was logged, in one line.  A L{SystemExit}, so that C{twistd}
-    exits with status 1 and no traceback; an L{Exception} too, so that
-    C{twistd} still removes its PID file and passes the reason to the
-    shell that started a daemon (C{An error has occurred: ...}).
+    The reason was logged, in one line.  A `SystemExit`, so that ``twistd``
+    exits with status 1 and no traceback; an `Exception` too, so that
+    ``twistd`` still removes its PID file and passes the reason to the
+    shell that started a daemon (``An error has occurred: ...``).
     """
 
     def __init__(self, message: str) -> None:
@@ -959,7 +963,7 @@ class _AnnouncingEndpoint:
     A server endpoint that logs where it listens once it does, or, in one
     line, why it cannot.
 
-    @ivar port: the listening port, once listening.
+    :ivar port: the listening port, once listening.
     """
 
     def __init__(self, endpoint: IStreamServerEndpoint, description: str, tls: bool):
@@ -971,8 +975,8 @@ class _AnnouncingEndpoint:
     def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
         """
         Listen with the wrapped endpoint, and log the address.  A failure
-        to listen at once fails with L{StartupError} (the listening service
-        raises it, and C{twistd} exits); a later one is only logged.
+        to listen at once fails with `StartupError` (the listening service
+        raises it, and ``twistd`` exits); a later one is only logged.
         """
         starting = True
 
@@ -1012,7 +1016,7 @@ class _AnnouncingEndpoint:
 def _whyNotListening(error: object) -> tuple[str, str]:
     """
     Why listening failed, in a few words, and a hint for the usual causes
-    (or C{""}).
+    (or ``""``).
     """
     socketError = getattr(error, "socketError", None)
     if not (isinstance(error, CannotListenError) and isinstance(socketError, OSError)):
@@ -1036,13 +1040,13 @@ def _whyNotListening(error: object) -> tuple[str, str]:
 
 def jsonLogger(outFile: IO[str] | None = None) -> ILogObserver:
     """
-    A log observer writing each event as JSON, for C{twistd -n
-    --logger=memux.tap.jsonLogger memux}: records as
-    L{twisted.logger.jsonFileLogObserver} writes them (read them back with
-    L{twisted.logger.eventsFromJSONLogFile}), to C{outFile} (standard
+    A log observer writing each event as JSON, for ``twistd -n
+    --logger=memux.tap.jsonLogger memux``: records as
+    `twisted.logger.jsonFileLogObserver` writes them (read them back with
+    `twisted.logger.eventsFromJSONLogFile`), to ``outFile`` (standard
     output by default), without the objects Twisted adds to every event
-    (C{log_logger}, C{log_source}, and C{log_legacy} when old-style
-    observers are about), which JSON would only mark C{"unpersistable"}.
+    (``log_logger``, ``log_source``, and ``log_legacy`` when old-style
+    observers are about), which JSON would only mark ``"unpersistable"``.
     """
     out = sys.stdout if outFile is None else outFile
 
@@ -1071,9 +1075,9 @@ def makeService(options: Options, reactor: IReactorCore | None = None) -> MemuxS
     Make the ``twistd memux`` service: one listening service per
     ``--listen`` endpoint, all serving the same memux sessions.
 
-    @param options: parsed L{Options}.
-    @param reactor: the reactor to listen, connect and run sessions with;
-        the global one if L{None}.
+    :param options: parsed `Options`.
+    :param reactor: the reactor to listen, connect and run sessions with;
+        the global one if ``None``.
     """
     # The sessions and services keep to the reactor they are given; None
     # lets each use the global one when it needs it.

@@ -58,7 +58,7 @@ def connectedSessions(
     """
     Connect a client session to a server session in memory.
 
-    @return: C{(client, server, pump)}; C{pump.flush()} moves bytes both
+    :returns: ``(client, server, pump)``; ``pump.flush()`` moves bytes both
         ways and runs the clock's pending zero-delay calls until both sides
         are idle.
     """
@@ -81,12 +81,12 @@ class ConnectedChannel(Generic[_P]):
     One open channel between two in-memory sessions, made by
     `connectedChannel`.
 
-    @ivar client: the protocol you gave, connected at the opening end.
-    @ivar server: the protocol the server factory built for the channel.
-    @ivar clientSession: the session that opened the channel.
-    @ivar serverSession: the session that accepted it.
-    @ivar pump: C{pump.flush()} delivers what either side wrote.
-    @ivar clock: the clock both sessions (and the pump) run on; advance it
+    :ivar client: the protocol you gave, connected at the opening end.
+    :ivar server: the protocol the server factory built for the channel.
+    :ivar clientSession: the session that opened the channel.
+    :ivar serverSession: the session that accepted it.
+    :ivar pump: ``pump.flush()`` delivers what either side wrote.
+    :ivar clock: the clock both sessions (and the pump) run on; advance it
         to fire your protocols' timeouts.
     """
 
@@ -156,10 +156,10 @@ def connectedChannel(
 
     ``clientProtocol`` is any `IProtocol` (typed loosely so that
     ``result.client`` keeps your protocol's own type).  Both protocols get
-    real `ChannelTransport` transports: messages, half-close, backpressure
-    and errors behave as over a socket.
+    real `~memux.transport.ChannelTransport` transports: messages,
+    half-close, backpressure and errors behave as over a socket.
 
-    @raise RuntimeError: if the channel could not be opened or the server
+    :raises RuntimeError: if the channel could not be opened or the server
         factory built no protocol for it.
     """
     serving = _RecordingFactory(serverFactory)
@@ -195,12 +195,12 @@ class StringChannelTransport(StringTransport):
     whole messages as well as bytes, so a channel protocol can be tested
     with no session at all.
 
-    ``value()`` is every byte written; `messages` the messages ended so
+    ``value()`` is every byte written; ``messages`` the messages ended so
     far (by ``writeMessage`` or ``endMessage``); `partialMessage` what
     ``write`` calls have added since.
 
-    @ivar writeClosed: ``loseWriteConnection`` was called (half-close).
-    @ivar resetWith: the C{(code, reason)} of ``resetChannel``, if called.
+    :ivar writeClosed: ``loseWriteConnection`` was called (half-close).
+    :ivar resetWith: the ``(code, reason)`` of ``resetChannel``, if called.
     """
 
     def __init__(

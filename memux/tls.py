@@ -106,16 +106,16 @@ def serverTLSOptions(
     """
     TLS options for a memux server.
 
-    @param certificate: the server's certificate and key as a
-        L{PrivateCertificate}, or PEM holding its certificate first, then
-        any intermediate certificates, and (unless C{privateKey} is given)
-        its private key.
-    @param privateKey: PEM holding the private key, if not in
-        C{certificate}.
-    @param trustRoot: if given, clients must present a certificate signed
+    :param certificate: the server's certificate and key as a
+        `~twisted.internet.ssl.PrivateCertificate`, or PEM holding its
+        certificate first, then any intermediate certificates, and (unless
+        ``privateKey`` is given) its private key.
+    :param privateKey: PEM holding the private key, if not in
+        ``certificate``.
+    :param trustRoot: if given, clients must present a certificate signed
         by one of these CA certificates (mutual TLS); PEM may hold several.
 
-    @raise TLSConfigurationError: if something cannot be loaded or the key
+    :raises TLSConfigurationError: if something cannot be loaded or the key
         does not match the certificate.
     """
     chain: list[crypto.X509] = []
@@ -147,19 +147,20 @@ def clientTLSOptions(
 ) -> IOpenSSLClientConnectionCreator:
     """
     TLS options for a memux client: verify that the server's certificate
-    is valid for C{hostname} and offer ALPN ``memux/1``.
+    is valid for ``hostname`` and offer ALPN ``memux/1``.
 
-    @param hostname: the name (or IP address) the server's certificate must
+    :param hostname: the name (or IP address) the server's certificate must
         be valid for.
-    @param trustRoot: the CA certificates to trust; the platform's if
-        L{None}.
-    @param clientCertificate: a certificate (and key) to present to a server
-        that asks for one: a L{PrivateCertificate}, or PEM holding the
-        certificate and (unless C{clientKey} is given) the key.
-    @param clientKey: PEM holding the key of C{clientCertificate}, if not in
+    :param trustRoot: the CA certificates to trust; the platform's if
+        ``None``.
+    :param clientCertificate: a certificate (and key) to present to a server
+        that asks for one: a `~twisted.internet.ssl.PrivateCertificate`, or
+        PEM holding the certificate and (unless ``clientKey`` is given) the
+        key.
+    :param clientKey: PEM holding the key of ``clientCertificate``, if not in
         it.
 
-    @raise TLSConfigurationError: if something cannot be loaded.
+    :raises TLSConfigurationError: if something cannot be loaded.
     """
     client: PrivateCertificate | None
     if clientCertificate is None or isinstance(clientCertificate, PrivateCertificate):
@@ -192,28 +193,29 @@ def clientEndpointFromString(
     hostname: str | None = None,
 ) -> IStreamClientEndpoint:
     """
-    The client endpoint of C{description}, for a memux session: as
-    L{clientFromString}, except that a ``tls:`` endpoint offers ALPN
-    ``memux/1``.
+    The client endpoint of ``description``, for a memux session: as
+    `~twisted.internet.endpoints.clientFromString`, except that a ``tls:``
+    endpoint offers ALPN ``memux/1``.
 
     Twisted's ``tls:`` parser cannot offer ALPN, so a ``tls:`` description
-    is parsed here, with the same arguments (C{HOST:PORT}, ``timeout=``,
+    is parsed here, with the same arguments (``HOST:PORT``, ``timeout=``,
     ``bindAddress=``, ``trustRoots=``, ``certificate=``, ``privateKey=``,
-    ``endpoint=``), into L{clientTLSOptions} over a L{HostnameEndpoint}
-    (or the ``endpoint=`` one).  ``trustRoots=`` is a directory of
+    ``endpoint=``), into `clientTLSOptions` over a
+    `~twisted.internet.endpoints.HostnameEndpoint` (or the ``endpoint=``
+    one).  ``trustRoots=`` is a directory of
     ``*.pem`` CA certificates, as with Twisted, or one PEM file.
 
     The keyword arguments, for a ``tls:`` description only, give what it
     does not: the CA certificates to trust and a client certificate (as
-    for L{clientTLSOptions}), and C{hostname}, the name the server's
+    for `clientTLSOptions`), and ``hostname``, the name the server's
     certificate must be valid for (also sent as SNI) instead of HOST.
 
-    @raise TLSConfigurationError: if a file cannot be loaded.
-    @raise ValueError: if a keyword argument is given for a description
+    :raises TLSConfigurationError: if a file cannot be loaded.
+    :raises ValueError: if a keyword argument is given for a description
         that is not ``tls:``, or that already gives the same.
-    @raise Exception: what L{clientFromString} raises for a malformed
-        description (L{TypeError} for a missing or unknown argument,
-        L{ValueError} for a port that is not a number...).
+    :raises Exception: what `~twisted.internet.endpoints.clientFromString`
+        raises for a malformed description (`TypeError` for a missing or
+        unknown argument, `ValueError` for a port that is not a number...).
     """
     given = {
         "trustRoot": trustRoot,
@@ -275,8 +277,8 @@ def tlsServerFactory(
     factory: IProtocolFactory, options: IOpenSSLServerConnectionCreator
 ) -> TLSMemoryBIOFactory:
     """
-    Wrap C{factory} so that its connections run over TLS with C{options}
-    (for example from L{serverTLSOptions}), whatever endpoint listens with
+    Wrap ``factory`` so that its connections run over TLS with ``options``
+    (for example from `serverTLSOptions`), whatever endpoint listens with
     it.
     """
     return TLSMemoryBIOFactory(options, False, factory)
@@ -328,7 +330,7 @@ class _StrictALPNContext(SSL.Context):
 
     def set_alpn_select_callback(self, callback: _ALPNSelect) -> None:
         """
-        Install C{callback}, made strict: no protocol in common is fatal.
+        Install ``callback``, made strict: no protocol in common is fatal.
         """
 
         def strict(
@@ -354,9 +356,10 @@ class _StrictALPNContext(SSL.Context):
 
 class _StrictALPNOptions(CertificateOptions):
     """
-    L{CertificateOptions} whose contexts are L{_StrictALPNContext}s.
+    `~twisted.internet.ssl.CertificateOptions` whose contexts are
+    `_StrictALPNContext` objects.
 
-    This leans on Twisted's C{_contextFactory} class attribute, the one way
+    This leans on Twisted's ``_contextFactory`` class attribute, the one way
     to change how its contexts select ALPN.  If Twisted drops it, clients
     without ``memux/1`` are still refused, with ``internal_error``.
     """
@@ -390,7 +393,7 @@ def _readPEM(source: PEMSource, what: str) -> bytes:
 
 def _loadCertificates(source: PEMSource, what: str) -> list[crypto.X509]:
     """
-    Every certificate in C{source}, in order.
+    Every certificate in ``source``, in order.
     """
     data = _readPEM(source, what)
     try:
@@ -404,7 +407,7 @@ def _loadCertificates(source: PEMSource, what: str) -> list[crypto.X509]:
 
 def _loadPrivateKey(source: PEMSource) -> crypto.PKey:
     """
-    The (unencrypted) private key in C{source}, which may also hold
+    The (unencrypted) private key in ``source``, which may also hold
     certificates.
     """
     data = _readPEM(source, "private key")
@@ -433,8 +436,8 @@ def _loadPrivateKey(source: PEMSource) -> crypto.PKey:
 
 def _pemBlock(data: bytes, label: bytes) -> bytes | None:
     """
-    The first PEM block in C{data} whose label ends with C{label} (so
-    C{PRIVATE KEY} finds PKCS#8, RSA and EC keys, encrypted or not).
+    The first PEM block in ``data`` whose label ends with ``label`` (so
+    ``PRIVATE KEY`` finds PKCS#8, RSA and EC keys, encrypted or not).
     """
     start = 0
     while True:
@@ -476,9 +479,9 @@ def _checkKeyMatches(
 
 def parseTLSDescription(description: str) -> TLSDescription | None:
     """
-    The arguments of C{description} if it is a ``tls:`` one, else L{None}.
+    The arguments of ``description`` if it is a ``tls:`` one, else ``None``.
 
-    @raise TypeError: if they are not those of Twisted's ``tls:`` (one
+    :raises TypeError: if they are not those of Twisted's ``tls:`` (one
         missing, or one it does not know), as Twisted's parser raises.
     """
     # Twisted's own tokenizer (private, but unchanged since Twisted 10.2),

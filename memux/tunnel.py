@@ -69,13 +69,13 @@ class SpliceProtocol(Protocol):
     becomes a half-close on the other; a clean end of one side closes the
     other after what it had to write; an abnormal end aborts it.
 
-    @ivar side: what this side is, for the reason of a reset it causes.
-    @ivar received: the bytes received on this side (and passed on).
-    @ivar reason: why this side ended, once it has.
-    @ivar failure: what ended the splice abnormally, if anything did: this
+    :ivar side: what this side is, for the reason of a reset it causes.
+    :ivar received: the bytes received on this side (and passed on).
+    :ivar reason: why this side ended, once it has.
+    :ivar failure: what ended the splice abnormally, if anything did: this
         side's own abnormal end, or the one on the peer's side for which
         this side was aborted.
-    @ivar done: fires when this side has ended.
+    :ivar done: fires when this side has ended.
     """
 
     side = "the spliced connection"
@@ -253,7 +253,7 @@ def _endSide(side: SpliceProtocol, failure: Failure | None, why: str) -> None:
 
 def splice(a: SpliceProtocol, b: SpliceProtocol) -> None:
     """
-    Join two connected `SpliceProtocol`s: bytes, backpressure,
+    Join two connected `SpliceProtocol` instances: bytes, backpressure,
     half-close and the kind of end (clean or abnormal) flow between their
     transports.
     """
@@ -269,7 +269,7 @@ def splice(a: SpliceProtocol, b: SpliceProtocol) -> None:
 
 def _sideFactory(side: str) -> Factory:
     """
-    A factory of `SpliceProtocol`s that say they are ``side``.
+    A factory of `SpliceProtocol` instances that say they are ``side``.
     """
 
     def build() -> SpliceProtocol:

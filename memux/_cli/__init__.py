@@ -142,9 +142,9 @@ def makeCommand(
     args: argparse.Namespace, reactor: IReactorCore, reporter: Reporter
 ) -> Command:
     """
-    The command the parsed C{args} ask for, made by its L{Subcommand}.
+    The command the parsed ``args`` ask for, made by its `Subcommand`.
 
-    @raise UsageError: if an argument is wrong.
+    :raises UsageError: if an argument is wrong.
     """
     command: Subcommand = args.subcommand
     return command.make(args, reactor, reporter)
@@ -152,7 +152,7 @@ def makeCommand(
 
 def runCommand(command: Command, reactor: IReactorCore) -> int:
     """
-    Run the reactor until C{command} is done or a signal stops it; return
+    Run the reactor until ``command`` is done or a signal stops it; return
     the exit status.
     """
     outcome: list[int] = []
@@ -185,8 +185,8 @@ def runCommand(command: Command, reactor: IReactorCore) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """
-    The ``memux`` command: parse C{argv} (default: C{sys.argv[1:]}), run
-    the subcommand, and return its exit status (see L{ExitStatus}).
+    The ``memux`` command: parse ``argv`` (default: ``sys.argv[1:]``), run
+    the subcommand, and return its exit status (see `ExitStatus`).
     """
     parser = buildParser()
     args = parser.parse_args(argv)

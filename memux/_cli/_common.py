@@ -77,7 +77,7 @@ class UsageError(Exception):
 
 def _describeAddress(address: IAddress | None) -> str:
     """
-    C{host:port} for an IP address, the path for a UNIX one.
+    ``host:port`` for an IP address, the path for a UNIX one.
     """
     host = getattr(address, "host", None)
     port = getattr(address, "port", None)
@@ -117,7 +117,7 @@ class Reporter:
     with ``--quiet``), errors (always), and a progress line redrawn about
     once a second when ``progress`` is on.
 
-    @ivar prefix: what each message starts with, e.g. C{"memux forward: "}.
+    :ivar prefix: what each message starts with, e.g. ``"memux forward: "``.
     """
 
     def __init__(
@@ -157,7 +157,7 @@ class Reporter:
 
     def startProgress(self, clock: IReactorTime, render: Callable[[], str]) -> None:
         """
-        Redraw the line C{render()} returns every second, if the progress
+        Redraw the line ``render()`` returns every second, if the progress
         line is on.
         """
         if not self.progress:
@@ -175,7 +175,7 @@ class Reporter:
 
     def stopProgress(self, final: str | None = None) -> None:
         """
-        Stop redrawing and erase the line; print C{final} in its place (a
+        Stop redrawing and erase the line; print ``final`` in its place (a
         summary, shown only where the progress line was).
         """
         if self._loop is not None and self._loop.running:
@@ -277,7 +277,7 @@ def _startLogging(verbose: bool, reporter: Reporter) -> None:
 def _showProgress(quiet: bool, interactive: bool = False) -> bool:
     """
     Whether to draw a progress line: standard error is a terminal, the user
-    did not ask for quiet, and (for C{interactive} commands) neither
+    did not ask for quiet, and (for ``interactive`` commands) neither
     standard input nor output is a terminal the line would garble.
     """
     if quiet or not _isatty(sys.stderr):
@@ -294,7 +294,7 @@ def _isatty(stream: IO[str] | None) -> bool:
 
 class Command(typing.Protocol):
     """
-    What `main` runs: what a L{Subcommand} makes.
+    What `main` runs: what a `Subcommand` makes.
     """
 
     def run(self, reactor: IReactorCore) -> defer.Deferred[int]:
@@ -312,21 +312,21 @@ class Command(typing.Protocol):
 @dataclass(frozen=True)
 class Subcommand:
     """
-    One ``memux`` subcommand, as its module declares it (its C{COMMAND})
-    for the registry in L{memux._cli}: what its help says, how its
+    One ``memux`` subcommand, as its module declares it (its ``COMMAND``)
+    for the registry in `memux._cli`: what its help says, how its
     arguments are added and how the command is made from them.
 
-    @ivar name: the command's name, as typed after C{memux}.
-    @ivar help: one line, for the list in ``memux --help``.
-    @ivar description: the paragraph that opens ``memux NAME --help``.
-    @ivar examples: what ends ``memux NAME --help`` (examples, notes).
-    @ivar quietHelp: what its ``--quiet`` does (every command has
+    :ivar name: the command's name, as typed after ``memux``.
+    :ivar help: one line, for the list in ``memux --help``.
+    :ivar description: the paragraph that opens ``memux NAME --help``.
+    :ivar examples: what ends ``memux NAME --help`` (examples, notes).
+    :ivar quietHelp: what its ``--quiet`` does (every command has
         ``--quiet`` and ``--verbose``).
-    @ivar addArguments: adds the command's own arguments to its parser.
-    @ivar make: makes the L{Command} from the parsed arguments; raises
-        L{UsageError} if one is wrong.
-    @ivar progress: whether it may draw a progress line on standard error.
-    @ivar interactive: whether it reads the terminal: then the progress
+    :ivar addArguments: adds the command's own arguments to its parser.
+    :ivar make: makes the `Command` from the parsed arguments; raises
+        `UsageError` if one is wrong.
+    :ivar progress: whether it may draw a progress line on standard error.
+    :ivar interactive: whether it reads the terminal: then the progress
         line is drawn only when standard input and output are not one.
     """
 
@@ -348,11 +348,11 @@ def _clock(reactor: IReactorCore) -> IReactorTime:
 
 class RemoteCommand:
     """
-    What every command has: REMOTE, and a L{Reporter} to say things with.
+    What every command has: REMOTE, and a `Reporter` to say things with.
 
-    @ivar remote: the endpoint REMOTE names.
-    @ivar remoteText: REMOTE, for messages.
-    @ivar tls: what a ``tls:`` REMOTE checks, for messages.
+    :ivar remote: the endpoint REMOTE names.
+    :ivar remoteText: REMOTE, for messages.
+    :ivar tls: what a ``tls:`` REMOTE checks, for messages.
     """
 
     def __init__(
@@ -378,7 +378,7 @@ class RemoteCommand:
         self, session: MemuxProtocol, lost: SessionLost | None = None
     ) -> Ending:
         """
-        Why C{session} ended (see L{describeEnding}).
+        Why ``session`` ended (see `describeEnding`).
         """
         return describeEnding(session, self.remoteText, self.tls, lost)
 
@@ -389,8 +389,8 @@ class RemoteCommand:
         lost: SessionLost | None = None,
     ) -> Ending:
         """
-        Why C{session} ended, finding out whether a server that said nothing
-        speaks TLS (see L{explainEnding}).
+        Why ``session`` ended, finding out whether a server that said nothing
+        speaks TLS (see `explainEnding`).
         """
         return await explainEnding(
             session, self.remote, self.remoteText, clock, self.tls, lost
@@ -417,6 +417,6 @@ class ChannelCommand(RemoteCommand):
 
     def _serviceText(self) -> str:
         """
-        C{service 'NAME'}, for messages.
+        ``service 'NAME'``, for messages.
         """
         return f"service {self.service.decode('utf-8', 'replace')!r}"

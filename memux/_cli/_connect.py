@@ -42,7 +42,7 @@ from memux.tunnel import SpliceProtocol, splice
 class _ChannelEnd(SpliceProtocol):
     """
     The channel end of ``connect``.  Its peer is standard I/O, whose
-    transport has no C{producer} attribute for the splice to see, so the
+    transport has no ``producer`` attribute for the splice to see, so the
     channel is unregistered as the producer of standard output here before
     it is closed (a writer with a paused producer would resume it instead
     of closing).
@@ -191,7 +191,7 @@ def _standardIO(protocol: SpliceProtocol, reactor: IReactorCore) -> object:
 
 def _channelOutcome(reason: Failure | None) -> tuple[ExitStatus, str]:
     """
-    The exit status and message for a channel that ended with C{reason}.
+    The exit status and message for a channel that ended with ``reason``.
     """
     if reason is None or reason.check(ConnectionDone):
         return ExitStatus.OK, "closed"

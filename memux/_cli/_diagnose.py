@@ -42,11 +42,11 @@ class TLSTarget:
     """
     What a ``tls:`` REMOTE checks and presents, for messages.
 
-    @ivar hostname: the name the server's certificate must be valid for.
-    @ivar ca: the CA certificate file (or directory) given, if any: else
+    :ivar hostname: the name the server's certificate must be valid for.
+    :ivar ca: the CA certificate file (or directory) given, if any: else
         the system's CAs are trusted.
-    @ivar cert: the client certificate file given, if any.
-    @ivar plain: the same server without TLS, as a REMOTE, if it can be
+    :ivar cert: the client certificate file given, if any.
+    :ivar plain: the same server without TLS, as a REMOTE, if it can be
         written (not with ``endpoint=``).
     """
 
@@ -61,10 +61,10 @@ class Ending:
     """
     Why a session ended.
 
-    @ivar connecting: the memux handshake never completed (the peer's
+    :ivar connecting: the memux handshake never completed (the peer's
         preface never arrived): "cannot connect", not "session lost".
-    @ivar text: why, in a sentence.
-    @ivar silent: the server sent nothing at all over a connection without
+    :ivar text: why, in a sentence.
+    :ivar silent: the server sent nothing at all over a connection without
         TLS: it may be a TLS server (see `speaksTLS`).
     """
 
@@ -81,7 +81,7 @@ _certificates: weakref.WeakKeyDictionary[MemuxProtocol, x509.Certificate | None]
 
 def watch(session: MemuxProtocol) -> None:
     """
-    Keep what L{describeEnding} will need of C{session} that Twisted
+    Keep what `describeEnding` will need of ``session`` that Twisted
     forgets as soon as the connection is gone: the TLS connection, and
     with it the certificate the server presented.
     """
@@ -94,15 +94,15 @@ def watch(session: MemuxProtocol) -> None:
 
 def sessionLost(session: MemuxProtocol) -> SessionLost | None:
     """
-    The L{SessionLost} that C{session}'s channels and pings got when it
-    ended (L{MemuxProtocol.lostError}), or L{None} while it has not.
+    The `SessionLost` that ``session``'s channels and pings got when it
+    ended (`MemuxProtocol.lostError`), or ``None`` while it has not.
     """
     return session.lostError
 
 
 def describeLost(error: SessionLost) -> str:
     """
-    C{error}'s reason: a GOAWAY's names its code; the code this side ended
+    ``error``'s reason: a GOAWAY's names its code; the code this side ended
     a session with (PROTOCOL_ERROR for a peer that is not memux, say) adds
     nothing to its reason.
     """
@@ -121,8 +121,8 @@ def describeEnding(
     lost: SessionLost | None = None,
 ) -> Ending:
     """
-    Why C{session}, to REMOTE C{remoteText}, ended; C{lost} is the
-    L{SessionLost} a channel or ping of it got, if any.
+    Why ``session``, to REMOTE ``remoteText``, ended; ``lost`` is the
+    `SessionLost` a channel or ping of it got, if any.
     """
     counters = session.counters()
     # The preface counts as a frame: none means no memux handshake.
@@ -158,8 +158,8 @@ async def explainEnding(
     lost: SessionLost | None = None,
 ) -> Ending:
     """
-    L{describeEnding}, and if the server said nothing at all, whether it
-    answers a TLS ClientHello on a new connection through C{endpoint}: a
+    `describeEnding`, and if the server said nothing at all, whether it
+    answers a TLS ClientHello on a new connection through ``endpoint``: a
     TLS server reached with ``tcp:`` closes (or waits) without a word.
     """
     ending = describeEnding(session, remoteText, tls, lost)
@@ -170,7 +170,7 @@ async def explainEnding(
 
 def tlsForm(remoteText: str) -> str | None:
     """
-    REMOTE C{remoteText} with TLS: ``tls:`` instead of ``tcp:``, if it is a
+    REMOTE ``remoteText`` with TLS: ``tls:`` instead of ``tcp:``, if it is a
     ``tcp:`` one.
     """
     kind, _, rest = remoteText.partition(":")
@@ -219,7 +219,7 @@ def _describeTLS(
 ) -> str | None:
     """
     A sentence for a TLS error (most often, a handshake refused), or
-    L{None} if C{error} is not one.
+    ``None`` if ``error`` is not one.
     """
     if isinstance(error, VerificationError):
         return _wrongName(error, _peerCertificate(session), tls)
@@ -282,7 +282,7 @@ def _peerCertificate(session: MemuxProtocol) -> x509.Certificate | None:
     """
     The certificate the server presented, if the session ran over TLS and
     it got that far: read from the TLS connection, which keeps it after
-    the handshake failed, until the connection is gone (see L{watch}).
+    the handshake failed, until the connection is gone (see `watch`).
     """
     if session in _certificates:
         return _certificates[session]
@@ -363,7 +363,7 @@ def _certificateNames(certificate: x509.Certificate) -> list[str]:
 
 class _TLSProbe(Protocol):
     """
-    Sends a TLS ClientHello; C{answer} fires with whether the reply starts
+    Sends a TLS ClientHello; ``answer`` fires with whether the reply starts
     as a TLS record (a handshake or an alert) does.
     """
 
@@ -420,8 +420,8 @@ async def speaksTLS(
     timeout: float = PROBE_TIMEOUT,
 ) -> bool:
     """
-    Whether the server at C{endpoint} answers a TLS ClientHello in TLS,
-    within C{timeout} seconds.
+    Whether the server at ``endpoint`` answers a TLS ClientHello in TLS,
+    within ``timeout`` seconds.
     """
     probe = _TLSProbe()
     try:

@@ -41,14 +41,14 @@ _ENDPOINT_WORDS = frozenset({"tcp", "tcp6", "tls", "ssl", "unix", "memux", "mptc
 @dataclass(frozen=True)
 class ClientTLS:
     """
-    The TLS options given for REMOTE (L{None}: not given).
+    The TLS options given for REMOTE (``None``: not given).
 
-    @ivar ca: ``--ca``: a PEM file of the CA certificates to trust instead
+    :ivar ca: ``--ca``: a PEM file of the CA certificates to trust instead
         of the system's.
-    @ivar cert: ``--cert``: a PEM file of the client certificate (and its
-        key, unless C{key} is given).
-    @ivar key: ``--key``: a PEM file of the client certificate's key.
-    @ivar servername: ``--servername``: the name to ask for (SNI) and to
+    :ivar cert: ``--cert``: a PEM file of the client certificate (and its
+        key, unless ``key`` is given).
+    :ivar key: ``--key``: a PEM file of the client certificate's key.
+    :ivar servername: ``--servername``: the name to ask for (SNI) and to
         check the server's certificate against, instead of REMOTE's host.
     """
 
@@ -75,7 +75,7 @@ class TLSFileError(UsageError):
 
 def _escape(text: str) -> str:
     """
-    Quote C{text} for use as one field of an endpoint string.
+    Quote ``text`` for use as one field of an endpoint string.
     """
     return text.replace("\\", "\\\\").replace(":", "\\:").replace("=", "\\=")
 
@@ -98,10 +98,10 @@ def parseRemote(
     ``tls:HOST:PORT``, ``unix:PATH``, ...), or for convenience a bare
     ``HOST:PORT``, ``[IPV6]:PORT`` or ``HOST`` (TCP, port 7400).  A
     ``tls:`` REMOTE offers ALPN ``memux/1``, and takes the options in
-    C{tls}.
+    ``tls``.
 
-    @raise UsageError: if it is neither, or C{tls} does not fit it.
-    @raise TLSFileError: if a file C{tls} or a ``tls:`` REMOTE names
+    :raises UsageError: if it is neither, or ``tls`` does not fit it.
+    :raises TLSFileError: if a file ``tls`` or a ``tls:`` REMOTE names
         cannot be loaded.
     """
     tls = tls or ClientTLS()
@@ -142,9 +142,9 @@ def parseRemote(
 
 def _checkTLS(text: str, tls: ClientTLS) -> None:
     """
-    Check that the TLS options C{tls} can apply to REMOTE C{text}.
+    Check that the TLS options ``tls`` can apply to REMOTE ``text``.
 
-    @raise UsageError: if they cannot.
+    :raises UsageError: if they cannot.
     """
     try:
         parsed = parseTLSDescription(text)
@@ -191,14 +191,14 @@ def parseLocal(
     or ``ADDRESS:PORT`` (TCP on that interface: an IP address, ``[IPV6]``
     or ``localhost``).
 
-    C{backlog}, if given, is the listen backlog, for the endpoint types
+    ``backlog``, if given, is the listen backlog, for the endpoint types
     that take one, unless LOCAL_ENDPOINT gives its own ``backlog=``.
 
-    @param explicit: C{backlog} was asked for (``--backlog``): an endpoint
+    :param explicit: ``backlog`` was asked for (``--backlog``): an endpoint
         that cannot take it, or gives its own, is an error.
 
-    @raise UsageError: if LOCAL_ENDPOINT is neither, or (C{explicit}) it
-        cannot take C{backlog}.
+    :raises UsageError: if LOCAL_ENDPOINT is neither, or (``explicit``) it
+        cannot take ``backlog``.
     """
     bare = re.match(r"^(?:(?P<host>[^:\s]+|\[[^\]]+\]):)?(?P<port>\d+)$", text)
     if bare is not None and _isInterface(bare["host"]):
@@ -230,10 +230,10 @@ _BACKLOG_FIELD = re.compile(r"(?:^|(?<!\\):)backlog=")
 
 def _withBacklog(description: str, backlog: int, explicit: bool) -> str:
     """
-    Server endpoint string C{description} with the listen backlog
-    C{backlog}, where it can take one and gives none itself.
+    Server endpoint string ``description`` with the listen backlog
+    ``backlog``, where it can take one and gives none itself.
 
-    @raise UsageError: if C{explicit} and it cannot take one, or gives one.
+    :raises UsageError: if ``explicit`` and it cannot take one, or gives one.
     """
     if _BACKLOG_FIELD.search(description):
         if explicit:
@@ -255,7 +255,7 @@ def _withBacklog(description: str, backlog: int, explicit: bool) -> str:
 
 def tlsTarget(text: str, tls: ClientTLS | None = None) -> TLSTarget | None:
     """
-    What REMOTE C{text}, with the TLS options C{tls}, checks and presents,
+    What REMOTE ``text``, with the TLS options ``tls``, checks and presents,
     if it is a ``tls:`` one (for messages).
     """
     try:
@@ -281,7 +281,7 @@ def tlsTarget(text: str, tls: ClientTLS | None = None) -> TLSTarget | None:
 
 def _isInterface(host: str | None) -> bool:
     """
-    Whether C{host}, from a bare LOCAL_ENDPOINT, names an interface to
+    Whether ``host``, from a bare LOCAL_ENDPOINT, names an interface to
     listen on (absent means the default).
     """
     if host is None or host.lower() == "localhost":

@@ -74,7 +74,7 @@ DEFAULT_BACKLOG = 1024
 
 def _catchSignals(reactor: IReactorCore, callback: Callable[[], None]) -> None:
     """
-    From now on SIGINT and SIGTERM call C{callback} in the reactor's thread
+    From now on SIGINT and SIGTERM call ``callback`` in the reactor's thread
     instead of stopping the reactor, which is stopping already (a second
     stop would only log an error).  A signal that is ignored (SIGINT in a
     background job) stays ignored.
@@ -95,8 +95,8 @@ class ForwardCommand(ChannelCommand):
     connection over a new channel for SERVICE on one session to REMOTE.
 
     When told to stop (SIGINT, SIGTERM), it stops listening, lets the
-    connections still open finish for C{grace} seconds, then cuts (aborts)
-    the rest; C{cut} is how many it cut.
+    connections still open finish for ``grace`` seconds, then cuts (aborts)
+    the rest; ``cut`` is how many it cut.
     """
 
     def __init__(
@@ -211,7 +211,7 @@ class ForwardCommand(ChannelCommand):
 
     def track(self, protocol: SpliceProtocol, address: IAddress | None) -> None:
         """
-        A local connection from C{address} was accepted: count it until it
+        A local connection from ``address`` was accepted: count it until it
         ends.
         """
         self.accepted += 1
@@ -229,7 +229,7 @@ class ForwardCommand(ChannelCommand):
         self, protocol: SpliceProtocol, failure: Failure, where: str
     ) -> None:
         """
-        Say that the connection from C{where} ended abnormally, and why: a
+        Say that the connection from ``where`` ended abnormally, and why: a
         transfer cut short must never pass unnoticed.
         """
         channel = protocol.peer
@@ -273,7 +273,7 @@ class ForwardCommand(ChannelCommand):
 
     def _sayOnce(self, text: str) -> None:
         """
-        Report C{text}, but not the same text more than once in 5 seconds.
+        Report ``text``, but not the same text more than once in 5 seconds.
         """
         now = time.monotonic()
         if now - self._recent.get(text, -10.0) >= 5.0:
@@ -284,7 +284,7 @@ class ForwardCommand(ChannelCommand):
         """
         The reactor is stopping (SIGINT, SIGTERM): stop listening; if
         connections are open, hold the shutdown until they end, for
-        C{grace} seconds at most, then cut the rest.
+        ``grace`` seconds at most, then cut the rest.
         """
         # Sessions closing from here on are no news.
         port, self._port = self._port, None
@@ -372,7 +372,7 @@ class ForwardCommand(ChannelCommand):
 
 async def _within(d: defer.Deferred[Any], clock: IReactorTime) -> None:
     """
-    Wait for C{d}, but not more than a few seconds: stopping must not hang.
+    Wait for ``d``, but not more than a few seconds: stopping must not hang.
     """
     d.addTimeout(_CLOSE_TIMEOUT, clock)
     try:

@@ -87,13 +87,13 @@ Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 def addCommand(commands: Commands, command: Subcommand) -> argparse.ArgumentParser:
     """
-    Add the parser of C{command}: the output options every command has
-    (its C{quietHelp} says what its ``--quiet`` does), then its own
-    arguments, and its C{examples} as its epilog (the exit statuses are in
+    Add the parser of ``command``: the output options every command has
+    (its ``quietHelp`` says what its ``--quiet`` does), then its own
+    arguments, and its ``examples`` as its epilog (the exit statuses are in
     ``memux --help`` only: they are the same for every command).
 
-    The parsed arguments' C{subcommand} is C{command}, to make the command
-    with, and C{subparser} this parser, for usage errors found after
+    The parsed arguments' ``subcommand`` is ``command``, to make the command
+    with, and ``subparser`` this parser, for usage errors found after
     parsing.
     """
     output = argparse.ArgumentParser(add_help=False)
@@ -171,7 +171,7 @@ def addRemote(parser: argparse.ArgumentParser) -> None:
 
 def clientTLS(args: argparse.Namespace) -> ClientTLS:
     """
-    The TLS options in the parsed C{args}.
+    The TLS options in the parsed ``args``.
     """
     return ClientTLS(
         ca=getattr(args, "ca", None),
@@ -202,10 +202,10 @@ def remoteEndpoint(
 ) -> tuple[IStreamClientEndpoint, str, TLSTarget | None]:
     """
     The endpoint of the parsed REMOTE with its TLS options, a name for it
-    in messages (see L{parseRemote}), and for a ``tls:`` REMOTE what its
-    TLS checks (see L{tlsTarget}).
+    in messages (see `parseRemote`), and for a ``tls:`` REMOTE what its
+    TLS checks (see `tlsTarget`).
 
-    @raise UsageError: if they are wrong.
+    :raises UsageError: if they are wrong.
     """
     tls = clientTLS(args)
     endpoint, text = parseRemote(reactor, args.remote, tls)
@@ -216,7 +216,7 @@ def channelArguments(args: argparse.Namespace) -> tuple[bytes, bytes | None]:
     """
     The parsed SERVICE and ``--metadata``, as the bytes given.
 
-    @raise UsageError: if they do not fit in a channel's opening.
+    :raises UsageError: if they do not fit in a channel's opening.
     """
     metadata: str | None = args.metadata
     # os.fsencode: the bytes given on the command line, even where they are
@@ -229,7 +229,7 @@ def _checkOpen(service: str, metadata: bytes | None) -> bytes:
     """
     The service name as bytes, if it and the metadata fit in an OPEN frame.
 
-    @raise UsageError: if they do not.
+    :raises UsageError: if they do not.
     """
     name = os.fsencode(service)  # the bytes given, UTF-8 or not
     if len(name) > MAX_NAME_LENGTH:

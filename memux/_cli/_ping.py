@@ -44,7 +44,7 @@ class PingCommand(RemoteCommand):
     ``memux ping``: PING the peer every INTERVAL seconds, print each round
     trip and a summary.
 
-    The header (C{MEMUX PING} and the path) is printed once the session
+    The header (``MEMUX PING`` and the path) is printed once the session
     proves to be memux (its first answer) or a ping times out; a session
     that ends before is reported as "cannot connect", with nothing on
     standard output.
@@ -175,7 +175,7 @@ class PingCommand(RemoteCommand):
 
     def _sessionEnded(self, lost: BaseException | None = None) -> None:
         """
-        The session ended (C{lost}: what a ping cut off by it got): unless
+        The session ended (``lost``: what a ping cut off by it got): unless
         pinging was over, say why and finish, with status 3.
         """
         session, clock = self._session, self._clock

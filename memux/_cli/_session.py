@@ -27,9 +27,9 @@ class SessionCache:
     (or after the peer announces it is going away): the next `get` after a
     loss reconnects.
 
-    @ivar onConnectionFailed: called with the reason when a connection
+    :ivar onConnectionFailed: called with the reason when a connection
         attempt fails.
-    @ivar onSessionEnded: called with the session and why it ended when a
+    :ivar onSessionEnded: called with the session and why it ended when a
         session that was in use ends.
     """
 
@@ -121,7 +121,7 @@ class SessionCache:
 
 def _endReason(session: MemuxProtocol) -> str:
     """
-    Why C{session} ended, for messages: never a "clean" close (a GOAWAY
+    Why ``session`` ended, for messages: never a "clean" close (a GOAWAY
     says why the server went away).
     """
     return describeEnding(session, "").text

@@ -80,10 +80,10 @@ class Scenario:
     """
     One benchmark scenario.
 
-    @ivar variants: ``(label, role)`` pairs: the label (``memux`` or
+    :ivar variants: ``(label, role)`` pairs: the label (``memux`` or
         ``baseline``) whose value each worker role measures.  A scenario
         with one variant, labelled ``both``, measures both in one run.
-    @ivar scaled: the parameters ``--scale`` multiplies.
+    :ivar scaled: the parameters ``--scale`` multiplies.
     """
 
     name: str

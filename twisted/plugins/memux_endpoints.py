@@ -36,7 +36,7 @@ class MemuxClientParser:
         self, reactor: IReactorCore, *args: object, **kwargs: object
     ) -> MemuxClientEndpoint:
         """
-        See L{memux.endpoints.parseStreamClient}.
+        See `memux.endpoints.parseStreamClient`.
         """
         from memux.endpoints import parseStreamClient
 
@@ -55,7 +55,7 @@ class MemuxServerParser:
         self, reactor: IReactorCore, *args: object, **kwargs: object
     ) -> MemuxServerEndpoint:
         """
-        See L{memux.endpoints.parseStreamServer}.
+        See `memux.endpoints.parseStreamServer`.
         """
         from memux.endpoints import parseStreamServer
 

@@ -38,7 +38,7 @@ class MPTCPClientParser:
         self, reactor: IReactorCore, *args: object, **kwargs: object
     ) -> MPTCPClientEndpoint:
         """
-        See L{memux.mptcp.parseStreamClient}.
+        See `memux.mptcp.parseStreamClient`.
         """
         from memux.mptcp import parseStreamClient
 
@@ -58,7 +58,7 @@ class MPTCPServerParser:
         self, reactor: IReactorCore, *args: object, **kwargs: object
     ) -> MPTCPServerEndpoint:
         """
-        See L{memux.mptcp.parseStreamServer}.
+        See `memux.mptcp.parseStreamServer`.
         """
         from memux.mptcp import parseStreamServer
 
