@@ -40,6 +40,7 @@ __all__ = [
 #: interleaves channels.  Four times as much in bulk mode (see
 #: `memux._session.BULK_AFTER_FLUSHES`).
 NOTSENT_LOWAT = 128 * 1024
+#: The unsent limit in bulk mode.
 BULK_NOTSENT_LOWAT = 4 * NOTSENT_LOWAT
 
 #: After this many reads in a row that filled the connection's read size
@@ -50,6 +51,8 @@ BULK_NOTSENT_LOWAT = 4 * NOTSENT_LOWAT
 #: producer past ``bufferSize`` unsent bytes: while reading in bulk, ours
 #: is paused a little later.)
 BULK_AFTER_READS = 16
+#: The read size of a session in bulk reading (after ``BULK_AFTER_READS``
+#: full reads).
 BULK_READ_SIZE = 256 * 1024
 
 #: Room for frame headers above `BULK_FLUSH_BYTES` in one send() (see
