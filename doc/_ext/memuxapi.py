@@ -301,7 +301,8 @@ def resolveImported(app: Any, env: Any, node: Any, contnode: Any) -> Any:
     """
     Resolve a name that is not found as the module it is written about
     does: ``SessionLost`` in ``memux.transport``, which imports it from
-    ``memux.error``, is ``memux.error.SessionLost``.  A name imported from
+    ``memux.error``, is ``memux.error.SessionLost``; and as any kind of
+    object, not only the kind its role asked for.  A name imported from
     Twisted is Twisted's, left unlinked as ``nitpick_ignore_regex`` says
     (there is no inventory of Twisted's here).
     """
@@ -309,16 +310,18 @@ def resolveImported(app: Any, env: Any, node: Any, contnode: Any) -> Any:
     target = node.get("reftarget", "")
     if node.get("refdomain") != "py" or moduleName not in sys.modules:
         return None
-    source = importedFrom(moduleName).get(target.partition(".")[0])
-    if source is None:
-        return None
-    qualified = f"{source}.{target}"
     domain = env.get_domain("py")
-    found = domain.resolve_xref(
-        env, node["refdoc"], app.builder, node["reftype"], qualified, node, contnode
-    )
-    if found is not None:
-        return found
+    source = importedFrom(moduleName).get(target.partition(".")[0])
+    qualified = target if source is None else f"{source}.{target}"
+    # An annotation is a py:class reference, also when it names a type
+    # alias (documented as data), as memux.tls.PEMSource is.
+    for name in dict.fromkeys([qualified, target]):
+        for role in dict.fromkeys([node["reftype"], "obj"]):
+            found = domain.resolve_xref(
+                env, node["refdoc"], app.builder, role, name, node, contnode
+            )
+            if found is not None:
+                return found
     kind = f"py:{node['reftype']}"
     for kindPattern, namePattern in app.config.nitpick_ignore_regex:
         if re.fullmatch(kindPattern, kind) and re.fullmatch(namePattern, qualified):
