@@ -78,7 +78,6 @@ class CreditTuning:
         #: old (set here, cleared by the session as it sends the PING)
         self.wantsRtt = False
 
-
     def sample(self, rtt: float) -> None:
         """
         A round trip took ``rtt`` seconds: smooth it in (RFC 6298's 1/8).

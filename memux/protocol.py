@@ -56,7 +56,12 @@ from memux._tuning import (
 from memux.codes import ErrorCode, describeCode
 from memux.error import ChannelRefused, SessionLost, describeService
 from memux.settings import ALPN, SessionSettings, Settings
-from memux.transport import ChannelAddress, ChannelTransport, failureFor
+from memux.transport import (
+    ChannelAddress,
+    ChannelTransport,
+    describeAddress,
+    failureFor,
+)
 
 __all__ = [
     "ChannelAddress",
@@ -106,22 +111,6 @@ def _resolverFor(services: ServiceMap | ServiceResolver) -> ServiceResolver:
         return mapping.get(request.service)
 
     return resolve
-
-
-def _addressText(address: IAddress | None) -> str:
-    """
-    An address as logged: ``HOST:PORT`` (``[HOST]:PORT`` for IPv6), a UNIX
-    socket's path, else what the address says of itself.
-    """
-    host, port = getattr(address, "host", None), getattr(address, "port", None)
-    if isinstance(host, str) and port is not None:
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    name = getattr(address, "name", address)
-    if name is not address:
-        if isinstance(name, bytes):
-            name = name.decode("utf-8", "replace")
-        return str(name) if name else "an unnamed UNIX socket"
-    return "an unknown address" if address is None else str(address)
 
 
 class _Host:
@@ -692,7 +681,7 @@ class MemuxProtocol(Protocol):
         The peer's address, as logged: a string, so every log observer
         (JSON too) can keep it.
         """
-        return _addressText(self._peerAddress())
+        return describeAddress(self._peerAddress())
 
     def _hostAddress(self) -> IAddress | None:
         host = self._host

@@ -41,7 +41,23 @@ from memux.interfaces import (
 if TYPE_CHECKING:
     from memux.protocol import MemuxProtocol
 
-__all__ = ["ChannelAddress", "ChannelTransport", "failureFor"]
+__all__ = ["ChannelAddress", "ChannelTransport", "describeAddress", "failureFor"]
+
+
+def describeAddress(address: IAddress | None) -> str:
+    """
+    An address as memux logs it: ``HOST:PORT`` (``[HOST]:PORT`` for IPv6), a UNIX
+    socket's path, else what the address says of itself.
+    """
+    host, port = getattr(address, "host", None), getattr(address, "port", None)
+    if isinstance(host, str) and port is not None:
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    name = getattr(address, "name", address)
+    if name is not address:
+        if isinstance(name, bytes):
+            name = name.decode("utf-8", "replace")
+        return str(name) if name else "an unnamed UNIX socket"
+    return "an unknown address" if address is None else str(address)
 
 
 @implementer(IAddress)

@@ -192,7 +192,7 @@ class FakePort:
     A listening port that listens on nothing.
     """
 
-    host = IPv4Address("TCP", "192.0.2.1", 7400)
+    host = IPv4Address("TCP", "127.0.0.9", 7400)
     stopped = False
     marker = "inner"
 
@@ -286,11 +286,11 @@ class ClientParsingTests(SynchronousTestCase):
         escaped colons) come through whole.
         """
         endpoint = self.parse(
-            r"memux:tcp\:example.com\:7400\:timeout=5\:bindAddress=10.0.0.1"
+            r"memux:tcp\:example.com\:7400\:timeout=5\:bindAddress=127.0.0.2"
             ":service=echo"
         )
         self.assertEqual(
-            endpoint.endpoint, "tcp:example.com:7400:timeout=5:bindAddress=10.0.0.1"
+            endpoint.endpoint, "tcp:example.com:7400:timeout=5:bindAddress=127.0.0.2"
         )
         self.assertEqual(endpoint.service, b"echo")
 

@@ -1,7 +1,8 @@
 # -*- test-case-name: memux.test.test_layout -*-
 """
-How memux's own tests are put together: test modules never import each
-other, and what they share lives in helper modules that hold no tests.
+How memux is put together: its tools import only public names, and its
+tests never import each other (what they share lives in helper modules that
+hold no tests).
 """
 
 from __future__ import annotations
@@ -151,4 +152,102 @@ class HelperModuleTests(SynchronousTestCase):
         )
         self.assertEqual(
             testMethodsOutsideTestModules(directory), [("_base.py", "Base.test_x")]
+        )
+
+
+#: The library's root, and the tools: modules built on memux's public names
+#: (doc/architecture.rst, "The layers").
+LIBRARY = HERE.parent
+TOOLS = [
+    *(
+        LIBRARY / f"{name}.py"
+        for name in (
+            "tap",
+            "endpoints",
+            "tunnel",
+            "testing",
+            "tls",
+            "mptcp",
+            "services",
+            "memory",
+            "__main__",
+        )
+    ),
+    *sorted((LIBRARY / "_cli").glob("*.py")),
+    *sorted((LIBRARY.parent / "twisted" / "plugins").glob("memux*.py")),
+]
+
+
+#: The tools' own private modules, which they may share among themselves.
+TOOL_PRIVATE = ("memux._cli", "memux._tapoptions", "memux._destinations")
+
+
+def privateImports(path: Path) -> list[str]:
+    """
+    What the module at C{path} imports that is private to another part of
+    memux: a private module of the core (C{memux._engine}, C{memux._wire},
+    ...), or a C{_name} from a public memux module.  (The tools' own
+    private modules, L{TOOL_PRIVATE}, may be shared among tools.)
+    """
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            modules = [alias.name for alias in node.names]
+            names: list[str] = []
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            modules = [node.module or ""]
+            names = [alias.name for alias in node.names]
+        else:
+            continue
+        for module in modules:
+            if not module.startswith("memux") or module.startswith(TOOL_PRIVATE):
+                continue
+            if any(part.startswith("_") for part in module.split(".")[1:]):
+                found.append(module)
+                continue
+            found += [
+                f"{module}.{name}"
+                for name in names
+                if name.startswith("_") and not name.startswith("__")
+            ]
+    return found
+
+
+class LibraryLayerTests(SynchronousTestCase):
+    """
+    The library's tools (the twistd plugin and its service, the command,
+    endpoints, tunnels, TLS, the testing fake) are built on public names
+    only: nothing private of the core (C{memux._engine}, C{memux._wire},
+    ...) nor a private name of a public module.
+    """
+
+    def test_toolsImportPublicNames(self) -> None:
+        """
+        No tool module imports a private memux module or private name.
+        """
+        self.assertGreater(len(TOOLS), 10)
+        for path in TOOLS:
+            self.assertTrue(path.exists(), path)
+        found = {str(p.relative_to(LIBRARY.parent)): privateImports(p) for p in TOOLS}
+        self.assertEqual({k: v for k, v in found.items() if v}, {})
+
+    def test_privateImportsFound(self) -> None:
+        """
+        The check sees a private module of the core and a private name of
+        a public module, and lets public names, dunders like
+        C{__version__}, and the tools' own private modules pass.
+        """
+        path = Path(self.mktemp())
+        path.write_text(
+            "import memux._engine\n"
+            "from memux.protocol import MemuxProtocol, _helper\n"
+            "from memux import __version__\n"
+            "from memux._cli._common import _clock\n"
+            "from memux._tapoptions import Options, _describeError\n"
+            "def f():\n    from memux._wire import Frame\n",
+            encoding="utf-8",
+        )
+        self.assertEqual(
+            sorted(privateImports(path)),
+            ["memux._engine", "memux._wire", "memux.protocol._helper"],
         )

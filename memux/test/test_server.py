@@ -667,7 +667,7 @@ class JSONLogTests(ServerTestCase):
         for service, destination in [
             (b"", ("127.0.0.1", backendPort)),
             (b"nothing", None),
-            (b"", ("192.0.2.1", 1)),
+            (b"", ("127.0.0.2", 1)),
         ]:
             proto = await session.openChannel(
                 service, Factory.forProtocol(Collector), destination=destination

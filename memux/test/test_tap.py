@@ -56,7 +56,14 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
 import memux
-from memux import ChannelRefused, ChannelRequest, MemuxProtocol, SessionLost, tap
+from memux import (
+    ChannelRefused,
+    ChannelRequest,
+    MemuxProtocol,
+    SessionLost,
+    _tapoptions,
+    tap,
+)
 from memux._engine import SessionSettings
 from memux.interfaces import IChannelTransport, IChunkReceiver, IMessageReceiver
 from memux.protocol import MultiplexingFactory
@@ -573,7 +580,7 @@ class SettingsOptionTests(SynchronousTestCase):
         bounds pass, one beyond them does not.
         """
         for option, attribute in self.options.items():
-            low, high = tap._RANGES[option]
+            low, high = _tapoptions._RANGES[option]
             SessionSettings(**{attribute: low})
             self.assertRaises(ValueError, SessionSettings, **{attribute: low - 1})
             if high is not None:
@@ -846,7 +853,7 @@ class StubSession:
 
     def __init__(self) -> None:
         self.transport = StringTransport(
-            peerAddress=IPv4Address("TCP", "192.0.2.7", 4321)
+            peerAddress=IPv4Address("TCP", "127.0.0.7", 4321)
         )
 
 
@@ -961,7 +968,7 @@ class ServerServicesTests(SynchronousTestCase):
         [event] = events
         self.assertEqual(event["log_level"], LogLevel.info)
         self.assertEqual(event["destination"], "DB.internal:5432")
-        self.assertEqual(event["peer"], "192.0.2.7:4321")
+        self.assertEqual(event["peer"], "127.0.0.7:4321")
 
 
 class PluginTests(SynchronousTestCase):
@@ -1381,16 +1388,16 @@ class AddressTextTests(SynchronousTestCase):
         """
         from twisted.internet.address import IPv6Address, UNIXAddress
 
-        from memux.protocol import _addressText
+        from memux.transport import describeAddress
 
         for address, text in [
-            (IPv4Address("TCP", "192.0.2.7", 4321), "192.0.2.7:4321"),
+            (IPv4Address("TCP", "127.0.0.7", 4321), "127.0.0.7:4321"),
             (IPv6Address("TCP", "::1", 80), "[::1]:80"),
             (UNIXAddress(b"/run/memux.sock"), "/run/memux.sock"),
             (UNIXAddress(None), "an unnamed UNIX socket"),
             (None, "an unknown address"),
         ]:
-            self.assertEqual(_addressText(address), text)
+            self.assertEqual(describeAddress(address), text)
 
 
 class MakeServiceTests(SynchronousTestCase):
