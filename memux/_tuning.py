@@ -19,6 +19,7 @@ from memux._session import BULK_FLUSH_BYTES
 
 __all__ = [
     "BULK_AFTER_READS",
+    "BULK_LEAVE_READS",
     "BULK_NOTSENT_LOWAT",
     "BULK_READ_SIZE",
     "GATHER_PIECES",
@@ -26,6 +27,7 @@ __all__ = [
     "INPUT_SLICE_STEPS",
     "NOTSENT_LOWAT",
     "OUTPUT_DELAY_SECONDS",
+    "SHORT_READ_COST",
     "InputSlice",
     "limitUnsent",
     "newInputCooperator",
@@ -43,14 +45,21 @@ NOTSENT_LOWAT = 128 * 1024
 #: The unsent limit in bulk mode.
 BULK_NOTSENT_LOWAT = 4 * NOTSENT_LOWAT
 
-#: After this many reads in a row that filled the connection's read size
-#: (Twisted's TCP ``bufferSize``, 64 KiB), the peer is sending bulk data:
-#: the session reads `BULK_READ_SIZE` at a time, which costs a quarter of
-#: the reactor turns and Python calls per byte; the next read shorter than
-#: the normal read size sets it back.  (Twisted's TCP also pauses its
-#: producer past ``bufferSize`` unsent bytes: while reading in bulk, ours
-#: is paused a little later.)
+#: After this many reads that filled the connection's read size (Twisted's
+#: TCP ``bufferSize``, 64 KiB), the peer is sending bulk data: the session
+#: reads `BULK_READ_SIZE` at a time, which costs a quarter of the reactor
+#: turns and Python calls per byte.  A shorter read on the way there takes
+#: back `SHORT_READ_COST` of them; in bulk reading, `BULK_LEAVE_READS`
+#: shorter ones in a row set the normal size back.  (A rule of "in a row"
+#: both ways made fan-out bimodal: a sender's flushes of 512 KiB read in
+#: 64 KiB pieces leave a short one now and then, and a receiver that
+#: happened to miss bulk reading early stayed at 64 KiB reads and 0.6 of
+#: the throughput.  Twisted's TCP also pauses its producer past
+#: ``bufferSize`` unsent bytes: while reading in bulk, ours is paused a
+#: little later.)
 BULK_AFTER_READS = 16
+SHORT_READ_COST = 4
+BULK_LEAVE_READS = 3
 #: The read size of a session in bulk reading (after ``BULK_AFTER_READS``
 #: full reads).
 BULK_READ_SIZE = 256 * 1024

@@ -44,10 +44,12 @@ from memux._engine import ChannelOpened, MemuxEngine
 from memux._session import Notice, SessionCore
 from memux._tuning import (
     BULK_AFTER_READS,
+    BULK_LEAVE_READS,
     BULK_NOTSENT_LOWAT,
     BULK_READ_SIZE,
     GATHER_PIECES,
     NOTSENT_LOWAT,
+    SHORT_READ_COST,
     InputSlice,
     limitUnsent,
     newInputCooperator,
@@ -255,6 +257,7 @@ class MemuxProtocol(Protocol):
         # row (at BULK_AFTER_READS and beyond, reading in bulk).
         self._readSize = sys.maxsize
         self._fullReads = 0
+        self._shortReads = 0  # in bulk reading: shorter reads in a row
         # Input held back in the engine (see INPUT_STEP_FRAMES): the task
         # working through it, whether it is in a step now, whether we paused
         # the connection's reading for it, and our own Cooperator when the
@@ -481,12 +484,19 @@ class MemuxProtocol(Protocol):
             # A read of at least the normal size (in bulk, of up to the
             # bulk size): the peer keeps the connection full.
             self._fullReads += 1
+            self._shortReads = 0
             if self._fullReads == BULK_AFTER_READS:
                 cast(Any, self.transport).bufferSize = BULK_READ_SIZE
         elif self._fullReads:
-            if self._fullReads >= BULK_AFTER_READS:
-                cast(Any, self.transport).bufferSize = self._readSize
-            self._fullReads = 0
+            # Shorter: the peer may be done, or this is the tail of a burst
+            # (see `BULK_AFTER_READS`).
+            if self._fullReads < BULK_AFTER_READS:
+                self._fullReads = max(0, self._fullReads - SHORT_READ_COST)
+            else:
+                self._shortReads += 1
+                if self._shortReads == BULK_LEAVE_READS:
+                    cast(Any, self.transport).bufferSize = self._readSize
+                    self._fullReads = self._shortReads = 0
         # While input is held, this (from a transport that could not pause,
         # or a TLS record of the same read) queues behind it: still a step.
         core = self._core

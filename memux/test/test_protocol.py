@@ -53,9 +53,11 @@ from memux._session import (
 )
 from memux._tuning import (
     BULK_AFTER_READS,
+    BULK_LEAVE_READS,
     BULK_NOTSENT_LOWAT,
     BULK_READ_SIZE,
     NOTSENT_LOWAT,
+    SHORT_READ_COST,
 )
 from memux._wire import (
     DataFrame,
@@ -1643,28 +1645,76 @@ class BulkModeTests(SessionOnTransportTestCase):
         transport.send()
         self.assertEqual(unsent(), NOTSENT_LOWAT)
 
-    def test_bulkReadSize(self) -> None:
+    def bulkReads(self, count: int) -> list[bytes]:
         """
-        After BULK_AFTER_READS reads in a row that fill the connection's
-        read size, the session has it read BULK_READ_SIZE at a time; reads
-        of at least the normal size keep it so, and the first shorter one
-        sets it back.
+        ``count`` reads of the connection's normal read size, from a peer
+        streaming messages to the echo service.
         """
         transport = self.transport
         assert isinstance(transport, PausingTransport)
         normal = transport.bufferSize
-        frames = (BULK_AFTER_READS + 2) * normal // 4000 + 40
+        frames = count * normal // 4000 + 40
         wire = OpenFrame(1, b"echo").encode() + b"".join(
             DataFrame(1, b"%4000d" % n, end=True).encode() for n in range(frames)
         )
-        reads = [wire[i : i + normal] for i in range(0, len(wire), normal)]
+        return [wire[i : i + normal] for i in range(0, len(wire), normal)][:count]
+
+    def test_bulkReadSize(self) -> None:
+        """
+        After BULK_AFTER_READS reads that fill the connection's read size,
+        the session has it read BULK_READ_SIZE at a time; reads of at least
+        the normal size keep it so, as do fewer than BULK_LEAVE_READS
+        shorter ones in a row; that many set it back.
+        """
+        transport = self.transport
+        assert isinstance(transport, PausingTransport)
+        normal = transport.bufferSize
+        reads = self.bulkReads(BULK_AFTER_READS + 2 + 2 * BULK_LEAVE_READS)
         for read in reads[: BULK_AFTER_READS - 1]:
             self.session.dataReceived(read)
             transport.clear()
         self.assertEqual(transport.bufferSize, normal)
         self.session.dataReceived(reads[BULK_AFTER_READS - 1])
         self.assertEqual(transport.bufferSize, BULK_READ_SIZE)
-        self.session.dataReceived(reads[BULK_AFTER_READS])
+        rest = iter(reads[BULK_AFTER_READS:])
+        self.session.dataReceived(next(rest))
         self.assertEqual(transport.bufferSize, BULK_READ_SIZE)
-        self.session.dataReceived(reads[BULK_AFTER_READS + 1][:1000])
+
+        def shortReads(count: int) -> None:
+            # One read's bytes, as ``count`` shorter reads.
+            read = next(rest)
+            cuts = [i * 1000 for i in range(count)] + [len(read)]
+            for start, end in zip(cuts, cuts[1:], strict=False):
+                self.session.dataReceived(read[start:end])
+
+        shortReads(BULK_LEAVE_READS - 1)  # the tail of a burst
+        self.assertEqual(transport.bufferSize, BULK_READ_SIZE)
+        self.session.dataReceived(next(rest))  # full again: the count restarts
+        shortReads(BULK_LEAVE_READS - 1)
+        self.assertEqual(transport.bufferSize, BULK_READ_SIZE)
+        self.session.dataReceived(next(rest)[:1000])
         self.assertEqual(transport.bufferSize, normal)
+
+    def test_shortReadsDelayBulkReading(self) -> None:
+        """
+        On the way to bulk reading, a shorter read does not start the count
+        again (a burst's tail would keep a busy receiver from ever getting
+        there) but takes back SHORT_READ_COST full reads.
+        """
+        transport = self.transport
+        assert isinstance(transport, PausingTransport)
+        normal = transport.bufferSize
+        reads = iter(self.bulkReads(2 * BULK_AFTER_READS))
+        for _ in range(BULK_AFTER_READS - 1):
+            self.session.dataReceived(next(reads))
+            transport.clear()
+        read = next(reads)
+        self.session.dataReceived(read[:1000])  # short: 15 - 4 = 11 counted
+        self.session.dataReceived(read[1000:])  # short too: 7
+        counted = BULK_AFTER_READS - 1 - 2 * SHORT_READ_COST
+        for _ in range(BULK_AFTER_READS - 1 - counted):
+            self.session.dataReceived(next(reads))
+            transport.clear()
+        self.assertEqual(transport.bufferSize, normal)
+        self.session.dataReceived(next(reads))
+        self.assertEqual(transport.bufferSize, BULK_READ_SIZE)
