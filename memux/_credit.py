@@ -121,17 +121,9 @@ class CreditWindow:
     keeps up.
     """
 
-    __slots__ = (
-        "window",
-        "limit",
-        "received",
-        "consumed",
-        "grantAt",
-        "tuning",
-        "lastGrant",
-    )
+    __slots__ = ("window", "limit", "received", "consumed", "grantAt", "lastGrant")
 
-    def __init__(self, window: int, tuning: CreditTuning | None = None) -> None:
+    def __init__(self, window: int) -> None:
         self.window = window
         self.limit = window
         self.received = 0
@@ -139,10 +131,9 @@ class CreditWindow:
         #: Once ``consumed`` reaches this, a new limit is due (`grant`).
         #: Kept as a plain number so the per-message path is one comparison.
         self.grantAt = window - window // 2
-        #: the session's auto-tuning, if any (see `CreditTuning`)
-        self.tuning = tuning
-        #: when the last limit was granted (the session's clock)
-        self.lastGrant = 0.0 if tuning is None else tuning.now
+        #: when the last limit was granted, by the session's clock (for
+        #: `CreditTuning`; 0: never, so the first grant never grows it)
+        self.lastGrant = 0.0
 
     def receive(self, n: int) -> bool:
         """
@@ -161,9 +152,10 @@ class CreditWindow:
         """
         return self.received - self.consumed
 
-    def consume(self, n: int) -> int | None:
+    def consume(self, n: int, tuning: CreditTuning | None = None) -> int | None:
         """
-        Account for ``n`` bytes consumed by the application.
+        Account for ``n`` bytes consumed by the application (the window
+        auto-tuned by ``tuning``, if given: see `grant`).
 
         :returns: the new limit to announce, or ``None`` when none is due yet.
         """
@@ -174,7 +166,7 @@ class CreditWindow:
             )
         self.consumed = consumed
         if self.due():
-            return self.grant()
+            return self.grant(tuning)
         return None
 
     def due(self) -> bool:
@@ -183,12 +175,12 @@ class CreditWindow:
         """
         return self.consumed >= self.grantAt
 
-    def grant(self) -> int:
+    def grant(self, tuning: CreditTuning | None = None) -> int:
         """
         Raise the limit to a full window past what is consumed; return it.
-        With auto-tuning, the window is resized first (`CreditTuning`).
+        With ``tuning`` (the session's, kept there rather than in every
+        channel's window), the window is resized first.
         """
-        tuning = self.tuning
         if tuning is not None:
             self.window = tuning.resized(self.window, self.lastGrant)
             self.lastGrant = tuning.now
@@ -214,7 +206,7 @@ class SessionCreditWindow(CreditWindow):
     __slots__ = ()
 
     def __init__(self, window: int) -> None:
-        super().__init__(window)  # never auto-tuned: it bounds memory
+        super().__init__(window)
         self.grantAt = window  # 2 * limit - window
 
     def due(self) -> bool:
@@ -231,9 +223,10 @@ class SessionCreditWindow(CreditWindow):
             and consumed + self.window > self.limit
         )
 
-    def grant(self) -> int:
+    def grant(self, tuning: CreditTuning | None = None) -> int:
         """
         Raise the limit to a full window past what is consumed; return it.
+        (Never auto-tuned: ``tuning`` is ignored.)
         """
         self.limit = self.consumed + self.window
         self.grantAt = 2 * self.limit - self.window

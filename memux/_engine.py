@@ -276,9 +276,13 @@ def _advance(ch: _Channel, event: str) -> ChannelState:
     return state
 
 
-class _Channel:
+class _Channel(SendCredit):
     """
     Per-channel state: the send queue and credit, the receive credit.
+
+    A channel is its own `SendCredit` (``send`` is the channel itself):
+    the send credit's owner and policy are that class's, without an object
+    of their own for every channel (48 bytes, and a call to make it).
     """
 
     __slots__ = (
@@ -310,7 +314,6 @@ class _Channel:
         window: int,
         openFrame: bytes | None = None,
         lossy: bool = False,
-        tuning: CreditTuning | None = None,
     ) -> None:
         self.id = cid
         self.local = local
@@ -327,8 +330,11 @@ class _Channel:
         self.queue: deque[list[object]] | None = None
         self.queued = 0
         self.finQueued = False
-        self.send = SendCredit(sendLimit)
-        self.recv = CreditWindow(window, tuning)
+        # `SendCredit.__init__`, inline (see the class docstring).
+        self.offset = 0
+        self.limit = sendLimit
+        self.send: SendCredit = self
+        self.recv = CreditWindow(window)
         self.scheduled = False
         self.parked = False  # waiting (in the scheduler) for session credit
         self.midMessage = False
@@ -571,7 +577,6 @@ class MemuxEngine:
             self.settings.channelCredit,
             openFrame,
             lossy,
-            self.creditTuning,
         )
         self._channels[cid] = ch
         self._pendingOpens.append(ch)
@@ -710,7 +715,7 @@ class MemuxEngine:
             )
         recv.consumed = consumed
         if consumed >= recv.grantAt:
-            limit = recv.grant()
+            limit = recv.grant(self.creditTuning)
             if ch.state is not _HALF_CLOSED_REMOTE:
                 self._creditDue[channel] = limit
         if holdSession:
@@ -1024,7 +1029,6 @@ class MemuxEngine:
             False,
             self.peerSettings.initialChannelCredit,
             self.settings.channelCredit,
-            tuning=self.creditTuning,
         )
         self._channels[cid] = ch
         self.channelsAccepted += 1

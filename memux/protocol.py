@@ -125,6 +125,7 @@ class _Host:
     __slots__ = ("_proto", "channelRequested", "notice")
 
     def __init__(self, proto: MemuxProtocol) -> None:
+        #: the session (`ChannelTransport.session` reads it here)
         self._proto = proto
         # The protocol's own methods, bound once: a call less per channel.
         self.channelRequested: Callable[[ChannelOpened], ChannelTransport | str] = (

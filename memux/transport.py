@@ -12,7 +12,7 @@ What a channel does (delivery, reassembly, pausing, closing, producers) is
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet.error import ConnectionAborted
 from twisted.internet.interfaces import (
@@ -39,7 +39,7 @@ from memux.interfaces import (
 )
 
 if TYPE_CHECKING:
-    from memux.protocol import MemuxProtocol
+    from memux.protocol import MemuxProtocol, _Host
 
 __all__ = ["ChannelAddress", "ChannelTransport", "describeAddress", "failureFor"]
 
@@ -189,7 +189,14 @@ class ChannelTransport(ChannelCore):
         ChannelCore.__init__(
             self, session._core, channel, service, lossy, protocol, mode
         )
-        self.session = session
+
+    @property
+    def session(self) -> MemuxProtocol:
+        """
+        The session this channel belongs to.  (Read through the session
+        core, not kept here: a reference less for every channel.)
+        """
+        return cast("_Host", self._core.host)._proto
 
     def __repr__(self) -> str:
         return f"<ChannelTransport channel={self.channel} service={self.service!r}>"

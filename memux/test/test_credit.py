@@ -39,7 +39,7 @@ def granted(window: CreditWindow, tuning: CreditTuning, at: float) -> int:
     tuning.now = at
     need = window.grantAt - window.consumed
     window.receive(need)
-    limit = window.consume(need)
+    limit = window.consume(need, tuning)
     assert limit is not None
     return window.window
 
@@ -56,7 +56,7 @@ class RuleTests(SynchronousTestCase):
         """
         tuning = CreditTuning(1 * MiB, 8 * MiB)
         tuning.sample(0.010)
-        window = CreditWindow(1 * MiB, tuning)
+        window = CreditWindow(1 * MiB)
         sizes = [granted(window, tuning, 0.005 * i) for i in range(1, 7)]
         self.assertEqual(sizes, [2 * MiB, 4 * MiB, 8 * MiB, 8 * MiB, 8 * MiB, 8 * MiB])
         self.assertEqual(window.limit, window.consumed + 8 * MiB)
@@ -67,7 +67,7 @@ class RuleTests(SynchronousTestCase):
         one (`wantsRtt`); once a sample is under way it is not asked again.
         """
         tuning = CreditTuning(1 * MiB, 8 * MiB)
-        window = CreditWindow(1 * MiB, tuning)
+        window = CreditWindow(1 * MiB)
         self.assertFalse(tuning.wantsRtt)
         self.assertEqual(granted(window, tuning, 0.001), 1 * MiB)
         self.assertTrue(tuning.wantsRtt)
@@ -82,7 +82,7 @@ class RuleTests(SynchronousTestCase):
         """
         tuning = CreditTuning(1 * MiB, 8 * MiB)
         tuning.sample(0.010)
-        window = CreditWindow(1 * MiB, tuning)
+        window = CreditWindow(1 * MiB)
         sizes = [granted(window, tuning, 0.025 * i) for i in range(1, 5)]
         self.assertEqual(sizes, [1 * MiB] * 4)
 
@@ -93,7 +93,7 @@ class RuleTests(SynchronousTestCase):
         """
         tuning = CreditTuning(1 * MiB, 8 * MiB)
         tuning.sample(0.010)
-        window = CreditWindow(1 * MiB, tuning)
+        window = CreditWindow(1 * MiB)
         self.assertEqual(granted(window, tuning, 0.003), 2 * MiB)
         sizes = [granted(window, tuning, 0.003) for _ in range(5)]
         self.assertEqual(sizes, [2 * MiB] * 5)
@@ -105,7 +105,7 @@ class RuleTests(SynchronousTestCase):
         """
         tuning = CreditTuning(1 * MiB, 8 * MiB)
         tuning.sample(0.010)
-        window = CreditWindow(1 * MiB, tuning)
+        window = CreditWindow(1 * MiB)
         for i in range(1, 4):
             granted(window, tuning, 0.005 * i)
         self.assertEqual(window.window, 8 * MiB)
@@ -186,7 +186,7 @@ class EngineTests(SynchronousTestCase):
         mirrorTuning = CreditTuning(64 * KiB, 256 * KiB)
         mirrorTuning.sample(rtt)
         raw = RawPeer(engine)
-        channels = {c: CreditWindow(64 * KiB, mirrorTuning) for c in (1, 3, 5)}
+        channels = {c: CreditWindow(64 * KiB) for c in (1, 3, 5)}
         for cid in channels:
             raw.send(OpenFrame(cid, b"s"))
         now = 0.0
@@ -213,7 +213,7 @@ class EngineTests(SynchronousTestCase):
                 n = min(n, mirror.held)
                 if n:
                     engine.consumed(cid, n)
-                    mirror.consume(n)
+                    mirror.consume(n, mirrorTuning)
                     sessionHeld -= n
             raw.read()
             self.assertEqual(ch.recv.limit, mirror.limit)
