@@ -72,9 +72,10 @@ class Scheduler(Protocol[C]):
         return it; the engine skips channels it no longer knows).
         """
 
-    def __bool__(self) -> bool:
+    def __len__(self) -> int:
         """
-        Whether any channel is in line.
+        How many channels are in line (the engine asks whether any are, for
+        every chunk it sends: keep it cheap).
         """
 
     @property
@@ -84,35 +85,47 @@ class Scheduler(Protocol[C]):
         """
 
 
-class RoundRobinScheduler(Scheduler[C]):
+class RoundRobinScheduler(deque[C]):
     """
     Fair round robin by chunk: each channel in line sends one chunk in
     turn, so a long message on one channel never holds up the others.
     Parked channels come back in the order they were parked.
+
+    The scheduler is its ready queue (a deque), so that the engine's "is
+    any other channel in line?", asked for every chunk, is answered in C
+    rather than by a Python call (small messages: 2 calls fewer each).
     """
 
-    __slots__ = ("_ready", "_parked")
+    __slots__ = ("_parked",)
 
     def __init__(self) -> None:
-        self._ready: deque[C] = deque()
+        super().__init__()
         self._parked: dict[int, C] = {}
 
     def add(self, ch: C) -> None:
+        """
+        Put ``ch``, which has something to send, in line (if not already).
+        """
         if not ch.scheduled:
             ch.scheduled = True
-            self._ready.append(ch)
+            self.append(ch)
 
     def next(self) -> C | None:
-        ready = self._ready
-        if not ready:
+        """
+        Take the channel whose turn it is (None if none is in line).
+        """
+        if not self:
             return None
-        ch = ready.popleft()
+        ch = self.popleft()
         ch.scheduled = False
         return ch
 
     def yieldTurn(self, ch: C) -> None:
+        """
+        ``ch`` had its turn and has more: back in line.
+        """
         ch.scheduled = True
-        self._ready.append(ch)
+        self.append(ch)
 
     def park(self, ch: C) -> None:
         ch.parked = True
@@ -125,12 +138,16 @@ class RoundRobinScheduler(Scheduler[C]):
             self.add(ch)
 
     def remove(self, ch: C) -> None:
+        """
+        ``ch`` is gone: forget it (if it is still in line, `next` may
+        return it; the engine skips channels it no longer knows).
+        """
         ch.parked = False
         self._parked.pop(ch.id, None)
 
-    def __bool__(self) -> bool:
-        return bool(self._ready)
-
     @property
     def parked(self) -> bool:
+        """
+        Whether any channel waits for session credit.
+        """
         return bool(self._parked)
