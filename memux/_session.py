@@ -700,14 +700,15 @@ class SessionCore:
                     self.engine.consumed(event.channel, len(event.data))
                 continue
             t = type(event)
-            step = _CHANNEL_STEPS.get(t)
-            if step is not None:
+            # (Membership tests and subscripts, not ``dict.get``: no call,
+            # for each of the eight or so events of every channel's life.)
+            if t in _CHANNEL_STEPS:
                 # A channel's FIN, ours or the peer's, or its clean end:
                 # straight to its channel object, as every channel has them.
                 anyEvent: Any = event
-                channel = channels.get(anyEvent.channel)
-                if channel is not None:
-                    step(channel)
+                cid = anyEvent.channel
+                if cid in channels:
+                    _CHANNEL_STEPS[t](channels[cid])
             else:
                 _EVENT_HANDLERS[t](self, event)
 
