@@ -530,7 +530,9 @@ class ChannelCore:
             except Exception:
                 self._protocolFailed(self._failed())
                 return
-            self._core.flushSoon()
+            core = self._core
+            if core.flushCall is None:  # (`SessionCore.flushSoon`'s guard)
+                core.flushSoon()
 
     def _assemble(self, data: bytes, end: bool) -> None:
         core = self._core
@@ -616,8 +618,10 @@ class ChannelCore:
         if self._writeClosed:
             return
         self._writeClosed = True
-        self._core.engine.closeChannel(self.channel)
-        self._core.flushSoon()
+        core = self._core
+        core.engine.closeChannel(self.channel)
+        if core.flushCall is None:  # (`SessionCore.flushSoon`'s guard)
+            core.flushSoon()
 
     def _localFinSent(self) -> None:
         """

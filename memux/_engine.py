@@ -1368,7 +1368,9 @@ class MemuxEngine:
         channels = self._channels
         blocked: list[_Channel] = []
         sendChunk = self._sendChunk
-        while size < maxBytes:
+        # (``while scheduler``: a length asked in C, not a last `next` call
+        # that finds no channel; see `RoundRobinScheduler`.)
+        while scheduler and size < maxBytes:
             ch = scheduler.next()
             if ch is None:
                 break

@@ -178,17 +178,26 @@ class ChannelTransport(ChannelCore):
         The transport of ``channel`` for ``protocol``; the session then
         connects them (``protocol.makeConnection``).
         """
-        mode = 0
-        if protocol is not None:
-            spec: Any = providedBy(protocol)
-            entry = _MODES.get(spec)
-            if entry is not None and entry[0] is spec.__sro__:
-                mode = entry[1]
-            else:
-                mode = _deliveryMode(spec)
-        ChannelCore.__init__(
-            self, session._core, channel, service, lossy, protocol, mode
-        )
+        # `ChannelCore.__init__`, inline: a call less for every channel
+        # (``test_protocol.TransportInitTests`` holds the two equal).
+        core = session._core
+        self._core = core
+        self.channel = channel
+        self.service = service
+        if lossy:
+            self.lossy = True
+        self._maxMessage = core.settings.maxMessageSize
+        if protocol is None:
+            return
+        self.protocol = protocol
+        spec: Any = providedBy(protocol)
+        entry = _MODES.get(spec)
+        if entry is not None and entry[0] is spec.__sro__:
+            mode = entry[1]
+        else:
+            mode = _deliveryMode(spec)
+        if mode:
+            self._mode = mode
 
     @property
     def session(self) -> MemuxProtocol:

@@ -181,6 +181,49 @@ class SessionTestCase(SynchronousTestCase):
         return proto
 
 
+class TransportInitTests(SynchronousTestCase):
+    """
+    `ChannelTransport.__init__` copies `ChannelCore.__init__` inline (a
+    call less per channel); this holds the copy equal to the original.
+    """
+
+    def test_sameAsCore(self) -> None:
+        """
+        For every delivery mode, lossy or not, with or without a protocol,
+        a channel transport starts with exactly the state the core's own
+        initializer gives.
+        """
+        from zope.interface import implementer, providedBy
+
+        from memux.interfaces import IChunkReceiver, IMessageReceiver
+        from memux.transport import ChannelTransport, _deliveryMode
+
+        @implementer(IMessageReceiver)
+        class Messages(Protocol):
+            def messageReceived(self, message: bytes) -> None:
+                pass
+
+        @implementer(IChunkReceiver)
+        class Chunks(Protocol):
+            def chunkReceived(self, data: bytes, endOfMessage: bool) -> None:
+                pass
+
+        session = MemuxProtocol({})
+        for lossy in (False, True):
+            for protocol in (None, Protocol(), Messages(), Chunks()):
+                made = ChannelTransport(session, 5, b"svc", lossy, protocol)
+                mode = 0
+                if protocol is not None:
+                    mode = _deliveryMode(providedBy(protocol))
+                reference = ChannelTransport.__new__(ChannelTransport)
+                ChannelCore.__init__(
+                    reference, session._core, 5, b"svc", lossy, protocol, mode
+                )
+                self.assertEqual(vars(made), vars(reference), (lossy, protocol))
+                self.assertIs(made.session, session)
+            self.assertEqual(made._mode, 2)  # (the chunk receiver's)
+
+
 class OpenTests(SessionTestCase):
     """
     Opening channels and serving them.
