@@ -280,9 +280,12 @@ class _Channel(SendCredit):
     """
     Per-channel state: the send queue and credit, the receive credit.
 
-    A channel is its own `SendCredit` (``send`` is the channel itself):
-    the send credit's owner and policy are that class's, without an object
-    of their own for every channel (48 bytes, and a call to make it).
+    A channel is its own `SendCredit` (``send`` is the channel itself, and
+    ``offset`` and ``limit`` are its *send* credit): the send credit's
+    owner and policy are that class's, without an object of their own for
+    every channel (48 bytes, and a call to make it).  Not a slot pointing
+    at itself: that reference cycle would leave every closed channel to
+    the cyclic garbage collector.
     """
 
     __slots__ = (
@@ -294,7 +297,6 @@ class _Channel(SendCredit):
         "queue",
         "queued",
         "finQueued",
-        "send",
         "recv",
         "scheduled",
         "midMessage",
@@ -333,7 +335,6 @@ class _Channel(SendCredit):
         # `SendCredit.__init__`, inline (see the class docstring).
         self.offset = 0
         self.limit = sendLimit
-        self.send: SendCredit = self
         self.recv = CreditWindow(window)
         self.scheduled = False
         self.parked = False  # waiting (in the scheduler) for session credit
@@ -349,6 +350,14 @@ class _Channel(SendCredit):
         # unconsumed ones (recv.held) plus any held in message reassembly.
         self.sessionHeld = 0
         self.readStopped = False
+
+    @property
+    def send(self) -> SendCredit:
+        """
+        The channel's send credit: the channel itself (see the class
+        docstring; hot paths read ``offset`` and ``limit`` directly).
+        """
+        return self
 
 
 #: Most bytes of control frames the peer's traffic may make us queue
@@ -1410,7 +1419,7 @@ class MemuxEngine:
                 ):
                     break
                 head = ch.queue[0][0] if ch.queue else b""
-                if head and ch.send.offset >= ch.send.limit:
+                if head and ch.offset >= ch.limit:  # (ch.send: ch itself)
                     break  # blocked on channel credit: CREDIT reschedules
                 if head and self._sessionSend.offset >= self._sessionSend.limit:
                     if sent:
@@ -1445,12 +1454,12 @@ class MemuxEngine:
             return True  # nothing, or a message whose size is not known yet
         n = len(q[0][0])  # type: ignore[arg-type]
         free = self._sessionSend.limit - self._sessionSend.offset
-        if n <= maxChunk and n <= free and n <= ch.send.limit - ch.send.offset:
+        if n <= maxChunk and n <= free and n <= ch.limit - ch.offset:
             return True  # goes out whole, now
         reserved = 0
         for other in self._midMessage:
             oq = other.queue
-            if oq and oq[0][1] and other.send.offset < other.send.limit:
+            if oq and oq[0][1] and other.offset < other.limit:
                 reserved += len(oq[0][0])  # type: ignore[arg-type]
         return reserved == 0 or n <= free - reserved
 
@@ -1463,7 +1472,7 @@ class MemuxEngine:
         q = ch.queue
         if q:
             return not q[0][0] or (
-                ch.send.offset < ch.send.limit
+                ch.offset < ch.limit
                 and self._sessionSend.offset < self._sessionSend.limit
             )
         return True
@@ -1515,7 +1524,7 @@ class MemuxEngine:
             n = len(data)
             if n:
                 # (`SendCredit.available`, twice, inline: once per chunk.)
-                send = ch.send
+                send: SendCredit = ch  # (`_Channel`: its own send credit)
                 sessionSend = self._sessionSend
                 allowed = send.limit - send.offset
                 session = sessionSend.limit - sessionSend.offset

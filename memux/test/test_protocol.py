@@ -543,6 +543,38 @@ class TransportTests(SessionTestCase):
             if wasEnabled:
                 gc.enable()
 
+    def test_closedChannelStateFreedAtOnce(self) -> None:
+        """
+        The engines' state of a closed channel (its queue and credit) is
+        freed by reference counting too: nothing in it refers back to
+        itself, so churn leaves no work to the garbage collector.
+        """
+        from memux._engine import _Channel
+
+        def channels() -> int:
+            return sum(type(o) is _Channel for o in gc.get_objects())
+
+        wasEnabled = gc.isenabled()
+        gc.collect()
+        gc.disable()  # so only reference counting can free them
+        try:
+            before = channels()
+            proto: Any = self.successResultOf(
+                self.client.openChannel(b"record", Factory.forProtocol(Recorder))
+            )
+            proto.transport.write(b"some data")
+            self.pump.flush()
+            self.assertEqual(channels(), before + 2)  # one in each engine
+            proto.transport.loseConnection()
+            self.pump.flush()
+            assert proto.lost is not None
+            self.serverProtocols.clear()
+            del proto
+            self.assertEqual(channels(), before)
+        finally:
+            if wasEnabled:
+                gc.enable()
+
     def test_loseConnection(self) -> None:
         """
         loseConnection sends what was written, then both sides get
