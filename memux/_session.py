@@ -221,7 +221,9 @@ class SessionCore:
         self.draining = False
         # Output.
         self.flushCall: Delivery = None  # a flush asked of the front end
-        self._flushing = False
+        #: whether a flush is under way (it writes what is added meanwhile:
+        #: no other flush is asked for, see `flushSoon`)
+        self.flushing = False
         self.outputPaused = False
         # Bulk mode (see BULK_AFTER_FLUSHES): small writes so far, as last
         # seen by a flush, and pauses by the connection since.
@@ -456,15 +458,19 @@ class SessionCore:
         if self._blockedSince is not None and not (
             self._closing or self.host.connectionClosing()
         ):
+            # Disarmed, but the front end is not told: its wake-up, if no
+            # other deadline needs it, fires once and finds nothing due.
+            # A session its connection pauses and resumes hundreds of
+            # times a second (bulk, fan-out) would otherwise have it set
+            # and cancel a timer each time.
             self._blockedSince = None
-            self._disarmed()
         self.flush()
 
     def flushSoon(self) -> None:
         # One flush per turn: many writes share one write to the
         # connection, and a channel opened in this turn rides on its first
         # data.  (Not during a flush: it writes what is added meanwhile.)
-        if self.flushCall is None and not self._flushing and self.connected:
+        if self.flushCall is None and not self.flushing and self.connected:
             self.flushCall = self.host.flushSoon()
 
     def _cancelFlush(self) -> None:
@@ -485,7 +491,7 @@ class SessionCore:
         work to the flush under way.  Return whether data is left for
         another flush (one is asked for).
         """
-        if self._flushing:
+        if self.flushing:
             return False
         if self.flushCall is not None:
             self._cancelFlush()  # flushing now, ahead of the one asked for
@@ -508,11 +514,11 @@ class SessionCore:
             # resumes its paused producer instead of closing; TLS waits for
             # it to unregister): no credit can arrive any more, so write
             # what can be written and close as `loseConnection` does.
-            self._flushing = True
+            self.flushing = True
             try:
                 self._writeOut()
             finally:
-                self._flushing = False
+                self.flushing = False
             self._closeConnection()
             return False
         tuning = engine.creditTuning
@@ -523,7 +529,7 @@ class SessionCore:
             self._fullFlushes = 0
             if self.bulk:
                 self._bulkMode(False)
-        self._flushing = True
+        self.flushing = True
         more = False  # data left once the rounds are used up
         try:
             for _ in range(FLUSH_ROUNDS):
@@ -543,7 +549,7 @@ class SessionCore:
                 if not more:
                     break
         finally:
-            self._flushing = False
+            self.flushing = False
         if not self.connected:
             return False
         if self.outputPaused:
