@@ -942,7 +942,7 @@ class MemuxEngine:
         if ch is None:
             self._late("RESET of a closed channel")
             return
-        if not ch.local and ch.send.offset == 0 and ch.state is _OPEN:
+        if not ch.local and ch.offset == 0 and ch.state is _OPEN:
             # Opened, then reset before we answered: rapid reset
             # (CVE-2023-44487) makes us start work and throw it away.
             self._useless("RESET of a channel before any answer")
@@ -1186,9 +1186,9 @@ class MemuxEngine:
             return
         if ch.state is _HALF_CLOSED_LOCAL:
             return  # a legitimate race with our FIN
-        if not ch.send.raiseTo(f.limit):
-            if f.limit < ch.send.offset:
-                self._warnIncrement(f"channel {ch.id}", f.limit, ch.send.offset)
+        if not ch.raiseTo(f.limit):  # (ch.send: ch itself)
+            if f.limit < ch.offset:
+                self._warnIncrement(f"channel {ch.id}", f.limit, ch.offset)
             self._useless("CREDIT raising no limit")
             return
         if ch.queue:
@@ -1295,7 +1295,7 @@ class MemuxEngine:
         if state is _IDLE:
             self._pendingOpens.remove(ch)
         ch.state = _CLOSED  # (on a RESET, or both FINs; `_advance` agrees)
-        if (state is _HALF_CLOSED_LOCAL or state is _CLOSED or ch.send.offset) and (
+        if (state is _HALF_CLOSED_LOCAL or state is _CLOSED or ch.offset) and (
             self._lateFrames < self.settings.maxUselessFrames
         ):
             # Only a channel we sent on can meet a frame of the peer's
