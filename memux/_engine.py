@@ -452,6 +452,11 @@ class MemuxEngine:
         self.framesReceived = 0
         self.channelsOpened = 0
         self.channelsAccepted = 0
+        #: bytes of PING frames (probes and answers) sent and received,
+        #: counted in ``bytesSent`` and ``bytesReceived`` too: what liveness
+        #: and round-trip sampling cost, apart from the data's framing
+        self.pingBytesSent = 0
+        self.pingBytesReceived = 0
 
     # ------------------------------------------------------------ queries
 
@@ -827,7 +832,9 @@ class MemuxEngine:
         Send a PING; its answer arrives as `PingAcknowledged`.
         """
         self._checkUsable()
-        self._control.append(PingFrame(payload).encode())
+        frame = PingFrame(payload).encode()
+        self.pingBytesSent += len(frame)
+        self._control.append(frame)
 
     def goAway(self, code: int = ErrorCode.NO_ERROR, reason: str = "") -> None:
         """
@@ -950,11 +957,15 @@ class MemuxEngine:
         self._events.append(ChannelReset(r.channel, r.code, r.reason, True))
 
     def _onPing(self, p: PingFrame) -> None:
+        # (Its size as encoded: PINGs are few, so no shortcut.)
+        self.pingBytesReceived += len(p.encode())
         if p.ack:
             self._events.append(PingAcknowledged(p.payload))
         else:
             self._useless("PING")
-            self._queuePeerInduced(PingFrame(p.payload, ack=True).encode())
+            answer = PingFrame(p.payload, ack=True).encode()
+            self.pingBytesSent += len(answer)
+            self._queuePeerInduced(answer)
 
     def _onChannelCredit(self, c: ChannelCreditFrame) -> None:
         if c.limit > self._localChannelLimit:

@@ -321,13 +321,16 @@ class MemuxProtocol(Protocol):
 
     def counters(self) -> dict[str, int]:
         """
-        Counters for introspection: bytes and frames moved, channels opened
-        by each side, channels open now.
+        Counters for introspection: bytes and frames moved (and of those,
+        the bytes of PING frames: liveness and round-trip probes and their
+        answers), channels opened by each side, channels open now.
         """
         e = self._core.engine
         return {
             "bytesSent": e.bytesSent,
             "bytesReceived": e.bytesReceived,
+            "pingBytesSent": e.pingBytesSent,
+            "pingBytesReceived": e.pingBytesReceived,
             "framesReceived": e.framesReceived,
             "channelsOpened": e.channelsOpened,
             "channelsAccepted": e.channelsAccepted,

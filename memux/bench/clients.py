@@ -753,13 +753,16 @@ def overhead(counters: Result, payload: int, setup: int, seconds: float) -> Resu
     """
     The wire-overhead result from the receiver's counters: all bytes both
     ways against the payload, and the data direction's overhead beyond
-    the one-time ``setup`` per chunk and in percent.
+    the one-time ``setup`` and PING frames, per chunk and in percent.
     """
     forward = counters["bytesReceived"]
     reverse = counters["bytesSent"]
     wire = forward + reverse
     chunks = counters["chunks"]
-    steady = forward - setup - payload
+    # Beyond the setup, less the PINGs (the session's own round-trip
+    # samples and their answers, a few per minute): the data's framing.
+    probes = counters.get("pingBytesReceived", 0)
+    steady = forward - setup - payload - probes
     return {
         "memux": wire,
         "baseline": payload,
@@ -770,6 +773,7 @@ def overhead(counters: Result, payload: int, setup: int, seconds: float) -> Resu
         "bytesPerChunk": steady / chunks,
         "overheadPercent": steady / payload * 100,
         "reverseBytesPerChunk": reverse / chunks,
+        "pingBytes": probes + counters.get("pingBytesSent", 0),
         "totalOverheadPercent": (wire - payload) / payload * 100,
         "seconds": seconds,
     }

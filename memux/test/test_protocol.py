@@ -1279,6 +1279,22 @@ class SessionTests(SessionTestCase):
         self.assertEqual((c["channelsOpened"], c["channelsOpen"]), (1, 1))
         self.assertEqual(self.server.counters()["channelsAccepted"], 1)
 
+    def test_pingCounters(self) -> None:
+        """
+        counters() counts the bytes of PING frames apart (they are in the
+        byte totals too): the probe one way, its answer the other.
+        """
+        before = self.client.counters()
+        self.client.ping()
+        self.pump.flush()
+        c, s = self.client.counters(), self.server.counters()
+        frame = 3 + 8  # header and the 8-byte payload
+        self.assertEqual(c["pingBytesSent"] - before["pingBytesSent"], frame)
+        self.assertEqual(c["pingBytesReceived"] - before["pingBytesReceived"], frame)
+        self.assertEqual(s["pingBytesReceived"], c["pingBytesSent"])
+        self.assertEqual(s["pingBytesSent"], c["pingBytesReceived"])
+        self.assertGreaterEqual(c["bytesSent"] - before["bytesSent"], frame)
+
     def test_peerSettings(self) -> None:
         """
         After the preface exchange each side knows the other's settings.
