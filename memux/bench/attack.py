@@ -62,7 +62,7 @@ from memux.bench.attackers import (
     RapidReset,
     Slowloris,
 )
-from memux.bench.clients import Pinger
+from memux.bench.latency import Pinger
 from memux.bench.peers import channel, replyLine, session
 from memux.bench.processes import (
     ChildProcess,

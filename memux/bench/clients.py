@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any, cast
 
-from twisted.internet import defer, task
+from twisted.internet import defer
 from twisted.internet.interfaces import IAddress, IConsumer, IPushProducer
 from twisted.internet.protocol import ClientFactory, Protocol, connectionDone
 from twisted.protocols.basic import Int32StringReceiver
@@ -34,15 +34,10 @@ from memux.bench.peers import (
     tune,
 )
 from memux.bench.processes import LOOPBACK, Reactor, settledRss
-from memux.bench.report import percentile
 from memux.interfaces import IMessageReceiver
 from memux.protocol import ChannelTransport
 
 __all__ = [
-    "ECHO",
-    "SINK",
-    "Pinger",
-    "StreamPinger",
     "runBulk",
     "runBulkTcp",
     "runChurn",
@@ -51,10 +46,6 @@ __all__ = [
     "runFanout",
     "runFanoutTcp",
     "runIdle",
-    "runLatencyIdle",
-    "runLatencyLoaded",
-    "runLatencyTcpIdle",
-    "runLatencyTcpLoaded",
     "runOverheadBulk",
     "runOverheadSmall",
     "runSmall",
@@ -513,197 +504,6 @@ async def runChurnRequestReply(reactor: Reactor, params: Params, port: int) -> R
         "exchanges": params["exchanges"],
         "errors": client.errors,
     }
-
-
-@implementer(IMessageReceiver)
-class Pinger(Protocol):
-    """
-    Ping-pong ``size``-byte messages, one at a time, timing each.
-    """
-
-    def __init__(self, size: int) -> None:
-        self.payload = b"p" * size
-        self.times: list[float] = []
-        self.remaining = 0
-        self.sentAt = 0.0
-        self.done: defer.Deferred[list[float]] = defer.Deferred()
-
-    def run(self, count: int) -> defer.Deferred[list[float]]:
-        """
-        Ping ``count`` times; fire with the round-trip times in seconds.
-        """
-        self.times = []
-        self.remaining = count
-        self.done = defer.Deferred()
-        self.ping()
-        return self.done
-
-    def ping(self) -> None:
-        """
-        Send one.
-        """
-        self.remaining -= 1
-        self.sentAt = time.perf_counter()
-        cast(ChannelTransport, self.transport).writeMessage(self.payload)
-
-    def messageReceived(self, message: bytes) -> None:
-        """
-        The echo: time it, send the next.
-        """
-        self.times.append(time.perf_counter() - self.sentAt)
-        if self.remaining > 0:
-            self.ping()
-        else:
-            self.done.callback(self.times)
-
-
-class StreamPinger(Protocol):
-    """
-    `Pinger` on a TCP connection: ``size`` bytes out, then the same number
-    back (echoed as they come), one ping at a time.
-    """
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.payload = b"p" * size
-        self.times: list[float] = []
-        self.remaining = 0
-        self.received = 0
-        self.sentAt = 0.0
-        self.done: defer.Deferred[list[float]] = defer.Deferred()
-
-    def connectionMade(self) -> None:
-        """
-        Ask the server for its echo service.
-        """
-        assert self.transport is not None
-        self.transport.write(ECHO)
-
-    def run(self, count: int) -> defer.Deferred[list[float]]:
-        """
-        Ping ``count`` times; fire with the round-trip times in seconds.
-        """
-        self.times = []
-        self.remaining = count
-        self.done = defer.Deferred()
-        self.ping()
-        return self.done
-
-    def ping(self) -> None:
-        """
-        Send one.
-        """
-        assert self.transport is not None
-        self.remaining -= 1
-        self.received = 0
-        self.sentAt = time.perf_counter()
-        self.transport.write(self.payload)
-
-    def dataReceived(self, data: bytes) -> None:
-        """
-        Once the echo is whole: time it, send the next.
-        """
-        self.received += len(data)
-        if self.received < self.size:
-            return
-        self.times.append(time.perf_counter() - self.sentAt)
-        if self.remaining > 0:
-            self.ping()
-        else:
-            self.done.callback(self.times)
-
-
-#: the first byte of a latency baseline's TCP connection: which service
-#: (see `memux.bench.servers.serveLatencyTcp`)
-ECHO = b"e"
-SINK = b"s"
-
-
-class SinkStreamer(Streamer):
-    """
-    A `Streamer` for ever, to the sink service of a latency baseline.
-    """
-
-    def connectionMade(self) -> None:
-        """
-        Ask for the sink, then stream.
-        """
-        assert self.transport is not None
-        self.transport.write(SINK)
-        super().connectionMade()
-
-
-async def pingUnderLoad(
-    reactor: Reactor, params: Params, port: int, loaded: bool, tcp: bool = False
-) -> Result:
-    """
-    Ping-pong on one channel, with (``loaded``) or without bulk traffic on
-    another channel of the same session; with ``tcp``, on one TCP
-    connection, the bulk traffic on another.
-    """
-    bulk: Streamer | None = None
-    pinger: Pinger | StreamPinger
-    if tcp:
-        if loaded:
-            bulk = SinkStreamer(params["write"], None)
-            await connectTcp(reactor, params, port, bulk, "bulk")
-        pinger = StreamPinger(params["size"])
-        await connectTcp(reactor, params, port, pinger)
-    else:
-        s = await session(reactor, params, port)
-        if loaded:
-            bulk = Streamer(params["write"], None)
-            await channel(s, b"sink", bulk)
-        pinger = Pinger(params["size"])
-        await channel(s, b"echo", pinger)
-    if bulk is not None:
-        bulk.line.addErrback(lambda _: None)  # the sink never answers
-    await task.deferLater(reactor, params["settle"], lambda: None)
-    await pinger.run(params["warmup"])
-    sentBefore = bulk.sender.sent if bulk and bulk.sender else 0
-    started = time.perf_counter()
-    times = await pinger.run(params["pings"])
-    seconds = time.perf_counter() - started
-    sent = (bulk.sender.sent if bulk and bulk.sender else 0) - sentBefore
-    micro = [t * 1e6 for t in times]
-    return {
-        "value": percentile(micro, 0.99),
-        "p50": percentile(micro, 0.50),
-        "p90": percentile(micro, 0.90),
-        "p999": percentile(micro, 0.999),
-        "max": max(micro),
-        "pings": len(micro),
-        "seconds": seconds,
-        "bulkMBps": sent / seconds / 1e6,
-    }
-
-
-async def runLatencyLoaded(reactor: Reactor, params: Params, port: int) -> Result:
-    """
-    Ping-pong while another channel carries bulk traffic.
-    """
-    return await pingUnderLoad(reactor, params, port, True)
-
-
-async def runLatencyIdle(reactor: Reactor, params: Params, port: int) -> Result:
-    """
-    The same ping-pong with no other traffic.
-    """
-    return await pingUnderLoad(reactor, params, port, False)
-
-
-async def runLatencyTcpLoaded(reactor: Reactor, params: Params, port: int) -> Result:
-    """
-    Ping-pong on a TCP connection while another carries bulk traffic.
-    """
-    return await pingUnderLoad(reactor, params, port, True, tcp=True)
-
-
-async def runLatencyTcpIdle(reactor: Reactor, params: Params, port: int) -> Result:
-    """
-    Ping-pong on a TCP connection, with no other traffic.
-    """
-    return await pingUnderLoad(reactor, params, port, False, tcp=True)
 
 
 async def runIdle(reactor: Reactor, params: Params, port: int) -> Result:

@@ -52,14 +52,16 @@ from memux.bench.clients import (
     runFanout,
     runFanoutTcp,
     runIdle,
-    runLatencyIdle,
-    runLatencyLoaded,
-    runLatencyTcpIdle,
-    runLatencyTcpLoaded,
     runOverheadBulk,
     runOverheadSmall,
     runSmall,
     runSmallTcp,
+)
+from memux.bench.latency import (
+    runLatencyIdle,
+    runLatencyLoaded,
+    runLatencyTcpIdle,
+    runLatencyTcpLoaded,
 )
 from memux.bench.peers import Params, Result, TunedPort
 from memux.bench.processes import LOOPBACK, Reactor, emit
