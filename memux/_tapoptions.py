@@ -61,8 +61,8 @@ _SETTINGS = {
     ),
     "channel-credit": (
         "channelCredit",
-        "Unconsumed bytes held per channel: each channel's window, which caps"
-        " its throughput at this much per round trip.",
+        "Unconsumed bytes held per channel: each channel's initial window,"
+        " which grows for a busy channel up to the maximum channel credit.",
     ),
     "session-credit": (
         "sessionCredit",
@@ -117,6 +117,7 @@ _RANGES: dict[str, tuple[int, int | None]] = {
     "max-channels": (Settings().initialMaxChannels, _MAX_SETTING),
     "max-message-size": (1, _MAX_SETTING),
     "chunk-size": (1, None),
+    "max-channel-credit": (Settings().initialChannelCredit, _MAX_SETTING),
 }
 
 
@@ -313,6 +314,7 @@ class Options(usage.Options):
         self["allow-connect"] = []
         for option in _SETTINGS:
             self[option] = None
+        self["max-channel-credit"] = None
         #: made by postOptions: the SessionSettings (None: the defaults) and
         #: the TLS options (None: no TLS)
         self["settings"] = None
@@ -387,6 +389,17 @@ class Options(usage.Options):
     opt_max_message_size = _settingOption("max-message-size")
     opt_chunk_size = _settingOption("chunk-size")
 
+    @_oneLine
+    def opt_max_channel_credit(self, value: str) -> None:
+        """
+        The largest a busy channel's window grows to (window auto-tuning),
+        between --channel-credit (no auto-tuning) and --session-credit
+        [default: half of --session-credit, at most 16M].
+        """
+        # Checked against --channel-credit and --session-credit once all
+        # are known, in postOptions.
+        self["max-channel-credit"] = _checkRange("max-channel-credit", value)
+
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
         """
         Parse ``options``.  A mistake raises
@@ -447,6 +460,16 @@ class Options(usage.Options):
             ("handshake-timeout", "handshakeTimeout"),
         ):
             given[attribute] = self[option] or None
+        limit = self["max-channel-credit"]
+        if limit is not None:
+            low = given.get("channelCredit", _DEFAULTS.channelCredit)
+            high = given.get("sessionCredit", _DEFAULTS.sessionCredit)
+            if not low <= limit <= high:
+                raise usage.UsageError(
+                    f"--max-channel-credit must be between --channel-credit"
+                    f" ({low}) and --session-credit ({high}), not {limit}"
+                )
+            given["maxChannelCredit"] = limit
         try:
             self["settings"] = SessionSettings(**given)
         except ValueError as e:

@@ -574,6 +574,41 @@ class SettingsOptionTests(SynchronousTestCase):
             e = self.assertRaises(UsageError, parse, f"--{option}", value)
             self.assertEqual(str(e), f"--{option} must be {allowed}, not {value}")
 
+    def test_maxChannelCredit(self) -> None:
+        """
+        ``--max-channel-credit`` sets how far a busy channel's window may
+        grow: by default half the session window (at most 16M), with
+        --channel-credit's value no auto-tuning; it must lie between
+        --channel-credit and --session-credit, whichever way those are
+        given, and the error names the options.
+        """
+        MiB = 1 << 20
+        self.assertIsNone(parse()["settings"].maxChannelCredit)
+        settings = parse("--max-channel-credit", "8M")["settings"]
+        self.assertEqual(settings.maxChannelCredit, 8 * MiB)
+        self.assertEqual(settings.channelCreditLimit, 8 * MiB)
+        off = parse("--max-channel-credit", "1M")["settings"]
+        self.assertEqual(off.channelCreditLimit, off.channelCredit)
+        wide = parse("--max-channel-credit", "64M", "--session-credit", "256M")
+        self.assertEqual(wide["settings"].maxChannelCredit, 64 * MiB)
+        e = self.assertRaises(UsageError, parse, "--max-channel-credit", "64M")
+        self.assertEqual(
+            str(e),
+            "--max-channel-credit must be between --channel-credit (1048576)"
+            " and --session-credit (33554432), not 67108864",
+        )
+        e = self.assertRaises(
+            UsageError,
+            parse,
+            "--channel-credit",
+            "4M",
+            "--max-channel-credit",
+            "2M",
+        )
+        self.assertIn("--max-channel-credit must be between", str(e))
+        e = self.assertRaises(UsageError, parse, "--max-channel-credit", "1K")
+        self.assertEqual(str(e), "--max-channel-credit must be at least 64K, not 1K")
+
     def test_rangesAreTheSettings(self) -> None:
         """
         Each option's range is the one L{SessionSettings} accepts: its
