@@ -215,7 +215,7 @@ class ChannelCore:
             )
         except ChannelClosedError:
             return  # reset an instant ago (see `_send`)
-        if core.flushCall is None and not core.flushing:
+        if core.flushCall is None:
             core.flushSoon()
         if queued < SMALL_WRITE:
             core.smallWrites += 1
@@ -232,10 +232,9 @@ class ChannelCore:
             # as with a TCP write racing an RST.
             return
         # Flush soon (as `SessionCore.flushSoon`, guarded inline: this runs
-        # for every write, and during a flush, for every write a resumed
-        # producer makes); pause the producer of a channel that has queued
-        # enough.
-        if core.flushCall is None and not core.flushing:
+        # for every write; during a flush ``flushCall`` is not None either);
+        # pause the producer of a channel that has queued enough.
+        if core.flushCall is None:
             core.flushSoon()
         if queued < SMALL_WRITE:
             core.smallWrites += 1
@@ -278,7 +277,7 @@ class ChannelCore:
                 self._readClosed = True  # all `_stopReading` has to do
             else:
                 self._stopReading()
-            if core.flushCall is None and not core.flushing:
+            if core.flushCall is None:
                 core.flushSoon()
             return
         engine.stopReading(self.channel)
@@ -532,7 +531,7 @@ class ChannelCore:
                 self._protocolFailed(self._failed())
                 return
             core = self._core
-            if core.flushCall is None and not core.flushing:  # (flushSoon's guard)
+            if core.flushCall is None:  # (`SessionCore.flushSoon`'s guard)
                 core.flushSoon()
 
     def _assemble(self, data: bytes, end: bool) -> None:
@@ -621,7 +620,7 @@ class ChannelCore:
         self._writeClosed = True
         core = self._core
         core.engine.closeChannel(self.channel)
-        if core.flushCall is None and not core.flushing:  # (flushSoon's guard)
+        if core.flushCall is None:  # (`SessionCore.flushSoon`'s guard)
             core.flushSoon()
 
     def _localFinSent(self) -> None:

@@ -100,6 +100,28 @@ KEEPALIVE_PAYLOAD = b"keepaliv"
 #: auto-tuning start with this (then a count), never reported as a user's.
 RTT_PING = b"memux-rtt:"
 
+
+class _Flushing:
+    """
+    The `SessionCore.flushCall` of a session while it flushes: no other
+    flush is to be asked for (what is written meanwhile goes out in this
+    one), so writes need test only ``flushCall is None``.
+    """
+
+    __slots__ = ()
+
+    def active(self) -> bool:
+        return False
+
+    def cancel(self) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return "FLUSHING"
+
+
+FLUSHING = _Flushing()
+
 #: Frames the engine decodes and acts on per step of a session's input.  A
 #: read holding more (a flood of tiny frames, or deep pipelining) is
 #: finished in later steps, which the front end spreads over turns of its
@@ -220,10 +242,10 @@ class SessionCore:
         self.goAwayReceived: GoAwayReceived | None = None
         self.draining = False
         # Output.
-        self.flushCall: Delivery = None  # a flush asked of the front end
-        #: whether a flush is under way (it writes what is added meanwhile:
-        #: no other flush is asked for, see `flushSoon`)
-        self.flushing = False
+        #: a flush asked of the front end, or `FLUSHING` while one is
+        #: under way (it writes what is added meanwhile): None is the one
+        #: value for which a write must ask for a flush (`flushSoon`)
+        self.flushCall: Delivery = None
         self.outputPaused = False
         # Bulk mode (see BULK_AFTER_FLUSHES): small writes so far, as last
         # seen by a flush, and pauses by the connection since.
@@ -466,12 +488,25 @@ class SessionCore:
             self._blockedSince = None
         self.flush()
 
+    @property
+    def flushing(self) -> bool:
+        """
+        Whether a flush is under way.
+        """
+        return self.flushCall is FLUSHING
+
     def flushSoon(self) -> None:
         # One flush per turn: many writes share one write to the
         # connection, and a channel opened in this turn rides on its first
-        # data.  (Not during a flush: it writes what is added meanwhile.)
-        if self.flushCall is None and not self.flushing and self.connected:
+        # data.  (Not during a flush, whose `flushCall` is `FLUSHING`: it
+        # writes what is added meanwhile.)  Channels check ``flushCall is
+        # None`` inline before calling this: it runs for every write.
+        if self.flushCall is None and self.connected:
             self.flushCall = self.host.flushSoon()
+
+    def _flushed(self) -> None:
+        if self.flushCall is FLUSHING:
+            self.flushCall = None
 
     def _cancelFlush(self) -> None:
         call = self.flushCall
@@ -491,7 +526,7 @@ class SessionCore:
         work to the flush under way.  Return whether data is left for
         another flush (one is asked for).
         """
-        if self.flushing:
+        if self.flushCall is FLUSHING:
             return False
         if self.flushCall is not None:
             self._cancelFlush()  # flushing now, ahead of the one asked for
@@ -514,11 +549,11 @@ class SessionCore:
             # resumes its paused producer instead of closing; TLS waits for
             # it to unregister): no credit can arrive any more, so write
             # what can be written and close as `loseConnection` does.
-            self.flushing = True
+            self.flushCall = FLUSHING
             try:
                 self._writeOut()
             finally:
-                self.flushing = False
+                self._flushed()
             self._closeConnection()
             return False
         tuning = engine.creditTuning
@@ -529,7 +564,7 @@ class SessionCore:
             self._fullFlushes = 0
             if self.bulk:
                 self._bulkMode(False)
-        self.flushing = True
+        self.flushCall = FLUSHING
         more = False  # data left once the rounds are used up
         try:
             for _ in range(FLUSH_ROUNDS):
@@ -549,7 +584,7 @@ class SessionCore:
                 if not more:
                     break
         finally:
-            self.flushing = False
+            self._flushed()
         if not self.connected:
             return False
         if self.outputPaused:
