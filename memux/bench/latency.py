@@ -76,20 +76,15 @@ class Pinger(Protocol):
             self.done.callback(self.times)
 
 
-class StreamPinger(Protocol):
+class StreamPinger(Pinger):
     """
     `Pinger` on a TCP connection: ``size`` bytes out, then the same number
     back (echoed as they come), one ping at a time.
     """
 
     def __init__(self, size: int) -> None:
-        self.size = size
-        self.payload = b"p" * size
-        self.times: list[float] = []
-        self.remaining = 0
+        super().__init__(size)
         self.received = 0
-        self.sentAt = 0.0
-        self.done: defer.Deferred[list[float]] = defer.Deferred()
 
     def connectionMade(self) -> None:
         """
@@ -97,16 +92,6 @@ class StreamPinger(Protocol):
         """
         assert self.transport is not None
         self.transport.write(ECHO)
-
-    def run(self, count: int) -> defer.Deferred[list[float]]:
-        """
-        Ping ``count`` times; fire with the round-trip times in seconds.
-        """
-        self.times = []
-        self.remaining = count
-        self.done = defer.Deferred()
-        self.ping()
-        return self.done
 
     def ping(self) -> None:
         """
@@ -120,16 +105,11 @@ class StreamPinger(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         """
-        Once the echo is whole: time it, send the next.
+        Once the echo is whole, it is the answer (`Pinger.messageReceived`).
         """
         self.received += len(data)
-        if self.received < self.size:
-            return
-        self.times.append(time.perf_counter() - self.sentAt)
-        if self.remaining > 0:
-            self.ping()
-        else:
-            self.done.callback(self.times)
+        if self.received >= len(self.payload):
+            self.messageReceived(b"")
 
 
 #: the first byte of a latency baseline's TCP connection: which service
