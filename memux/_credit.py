@@ -302,17 +302,29 @@ class ChannelCountCredit:
         The peer opened the channel of ``ordinal`` (ids skipped below it
         are used up too).  Return a new limit to announce, or None.
         """
-        self.used = ordinal + 1
-        self.open += 1
-        return self.due()
+        # (`due`, inline here and in `closed`: once per channel each.)
+        self.used = used = ordinal + 1
+        self.open = open_ = self.open + 1
+        concurrency = self.concurrency
+        target = used + concurrency - open_
+        if target > self.limit and self.limit - used <= concurrency // 2:
+            self.limit = target
+            return target
+        return None
 
     def closed(self) -> int | None:
         """
         One of the peer's channels closed.  Return a new limit to announce,
         or None.
         """
-        self.open -= 1
-        return self.due()
+        self.open = open_ = self.open - 1
+        used = self.used
+        concurrency = self.concurrency
+        target = used + concurrency - open_
+        if target > self.limit and self.limit - used <= concurrency // 2:
+            self.limit = target
+            return target
+        return None
 
     def due(self) -> int | None:
         """

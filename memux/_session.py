@@ -750,13 +750,17 @@ class SessionCore:
                 cid = anyEvent.channel
                 if cid in channels:
                     _CHANNEL_STEPS[t](channels[cid])
+            elif t is ChannelOpened:
+                # The peer opened a channel: the host builds its protocol
+                # or says why not.  (Here rather than in the table: the
+                # peer opens every other channel, and a handler would be a
+                # call in between.)
+                opened: Any = event
+                made = self.host.channelRequested(opened)
+                if type(made) is str:
+                    self.engine.refuseChannel(opened.channel, made)
             else:
                 _EVENT_HANDLERS[t](self, event)
-
-    def _onChannelOpened(self, event: ChannelOpened) -> None:
-        made = self.host.channelRequested(event)
-        if type(made) is str:
-            self.engine.refuseChannel(event.channel, made)
 
     def _onChannelReset(self, event: ChannelReset) -> None:
         channel = self.channels.get(event.channel)
@@ -955,10 +959,9 @@ _CHANNEL_STEPS: dict[type, Callable[[ChannelCore], None]] = {
     ChannelClosed: ChannelCore._closed,
 }
 
-#: What handles each other engine event: a dispatch table of the class's
-#: functions.
+#: What handles each other engine event (but `ChannelOpened`, handled in
+#: `handleEvents`): a dispatch table of the class's functions.
 _EVENT_HANDLERS: dict[type, Callable[[SessionCore, Any], None]] = {
-    ChannelOpened: SessionCore._onChannelOpened,
     ChannelReset: SessionCore._onChannelReset,
     MessagesDropped: SessionCore._onMessagesDropped,
     PingAcknowledged: SessionCore._onPingAcknowledged,

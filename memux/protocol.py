@@ -393,7 +393,8 @@ class MemuxProtocol(Protocol):
             engine.resetChannel(cid, ErrorCode.INTERNAL_ERROR, "internal error")
             core.channelGone(transport)
             return defer.fail(failure)
-        core.flushSoon()
+        if core.flushCall is None:  # (its data, if any, asked already)
+            core.flushSoon()
         return defer.succeed(protocol)
 
     def ping(self) -> defer.Deferred[float]:
@@ -709,10 +710,15 @@ class MemuxProtocol(Protocol):
         """
         The address a channel's factory is given: the peer's end.
         """
+        peer = self._peer
+        if peer is not None:
+            # Cached (`_peerAddress`), as for every channel but the first:
+            # no call to ask it.
+            return ChannelAddress(
+                channel, service, peer, self._peerHost, self._peerPort
+            )
         peer = self._peerAddress()
-        if self._peer is None:
-            return ChannelAddress.of(channel, service, peer)
-        return ChannelAddress(channel, service, peer, self._peerHost, self._peerPort)
+        return ChannelAddress.of(channel, service, peer)
 
     def _channelRequested(self, event: ChannelOpened) -> ChannelTransport | str:
         """

@@ -1706,6 +1706,9 @@ class ChannelCountCreditTests(SynchronousTestCase):
         the limit never falls.
         """
         credit = ChannelCountCredit(concurrency)
+        # ``opened`` and ``closed`` apply `due` inline: a twin that takes
+        # each step as a plain update and asks `due` must agree with them.
+        twin = ChannelCountCredit(concurrency)
         opened = 0
         for isOpen, skip in steps:
             limit = credit.limit
@@ -1713,11 +1716,19 @@ class ChannelCountCreditTests(SynchronousTestCase):
                 ordinal = credit.used + skip
                 if ordinal >= credit.limit or opened >= concurrency:
                     continue  # the peer has no credit for it
-                credit.opened(ordinal)
+                announced = credit.opened(ordinal)
+                twin.used = ordinal + 1
+                twin.open += 1
                 opened += 1
             elif opened:
-                credit.closed()
+                announced = credit.closed()
+                twin.open -= 1
                 opened -= 1
+            else:
+                continue
+            self.assertEqual(announced, twin.due())
+            self.assertEqual(credit.limit, twin.limit)
+            self.assertIsNone(credit.due())
             self.assertGreaterEqual(credit.limit, limit)
             self.assertEqual(credit.open, opened)
             self.assertGreaterEqual(
