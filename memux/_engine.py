@@ -1596,6 +1596,10 @@ class MemuxEngine:
             else:
                 low = (cid & 0x7F) | 0x80
                 header = bytes((flags, low, ((cid >> 7) & 0x7F) | 0x80, cid >> 14, n))
+        elif n < 0x4000 and cid < 0x80:
+            # Medium frames (128 B to 16 KiB) on the first channels: as
+            # inline, and as the decoder's fast path takes them.
+            header = bytes((flags, cid, (n & 0x7F) | 0x80, n >> 7))
         else:
             header = encodeDataHeader(cid, n, flags)
         out.append(header)

@@ -799,6 +799,22 @@ class FrameDecoder:
                 length = buf[pos + 3]
                 pos += 4
             elif (
+                pos + 3 < end
+                and buf[pos + 1] < 0x80
+                and buf[pos + 2] >= 0x80
+                and 0 < buf[pos + 3] < 0x80
+            ):
+                # One-byte channel, two-byte length (128 B to 16 KiB):
+                # medium messages, and small ones batched into a chunk.
+                channel = buf[pos + 1]
+                length = (buf[pos + 2] & 0x7F) | (buf[pos + 3] << 7)
+                pos += 4
+                if length > maxSize:
+                    raise ProtocolError(
+                        ErrorCode.FRAME_SIZE_ERROR,
+                        f"frame of {length} bytes exceeds the maximum of {maxSize}",
+                    )
+            elif (
                 pos + 4 < end
                 and buf[pos + 1] >= 0x80
                 and buf[pos + 2] >= 0x80

@@ -574,6 +574,27 @@ class OpenTests(SynchronousTestCase):
             self.assertEqual(pair.client.openChannels(), [])
             self.assertEqual(pair.server.openChannels(), [])
 
+    def test_frameHeadersOfEverySize(self) -> None:
+        """
+        A message of each size where the length's varint grows a byte (the
+        engine writes the headers of small and medium frames inline, not
+        through L{encodeDataHeader}), on channels whose ids take one and
+        two bytes, goes out as L{DataFrame.encode} encodes it and arrives
+        whole.
+        """
+        pair = Pair()
+        pair.pump()
+        for first in [1, 201]:  # ids of one byte, then of two
+            pair.client._nextLocalId = first
+            for size in [1, 127, 128, 129, 4096, 16383, 16384]:
+                cid = pair.client.openChannel()
+                pair.client.sendData(cid, b"m" * size, True)
+                sent = pair.clientToServer()
+                frame = DataFrame(cid, b"m" * size, True, open=True)
+                self.assertIn(frame.encode(), sent)
+                self.assertEqual(messages(pair.serverEvents, cid), [b"m" * size])
+                pair.serverToClient()  # (credit)
+
     def test_zeroRoundTripOpen(self) -> None:
         """
         The client's first output after opening a channel, writing a

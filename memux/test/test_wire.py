@@ -687,6 +687,37 @@ class FrameRoundTripTests(SynchronousTestCase):
             got = decoder.receive(wire[:cut]) + decoder.receive(wire[cut:])
             self.assertEqual(got, frames)
 
+    def test_mediumDataSplitAnywhere(self) -> None:
+        """
+        DATA frames whose length takes two varint bytes (128 B to 16 KiB,
+        decoded on a fast path) decode the same however the stream is cut,
+        between any two bytes of their headers or payloads.
+        """
+        frames = [
+            DataFrame(1, b"a" * 128, end=True),
+            DataFrame(127, bytes(range(256)) * 16, fin=True),
+            DataFrame(2, b"c" * 16383, end=True),
+            DataFrame(3, b"", end=True),
+        ]
+        wire = b"".join(f.encode() for f in frames)
+        for cut in [1, 2, 3, 4, 5, 131, 132, 133, 134, 135, 4230, 4231, 4232, 4233]:
+            decoder = FrameDecoder()
+            decoder.receive(PREFACE)
+            got = decoder.receive(wire[:cut]) + decoder.receive(wire[cut:])
+            self.assertEqual(got, frames)
+
+    def test_mediumFrameOverMaximum(self) -> None:
+        """
+        A frame of two length bytes longer than a maximum frame size below
+        16 KiB is a FRAME_SIZE_ERROR as soon as its header is read.
+        """
+        decoder = FrameDecoder(1000)
+        decoder.receive(PREFACE)
+        e = self.assertRaises(
+            ProtocolError, decoder.receive, b"\x01\x01" + encodeVarint(1001) + b"x"
+        )
+        self.assertEqual(e.code, ErrorCode.FRAME_SIZE_ERROR)
+
     def test_dataVectors(self) -> None:
         """
         DATA frames carry their flags in the type byte's low nibble: END
