@@ -114,6 +114,9 @@ class ChannelCore:
     _partial: list[bytes] | tuple[()] = ()
     _partialSize = 0
     _mode = 0  # 0 bytes, 1 messages, 2 chunks
+    # Bytes delivered in this batch of events, not yet reported consumed
+    # (see `SessionCore.owing`).
+    _owed = 0
     # Outbound.
     _writeClosed = False
     _fullClose = False
@@ -430,25 +433,33 @@ class ChannelCore:
             return
         # Fast path, the common case: nothing is held, so hand this chunk
         # straight to the protocol (one per message, for small messages).
+        # What it consumed is owed to the engine, which hears it once for
+        # the whole batch of events (`SessionCore.owing`): a call less per
+        # message.  (The grants it makes due go out in the same flush.)
         mode = self._mode
         protocol = self.protocol
-        engine = self._core.engine
+        n = len(data)
         self._delivering = True
         try:
-            if mode == 0:
-                engine.consumed(self.channel, len(data))
-                if data:
-                    protocol.dataReceived(data)
-            elif mode == 1:
-                n = len(data)
+            if mode == 1:
                 if end and not self._partial and n <= self._maxMessage:
-                    engine.consumed(self.channel, n)
+                    if n:
+                        if not self._owed:
+                            self._core.owing.append(self)
+                        self._owed += n
                     protocol.messageReceived(data)
                 else:
                     self._assemble(data, end)
             else:
-                engine.consumed(self.channel, len(data))
-                protocol.chunkReceived(data, end)
+                if n:
+                    if not self._owed:
+                        self._core.owing.append(self)
+                    self._owed += n
+                if mode == 0:
+                    if n:
+                        protocol.dataReceived(data)
+                else:
+                    protocol.chunkReceived(data, end)
         except Exception:
             self._delivering = False
             self._protocolFailed(self._failed())

@@ -228,6 +228,11 @@ class SessionCore:
         self.settings = settings or SessionSettings()
         self.engine = MemuxEngine(client, self.settings)
         self.channels: dict[int, ChannelCore] = {}
+        #: Channels that delivered chunks in this batch of events and owe
+        #: the engine their consumption (`ChannelCore._owed`): settled in
+        #: one `MemuxEngine.consumed` call each at the end of the batch
+        #: (`handleEvents`), not one per message.
+        self.owing: list[ChannelCore] = []
         # Channels whose push producer we paused, and channels with a pull
         # producer: the only ones `_serviceProducers` needs to look at.
         self.pausedProducers: set[ChannelCore] = set()
@@ -731,6 +736,25 @@ class SessionCore:
         Act on the engine's events: deliver to channels (`DataReceived`,
         the most frequent, first and inline), else by a dispatch table.
         """
+        try:
+            self._dispatch(events)
+        finally:
+            if self.owing:
+                self._settle()
+
+    def _settle(self) -> None:
+        """
+        Report what the channels that delivered in this batch consumed:
+        the credit grants it makes due go out in the flush that follows.
+        """
+        owing, self.owing = self.owing, []
+        consumed = self.engine.consumed
+        for channel in owing:
+            n = channel._owed
+            channel._owed = 0
+            consumed(channel.channel, n)
+
+    def _dispatch(self, events: list[Event]) -> None:
         channels = self.channels
         for event in events:
             if type(event) is DataReceived:
