@@ -545,12 +545,11 @@ class MemuxEngine:
             return True
         if self.terminated:
             return False
-        return bool(
-            self._scheduler
-            or self._creditDue
-            or self._channelsDue
-            or self._sendableOpens()
-        )
+        if self._scheduler or self._creditDue or self._channelsDue:
+            return True
+        # (`_sendableOpens`, inline: asked after every flush.)
+        pending = self._pendingOpens
+        return bool(pending) and _ordinal(pending[0].id) < self._localChannelLimit
 
     # ------------------------------------------------------------ commands
 

@@ -101,14 +101,18 @@ KEEPALIVE_PAYLOAD = b"keepaliv"
 RTT_PING = b"memux-rtt:"
 
 
-class _Flushing:
+class _FlushMarker:
     """
-    The `SessionCore.flushCall` of a session while it flushes: no other
-    flush is to be asked for (what is written meanwhile goes out in this
-    one), so writes need test only ``flushCall is None``.
+    A `SessionCore.flushCall` that is no scheduled call: a flush is under
+    way or sure to follow, so no other is to be asked for (what is written
+    meanwhile goes out in that one), and writes need test only ``flushCall
+    is None``.
     """
 
-    __slots__ = ()
+    __slots__ = ("_name",)
+
+    def __init__(self, name: str) -> None:
+        self._name = name
 
     def active(self) -> bool:
         return False
@@ -117,10 +121,16 @@ class _Flushing:
         pass
 
     def __repr__(self) -> str:
-        return "FLUSHING"
+        return self._name
 
 
-FLUSHING = _Flushing()
+#: The `SessionCore.flushCall` while a flush is under way.
+FLUSHING = _FlushMarker("FLUSHING")
+#: The `SessionCore.flushCall` while a read's events are handled: the flush
+#: that `SessionCore.receiveData` makes next writes what they called for.
+#: (Else every reply would ask the front end for a flush, a timed call it
+#: then cancels: a handful of Python calls per round trip.)
+AFTER_INPUT = _FlushMarker("AFTER_INPUT")
 
 #: Frames the engine decodes and acts on per step of a session's input.  A
 #: read holding more (a flood of tiny frames, or deep pipelining) is
@@ -445,7 +455,14 @@ class SessionCore:
                 engine.refillLoadBudget()
         events = engine.receiveData(data, INPUT_STEP_FRAMES)
         if events:
-            self.handleEvents(events)
+            if self.flushCall is None:
+                self.flushCall = AFTER_INPUT
+            try:
+                self.handleEvents(events)
+            except BaseException:
+                if self.flushCall is AFTER_INPUT:
+                    self.flushCall = None
+                raise
         # Write now what the input called for (replies, credit): a turn
         # of its own for that would cost an event-loop iteration per read.
         self.flush()
@@ -531,9 +548,12 @@ class SessionCore:
         work to the flush under way.  Return whether data is left for
         another flush (one is asked for).
         """
-        if self.flushCall is FLUSHING:
+        call = self.flushCall
+        if call is FLUSHING:
             return False
-        if self.flushCall is not None:
+        if call is AFTER_INPUT:
+            self.flushCall = None  # (this is it)
+        elif call is not None:
             self._cancelFlush()  # flushing now, ahead of the one asked for
         if not self.connected:
             return False
@@ -573,7 +593,7 @@ class SessionCore:
         more = False  # data left once the rounds are used up
         try:
             for _ in range(FLUSH_ROUNDS):
-                self._writeOut()
+                drained = self._writeOut()
                 if not self.connected:
                     return False
                 if engine.terminated and not engine.hasDataToSend():
@@ -582,10 +602,12 @@ class SessionCore:
                 if self.outputPaused:
                     break
                 if self._lossy:
-                    self._shedLoad()
+                    self._shedLoad()  # (may leave a DROP to send)
+                    drained = False
                 if self.pausedProducers or self._pullProducers:
-                    self._serviceProducers()
-                more = engine.hasDataToSend()
+                    self._serviceProducers()  # (they may write)
+                    drained = False
+                more = not drained and engine.hasDataToSend()
                 if not more:
                     break
         finally:
@@ -608,24 +630,32 @@ class SessionCore:
             self._closeConnection()
         return more
 
-    def _writeOut(self) -> None:
+    def _writeOut(self) -> bool:
         """
         Hand the connection what the engine has, a flush's worth at a time,
-        until it pauses us or nothing is left; act on the events.
+        until it pauses us or nothing is left; act on the events.  Return
+        True if nothing is left.
         """
         engine = self.engine
         host = self.host
+        budget = self._flushBytes
         while not self.outputPaused:
-            pieces = engine.piecesToSend(self._flushBytes)
+            sent = engine.bytesSent
+            pieces = engine.piecesToSend(budget)
             events = engine.popEvents()
             if pieces:
                 host.write(pieces)
             if events:
                 self.handleEvents(events)
-            elif not pieces:
-                return
+            elif not pieces or (
+                engine.bytesSent - sent < budget and not engine.hasDataToSend()
+            ):
+                # (Short of its budget, the engine has most likely given
+                # all it has: asking it is cheaper than another round.)
+                return True
             if not self.connected:
-                return
+                return False
+        return False
 
     def _bulkMode(self, on: bool) -> None:
         """
@@ -736,55 +766,50 @@ class SessionCore:
         Act on the engine's events: deliver to channels (`DataReceived`,
         the most frequent, first and inline), else by a dispatch table.
         """
+        channels = self.channels
         try:
-            self._dispatch(events)
+            for event in events:
+                if type(event) is DataReceived:
+                    channel = channels.get(event.channel)
+                    if channel is not None:
+                        channel._chunkArrived(event.data, event.endMessage)
+                    else:
+                        self.engine.consumed(event.channel, len(event.data))
+                    continue
+                t = type(event)
+                # (Membership tests and subscripts, not ``dict.get``: no
+                # call, for each of the eight or so events of every
+                # channel's life.)
+                if t in _CHANNEL_STEPS:
+                    # A channel's FIN, ours or the peer's, or its clean end:
+                    # straight to its channel object, as every channel has
+                    # them.
+                    anyEvent: Any = event
+                    cid = anyEvent.channel
+                    if cid in channels:
+                        _CHANNEL_STEPS[t](channels[cid])
+                elif t is ChannelOpened:
+                    # The peer opened a channel: the host builds its
+                    # protocol or says why not.  (Here rather than in the
+                    # table: the peer opens every other channel, and a
+                    # handler would be a call in between.)
+                    opened: Any = event
+                    made = self.host.channelRequested(opened)
+                    if type(made) is str:
+                        self.engine.refuseChannel(opened.channel, made)
+                else:
+                    _EVENT_HANDLERS[t](self, event)
         finally:
             if self.owing:
-                self._settle()
-
-    def _settle(self) -> None:
-        """
-        Report what the channels that delivered in this batch consumed:
-        the credit grants it makes due go out in the flush that follows.
-        """
-        owing, self.owing = self.owing, []
-        consumed = self.engine.consumed
-        for channel in owing:
-            n = channel._owed
-            channel._owed = 0
-            consumed(channel.channel, n)
-
-    def _dispatch(self, events: list[Event]) -> None:
-        channels = self.channels
-        for event in events:
-            if type(event) is DataReceived:
-                channel = channels.get(event.channel)
-                if channel is not None:
-                    channel._chunkArrived(event.data, event.endMessage)
-                else:
-                    self.engine.consumed(event.channel, len(event.data))
-                continue
-            t = type(event)
-            # (Membership tests and subscripts, not ``dict.get``: no call,
-            # for each of the eight or so events of every channel's life.)
-            if t in _CHANNEL_STEPS:
-                # A channel's FIN, ours or the peer's, or its clean end:
-                # straight to its channel object, as every channel has them.
-                anyEvent: Any = event
-                cid = anyEvent.channel
-                if cid in channels:
-                    _CHANNEL_STEPS[t](channels[cid])
-            elif t is ChannelOpened:
-                # The peer opened a channel: the host builds its protocol
-                # or says why not.  (Here rather than in the table: the
-                # peer opens every other channel, and a handler would be a
-                # call in between.)
-                opened: Any = event
-                made = self.host.channelRequested(opened)
-                if type(made) is str:
-                    self.engine.refuseChannel(opened.channel, made)
-            else:
-                _EVENT_HANDLERS[t](self, event)
+                # What the channels that delivered in this batch consumed
+                # (`ChannelCore._owed`): the grants it makes due go out in
+                # the flush that follows.
+                owing, self.owing = self.owing, []
+                consumed = self.engine.consumed
+                for channel in owing:
+                    n = channel._owed
+                    channel._owed = 0
+                    consumed(channel.channel, n)
 
     def _onChannelReset(self, event: ChannelReset) -> None:
         channel = self.channels.get(event.channel)
