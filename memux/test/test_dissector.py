@@ -12,12 +12,14 @@ tshark (Debian package ``tshark``) is not installed.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import struct
 import subprocess
 import tempfile
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -415,6 +417,55 @@ SERVER = "127.0.0.1"
 PREFACE = encodePreface(Settings())
 
 
+#: A sample session: the client's preface (a setting above its initial
+#: value, and an unknown one), every frame type each way (each flag and
+#: optional field, a reserved type and an extension frame among them).
+SAMPLE_PREFACE = rawPreface(
+    1,
+    encodeVarint(1)
+    + encodeVarint(65536)
+    + encodeVarint(4)
+    + encodeVarint(200)
+    + encodeVarint(0x4000)
+    + encodeVarint(1),
+)
+SAMPLE_CLIENT: list[Frame] = [
+    OpenFrame(1, b"echo"),
+    DataFrame(1, b"hello", end=True),
+    DataFrame(3, b"hi", end=True, fin=True, open=True),
+    OpenFrame(5, b"db", b"token", ("db.internal", 5432), lossy=True),
+    DropFrame(5, 2),
+    CreditFrame(0, 1048576),
+    PingFrame(b"12345678"),
+    UnknownFrame(0x8, 0x3, 9, b"future"),
+    UnknownFrame(0xF, 0x0, 0, encodeVarint(0x4001) + b"\x05"),
+]
+SAMPLE_SERVER: list[Frame] = [
+    PingFrame(b"12345678", ack=True),
+    ResetFrame(5, ErrorCode.REFUSED, "no such service"),
+    CreditFrame(1, 131072),
+    ChannelCreditFrame(300),
+    DataFrame(2, b"push", open=True),
+    GoAwayFrame(3, 0x40, "bye"),
+]
+
+
+def writeSample(capture: Capture, port: int) -> int:
+    """
+    Add the sample session to C{capture}, from client port C{port} to port
+    7400, then a DATA frame with a reserved flag bit set (0x8: ignored by
+    receivers); return the number of the packet that opens channel 5.
+    """
+    conn = Connection(capture, (CLIENT, port), (SERVER, 7400))
+    conn.send(True, SAMPLE_PREFACE)
+    conn.send(False, PREFACE)
+    [openedIn] = conn.send(True, b"".join(f.encode() for f in SAMPLE_CLIENT[:5]))
+    conn.send(True, b"".join(f.encode() for f in SAMPLE_CLIENT[5:]))
+    conn.send(True, rawFrame(0x09, 1, b"!"))
+    conn.send(False, b"".join(f.encode() for f in SAMPLE_SERVER))
+    return openedIn
+
+
 # ------------------------------------------------------------ the tests
 
 
@@ -434,42 +485,12 @@ class FrameTypeTests(SynchronousTestCase):
         reserved flag bit; nothing is flagged malformed.
         """
         capture = Capture()
-        conn = Connection(capture, (CLIENT, 40002), (SERVER, 7400))
-        clientPreface = rawPreface(
-            1,
-            encodeVarint(1)
-            + encodeVarint(65536)
-            + encodeVarint(4)
-            + encodeVarint(200)
-            + encodeVarint(0x4000)
-            + encodeVarint(1),
+        openedIn = writeSample(capture, 40002)
+        clientPreface, clientFrames, serverFrames = (
+            SAMPLE_PREFACE,
+            SAMPLE_CLIENT,
+            SAMPLE_SERVER,
         )
-        clientFrames: list[Frame] = [
-            OpenFrame(1, b"echo"),
-            DataFrame(1, b"hello", end=True),
-            DataFrame(3, b"hi", end=True, fin=True, open=True),
-            OpenFrame(5, b"db", b"token", ("db.internal", 5432), lossy=True),
-            DropFrame(5, 2),
-            CreditFrame(0, 1048576),
-            PingFrame(b"12345678"),
-            UnknownFrame(0x8, 0x3, 9, b"future"),
-            UnknownFrame(0xF, 0x0, 0, encodeVarint(0x4001) + b"\x05"),
-        ]
-        serverFrames: list[Frame] = [
-            PingFrame(b"12345678", ack=True),
-            ResetFrame(5, ErrorCode.REFUSED, "no such service"),
-            CreditFrame(1, 131072),
-            ChannelCreditFrame(300),
-            DataFrame(2, b"push", open=True),
-            GoAwayFrame(3, 0x40, "bye"),
-        ]
-        conn.send(True, clientPreface)
-        conn.send(False, PREFACE)
-        [openedIn] = conn.send(True, b"".join(f.encode() for f in clientFrames[:5]))
-        conn.send(True, b"".join(f.encode() for f in clientFrames[5:]))
-        # a reserved flag bit (0x8) on a DATA frame: ignored, noted
-        conn.send(True, rawFrame(0x09, 1, b"!"))
-        conn.send(False, b"".join(f.encode() for f in serverFrames))
         packets = dissect(capture)
 
         client, server = pdusFrom(packets, 40002), pdusFrom(packets, 7400)
@@ -998,3 +1019,65 @@ class RegistrationTests(SynchronousTestCase):
             [CreditFrame(0, 5000), DataFrame(1, b"m")],
         )
         self.assertEqual(pdusFrom(packets, ports["midway"]), [])
+
+
+#: What each display filter doc/operations.rst shows must select, as a
+#: test on one PDU (a packet is selected if one of its PDUs passes).
+DOC_FILTERS: dict[str, Callable[[PDU], bool]] = {
+    "memux.type == 1": lambda p: p.has("memux.type") and p.integer("memux.type") == 1,
+    "memux.channel == 5": lambda p: (
+        p.has("memux.channel") and p.integer("memux.channel") == 5
+    ),
+    'memux.channel.service == "echo"': lambda p: (
+        p.has("memux.channel.service") and p.show("memux.channel.service") == "echo"
+    ),
+    "memux.reset.code == 6": lambda p: (
+        p.has("memux.reset.code") and p.integer("memux.reset.code") == 6
+    ),
+    "memux.goaway.code": lambda p: p.has("memux.goaway.code"),
+    "memux.malformed || memux.violation": lambda p: any(
+        kind in ("memux.malformed", "memux.violation") for kind, _ in p.experts
+    ),
+}
+
+
+class DocumentationTests(SynchronousTestCase):
+    """
+    The display filters doc/operations.rst shows work as it says.
+    """
+
+    def test_filters(self) -> None:
+        """
+        Each filter of the table in "Looking at traffic with Wireshark" is
+        accepted by tshark and selects exactly the packets holding what the
+        table says it shows, in a capture that has some of each.
+        """
+        doc = ROOT / "doc" / "operations.rst"
+        if not doc.is_file():
+            raise SkipTest(f"{doc} not found (the documentation is not installed)")
+        shown = re.findall(r"``-Y '([^']*)'``", doc.read_text(encoding="utf-8"))
+        self.assertEqual(sorted(shown), sorted(DOC_FILTERS))
+        capture = Capture()
+        writeSample(capture, 40020)
+        conn = Connection(capture, (CLIENT, 40021), (SERVER, 7400))
+        conn.send(True, PREFACE + OpenFrame(2, b"x").encode())
+        conn.send(True, rawFrame(0x70, 3, b"\x00"))
+        packets = dissect(capture)
+        program = tshark()
+        with tempfile.TemporaryDirectory() as tmp:
+            pcap = Path(tmp, "capture.pcap")
+            capture.write(pcap)
+            env = dict(os.environ, WIRESHARK_CONFIG_DIR=tmp)
+            for text, test in DOC_FILTERS.items():
+                done = subprocess.run(
+                    [program, "-n", "-r", str(pcap), "-X", f"lua_script:{LUA}"]
+                    + ["-Y", text, "-T", "fields", "-e", "frame.number"],
+                    capture_output=True,
+                    timeout=60,
+                    env=env,
+                )
+                self.assertEqual(done.returncode, 0, f"{text}: {done.stderr!r}")
+                selected = [int(n) for n in done.stdout.split()]
+                expected = [p.number for p in packets if any(map(test, p.pdus))]
+                self.assertTrue(expected, text)
+                self.assertEqual(selected, expected, text)
