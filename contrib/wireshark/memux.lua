@@ -200,6 +200,7 @@ end
 local syn_tap = Listener.new("tcp", "tcp.flags.syn == 1 && tcp.flags.ack == 0")
 function syn_tap.packet(pinfo)
     local conv = conversation(pinfo)
+    conv.syn = true
     if conv.client == nil then
         conv.client = endpoint_key(pinfo.src, pinfo.src_port)
     end
@@ -356,6 +357,26 @@ function Reader:rest()
 end
 
 -- ------------------------------------------------------------ the preface
+
+-- What a stream that does not start with the magic looks like (as memux
+-- says in its error), so that a misdirected client is recognised.
+local function describe_foreign(head)
+    if head:sub(1, 1) == "\22" then
+        return "a TLS handshake (TLS to a port that does not speak it?)"
+    elseif head:sub(1, 2) == "\21\3" then
+        return "a TLS alert (TLS to a port that does not speak it?)"
+    elseif head:sub(1, 12) == "PRI * HTTP/2" then
+        return "an HTTP/2 preface"
+    elseif head:sub(1, 4) == "SSH-" then
+        return "an SSH banner"
+    end
+    local word = head:match("^(%S+) ") or ""
+    for _, method in ipairs({ "GET", "POST", "PUT", "HEAD", "DELETE", "OPTIONS", "CONNECT" }) do
+        if word == method then return "an HTTP/1 request" end
+    end
+    if head:sub(1, 5) == "HTTP/" then return "an HTTP/1 response" end
+    return "bytes " .. (head:sub(1, 8):gsub(".", function(c) return string.format("%02x ", c:byte()) end)):sub(1, -2)
+end
 
 -- spec: "Preface".  Returns the bytes used, or a negative number when more
 -- are needed (-1: one more segment).
@@ -855,6 +876,10 @@ function memux.dissector(tvb, pinfo, tree)
                     local n = math.min(len - off, #MAGIC)
                     if tvb(off, n):raw() == MAGIC:sub(1, n) then
                         kind = "preface"
+                    elseif conv.syn then
+                        -- the capture has the connection's start: these
+                        -- are its first bytes, and they are not memux
+                        kind = "foreign"
                     else
                         kind = "nopreface"
                     end
@@ -870,6 +895,18 @@ function memux.dissector(tvb, pinfo, tree)
                     dissect_proxy(tvb, tree, off, used, info)
                     if not pinfo.visited then ds.proxied = true end
                 end
+            elseif kind == "foreign" then
+                local problem = "PROTOCOL_ERROR: not a memux peer: the stream starts with "
+                    .. describe_foreign(tvb(off, math.min(len - off, 16)):raw())
+                local item = tree:add(memux, tvb(off, len - off), "memux (not a memux stream)")
+                item:add(f.undecoded, tvb(off, len - off))
+                item:add_proto_expert_info(ef.malformed, problem)
+                info[#info + 1] = "[malformed: " .. problem .. "]"
+                if not pinfo.visited then
+                    ds.prefaced = true
+                    ds.broken = pinfo.number
+                end
+                used = len - off
             elseif kind == "preface" then
                 used = dissect_preface(tvb, pinfo, tree, off, ds, info)
                 if used > 0 and not pinfo.visited then ds.prefaced = true end

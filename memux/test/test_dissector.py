@@ -47,7 +47,7 @@ from memux._wire import (
     encodeVarint,
 )
 from memux.settings import SessionSettings
-from memux.test._helpers import ROOT
+from memux.test._helpers import ROOT, readSpec
 
 #: The dissector, in the checkout.
 LUA = ROOT / "contrib" / "wireshark" / "memux.lua"
@@ -147,19 +147,26 @@ class Capture:
 
 class Connection:
     """
-    One TCP connection in a L{Capture}, from its handshake: each L{send}
-    becomes one segment per piece, with the sequence numbers TCP would use.
+    One TCP connection in a L{Capture}, from its handshake (or, without
+    C{handshake}, from somewhere in its middle, as in a capture started
+    late): each L{send} becomes one segment per piece, with the sequence
+    numbers TCP would use.
     """
 
     def __init__(
-        self, capture: Capture, client: tuple[str, int], server: tuple[str, int]
+        self,
+        capture: Capture,
+        client: tuple[str, int],
+        server: tuple[str, int],
+        handshake: bool = True,
     ) -> None:
         self.capture = capture
         self.ends = {True: client, False: server}
         self.seq = {True: 1001, False: 5001}
-        capture.tcp(client, server, 1000, 0, SYN)
-        capture.tcp(server, client, 5000, 1001, SYN | ACK)
-        capture.tcp(client, server, 1001, 5001, ACK)
+        if handshake:
+            capture.tcp(client, server, 1000, 0, SYN)
+            capture.tcp(server, client, 5000, 1001, SYN | ACK)
+            capture.tcp(client, server, 1001, 5001, ACK)
 
     def send(
         self, fromClient: bool, data: bytes, cuts: tuple[int, ...] | list[int] = ()
@@ -932,20 +939,21 @@ class RegistrationTests(SynchronousTestCase):
             "other": 40012,
             "http": 40013,
             "proxy": 40014,
+            "http7400": 40015,
         }
         conn = Connection(capture, (CLIENT, ports["magic"]), (SERVER, 9000))
         conn.send(True, PREFACE + OpenFrame(1, b"echo").encode())
-        # a capture begun mid-session: no preface, on memux's port and not
+        # a capture begun mid-session: no handshake, no preface, on memux's
+        # port and not
         midFrames = CreditFrame(0, 5000).encode() + DataFrame(1, b"m").encode()
-        Connection(capture, (CLIENT, ports["midway"]), (SERVER, 7400)).send(
-            True, midFrames
-        )
-        Connection(capture, (CLIENT, ports["other"]), (SERVER, 9001)).send(
-            True, midFrames
-        )
-        Connection(capture, (CLIENT, ports["http"]), (SERVER, 9002)).send(
-            True, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
-        )
+        for name, port in (("midway", 7400), ("other", 9001)):
+            Connection(capture, (CLIENT, ports[name]), (SERVER, port), False).send(
+                True, midFrames
+            )
+        for name, port in (("http", 9002), ("http7400", 7400)):
+            Connection(capture, (CLIENT, ports[name]), (SERVER, port)).send(
+                True, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+            )
         # HAProxy's send-proxy-v2 header, then the client's bytes
         proxy = (
             b"\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x0c"
@@ -962,7 +970,9 @@ class RegistrationTests(SynchronousTestCase):
         """
         By default memux is found by its magic on any port, and on port
         7400 without it (a capture begun mid-session: noted, then decoded
-        as frames); a PROXY protocol header before the magic goes to
+        as frames; but a connection captured from its start that does not
+        start with the magic is flagged); a PROXY protocol header before
+        the magic is
         shown with the client address it gives; other traffic is left alone.
         """
         capture, ports = self.capture()
@@ -988,6 +998,20 @@ class RegistrationTests(SynchronousTestCase):
         )
         self.assertEqual(pdusFrom(packets, ports["other"]), [])
         self.assertEqual(pdusFrom(packets, ports["http"]), [])
+        # with the connection's start captured, a stream on memux's port
+        # that does not start with the magic is not memux: flagged as a
+        # receiver would see it
+        [http] = pdusFrom(packets, ports["http7400"])
+        self.assertEqual(
+            http.experts,
+            [
+                (
+                    "memux.malformed",
+                    "PROTOCOL_ERROR: not a memux peer: the stream starts with"
+                    " an HTTP/1 request",
+                )
+            ],
+        )
         [proxied] = [p for p in packets if p.src == ports["proxy"] and p.pdus]
         header, *rest = proxied.pdus
         self.assertEqual(
@@ -1081,3 +1105,70 @@ class DocumentationTests(SynchronousTestCase):
                 expected = [p.number for p in packets if any(map(test, p.pdus))]
                 self.assertTrue(expected, text)
                 self.assertEqual(selected, expected, text)
+
+
+def specVectors() -> list[tuple[str, bytes]]:
+    """
+    The test vectors of doc/spec.rst that are byte streams a side sends
+    (prefaces, frames, and the ``stream`` and ``after-preface`` inputs), as
+    C{(name, bytes)} with the default preface before frames that follow one.
+    Only each block's C{hex} and C{input} are read: what they decode to is
+    memux's decoder's business (test_spec_vectors checks that).
+    """
+    text = readSpec()
+    found = []
+    pattern = (
+        r"\*\*(V-[A-Z]+-\d+)\*\*.*?\.\. code-block:: text\n\n((?:   [^\n]*\n|\n)+)"
+    )
+    for name, block in re.findall(pattern, text, re.S):
+        fields: dict[str, str] = {}
+        key = ""
+        for line in block.splitlines():
+            m = re.match(r"^   ([a-z]+):\s*(.*)$", line)
+            if m:
+                key = m.group(1)
+                fields[key] = m.group(2)
+            elif line.strip() and key:
+                fields[key] += " " + line.strip()
+        if "preface" in fields or fields.get("input") == "stream":
+            found.append((name, bytes.fromhex(fields["hex"])))
+        elif "frame" in fields or fields.get("input") == "after-preface":
+            found.append((name, PREFACE + bytes.fromhex(fields["hex"])))
+    return found
+
+
+class SpecVectorTests(SynchronousTestCase):
+    """
+    The specification's own test vectors.
+    """
+
+    def test_vectors(self) -> None:
+        """
+        Each preface, frame and stream vector of doc/spec.rst, sent by a
+        client on a connection of its own, decodes in tshark to what
+        memux's decoder finds in it, with nothing flagged malformed; or, if
+        memux's decoder rejects it, the first thing flagged malformed names
+        the error code memux's decoder raises.
+        """
+        vectors = specVectors()
+        self.assertGreater(len(vectors), 60)
+        capture = Capture()
+        for i, (_, data) in enumerate(vectors):
+            conn = Connection(capture, (CLIENT, 43000 + i), (SERVER, 7400))
+            conn.send(False, PREFACE)
+            conn.send(True, data)
+        packets = dissect(capture)
+        for i, (name, data) in enumerate(vectors):
+            pdus = pdusFrom(packets, 43000 + i)
+            flagged = [m for p in pdus for k, m in p.experts if k == "memux.malformed"]
+            try:
+                expected = decoded(data, 16384)
+            except ProtocolError as e:
+                self.assertTrue(flagged, f"{name}: nothing flagged, memux says {e}")
+                self.assertTrue(
+                    flagged[0].startswith(e.code.name + ": "),
+                    f"{name}: {flagged[0]!r}, memux says {e}",
+                )
+            else:
+                self.assertEqual(flagged, [], name)
+                self.assertEqual([frameOf(p) for p in pdus], expected, name)
