@@ -175,14 +175,23 @@ local function endpoint_key(addr, port)
     return tostring(addr) .. ":" .. tostring(port)
 end
 
-local function conversation(pinfo)
+-- inside: the memux inside a TLS session on this TCP connection (called by
+-- the TLS dissector), rather than the bytes on the connection
+local conversation
+function conversation(pinfo, inside)
     local a = endpoint_key(pinfo.src, pinfo.src_port)
     local b = endpoint_key(pinfo.dst, pinfo.dst_port)
     local key = a < b and (a .. "|" .. b) or (b .. "|" .. a)
+    if inside then key = key .. "|tls" end
     local conv = conversations[key]
     if conv == nil then
         conv = { dirs = {}, channels = {} }
         conversations[key] = conv
+        if inside then
+            -- the connection's roles and start are the TLS session's
+            local outer = conversation(pinfo, false)
+            conv.client, conv.syn = outer.client, outer.syn
+        end
     end
     return conv
 end
@@ -839,13 +848,48 @@ local function dissect_proxy(tvb, tree, off, used, info)
     end
 end
 
+-- ------------------------------------------------------------ TLS
+
+-- memux over TLS on memux's port: the connection's bytes go to Wireshark's
+-- TLS dissector, which (given the keys) hands the decrypted bytes back here
+-- through ALPN memux/1.
+local ok_tls, tls_dissector = pcall(Dissector.get, "tls")
+if not ok_tls then tls_dissector = nil end
+local tls_depth = 0 -- > 0 while the TLS dissector runs under this one
+
+local function starts_tls(tvb, off)
+    return tls_dissector ~= nil and tvb:len() - off >= 3
+        and tvb(off, 1):uint() == 0x16 and tvb(off + 1, 1):uint() == 0x03
+end
+
+local function hand_to_tls(tvb, pinfo, tree)
+    -- TCP lets the dissector it calls ask for more bytes (can_desegment),
+    -- and each call one level down counts it down: let TLS ask as this
+    -- dissector could.
+    if pinfo.can_desegment > 0 then pinfo.can_desegment = pinfo.can_desegment + 1 end
+    tls_depth = tls_depth + 1
+    local ok, result = pcall(function() return tls_dissector:call(tvb, pinfo, tree) end)
+    tls_depth = tls_depth - 1
+    if not ok then error(result) end
+    return result
+end
+
 -- ------------------------------------------------------------ the dissector
 
 function memux.dissector(tvb, pinfo, tree)
     local len = tvb:len()
     if len == 0 then return 0 end
+    local inside = tls_depth > 0
+    local outer = conversation(pinfo, false)
+    if not inside then
+        if outer.tls == nil and not pinfo.visited then
+            -- the first bytes of the connection decide
+            outer.tls = starts_tls(tvb, 0)
+        end
+        if outer.tls then return hand_to_tls(tvb, pinfo, tree) end
+    end
     pinfo.cols.protocol = "memux"
-    local conv = conversation(pinfo)
+    local conv = conversation(pinfo, inside)
     local from = endpoint_key(pinfo.src, pinfo.src_port)
     local ds = direction(conv, from)
     local peer = direction(conv, endpoint_key(pinfo.dst, pinfo.dst_port))

@@ -1172,3 +1172,103 @@ class SpecVectorTests(SynchronousTestCase):
             else:
                 self.assertEqual(flagged, [], name)
                 self.assertEqual([frameOf(p) for p in pdus], expected, name)
+
+
+#: What the client sends over TLS: the sample session, and a DATA frame
+#: whose TLS record spans several segments.
+TLS_CLIENT_BYTES = (
+    SAMPLE_PREFACE
+    + b"".join(f.encode() for f in SAMPLE_CLIENT)
+    + DataFrame(1, bytes(3000), end=True).encode()
+)
+
+
+def tlsSession(capture: Capture, port: int, keylog: Path) -> None:
+    """
+    Add to C{capture} a TLS 1.3 session (pyOpenSSL, in memory) on port
+    7400 that negotiates ALPN memux/1 and carries L{TLS_CLIENT_BYTES} and
+    the sample session's server side, each TLS flight cut into 500-byte
+    segments; write its keys to C{keylog} in the key log format Wireshark
+    reads.
+    """
+    import trustme
+    from OpenSSL import SSL
+
+    ca = trustme.CA()
+    keys: list[bytes] = []
+    serverContext = SSL.Context(SSL.TLS_METHOD)
+    ca.issue_cert("memux.test").configure_cert(serverContext)
+    serverContext.set_alpn_select_callback(lambda conn, offered: b"memux/1")
+    clientContext = SSL.Context(SSL.TLS_METHOD)
+    ca.configure_trust(clientContext)
+    clientContext.set_alpn_protos([b"memux/1"])
+    clientContext.set_keylog_callback(lambda conn, line: keys.append(line))
+    client = SSL.Connection(clientContext, None)
+    client.set_connect_state()
+    client.set_tlsext_host_name(b"memux.test")
+    server = SSL.Connection(serverContext, None)
+    server.set_accept_state()
+    conn = Connection(capture, (CLIENT, port), (SERVER, 7400))
+
+    def shuttle() -> None:
+        moved = True
+        while moved:
+            moved = False
+            for fromClient, sender, receiver in (
+                (True, client, server),
+                (False, server, client),
+            ):
+                try:
+                    sender.do_handshake()
+                except SSL.WantReadError:
+                    pass
+                try:
+                    out = sender.bio_read(1 << 20)
+                except SSL.WantReadError:
+                    continue
+                moved = True
+                conn.send(fromClient, out, list(range(500, len(out), 500)))
+                receiver.bio_write(out)
+
+    shuttle()
+    assert client.get_alpn_proto_negotiated() == b"memux/1"
+    client.sendall(TLS_CLIENT_BYTES)
+    server.sendall(PREFACE + b"".join(f.encode() for f in SAMPLE_SERVER))
+    shuttle()
+    keylog.write_bytes(b"".join(line + b"\n" for line in keys))
+
+
+class TLSTests(SynchronousTestCase):
+    """
+    memux over TLS on memux's port: Wireshark's TLS dissector decrypts it
+    given the keys, and hands it back through ALPN memux/1.
+    """
+
+    def test_withKeys(self) -> None:
+        """
+        With the session's keys, the memux inside TLS (records reassembled
+        from several segments) decodes as memux's decoder decodes it.
+        """
+        keylog = Path(self.mktemp())
+        capture = Capture()
+        tlsSession(capture, 40040, keylog)
+        packets = dissect(capture, f"tls.keylog_file:{keylog.resolve()}")
+        self.assertEqual(
+            [frameOf(p) for p in pdusFrom(packets, 40040)], decoded(TLS_CLIENT_BYTES)
+        )
+        self.assertEqual(
+            [frameOf(p) for p in pdusFrom(packets, 7400)],
+            [Preface(1, Settings()), *SAMPLE_SERVER],
+        )
+        self.assertTrue(all("tls" in p.protocols for p in packets if p.pdus))
+
+    def test_withoutKeys(self) -> None:
+        """
+        Without the keys, TLS is shown as TLS, and nothing as malformed
+        memux.
+        """
+        capture = Capture()
+        tlsSession(capture, 40041, Path(self.mktemp()))
+        packets = dissect(capture)
+        self.assertEqual([p.pdus for p in packets], [[] for p in packets])
+        self.assertIn("tls", packets[-1].protocols)
