@@ -13,15 +13,17 @@
 -- with expert info naming the error code a memux receiver would send.
 -- Frames split across TCP segments are reassembled; several frames in one
 -- segment are each shown.  memux is found on the TCP port of the
--- preference "memux.tcp.port" (7400, twistd memux's default), on any port
+-- preference "memux.tcp_port" (7400, twistd memux's default), on any port
 -- by the preface magic (heuristic), and inside TLS whose ALPN is memux/1
 -- (only if Wireshark can decrypt it: give it the keys, e.g. with
--- tls.keylog_file).  A PROXY protocol header (HAProxy's send-proxy and
--- send-proxy-v2) in front of the preface is handed to Wireshark's PROXY
--- dissector.
+-- tls.keylog_file); TLS on memux's port is handed to Wireshark's TLS
+-- dissector.  A PROXY protocol header (HAProxy's send-proxy and
+-- send-proxy-v2) in front of the preface is shown with the client address
+-- it gives.  doc/operations.rst, "Looking at traffic with Wireshark",
+-- tells more.
 --
--- Works with the Lua 5.2 of Wireshark 3.x/4.0 and the Lua 5.4 of 4.2 and
--- later: no bit32, 64-bit values as UInt64.
+-- Tested with tshark 4.0 (Lua 5.2); written for the Lua 5.4 of Wireshark
+-- 4.2 and later too: no bit32, 64-bit values as UInt64.
 
 local memux = Proto("memux", "memux multiplexing protocol")
 
@@ -74,7 +76,6 @@ end
 -- ------------------------------------------------------------ fields
 
 local f = {
-    preface = ProtoField.bytes("memux.preface", "Preface", base.NONE),
     magic = ProtoField.bytes("memux.magic", "Magic", base.SPACE),
     version = ProtoField.uint64("memux.version", "Version", base.DEC),
     settings_length = ProtoField.uint64("memux.settings_length", "Settings length", base.DEC),
@@ -122,7 +123,7 @@ local f = {
     payload = ProtoField.bytes("memux.payload", "Payload"),
     proxy_source = ProtoField.string("memux.proxy.source", "Client (PROXY header)"),
     proxy_destination = ProtoField.string("memux.proxy.destination", "Address the client reached (PROXY header)"),
-    undecoded = ProtoField.bytes("memux.undecoded", "Not decoded (after a session error)"),
+    undecoded = ProtoField.bytes("memux.undecoded", "Not decoded"),
 }
 local field_list = {}
 for _, field in pairs(f) do
@@ -205,18 +206,41 @@ local function direction(conv, key)
     return ds
 end
 
--- The client is the side that sent the SYN, when the capture has it.
+-- The conversation each packet was dissected in on the first pass, for
+-- later passes: a connection that reuses the addresses of an earlier one
+-- (ports are reused) has a conversation of its own.
+local packet_conversations = {}
+
+local function conversation_of(pinfo, inside)
+    local key = pinfo.number .. (inside and "|tls" or "")
+    if pinfo.visited and packet_conversations[key] then
+        return packet_conversations[key]
+    end
+    local conv = conversation(pinfo, inside)
+    packet_conversations[key] = conv
+    return conv
+end
+
+-- A SYN starts a connection, and a conversation: the client is the side
+-- that sent it, and the bytes that follow are the connection's first.
 local syn_tap = Listener.new("tcp", "tcp.flags.syn == 1 && tcp.flags.ack == 0")
 function syn_tap.packet(pinfo)
     local conv = conversation(pinfo)
-    conv.syn = true
-    if conv.client == nil then
-        conv.client = endpoint_key(pinfo.src, pinfo.src_port)
+    if conv.syn ~= nil or next(conv.dirs) ~= nil or conv.tls ~= nil then
+        -- a new connection between the same addresses and ports
+        local a = endpoint_key(pinfo.src, pinfo.src_port)
+        local b = endpoint_key(pinfo.dst, pinfo.dst_port)
+        local key = a < b and (a .. "|" .. b) or (b .. "|" .. a)
+        conversations[key], conversations[key .. "|tls"] = nil, nil
+        conv = conversation(pinfo)
     end
+    conv.syn = pinfo.number
+    conv.client = endpoint_key(pinfo.src, pinfo.src_port)
 end
 
 function memux.init()
     conversations = {}
+    packet_conversations = {}
 end
 
 -- ------------------------------------------------------------ decoding helpers
@@ -880,7 +904,7 @@ function memux.dissector(tvb, pinfo, tree)
     local len = tvb:len()
     if len == 0 then return 0 end
     local inside = tls_depth > 0
-    local outer = conversation(pinfo, false)
+    local outer = conversation_of(pinfo, false)
     if not inside then
         if outer.tls == nil and not pinfo.visited then
             -- the first bytes of the connection decide
@@ -889,7 +913,7 @@ function memux.dissector(tvb, pinfo, tree)
         if outer.tls then return hand_to_tls(tvb, pinfo, tree) end
     end
     pinfo.cols.protocol = "memux"
-    local conv = conversation(pinfo, inside)
+    local conv = conversation_of(pinfo, inside)
     local from = endpoint_key(pinfo.src, pinfo.src_port)
     local ds = direction(conv, from)
     local peer = direction(conv, endpoint_key(pinfo.dst, pinfo.dst_port))

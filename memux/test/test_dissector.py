@@ -162,11 +162,31 @@ class Connection:
     ) -> None:
         self.capture = capture
         self.ends = {True: client, False: server}
-        self.seq = {True: 1001, False: 5001}
+        # initial sequence numbers differ from one connection to the next,
+        # as TCP makes them: a SYN reusing a port is a new connection
+        isn = 1000 + 100_000 * len(capture.packets)
+        self.seq = {True: isn + 1, False: isn + 5001}
         if handshake:
-            capture.tcp(client, server, 1000, 0, SYN)
-            capture.tcp(server, client, 5000, 1001, SYN | ACK)
-            capture.tcp(client, server, 1001, 5001, ACK)
+            capture.tcp(client, server, isn, 0, SYN)
+            capture.tcp(server, client, isn + 5000, isn + 1, SYN | ACK)
+            capture.tcp(client, server, isn + 1, isn + 5001, ACK)
+
+    def close(self) -> None:
+        """
+        End the connection: FIN each way, each acknowledged.
+        """
+        for fromClient in (True, False):
+            self.capture.tcp(
+                self.ends[fromClient],
+                self.ends[not fromClient],
+                self.seq[fromClient],
+                self.seq[not fromClient],
+                FIN | ACK,
+            )
+            self.seq[fromClient] += 1
+        self.capture.tcp(
+            self.ends[True], self.ends[False], self.seq[True], self.seq[False], ACK
+        )
 
     def send(
         self, fromClient: bool, data: bytes, cuts: tuple[int, ...] | list[int] = ()
@@ -1025,6 +1045,26 @@ class RegistrationTests(SynchronousTestCase):
         self.assertEqual(
             [frameOf(p) for p in rest], [Preface(1, Settings()), OpenFrame(1, b"echo")]
         )
+
+    def test_portReused(self) -> None:
+        """
+        A second connection between the same addresses and ports, after
+        the first closed, is a session of its own: its preface is a
+        preface, and its channel 1 a new channel 1.
+        """
+        capture = Capture()
+        for _ in range(2):
+            conn = Connection(capture, (CLIENT, 40016), (SERVER, 7400))
+            conn.send(False, PREFACE)
+            conn.send(True, PREFACE + OpenFrame(1, b"echo").encode())
+            conn.close()
+        packets = dissect(capture)
+        client = pdusFrom(packets, 40016)
+        self.assertEqual(
+            [frameOf(p) for p in client],
+            [Preface(1, Settings()), OpenFrame(1, b"echo")] * 2,
+        )
+        self.assertEqual([e for p in client for e in p.experts], [])
 
     def test_portPreference(self) -> None:
         """
