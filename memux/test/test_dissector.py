@@ -303,6 +303,9 @@ def dissect(capture: Capture, *options: str, twoPass: bool = False) -> list[Pack
     packets = []
     # tshark's PDML is UTF-8 unless a dissector slipped other bytes in
     text = done.stdout.decode("utf-8")
+    if "Lua Error" in text:
+        # a run-time error in the dissector shows in the tree, not on stderr
+        raise AssertionError(re.findall(r'showname="(Lua Error[^"]*)"', text))
     for node in ET.fromstring(text).iter("packet"):
         protos = node.findall("proto")
         names = [p.get("name", "") for p in protos]
