@@ -226,7 +226,7 @@ end
 local syn_tap = Listener.new("tcp", "tcp.flags.syn == 1 && tcp.flags.ack == 0")
 function syn_tap.packet(pinfo)
     local conv = conversation(pinfo)
-    if conv.syn ~= nil or next(conv.dirs) ~= nil or conv.tls ~= nil then
+    if conv.syn ~= nil or next(conv.dirs) ~= nil then
         -- a new connection between the same addresses and ports
         local a = endpoint_key(pinfo.src, pinfo.src_port)
         local b = endpoint_key(pinfo.dst, pinfo.dst_port)
@@ -886,16 +886,22 @@ local function starts_tls(tvb, off)
         and tvb(off, 1):uint() == 0x16 and tvb(off + 1, 1):uint() == 0x03
 end
 
-local function hand_to_tls(tvb, pinfo, tree)
+-- Hand the bytes from off on to TLS.
+local function hand_to_tls(tvb, pinfo, tree, off)
     -- TCP lets the dissector it calls ask for more bytes (can_desegment),
     -- and each call one level down counts it down: let TLS ask as this
     -- dissector could.
     if pinfo.can_desegment > 0 then pinfo.can_desegment = pinfo.can_desegment + 1 end
+    local rest = off > 0 and tvb(off):tvb() or tvb
     tls_depth = tls_depth + 1
-    local ok, result = pcall(function() return tls_dissector:call(tvb, pinfo, tree) end)
+    local ok, result = pcall(function() return tls_dissector:call(rest, pinfo, tree) end)
     tls_depth = tls_depth - 1
     if not ok then error(result) end
-    return result
+    if pinfo.desegment_len > 0 then
+        -- TLS counted from off; TCP counts from the start
+        pinfo.desegment_offset = pinfo.desegment_offset + off
+    end
+    return off + result
 end
 
 -- ------------------------------------------------------------ the dissector
@@ -904,18 +910,14 @@ function memux.dissector(tvb, pinfo, tree)
     local len = tvb:len()
     if len == 0 then return 0 end
     local inside = tls_depth > 0
-    local outer = conversation_of(pinfo, false)
-    if not inside then
-        if outer.tls == nil and not pinfo.visited then
-            -- the first bytes of the connection decide
-            outer.tls = starts_tls(tvb, 0)
-        end
-        if outer.tls then return hand_to_tls(tvb, pinfo, tree) end
-    end
-    pinfo.cols.protocol = "memux"
     local conv = conversation_of(pinfo, inside)
     local from = endpoint_key(pinfo.src, pinfo.src_port)
     local ds = direction(conv, from)
+    if ds.tls and pinfo.number > ds.tls then
+        -- this direction is TLS since an earlier packet
+        return hand_to_tls(tvb, pinfo, tree, 0)
+    end
+    pinfo.cols.protocol = "memux"
     local peer = direction(conv, endpoint_key(pinfo.dst, pinfo.dst_port))
     local info = {}
     local off = 0
@@ -940,6 +942,14 @@ function memux.dissector(tvb, pinfo, tree)
                 local proxy = proxy_header_length(tvb, off)
                 if proxy ~= 0 and not ds.proxied then
                     kind = "proxy"
+                elseif not inside and starts_tls(tvb, off) then
+                    -- a direction that starts (after any PROXY header)
+                    -- with a TLS handshake record is TLS: memux over TLS.
+                    -- (A TLS client that reached a memux port without TLS
+                    -- shows so too; the server's GOAWAY says the rest.)
+                    kind = "tls"
+                    ds.prefaced = true
+                    ds.tls = pinfo.number
                 else
                     local n = math.min(len - off, #MAGIC)
                     if tvb(off, n):raw() == MAGIC:sub(1, n) then
@@ -957,6 +967,10 @@ function memux.dissector(tvb, pinfo, tree)
             end
             if used ~= nil then
                 -- a request for more bytes, repeated
+            elseif kind == "tls" then
+                hand_to_tls(tvb, pinfo, tree, off)
+                if not pinfo.visited then ds.at[here] = kind end
+                break
             elseif kind == "proxy" then
                 used = proxy_header_length(tvb, off)
                 if used > 0 then

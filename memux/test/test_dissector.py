@@ -441,6 +441,15 @@ def rawPreface(version: int, block: bytes) -> bytes:
     return MAGIC + encodeVarint(version) + encodeVarint(len(block)) + block
 
 
+#: HAProxy's send-proxy-v2 header for a client at 127.0.0.3:51000 that
+#: reached 127.0.0.1:7400.
+PROXY_V2_HEADER = (
+    b"\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x0c"
+    + socket.inet_aton("127.0.0.3")
+    + socket.inet_aton("127.0.0.1")
+    + struct.pack("!HH", 51000, 7400)
+)
+
 CLIENT = "127.0.0.2"
 SERVER = "127.0.0.1"
 #: The preface with every setting at its initial value (vector V-PREFACE-1).
@@ -977,15 +986,8 @@ class RegistrationTests(SynchronousTestCase):
             Connection(capture, (CLIENT, ports[name]), (SERVER, port)).send(
                 True, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
             )
-        # HAProxy's send-proxy-v2 header, then the client's bytes
-        proxy = (
-            b"\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x0c"
-            + socket.inet_aton("127.0.0.3")
-            + socket.inet_aton("127.0.0.1")
-            + struct.pack("!HH", 51000, 7400)
-        )
         Connection(capture, (CLIENT, ports["proxy"]), (SERVER, 7400)).send(
-            True, proxy + PREFACE + OpenFrame(1, b"echo").encode()
+            True, PROXY_V2_HEADER + PREFACE + OpenFrame(1, b"echo").encode()
         )
         return capture, ports
 
@@ -1191,7 +1193,8 @@ class SpecVectorTests(SynchronousTestCase):
         client on a connection of its own, decodes in tshark to what
         memux's decoder finds in it, with nothing flagged malformed; or, if
         memux's decoder rejects it, the first thing flagged malformed names
-        the error code memux's decoder raises.
+        the error code memux's decoder raises; but for a TLS handshake,
+        which is shown as TLS.
         """
         vectors = specVectors()
         self.assertGreater(len(vectors), 60)
@@ -1203,6 +1206,13 @@ class SpecVectorTests(SynchronousTestCase):
         packets = dissect(capture)
         for i, (name, data) in enumerate(vectors):
             pdus = pdusFrom(packets, 43000 + i)
+            if data.startswith(b"\x16\x03"):
+                # A TLS handshake on memux's port is memux over TLS as far
+                # as a capture can tell (memux's decoder, on a port without
+                # TLS, rejects it): shown as TLS.
+                sent = [p for p in packets if p.src == 43000 + i][-1]
+                self.assertEqual((pdus, "tls" in sent.protocols), ([], True), name)
+                continue
             flagged = [m for p in pdus for k, m in p.experts if k == "memux.malformed"]
             try:
                 expected = decoded(data, 16384)
@@ -1226,13 +1236,14 @@ TLS_CLIENT_BYTES = (
 )
 
 
-def tlsSession(capture: Capture, port: int, keylog: Path) -> None:
+def tlsSession(capture: Capture, port: int, keylog: Path, proxy: bytes = b"") -> None:
     """
     Add to C{capture} a TLS 1.3 session (pyOpenSSL, in memory) on port
     7400 that negotiates ALPN memux/1 and carries L{TLS_CLIENT_BYTES} and
     the sample session's server side, each TLS flight cut into 500-byte
     segments; write its keys to C{keylog} in the key log format Wireshark
-    reads.
+    reads.  The client's first bytes are C{proxy} (a balancer's PROXY
+    header), if given.
     """
     import trustme
     from OpenSSL import SSL
@@ -1252,6 +1263,7 @@ def tlsSession(capture: Capture, port: int, keylog: Path) -> None:
     server = SSL.Connection(serverContext, None)
     server.set_accept_state()
     conn = Connection(capture, (CLIENT, port), (SERVER, 7400))
+    first = [proxy]
 
     def shuttle() -> None:
         moved = True
@@ -1270,7 +1282,9 @@ def tlsSession(capture: Capture, port: int, keylog: Path) -> None:
                 except SSL.WantReadError:
                     continue
                 moved = True
-                conn.send(fromClient, out, list(range(500, len(out), 500)))
+                head = first.pop() if fromClient and first else b""
+                wire = head + out
+                conn.send(fromClient, wire, list(range(500, len(wire), 500)))
                 receiver.bio_write(out)
 
     shuttle()
@@ -1304,6 +1318,24 @@ class TLSTests(SynchronousTestCase):
             [Preface(1, Settings()), *SAMPLE_SERVER],
         )
         self.assertTrue(all("tls" in p.protocols for p in packets if p.pdus))
+
+    def test_afterProxyHeader(self) -> None:
+        """
+        TLS after a PROXY header (HAProxy in front of a TLS worker): the
+        header shows the client's address, and the memux inside TLS
+        decodes given the keys.
+        """
+        keylog = Path(self.mktemp())
+        capture = Capture()
+        tlsSession(capture, 40042, keylog, PROXY_V2_HEADER)
+        packets = dissect(capture, f"tls.keylog_file:{keylog.resolve()}")
+        header, *rest = pdusFrom(packets, 40042)
+        self.assertEqual(header.show("memux.proxy.source"), "127.0.0.3:51000")
+        self.assertEqual([frameOf(p) for p in rest], decoded(TLS_CLIENT_BYTES))
+        self.assertEqual(
+            [frameOf(p) for p in pdusFrom(packets, 7400)],
+            [Preface(1, Settings()), *SAMPLE_SERVER],
+        )
 
     def test_withoutKeys(self) -> None:
         """
