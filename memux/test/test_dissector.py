@@ -45,6 +45,7 @@ from memux._wire import (
     UnknownFrame,
     encodePreface,
     encodeVarint,
+    parseFrame,
 )
 from memux.settings import SessionSettings
 from memux.test._helpers import ROOT, readSpec
@@ -403,9 +404,10 @@ def frameOf(pdu: PDU) -> Preface | Frame:
         return ChannelCreditFrame(pdu.integer("memux.channels.limit"))
     if ftype == 7:
         return DropFrame(channel, pdu.integer("memux.drop.count"))
-    return UnknownFrame(
-        ftype, pdu.integer("memux.flags"), channel, pdu.raw("memux.payload")
-    )
+    # A reserved or extension type: shown raw; what it means is memux's
+    # business (an extension memux knows, such as PRIORITY, has a class).
+    typeByte = (ftype << 4) | pdu.integer("memux.flags")
+    return parseFrame(typeByte, channel, pdu.raw("memux.payload"))
 
 
 def pdusFrom(packets: list[Packet], port: int) -> list[PDU]:
