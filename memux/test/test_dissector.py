@@ -1053,6 +1053,23 @@ class RegistrationTests(SynchronousTestCase):
             [frameOf(p) for p in rest], [Preface(1, Settings()), OpenFrame(1, b"echo")]
         )
 
+    def test_heuristicPreference(self) -> None:
+        """
+        With the preference C{memux.heuristic} off, memux on another port
+        is not found by its magic; memux's port still is memux.
+        """
+        capture, ports = self.capture()
+        packets = dissect(capture, "memux.heuristic:FALSE")
+        self.assertEqual(pdusFrom(packets, ports["magic"]), [])
+        self.assertEqual(
+            [
+                frameOf(p)
+                for p in pdusFrom(packets, ports["midway"])
+                if p.has("memux.type")
+            ],
+            [CreditFrame(0, 5000), DataFrame(1, b"m")],
+        )
+
     def test_portReused(self) -> None:
         """
         A second connection between the same addresses and ports, after
