@@ -389,6 +389,51 @@ class MemuxEngine:
         (it then opens odd channel ids, the other side even ones).
     """
 
+    # Slots, not an instance dict: a session's engine and core each have
+    # more attributes than CPython shares dict keys for (30), so each
+    # dict took 1.5 KiB per session, and slot reads are the faster.
+    __slots__ = (
+        "bytesReceived",
+        "bytesSent",
+        "channelsAccepted",
+        "channelsOpened",
+        "client",
+        "creditTuning",
+        "framesReceived",
+        "goAwayReceived",
+        "goAwaySent",
+        "peerSettings",
+        "pingBytesReceived",
+        "pingBytesSent",
+        "prefaceReceived",
+        "settings",
+        "terminated",
+        "uselessFrames",
+        "_channels",
+        "_channelsDue",
+        "_control",
+        "_controlBytes",
+        "_creditDue",
+        "_decoder",
+        "_events",
+        "_highestLocalSent",
+        "_highestPeer",
+        "_lateFrames",
+        "_loadBudget",
+        "_localChannelLimit",
+        "_midMessage",
+        "_nextLocalId",
+        "_partialsBegun",
+        "_peerChannels",
+        "_pendingOpens",
+        "_reassemblyHeld",
+        "_scheduler",
+        "_sessionRecv",
+        "_sessionSend",
+        "_warnedIncrement",
+        "_workCounted",
+    )
+
     def __init__(self, client: bool, settings: SessionSettings | None = None) -> None:
         self.client = client
         self.settings = settings or SessionSettings()
