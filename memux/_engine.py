@@ -667,7 +667,11 @@ class MemuxEngine:
             self._scheduler.add(ch)
 
     def setPriority(
-        self, channel: int, urgency: int, weight: int = DEFAULT_WEIGHT, hint: bool = True
+        self,
+        channel: int,
+        urgency: int,
+        weight: int = DEFAULT_WEIGHT,
+        hint: bool = True,
     ) -> None:
         """
         Send ``channel``'s data at ``urgency`` (0, the most urgent, to 7)

@@ -260,24 +260,24 @@ class PriorityScheduler(deque[C]):
             ch = self.popleft()
             offset = ch.offset
             end = ch.turnEnd
-            if offset >= end:
-                # Its turn is spent: a new one, after its debt (at most a
-                # chunk: bytes sent with no one else in line are free).
-                quantum = self.quantum
-                if offset - end > quantum:
-                    end = offset - quantum
-                weight = ch.weight
-                end += (
-                    quantum
-                    if weight == _UNIT_WEIGHT
-                    else max(1, quantum * weight // _UNIT_WEIGHT)
-                )
-                ch.turnEnd = end
-                if offset >= end:
-                    self._toBack(ch)  # still in debt: it waits a round
-                    continue
-            ch.scheduled = False
-            return ch
+            if offset < end:
+                ch.scheduled = False  # its turn goes on
+                return ch
+            # Its turn is spent: a new one, after its debt (at most a chunk:
+            # bytes sent with no one else in line are free).
+            quantum = self.quantum
+            if offset - end > quantum:
+                end = offset - quantum
+            weight = ch.weight
+            if weight == _UNIT_WEIGHT:
+                end += quantum
+            else:
+                end += max(1, quantum * weight // _UNIT_WEIGHT)
+            ch.turnEnd = end
+            if offset < end:
+                ch.scheduled = False
+                return ch
+            self._toBack(ch)  # still in debt: it waits a round
         return None
 
     def yieldTurn(self, ch: C) -> None:
@@ -286,13 +286,16 @@ class PriorityScheduler(deque[C]):
         class) while its turn lasts, else to the back of its class.
         """
         ch.scheduled = True
+        urgency = ch.urgency
         if ch.offset < ch.turnEnd:
-            if not self or self[0].urgency >= ch.urgency:
+            if not self or self[0].urgency >= urgency:
                 self.appendleft(ch)
             else:
-                self.insert(bisect_left(self, ch.urgency, key=_urgency), ch)
+                self.insert(bisect_left(self, urgency, key=_urgency), ch)
+        elif not self or self[-1].urgency <= urgency:
+            self.append(ch)  # (`_toBack`, inline: once per chunk)
         else:
-            self._toBack(ch)
+            self.insert(bisect_right(self, urgency, key=_urgency), ch)
 
     def park(self, ch: C) -> None:
         ch.parked = True
