@@ -1433,10 +1433,10 @@ class MemuxEngine:
         """
         size = 0
         channels = self._channels
-        for cid, (urgency, weight) in list(self._hintsDue.items()):
+        for cid, priority in list(self._hintsDue.items()):
             if channels[cid].state is not _IDLE:
                 del self._hintsDue[cid]
-                frame = PriorityFrame(cid, urgency, weight).encode()
+                frame = PriorityFrame(cid, priority.urgency, priority.weight).encode()
                 out.append(frame)
                 size += len(frame)
         return size

@@ -365,7 +365,8 @@ class MemuxProtocol(Protocol):
 
         ``priority`` (the urgency, 0 the most urgent to 7) and ``weight``
         (1 to 256) set the channel's priority from the start, as
-        `ChannelTransport.setPriority` does (a bad one fails the Deferred
+        `IChannelTransport.setPriority <memux.interfaces.IChannelTransport.setPriority>`
+        does (a bad one fails the Deferred
         with ``TypeError`` or ``ValueError``).
         """
         if not isinstance(service, bytes):

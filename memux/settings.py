@@ -8,7 +8,6 @@ and the protocol's fixed limits.  Pure: no Twisted, no I/O.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
 
 from memux._wire import (
     ALPN,
@@ -56,15 +55,18 @@ DEFAULT_WEIGHT = 16
 MAX_WEIGHT = 256
 
 
-class Priority(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class Priority:
     """
     A channel's output priority: its urgency class (0, the most urgent, to
     7) and its weight within the class (1 to 256).  A more urgent channel
     always sends first; channels of one class share by bytes in proportion
-    to their weights.
+    to their weights.  (Build valid ones with `checkPriority`.)
     """
 
+    #: 0, the most urgent, to `MAX_URGENCY`
     urgency: int = DEFAULT_URGENCY
+    #: 1 to `MAX_WEIGHT`: the share within the urgency
     weight: int = DEFAULT_WEIGHT
 
 
