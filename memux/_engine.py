@@ -1604,6 +1604,7 @@ class MemuxEngine:
         pending = self._pendingOpens
         limit = self._localChannelLimit
         # (`_ordinal`, inline: every channel we open passes here.)
+        scheduler = self._scheduler
         while pending and (pending[0].id - 1) >> 1 < limit:
             ch = pending.popleft()
             ch.state = _OPEN  # (`_advance` from IDLE, inline: every channel)
@@ -1614,9 +1615,15 @@ class MemuxEngine:
                 ch.openFrame = None
             else:
                 # Default service: the OPEN flag rides on the first chunk,
-                # if the budget allows; else on an empty frame.
+                # if the budget allows and no more urgent channel waits;
+                # else on an empty frame.
                 size += self._sendChunk(
-                    ch, out, maxChunk if size < budget else 0, DATA_OPEN
+                    ch,
+                    out,
+                    0
+                    if size >= budget or (scheduler and scheduler.outranks(ch))
+                    else maxChunk,
+                    DATA_OPEN,
                 )
             if (
                 ch.queue

@@ -110,6 +110,12 @@ class Scheduler(Protocol[C]):
         `memux.settings.checkPriority`), and its place in line to match.
         """
 
+    def outranks(self, ch: C) -> bool:
+        """
+        Whether a channel in line goes before ``ch``, which is not in line,
+        whatever their turns (so ``ch`` should not send yet).
+        """
+
 
 class RoundRobinScheduler(deque[C]):
     """
@@ -185,6 +191,12 @@ class RoundRobinScheduler(deque[C]):
         """
         ch.urgency = urgency
         ch.weight = weight
+
+    def outranks(self, ch: C) -> bool:
+        """
+        No channel goes before another in round robin.
+        """
+        return False
 
 
 #: The default weight (`memux.settings.DEFAULT_WEIGHT`, which a test holds
@@ -336,3 +348,9 @@ class PriorityScheduler(deque[C]):
         else:
             ch.urgency = urgency
             ch.weight = weight
+
+    def outranks(self, ch: C) -> bool:
+        """
+        Whether a more urgent channel than ``ch`` is in line.
+        """
+        return bool(self) and self[0].urgency < ch.urgency

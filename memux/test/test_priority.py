@@ -425,6 +425,22 @@ class EngineOrderTests(SynchronousTestCase):
             chunkOrder(self.wire.clientToServer()), [u, u, a, b, a, b, a, b]
         )
 
+    def test_openingWaitsForUrgent(self) -> None:
+        """
+        A new channel's first chunk, which usually rides on its opening,
+        does not go before a more urgent channel's queued data: the opening
+        goes alone, its data in turn.
+        """
+        (u,) = self.open(1)
+        client = self.wire.client
+        client.setPriority(u, 1)
+        client.sendData(u, b"u" * 2 * CHUNK, True)
+        late = client.openChannel()
+        client.sendData(late, b"l" * CHUNK, True)
+        frames = self.wire.clientToServer()
+        self.assertEqual(chunkOrder(frames), [u, u, late])
+        self.assertIn(DataFrame(late, b"", open=True), frames)
+
     def test_controlFirst(self) -> None:
         """
         Control frames (a PING's answer) still go out before the most
@@ -531,7 +547,6 @@ class HintTests(SynchronousTestCase):
         )
         self.assertEqual(wire.server.priority(cid), Priority(0, 32))
         other = wire.server.openChannel()
-        wire.serverToClient()  # (a new channel's first chunk rides its opening)
         wire.server.sendData(other, bytes(2 * CHUNK), True)
         wire.server.sendData(cid, bytes(2 * CHUNK), True)
         self.assertEqual(chunkOrder(wire.serverToClient()), [cid, cid, other, other])
