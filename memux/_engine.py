@@ -1068,6 +1068,13 @@ class MemuxEngine:
         if ch.urgency == p.urgency and ch.weight == p.weight:
             self._useless("PRIORITY changing nothing")
             return
+        if ch.scheduled and ch.urgency != p.urgency:
+            # Moving a channel in line costs a search of the line: a peer
+            # that keeps moving ours spends the allowance (legitimate
+            # peers change a priority now and then, not in bursts).
+            self._useless("PRIORITY moving a channel with data queued")
+            if self.terminated:
+                return
         self._scheduler.setPriority(ch, p.urgency, p.weight)
 
     def _late(self, what: str) -> None:

@@ -603,6 +603,28 @@ class HintTests(SynchronousTestCase):
         self.assertEqual(wire.server.priority(cid), Priority())
         self.assertFalse(wire.server.terminated)
 
+    def test_hintFloodEndsSession(self) -> None:
+        """
+        A peer that keeps moving a channel with data queued from one urgency
+        to another spends the allowance of frames that do no work, and the
+        session ends (EXCESSIVE_LOAD) rather than reorder its queue for ever;
+        hints that move nothing queued cost nothing.
+        """
+        wire = Wire(serverSettings=SessionSettings(maxUselessFrames=10))
+        wire.pump()
+        cid = wire.client.openChannel()
+        wire.client.sendData(cid, b"x", True)
+        wire.clientToServer()
+        for urgency in range(20):
+            wire.server.receiveData(PriorityFrame(cid, urgency % 7, 16).encode())
+        self.assertFalse(wire.server.terminated)  # nothing of ours queued
+        other = wire.server.openChannel()
+        wire.server.sendData(other, bytes(10), True)
+        wire.server.sendData(cid, bytes(10), True)
+        for urgency in range(20):
+            wire.server.receiveData(PriorityFrame(cid, urgency % 2, 16).encode())
+        self.assertTrue(wire.server.terminated)
+
     def test_noEcho(self) -> None:
         """
         A side told a priority by a hint sends no hint back.
