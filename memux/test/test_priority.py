@@ -9,16 +9,22 @@ C{setPriority}, C{ChannelEndpoint}, the C{memux:} endpoint string).
 
 from __future__ import annotations
 
+import io
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from twisted.internet import defer
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.test.iosim import IOPump
 from twisted.trial.unittest import SynchronousTestCase
 
+from memux._cli import buildParser, main, makeCommand
+from memux._cli._common import ChannelCommand, ExitStatus, Reporter
 from memux._engine import DataReceived, Event, MemuxEngine, PingAcknowledged
 from memux._scheduler import _UNIT_WEIGHT, PriorityScheduler, RoundRobinScheduler
 from memux._wire import (
@@ -44,6 +50,7 @@ from memux.settings import (
 from memux.test._fakes import ANY_FRAME_SIZE, Recorder, factoryOf
 from memux.testing import StringChannelTransport, connectedSessions
 from memux.transport import ChannelTransport
+from memux.tunnel import LocalForwardingFactory
 
 #: Small frames and windows, so a few kilobytes make several chunks.
 SMALL = SessionSettings(
@@ -789,8 +796,6 @@ class APITests(SynchronousTestCase):
         A C{memux:} description takes C{priority=} and C{weight=}; bad ones
         are an L{EndpointDescriptionError} naming the argument.
         """
-        from twisted.internet.testing import MemoryReactorClock
-
         reactor = MemoryReactorClock()
         endpoint = parseStreamClient(
             reactor, r"tcp:127.0.0.1:7400", service="echo", priority="1", weight="32"
@@ -834,3 +839,69 @@ class APITests(SynchronousTestCase):
         self.assertEqual(checkPriority(7), Priority(7, DEFAULT_WEIGHT))
         self.assertRaises(ValueError, checkPriority, 7, 257)
         self.assertRaises(TypeError, checkPriority, None)
+
+
+class CommandLineTests(SynchronousTestCase):
+    """
+    C{memux connect} and C{memux forward} take C{--priority} and
+    C{--weight}.
+    """
+
+    def make(self, *argv: str) -> ChannelCommand:
+        """
+        The command C{argv} makes.
+        """
+        args = buildParser().parse_args(list(argv))
+        command = makeCommand(
+            args, MemoryReactorClock(), Reporter(io.StringIO(), "memux")
+        )
+        assert isinstance(command, ChannelCommand)
+        return command
+
+    def test_options(self) -> None:
+        """
+        Both commands keep the priority given, and None (the default)
+        without one.
+        """
+        for name in ("connect", "forward"):
+            local = ["tcp:0:interface=127.0.0.1"] if name == "forward" else []
+            command = self.make(name, *local, "h:1", "echo", "--priority", "0")
+            self.assertEqual((command.priority, command.weight), (0, None))
+            command = self.make(name, *local, "h:1", "echo", "--weight", "200")
+            self.assertEqual((command.priority, command.weight), (None, 200))
+            command = self.make(name, *local, "h:1", "echo")
+            self.assertEqual((command.priority, command.weight), (None, None))
+
+    def test_outOfRange(self) -> None:
+        """
+        A priority or weight out of range is a usage error naming the range.
+        """
+        err = io.StringIO()
+        self.patch(sys, "stderr", err)
+        for argv, message in [
+            (["--priority", "8"], "argument --priority: must be from 0 to 7, not 8"),
+            (["--weight", "0"], "argument --weight: must be from 1 to 256, not 0"),
+            (["--priority", "high"], "argument --priority: not a whole number"),
+        ]:
+            with self.assertRaises(SystemExit) as caught:
+                main(["connect", "h:1", "echo", *argv])
+            self.assertEqual(caught.exception.code, ExitStatus.USAGE)
+            self.assertIn(message, err.getvalue())
+
+    def test_forwardedChannels(self) -> None:
+        """
+        L{LocalForwardingFactory} (what C{memux forward} serves with) opens
+        each local connection's channel at its priority, at both ends.
+        """
+        served: list[Recorder] = []
+        client, server, pump = connectedSessions({b"svc": factoryOf(served)})
+        factory = LocalForwardingFactory(
+            lambda: defer.succeed(client), b"svc", priority=1, weight=48
+        )
+        protocol = factory.buildProtocol(None)
+        local = StringTransport()
+        protocol.makeConnection(local)
+        protocol.dataReceived(b"up")
+        pump.flush()
+        there = cast(ChannelTransport, served[0].transport)
+        self.assertEqual(there.priority, Priority(1, 48))
