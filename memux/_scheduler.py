@@ -1,9 +1,12 @@
-# -*- test-case-name: memux.test.test_engine -*-
+# -*- test-case-name: memux.test.test_priority,memux.test.test_scheduler -*-
 """
 Outbound scheduling: which channel sends its next chunk.  The engine
 decides *whether* a channel may send (credit, its queue); a `Scheduler`
 decides the order among those that may.  The Keykos notes: "There may be
-policy here if there is competition for output bandwidth."
+policy here if there is competition for output bandwidth."  The engine's
+policy is `PriorityScheduler` (urgency classes, weights within a class);
+`RoundRobinScheduler` is the plain one it reduces to when every channel
+has the same priority and sends whole chunks.
 """
 
 from __future__ import annotations
