@@ -122,6 +122,8 @@ class ChannelCore:
     streamingProducer = False
     _producerPaused = False
     _lost = False
+    # Refills owed to its producer by weight (`SessionCore._refillByWeight`).
+    _refill = 0
 
     def __init__(
         self,

@@ -428,6 +428,9 @@ class MemuxEngine:
         # PRIORITY hints to send (channel: urgency, weight), once the peer's
         # preface says it takes them.
         self._hintsDue: dict[int, Priority] = {}
+        #: whether any channel has had a weight other than the default (the
+        #: session core then refills producers by weight)
+        self.weighted = False
         self._pendingOpens: deque[_Channel] = deque()
         # Channels with a message partly sent (`_Channel.midMessage`): the
         # messages in progress, which a new one must not crowd out (see
@@ -688,6 +691,8 @@ class MemuxEngine:
         if ch is None:
             raise ChannelClosedError(channel, f"channel {channel} is not open")
         self._scheduler.setPriority(ch, priority.urgency, priority.weight)
+        if priority.weight != DEFAULT_WEIGHT:
+            self.weighted = True
         if (
             hint
             and ch.state is not _HALF_CLOSED_REMOTE
@@ -1076,6 +1081,8 @@ class MemuxEngine:
             if self.terminated:
                 return
         self._scheduler.setPriority(ch, p.urgency, p.weight)
+        if p.weight != DEFAULT_WEIGHT:
+            self.weighted = True
 
     def _late(self, what: str) -> None:
         """

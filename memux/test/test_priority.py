@@ -18,10 +18,13 @@ from typing import Any, cast
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet import defer
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.test.iosim import IOPump
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
 from memux._cli import buildParser, main, makeCommand
 from memux._cli._common import ChannelCommand, ExitStatus, Reporter
@@ -39,7 +42,7 @@ from memux._wire import (
 )
 from memux.codes import ChannelClosedError
 from memux.endpoints import EndpointDescriptionError, parseStreamClient
-from memux.protocol import ChannelEndpoint
+from memux.protocol import ChannelEndpoint, MemuxProtocol
 from memux.settings import (
     DEFAULT_URGENCY,
     DEFAULT_WEIGHT,
@@ -47,7 +50,15 @@ from memux.settings import (
     SessionSettings,
     checkPriority,
 )
-from memux.test._fakes import ANY_FRAME_SIZE, Recorder, factoryOf
+from memux.test._fakes import (
+    ANY_FRAME_SIZE,
+    PausingTransport,
+    PeerOnTransport,
+    Recorder,
+    TCPLikeTransport,
+    factoryOf,
+    reactorTurn,
+)
 from memux.testing import StringChannelTransport, connectedSessions
 from memux.transport import ChannelTransport
 from memux.tunnel import LocalForwardingFactory
@@ -905,3 +916,106 @@ class CommandLineTests(SynchronousTestCase):
         pump.flush()
         there = cast(ChannelTransport, served[0].transport)
         self.assertEqual(there.priority, Priority(1, 48))
+
+
+@implementer(IPushProducer)
+class Writer:
+    """
+    A streaming producer that writes ``chunk`` to ``transport`` for as long
+    as it is not paused, from the start.
+    """
+
+    def __init__(self, transport: ChannelTransport, chunk: bytes) -> None:
+        self.transport = transport
+        self.chunk = chunk
+        self.paused = False
+        transport.registerProducer(self, True)
+        self.resumeProducing()
+
+    def pauseProducing(self) -> None:
+        """
+        Stop writing.
+        """
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        """
+        Write until paused.
+        """
+        self.paused = False
+        for _ in range(10000):
+            if self.paused:
+                return
+            self.transport.write(self.chunk)
+        raise AssertionError("never paused")
+
+    def stopProducing(self) -> None:
+        """
+        Stop for good.
+        """
+        self.paused = True
+
+
+class ProducerShareTests(SynchronousTestCase):
+    """
+    Channels fed by streaming producers share a connection that pushes back
+    as their weights say.
+    """
+
+    def shares(
+        self, weights: list[int], rounds: int = 400, pushBack: bool = True
+    ) -> list[float]:
+        """
+        Each of ``weights``' channel's share of the bytes a session sends
+        over a connection that takes 64 KiB a round and pauses the session
+        past that (or, without ``pushBack``, takes all), its producers
+        writing 16 KiB chunks.
+        """
+        clock = Clock()
+        session = MemuxProtocol(None, client=True, reactor=clock)
+        transport: TCPLikeTransport = (
+            PausingTransport() if pushBack else TCPLikeTransport()
+        )
+        peer = PeerOnTransport(session, clock, transport)
+        ids = []
+        for weight in weights:
+            proto = self.successResultOf(
+                session.openChannel(b"", Factory.forProtocol(Protocol), weight=weight)
+            )
+            channel = cast(ChannelTransport, cast(Protocol, proto).transport)
+            Writer(channel, bytes(16384))
+            ids.append(channel.channel)
+        counts = dict.fromkeys(ids, 0)
+        for i in range(rounds):
+            reactorTurn(clock)
+            for frame in peer.read():
+                if isinstance(frame, DataFrame) and i >= rounds // 4:
+                    counts[frame.channel] += len(frame.data)
+            if isinstance(transport, PausingTransport):
+                transport.send()
+        total = sum(counts.values())
+        return [counts[cid] / total for cid in ids]
+
+    def test_weighted(self) -> None:
+        """
+        Producers of weights 16, 32 and 64 get 1/7, 2/7 and 4/7 of a
+        saturated connection, within 10%.
+        """
+        for got, want in zip(self.shares([16, 32, 64]), [1, 2, 4], strict=True):
+            self.assertLess(abs(got / (want / 7) - 1), 0.1, (got, want))
+
+    def test_equal(self) -> None:
+        """
+        At the default weight they share equally.
+        """
+        for got in self.shares([16, 16, 16]):
+            self.assertLess(abs(got * 3 - 1), 0.1, got)
+
+    def test_onlyUnderPushBack(self) -> None:
+        """
+        A connection that takes all the producers write is no competition:
+        each channel gets what its producer writes, whatever its weight
+        (no producer is held back for the sake of weights).
+        """
+        for got in self.shares([16, 64], rounds=100, pushBack=False):
+            self.assertLess(abs(got * 2 - 1), 0.1, got)
