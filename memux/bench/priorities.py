@@ -34,7 +34,9 @@ __all__ = [
     "WEIGHTS",
     "runPriorityDefault",
     "runPriorityUrgent",
+    "runWeightedProducers",
     "runWeightedShares",
+    "sharesResult",
 ]
 
 #: The weights of the weighted-shares channels: 1, 2 and 4 times the
@@ -136,7 +138,16 @@ async def runWeightedShares(reactor: Reactor, params: Params, port: int) -> Resu
         raise RuntimeError(
             f"a channel sent all its backlog in the run: raise backlog ({written})"
         )
-    moved = [a - b for a, b in zip(after, before, strict=True)]
+    for transport in transports:
+        transport.abortConnection()
+    return sharesResult([a - b for a, b in zip(after, before, strict=True)], seconds)
+
+
+def sharesResult(moved: list[int], seconds: float) -> Result:
+    """
+    The result of a shares run, from the bytes each of the `WEIGHTS`
+    channels sent in ``seconds``.
+    """
     total = sum(moved) or 1
     shares = [n / total for n in moved]
     expected = [w / sum(WEIGHTS) for w in WEIGHTS]
@@ -149,6 +160,29 @@ async def runWeightedShares(reactor: Reactor, params: Params, port: int) -> Resu
     }
     for weight, share in zip(WEIGHTS, shares, strict=True):
         result[f"share{weight // 16}"] = 100 * share
-    for transport in transports:
-        transport.abortConnection()
     return result
+
+
+async def runWeightedProducers(reactor: Reactor, params: Params, port: int) -> Result:
+    """
+    As `runWeightedShares`, but each channel is written by a streaming
+    producer (`Streamer`, for ever, respecting backpressure) instead of
+    queued at once; what each writes in the run is what it sends, but for
+    its queue (at most a high-water mark).
+    """
+    s = await session(reactor, params, port)
+    streamers = [Streamer(params["write"], None) for _ in WEIGHTS]
+    for streamer, weight in zip(streamers, WEIGHTS, strict=True):
+        streamer.line.addErrback(lambda _: None)  # the sink never answers
+        await s.openChannel(b"sink", given(streamer), weight=weight)
+    await task.deferLater(reactor, params["settle"], lambda: None)
+
+    def written() -> list[int]:
+        return [st.sender.sent if st.sender is not None else 0 for st in streamers]
+
+    before = written()
+    started = time.perf_counter()
+    await task.deferLater(reactor, params["seconds"], lambda: None)
+    seconds = time.perf_counter() - started
+    after = written()
+    return sharesResult([a - b for a, b in zip(after, before, strict=True)], seconds)

@@ -266,6 +266,21 @@ SCENARIOS: tuple[Scenario, ...] = (
         serverSettings={"channelCredit": 16 * MiB},
     ),
     Scenario(
+        name="weighted-producers",
+        title="3 channels of weights 1, 2 and 4, each written by a streaming"
+        " producer in {write} writes, for {seconds} s: each one's share",
+        baseline="the share of the heaviest weight (4 of 7)",
+        metric="share %",
+        variants=(("both", "weighted-producers/memux"),),
+        params={"seconds": 5.0, "settle": 0.5, "write": 64 * KiB},
+        quick={"seconds": 1.0, "settle": 0.2, "write": 64 * KiB},
+        scaled=("seconds",),
+        target=Target("share error", "<=", 0.10),
+        shown=("share1", "share2", "share4", "MBps"),
+        labels=("heaviest channel's share", "its weight's share"),
+        serverSettings={"channelCredit": 16 * MiB},
+    ),
+    Scenario(
         name="idle",
         title="open {channels} channels and hold them: server RSS",
         baseline="server RSS before opening",

@@ -67,6 +67,7 @@ from memux.bench.peers import Params, Result, TunedPort
 from memux.bench.priorities import (
     runPriorityDefault,
     runPriorityUrgent,
+    runWeightedProducers,
     runWeightedShares,
 )
 from memux.bench.processes import LOOPBACK, Reactor, emit
@@ -115,6 +116,7 @@ ROLES: dict[str, tuple[Callable[[Params], Factory], Runner]] = {
     "priority-latency/urgent": (serveLatency, runPriorityUrgent),
     "priority-latency/default": (serveLatency, runPriorityDefault),
     "weighted-shares/memux": (serveLatency, runWeightedShares),
+    "weighted-producers/memux": (serveLatency, runWeightedProducers),
 }
 
 #: How each baseline role tunes its TCP connections (see
