@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from memux.codes import ChannelClosedError, ChannelState, ErrorCode
+from memux.settings import DEFAULT_WEIGHT, Priority, checkPriority
 
 if TYPE_CHECKING:
     from memux._session import SessionCore
@@ -124,6 +125,8 @@ class ChannelCore:
     streamingProducer = False
     _producerPaused = False
     _lost = False
+    # Refills owed to its producer by weight (`SessionCore._refillByWeight`).
+    _refill = 0
 
     def __init__(
         self,
@@ -184,6 +187,33 @@ class ChannelCore:
         once the peer's arrived, CLOSED when it has ended.
         """
         return self._core.engine.channelState(self.channel)
+
+    @property
+    def priority(self) -> Priority:
+        """
+        The priority the channel's data is sent at (read-only: see
+        `setPriority`): set by this side, or by the peer's hint.
+        """
+        return self._core.engine.priority(self.channel)
+
+    def setPriority(self, urgency: int, weight: int = DEFAULT_WEIGHT) -> None:
+        """
+        Send this channel's data at ``urgency`` (0, the most urgent, to 7;
+        `~memux.settings.DEFAULT_URGENCY` by default) and ``weight`` (1 to
+        256, within its urgency) from now on, and ask the peer to send its
+        data on the channel so too (if it takes hints: see the guide's
+        "Priorities").  Ignored once the channel has ended.
+
+        :raises TypeError: ``urgency`` or ``weight`` is not an integer.
+        :raises ValueError: either is out of range.
+        """
+        checkPriority(urgency, weight)
+        core = self._core
+        if self._lost or not core.engine.isOpen(self.channel):
+            return
+        core.engine.setPriority(self.channel, urgency, weight)
+        if core.flushCall is None:
+            core.flushSoon()  # the hint goes out
 
     # ------------------------------------------------------------ writing
 

@@ -24,7 +24,7 @@ from memux._credit import (
     SendCredit,
     SessionCreditWindow,
 )
-from memux._scheduler import RoundRobinScheduler, Scheduler
+from memux._scheduler import PriorityScheduler, Scheduler
 from memux._wire import (
     DATA_END,
     DATA_FIN,
@@ -39,6 +39,7 @@ from memux._wire import (
     OpenFrame,
     PingFrame,
     Preface,
+    PriorityFrame,
     ProtocolError,
     ResetFrame,
     Settings,
@@ -52,7 +53,15 @@ from memux.codes import (
     EngineError,
     SessionClosedError,
 )
-from memux.settings import MAX_OPEN_PAYLOAD, MAX_REASON_BYTES, SessionSettings
+from memux.settings import (
+    DEFAULT_URGENCY,
+    DEFAULT_WEIGHT,
+    MAX_OPEN_PAYLOAD,
+    MAX_REASON_BYTES,
+    Priority,
+    SessionSettings,
+    checkPriority,
+)
 
 __all__ = [
     "SessionSettings",
@@ -289,23 +298,26 @@ class _Channel(SendCredit):
     """
 
     __slots__ = (
+        "dropAt",
+        "dropCount",
+        "finQueued",
         "id",
         "local",
-        "state",
-        "openFrame",
         "lossy",
+        "midMessage",
+        "openFrame",
+        "parked",
+        "partialSince",
         "queue",
         "queued",
-        "finQueued",
+        "readStopped",
         "recv",
         "scheduled",
-        "midMessage",
         "sessionHeld",
-        "readStopped",
-        "dropCount",
-        "dropAt",
-        "partialSince",
-        "parked",
+        "state",
+        "turnEnd",
+        "urgency",
+        "weight",
     )
 
     def __init__(
@@ -338,6 +350,10 @@ class _Channel(SendCredit):
         self.recv = CreditWindow(window)
         self.scheduled = False
         self.parked = False  # waiting (in the scheduler) for session credit
+        # Its output priority, and where its scheduler turn ends (an offset).
+        self.urgency = DEFAULT_URGENCY
+        self.weight = DEFAULT_WEIGHT
+        self.turnEnd = 0
         self.midMessage = False
         self.dropCount = 0
         # The received offset at the peer's last DROP (-1: none yet): a DROP
@@ -409,6 +425,7 @@ class MemuxEngine:
         "settings",
         "terminated",
         "uselessFrames",
+        "weighted",
         "_channels",
         "_channelsDue",
         "_control",
@@ -418,6 +435,7 @@ class MemuxEngine:
         "_events",
         "_highestLocalSent",
         "_highestPeer",
+        "_hintsDue",
         "_lateFrames",
         "_loadBudget",
         "_localChannelLimit",
@@ -449,8 +467,17 @@ class MemuxEngine:
         # Credit to announce, coalesced: only the latest limit matters.
         self._creditDue: dict[int, int] = {}
         self._channelsDue = False
-        # The order channels send in: a policy of its own (round robin).
-        self._scheduler: Scheduler[_Channel] = RoundRobinScheduler()
+        # The order channels send in: a policy of its own (urgency classes,
+        # weights within a class), its turns as long as our largest chunk.
+        self._scheduler: Scheduler[_Channel] = PriorityScheduler(
+            min(self.peerSettings.maxFrameSize, self.settings.chunkSize)
+        )
+        # PRIORITY hints to send (channel: urgency, weight), once the peer's
+        # preface says it takes them.
+        self._hintsDue: dict[int, Priority] = {}
+        #: whether any channel has had a weight other than the default (the
+        #: session core then refills producers by weight)
+        self.weighted = False
         self._pendingOpens: deque[_Channel] = deque()
         # Channels with a message partly sent (`_Channel.midMessage`): the
         # messages in progress, which a new one must not crowd out (see
@@ -592,6 +619,8 @@ class MemuxEngine:
             return False
         if self._scheduler or self._creditDue or self._channelsDue:
             return True
+        if self._hintsDue and self._sendableHints():
+            return True
         # (`_sendableOpens`, inline: asked after every flush.)
         pending = self._pendingOpens
         return bool(pending) and _ordinal(pending[0].id) < self._localChannelLimit
@@ -686,6 +715,47 @@ class MemuxEngine:
         ch.finQueued = True
         if not ch.scheduled and ch.state is not _IDLE:
             self._scheduler.add(ch)
+
+    def setPriority(
+        self,
+        channel: int,
+        urgency: int,
+        weight: int = DEFAULT_WEIGHT,
+        hint: bool = True,
+    ) -> None:
+        """
+        Send ``channel``'s data at ``urgency`` (0, the most urgent, to 7)
+        and ``weight`` (1 to 256) from now on; with ``hint``, ask the peer
+        to send its data on the channel so too (a PRIORITY frame, if the
+        peer's preface says it takes them, once it has said so).
+
+        :raises TypeError: ``urgency`` or ``weight`` is not an integer.
+        :raises ValueError: either is out of range.
+        :raises ChannelClosedError: the channel is not open.
+        """
+        priority = checkPriority(urgency, weight)
+        ch = self._channels.get(channel)
+        if ch is None:
+            raise ChannelClosedError(channel, f"channel {channel} is not open")
+        self._scheduler.setPriority(ch, priority.urgency, priority.weight)
+        if priority.weight != DEFAULT_WEIGHT:
+            self.weighted = True
+        if (
+            hint
+            and ch.state is not _HALF_CLOSED_REMOTE
+            and (not self.prefaceReceived or self.peerSettings.priorityHints)
+        ):
+            self._hintsDue[channel] = priority
+
+    def priority(self, channel: int) -> Priority:
+        """
+        The priority ``channel``'s data is sent at (the default for a
+        channel that is not open).
+        """
+        ch = self._channels.get(channel)
+        if ch is None:
+            return Priority()
+        return Priority(ch.urgency, ch.weight)
 
     def stopReading(self, channel: int) -> None:
         """
@@ -1036,6 +1106,31 @@ class MemuxEngine:
         ch.dropAt = received
         self._events.append(MessagesDropped(d.channel, d.count))
 
+    def _onPriority(self, p: PriorityFrame) -> None:
+        if not self.settings.acceptPriorityHints:
+            # We said we do not take them: as any extension frame.
+            self._useless("PRIORITY, which we do not take")
+            return
+        ch = self._channels.get(p.channel)
+        if ch is None or ch.state is _IDLE:
+            # (Advisory: a hint for no open channel is ignored, never an
+            # error; it may race the channel's close.)
+            self._late("PRIORITY for a channel not open")
+            return
+        if ch.urgency == p.urgency and ch.weight == p.weight:
+            self._useless("PRIORITY changing nothing")
+            return
+        if ch.scheduled and ch.urgency != p.urgency:
+            # Moving a channel in line costs a search of the line: a peer
+            # that keeps moving ours spends the allowance (legitimate
+            # peers change a priority now and then, not in bursts).
+            self._useless("PRIORITY moving a channel with data queued")
+            if self.terminated:
+                return
+        self._scheduler.setPriority(ch, p.urgency, p.weight)
+        if p.weight != DEFAULT_WEIGHT:
+            self.weighted = True
+
     def _late(self, what: str) -> None:
         """
         A frame for a channel that is closed: free if it may be racing the
@@ -1054,6 +1149,9 @@ class MemuxEngine:
         # only be larger (spec: "Settings"), and no CREDIT can precede the
         # preface, so every limit simply moves up to the announced value.
         self._sessionSend.raiseTo(peer.initialSessionCredit)
+        self._scheduler.quantum = min(peer.maxFrameSize, self.settings.chunkSize)
+        if not peer.priorityHints:
+            self._hintsDue.clear()  # it would ignore them
         self._localChannelLimit = max(self._localChannelLimit, peer.initialMaxChannels)
         for ch in self._channels.values():
             if ch.send.raiseTo(peer.initialChannelCredit):
@@ -1335,6 +1433,8 @@ class MemuxEngine:
         del self._channels[cid]
         if self._creditDue:
             self._creditDue.pop(cid, None)
+        if self._hintsDue:
+            self._hintsDue.pop(cid, None)
         if ch.parked:
             self._scheduler.remove(ch)
         if ch.queue is not None:
@@ -1378,6 +1478,30 @@ class MemuxEngine:
 
     # ------------------------------------------------------------ output
 
+    def _sendableHints(self) -> bool:
+        """
+        Whether a PRIORITY hint may go out now: after the peer's preface,
+        for a channel it knows.
+        """
+        return self.prefaceReceived and any(
+            self._channels[cid].state is not _IDLE for cid in self._hintsDue
+        )
+
+    def _sendHints(self, out: list[bytes]) -> int:
+        """
+        Append the PRIORITY hints due (those of channels announced); return
+        their size.
+        """
+        size = 0
+        channels = self._channels
+        for cid, priority in list(self._hintsDue.items()):
+            if channels[cid].state is not _IDLE:
+                del self._hintsDue[cid]
+                frame = PriorityFrame(cid, priority.urgency, priority.weight).encode()
+                out.append(frame)
+                size += len(frame)
+        return size
+
     def _sendableOpens(self) -> bool:
         return bool(self._pendingOpens) and (
             _ordinal(self._pendingOpens[0].id) < self._localChannelLimit
@@ -1387,7 +1511,8 @@ class MemuxEngine:
         """
         Return the next bytes to write: control frames and credit first,
         then channel openings in id order, then one chunk at a time from
-        each ready channel in turn (round robin), within the peer's credit.
+        each ready channel in turn (the most urgent first, round robin by
+        bytes and weight within an urgency), within the peer's credit.
         Stops adding DATA once about ``maxBytes`` are gathered.
         """
         return b"".join(self.piecesToSend(maxBytes))
@@ -1428,12 +1553,14 @@ class MemuxEngine:
         maxChunk = min(self.peerSettings.maxFrameSize, self.settings.chunkSize)
         if self._pendingOpens:
             size += self._sendOpens(out, maxChunk, maxBytes - size)
+        if self._hintsDue and self.prefaceReceived:
+            size += self._sendHints(out)  # (after the openings they name)
         scheduler = self._scheduler
         channels = self._channels
         blocked: list[_Channel] = []
         sendChunk = self._sendChunk
         # (``while scheduler``: a length asked in C, not a last `next` call
-        # that finds no channel; see `RoundRobinScheduler`.)
+        # that finds no channel; see `PriorityScheduler`.)
         while scheduler and size < maxBytes:
             ch = scheduler.next()
             if ch is None:
@@ -1441,8 +1568,9 @@ class MemuxEngine:
             if ch.id not in channels:
                 continue
             # Send from this channel until it has nothing sendable, the
-            # budget is spent, or another channel is waiting (round robin:
-            # one chunk each in turn, only when there is competition).
+            # budget is spent, or another channel is waiting (then the
+            # scheduler says whether its turn goes on: only when there is
+            # competition).
             while True:
                 if ch.dropCount and not ch.midMessage and self._dropSendable(ch):
                     # Between messages only, where the discarded ones were,
@@ -1537,6 +1665,7 @@ class MemuxEngine:
         pending = self._pendingOpens
         limit = self._localChannelLimit
         # (`_ordinal`, inline: every channel we open passes here.)
+        scheduler = self._scheduler
         while pending and (pending[0].id - 1) >> 1 < limit:
             ch = pending.popleft()
             ch.state = _OPEN  # (`_advance` from IDLE, inline: every channel)
@@ -1547,9 +1676,15 @@ class MemuxEngine:
                 ch.openFrame = None
             else:
                 # Default service: the OPEN flag rides on the first chunk,
-                # if the budget allows; else on an empty frame.
+                # if the budget allows and no more urgent channel waits;
+                # else on an empty frame.
                 size += self._sendChunk(
-                    ch, out, maxChunk if size < budget else 0, DATA_OPEN
+                    ch,
+                    out,
+                    0
+                    if size >= budget or (scheduler and scheduler.outranks(ch))
+                    else maxChunk,
+                    DATA_OPEN,
                 )
             if (
                 ch.queue
@@ -1684,4 +1819,5 @@ _FRAME_HANDLERS: dict[type, Callable[[MemuxEngine, Any], None]] = {
     ChannelCreditFrame: MemuxEngine._onChannelCredit,
     Preface: MemuxEngine._onPreface,
     DropFrame: MemuxEngine._onDrop,
+    PriorityFrame: MemuxEngine._onPriority,
 }

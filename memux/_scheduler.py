@@ -1,17 +1,27 @@
-# -*- test-case-name: memux.test.test_engine -*-
+# -*- test-case-name: memux.test.test_priority,memux.test.test_scheduler -*-
 """
 Outbound scheduling: which channel sends its next chunk.  The engine
 decides *whether* a channel may send (credit, its queue); a `Scheduler`
 decides the order among those that may.  The Keykos notes: "There may be
-policy here if there is competition for output bandwidth."
+policy here if there is competition for output bandwidth."  The engine's
+policy is `PriorityScheduler` (urgency classes, weights within a class);
+`RoundRobinScheduler` is the plain one it reduces to when every channel
+has the same priority and sends whole chunks.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections import deque
+from operator import attrgetter
 from typing import Protocol, TypeVar
 
-__all__ = ["RoundRobinScheduler", "Schedulable", "Scheduler"]
+__all__ = [
+    "PriorityScheduler",
+    "RoundRobinScheduler",
+    "Schedulable",
+    "Scheduler",
+]
 
 
 class Schedulable(Protocol):
@@ -27,6 +37,15 @@ class Schedulable(Protocol):
     #: whether it waits for session credit (kept by the scheduler, read by
     #: the engine to skip `Scheduler.remove` for the many that do not)
     parked: bool
+    #: its urgency class, 0 (most urgent) to 7 (set by the engine through
+    #: `Scheduler.setPriority` only)
+    urgency: int
+    #: its weight within the class, 1 to 256 (set as ``urgency`` is)
+    weight: int
+    #: payload bytes it has sent so far (its send offset; the engine's)
+    offset: int
+    #: the ``offset`` at which its current turn ends (kept by the scheduler)
+    turnEnd: int
 
 
 C = TypeVar("C", bound=Schedulable)
@@ -40,6 +59,10 @@ class Scheduler(Protocol[C]):
     (`yieldTurn`) if it has more.  A channel out of session credit waits
     apart (`park`) until the peer grants more (`unpark`).
     """
+
+    #: the engine's largest chunk, in bytes (kept up to date by the engine):
+    #: a policy that shares by bytes sizes its turns by it
+    quantum: int
 
     def add(self, ch: C) -> None:
         """
@@ -84,6 +107,18 @@ class Scheduler(Protocol[C]):
         Whether any channel waits for session credit.
         """
 
+    def setPriority(self, ch: C, urgency: int, weight: int) -> None:
+        """
+        Give ``ch`` a new urgency and weight (valid ones: see
+        `memux.settings.checkPriority`), and its place in line to match.
+        """
+
+    def outranks(self, ch: C) -> bool:
+        """
+        Whether a channel in line goes before ``ch``, which is not in line,
+        whatever their turns (so ``ch`` should not send yet).
+        """
+
 
 class RoundRobinScheduler(deque[C]):
     """
@@ -96,11 +131,12 @@ class RoundRobinScheduler(deque[C]):
     rather than by a Python call (small messages: 2 calls fewer each).
     """
 
-    __slots__ = ("_parked",)
+    __slots__ = ("_parked", "quantum")
 
-    def __init__(self) -> None:
+    def __init__(self, quantum: int = 65536) -> None:
         super().__init__()
         self._parked: dict[int, C] = {}
+        self.quantum = quantum  # (unused: turns are chunks)
 
     def add(self, ch: C) -> None:
         """
@@ -151,3 +187,173 @@ class RoundRobinScheduler(deque[C]):
         Whether any channel waits for session credit.
         """
         return bool(self._parked)
+
+    def setPriority(self, ch: C, urgency: int, weight: int) -> None:
+        """
+        Record ``ch``'s urgency and weight; round robin ignores them.
+        """
+        ch.urgency = urgency
+        ch.weight = weight
+
+    def outranks(self, ch: C) -> bool:
+        """
+        No channel goes before another in round robin.
+        """
+        return False
+
+
+#: The default weight (`memux.settings.DEFAULT_WEIGHT`, which a test holds
+#: equal): a channel of this weight has one quantum per turn.
+_UNIT_WEIGHT = 16
+
+_urgency = attrgetter("urgency")
+
+
+class PriorityScheduler(deque[C]):
+    """
+    Urgency classes, and weights within a class: the channels in line are
+    one deque ordered by urgency (most urgent first, round robin within a
+    class), so the next channel is always the head, and the engine's "is
+    any other channel in line?", asked for every chunk, is still a length
+    taken in C (see `RoundRobinScheduler`).
+
+    - A more urgent ready channel always goes first: a less urgent one
+      sends only while none more urgent has anything it may send (the
+      documented meaning of urgency; starvation across classes is the
+      point).
+    - Within a class, deficit round robin by bytes: a turn lets a channel
+      send ``quantum * weight / 16`` payload bytes (at least one chunk);
+      the chunk that crosses that line is charged to its next turn, so
+      large and small chunks share by bytes, in proportion to weight, and
+      no channel of a class waits for more than one round of the others.
+      Frames without payload (FIN, an empty message) cost nothing.
+    - With every channel at the same weight and sending whole chunks of
+      ``quantum`` bytes (the engine keeps ``quantum`` equal to its largest
+      chunk), each turn is one chunk: round robin by chunk, exactly as
+      `RoundRobinScheduler`.
+
+    The debt a channel may carry is at most one chunk (``quantum``): what
+    it sent while it was alone in line is not held against it.
+    """
+
+    __slots__ = ("_parked", "quantum")
+
+    def __init__(self, quantum: int = 65536) -> None:
+        super().__init__()
+        self._parked: dict[int, C] = {}
+        #: the payload bytes of a default-weight turn: the largest chunk
+        self.quantum = quantum
+
+    def _toBack(self, ch: C) -> None:
+        """
+        Put ``ch`` at the back of its class.
+        """
+        if not self or self[-1].urgency <= ch.urgency:
+            self.append(ch)  # the common case: one class, or the least urgent
+        else:
+            self.insert(bisect_right(self, ch.urgency, key=_urgency), ch)
+
+    def add(self, ch: C) -> None:
+        """
+        Put ``ch``, which has something to send, in line (if not already),
+        at the back of its class.
+        """
+        if not ch.scheduled:
+            ch.scheduled = True
+            if not self or self[-1].urgency <= ch.urgency:
+                self.append(ch)  # (`_toBack`, inline: once per write burst)
+            else:
+                self.insert(bisect_right(self, ch.urgency, key=_urgency), ch)
+
+    def next(self) -> C | None:
+        """
+        Take the channel whose turn it is (None if none is in line): the
+        head, once it has allowance left; one whose turn is spent starts a
+        new one, or waits a round if its debt is larger than a turn.
+        """
+        while self:
+            ch = self.popleft()
+            offset = ch.offset
+            end = ch.turnEnd
+            if offset < end:
+                ch.scheduled = False  # its turn goes on
+                return ch
+            # Its turn is spent: a new one, after its debt (at most a chunk:
+            # bytes sent with no one else in line are free).
+            quantum = self.quantum
+            if offset - end > quantum:
+                end = offset - quantum
+            weight = ch.weight
+            if weight == _UNIT_WEIGHT:
+                end += quantum
+            else:
+                end += max(1, quantum * weight // _UNIT_WEIGHT)
+            ch.turnEnd = end
+            if offset < end:
+                ch.scheduled = False
+                return ch
+            self._toBack(ch)  # still in debt: it waits a round
+        return None
+
+    def yieldTurn(self, ch: C) -> None:
+        """
+        ``ch`` sent a chunk and has more: it goes on (to the front of its
+        class) while its turn lasts, else to the back of its class.
+        """
+        ch.scheduled = True
+        urgency = ch.urgency
+        if ch.offset < ch.turnEnd:
+            if not self or self[0].urgency >= urgency:
+                self.appendleft(ch)
+            else:
+                self.insert(bisect_left(self, urgency, key=_urgency), ch)
+        elif not self or self[-1].urgency <= urgency:
+            self.append(ch)  # (`_toBack`, inline: once per chunk)
+        else:
+            self.insert(bisect_right(self, urgency, key=_urgency), ch)
+
+    def park(self, ch: C) -> None:
+        ch.parked = True
+        self._parked[ch.id] = ch
+
+    def unpark(self) -> None:
+        parked, self._parked = self._parked, {}
+        for ch in parked.values():
+            ch.parked = False
+            self.add(ch)
+
+    def remove(self, ch: C) -> None:
+        """
+        ``ch`` is gone: forget it (if it is still in line, `next` may
+        return it; the engine skips channels it no longer knows).
+        """
+        ch.parked = False
+        self._parked.pop(ch.id, None)
+
+    @property
+    def parked(self) -> bool:
+        """
+        Whether any channel waits for session credit.
+        """
+        return bool(self._parked)
+
+    def setPriority(self, ch: C, urgency: int, weight: int) -> None:
+        """
+        Give ``ch`` a new urgency and weight; if it is in line, it moves to
+        the back of its new class.
+        """
+        if ch.scheduled and urgency != ch.urgency:
+            deque.remove(self, ch)
+            ch.urgency = urgency
+            ch.weight = weight
+            ch.scheduled = False
+            self.add(ch)
+        else:
+            ch.urgency = urgency
+            ch.weight = weight
+
+    def outranks(self, ch: C) -> bool:
+        """
+        Whether a more urgent channel than ``ch`` is in line.
+        """
+        return bool(self) and self[0].urgency < ch.urgency

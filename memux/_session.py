@@ -261,6 +261,7 @@ class SessionCore:
         "_lossy",
         "_pings",
         "_pullProducers",
+        "_pushedBack",
         "_rttPings",
         "_smallSeen",
     )
@@ -300,6 +301,9 @@ class SessionCore:
         #: value for which a write must ask for a flush (`flushSoon`)
         self.flushCall: Delivery = None
         self.outputPaused = False
+        # Whether the connection has paused us since producers were last
+        # serviced: then channels compete for its output.
+        self._pushedBack = False
         # Bulk mode (see BULK_AFTER_FLUSHES): small writes so far, as last
         # seen by a flush, and pauses by the connection since.
         self._flushBytes = FLUSH_BYTES
@@ -523,6 +527,7 @@ class SessionCore:
         write timeout starts counting.
         """
         self.outputPaused = True
+        self._pushedBack = True
         self._fullFlushes += 1
         if self._fullFlushes == BULK_AFTER_FLUSHES:
             self._bulkMode(True)
@@ -751,15 +756,56 @@ class SessionCore:
         """
         low = self.highWater // 2
         queued = self.engine.queuedBytes
+        pushedBack, self._pushedBack = self._pushedBack, False
+        if pushedBack and self.engine.weighted and self.pausedProducers:
+            self._refillByWeight(low)
+        else:
+            for channel in list(self.pausedProducers):
+                if channel.producer is None:
+                    self.pausedProducers.discard(channel)
+                elif queued(channel.channel) < low:
+                    self.pausedProducers.discard(channel)
+                    channel._resumeProducer()
+        for channel in list(self._pullProducers):
+            if channel.producer is not None and queued(channel.channel) < low:
+                channel._resumeProducer()
+
+    def _refillByWeight(self, low: int) -> None:
+        """
+        Resume drained producers by weight.  The connection pushed back
+        since producers were last serviced, so channels compete for its
+        output, and some have weights other than the default.  A paused
+        producer refills at most a high-water mark, and only once every
+        channel's queue has gone out: resumed all together, producers would
+        share equally whatever their weights.  So of the drained channels
+        the heaviest are resumed now and the others as often as their
+        weights say (a stride: each earns its weight per service, and is
+        resumed once it has earned the heaviest one's); a flush soon after
+        resumes the rest if the connection has room by then.
+        """
+        engine = self.engine
+        queued = engine.queuedBytes
+        due: list[tuple[ChannelCore, int]] = []
         for channel in list(self.pausedProducers):
             if channel.producer is None:
                 self.pausedProducers.discard(channel)
             elif queued(channel.channel) < low:
+                due.append((channel, engine.priority(channel.channel).weight))
+        if not due:
+            return
+        top = max(weight for _, weight in due)
+        skipped = False
+        for channel, weight in due:
+            refill = channel._refill + weight
+            if refill >= top:
+                channel._refill = refill - top
                 self.pausedProducers.discard(channel)
                 channel._resumeProducer()
-        for channel in list(self._pullProducers):
-            if channel.producer is not None and queued(channel.channel) < low:
-                channel._resumeProducer()
+            else:
+                channel._refill = refill
+                skipped = True
+        if skipped:
+            self.host.callSoon(self.flush)
 
     def watchProducer(self, channel: ChannelCore) -> None:
         if not channel.streamingProducer:

@@ -129,8 +129,9 @@ def _settingOption(option: str) -> Any:
 
     def opt(self: Options, value: str) -> None:
         size = _checkRange(option, value)
+        check: dict[str, Any] = {attribute: size}
         try:
-            SessionSettings(**{attribute: size})
+            SessionSettings(**check)
         except ValueError as e:
             raise usage.UsageError(f"--{option} {value}: {e}") from None
         self[option] = size

@@ -37,6 +37,7 @@ __all__ = [
     "GoAwayFrame",
     "ChannelCreditFrame",
     "DropFrame",
+    "PriorityFrame",
     "UnknownFrame",
     "Frame",
     "FrameDecoder",
@@ -95,6 +96,12 @@ OPEN_METADATA = 0x1  #: the OPEN payload carries metadata
 OPEN_DESTINATION = 0x2  #: the OPEN payload carries a destination host/port
 OPEN_LOSSY = 0x4  #: the channel allows load shedding (DROP frames)
 PING_ACK = 0x1  #: this PING answers one from the peer
+
+#: The frame type of extension frames (spec: "Reserved and extension
+#: frames"), whose payload starts with an extended type.
+EXTENSION = 0xF
+#: The extended type of PRIORITY (spec: "Priority hints").
+EXT_PRIORITY = 0x1
 
 
 # ---------------------------------------------------------------- varints
@@ -209,6 +216,7 @@ class SettingId(IntEnum):
     INITIAL_SESSION_CREDIT = 0x3
     INITIAL_MAX_CHANNELS = 0x4
     MAX_MESSAGE_SIZE = 0x5
+    PRIORITY_HINTS = 0x6
 
 
 #: Initial value, lower bound and upper bound of each setting.  Until a
@@ -220,6 +228,7 @@ SETTING_BOUNDS: dict[SettingId, tuple[int, int, int]] = {
     SettingId.INITIAL_SESSION_CREDIT: (262144, 262144, MAX_VARINT),
     SettingId.INITIAL_MAX_CHANNELS: (100, 100, MAX_VARINT),
     SettingId.MAX_MESSAGE_SIZE: (0, 0, MAX_VARINT),
+    SettingId.PRIORITY_HINTS: (0, 0, 1),
 }
 
 _SETTING_ATTRS = {
@@ -228,6 +237,7 @@ _SETTING_ATTRS = {
     SettingId.INITIAL_SESSION_CREDIT: "initialSessionCredit",
     SettingId.INITIAL_MAX_CHANNELS: "initialMaxChannels",
     SettingId.MAX_MESSAGE_SIZE: "maxMessageSize",
+    SettingId.PRIORITY_HINTS: "priorityHints",
 }
 
 
@@ -247,6 +257,8 @@ class Settings:
     initialMaxChannels: int = 100
     #: advisory: the largest message this side accepts; 0 means unstated
     maxMessageSize: int = 0
+    #: 1: this side accepts PRIORITY frames (spec: "Priority hints")
+    priorityHints: int = 0
 
     def __post_init__(self) -> None:
         for sid, attr in _SETTING_ATTRS.items():
@@ -535,6 +547,44 @@ class DropFrame:
 
 
 @dataclass(frozen=True, slots=True)
+class PriorityFrame:
+    """
+    A priority hint (spec: "Priority hints"): the sender asks the receiver
+    to send its data on ``channel`` at ``urgency`` (0 to 7, most urgent
+    first) and ``weight`` (1 to 256).  An extension frame (type 0xF): a
+    receiver that does not know it ignores it.
+    """
+
+    channel: int
+    urgency: int
+    weight: int
+
+    def encode(self) -> bytes:
+        payload = (
+            encodeVarint(EXT_PRIORITY)
+            + encodeVarint(self.urgency)
+            + encodeVarint(self.weight)
+        )
+        return _frame(EXTENSION, 0, self.channel, payload)
+
+
+def _parsePriority(channel: int, payload: bytes) -> PriorityFrame | None:
+    """
+    The PRIORITY frame in an extension frame's ``payload`` (its extended
+    type read), or None if it does not match the layout (spec: such a
+    frame is ignored, as an unknown extension frame).
+    """
+    try:
+        urgency, pos = _field(payload, 1, "urgency")
+        weight, pos = _field(payload, pos, "weight")
+    except ProtocolError:
+        return None
+    if pos != len(payload) or channel == 0 or urgency > 7 or not 1 <= weight <= 256:
+        return None
+    return PriorityFrame(channel, urgency, weight)
+
+
+@dataclass(frozen=True, slots=True)
 class UnknownFrame:
     """
     A frame of a reserved type, which receivers ignore.
@@ -558,6 +608,7 @@ Frame = (
     | GoAwayFrame
     | ChannelCreditFrame
     | DropFrame
+    | PriorityFrame
     | UnknownFrame
 )
 
@@ -662,6 +713,10 @@ def parseFrame(typeByte: int, channel: int, payload: bytes) -> Frame:
         if count == 0:
             raise ProtocolError(ErrorCode.PROTOCOL_ERROR, "DROP of zero messages")
         return DropFrame(channel, count)
+    if t == EXTENSION and payload[:1] == b"\x01":  # (EXT_PRIORITY)
+        priority = _parsePriority(channel, payload)
+        if priority is not None:
+            return priority
     return UnknownFrame(t, flags, channel, payload)
 
 

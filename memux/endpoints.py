@@ -58,7 +58,12 @@ from memux.protocol import (
     ServiceResolver,
     connectSession,
 )
-from memux.settings import SessionSettings
+from memux.settings import (
+    DEFAULT_URGENCY,
+    DEFAULT_WEIGHT,
+    SessionSettings,
+    checkPriority,
+)
 from memux.tls import clientEndpointFromString
 
 __all__ = [
@@ -325,6 +330,10 @@ class MemuxClientEndpoint:
         service resolver.
     :param destination: ``(host, port)`` sent with each channel opening,
         for forwarding services.
+    :param priority: each channel's urgency (0, the most urgent, to 7;
+        None: the default), and
+    :param weight: its weight within its urgency (1 to 256; None: the
+        default), as `MemuxProtocol.openChannel` takes them.
     """
 
     def __init__(
@@ -335,11 +344,18 @@ class MemuxClientEndpoint:
         *,
         metadata: bytes | None = None,
         destination: tuple[str, int] | None = None,
+        priority: int | None = None,
+        weight: int | None = None,
     ) -> None:
         if not isinstance(service, bytes):
             raise TypeError(f"service must be bytes, not {type(service).__name__}")
         if metadata is not None and not isinstance(metadata, bytes):
             raise TypeError(f"metadata must be bytes, not {type(metadata).__name__}")
+        if priority is not None or weight is not None:
+            checkPriority(
+                DEFAULT_URGENCY if priority is None else priority,
+                DEFAULT_WEIGHT if weight is None else weight,
+            )
         if isinstance(poolOrReactor, SessionPool):
             self.pool = poolOrReactor
         else:
@@ -351,6 +367,8 @@ class MemuxClientEndpoint:
         self.service = service
         self.metadata = metadata
         self.destination = destination
+        self.priority = priority
+        self.weight = weight
 
     def __repr__(self) -> str:
         return f"<MemuxClientEndpoint {self.service!r} over {self.endpoint!r}>"
@@ -368,6 +386,8 @@ class MemuxClientEndpoint:
                 protocolFactory,
                 metadata=self.metadata,
                 destination=self.destination,
+                priority=self.priority,
+                weight=self.weight,
             )
 
         return self.pool.session(self.endpoint).addCallback(opened)
@@ -517,6 +537,8 @@ def memuxDescription(
     *,
     metadata: str | None = None,
     destination: str | None = None,
+    priority: int | None = None,
+    weight: int | None = None,
 ) -> str:
     """
     The ``memux:`` description of a channel for ``service`` over the inner
@@ -534,6 +556,10 @@ def memuxDescription(
         parts.append("metadata=" + quoteStringArgument(metadata))
     if destination is not None:
         parts.append("destination=" + quoteStringArgument(destination))
+    if priority is not None:
+        parts.append(f"priority={priority}")
+    if weight is not None:
+        parts.append(f"weight={weight}")
     return ":".join(parts)
 
 
@@ -607,21 +633,52 @@ def parseStreamClient(
     parsed them).  It takes its sessions from ``defaultPool(reactor)``.
 
     Arguments: the inner client endpoint description (escaped), then
-    ``service=`` (required), ``metadata=`` and ``destination=HOST\\:PORT``
+    ``service=`` (required), ``metadata=``, ``destination=HOST\\:PORT``,
+    ``priority=URGENCY`` (0 to 7) and ``weight=WEIGHT`` (1 to 256)
     (optional).
 
     :raises EndpointDescriptionError: if the description is malformed.
     """
-    inner, options = _split(args, kwargs, ("service", "metadata", "destination"))
+    inner, options = _split(
+        args,
+        kwargs,
+        ("service", "metadata", "destination", "priority", "weight"),
+    )
     metadata = options.get("metadata")
     destination = options.get("destination")
+    priority = _integer(options, "priority")
+    weight = _integer(options, "weight")
+    if priority is not None or weight is not None:
+        try:
+            checkPriority(
+                DEFAULT_URGENCY if priority is None else priority,
+                DEFAULT_WEIGHT if weight is None else weight,
+            )
+        except ValueError as e:
+            raise EndpointDescriptionError(f"memux: {e}") from e
     return MemuxClientEndpoint(
         reactor,
         inner,
         options["service"].encode("utf-8"),
         metadata=metadata.encode("utf-8") if metadata is not None else None,
         destination=_destination(destination) if destination is not None else None,
+        priority=priority,
+        weight=weight,
     )
+
+
+def _integer(options: dict[str, str], name: str) -> int | None:
+    """
+    The integer argument ``name`` of a description, if given.
+    """
+    text = options.get(name)
+    if text is None:
+        return None
+    if not text.isdigit():
+        raise EndpointDescriptionError(
+            f"memux: {name} must be a whole number, not {text!r}"
+        )
+    return int(text)
 
 
 def parseStreamServer(

@@ -62,10 +62,22 @@ class IChannelTransport(ITransport):
         " OPEN, HALF_CLOSED_LOCAL, HALF_CLOSED_REMOTE or CLOSED."
     )
 
+    priority = Attribute(
+        "The priority the channel's data is sent at"
+        " (memux.settings.Priority: urgency, weight; read-only)."
+    )
+
     def writeMessage(data: bytes) -> None:
         """
         Send ``data`` as one whole message (ending any message in progress
         with it).
+        """
+
+    def setPriority(urgency: int, weight: int = 16) -> None:
+        """
+        Send this channel's data at ``urgency`` (0, the most urgent, to 7;
+        3 by default) and ``weight`` (1 to 256, 16 by default) from now on,
+        and ask the peer to send its data on the channel so too.
         """
 
     def endMessage() -> None:

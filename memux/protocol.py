@@ -57,7 +57,15 @@ from memux._tuning import (
 )
 from memux.codes import ErrorCode, describeCode
 from memux.error import ChannelRefused, SessionLost, describeService
-from memux.settings import ALPN, SessionSettings, Settings
+from memux.settings import (
+    ALPN,
+    DEFAULT_URGENCY,
+    DEFAULT_WEIGHT,
+    Priority,
+    SessionSettings,
+    Settings,
+    checkPriority,
+)
 from memux.transport import (
     ChannelAddress,
     ChannelTransport,
@@ -345,6 +353,8 @@ class MemuxProtocol(Protocol):
         metadata: bytes | None = None,
         destination: tuple[str, int] | None = None,
         lossy: bool = False,
+        priority: int | None = None,
+        weight: int | None = None,
     ) -> defer.Deferred[IProtocol]:
         """
         Open a channel for ``service`` and connect a protocol from
@@ -352,11 +362,26 @@ class MemuxProtocol(Protocol):
         data written goes out as soon as the peer's credit allows.  If the
         peer refuses the channel the protocol's ``connectionLost`` gets a
         `ChannelRefused`.
+
+        ``priority`` (the urgency, 0 the most urgent to 7) and ``weight``
+        (1 to 256) set the channel's priority from the start, as
+        `IChannelTransport.setPriority <memux.interfaces.IChannelTransport.setPriority>`
+        does (a bad one fails the Deferred
+        with ``TypeError`` or ``ValueError``).
         """
         if not isinstance(service, bytes):
             return defer.fail(
                 TypeError(f"service must be bytes, not {type(service).__name__}")
             )
+        chosen: Priority | None = None
+        if priority is not None or weight is not None:
+            try:
+                chosen = checkPriority(
+                    DEFAULT_URGENCY if priority is None else priority,
+                    DEFAULT_WEIGHT if weight is None else weight,
+                )
+            except (TypeError, ValueError) as e:
+                return defer.fail(e)
         core = self._core
         engine = core.engine
         if not self.connected or engine.terminated:
@@ -367,6 +392,8 @@ class MemuxProtocol(Protocol):
             cid = engine.openChannel(service, metadata, destination, lossy)
         except ValueError as e:
             return defer.fail(e)
+        if chosen is not None:
+            engine.setPriority(cid, chosen.urgency, chosen.weight)
         try:
             protocol = factory.buildProtocol(self._channelAddress(cid, service))
         except Exception:
@@ -1080,11 +1107,24 @@ class ChannelEndpoint:
         *,
         metadata: bytes | None = None,
         destination: tuple[str, int] | None = None,
+        priority: int | None = None,
+        weight: int | None = None,
     ) -> None:
+        """
+        ``priority`` and ``weight``: each channel's, as `MemuxProtocol.openChannel`
+        takes them (checked here: ``TypeError`` or ``ValueError``).
+        """
+        if priority is not None or weight is not None:
+            checkPriority(
+                DEFAULT_URGENCY if priority is None else priority,
+                DEFAULT_WEIGHT if weight is None else weight,
+            )
         self.session = session
         self.service = service
         self.metadata = metadata
         self.destination = destination
+        self.priority = priority
+        self.weight = weight
 
     def connect(self, protocolFactory: IProtocolFactory) -> defer.Deferred[IProtocol]:
         """
@@ -1095,4 +1135,6 @@ class ChannelEndpoint:
             protocolFactory,
             metadata=self.metadata,
             destination=self.destination,
+            priority=self.priority,
+            weight=self.weight,
         )

@@ -19,6 +19,12 @@ from memux._wire import (
 
 __all__ = [
     "ALPN",
+    "DEFAULT_URGENCY",
+    "DEFAULT_WEIGHT",
+    "MAX_URGENCY",
+    "MAX_WEIGHT",
+    "Priority",
+    "checkPriority",
     "MAX_NAME_LENGTH",
     "MAX_OPEN_PAYLOAD",
     "MAX_PING_PAYLOAD",
@@ -35,6 +41,54 @@ MAX_REASON_BYTES = 1024
 #: The largest OPEN frame payload: it may go out before the peer's preface,
 #: so it must fit the initial MAX_FRAME_SIZE.
 MAX_OPEN_PAYLOAD = 16384
+
+
+#: The urgency of a channel nobody gave one (as RFC 9218's default, 3):
+#: urgencies run from 0, the most urgent, to `MAX_URGENCY`, the least.
+DEFAULT_URGENCY = 3
+#: The least urgent urgency (a channel for background transfers).
+MAX_URGENCY = 7
+#: The weight of a channel nobody gave one: within an urgency class,
+#: channels share the output in proportion to their weights.
+DEFAULT_WEIGHT = 16
+#: The largest weight (the smallest is 1).
+MAX_WEIGHT = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Priority:
+    """
+    A channel's output priority: its urgency class (0, the most urgent, to
+    7) and its weight within the class (1 to 256).  A more urgent channel
+    always sends first; channels of one class share by bytes in proportion
+    to their weights.  (Build valid ones with `checkPriority`.)
+    """
+
+    #: 0, the most urgent, to `MAX_URGENCY`
+    urgency: int = DEFAULT_URGENCY
+    #: 1 to `MAX_WEIGHT`: the share within the urgency
+    weight: int = DEFAULT_WEIGHT
+
+
+def checkPriority(urgency: object, weight: object = DEFAULT_WEIGHT) -> Priority:
+    """
+    ``urgency`` and ``weight`` as a `Priority`, if they are valid.
+
+    :raises TypeError: if either is not an integer.
+    :raises ValueError: if the urgency is not within 0 to `MAX_URGENCY`,
+        or the weight not within 1 to `MAX_WEIGHT`.
+    """
+    for name, value in (("urgency", urgency), ("weight", weight)):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise TypeError(f"{name} must be an integer, not {type(value).__name__}")
+    assert isinstance(urgency, int) and isinstance(weight, int)
+    if not 0 <= urgency <= MAX_URGENCY:
+        raise ValueError(
+            f"urgency must be from 0 (most urgent) to {MAX_URGENCY}, not {urgency}"
+        )
+    if not 1 <= weight <= MAX_WEIGHT:
+        raise ValueError(f"weight must be from 1 to {MAX_WEIGHT}, not {weight}")
+    return Priority(urgency, weight)
 
 
 def openFrameSize(
@@ -123,6 +177,11 @@ class SessionSettings:
     #: the handshake too.  20 s leaves room for a TCP sender's retransmission
     #: backoff (1+2+4+8 s) on a lossy link.  None: never.
     handshakeTimeout: float | None = 20.0
+    #: whether the peer may ask us (with PRIORITY frames, see the spec's
+    #: "Priority hints") to send a channel's data at another priority; we
+    #: say so in our preface, and a peer told no sends none.  False: only
+    #: our own application sets the priorities we send at.
+    acceptPriorityHints: bool = True
 
     def __post_init__(self) -> None:
         self.toWire()  # validates ranges
@@ -170,4 +229,5 @@ class SessionSettings:
             initialSessionCredit=self.sessionCredit,
             initialMaxChannels=self.maxChannels,
             maxMessageSize=self.maxMessageSize,
+            priorityHints=int(self.acceptPriorityHints),
         )

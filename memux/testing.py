@@ -34,7 +34,7 @@ from memux.protocol import (
     ServiceMap,
     ServiceResolver,
 )
-from memux.settings import SessionSettings
+from memux.settings import DEFAULT_WEIGHT, Priority, SessionSettings, checkPriority
 
 __all__ = [
     "ConnectedChannel",
@@ -201,6 +201,8 @@ class StringChannelTransport(StringTransport):
 
     :ivar writeClosed: ``loseWriteConnection`` was called (half-close).
     :ivar resetWith: the ``(code, reason)`` of ``resetChannel``, if called.
+    :ivar priority: the `Priority` last set by ``setPriority`` (the
+        default until then).
     """
 
     def __init__(
@@ -220,6 +222,7 @@ class StringChannelTransport(StringTransport):
         self._partial: list[bytes] = []
         self.writeClosed = False
         self.resetWith: tuple[int, str] | None = None
+        self.priority = Priority()
 
     @property
     def state(self) -> ChannelState:
@@ -259,6 +262,12 @@ class StringChannelTransport(StringTransport):
         """
         self.messages.append(self.partialMessage)
         self._partial = []
+
+    def setPriority(self, urgency: int, weight: int = DEFAULT_WEIGHT) -> None:
+        """
+        Record a priority (checked as a real channel checks it).
+        """
+        self.priority = checkPriority(urgency, weight)
 
     def loseWriteConnection(self) -> None:
         """

@@ -363,6 +363,9 @@ class LocalForwardingFactory(Factory):
     connection that cannot get a channel, or whose channel is reset or
     whose session is lost, is aborted; one that is reset or lost resets
     its channel.
+
+    ``priority`` and ``weight``, if given, are each channel's (as
+    `MemuxProtocol.openChannel` takes them).
     """
 
     def __init__(
@@ -370,10 +373,15 @@ class LocalForwardingFactory(Factory):
         getSession: Callable[[], defer.Deferred[MemuxProtocol]],
         service: bytes,
         metadata: bytes | None = None,
+        *,
+        priority: int | None = None,
+        weight: int | None = None,
     ) -> None:
         self.getSession = getSession
         self.service = service
         self.metadata = metadata
+        self.priority = priority
+        self.weight = weight
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol:
         p = _LocalSplice(self)
@@ -400,6 +408,8 @@ class _LocalSplice(SpliceProtocol):
             self.owner.service,
             _CHANNEL_END,
             metadata=self.owner.metadata,
+            priority=self.owner.priority,
+            weight=self.owner.weight,
         )
         d.addCallback(self._haveChannel)
         return d

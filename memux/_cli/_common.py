@@ -399,8 +399,12 @@ class RemoteCommand:
 
 class ChannelCommand(RemoteCommand):
     """
-    A command that opens channels for SERVICE, each with the same metadata.
+    A command that opens channels for SERVICE, each with the same metadata
+    (and priority: ``--priority`` and ``--weight``, None for the default).
     """
+
+    priority: int | None = None
+    weight: int | None = None
 
     def __init__(
         self,

@@ -136,7 +136,11 @@ class ConnectCommand(ChannelCommand):
         watch(session)
         try:
             channelEnd = await session.openChannel(
-                self.service, Factory.forProtocol(_ChannelEnd), metadata=self.metadata
+                self.service,
+                Factory.forProtocol(_ChannelEnd),
+                metadata=self.metadata,
+                priority=self.priority,
+                weight=self.weight,
             )
         except Exception as e:
             self.reporter.error(f"cannot open a channel: {_reasonText(e)}")
@@ -212,7 +216,9 @@ def _make(
 ) -> ConnectCommand:
     remote, remoteText, tls = remoteEndpoint(args, reactor)
     service, metadata = channelArguments(args)
-    return ConnectCommand(remote, remoteText, service, metadata, reporter, tls=tls)
+    command = ConnectCommand(remote, remoteText, service, metadata, reporter, tls=tls)
+    command.priority, command.weight = args.priority, args.weight
+    return command
 
 
 COMMAND = Subcommand(

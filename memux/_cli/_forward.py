@@ -392,7 +392,13 @@ class _CountingForwardingFactory(LocalForwardingFactory):
     """
 
     def __init__(self, command: ForwardCommand) -> None:
-        super().__init__(command.sessions.get, command.service, command.metadata)
+        super().__init__(
+            command.sessions.get,
+            command.service,
+            command.metadata,
+            priority=command.priority,
+            weight=command.weight,
+        )
         self.command = command
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol:
@@ -450,9 +456,11 @@ def _make(
         explicit=backlog is not None,
     )
     service, metadata = channelArguments(args)
-    return ForwardCommand(
+    command = ForwardCommand(
         local, remote, remoteText, service, metadata, reporter, args.grace, tls=tls
     )
+    command.priority, command.weight = args.priority, args.weight
+    return command
 
 
 COMMAND = Subcommand(

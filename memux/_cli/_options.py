@@ -15,7 +15,15 @@ from twisted.internet.interfaces import IReactorCore, IStreamClientEndpoint
 from memux._cli._common import Subcommand, UsageError
 from memux._cli._diagnose import TLSTarget
 from memux._cli._endpoints import DEFAULT_PORT, ClientTLS, parseRemote, tlsTarget
-from memux.settings import MAX_NAME_LENGTH, MAX_OPEN_PAYLOAD, openFrameSize
+from memux.settings import (
+    DEFAULT_URGENCY,
+    DEFAULT_WEIGHT,
+    MAX_NAME_LENGTH,
+    MAX_OPEN_PAYLOAD,
+    MAX_URGENCY,
+    MAX_WEIGHT,
+    openFrameSize,
+)
 
 _EXIT_HELP = """\
 exit status:
@@ -57,6 +65,25 @@ def _positiveInt(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
     return value
+
+
+def _inRange(low: int, high: int) -> Callable[[str], int]:
+    """
+    An argparse type: a whole number from ``low`` to ``high``.
+    """
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(
+                f"must be from {low} to {high}, not {value}"
+            )
+        return value
+
+    return parse
 
 
 def _nonEmpty(text: str) -> str:
@@ -194,6 +221,27 @@ def addChannelArguments(parser: argparse.ArgumentParser, serviceHelp: str) -> No
         metavar="TEXT",
         default=None,
         help="send TEXT (UTF-8) as each channel's metadata, e.g. a token",
+    )
+    parser.add_argument(
+        "--priority",
+        metavar="URGENCY",
+        type=_inRange(0, MAX_URGENCY),
+        default=None,
+        help=(
+            f"send each channel's data at URGENCY, 0 (most urgent) to"
+            f" {MAX_URGENCY} (default {DEFAULT_URGENCY}): a more urgent channel"
+            " goes first on the session; the server is asked to answer so too"
+        ),
+    )
+    parser.add_argument(
+        "--weight",
+        metavar="WEIGHT",
+        type=_inRange(1, MAX_WEIGHT),
+        default=None,
+        help=(
+            f"each channel's share among channels of its urgency, 1 to"
+            f" {MAX_WEIGHT} (default {DEFAULT_WEIGHT})"
+        ),
     )
 
 

@@ -115,6 +115,8 @@ REFERENCES = {
     "connect": "a new TCP connection per exchange",
     "tcp idle": "raw TCP ping-pong, nothing else running",
     "tcp loaded": "raw TCP ping-pong while another connection carries bulk",
+    "round robin": "the same ping-pong beside the same bulk channels, all at"
+    " the default priority",
 }
 
 #: The baselines are tuned as memux tunes its own connection (see
@@ -204,6 +206,79 @@ SCENARIOS: tuple[Scenario, ...] = (
             ("tcp idle", "latency/tcp-idle"),
             ("tcp loaded", "latency/tcp-loaded"),
         ),
+    ),
+    Scenario(
+        name="priority-latency",
+        title="p99 of {pings} {size} B ping-pongs on a channel at urgency 0"
+        " while {bulk} channels at the default priority carry bulk",
+        baseline="the same ping-pong with no bulk traffic",
+        metric="p99 us",
+        variants=(
+            ("memux", "priority-latency/urgent"),
+            ("baseline", "latency/idle"),
+        ),
+        params={
+            "pings": 5000,
+            "warmup": 100,
+            "size": 64,
+            "write": 64 * KiB,
+            "settle": 0.5,
+            "bulk": 10,
+        },
+        quick={
+            "pings": 200,
+            "warmup": 20,
+            "size": 64,
+            "write": 64 * KiB,
+            "settle": 0.1,
+            "bulk": 10,
+        },
+        scaled=("pings",),
+        target=Target("ratio", "<=", 1.5),
+        shown=("p50", "p90", "p999", "max", "bulkMBps"),
+        labels=("memux, urgent beside bulk", "memux, idle"),
+        references=(("round robin", "priority-latency/default"),),
+    ),
+    Scenario(
+        name="weighted-shares",
+        title="3 channels of weights 1, 2 and 4, {backlog} queued on each,"
+        " for {seconds} s: each one's share of the bytes sent",
+        baseline="the share of the heaviest weight (4 of 7)",
+        metric="share %",
+        variants=(("both", "weighted-shares/memux"),),
+        params={
+            "seconds": 5.0,
+            "settle": 0.5,
+            "write": 64 * KiB,
+            "backlog": 8 * 1024 * MiB,
+        },
+        quick={
+            "seconds": 1.0,
+            "settle": 0.2,
+            "write": 64 * KiB,
+            "backlog": 2 * 1024 * MiB,
+        },
+        scaled=("seconds",),
+        target=Target("share error", "<=", 0.10),
+        shown=("share1", "share2", "share4", "MBps"),
+        labels=("heaviest channel's share", "its weight's share"),
+        # Windows the channels' shares never reach: credit does not decide.
+        serverSettings={"channelCredit": 16 * MiB},
+    ),
+    Scenario(
+        name="weighted-producers",
+        title="3 channels of weights 1, 2 and 4, each written by a streaming"
+        " producer in {write} writes, for {seconds} s: each one's share",
+        baseline="the share of the heaviest weight (4 of 7)",
+        metric="share %",
+        variants=(("both", "weighted-producers/memux"),),
+        params={"seconds": 5.0, "settle": 0.5, "write": 64 * KiB},
+        quick={"seconds": 1.0, "settle": 0.2, "write": 64 * KiB},
+        scaled=("seconds",),
+        target=Target("share error", "<=", 0.10),
+        shown=("share1", "share2", "share4", "MBps"),
+        labels=("heaviest channel's share", "its weight's share"),
+        serverSettings={"channelCredit": 16 * MiB},
     ),
     Scenario(
         name="idle",

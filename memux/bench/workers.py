@@ -64,6 +64,12 @@ from memux.bench.latency import (
     runLatencyTcpLoaded,
 )
 from memux.bench.peers import Params, Result, TunedPort
+from memux.bench.priorities import (
+    runPriorityDefault,
+    runPriorityUrgent,
+    runWeightedProducers,
+    runWeightedShares,
+)
 from memux.bench.processes import LOOPBACK, Reactor, emit
 from memux.bench.servers import (
     serveBulk,
@@ -107,6 +113,10 @@ ROLES: dict[str, tuple[Callable[[Params], Factory], Runner]] = {
     "idle/memux": (serveIdle, runIdle),
     "overhead-small/memux": (serveOverheadSmall, runOverheadSmall),
     "overhead-bulk/memux": (serveOverheadBulk, runOverheadBulk),
+    "priority-latency/urgent": (serveLatency, runPriorityUrgent),
+    "priority-latency/default": (serveLatency, runPriorityDefault),
+    "weighted-shares/memux": (serveLatency, runWeightedShares),
+    "weighted-producers/memux": (serveLatency, runWeightedProducers),
 }
 
 #: How each baseline role tunes its TCP connections (see

@@ -31,6 +31,16 @@ class ExampleTests(SynchronousTestCase):
         self.assertIn("ping:", out)
         self.assertIn("server: channel 3 asks for b'shout'", out)
 
+    def test_priorities(self) -> None:
+        """
+        priorities.py times an interactive channel's round trips beside
+        bulk channels at urgency 0, then at the default, and compares them.
+        """
+        out = runExample("priorities.py", "--pings", "50")
+        self.assertIn("urgency 0: median round trip", out)
+        self.assertIn("urgency 3: median round trip", out)
+        self.assertIn("the urgent channel answered", out)
+
     def test_echoClientAgainstTwistd(self) -> None:
         """
         echo_client.py, as the README shows it, gets its message echoed by

@@ -21,6 +21,10 @@ class Item:
     id: int
     scheduled: bool = False
     parked: bool = False
+    urgency: int = 3
+    weight: int = 16
+    offset: int = 0
+    turnEnd: int = 0
 
 
 class RoundRobinTests(SynchronousTestCase):
