@@ -28,6 +28,7 @@ from memux.bench.peers import (
     Result,
     Sender,
     channel,
+    clientFactory,
     clientSettings,
     connectTcp,
     session,
@@ -477,7 +478,8 @@ async def runChurnTcp(reactor: Reactor, params: Params, port: int) -> Result:
     """
 
     def start(exchanges: Exchanges) -> None:
-        reactor.connectTCP(LOOPBACK, port, ExchangeConnector(exchanges))
+        connector = clientFactory(params, ExchangeConnector(exchanges))
+        reactor.connectTCP(LOOPBACK, port, connector)
 
     exchanges = Exchanges(start, params)
     started = time.perf_counter()
