@@ -9,10 +9,12 @@ the slicing of a flood of input over reactor turns.  Each was measured
 from __future__ import annotations
 
 import socket
+import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IReactorTime, ISSLTransport
 from twisted.internet.task import Cooperator
 
 from memux._session import BULK_FLUSH_BYTES
@@ -29,8 +31,12 @@ __all__ = [
     "OUTPUT_DELAY_SECONDS",
     "SHORT_READ_COST",
     "InputSlice",
+    "connectionLayers",
     "limitUnsent",
     "newInputCooperator",
+    "overTLS",
+    "socketLayer",
+    "tcpTransport",
     "tuneConnection",
 ]
 
@@ -87,30 +93,118 @@ INPUT_SLICE_STEPS = 16
 OUTPUT_DELAY_SECONDS = 0.0004
 
 
+#: How many layers `connectionLayers` looks through at most: TLS over
+#: HAProxy's wrapper over TCP under a session is four.
+MAX_LAYERS = 8
+
+
+def connectionLayers(connection: object) -> Iterator[object]:
+    """
+    ``connection`` and what it runs over: a session's or a wrapper's (TLS,
+    HAProxy) ``transport``, and so on down.
+    """
+    seen: set[int] = set()
+    layer: object = connection
+    while layer is not None and id(layer) not in seen and len(seen) < MAX_LAYERS:
+        seen.add(id(layer))
+        yield layer
+        layer = getattr(layer, "transport", None)
+
+
+def _ownSocket(layer: object) -> socket.socket | None:
+    """
+    The socket ``layer`` is, or whose ``getHandle()`` it is, or that it
+    holds itself as ``socket`` (a Twisted TCP transport after
+    ``startTLS``, whose handle is then its TLS connection).
+    """
+    if isinstance(layer, socket.socket):
+        return layer
+    getHandle = getattr(layer, "getHandle", None)
+    if getHandle is not None:
+        try:
+            handle = getHandle()
+        except Exception:
+            handle = None
+        if isinstance(handle, socket.socket):
+            return handle
+    # Its own attribute only: a wrapper's would be forwarded from beneath.
+    held = getattr(layer, "__dict__", {}).get("socket")
+    return held if isinstance(held, socket.socket) else None
+
+
+def socketLayer(connection: object) -> tuple[Any, socket.socket] | None:
+    """
+    The transport under (or at) ``connection`` that owns its socket, and
+    the socket; None if there is none (a pipe, a memory transport).
+
+    That transport (Twisted's TCP transport) is where the send limit and
+    the read size are: a TLS layer's ``getHandle()`` is its TLS connection,
+    so the search looks on beneath it, and a wrapper that passes
+    ``getHandle()`` on from beneath (HAProxy's) is passed for the
+    transport it wraps.
+    """
+    found: tuple[Any, socket.socket] | None = None
+    for layer in connectionLayers(connection):
+        handle = _ownSocket(layer)
+        if handle is None or (found is not None and handle is not found[1]):
+            if found is not None:
+                break
+            continue
+        found = (layer, handle)
+    return found
+
+
+def tcpTransport(connection: Any) -> Any:
+    """
+    The transport whose send limit (``SEND_LIMIT``) and read size
+    (``bufferSize``) are ``connection``'s: the one that owns its socket
+    (see `socketLayer`), or ``connection`` itself if none does.
+    """
+    found = socketLayer(connection)
+    return connection if found is None else found[0]
+
+
+def overTLS(connection: object) -> bool:
+    """
+    Whether ``connection`` runs over TLS: Twisted's TLS layer is one of
+    its layers, or a transport that started TLS.
+    """
+    # Looked up, not imported: the TLS module (and OpenSSL) is only loaded
+    # by those who use TLS, and none of its layers exists without it.
+    tls = sys.modules.get("twisted.protocols.tls")
+    wrapper = None if tls is None else tls.TLSMemoryBIOProtocol
+    return any(
+        (wrapper is not None and isinstance(layer, wrapper))
+        or ISSLTransport.providedBy(layer)
+        for layer in connectionLayers(connection)
+    )
+
+
 def limitUnsent(transport: Any, limit: int = NOTSENT_LOWAT) -> None:
     """
-    Let the kernel hold at most ``limit`` unsent bytes of ``transport``'s
-    TCP socket (where it is one, and the system has the option).
+    Let the kernel hold at most ``limit`` unsent bytes of the TCP socket
+    under ``transport`` (where it has one, and the system has the option).
     """
     option = getattr(socket, "TCP_NOTSENT_LOWAT", None)
-    getHandle = getattr(transport, "getHandle", None)
-    if option is None or getHandle is None:
+    if option is None:
         return
+    found = socketLayer(transport)
+    if found is None:
+        return
+    handle = found[1]
     try:
-        handle = getHandle()
-        if isinstance(handle, socket.socket) and handle.family in (
-            socket.AF_INET,
-            socket.AF_INET6,
-        ):
+        if handle.family in (socket.AF_INET, socket.AF_INET6):
             handle.setsockopt(socket.IPPROTO_TCP, option, limit)
-    except (OSError, AttributeError):
-        pass  # not a plain TCP socket (TLS object, UNIX, pipe)
+    except OSError:
+        pass  # not a TCP socket after all (raw, or closed meanwhile)
 
 
 def tuneConnection(transport: Any) -> int | None:
     """
     Tune a new session's connection; return its read size (Twisted's TCP
     ``bufferSize``) if it has one below `BULK_READ_SIZE`, else None.
+    Under a wrapper such as TLS, the TCP transport beneath it is tuned
+    (see `socketLayer`): the wrapper has none of these settings.
 
     - TCP_NODELAY: memux already gathers a turn's writes into one; Nagle's
       algorithm on top only delays small messages (and acknowledgements)
@@ -128,6 +222,7 @@ def tuneConnection(transport: Any) -> int | None:
         except Exception:  # not a TCP socket after all (UNIX, pipes)
             pass
     limitUnsent(transport)
+    transport = tcpTransport(transport)
     limit = getattr(transport, "SEND_LIMIT", None)
     if type(limit) is int and limit < BULK_FLUSH_BYTES + SEND_HEADROOM:
         transport.SEND_LIMIT = BULK_FLUSH_BYTES + SEND_HEADROOM

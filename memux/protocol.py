@@ -53,6 +53,7 @@ from memux._tuning import (
     InputSlice,
     limitUnsent,
     newInputCooperator,
+    tcpTransport,
     tuneConnection,
 )
 from memux.codes import ErrorCode, describeCode
@@ -257,6 +258,7 @@ class MemuxProtocol(Protocol):
         # size, unknown (so never reached) until connected; full reads in a
         # row (at BULK_AFTER_READS and beyond, reading in bulk).
         self._readSize = sys.maxsize
+        self._reads: Any = None  # the transport whose read size it is
         self._fullReads = 0
         self._shortReads = 0  # in bulk reading: shorter reads in a row
         # Input held back in the engine (see INPUT_STEP_FRAMES): the task
@@ -466,6 +468,7 @@ class MemuxProtocol(Protocol):
         readSize = tuneConnection(transport)
         if readSize is not None:
             self._readSize = readSize
+            self._reads = tcpTransport(transport)
         factory = self.factory
         if isinstance(factory, MultiplexingFactory):
             factory._sessionStarted(self)
@@ -491,7 +494,7 @@ class MemuxProtocol(Protocol):
             self._fullReads += 1
             self._shortReads = 0
             if self._fullReads == BULK_AFTER_READS:
-                cast(Any, self.transport).bufferSize = BULK_READ_SIZE
+                self._reads.bufferSize = BULK_READ_SIZE
         elif self._fullReads:
             # Shorter: the peer may be done, or this is the tail of a burst
             # (see `BULK_AFTER_READS`).
@@ -500,7 +503,7 @@ class MemuxProtocol(Protocol):
             else:
                 self._shortReads += 1
                 if self._shortReads == BULK_LEAVE_READS:
-                    cast(Any, self.transport).bufferSize = self._readSize
+                    self._reads.bufferSize = self._readSize
                     self._fullReads = self._shortReads = 0
         # While input is held, this (from a transport that could not pause,
         # or a TLS record of the same read) queues behind it: still a step.
