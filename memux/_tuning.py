@@ -30,6 +30,7 @@ __all__ = [
     "NOTSENT_LOWAT",
     "OUTPUT_DELAY_SECONDS",
     "SHORT_READ_COST",
+    "TLS_FLUSH_BYTES",
     "InputSlice",
     "connectionLayers",
     "limitUnsent",
@@ -69,6 +70,14 @@ BULK_LEAVE_READS = 3
 #: The read size of a session in bulk reading (after ``BULK_AFTER_READS``
 #: full reads).
 BULK_READ_SIZE = 256 * 1024
+
+#: Over TLS, the most the session hands the connection per write, in bulk
+#: mode too (`memux._session.SessionCore.limitFlushes`).  Twisted's TLS
+#: layer joins a write's pieces into one string and its TCP transport
+#: joins what a turn wrote into another: from a 512 KiB bulk flush, blocks
+#: above the C library's mmap threshold, allocated and freed (so
+#: page-faulted in afresh) on every flush.
+TLS_FLUSH_BYTES = 64 * 1024
 
 #: Room for frame headers above `BULK_FLUSH_BYTES` in one send() (see
 #: `tuneConnection`).

@@ -50,9 +50,11 @@ from memux._tuning import (
     GATHER_PIECES,
     NOTSENT_LOWAT,
     SHORT_READ_COST,
+    TLS_FLUSH_BYTES,
     InputSlice,
     limitUnsent,
     newInputCooperator,
+    overTLS,
     tcpTransport,
     tuneConnection,
 )
@@ -469,6 +471,8 @@ class MemuxProtocol(Protocol):
         if readSize is not None:
             self._readSize = readSize
             self._reads = tcpTransport(transport)
+        if overTLS(transport):
+            self._core.limitFlushes(TLS_FLUSH_BYTES)
         factory = self.factory
         if isinstance(factory, MultiplexingFactory):
             factory._sessionStarted(self)
