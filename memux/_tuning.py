@@ -31,6 +31,7 @@ __all__ = [
     "OUTPUT_DELAY_SECONDS",
     "SHORT_READ_COST",
     "TLS_FLUSH_BYTES",
+    "TLS_RECORD_BYTES",
     "InputSlice",
     "connectionLayers",
     "limitUnsent",
@@ -78,6 +79,13 @@ BULK_READ_SIZE = 256 * 1024
 #: above the C library's mmap threshold, allocated and freed (so
 #: page-faulted in afresh) on every flush.
 TLS_FLUSH_BYTES = 64 * 1024
+
+#: The most plaintext a TLS record carries.  Twisted's TLS layer delivers a
+#: read one record at a time; the reads of a turn over TLS add up to the
+#: TCP read less what the records' framing took and a record cut by the
+#: read's end, so a read counts as full (see `BULK_AFTER_READS`) from one
+#: record less than the read size.
+TLS_RECORD_BYTES = 16 * 1024
 
 #: Room for frame headers above `BULK_FLUSH_BYTES` in one send() (see
 #: `tuneConnection`).

@@ -51,6 +51,7 @@ from memux._tuning import (
     NOTSENT_LOWAT,
     SHORT_READ_COST,
     TLS_FLUSH_BYTES,
+    TLS_RECORD_BYTES,
     InputSlice,
     limitUnsent,
     newInputCooperator,
@@ -260,9 +261,16 @@ class MemuxProtocol(Protocol):
         # size, unknown (so never reached) until connected; full reads in a
         # row (at BULK_AFTER_READS and beyond, reading in bulk).
         self._readSize = sys.maxsize
+        self._fullRead = sys.maxsize  # (less than the read size over TLS)
         self._reads: Any = None  # the transport whose read size it is
         self._fullReads = 0
         self._shortReads = 0  # in bulk reading: shorter reads in a row
+        # Over TLS (see `_recordsLeft`): the records of this turn's read
+        # after its first, to go in one, and the read's size so far.
+        self._tls = False
+        self._records: list[bytes] | None = None
+        self._recordsCall: IDelayedCall | None = None
+        self._turnBytes = 0
         # Input held back in the engine (see INPUT_STEP_FRAMES): the task
         # working through it, whether it is in a step now, whether we paused
         # the connection's reading for it, and our own Cooperator when the
@@ -468,10 +476,13 @@ class MemuxProtocol(Protocol):
         transport: Any = self.transport
         transport.registerProducer(self, True)
         readSize = tuneConnection(transport)
+        self._tls = overTLS(transport)
         if readSize is not None:
-            self._readSize = readSize
+            self._readSize = self._fullRead = readSize
             self._reads = tcpTransport(transport)
-        if overTLS(transport):
+            if self._tls:
+                self._fullRead = max(1, readSize - TLS_RECORD_BYTES)
+        if self._tls:
             self._core.limitFlushes(TLS_FLUSH_BYTES)
         factory = self.factory
         if isinstance(factory, MultiplexingFactory):
@@ -492,7 +503,41 @@ class MemuxProtocol(Protocol):
             self._peer = self._host = None  # (any cached before now)
             if not self.client:
                 self._log.info("memux session from {peer}", peer=self._peerText())
-        if len(data) >= self._readSize:
+        if self._records is not None:
+            # Over TLS, a later record of a read whose first this turn fed.
+            self._records.append(data)
+            self._turnBytes += len(data)
+            return
+        if self._tls:
+            # Twisted's TLS hands us a read one record (16 KiB) at a time:
+            # the first is fed now (a small message's reply is not kept
+            # waiting), the rest of the read together once the reactor
+            # turns, so the per-read work (an engine step, its events, a
+            # flush) runs twice per read, not once per record.
+            self._records = []
+            self._turnBytes = len(data)
+            self._recordsCall = self._reactor.callLater(0, self._recordsLeft)
+        else:
+            self._countRead(len(data))
+        self._feed(data)
+
+    def _recordsLeft(self) -> None:
+        """
+        Over TLS: feed what the TLS layer delivered of the last read after
+        its first record, in one.
+        """
+        records = self._records
+        self._records = self._recordsCall = None
+        self._countRead(self._turnBytes)
+        if records and self.connected:
+            self._feed(b"".join(records))
+
+    def _countRead(self, size: int) -> None:
+        """
+        Switch bulk reading on or off (see `BULK_AFTER_READS`) from the
+        size of a read.
+        """
+        if size >= self._fullRead:
             # A read of at least the normal size (in bulk, of up to the
             # bulk size): the peer keeps the connection full.
             self._fullReads += 1
@@ -509,6 +554,11 @@ class MemuxProtocol(Protocol):
                 if self._shortReads == BULK_LEAVE_READS:
                     self._reads.bufferSize = self._readSize
                     self._fullReads = self._shortReads = 0
+
+    def _feed(self, data: bytes) -> None:
+        """
+        Feed the core a read.
+        """
         # While input is held, this (from a transport that could not pause,
         # or a TLS record of the same read) queues behind it: still a step.
         core = self._core
@@ -586,6 +636,14 @@ class MemuxProtocol(Protocol):
         """
         Every open channel ends with `SessionLost`; pending pings fail.
         """
+        if self._records is not None:
+            # Over TLS, records that came before the end are still input.
+            call, records = self._recordsCall, self._records
+            self._records = self._recordsCall = None
+            if call is not None and call.active():
+                call.cancel()
+            if records and self.connected:
+                self._feed(b"".join(records))
         self.connected = False
         self.lostReason = reason
         call = self._timerCall
