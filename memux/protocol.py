@@ -208,7 +208,10 @@ class _Host:
             d.callback(rtt)
 
     def bulkMode(self, on: bool) -> None:
-        limitUnsent(self._proto.transport, BULK_NOTSENT_LOWAT if on else NOTSENT_LOWAT)
+        proto = self._proto
+        limitUnsent(proto.transport, BULK_NOTSENT_LOWAT if on else NOTSENT_LOWAT)
+        if proto._tls:
+            proto._bulkSendingOverTLS(on)
 
 
 class MemuxProtocol(Protocol):
@@ -552,8 +555,26 @@ class MemuxProtocol(Protocol):
             else:
                 self._shortReads += 1
                 if self._shortReads == BULK_LEAVE_READS:
-                    self._reads.bufferSize = self._readSize
+                    if not (self._tls and self._core.bulk):  # (_bulkSendingOverTLS)
+                        self._reads.bufferSize = self._readSize
                     self._fullReads = self._shortReads = 0
+
+    def _bulkSendingOverTLS(self, on: bool) -> None:
+        """
+        Over TLS a flush is small (`TLS_FLUSH_BYTES`), and the TCP transport
+        pauses the session once more than its ``bufferSize`` waits: in bulk
+        mode that is raised to `BULK_READ_SIZE` (as for a bulk baseline,
+        see `memux.tuning.tuneLikeSession`), so that a turn still sends
+        several flushes in one ``send()``.  (It is also the read size: back
+        to normal after bulk mode unless reading in bulk.)
+        """
+        reads = self._reads
+        if reads is None:
+            return
+        if on:
+            reads.bufferSize = max(reads.bufferSize, BULK_READ_SIZE)
+        elif self._fullReads < BULK_AFTER_READS:
+            reads.bufferSize = self._readSize
 
     def _feed(self, data: bytes) -> None:
         """

@@ -370,7 +370,10 @@ class RecordsTests(SynchronousTestCase):
         """
         Over TLS, a bulk sender's writes to the connection stay within
         `TLS_FLUSH_BYTES` (and a few frame headers) once the session is in
-        bulk mode; over plain TCP they grow to the bulk flush size.
+        bulk mode, and the connection takes `BULK_READ_SIZE` before it
+        pauses the session (several writes per send); a small write ends
+        bulk mode and sets the connection's size back.  Over plain TCP the
+        writes grow to the bulk flush size and the connection's size stays.
         """
         for transport, limit in (
             (RecordTransport(), TLS_FLUSH_BYTES + 1024),
@@ -393,5 +396,14 @@ class RecordsTests(SynchronousTestCase):
                 transport.send()
             if limit is None:
                 self.assertGreater(max(transport.writes), 2 * TLS_FLUSH_BYTES)
+                self.assertEqual(transport.bufferSize, 64 * 1024)
             else:
                 self.assertLessEqual(max(transport.writes), limit)
+                self.assertEqual(transport.bufferSize, BULK_READ_SIZE)
+            while core.engine.hasDataToSend():
+                transport.send()
+                self.clock.advance(0)
+            channel.write(b"small")
+            self.clock.advance(0)
+            self.assertFalse(core.bulk)
+            self.assertEqual(transport.bufferSize, 64 * 1024)
