@@ -9,7 +9,6 @@ the slicing of a flood of input over reactor turns.  Each was measured
 from __future__ import annotations
 
 import socket
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -163,11 +162,10 @@ def socketLayer(connection: object) -> tuple[Any, socket.socket] | None:
     found: tuple[Any, socket.socket] | None = None
     for layer in connectionLayers(connection):
         handle = _ownSocket(layer)
-        if handle is None or (found is not None and handle is not found[1]):
-            if found is not None:
-                break
-            continue
-        found = (layer, handle)
+        if found is not None and handle is not found[1]:
+            break  # beneath the socket's owner
+        if handle is not None:
+            found = (layer, handle)
     return found
 
 
@@ -183,17 +181,11 @@ def tcpTransport(connection: Any) -> Any:
 
 def overTLS(connection: object) -> bool:
     """
-    Whether ``connection`` runs over TLS: Twisted's TLS layer is one of
-    its layers, or a transport that started TLS.
+    Whether ``connection`` runs over TLS: one of its layers is a TLS
+    transport (Twisted's TLS layer, or a transport that started TLS).
     """
-    # Looked up, not imported: the TLS module (and OpenSSL) is only loaded
-    # by those who use TLS, and none of its layers exists without it.
-    tls = sys.modules.get("twisted.protocols.tls")
-    wrapper = None if tls is None else tls.TLSMemoryBIOProtocol
     return any(
-        (wrapper is not None and isinstance(layer, wrapper))
-        or ISSLTransport.providedBy(layer)
-        for layer in connectionLayers(connection)
+        ISSLTransport.providedBy(layer) for layer in connectionLayers(connection)
     )
 
 

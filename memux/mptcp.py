@@ -54,7 +54,6 @@ from twisted.internet.interfaces import (
     IProtocolFactory,
     IReactorPluggableNameResolver,
     IResolutionReceiver,
-    ISSLTransport,
     IStreamClientEndpoint,
     IStreamServerEndpoint,
 )
@@ -62,7 +61,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from memux.tuning import connectionLayers, socketLayer
+from memux.tuning import overTLS, socketLayer
 
 __all__ = [
     "IPPROTO_MPTCP",
@@ -368,7 +367,7 @@ def pathInfo(connection: object) -> PathInfo:
     runs over), a Twisted transport, or a TLS layer over one.  Never
     raises: what cannot be told is ``"unknown"``.
     """
-    tls = any(ISSLTransport.providedBy(layer) for layer in connectionLayers(connection))
+    tls = overTLS(connection)
     handle = _handle(connection)
     if handle is None:
         return PathInfo("unknown", tls=tls)

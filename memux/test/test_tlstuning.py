@@ -163,11 +163,12 @@ class WrapperTests(SynchronousTestCase):
 
     def test_pathInfoSeesSocketUnderTLS(self) -> None:
         """
-        `memux.mptcp.pathInfo`, which shares the walk, still finds the TCP
-        socket beneath the TLS layer.
+        `memux.mptcp.pathInfo`, which shares the walk, finds the TCP socket
+        beneath the TLS layer, and the TLS layer.
         """
         tls = self.tlsOver(Protocol())
-        self.assertEqual(pathInfo(tls).kind, "TCP")
+        path = pathInfo(tls)
+        self.assertEqual((path.kind, path.tls), ("TCP", True))
 
 
 def settingsOf(transport: Any) -> dict[str, Any]:
