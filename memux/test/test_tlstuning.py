@@ -23,7 +23,7 @@ from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
-from zope.interface import implementer
+from zope.interface import alsoProvides
 
 from memux import MultiplexingFactory, connectSession
 from memux._session import BULK_FLUSH_BYTES
@@ -224,20 +224,22 @@ class LoopbackTests(TestCase):
         plain = yield defer.ensureDeferred(self.session(False))
         secure = yield defer.ensureDeferred(self.session(True))
         self.assertIsInstance(secure.transport, TLSMemoryBIOProtocol)
-        beneath = secure.transport.transport  # type: ignore[union-attr]
+        beneath: Any = secure.transport
+        beneath = beneath.transport
         self.assertEqual(settingsOf(beneath), settingsOf(plain.transport))
         self.assertTrue(settingsOf(beneath)["nodelay"])
         self.assertGreaterEqual(settingsOf(beneath)["sendLimit"], BULK_FLUSH_BYTES)
 
 
-@implementer(ISSLTransport)
 class RecordTransport(PausingTransport):
     """
-    A connection that says it is TLS, counting the writes it is given.
+    A connection that says it is TLS (as a TCP transport that started TLS
+    does), counting the writes it is given.
     """
 
     def __init__(self) -> None:
         super().__init__()
+        alsoProvides(self, ISSLTransport)
         self.writes: list[int] = []
 
     def write(self, data: bytes) -> None:
