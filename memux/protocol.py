@@ -520,9 +520,17 @@ class MemuxProtocol(Protocol):
             self._records = []
             self._turnBytes = len(data)
             self._recordsCall = self._reactor.callLater(0, self._recordsLeft)
-        else:
-            self._countRead(len(data))
-        self._feed(data)
+        elif self._fullReads or len(data) >= self._fullRead:
+            self._countRead(len(data))  # (else neither full nor counted short)
+        # `_feed`, inline: a call less per read.  While input is held, this
+        # (from a transport that could not pause) queues behind it: still a
+        # step.
+        core = self._core
+        engine = core.engine
+        sent = engine.bytesSent
+        core.receiveData(data)
+        if self._inputTask is None and engine.inputPending and self.connected:
+            self._holdInput(engine.bytesSent != sent)
 
     def _recordsLeft(self) -> None:
         """
