@@ -251,6 +251,7 @@ class SessionCore:
         "_blockedSince",
         "_closing",
         "_flushBytes",
+        "_flushLimit",
         "_fullFlushes",
         "_handshakeBy",
         "_heard",
@@ -307,6 +308,7 @@ class SessionCore:
         # Bulk mode (see BULK_AFTER_FLUSHES): small writes so far, as last
         # seen by a flush, and pauses by the connection since.
         self._flushBytes = FLUSH_BYTES
+        self._flushLimit = BULK_FLUSH_BYTES  # (see limitFlushes)
         self.highWater = WRITE_HIGH_WATER
         self.smallWrites = 0
         self._smallSeen = 0
@@ -700,12 +702,25 @@ class SessionCore:
                 return False
         return False
 
+    def limitFlushes(self, limit: int) -> None:
+        """
+        Hand the connection at most about ``limit`` bytes per write, in
+        bulk mode too: for a front end whose connection copies each write
+        whole (Twisted's TLS joins a write's pieces, then its TCP transport
+        joins a turn's records, and blocks above the C library's mmap
+        threshold cost page faults on every flush).
+        """
+        self._flushLimit = limit
+        self._flushBytes = min(self._flushBytes, limit)
+
     def _bulkMode(self, on: bool) -> None:
         """
         Switch bulk mode on or off (see `BULK_AFTER_FLUSHES`).
         """
         self.bulk = on
-        self._flushBytes = BULK_FLUSH_BYTES if on else FLUSH_BYTES
+        self._flushBytes = min(
+            BULK_FLUSH_BYTES if on else FLUSH_BYTES, self._flushLimit
+        )
         self.highWater = BULK_HIGH_WATER if on else WRITE_HIGH_WATER
         self.host.bulkMode(on)
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Iterator
 from typing import Any
 
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IReactorTime, ISSLTransport
 from twisted.internet.task import Cooperator
 
 from memux._session import BULK_FLUSH_BYTES
@@ -28,9 +29,15 @@ __all__ = [
     "NOTSENT_LOWAT",
     "OUTPUT_DELAY_SECONDS",
     "SHORT_READ_COST",
+    "TLS_FLUSH_BYTES",
+    "TLS_RECORD_BYTES",
     "InputSlice",
+    "connectionLayers",
     "limitUnsent",
     "newInputCooperator",
+    "overTLS",
+    "socketLayer",
+    "tcpTransport",
     "tuneConnection",
 ]
 
@@ -64,6 +71,21 @@ BULK_LEAVE_READS = 3
 #: full reads).
 BULK_READ_SIZE = 256 * 1024
 
+#: Over TLS, the most the session hands the connection per write, in bulk
+#: mode too (`memux._session.SessionCore.limitFlushes`).  Twisted's TLS
+#: layer joins a write's pieces into one string and its TCP transport
+#: joins what a turn wrote into another: from a 512 KiB bulk flush, blocks
+#: above the C library's mmap threshold, allocated and freed (so
+#: page-faulted in afresh) on every flush.
+TLS_FLUSH_BYTES = 64 * 1024
+
+#: The most plaintext a TLS record carries.  Twisted's TLS layer delivers a
+#: read one record at a time; the reads of a turn over TLS add up to the
+#: TCP read less what the records' framing took and a record cut by the
+#: read's end, so a read counts as full (see `BULK_AFTER_READS`) from one
+#: record less than the read size.
+TLS_RECORD_BYTES = 16 * 1024
+
 #: Room for frame headers above `BULK_FLUSH_BYTES` in one send() (see
 #: `tuneConnection`).
 SEND_HEADROOM = 16 * 1024
@@ -87,30 +109,111 @@ INPUT_SLICE_STEPS = 16
 OUTPUT_DELAY_SECONDS = 0.0004
 
 
+#: How many layers `connectionLayers` looks through at most: TLS over
+#: HAProxy's wrapper over TCP under a session is four.
+MAX_LAYERS = 8
+
+
+def connectionLayers(connection: object) -> Iterator[object]:
+    """
+    ``connection`` and what it runs over: a session's or a wrapper's (TLS,
+    HAProxy) ``transport``, and so on down.
+    """
+    seen: set[int] = set()
+    layer: object = connection
+    while layer is not None and id(layer) not in seen and len(seen) < MAX_LAYERS:
+        seen.add(id(layer))
+        yield layer
+        layer = getattr(layer, "transport", None)
+
+
+def _ownSocket(layer: object) -> socket.socket | None:
+    """
+    The socket ``layer`` is, or whose ``getHandle()`` it is, or that it
+    holds itself as ``socket`` (a Twisted TCP transport after
+    ``startTLS``, whose handle is then its TLS connection).
+    """
+    if isinstance(layer, socket.socket):
+        return layer
+    getHandle = getattr(layer, "getHandle", None)
+    if getHandle is not None:
+        try:
+            handle = getHandle()
+        except Exception:
+            handle = None
+        if isinstance(handle, socket.socket):
+            return handle
+    # Its own attribute only: a wrapper's would be forwarded from beneath.
+    held = getattr(layer, "__dict__", {}).get("socket")
+    return held if isinstance(held, socket.socket) else None
+
+
+def socketLayer(connection: object) -> tuple[Any, socket.socket] | None:
+    """
+    The transport under (or at) ``connection`` that owns its socket, and
+    the socket; None if there is none (a pipe, a memory transport).
+
+    That transport (Twisted's TCP transport) is where the send limit and
+    the read size are: a TLS layer's ``getHandle()`` is its TLS connection,
+    so the search looks on beneath it, and a wrapper that passes
+    ``getHandle()`` on from beneath (HAProxy's) is passed for the
+    transport it wraps.
+    """
+    found: tuple[Any, socket.socket] | None = None
+    for layer in connectionLayers(connection):
+        handle = _ownSocket(layer)
+        if found is not None and handle is not found[1]:
+            break  # beneath the socket's owner
+        if handle is not None:
+            found = (layer, handle)
+    return found
+
+
+def tcpTransport(connection: Any) -> Any:
+    """
+    The transport whose send limit (``SEND_LIMIT``) and read size
+    (``bufferSize``) are ``connection``'s: the one that owns its socket
+    (see `socketLayer`), or ``connection`` itself if none does.
+    """
+    found = socketLayer(connection)
+    return connection if found is None else found[0]
+
+
+def overTLS(connection: object) -> bool:
+    """
+    Whether ``connection`` runs over TLS: one of its layers is a TLS
+    transport (Twisted's TLS layer, or a transport that started TLS).
+    """
+    return any(
+        ISSLTransport.providedBy(layer) for layer in connectionLayers(connection)
+    )
+
+
 def limitUnsent(transport: Any, limit: int = NOTSENT_LOWAT) -> None:
     """
-    Let the kernel hold at most ``limit`` unsent bytes of ``transport``'s
-    TCP socket (where it is one, and the system has the option).
+    Let the kernel hold at most ``limit`` unsent bytes of the TCP socket
+    under ``transport`` (where it has one, and the system has the option).
     """
     option = getattr(socket, "TCP_NOTSENT_LOWAT", None)
-    getHandle = getattr(transport, "getHandle", None)
-    if option is None or getHandle is None:
+    if option is None:
         return
+    found = socketLayer(transport)
+    if found is None:
+        return
+    handle = found[1]
     try:
-        handle = getHandle()
-        if isinstance(handle, socket.socket) and handle.family in (
-            socket.AF_INET,
-            socket.AF_INET6,
-        ):
+        if handle.family in (socket.AF_INET, socket.AF_INET6):
             handle.setsockopt(socket.IPPROTO_TCP, option, limit)
-    except (OSError, AttributeError):
-        pass  # not a plain TCP socket (TLS object, UNIX, pipe)
+    except OSError:
+        pass  # not a TCP socket after all (raw, or closed meanwhile)
 
 
 def tuneConnection(transport: Any) -> int | None:
     """
     Tune a new session's connection; return its read size (Twisted's TCP
     ``bufferSize``) if it has one below `BULK_READ_SIZE`, else None.
+    Under a wrapper such as TLS, the TCP transport beneath it is tuned
+    (see `socketLayer`): the wrapper has none of these settings.
 
     - TCP_NODELAY: memux already gathers a turn's writes into one; Nagle's
       algorithm on top only delays small messages (and acknowledgements)
@@ -128,6 +231,7 @@ def tuneConnection(transport: Any) -> int | None:
         except Exception:  # not a TCP socket after all (UNIX, pipes)
             pass
     limitUnsent(transport)
+    transport = tcpTransport(transport)
     limit = getattr(transport, "SEND_LIMIT", None)
     if type(limit) is int and limit < BULK_FLUSH_BYTES + SEND_HEADROOM:
         transport.SEND_LIMIT = BULK_FLUSH_BYTES + SEND_HEADROOM

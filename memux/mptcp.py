@@ -31,7 +31,7 @@ import errno
 import os
 import socket
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,13 +54,14 @@ from twisted.internet.interfaces import (
     IProtocolFactory,
     IReactorPluggableNameResolver,
     IResolutionReceiver,
-    ISSLTransport,
     IStreamClientEndpoint,
     IStreamServerEndpoint,
 )
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
+
+from memux.tuning import overTLS, socketLayer
 
 __all__ = [
     "IPPROTO_MPTCP",
@@ -255,37 +256,12 @@ _BYTES = struct.Struct("=IQQQQ")
 _INFO_SIZE = _BASE.size + _ADDRS.size + _BYTES.size
 
 
-def _layers(connection: object) -> Iterator[object]:
-    """
-    ``connection`` and what it runs over: a session's or TLS wrapper's
-    ``transport``, and so on down.
-    """
-    seen: set[int] = set()
-    layer: object = connection
-    while layer is not None and id(layer) not in seen and len(seen) < 8:
-        seen.add(id(layer))
-        yield layer
-        layer = getattr(layer, "transport", None)
-
-
 def _handle(connection: object) -> socket.socket | None:
     """
-    The socket under ``connection``: the first layer whose ``getHandle()``
-    is a socket (a TLS layer's handle is its TLS connection, so look on).
+    The socket under ``connection`` (see `memux.tuning.socketLayer`).
     """
-    for layer in _layers(connection):
-        if isinstance(layer, socket.socket):
-            return layer
-        getHandle = getattr(layer, "getHandle", None)
-        if getHandle is None:
-            continue
-        try:
-            handle = getHandle()
-        except Exception:
-            continue
-        if isinstance(handle, socket.socket):
-            return handle
-    return None
+    found = socketLayer(connection)
+    return None if found is None else found[1]
 
 
 def isMPTCP(transport: object) -> bool:
@@ -391,7 +367,7 @@ def pathInfo(connection: object) -> PathInfo:
     runs over), a Twisted transport, or a TLS layer over one.  Never
     raises: what cannot be told is ``"unknown"``.
     """
-    tls = any(ISSLTransport.providedBy(layer) for layer in _layers(connection))
+    tls = overTLS(connection)
     handle = _handle(connection)
     if handle is None:
         return PathInfo("unknown", tls=tls)

@@ -50,9 +50,13 @@ from memux._tuning import (
     GATHER_PIECES,
     NOTSENT_LOWAT,
     SHORT_READ_COST,
+    TLS_FLUSH_BYTES,
+    TLS_RECORD_BYTES,
     InputSlice,
     limitUnsent,
     newInputCooperator,
+    overTLS,
+    tcpTransport,
     tuneConnection,
 )
 from memux.codes import ErrorCode, describeCode
@@ -212,7 +216,10 @@ class _Host:
             d.callback(rtt)
 
     def bulkMode(self, on: bool) -> None:
-        limitUnsent(self._proto.transport, BULK_NOTSENT_LOWAT if on else NOTSENT_LOWAT)
+        proto = self._proto
+        limitUnsent(proto.transport, BULK_NOTSENT_LOWAT if on else NOTSENT_LOWAT)
+        if proto._tls:
+            proto._bulkSendingOverTLS(on)
 
 
 class MemuxProtocol(Protocol):
@@ -265,8 +272,16 @@ class MemuxProtocol(Protocol):
         # size, unknown (so never reached) until connected; full reads in a
         # row (at BULK_AFTER_READS and beyond, reading in bulk).
         self._readSize = sys.maxsize
+        self._fullRead = sys.maxsize  # (less than the read size over TLS)
+        self._reads: Any = None  # the transport whose read size it is
         self._fullReads = 0
         self._shortReads = 0  # in bulk reading: shorter reads in a row
+        # Over TLS (see `_recordsLeft`): the records of this turn's read
+        # after its first, to go in one, and the read's size so far.
+        self._tls = False
+        self._records: list[bytes] | None = None
+        self._recordsCall: IDelayedCall | None = None
+        self._turnBytes = 0
         # Input held back in the engine (see INPUT_STEP_FRAMES): the task
         # working through it, whether it is in a step now, whether we paused
         # the connection's reading for it, and our own Cooperator when the
@@ -491,8 +506,14 @@ class MemuxProtocol(Protocol):
         transport: Any = self.transport
         transport.registerProducer(self, True)
         readSize = tuneConnection(transport)
+        self._tls = overTLS(transport)
         if readSize is not None:
-            self._readSize = readSize
+            self._readSize = self._fullRead = readSize
+            self._reads = tcpTransport(transport)
+            if self._tls:
+                self._fullRead = max(1, readSize - TLS_RECORD_BYTES)
+        if self._tls:
+            self._core.limitFlushes(TLS_FLUSH_BYTES)
         factory = self.factory
         if isinstance(factory, MultiplexingFactory):
             factory._sessionStarted(self)
@@ -512,13 +533,55 @@ class MemuxProtocol(Protocol):
             self._peer = self._host = None  # (any cached before now)
             if not self.client:
                 self._log.info("memux session from {peer}", peer=self._peerText())
-        if len(data) >= self._readSize:
+        if self._records is not None:
+            # Over TLS, a later record of a read whose first this turn fed.
+            self._records.append(data)
+            self._turnBytes += len(data)
+            return
+        if self._tls:
+            # Twisted's TLS hands us a read one record (16 KiB) at a time:
+            # the first is fed now (a small message's reply is not kept
+            # waiting), the rest of the read together once the reactor
+            # turns, so the per-read work (an engine step, its events, a
+            # flush) runs twice per read, not once per record.
+            self._records = []
+            self._turnBytes = len(data)
+            self._recordsCall = self._reactor.callLater(0, self._recordsLeft)
+        elif self._fullReads or len(data) >= self._fullRead:
+            self._countRead(len(data))  # (else neither full nor counted short)
+        # `_feed`, inline: a call less per read.  While input is held, this
+        # (from a transport that could not pause) queues behind it: still a
+        # step.
+        core = self._core
+        engine = core.engine
+        sent = engine.bytesSent
+        core.receiveData(data)
+        if self._inputTask is None and engine.inputPending and self.connected:
+            self._holdInput(engine.bytesSent != sent)
+
+    def _recordsLeft(self) -> None:
+        """
+        Over TLS: feed what the TLS layer delivered of the last read after
+        its first record, in one.
+        """
+        records = self._records
+        self._records = self._recordsCall = None
+        self._countRead(self._turnBytes)
+        if records and self.connected:
+            self._feed(b"".join(records))
+
+    def _countRead(self, size: int) -> None:
+        """
+        Switch bulk reading on or off (see `BULK_AFTER_READS`) from the
+        size of a read.
+        """
+        if size >= self._fullRead:
             # A read of at least the normal size (in bulk, of up to the
             # bulk size): the peer keeps the connection full.
             self._fullReads += 1
             self._shortReads = 0
             if self._fullReads == BULK_AFTER_READS:
-                cast(Any, self.transport).bufferSize = BULK_READ_SIZE
+                self._reads.bufferSize = BULK_READ_SIZE
         elif self._fullReads:
             # Shorter: the peer may be done, or this is the tail of a burst
             # (see `BULK_AFTER_READS`).
@@ -527,8 +590,31 @@ class MemuxProtocol(Protocol):
             else:
                 self._shortReads += 1
                 if self._shortReads == BULK_LEAVE_READS:
-                    cast(Any, self.transport).bufferSize = self._readSize
+                    if not (self._tls and self._core.bulk):  # (_bulkSendingOverTLS)
+                        self._reads.bufferSize = self._readSize
                     self._fullReads = self._shortReads = 0
+
+    def _bulkSendingOverTLS(self, on: bool) -> None:
+        """
+        Over TLS a flush is small (`TLS_FLUSH_BYTES`), and the TCP transport
+        pauses the session once more than its ``bufferSize`` waits: in bulk
+        mode that is raised to `BULK_READ_SIZE` (as for a bulk baseline,
+        see `memux.tuning.tuneLikeSession`), so that a turn still sends
+        several flushes in one ``send()``.  (It is also the read size: back
+        to normal after bulk mode unless reading in bulk.)
+        """
+        reads = self._reads
+        if reads is None:
+            return
+        if on:
+            reads.bufferSize = max(reads.bufferSize, BULK_READ_SIZE)
+        elif self._fullReads < BULK_AFTER_READS:
+            reads.bufferSize = self._readSize
+
+    def _feed(self, data: bytes) -> None:
+        """
+        Feed the core a read.
+        """
         # While input is held, this (from a transport that could not pause,
         # or a TLS record of the same read) queues behind it: still a step.
         core = self._core
@@ -606,6 +692,14 @@ class MemuxProtocol(Protocol):
         """
         Every open channel ends with `SessionLost`; pending pings fail.
         """
+        if self._records is not None:
+            # Over TLS, records that came before the end are still input.
+            call, records = self._recordsCall, self._records
+            self._records = self._recordsCall = None
+            if call is not None and call.active():
+                call.cancel()
+            if records and self.connected:
+                self._feed(b"".join(records))
         self.connected = False
         self.lostReason = reason
         call = self._timerCall

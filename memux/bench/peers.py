@@ -5,7 +5,8 @@ clients) are made of: a factory of given protocols (`OneFactory`), a writer
 that respects backpressure (`Sender`), a reader of one JSON line and the
 writer of one, a run's memux settings, the tuning of the baselines' TCP
 connections (`tune`, `TunedPort`), and connecting sessions, channels and
-plain TCP connections over loopback.
+plain TCP connections over loopback, over TLS when the run's ``tls``
+parameter holds a certificate (``python -m memux.bench --tls``).
 """
 
 from __future__ import annotations
@@ -16,15 +17,30 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from twisted.internet import defer, tcp
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.interfaces import IAddress, IConsumer, IPushProducer
-from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.endpoints import (
+    TCP4ClientEndpoint,
+    connectProtocol,
+    wrapClientTLS,
+)
+from twisted.internet.interfaces import (
+    IAddress,
+    IConsumer,
+    IOpenSSLClientConnectionCreator,
+    IOpenSSLServerConnectionCreator,
+    IProtocolFactory,
+    IPushProducer,
+    IStreamClientEndpoint,
+)
+from twisted.internet.protocol import ClientFactory, Factory, Protocol, connectionDone
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from memux.bench.certificate import HOSTNAME
 from memux.bench.processes import LOOPBACK, Reactor
 from memux.protocol import MemuxProtocol, connectSession
 from memux.settings import SessionSettings
+from memux.tls import clientTLSOptions, serverTLSOptions, tlsServerFactory
 from memux.tuning import tuneLikeSession
 
 __all__ = [
@@ -35,9 +51,13 @@ __all__ = [
     "Sender",
     "TunedPort",
     "channel",
+    "clientEndpoint",
+    "clientFactory",
     "connectTcp",
     "replyLine",
+    "serverFactory",
     "session",
+    "tlsVersions",
     "tune",
 ]
 
@@ -228,12 +248,87 @@ class TunedPort(tcp.Port):
         )
 
 
+# The TLS options of this process, made once (a context each), and the TLS
+# connections made by `session` and `connectTcp` (see `tlsVersions`).
+_serverOptions: dict[str, IOpenSSLServerConnectionCreator] = {}
+_clientOptions: dict[str, IOpenSSLClientConnectionCreator] = {}
+_tlsConnections: list[Any] = []
+
+
+def serverFactory(params: Params, factory: IProtocolFactory) -> IProtocolFactory:
+    """
+    ``factory``, behind TLS with the run's certificate if it has one.
+    """
+    pem = params.get("tls")
+    if not pem:
+        return factory
+    if pem not in _serverOptions:
+        _serverOptions[pem] = serverTLSOptions(pem.encode("ascii"))
+    return tlsServerFactory(factory, _serverOptions[pem])
+
+
+def _clientCreator(params: Params) -> IOpenSSLClientConnectionCreator | None:
+    pem = params.get("tls")
+    if not pem:
+        return None
+    if pem not in _clientOptions:
+        # The certificate is its own CA: the client checks it as it would
+        # any server's (name and chain).
+        _clientOptions[pem] = clientTLSOptions(HOSTNAME, pem.encode("ascii"))
+    return _clientOptions[pem]
+
+
+def clientEndpoint(
+    reactor: Reactor, params: Params, port: int
+) -> IStreamClientEndpoint:
+    """
+    An endpoint for the server at ``port`` of `LOOPBACK`: TCP, or TLS over
+    TCP if the run has a certificate.
+    """
+    endpoint: IStreamClientEndpoint = TCP4ClientEndpoint(reactor, LOOPBACK, port)
+    options = _clientCreator(params)
+    return endpoint if options is None else wrapClientTLS(options, endpoint)
+
+
+def clientFactory(params: Params, factory: ClientFactory) -> ClientFactory:
+    """
+    ``factory`` (for ``connectTCP``), behind TLS if the run has a
+    certificate.
+    """
+    options = _clientCreator(params)
+    if options is None:
+        return factory
+    return cast(ClientFactory, TLSMemoryBIOFactory(options, True, factory))
+
+
+def tlsVersions() -> list[str]:
+    """
+    The TLS versions of the connections `session` and `connectTcp` made
+    over TLS in this process (none over plain TCP).
+    """
+    versions = set()
+    for connection in _tlsConnections:
+        name = connection.getHandle().get_protocol_version_name()
+        versions.add(str(name))
+    return sorted(versions)
+
+
+def _remember(transport: Any) -> None:
+    if getattr(transport, "negotiatedProtocol", None) is not None or hasattr(
+        transport, "getPeerCertificate"
+    ):
+        _tlsConnections.append(transport)
+
+
 async def session(reactor: Reactor, params: Params, port: int) -> MemuxProtocol:
     """
-    Connect a memux session to the server.
+    Connect a memux session to the server (over TLS if the run has a
+    certificate).
     """
-    endpoint = TCP4ClientEndpoint(reactor, LOOPBACK, port)
-    return await connectSession(endpoint, settings=clientSettings(params))
+    endpoint = clientEndpoint(reactor, params, port)
+    s = await connectSession(endpoint, settings=clientSettings(params))
+    _remember(s.transport)
+    return s
 
 
 async def connectTcp(
@@ -244,10 +339,12 @@ async def connectTcp(
     tuning: str | None = None,
 ) -> None:
     """
-    Connect ``protocol`` to the server over plain TCP, tuned as the run's
-    ``tuning`` parameter (or ``tuning``) says: see `tune`.
+    Connect ``protocol`` to the server over plain TCP (or Twisted's TLS
+    over it, if the run has a certificate), tuned as the run's ``tuning``
+    parameter (or ``tuning``) says: see `tune`.
     """
-    await connectProtocol(TCP4ClientEndpoint(reactor, LOOPBACK, port), protocol)
+    await connectProtocol(clientEndpoint(reactor, params, port), protocol)
+    _remember(protocol.transport)
     tune(protocol.transport, params, tuning)
 
 

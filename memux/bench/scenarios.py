@@ -135,6 +135,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         quick={"total": 16 * MiB, "write": 64 * KiB},
         scaled=("total",),
         target=Target("ratio", ">=", 0.90),
+        shown=("faultsPerMB",),
         references=(("defaults", "bulk/tcp-defaults"), ("iperf3", "iperf3")),
         alsoTargets=(Target("ratio:iperf3", ">=", 0.75),),
     ),
@@ -148,6 +149,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         quick={"channels": 50, "perChannel": 256 * KiB, "write": 64 * KiB},
         scaled=("perChannel",),
         target=Target("ratio", ">=", 0.90),
+        shown=("faultsPerMB",),
         references=(("defaults", "fanout/tcp-defaults"),),
     ),
     Scenario(
@@ -493,6 +495,8 @@ def runOnce(role: str, params: Mapping[str, Any], timeout: float) -> dict[str, A
     client's result.  (The role ``iperf3`` runs iperf3 instead.)
     """
     if role == "iperf3":
+        if params.get("tls"):
+            raise Unavailable("plain TCP, not compared with --tls")
         return runIperf3(params, timeout)
     worker = [sys.executable, "-m", WORKERS]
     encoded = json.dumps(params)

@@ -3,7 +3,8 @@
 The memux benchmark suite: ``python -m memux.bench``.
 
 Each scenario (`memux.bench.scenarios`) runs memux and its baseline side by
-side, in the same invocation, over loopback TCP, with client and server in
+side, in the same invocation, over loopback TCP (or, with ``--tls``, TLS 1.3
+over it, memux and the baselines alike), with client and server in
 two child processes (see `memux.bench.workers`).  Repetitions alternate
 memux and baseline runs to spread noise; the table reports medians, the
 ratio memux / baseline, and whether the scenario's target is met.  The exit
@@ -26,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from memux.bench.certificate import selfSignedPEM
 from memux.bench.report import alignTable, fmt, formatSize, machineInfo
 from memux.bench.scenarios import (
     BY_NAME,
@@ -191,8 +193,8 @@ def buildParser(prog: str = "python -m memux.bench") -> argparse.ArgumentParser:
     names = ", ".join(s.name for s in SCENARIOS)
     parser = argparse.ArgumentParser(
         prog=prog,
-        description="Benchmark memux against its baselines over loopback TCP,"
-        " client and server in two processes.",
+        description="Benchmark memux against its baselines over loopback TCP"
+        " (or TLS), client and server in two processes.",
         epilog=f"Scenarios: {names}.  The exit status is 0 whether or not"
         " targets are met; non-zero only when a run fails.  The soak test:"
         f" {prog} soak --help.",
@@ -225,6 +227,12 @@ def buildParser(prog: str = "python -m memux.bench") -> argparse.ArgumentParser:
         metavar="SCENARIO.PARAM=VALUE",
         dest="overrides",
         help="override one size, e.g. bulk.total=64MiB (repeatable; see --list)",
+    )
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="run every connection over TLS 1.3 (memux and the baselines"
+        " alike, a self-signed certificate made for the run)",
     )
     parser.add_argument("--json", metavar="FILE", help="write the results as JSON")
     parser.add_argument(
@@ -305,6 +313,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m memux.bench")
         s.name: scenarioParams(s, args.quick, args.scale, overrides.get(s.name, {}))
         for s in chosen
     }
+    if args.tls:
+        pem = selfSignedPEM()
+        for values in params.values():
+            values["tls"] = pem
     machine = machineInfo()
 
     def say(text: str) -> None:
@@ -315,6 +327,11 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m memux.bench")
         "baselines: tuned as memux tunes its connection (TCP_NODELAY, send"
         " limit, read size, TCP_NOTSENT_LOWAT: memux.tuning)"
     )
+    if args.tls:
+        say(
+            "over TLS 1.3 (Twisted's TLS, a self-signed P-256 certificate made"
+            " for this run): memux and every baseline alike"
+        )
     say(
         f"runs: {args.runs}{' (quick sizes)' if args.quick else ''}"
         + (f", scale {args.scale:g}" if args.scale != 1 else "")
@@ -356,6 +373,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m memux.bench")
             "runs": args.runs,
             "quick": args.quick,
             "scale": args.scale,
+            "tls": args.tls,
             "seconds": elapsed,
             "scenarios": {o.scenario.name: o.toJSON() for o in outcomes},
         }

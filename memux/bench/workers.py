@@ -10,6 +10,9 @@ client of one benchmark run, over loopback TCP.
 ...; see `ROLES`), ``PARAMS`` is a JSON object of the scenario's sizes and
 the memux settings (``clientSettings``, ``serverSettings``).
 
+With a certificate in ``PARAMS`` (``"tls"``, see `memux.bench.certificate`),
+every connection runs over Twisted's TLS, memux's and the baselines' alike.
+
 The server listens on a free port of 127.0.0.1, prints ``{"port": N}`` on
 a line of its own, and serves until SIGTERM (or until its parent goes
 away).  The client connects, runs the workload, prints one JSON object of
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import sys
 from collections.abc import Awaitable, Callable
 from typing import cast
@@ -63,7 +67,7 @@ from memux.bench.latency import (
     runLatencyTcpIdle,
     runLatencyTcpLoaded,
 )
-from memux.bench.peers import Params, Result, TunedPort
+from memux.bench.peers import Params, Result, TunedPort, serverFactory, tlsVersions
 from memux.bench.priorities import (
     runPriorityDefault,
     runPriorityUrgent,
@@ -143,7 +147,7 @@ async def server(reactor: Reactor, role: str, params: Params) -> None:
     Listen, say where, and serve until stopped (SIGTERM) or orphaned.
     """
     params = {**params, "tuning": TUNING.get(role)}
-    factory = ROLES[role][0](params)
+    factory = serverFactory(params, ROLES[role][0](params))
     # A deep backlog, so the churn baseline's connections are not dropped.
     listening: IListeningPort = TunedPort(
         params["tuning"], 0, factory, 1024, LOOPBACK, reactor
@@ -165,8 +169,17 @@ async def client(reactor: Reactor, role: str, params: Params, port: int) -> None
     Run the workload and print its result.
     """
     params = {**params, "tuning": TUNING.get(role)}
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     result = await ROLES[role][1](reactor, params, port)
+    # Minor page faults in the run: each is a page of memory the kernel
+    # handed the process afresh (large buffers mmap'd and freed over again).
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+    result["minorFaults"] = faults
+    if result.get("bytes"):
+        result["faultsPerMB"] = faults / (result["bytes"] / 1e6)
     result["reactor"] = type(reactor).__name__
+    if params.get("tls"):
+        result["tls"] = tlsVersions()
     emit(result)
 
 

@@ -1,0 +1,412 @@
+"""
+memux over TLS: the connection tuning reaches the TCP transport and socket
+beneath Twisted's TLS layer (`memux.tuning`), the session keeps its writes
+small over TLS, and the records of one read are worked on together.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from twisted.internet import defer, reactor
+from twisted.internet.endpoints import (
+    TCP4ClientEndpoint,
+    TCP4ServerEndpoint,
+    wrapClientTLS,
+)
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import ISSLTransport
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import Clock
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface import alsoProvides
+
+from memux import MultiplexingFactory, connectSession
+from memux._session import BULK_FLUSH_BYTES
+from memux._tuning import BULK_AFTER_READS, TLS_FLUSH_BYTES
+from memux._wire import DataFrame, OpenFrame, PingFrame
+from memux.mptcp import pathInfo
+from memux.protocol import MemuxProtocol
+from memux.settings import SessionSettings
+from memux.test._fakes import (
+    MessageRecorder,
+    PausingTransport,
+    PeerOnTransport,
+    TCPLikeTransport,
+    factoryOf,
+)
+from memux.test._helpers import HOSTNAME, Certificates
+from memux.tls import clientTLSOptions, serverTLSOptions, tlsServerFactory
+from memux.tuning import (
+    BULK_NOTSENT_LOWAT,
+    BULK_READ_SIZE,
+    NOTSENT_LOWAT,
+    overTLS,
+    socketLayer,
+    tcpTransport,
+    tuneLikeSession,
+)
+
+NOTSENT = getattr(socket, "TCP_NOTSENT_LOWAT", None)
+
+
+class SocketTCP(TCPLikeTransport):
+    """
+    A TCP transport in memory over a real (unconnected) TCP socket, with
+    Twisted's TCP read size: socket options set through it can be read
+    back.
+    """
+
+    bufferSize = 64 * 1024
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+
+    def getHandle(self) -> socket.socket:
+        return self.socket
+
+
+def notSent(sock: socket.socket) -> int | None:
+    """
+    The socket's TCP_NOTSENT_LOWAT, where Linux has it.
+    """
+    if NOTSENT is None:
+        return None
+    return sock.getsockopt(socket.IPPROTO_TCP, NOTSENT)
+
+
+class WrapperTests(SynchronousTestCase):
+    """
+    `memux.tuning` finds the TCP transport and its socket beneath Twisted's
+    TLS layer and other wrappers, and tunes them, not the wrapper.
+    """
+
+    def setUp(self) -> None:
+        self.certificates = Certificates(self.mktemp())
+        self.tcp = SocketTCP()
+        self.addCleanup(self.tcp.socket.close)
+
+    def tlsOver(self, protocol: Protocol) -> TLSMemoryBIOProtocol:
+        """
+        A server-side TLS layer over `self.tcp` carrying ``protocol``.
+        """
+        options = serverTLSOptions(self.certificates.serverPEM)
+        factory = TLSMemoryBIOFactory(
+            options, False, Factory.forProtocol(lambda: protocol)
+        )
+        tls: TLSMemoryBIOProtocol = factory.buildProtocol(None)
+        tls.makeConnection(self.tcp)
+        return tls
+
+    def test_socketLayerUnderTLS(self) -> None:
+        """
+        Under a TLS layer (whose ``getHandle()`` is its TLS connection),
+        `socketLayer` finds the TCP transport and its socket, and
+        `overTLS` tells the TLS layer from the TCP transport.
+        """
+        tls = self.tlsOver(Protocol())
+        self.assertIsNot(tls.getHandle(), self.tcp.socket)
+        self.assertEqual(socketLayer(tls), (self.tcp, self.tcp.socket))
+        self.assertIs(tcpTransport(tls), self.tcp)
+        self.assertTrue(overTLS(tls))
+        self.assertFalse(overTLS(self.tcp))
+
+    def test_socketLayerUnderForwardingWrapper(self) -> None:
+        """
+        A wrapper that passes ``getHandle()`` (and every other attribute)
+        on from the transport beneath, as HAProxy's does, is looked
+        through: the settings belong to the transport it wraps.
+        """
+        wrapper = ProtocolWrapper(WrappingFactory(Factory()), Protocol())
+        wrapper.makeConnection(self.tcp)
+        self.assertIs(wrapper.getHandle(), self.tcp.socket)
+        self.assertEqual(socketLayer(wrapper), (self.tcp, self.tcp.socket))
+        self.assertIs(tcpTransport(wrapper), self.tcp)
+        self.assertFalse(overTLS(wrapper))
+
+    def test_tuneLikeSessionUnderTLS(self) -> None:
+        """
+        `tuneLikeSession` on a TLS layer (a raw TLS baseline's transport)
+        tunes the TCP transport and socket beneath it as it tunes a TCP
+        transport, and sets nothing on the TLS layer itself.
+        """
+        tls = self.tlsOver(Protocol())
+        tuneLikeSession(tls, bulk=True)
+        self.assertGreaterEqual(self.tcp.SEND_LIMIT, BULK_FLUSH_BYTES)
+        self.assertEqual(self.tcp.bufferSize, BULK_READ_SIZE)
+        if NOTSENT is not None:
+            self.assertEqual(notSent(self.tcp.socket), BULK_NOTSENT_LOWAT)
+        self.assertNotIn("SEND_LIMIT", vars(tls))
+        self.assertNotIn("bufferSize", vars(tls))
+
+    def test_sessionTunesTCPUnderTLS(self) -> None:
+        """
+        A memux session over TLS raises the send limit of the TCP transport
+        beneath and limits its socket's unsent bytes, switches that limit
+        for bulk mode, and keeps its writes to `TLS_FLUSH_BYTES` in bulk
+        mode too.
+        """
+        session = MultiplexingFactory({}, reactor=Clock()).buildProtocol(None)
+        self.tlsOver(session)
+        self.assertGreaterEqual(self.tcp.SEND_LIMIT, BULK_FLUSH_BYTES)
+        if NOTSENT is not None:
+            self.assertEqual(notSent(self.tcp.socket), NOTSENT_LOWAT)
+        session._core._bulkMode(True)
+        if NOTSENT is not None:
+            self.assertEqual(notSent(self.tcp.socket), BULK_NOTSENT_LOWAT)
+        self.assertEqual(session._core._flushBytes, TLS_FLUSH_BYTES)
+
+    def test_pathInfoSeesSocketUnderTLS(self) -> None:
+        """
+        `memux.mptcp.pathInfo`, which shares the walk, finds the TCP socket
+        beneath the TLS layer, and the TLS layer.
+        """
+        tls = self.tlsOver(Protocol())
+        path = pathInfo(tls)
+        self.assertEqual((path.kind, path.tls), ("TCP", True))
+
+
+def settingsOf(transport: Any) -> dict[str, Any]:
+    """
+    The settings of a TCP transport (its send limit and read size) and of
+    its socket (TCP_NODELAY, TCP_NOTSENT_LOWAT).
+    """
+    handle: socket.socket = transport.getHandle()
+    return {
+        "nodelay": handle.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY),
+        "notsent": notSent(handle),
+        "sendLimit": transport.SEND_LIMIT,
+        "bufferSize": transport.bufferSize,
+    }
+
+
+class LoopbackTests(TestCase):
+    """
+    Over real TLS on loopback, a session's TCP connection is tuned as over
+    plain TCP.
+    """
+
+    async def session(self, tls: bool) -> MemuxProtocol:
+        """
+        A session to a memux server on 127.0.0.1, over TLS or not.
+        """
+        factory: Any = MultiplexingFactory({})
+        client: Any = None
+        if tls:
+            certificates = Certificates(self.mktemp())
+            factory = tlsServerFactory(
+                factory, serverTLSOptions(certificates.serverPEM)
+            )
+            client = clientTLSOptions(HOSTNAME, certificates.caPEM)
+        port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
+            factory
+        )
+        self.addCleanup(port.stopListening)
+        endpoint: Any = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
+        if client is not None:
+            endpoint = wrapClientTLS(client, endpoint)
+        session = await connectSession(endpoint)
+        self.addCleanup(session.transport.loseConnection)  # type: ignore[union-attr]
+        await session.ping()  # (over TLS: the handshake is done)
+        return session
+
+    @defer.inlineCallbacks
+    def test_tunedAsOverTCP(self) -> Any:
+        """
+        The TCP transport beneath a session's TLS layer has the send limit,
+        read size and socket options of a session's plain TCP connection.
+        """
+        plain = yield defer.ensureDeferred(self.session(False))
+        secure = yield defer.ensureDeferred(self.session(True))
+        self.assertIsInstance(secure.transport, TLSMemoryBIOProtocol)
+        beneath: Any = secure.transport
+        beneath = beneath.transport
+        self.assertEqual(settingsOf(beneath), settingsOf(plain.transport))
+        self.assertTrue(settingsOf(beneath)["nodelay"])
+        self.assertGreaterEqual(settingsOf(beneath)["sendLimit"], BULK_FLUSH_BYTES)
+
+
+class RecordTransport(PausingTransport):
+    """
+    A connection that says it is TLS (as a TCP transport that started TLS
+    does), counting the writes it is given.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        alsoProvides(self, ISSLTransport)
+        self.writes: list[int] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(len(data))
+        super().write(data)
+
+    def writeSequence(self, data: Any) -> None:
+        joined = b"".join(data)
+        self.writes.append(len(joined))
+        PausingTransport.write(self, joined)
+
+
+class CountingTransport(PausingTransport):
+    """
+    A plain TCP-like connection counting the writes it is given.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[int] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(len(data))
+        super().write(data)
+
+    def writeSequence(self, data: Any) -> None:
+        joined = b"".join(data)
+        self.writes.append(len(joined))
+        super().write(joined)
+
+
+class RecordsTests(SynchronousTestCase):
+    """
+    Over TLS, Twisted hands the session a read one 16 KiB record at a time;
+    the session feeds the first at once and the rest of the read together
+    on the next reactor turn.  Over plain TCP each read is fed at once.
+    """
+
+    def peer(self, transport: Any, **settings: Any) -> PeerOnTransport:
+        """
+        A server session on ``transport`` with a recording ``rec`` service.
+        """
+        self.clock = Clock()
+        self.recorders: list[MessageRecorder] = []
+        factory = MultiplexingFactory(
+            {b"rec": factoryOf(self.recorders, MessageRecorder)},
+            reactor=self.clock,
+            settings=SessionSettings(**settings),
+        )
+        return PeerOnTransport(factory.buildProtocol(None), self.clock, transport)
+
+    def pings(self, peer: PeerOnTransport, count: int) -> list[bytes]:
+        """
+        Deliver ``count`` PINGs, each in a read (a record) of its own, in
+        one reactor turn; return the payloads of the answers written so far.
+        """
+        for n in range(count):
+            peer.session.dataReceived(PingFrame(b"%d" % n).encode())
+        return [f.payload for f in peer.read() if isinstance(f, PingFrame)]
+
+    def test_recordsOfOneReadTogether(self) -> None:
+        """
+        Over TLS, the first record of a turn is answered at once; the later
+        ones are answered together, in one write, when the reactor turns.
+        """
+        transport = RecordTransport()
+        peer = self.peer(transport)
+        del transport.writes[:]
+        self.assertEqual(self.pings(peer, 4), [b"0"])
+        self.assertEqual(len(transport.writes), 1)
+        self.clock.advance(0)
+        answers = [f.payload for f in peer.read() if isinstance(f, PingFrame)]
+        self.assertEqual(answers, [b"1", b"2", b"3"])
+        self.assertEqual(len(transport.writes), 2)
+
+    def test_plainTCPReadsAtOnce(self) -> None:
+        """
+        Over plain TCP, each read is answered as it is fed, one write each,
+        with nothing left for a later turn.
+        """
+        transport = CountingTransport()
+        peer = self.peer(transport)
+        del transport.writes[:]
+        self.assertEqual(self.pings(peer, 4), [b"0", b"1", b"2", b"3"])
+        self.assertEqual(len(transport.writes), 4)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_recordsBeforeEndDelivered(self) -> None:
+        """
+        Records that arrived before the connection was lost, still waiting
+        for the turn, are delivered before the channel hears of the end.
+        """
+        peer = self.peer(RecordTransport())
+        peer.session.dataReceived(OpenFrame(1, b"rec").encode())
+        peer.session.dataReceived(DataFrame(1, b"first", end=True).encode())
+        peer.session.dataReceived(DataFrame(1, b"second", end=True).encode())
+        peer.session.connectionLost(Failure(ConnectionDone()))
+        [recorder] = self.recorders
+        self.assertEqual(recorder.messages, [b"first", b"second"])
+        self.assertIsNotNone(recorder.lost)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_bulkReadingOverTLS(self) -> None:
+        """
+        Reads whose records add up to the read size (less what a read's
+        records lose to framing and cut-off) count as full: after
+        `BULK_AFTER_READS` of them the TCP transport reads in bulk.
+        """
+        transport = RecordTransport()
+        peer = self.peer(
+            transport, channelCredit=32 * 1024 * 1024, sessionCredit=64 * 1024 * 1024
+        )
+        peer.session.dataReceived(OpenFrame(1, b"rec").encode())
+        self.clock.advance(0)
+        payload = b"x" * 16000
+        stream = b"".join(
+            DataFrame(1, payload, end=True).encode()
+            for _ in range(4 * BULK_AFTER_READS)
+        )
+        # Each read: four records of about 16 KB, under the 64 KiB read
+        # size but more than a record less than it.
+        records = [stream[i : i + 16000] for i in range(0, len(stream), 16000)]
+        for n in range(BULK_AFTER_READS):
+            self.assertEqual(transport.bufferSize, 64 * 1024)
+            for record in records[4 * n : 4 * n + 4]:
+                peer.session.dataReceived(record)
+            self.clock.advance(0)
+        self.assertEqual(transport.bufferSize, BULK_READ_SIZE)
+
+    def test_smallWritesInBulkOverTLS(self) -> None:
+        """
+        Over TLS, a bulk sender's writes to the connection stay within
+        `TLS_FLUSH_BYTES` (and a few frame headers) once the session is in
+        bulk mode, and the connection takes `BULK_READ_SIZE` before it
+        pauses the session (several writes per send); a small write ends
+        bulk mode and sets the connection's size back.  Over plain TCP the
+        writes grow to the bulk flush size and the connection's size stays.
+        """
+        for transport, limit in (
+            (RecordTransport(), TLS_FLUSH_BYTES + 1024),
+            (CountingTransport(), None),
+        ):
+            peer = self.peer(transport)
+            peer.session.dataReceived(OpenFrame(1, b"rec").encode())
+            core = peer.session._core
+            channel = core.channels[1]
+            for _ in range(200):
+                channel.write(b"y" * 65536)
+                self.clock.advance(0)
+                transport.send()
+            self.assertTrue(core.bulk)
+            del transport.writes[:]
+            for _ in range(50):
+                for _ in range(8):
+                    channel.write(b"y" * 65536)
+                self.clock.advance(0)
+                transport.send()
+            if limit is None:
+                self.assertGreater(max(transport.writes), 2 * TLS_FLUSH_BYTES)
+                self.assertEqual(transport.bufferSize, 64 * 1024)
+            else:
+                self.assertLessEqual(max(transport.writes), limit)
+                self.assertEqual(transport.bufferSize, BULK_READ_SIZE)
+            while core.engine.hasDataToSend():
+                transport.send()
+                self.clock.advance(0)
+            channel.write(b"small")
+            self.clock.advance(0)
+            self.assertFalse(core.bulk)
+            self.assertEqual(transport.bufferSize, 64 * 1024)
