@@ -99,7 +99,9 @@ async def connect(
         ssl = _ssl.create_default_context()
     if isinstance(ssl, _ssl.SSLContext):
         _offerAlpn(ssl)
-    _, session = await loop.create_connection(
+    made: Any = loop.create_connection
+    session: Session
+    _, session = await made(
         lambda: Session(services, client=True, settings=settings, loop=loop),
         host,
         port,

@@ -21,7 +21,7 @@ import asyncio
 import logging
 import sys
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from memux._channel import ChannelCore, Ending
 from memux.aio._errors import errorFor
@@ -40,6 +40,14 @@ _log = logging.getLogger("memux.aio")
 DEFAULT_LIMIT = 2**16
 
 _BYTES, _MESSAGES = 0, 1
+
+
+def _loopOf(core: SessionCore) -> asyncio.AbstractEventLoop:
+    """
+    The event loop of the session that ``core`` runs.
+    """
+    loop: asyncio.AbstractEventLoop = cast(Any, core.host).loop
+    return loop
 
 
 class _Writer:
@@ -208,7 +216,7 @@ class _AioChannel(ChannelCore):
             return
         if self._readWaiter is not None:
             raise RuntimeError("another coroutine is already reading this channel")
-        waiter = self._core.host.loop.create_future()
+        waiter = _loopOf(self._core).create_future()
         self._readWaiter = waiter
         try:
             await waiter
@@ -247,7 +255,7 @@ class _AioChannel(ChannelCore):
         if n == 0:
             return b""
         if n < 0:
-            parts = []
+            parts: list[bytes] = []
             while True:
                 if self._buffer:
                     parts.extend(self._buffer)
@@ -343,7 +351,7 @@ class _AioChannel(ChannelCore):
                 break
             waiter = self._writeWaiter
             if waiter is None:
-                waiter = self._writeWaiter = self._core.host.loop.create_future()
+                waiter = self._writeWaiter = _loopOf(self._core).create_future()
             await waiter
         ending = self._ending
         if ending is not None and not ending.clean:
@@ -353,7 +361,7 @@ class _AioChannel(ChannelCore):
         if self._ending is None:
             waiter = self._closedWaiter
             if waiter is None:
-                waiter = self._closedWaiter = self._core.host.loop.create_future()
+                waiter = self._closedWaiter = _loopOf(self._core).create_future()
             await waiter
         assert self._ending is not None
         error = errorFor(self._ending)
@@ -478,7 +486,9 @@ class Channel:
         """
         return await self._c.readuntil(separator, limit)
 
-    def streams(self, limit: int = DEFAULT_LIMIT) -> tuple[ChannelReader, ChannelWriter]:
+    def streams(
+        self, limit: int = DEFAULT_LIMIT
+    ) -> tuple[ChannelReader, ChannelWriter]:
         """
         The channel as a (reader, writer) pair with the interfaces of
         `asyncio.StreamReader` and `asyncio.StreamWriter`, for code written

@@ -16,8 +16,8 @@ import socket
 import subprocess
 import sys
 import unittest
-from pathlib import Path
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import trustme

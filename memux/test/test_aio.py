@@ -295,9 +295,7 @@ class BackpressureTests(SynchronousTestCase):
                 self.assertEqual(await fast.receive_message(), b"still here")
                 (serverSession,) = server.sessions
                 engine = serverSession._core.engine
-                self.assertLessEqual(
-                    engine.heldBytes(slow.id), settings.channelCredit
-                )
+                self.assertLessEqual(engine.heldBytes(slow.id), settings.channelCredit)
                 self.assertGreater(engine.heldBytes(slow.id), 0)
                 writing.cancel()
 
