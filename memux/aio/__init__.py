@@ -19,7 +19,7 @@ See the "asyncio" page of the documentation.
 from __future__ import annotations
 
 import asyncio
-import ssl as _ssl
+from ssl import SSLContext, create_default_context
 from typing import Any
 
 from memux.aio._channel import Channel, ChannelReader, ChannelWriter
@@ -31,7 +31,6 @@ from memux.aio._errors import (
 )
 from memux.aio._session import (
     ChannelRequest,
-    Handler,
     Server,
     Services,
     Session,
@@ -50,7 +49,6 @@ __all__ = [
     "ChannelState",
     "ChannelWriter",
     "ErrorCode",
-    "Handler",
     "MessageTooLarge",
     "Server",
     "Services",
@@ -64,7 +62,7 @@ __all__ = [
 ]
 
 
-def _offerAlpn(context: _ssl.SSLContext) -> _ssl.SSLContext:
+def _offerAlpn(context: SSLContext) -> SSLContext:
     """
     Offer (client) or select (server) ALPN ``memux/1`` on ``context``.
     """
@@ -76,7 +74,7 @@ async def connect(
     host: str | None = None,
     port: int | None = None,
     *,
-    ssl: _ssl.SSLContext | bool | None = None,
+    ssl: SSLContext | bool | None = None,
     settings: SessionSettings | None = None,
     services: Services | None = None,
     **kwargs: Any,
@@ -96,8 +94,8 @@ async def connect(
     """
     loop = asyncio.get_running_loop()
     if ssl is True:
-        ssl = _ssl.create_default_context()
-    if isinstance(ssl, _ssl.SSLContext):
+        ssl = create_default_context()
+    if isinstance(ssl, SSLContext):
         _offerAlpn(ssl)
     made: Any = loop.create_connection
     session: Session
@@ -164,7 +162,7 @@ async def serve(
     host: str | None = None,
     port: int = 0,
     *,
-    ssl: _ssl.SSLContext | None = None,
+    ssl: SSLContext | None = None,
     settings: SessionSettings | None = None,
     **kwargs: Any,
 ) -> Server:

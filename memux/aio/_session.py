@@ -28,7 +28,7 @@ from memux.aio._errors import ChannelRefused, SessionLost, errorFor
 from memux.codes import ErrorCode, SessionClosedError, describeCode, describeService
 from memux.settings import ALPN, SessionSettings, Settings
 
-__all__ = ["ChannelRequest", "Handler", "Server", "Services", "Session"]
+__all__ = ["ChannelRequest", "Server", "Services", "Session"]
 
 _log = logging.getLogger("memux.aio")
 
@@ -335,7 +335,7 @@ class Session(asyncio.Protocol):
 
     def goaway(
         self, code: int = ErrorCode.NO_ERROR, reason: str = ""
-    ) -> asyncio.Future[None]:
+    ) -> Awaitable[None]:
         """
         Stop accepting channels from the peer (GOAWAY).  With NO_ERROR the
         channels open now carry on and the connection closes when the last

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from memux import aio
 from memux.aio import (
@@ -28,7 +28,14 @@ from memux.aio import (
     SessionLost,
     SessionSettings,
 )
-from memux.test._helpers import HOSTNAME, ROOT, Certificates, runAsyncio
+from memux.test._helpers import (
+    EXAMPLES,
+    HOSTNAME,
+    ROOT,
+    Certificates,
+    runAsyncio,
+    runExample,
+)
 
 LOCAL = "127.0.0.1"
 
@@ -613,3 +620,36 @@ class TLSTests(SynchronousTestCase):
                 await server.drain(0)
 
         run(main)
+
+
+class ExampleTests(SynchronousTestCase):
+    """
+    The asyncio examples run and say what they promise.
+    """
+
+    def test_clientAndServer(self) -> None:
+        """
+        examples/aio_echo_client.py, against examples/aio_server.py, gets
+        its message echoed and its line shouted back.
+        """
+        script = EXAMPLES / "aio_server.py"
+        if not script.exists():
+            raise SkipTest("examples/ is not here")
+        server = subprocess.Popen(
+            [sys.executable, str(script), LOCAL, "0"],
+            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert server.stdout is not None
+            line = server.stdout.readline()
+            self.assertTrue(line.startswith(f"memux listening on {LOCAL}:"), line)
+            port = line.rsplit(":", 1)[1].strip()
+            out = runExample("aio_echo_client.py", LOCAL, port)
+            self.assertEqual(out, "hello\nSHOUT\n")
+        finally:
+            server.terminate()
+            server.wait(30)
+            if server.stdout:
+                server.stdout.close()
