@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import ssl
 import sys
 import threading
 from typing import Any, cast
 
 from twisted.internet import defer
+from twisted.internet.endpoints import wrapClientTLS
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IHalfCloseableProtocol,
@@ -34,16 +36,19 @@ from memux import ChannelReset as TwistedChannelReset
 from memux import MultiplexingFactory, aio, connectSession
 from memux.aio import Channel, ErrorCode, SessionSettings
 from memux.interfaces import IMessageReceiver
-from memux.services import Chargen
+from memux.services import Chargen, Echo
 from memux.test._fakes import EndingRecorder, MessageCollector, factoryOf
 from memux.test._helpers import (
+    HOSTNAME,
     ROOT,
+    Certificates,
     CLIProcess,
     ServerTestCase,
     cliEnvironment,
     globalReactor,
     runAsyncio,
 )
+from memux.tls import clientTLSOptions, serverTLSOptions, tlsServerFactory
 
 LOCAL = "127.0.0.1"
 LISTEN = "tcp:0:interface=127.0.0.1"
@@ -356,9 +361,89 @@ class AsyncioClientTests(ServerTestCase):
         """
         The built-in echo service's factory.
         """
-        from memux.services import Echo
-
         return Factory.forProtocol(Echo)
+
+
+class TLSTests(ServerTestCase):
+    """
+    TLS with ALPN memux/1 between the front ends, both ways.
+    """
+
+    timeout = 120
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.certs = Certificates(self.mktemp())
+
+    async def test_asyncioClientTwistedServer(self) -> None:
+        """
+        An asyncio client with an C{ssl} context reaches the Twisted TLS
+        server (L{memux.tls}), which selects ALPN memux/1; one that offers
+        only another protocol is refused by the handshake.
+        """
+        factory = MultiplexingFactory({b"echo": Factory.forProtocol(Echo)})
+        options = serverTLSOptions(self.certs.serverPEM)
+        port = await self.listenTCP(tlsServerFactory(factory, options))
+        certs = self.certs
+
+        async def main() -> tuple[str, bytes | None, bool]:
+            context = ssl.create_default_context()
+            certs.ca.configure_trust(context)
+            session = await aio.connect(
+                LOCAL, port, ssl=context, server_hostname=HOSTNAME
+            )
+            alpn = session.get_extra_info("ssl_object").selected_alpn_protocol()
+            channel = await session.open_channel(b"echo")
+            await channel.send_message(b"secret")
+            answer = await channel.receive_message()
+            session.close()
+            await session.wait_closed()
+            # (Offering only h2: asyncio's own client, not memux.aio's,
+            # which always offers memux/1.)
+            other = ssl.create_default_context()
+            certs.ca.configure_trust(other)
+            other.set_alpn_protocols(["h2"])
+            try:
+                _, writer = await asyncio.open_connection(
+                    LOCAL, port, ssl=other, server_hostname=HOSTNAME
+                )
+            except ssl.SSLError:
+                refused = True
+            else:
+                refused = False
+                writer.close()
+            return alpn, answer, refused
+
+        alpn, answer, refused = await inThread(main)
+        self.assertEqual((alpn, answer, refused), ("memux/1", b"secret", True))
+        await self.closeServerSessions()
+
+    async def test_twistedClientAsyncioServer(self) -> None:
+        """
+        A Twisted TLS client (L{memux.tls.clientTLSOptions}) reaches an
+        asyncio server with an C{ssl} context, which selects ALPN memux/1.
+        """
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.certs.server.configure_cert(context)
+
+        async def echo(channel: Channel) -> None:
+            async for message in channel:
+                await channel.send_message(message)
+
+        server = AsyncioServer({b"echo": echo}, ssl=context)
+        self.addCleanup(server.stop)
+        options = clientTLSOptions(HOSTNAME, trustRoot=self.certs.caPEM)
+        session = await self.connect(
+            wrapClientTLS(options, self.tcpEndpoint(server.port))
+        )
+        protocols: list[MessageCollector] = []
+        proto = await session.openChannel(
+            b"echo", factoryOf(protocols, MessageCollector)
+        )
+        proto.transport.writeMessage(b"secret")
+        await proto.receivedAtLeast(6)
+        self.assertEqual(proto.messages, [b"secret"])
+        self.assertEqual(cast(Any, session.transport).negotiatedProtocol, b"memux/1")
 
 
 class TwistdProcessTests(TestCase):
@@ -423,10 +508,16 @@ class AsyncioServer:
     thread.
     """
 
-    def __init__(self, services: Any, settings: SessionSettings | None = None):
+    def __init__(
+        self,
+        services: Any,
+        settings: SessionSettings | None = None,
+        ssl: Any = None,
+    ):
         self.loop = asyncio.new_event_loop()
         self.services = services
         self.settings = settings
+        self.ssl = ssl
         self._ready = threading.Event()
         self.server: aio.Server | None = None
         self.error: BaseException | None = None
@@ -443,7 +534,7 @@ class AsyncioServer:
         asyncio.set_event_loop(loop)
         try:
             self.server = loop.run_until_complete(
-                aio.serve(self.services, LOCAL, 0, settings=self.settings)
+                aio.serve(self.services, LOCAL, 0, settings=self.settings, ssl=self.ssl)
             )
         except BaseException as e:
             self.error = e
