@@ -433,7 +433,7 @@ class TLSTests(ServerTestCase):
         server = AsyncioServer({b"echo": echo}, ssl=context)
         self.addCleanup(server.stop)
         options = clientTLSOptions(HOSTNAME, trustRoot=self.certs.caPEM)
-        session = await self.connect(
+        session: Any = await self.connect(
             wrapClientTLS(options, self.tcpEndpoint(server.port))
         )
         protocols: list[MessageCollector] = []
