@@ -5,11 +5,11 @@ backpressure) and the `ChannelReader`/`ChannelWriter` pair for code
 written against asyncio's streams, over `_AioChannel`, the session core's
 `ChannelCore` as this front end drives it.
 
-Receive credit follows the application's reads: a channel is paused (the
+Receive credit follows the application's reads: what arrives is handed to
+the channel's buffer, and the peer granted credit for it, until the
+buffer holds `READ_AHEAD` bytes unread; then the channel is paused (the
 core holds what arrives, within the credit it granted, and grants no
-more) except while a read waits for data, and a chunk or message handed
-over pauses it again.  So at most one chunk or message per channel has
-had its credit granted and is not yet read.  Writes queue in the core and
+more) until the application reads.  Writes queue in the core and
 wait while the channel's producer is paused (its queue is full: no credit,
 or the connection is slow), so a writer is held back rather than
 buffering without bound.
@@ -38,6 +38,16 @@ _log = logging.getLogger("memux.aio")
 #: How many bytes `ChannelReader.readuntil` (and ``readline``) gathers
 #: looking for its separator before it gives up, as asyncio's streams.
 DEFAULT_LIMIT = 2**16
+
+#: A channel's reader is handed what arrives (and the peer is granted
+#: credit for it) until this many bytes, or this many messages, wait in
+#: its buffer unread; then the core holds the rest, granting no more.  At
+#: most one frame's worth by default (one chunk may be that large anyway),
+#: so memory stays bounded as the session's settings say, give or take
+#: one frame per channel; and a reader of small messages takes them from
+#: the buffer without a round through the core for each.
+READ_AHEAD = 64 * 1024
+READ_AHEAD_ITEMS = 256
 
 _BYTES, _MESSAGES = 0, 1
 
@@ -155,10 +165,16 @@ class _AioChannel(ChannelCore):
     # ------------------------------------------------------------ receiving
 
     def dataReceived(self, data: bytes) -> None:
-        self._buffer.append(data)
+        buffer = self._buffer
+        buffer.append(data)
         self._buffered += len(data)
-        self._paused = True
-        self._wakeReader()
+        if self._buffered >= READ_AHEAD or len(buffer) >= READ_AHEAD_ITEMS:
+            self._paused = True
+        waiter = self._readWaiter
+        if waiter is not None:
+            self._readWaiter = None
+            if not waiter.done():
+                waiter.set_result(None)
 
     messageReceived = dataReceived
 
@@ -224,6 +240,15 @@ class _AioChannel(ChannelCore):
             if self._readWaiter is waiter:
                 self._readWaiter = None
 
+    def _refill(self) -> None:
+        """
+        The reader took from a full buffer: let the core deliver more.
+        """
+        if self._buffered < READ_AHEAD and len(self._buffer) < READ_AHEAD_ITEMS:
+            self._paused = False
+            if self._deliverCall is None and not self._delivering:
+                self._deliver()  # (`ChannelCore._kick`, unpaused)
+
     def _take(self, n: int) -> bytes:
         """
         Up to ``n`` bytes from the buffer (which holds some): a whole chunk
@@ -234,10 +259,13 @@ class _AioChannel(ChannelCore):
         if len(chunk) <= n:
             buffer.popleft()
             self._buffered -= len(chunk)
-            return chunk
-        buffer[0] = chunk[n:]
-        self._buffered -= n
-        return chunk[:n]
+        else:
+            buffer[0] = chunk[n:]
+            self._buffered -= n
+            chunk = chunk[:n]
+        if self._paused and self._chosen:
+            self._refill()
+        return chunk
 
     def _joined(self) -> bytes:
         """
@@ -322,6 +350,8 @@ class _AioChannel(ChannelCore):
             await self._more()
         message = self._buffer.popleft()
         self._buffered -= len(message)
+        if self._paused:
+            self._refill()
         return message
 
     # ------------------------------------------------------------ sending

@@ -490,7 +490,7 @@ class Session(asyncio.Protocol):
         core.handleTimer(self._loop.time())
         deadline = core.nextDeadline()
         if deadline is not None and core.connected:
-            _Host(self, self._loop).wakeAt(deadline)
+            self._core.host.wakeAt(deadline)
 
     def _choose(self, event: ChannelOpened) -> Handler | str:
         """

@@ -28,6 +28,7 @@ from memux.aio import (
     SessionLost,
     SessionSettings,
 )
+from memux.aio._channel import READ_AHEAD
 from memux.test._helpers import (
     EXAMPLES,
     HOSTNAME,
@@ -278,14 +279,16 @@ class BackpressureTests(SynchronousTestCase):
 
     def test_slowReaderStallsOnlyItsChannel(self) -> None:
         """
-        A channel whose handler does not read holds at most its credit
-        window on the receiving side, its writer waits, and another
-        channel of the same session carries on meanwhile.
+        A channel whose handler stops reading holds at most its credit
+        window in the core and its read-ahead in its buffer on the
+        receiving side, its writer waits, and another channel of the same
+        session carries on meanwhile.
         """
         held: list[Channel] = []
 
         async def stall(channel: Channel) -> None:
             held.append(channel)
+            await channel.read(1)
             await asyncio.sleep(3600)
 
         async def main() -> None:
@@ -304,6 +307,12 @@ class BackpressureTests(SynchronousTestCase):
                 engine = serverSession._core.engine
                 self.assertLessEqual(engine.heldBytes(slow.id), settings.channelCredit)
                 self.assertGreater(engine.heldBytes(slow.id), 0)
+                # What the handler's buffer took ahead of its reads is
+                # bounded too: the read-ahead, give or take one chunk.
+                buffered = held[0]._c._buffered
+                self.assertLessEqual(
+                    buffered, READ_AHEAD + settings.maxFrameSize, buffered
+                )
                 writing.cancel()
 
         run(main)
