@@ -115,11 +115,14 @@ def _serve(candidate: str) -> None:
 def _twistedServe() -> None:
     from twisted.internet import reactor
     from twisted.internet.endpoints import TCP4ServerEndpoint
+    from twisted.internet.interfaces import IHalfCloseableProtocol
     from twisted.internet.protocol import Factory, Protocol
+    from zope.interface import implementer
 
     from memux import IChannelTransport, MultiplexingFactory
     from memux.services import Echo
 
+    @implementer(IHalfCloseableProtocol)
     class Count(Protocol):
         n = 0
 
@@ -134,16 +137,12 @@ def _twistedServe() -> None:
         def writeConnectionLost(self) -> None:
             pass
 
-    from twisted.internet.interfaces import IHalfCloseableProtocol
-    from zope.interface import classImplements
-
-    classImplements(Count, IHalfCloseableProtocol)
     factory = MultiplexingFactory(
         {b"echo": Factory.forProtocol(Echo), b"count": Factory.forProtocol(Count)}
     )
     d = TCP4ServerEndpoint(reactor, 0, interface=LOOPBACK).listen(factory)
     d.addCallback(lambda port: print(port.getHost().port, flush=True))
-    reactor.run()  # type: ignore[attr-defined]
+    reactor.run()
 
 
 # ------------------------------------------------------------ asyncio clients

@@ -662,3 +662,31 @@ class ExampleTests(SynchronousTestCase):
             server.wait(30)
             if server.stdout:
                 server.stdout.close()
+
+
+class BenchTests(SynchronousTestCase):
+    """
+    C{python -m memux.bench.aio} measures each candidate in each scenario.
+    """
+
+    def test_everyCandidateRuns(self) -> None:
+        """
+        A run of each scenario with tiny sizes, for each candidate (the
+        asyncio front end, asyncio streams, the Twisted front end), reports
+        a positive figure from its client process.
+        """
+        from memux.bench import aio as bench
+
+        tiny = {
+            "bulk": {"total": 1 << 20},
+            "small": {"messages": 300, "window": 50},
+            "churn": {"exchanges": 100, "inFlight": 10},
+        }
+        self.assertEqual(set(tiny), set(bench.SCENARIOS))
+        figures = {
+            (candidate, scenario): bench.runOnce(candidate, scenario, params)
+            for candidate in bench.CANDIDATES
+            for scenario, params in tiny.items()
+        }
+        self.assertEqual(len(figures), 9)
+        self.assertEqual([k for k, v in figures.items() if not v > 0], [])
