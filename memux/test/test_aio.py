@@ -15,6 +15,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from memux import aio
@@ -690,3 +692,75 @@ class BenchTests(SynchronousTestCase):
         }
         self.assertEqual(len(figures), 9)
         self.assertEqual([k for k, v in figures.items() if not v > 0], [])
+
+
+class PropertyTests(SynchronousTestCase):
+    """
+    Whatever is sent through the asyncio front end arrives as it was sent
+    (hypothesis chooses what, and how it is read).
+    """
+
+    @settings(max_examples=15, deadline=None)
+    @given(
+        messages=st.lists(
+            st.integers(min_value=0, max_value=150_000), min_size=1, max_size=12
+        ),
+    )
+    def test_messagesArriveWhole(self, messages: list[int]) -> None:
+        """
+        Messages of any sizes, through an echo and back, arrive whole, in
+        order, with their boundaries, on several channels at once.
+        """
+        bodies = [os.urandom(n) for n in messages]
+
+        async def main() -> list[list[bytes | None]]:
+            async with served() as (_, session):
+
+                async def one() -> list[bytes | None]:
+                    channel = await session.open_channel(b"echo")
+                    for body in bodies:
+                        await channel.send_message(body)
+                    got = [await channel.receive_message() for _ in bodies]
+                    channel.close()
+                    return got
+
+                return list(await asyncio.gather(one(), one()))
+
+        self.assertEqual(run(main), [bodies, bodies])
+
+    @settings(max_examples=15, deadline=None)
+    @given(
+        writes=st.lists(
+            st.integers(min_value=1, max_value=100_000), min_size=1, max_size=10
+        ),
+        reads=st.lists(st.integers(min_value=1, max_value=70_000), min_size=1),
+    )
+    def test_bytesArriveInOrder(self, writes: list[int], reads: list[int]) -> None:
+        """
+        A byte stream written in pieces of any sizes reads back the same,
+        whatever the sizes of the reads (C{read} and C{readexactly} in
+        turn), and then the end.
+        """
+        data = os.urandom(sum(writes))
+
+        async def main() -> bytes:
+            async with served() as (_, session):
+                channel = await session.open_channel(b"bytes")
+                at = 0
+                for n in writes:
+                    await channel.write(data[at : at + n])
+                    at += n
+                channel.write_eof()
+                got = b""
+                i = 0
+                while len(got) < len(data):
+                    n = min(reads[i % len(reads)], len(data) - len(got))
+                    if i % 2:
+                        got += await channel.readexactly(n)
+                    else:
+                        got += await channel.read(n)
+                    i += 1
+                self.assertEqual(await channel.read(), b"")
+                return got
+
+        self.assertEqual(run(main), data)
