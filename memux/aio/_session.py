@@ -554,7 +554,7 @@ class Session(asyncio.Protocol):
             channel.abort()
             raise
         except Exception:
-            if not channel._c._lost:
+            if channel._c._ending is None:
                 _log.exception(
                     "Unhandled error in handler of memux channel %d; resetting it",
                     channel.id,

@@ -566,6 +566,49 @@ class SessionTests(SynchronousTestCase):
 
         run(main)
 
+    def test_writeTimeout(self) -> None:
+        """
+        A server whose peer stops reading is paused by its connection, its
+        handler's writes wait, and after writeTimeout it aborts the
+        session: the client learns of it as L{SessionLost}.
+        """
+        wrote: list[int] = []
+
+        async def flood(channel: Channel) -> None:
+            block = b"f" * 65536
+            while True:
+                await channel.write(block)
+                wrote.append(len(block))
+
+        async def main() -> None:
+            settings = SessionSettings(writeTimeout=0.5)
+            # Credit enough for more than the sockets' buffers hold.
+            roomy = SessionSettings(channelCredit=32 << 20, sessionCredit=64 << 20)
+            async with served({b"flood": flood}, settings, roomy) as (
+                server,
+                session,
+            ):
+                channel = await session.open_channel(b"flood")
+                await channel.read(1)
+                assert session.transport is not None
+                session.transport.pause_reading()
+                (peer,) = server.sessions
+                while not peer._core.outputPaused:
+                    await asyncio.sleep(0.01)
+                before = len(wrote)
+                await asyncio.sleep(0.2)
+                # Paused: the handler's writes wait (a round or two of the
+                # queue at most, not a flood into memory).
+                self.assertLessEqual(len(wrote) - before, 8)
+                await asyncio.wait_for(peer.wait_closed(), 10)
+                self.assertIn("read nothing", str(peer.lost_error))
+                session.transport.resume_reading()
+                with self.assertRaises(SessionLost):
+                    while True:
+                        await channel.read(1 << 20)
+
+        run(main)
+
     def test_streamsPair(self) -> None:
         """
         L{aio.connect_streams} runs a session over a connection made with
