@@ -591,7 +591,7 @@ class BulkWriter(Protocol):
         self.paused = False
         self.pauses = 0
         self.messages: list[bytes] = []
-        self.lost: defer.Deferred[Failure] = defer.Deferred()
+        self.reason: Failure | None = None
 
     def connectionMade(self) -> None:
         cast(Any, self.transport).registerProducer(self, True)
@@ -625,7 +625,7 @@ class BulkWriter(Protocol):
         pass
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self.lost.callback(reason)
+        self.reason = reason
 
 
 class TwistedClientTests(TestCase):
