@@ -34,8 +34,12 @@ nitpicky = True
 nitpick_ignore_regex = [
     ("py:.*", r"(twisted|zope)(\..*)?"),
     ("py:.*", r"(collections\.abc|ipaddress|os|socket)\..*"),
+    # The standard library's asyncio and ssl, and builtin exceptions.
+    ("py:.*", r"(asyncio|ssl)(\..*)?"),
+    ("py:.*", r"\w+Error"),
     # memux's private modules and names are not documented.
     ("py:.*", r"memux(\.\w+)*\._\w+(\..*)?"),
+    ("py:.*", r"_\w+"),
     # What memux.tls takes as trust roots: a type alias not in its __all__.
     ("py:class", r"TrustSource"),
     # Twisted's, named in the docstrings of a module that does not import them.

@@ -126,7 +126,7 @@ class ChannelCore:
     _producerPaused = False
     _lost = False
     # Refills owed to its producer by weight (`SessionCore._refillByWeight`).
-    _refill = 0
+    _refillOwed = 0
 
     def __init__(
         self,

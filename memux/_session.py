@@ -811,13 +811,13 @@ class SessionCore:
         top = max(weight for _, weight in due)
         skipped = False
         for channel, weight in due:
-            refill = channel._refill + weight
+            refill = channel._refillOwed + weight
             if refill >= top:
-                channel._refill = refill - top
+                channel._refillOwed = refill - top
                 self.pausedProducers.discard(channel)
                 channel._resumeProducer()
             else:
-                channel._refill = refill
+                channel._refillOwed = refill
                 skipped = True
         if skipped:
             self.host.callSoon(self.flush)

@@ -17,6 +17,7 @@ __all__ = [
     "ProtocolError",
     "SessionClosedError",
     "describeCode",
+    "describeService",
 ]
 
 
@@ -50,6 +51,18 @@ def describeCode(code: int) -> str:
         return ErrorCode(code).name
     except ValueError:
         return f"UNKNOWN(0x{code:x})"
+
+
+def describeService(name: bytes) -> str:
+    """
+    A service name as user-visible text: quoted, decoded as UTF-8 (bytes
+    that are not become backslash escapes), never a Python bytes repr;
+    the empty name is the default service.
+    """
+    if not name:
+        return "the default service"
+    text = name.decode("utf-8", "backslashreplace")
+    return f"'{text}'"
 
 
 class ProtocolError(Exception):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from twisted.internet.error import ConnectionLost
 
-from memux.codes import ErrorCode, ProtocolError, describeCode
+from memux.codes import ErrorCode, ProtocolError, describeCode, describeService
 
 __all__ = [
     "ChannelRefused",
@@ -18,18 +18,6 @@ __all__ = [
     "SessionLost",
     "describeService",
 ]
-
-
-def describeService(name: bytes) -> str:
-    """
-    A service name as user-visible text: quoted, decoded as UTF-8 (bytes
-    that are not become backslash escapes), never a Python bytes repr;
-    the empty name is the default service.
-    """
-    if not name:
-        return "the default service"
-    text = name.decode("utf-8", "backslashreplace")
-    return f"'{text}'"
 
 
 class ChannelReset(ConnectionLost):

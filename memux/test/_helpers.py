@@ -8,6 +8,7 @@ transports, recording protocols) are in L{memux.test._fakes}.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import re
@@ -15,8 +16,9 @@ import socket
 import subprocess
 import sys
 import unittest
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import trustme
 from twisted.internet import defer
@@ -39,6 +41,8 @@ from twisted.trial.unittest import SkipTest, TestCase
 
 from memux import MemuxProtocol, connectSession, tap
 from memux.protocol import MultiplexingFactory
+
+T = TypeVar("T")
 
 #: The directory above the memux package: the checkout's root when the
 #: tests run from a checkout, site-packages when memux is installed.
@@ -460,3 +464,20 @@ def logged(events: list[dict[str, Any]], fragment: str) -> list[dict[str, Any]]:
 
 #: A server endpoint on loopback TCP, on a port the system chooses.
 LOCAL = "tcp:0:interface=127.0.0.1"
+
+
+# ------------------------------------------------------------ asyncio
+
+
+def runAsyncio(main: Callable[[], Awaitable[T]], timeout: float = 60) -> T:
+    """
+    Run ``main()`` in a fresh asyncio event loop (in this thread) and
+    return its result; fail it after ``timeout`` seconds.  (Twisted's
+    reactor need not run meanwhile; with it running, call this in a
+    thread: ``threads.deferToThread(runAsyncio, main)``.)
+    """
+
+    async def bounded() -> T:
+        return await asyncio.wait_for(main(), timeout)
+
+    return asyncio.run(bounded())

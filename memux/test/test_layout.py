@@ -251,3 +251,102 @@ class LibraryLayerTests(SynchronousTestCase):
             sorted(privateImports(path)),
             ["memux._engine", "memux._wire", "memux.protocol._helper"],
         )
+
+
+#: The asyncio front end: it runs the same core without Twisted.
+ASYNCIO_FRONT_END = LIBRARY / "aio"
+
+
+def moduleFile(name: str, root: Path = LIBRARY.parent) -> Path | None:
+    """
+    The source file of module C{name} under C{root} (a package's
+    C{__init__.py}), or None if there is none there.
+    """
+    base = root.joinpath(*name.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.exists():
+            return path
+    return None
+
+
+def foreignImports(
+    paths: list[Path], banned: tuple[str, ...], root: Path = LIBRARY.parent
+) -> dict[str, list[str]]:
+    """
+    For each module reached from C{paths} by following imports of modules
+    found under C{root} (at any depth, in functions too, but not under
+    C{if TYPE_CHECKING:}, which never runs), the imports of C{banned}
+    packages it makes; only modules that make some.
+    """
+    found: dict[str, list[str]] = {}
+    seen: set[Path] = set()
+    todo = list(paths)
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        for node in list(ast.walk(tree)):
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+                node.body = []
+        package = ".".join(path.relative_to(root).with_suffix("").parts)
+        if path.name != "__init__.py":
+            package = package.rpartition(".")[0]
+        else:
+            package = package.removesuffix(".__init__")
+        for name in importedNames(tree, package):
+            if name.split(".")[0] in banned:
+                found.setdefault(str(path.relative_to(root)), []).append(name)
+                continue
+            parts = name.split(".")
+            # The module and each package above it (their __init__ runs).
+            for i in range(1, len(parts) + 1):
+                module = moduleFile(".".join(parts[:i]), root)
+                if module is not None:
+                    todo.append(module)
+    return {k: sorted(set(v)) for k, v in found.items()}
+
+
+class AsyncioLayerTests(SynchronousTestCase):
+    """
+    The asyncio front end (C{memux.aio}) is a front end like the Twisted
+    one (it may use the sans-IO core's private modules), but imports no
+    Twisted (nor zope), directly or through the memux modules it imports.
+    (C{test_aio} also checks this at run time, in a fresh interpreter.)
+    """
+
+    def test_noTwisted(self) -> None:
+        """
+        No module reached from C{memux/aio} imports C{twisted} or C{zope}.
+        """
+        paths = sorted(ASYNCIO_FRONT_END.glob("*.py"))
+        self.assertGreater(len(paths), 1)
+        self.assertEqual(foreignImports(paths, ("twisted", "zope")), {})
+
+    def test_foreignImportsFound(self) -> None:
+        """
+        L{foreignImports} follows imports (in functions too) from module to
+        module and package to package, and names the module that imports
+        a banned package and what it imports; imports for type checkers
+        only do not count.
+        """
+        root = Path(self.mktemp())
+        (root / "pkg" / "sub").mkdir(parents=True)
+        (root / "pkg" / "__init__.py").write_text("")
+        (root / "pkg" / "sub" / "__init__.py").write_text("import zope.interface\n")
+        (root / "pkg" / "a.py").write_text(
+            "from typing import TYPE_CHECKING\nfrom pkg import b\n"
+            "if TYPE_CHECKING:\n    import twisted.python\n"
+        )
+        (root / "pkg" / "b.py").write_text(
+            "def f():\n    from pkg.sub import c\n    import twisted.internet\n"
+        )
+        (root / "pkg" / "sub" / "c.py").write_text("import os\n")
+        self.assertEqual(
+            foreignImports([root / "pkg" / "a.py"], ("twisted", "zope"), root),
+            {
+                "pkg/b.py": ["twisted.internet"],
+                "pkg/sub/__init__.py": ["zope.interface"],
+            },
+        )

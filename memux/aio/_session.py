@@ -1,0 +1,714 @@
+# -*- test-case-name: memux.test.test_aio -*-
+"""
+The asyncio front end of memux: `Session`, an `asyncio.Protocol` that runs
+the sans-IO session core (`memux._session.SessionCore`) over any asyncio
+transport, and `Server`, which serves sessions.
+
+This layer is an adapter, as `memux.protocol` is for Twisted: bytes go in
+and out, one ``loop.call_at`` timer runs the core's deadlines, the loop's
+turns schedule flushes and the slicing of input floods, channels get
+asyncio handlers, and what the core reports is logged (``logging``,
+logger ``memux.aio``).  It imports no Twisted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+from memux._channel import Ending
+from memux._engine import ChannelOpened
+from memux._session import BULK_FLUSH_BYTES, FLUSH_BYTES, Notice, SessionCore
+from memux.aio._channel import Channel, ChannelReader, ChannelWriter, _AioChannel
+from memux.aio._errors import ChannelRefused, SessionLost, errorFor
+from memux.codes import ErrorCode, SessionClosedError, describeCode, describeService
+from memux.settings import ALPN, SessionSettings, Settings
+
+__all__ = ["ChannelRequest", "Server", "Services", "Session"]
+
+_log = logging.getLogger("memux.aio")
+
+#: Channel resets and refusals logged per session; past it they are only
+#: counted (as in the Twisted front end): a peer resetting or opening
+#: channels in a loop must not flood the log.
+LOGGED_CHANNEL_ENDINGS = 20
+
+#: The connection's write buffer above which it pauses the session (as
+#: Twisted's TCP buffer does); four times more in bulk mode.
+WRITE_BUFFER_HIGH = 2 * FLUSH_BYTES
+BULK_WRITE_BUFFER_HIGH = 2 * BULK_FLUSH_BYTES
+
+#: What serves a channel: ``async def handler(channel)``.
+Handler: TypeAlias = Callable[[Channel], Awaitable[object]]
+
+
+@dataclass(frozen=True)
+class ChannelRequest:
+    """
+    What the peer asked for when it opened a channel; passed to a services
+    chooser, which returns a handler, or None (or raises `ChannelRefused`
+    with a reason) to refuse.
+    """
+
+    service: bytes
+    metadata: bytes | None
+    destination: tuple[str, int] | None
+    channel: int
+    lossy: bool
+    session: Session
+
+
+#: A mapping of service name to handler, or a chooser.
+Services: TypeAlias = (
+    "Mapping[bytes, Handler] | Callable[[ChannelRequest], Handler | None]"
+)
+
+
+class _Soon:
+    """
+    A call the loop makes soon, as the core wants it: ``active()`` until
+    it runs or is cancelled, ``cancel()``.
+    """
+
+    __slots__ = ("_f", "_args")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, f: Any, args: Any) -> None:
+        self._f: Any = f
+        self._args = args
+        loop.call_soon(self._run)
+
+    def _run(self) -> None:
+        f = self._f
+        if f is not None:
+            self._f = None
+            f(*self._args)
+
+    def active(self) -> bool:
+        return self._f is not None
+
+    def cancel(self) -> None:
+        self._f = None
+
+
+class _Host:
+    """
+    What `SessionCore` asks of its front end (`memux._session.SessionHost`),
+    done with asyncio for one `Session`.
+    """
+
+    __slots__ = ("_s", "loop", "channelRequested", "notice")
+
+    def __init__(self, session: Session, loop: asyncio.AbstractEventLoop) -> None:
+        self._s = session
+        self.loop = loop
+        self.channelRequested = session._channelRequested
+        self.notice = session._notice
+
+    def now(self) -> float:
+        return self.loop.time()
+
+    def write(self, pieces: list[bytes]) -> None:
+        transport = self._s.transport
+        if transport is not None:
+            transport.writelines(pieces)
+
+    def closeConnection(self) -> None:
+        transport = self._s.transport
+        if transport is not None:
+            transport.close()
+
+    def abortConnection(self) -> None:
+        transport = self._s.transport
+        if transport is not None:
+            transport.abort()
+
+    def connectionClosing(self) -> bool:
+        transport = self._s.transport
+        return transport is not None and transport.is_closing()
+
+    def flushSoon(self) -> _Soon:
+        return _Soon(self.loop, self._s._flushNow, ())
+
+    def callSoon(self, f: Callable[..., object], *args: object) -> _Soon:
+        return _Soon(self.loop, f, args)
+
+    def wakeAt(self, deadline: float | None) -> None:
+        s = self._s
+        timer = s._timer
+        if deadline is None:
+            if timer is not None:
+                timer.cancel()
+            s._timer = s._timerAt = None
+            return
+        if s._timerAt is not None and s._timerAt <= deadline:
+            return  # it wakes earlier anyway, and looks again then
+        if timer is not None:
+            timer.cancel()
+        s._timerAt = deadline
+        s._timer = self.loop.call_at(deadline, s._timerFired)
+
+    def pingAnswered(self, payload: bytes, rtt: float) -> None:
+        waiter = self._s._pings.pop(payload, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(rtt)
+
+    def bulkMode(self, on: bool) -> None:
+        transport = self._s.transport
+        if transport is not None:
+            high = BULK_WRITE_BUFFER_HIGH if on else WRITE_BUFFER_HIGH
+            transport.set_write_buffer_limits(high, high // 4)
+
+
+class Session(asyncio.Protocol):
+    """
+    One memux session over one connection, as an `asyncio.Protocol`.
+    `connect` and `serve` make them; `start_session` runs one over any
+    asyncio transport.
+
+    Channels the peer opens are served by ``services``: a mapping of
+    service name (bytes) to ``async def handler(channel)``, or a chooser
+    taking a `ChannelRequest` and returning a handler, or None (or raising
+    `ChannelRefused`) to refuse.  A handler's channel is closed when it
+    returns (reset if it raises).
+    """
+
+    def __init__(
+        self,
+        services: Services | None = None,
+        *,
+        client: bool = False,
+        settings: SessionSettings | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        if loop is None:
+            loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._services: Any = services if services is not None else {}
+        self._chooser = callable(self._services) and not isinstance(
+            self._services, Mapping
+        )
+        #: whether this side opened the connection (odd channel ids)
+        self.client = client
+        #: this side's settings
+        self.settings = settings or SessionSettings()
+        self._core = SessionCore(_Host(self, loop), client, self.settings)
+        #: the connection (an asyncio transport), once made
+        self.transport: asyncio.Transport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timerAt: float | None = None
+        self._inputCall: asyncio.Handle | None = None
+        self._pings: dict[bytes, asyncio.Future[float]] = {}
+        self._pingIds = itertools.count(1)
+        self._closed: asyncio.Future[None] = loop.create_future()
+        self._handlers: set[asyncio.Task[None]] = set()
+        self._endingsLogged = 0
+        self._endingsUnlogged = 0
+        self._alpnError: str | None = None
+        self._server: Server | None = None
+        #: the error the session's channels and pings got when it ended,
+        #: once it has
+        self.lost_error: SessionLost | None = None
+
+    def __repr__(self) -> str:
+        side = "client" if self.client else "server"
+        return f"<memux.aio.Session {side} {self.get_extra_info('peername')}>"
+
+    # ------------------------------------------------------------ public
+
+    @property
+    def peer_settings(self) -> Settings:
+        """
+        The peer's settings (the protocol's initial values until its
+        preface arrives).
+        """
+        return self._core.engine.peerSettings
+
+    @property
+    def connected(self) -> bool:
+        """
+        Whether the connection is up.
+        """
+        return self._core.connected
+
+    def is_usable(self) -> bool:
+        """
+        Whether new channels may be opened: connected, and neither side
+        has started to end the session.
+        """
+        return self._core.usable()
+
+    def counters(self) -> dict[str, int]:
+        """
+        Bytes and frames moved, channels opened by each side and open now
+        (as `memux.protocol.MemuxProtocol.counters`).
+        """
+        e = self._core.engine
+        return {
+            "bytesSent": e.bytesSent,
+            "bytesReceived": e.bytesReceived,
+            "pingBytesSent": e.pingBytesSent,
+            "pingBytesReceived": e.pingBytesReceived,
+            "framesReceived": e.framesReceived,
+            "channelsOpened": e.channelsOpened,
+            "channelsAccepted": e.channelsAccepted,
+            "channelsOpen": len(self._core.channels),
+        }
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        """
+        What the connection says (``"peername"``, ``"sockname"``,
+        ``"ssl_object"``, ...).
+        """
+        if self.transport is None:
+            return default
+        return self.transport.get_extra_info(name, default)
+
+    async def open_channel(
+        self,
+        service: bytes | str = b"",
+        *,
+        metadata: bytes | None = None,
+        destination: tuple[str, int] | None = None,
+        lossy: bool = False,
+    ) -> Channel:
+        """
+        Open a channel for ``service``.  It returns at once (no round
+        trip); what is written goes out as the peer's credit allows.  If
+        the peer refuses the channel, its reads and writes raise
+        `ChannelRefused`.  ``lossy``: the sender may shed queued messages
+        when the channel cannot keep up (the reader counts them in
+        `Channel.dropped`).
+        """
+        if isinstance(service, str):
+            service = service.encode("utf-8")
+        elif not isinstance(service, bytes):
+            raise TypeError(
+                f"service must be bytes or str, not {type(service).__name__}"
+            )
+        core = self._core
+        engine = core.engine
+        if not core.connected or engine.terminated:
+            raise self.lost_error or SessionLost("the session is not connected")
+        if engine.goAwayReceived is not None:
+            raise ChannelRefused("the peer is going away", remote=True)
+        try:
+            cid = engine.openChannel(service, metadata, destination, lossy)
+        except SessionClosedError as e:
+            raise SessionLost(str(e)) from None
+        c = _AioChannel(core, cid, service, lossy)
+        core.register(c)
+        core.flushSoon()
+        return Channel(c, self, metadata, destination)
+
+    async def open_streams(
+        self,
+        service: bytes | str = b"",
+        *,
+        metadata: bytes | None = None,
+        destination: tuple[str, int] | None = None,
+        limit: int = 2**16,
+    ) -> tuple[ChannelReader, ChannelWriter]:
+        """
+        Open a channel and return it as a (reader, writer) pair, as
+        `asyncio.open_connection` does for TCP (see `Channel.streams`).
+        """
+        channel = await self.open_channel(
+            service, metadata=metadata, destination=destination
+        )
+        return channel.streams(limit)
+
+    async def ping(self) -> float:
+        """
+        Send a PING; return the round-trip time in seconds.
+        """
+        if not self._core.connected or self._core.engine.terminated:
+            raise self.lost_error or SessionLost("the session is not connected")
+        payload = next(self._pingIds).to_bytes(8, "big")
+        waiter: asyncio.Future[float] = self._loop.create_future()
+        self._pings[payload] = waiter
+        self._core.ping(payload)
+        return await waiter
+
+    def goaway(
+        self, code: int = ErrorCode.NO_ERROR, reason: str = ""
+    ) -> Awaitable[None]:
+        """
+        Stop accepting channels from the peer (GOAWAY).  With NO_ERROR the
+        channels open now carry on and the connection closes when the last
+        one ends (graceful drain); with an error code it closes at once.
+        Return a future that is done once the connection has closed.
+        """
+        if self._core.connected:
+            self._core.goAway(code, reason)
+        return asyncio.shield(self._closed)
+
+    def close(self) -> None:
+        """
+        Close the connection now, after writing what can be written; open
+        channels end with `SessionLost`.  (For a graceful end, `goaway`.)
+        """
+        self._core.loseConnection()
+
+    def abort(self, reason: str = "aborted") -> None:
+        """
+        Abort the connection at once, discarding what is unsent; open
+        channels end with `SessionLost` carrying ``reason``.
+        """
+        self._core.abort(None, reason)
+
+    async def wait_closed(self) -> None:
+        """
+        Wait until the connection has closed (the reason is then in
+        `lost_error`).
+        """
+        await asyncio.shield(self._closed)
+
+    async def __aenter__(self) -> Session:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+        await self.wait_closed()
+
+    # ------------------------------------------------------------ asyncio
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """
+        Check the TLS ALPN choice, send our preface at once.
+        """
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        ssl = transport.get_extra_info("ssl_object")
+        if ssl is not None:
+            chosen = ssl.selected_alpn_protocol()
+            if chosen is not None and chosen != ALPN.decode():
+                # The peer speaks something else over this TLS connection.
+                self._alpnError = f"the peer chose ALPN {chosen!r}, not {ALPN!r}"
+                transport.abort()
+                return
+        transport.set_write_buffer_limits(WRITE_BUFFER_HIGH, WRITE_BUFFER_HIGH // 4)
+        if self._server is not None:
+            self._server._sessionStarted(self)
+        self._core.connectionMade()
+
+    def data_received(self, data: bytes) -> None:
+        """
+        Feed the core.  A read of more than the core's input step is
+        finished in later turns of the loop, with reading paused meanwhile,
+        so one peer's flood does not stall the others.
+        """
+        core = self._core
+        core.receiveData(data)
+        if self._inputCall is None and core.engine.inputPending and core.connected:
+            assert self.transport is not None
+            self.transport.pause_reading()
+            self._inputCall = self._loop.call_soon(self._inputStep)
+
+    def _inputStep(self) -> None:
+        core = self._core
+        core.receiveData(b"")
+        if core.connected and core.engine.inputPending:
+            self._inputCall = self._loop.call_soon(self._inputStep)
+            return
+        self._inputCall = None
+        transport = self.transport
+        if core.connected and transport is not None and not transport.is_closing():
+            transport.resume_reading()
+
+    def eof_received(self) -> bool | None:
+        """
+        The peer closed its side of the connection: the session ends (what
+        is unsent cannot matter to a peer that has gone).
+        """
+        return None
+
+    def pause_writing(self) -> None:
+        """
+        The connection's buffer is full: the core stops writing to it.
+        """
+        self._core.pauseOutput()
+
+    def resume_writing(self) -> None:
+        """
+        The connection drained: the core writes again.
+        """
+        self._core.resumeOutput()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """
+        Every open channel ends with `SessionLost`; pending pings fail.
+        """
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._timerAt = None
+        if self._inputCall is not None:
+            self._inputCall.cancel()
+            self._inputCall = None
+        core = self._core
+        if not core.connected and self._alpnError is not None:
+            ending = Ending("lost", None, self._alpnError)
+        else:
+            why = str(exc) if exc is not None else "connection closed"
+            ending = core.connectionLost(exc is None, why)
+        lost = errorFor(ending)
+        assert isinstance(lost, SessionLost)
+        self.lost_error = lost
+        _log.info(
+            "memux session with %s ended: %s",
+            self.get_extra_info("peername"),
+            "closed cleanly" if core.terminatedWith is None and exc is None else lost,
+        )
+        if self._endingsUnlogged:
+            _log.info(
+                "... and %d more channel resets and refusals, not logged",
+                self._endingsUnlogged,
+            )
+        core.endChannels(ending)
+        pings, self._pings = self._pings, {}
+        for waiter in pings.values():
+            if not waiter.done():
+                waiter.set_exception(lost)
+        if not self._closed.done():
+            self._closed.set_result(None)
+        if self._server is not None:
+            self._server._sessionEnded(self)
+
+    # ------------------------------------------------------------ internals
+
+    def _flushNow(self) -> None:
+        core = self._core
+        core.flushCall = None  # (this is it)
+        core.flush()
+
+    def _timerFired(self) -> None:
+        self._timer = self._timerAt = None
+        core = self._core
+        core.handleTimer(self._loop.time())
+        deadline = core.nextDeadline()
+        if deadline is not None and core.connected:
+            self._core.host.wakeAt(deadline)
+
+    def _choose(self, event: ChannelOpened) -> Handler | str:
+        """
+        The handler for a channel the peer opened, or why it is refused.
+        """
+        if not self._chooser:
+            if event.destination is not None:
+                return "this session forwards to no destination"
+            handler = self._services.get(event.service)
+        else:
+            request = ChannelRequest(
+                event.service,
+                event.metadata,
+                event.destination,
+                event.channel,
+                event.lossy,
+                self,
+            )
+            try:
+                handler = self._services(request)
+            except ChannelRefused as refused:
+                return refused.reason or "refused"
+            except Exception:
+                _log.exception("Error choosing a handler for channel %d", event.channel)
+                return "internal error"
+        if handler is None:
+            return (
+                f"no service {describeService(event.service)}"
+                if event.service
+                else "no default service"
+            )
+        return handler  # type: ignore[no-any-return]
+
+    def _channelRequested(self, event: ChannelOpened) -> _AioChannel | str:
+        """
+        The peer opened a channel: start its handler, or return why not
+        (the core refuses it).
+        """
+        handler = self._choose(event)
+        if isinstance(handler, str):
+            if self._mayLogEnding():
+                _log.info("Refused channel %d: %s", event.channel, handler)
+            return handler
+        core = self._core
+        c = _AioChannel(core, event.channel, event.service, event.lossy)
+        core.register(c)
+        channel = Channel(c, self, event.metadata, event.destination)
+        task = self._loop.create_task(self._serve(handler, channel))
+        self._handlers.add(task)
+        task.add_done_callback(self._handlers.discard)
+        return c
+
+    async def _serve(self, handler: Handler, channel: Channel) -> None:
+        """
+        Run ``handler`` on ``channel``; close the channel when it returns,
+        reset it (INTERNAL_ERROR) if it raises.
+        """
+        try:
+            await handler(channel)
+        except asyncio.CancelledError:
+            channel.abort()
+            raise
+        except Exception:
+            if channel._c._ending is None:
+                _log.exception(
+                    "Unhandled error in handler of memux channel %d; resetting it",
+                    channel.id,
+                )
+                channel.reset(ErrorCode.INTERNAL_ERROR, "internal error")
+            else:
+                _log.info(
+                    "Handler of memux channel %d ended with its channel",
+                    channel.id,
+                    exc_info=True,
+                )
+            return
+        channel.close()
+
+    def _mayLogEnding(self) -> bool:
+        if self._endingsLogged < LOGGED_CHANNEL_ENDINGS:
+            self._endingsLogged += 1
+            return True
+        self._endingsUnlogged += 1
+        return False
+
+    def _notice(self, notice: Notice) -> None:
+        """
+        Log what the core reports: routine events at info or warning.
+        """
+        f = notice.fields
+        peer = self.get_extra_info("peername")
+        match notice.what:
+            case "channel reset":
+                ending: Ending = f["ending"]
+                if self._mayLogEnding():
+                    level = logging.INFO if ending.remote else logging.WARNING
+                    _log.log(level, "%s (channel %d)", errorFor(ending), f["channel"])
+            case "goaway received":
+                g = f["goAway"]
+                _log.info(
+                    "Peer %s is going away (last channel %d, %s: %s)",
+                    peer,
+                    g.lastChannel,
+                    describeCode(g.code),
+                    g.reason,
+                )
+            case "session terminated":
+                s = f["event"]
+                _log.warning(
+                    "memux session with %s terminated: %s: %s",
+                    peer,
+                    describeCode(s.code) if s.code is not None else "-",
+                    s.reason,
+                )
+            case what:
+                _log.info("memux session with %s: %s %s", peer, what, f)
+
+
+class Server:
+    """
+    A listening memux server (from `serve`): each connection is a
+    `Session` serving ``services``.  Close it with `close` (stops
+    listening) and `drain` (ends the sessions gracefully).
+    """
+
+    def __init__(
+        self, services: Services, settings: SessionSettings | None = None
+    ) -> None:
+        self._services = services
+        self._settings = settings
+        self._server: asyncio.Server | None = None
+        self._sessions: set[Session] = set()
+        self._draining = False
+        self._idle: asyncio.Event | None = None
+
+    def _newSession(self) -> Session:
+        session = Session(self._services, client=False, settings=self._settings)
+        session._server = self
+        return session
+
+    def _sessionStarted(self, session: Session) -> None:
+        self._sessions.add(session)
+        if self._draining:
+            session.goaway(ErrorCode.NO_ERROR, "shutting down")
+
+    def _sessionEnded(self, session: Session) -> None:
+        self._sessions.discard(session)
+        if not self._sessions and self._idle is not None:
+            self._idle.set()
+
+    @property
+    def sockets(self) -> tuple[Any, ...]:
+        """
+        The listening sockets.
+        """
+        assert self._server is not None
+        return tuple(self._server.sockets)
+
+    @property
+    def port(self) -> int:
+        """
+        The port of the first listening socket.
+        """
+        port: int = self.sockets[0].getsockname()[1]
+        return port
+
+    @property
+    def sessions(self) -> list[Session]:
+        """
+        The sessions connected now.
+        """
+        return list(self._sessions)
+
+    def close(self) -> None:
+        """
+        Stop listening (the sessions carry on; see `drain`).
+        """
+        assert self._server is not None
+        self._server.close()
+
+    async def wait_closed(self) -> None:
+        """
+        Wait until the listening sockets are closed.
+        """
+        assert self._server is not None
+        await self._server.wait_closed()
+
+    async def serve_forever(self) -> None:
+        """
+        Serve until cancelled.
+        """
+        assert self._server is not None
+        await self._server.serve_forever()
+
+    async def drain(self, timeout: float | None = None) -> None:
+        """
+        End every session gracefully: each sends GOAWAY NO_ERROR and closes
+        once its open channels have ended; sessions still connected after
+        ``timeout`` seconds are aborted.  Sessions accepted meanwhile are
+        drained as they start.
+        """
+        self._draining = True
+        if not self._sessions:
+            return
+        self._idle = asyncio.Event()
+        for session in list(self._sessions):
+            session.goaway(ErrorCode.NO_ERROR, "shutting down")
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except asyncio.TimeoutError:
+            for session in list(self._sessions):
+                session.abort(f"shutting down: still open {timeout:g} s after GOAWAY")
+            await self._idle.wait()
+
+    async def __aenter__(self) -> Server:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+        await self.drain(0)
+        await self.wait_closed()
