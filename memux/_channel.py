@@ -182,6 +182,20 @@ class ChannelCore:
         """
         return self._core.engine.channelState(self.channel)
 
+    @property
+    def readingPaused(self) -> bool:
+        """
+        Whether the application paused reading (``pauseProducing``).
+        """
+        return self._paused
+
+    @property
+    def writingPaused(self) -> bool:
+        """
+        Whether memux paused the application's producer (its queue is full).
+        """
+        return self._producerPaused
+
     # ------------------------------------------------------------ writing
 
     def write(self, data: bytes) -> None:

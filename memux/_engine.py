@@ -13,7 +13,7 @@ that commands and `dataToSend` produced.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +35,7 @@ from memux._wire import (
     DropFrame,
     ErrorCode,
     FrameDecoder,
+    FrameType,
     GoAwayFrame,
     OpenFrame,
     PingFrame,
@@ -52,6 +53,7 @@ from memux.codes import (
     EngineError,
     SessionClosedError,
 )
+from memux.introspect import FRAME_TYPES, ChannelFigures, SessionCounters
 from memux.settings import MAX_OPEN_PAYLOAD, MAX_REASON_BYTES, SessionSettings
 
 __all__ = [
@@ -445,6 +447,8 @@ class MemuxEngine:
         self._warnedIncrement = False  # see _onCredit
         self.goAwaySent: int | None = None  # the lastChannel we announced
         self.goAwayReceived: int | None = None
+        #: the code of the last GOAWAY we sent, if any
+        self.goAwaySentCode: int | None = None
         self.terminated = False
         # Counters, for introspection.
         self.bytesSent = 0
@@ -457,6 +461,19 @@ class MemuxEngine:
         #: and round-trip sampling cost, apart from the data's framing
         self.pingBytesSent = 0
         self.pingBytesReceived = 0
+        # Counters for `counters` (introspection and metrics), kept where
+        # each is cheap: frames sent by type nibble (control frames counted
+        # once per `piecesToSend`, DATA once per chunk), frames received
+        # other than DATA by class (DATA is the rest of framesReceived),
+        # RESETs and GOAWAYs by code, and stalls on credit.
+        self._framesSent = [0] * 16
+        self._controlReceived: dict[type, int] = {}
+        self._resetsSent: dict[int, int] = {}
+        self._resetsReceived: dict[int, int] = {}
+        self._goAwaysSent: dict[int, int] = {}
+        self._goAwaysReceived: dict[int, int] = {}
+        self._channelCreditStalls = 0
+        self._sessionCreditStalls = 0
 
     # ------------------------------------------------------------ queries
 
@@ -536,6 +553,72 @@ class MemuxEngine:
         How many more payload bytes the peer has invited on the session.
         """
         return self._sessionSend.available
+
+    def channelFigures(self) -> Iterator[ChannelFigures]:
+        """
+        The figures of every open channel, for introspection (read-only).
+        """
+        names = _STATE_NAMES
+        for cid, ch in self._channels.items():
+            recv = ch.recv
+            yield ChannelFigures(
+                cid,
+                names[ch.state],
+                ch.local,
+                ch.lossy,
+                ch.offset,
+                recv.received,
+                ch.queued,
+                recv.received - recv.consumed,
+                ch.limit - ch.offset,
+                ch.limit,
+                recv.limit - recv.received,
+                recv.window,
+            )
+
+    def sessionCredit(self) -> tuple[int, int, int]:
+        """
+        The session's credit, for introspection: what we may still send,
+        what the peer may still send, and our receive window.
+        """
+        send, recv = self._sessionSend, self._sessionRecv
+        return (send.limit - send.offset, recv.limit - recv.received, recv.window)
+
+    def counters(self) -> SessionCounters:
+        """
+        What this session has moved and met so far (see `SessionCounters`),
+        read from the counters the engine keeps as it goes.
+        """
+        sent = {FRAME_TYPES[i]: n for i, n in enumerate(self._framesSent) if n}
+        received: dict[str, int] = {}
+        control = 0
+        for cls, n in self._controlReceived.items():
+            name = _FRAME_NAMES.get(cls, "UNKNOWN")
+            received[name] = received.get(name, 0) + n
+            control += n
+        if self.framesReceived > control:
+            received["DATA"] = self.framesReceived - control
+        return SessionCounters(
+            bytesSent=self.bytesSent,
+            bytesReceived=self.bytesReceived,
+            pingBytesSent=self.pingBytesSent,
+            pingBytesReceived=self.pingBytesReceived,
+            framesSent=sent,
+            framesReceived=received,
+            channelsOpened=self.channelsOpened,
+            channelsAccepted=self.channelsAccepted,
+            resetsSent={describeCode(c): n for c, n in self._resetsSent.items()},
+            resetsReceived={
+                describeCode(c): n for c, n in self._resetsReceived.items()
+            },
+            goAwaysSent={describeCode(c): n for c, n in self._goAwaysSent.items()},
+            goAwaysReceived={
+                describeCode(c): n for c, n in self._goAwaysReceived.items()
+            },
+            channelCreditStalls=self._channelCreditStalls,
+            sessionCreditStalls=self._sessionCreditStalls,
+            uselessFrames=self.uselessFrames,
+        )
 
     def hasDataToSend(self) -> bool:
         """
@@ -669,6 +752,7 @@ class MemuxEngine:
             return
         if ch.state is not _IDLE:
             self._control.append(ResetFrame(channel, code, _cut(reason)).encode())
+            _count(self._resetsSent, code)
         # else: the peer never heard of it; its id is simply skipped.
         self._removeChannel(ch)
 
@@ -699,6 +783,7 @@ class MemuxEngine:
         self._queuePeerInduced(
             ResetFrame(channel, ErrorCode.REFUSED, _cut(reason)).encode()
         )
+        _count(self._resetsSent, ErrorCode.REFUSED)
         # An opening that did no work: a storm of them (to no service, or
         # to one that declines) spends the same allowance as rapid resets.
         self._useless("refused channel")
@@ -847,6 +932,8 @@ class MemuxEngine:
         if self.goAwaySent is None or self._highestPeer < self.goAwaySent:
             self.goAwaySent = self._highestPeer
         self._control.append(GoAwayFrame(self.goAwaySent, code, _cut(reason)).encode())
+        self.goAwaySentCode = code
+        _count(self._goAwaysSent, code)
         if code != ErrorCode.NO_ERROR:
             self.terminated = True
 
@@ -874,11 +961,15 @@ class MemuxEngine:
                     frames = self._decoder.receive(data, maxFrames)
                 onData = self._onData
                 handlers = _FRAME_HANDLERS
+                control = self._controlReceived
                 for frame in frames:
                     if type(frame) is DataFrame:
                         onData(frame)
                     else:
-                        handlers.get(type(frame), _onUnknown)(self, frame)
+                        t = type(frame)
+                        # (Counted here, not per DATA frame: see counters.)
+                        control[t] = control.get(t, 0) + 1
+                        handlers.get(t, _onUnknown)(self, frame)
                     if self.terminated:
                         break
                 self.framesReceived += len(frames)
@@ -953,6 +1044,7 @@ class MemuxEngine:
             # Opened, then reset before we answered: rapid reset
             # (CVE-2023-44487) makes us start work and throw it away.
             self._useless("RESET of a channel before any answer")
+        _count(self._resetsReceived, r.code)
         self._removeChannel(ch)
         self._events.append(ChannelReset(r.channel, r.code, r.reason, True))
 
@@ -1231,6 +1323,7 @@ class MemuxEngine:
             if f.lastChannel == self.goAwayReceived and f.code == ErrorCode.NO_ERROR:
                 self._useless("repeated GOAWAY")
         self.goAwayReceived = f.lastChannel
+        _count(self._goAwaysReceived, f.code)
         self._events.append(GoAwayReceived(f.lastChannel, f.code, f.reason))
         reason = "not processed: the peer is going away"
         for ch in list(self._channels.values()):
@@ -1251,6 +1344,7 @@ class MemuxEngine:
 
     def _channelError(self, ch: _Channel, code: ErrorCode, reason: str) -> None:
         self._queuePeerInduced(ResetFrame(ch.id, code, _cut(reason)).encode())
+        _count(self._resetsSent, code)
         self._removeChannel(ch)
         self._events.append(ChannelReset(ch.id, code, reason, remote=False))
 
@@ -1372,6 +1466,7 @@ class MemuxEngine:
         if self.terminated:
             # Only the GOAWAY (and what preceded it) goes out now.
             self.bytesSent += sum(map(len, out))
+            _countControl(self._framesSent, out)
             return out
         if self._channelsDue:
             self._channelsDue = False
@@ -1380,6 +1475,8 @@ class MemuxEngine:
             for cid, limit in self._creditDue.items():
                 out.append(CreditFrame(cid, limit).encode())
             self._creditDue = {}
+        if out:
+            _countControl(self._framesSent, out)
         size = sum(map(len, out))
         maxChunk = min(self.peerSettings.maxFrameSize, self.settings.chunkSize)
         if self._pendingOpens:
@@ -1408,6 +1505,7 @@ class MemuxEngine:
                     frame = DropFrame(ch.id, ch.dropCount).encode()
                     ch.dropCount = 0
                     out.append(frame)
+                    self._framesSent[_DROP_TYPE] += 1
                     size += len(frame)
                 if (
                     self._midMessage
@@ -1431,8 +1529,10 @@ class MemuxEngine:
                     break
                 head = ch.queue[0][0] if ch.queue else b""
                 if head and ch.offset >= ch.limit:  # (ch.send: ch itself)
+                    self._channelCreditStalls += 1
                     break  # blocked on channel credit: CREDIT reschedules
                 if head and self._sessionSend.offset >= self._sessionSend.limit:
+                    self._sessionCreditStalls += 1
                     if sent:
                         blocked.append(ch)  # it had its turn: to the back
                     else:
@@ -1499,6 +1599,7 @@ class MemuxEngine:
             self._highestLocalSent = ch.id
             if ch.openFrame is not None:
                 out.append(ch.openFrame)
+                self._framesSent[_OPEN_TYPE] += 1
                 size += len(ch.openFrame)
                 ch.openFrame = None
             else:
@@ -1599,6 +1700,7 @@ class MemuxEngine:
         else:
             header = encodeDataHeader(cid, n, flags)
         out.append(header)
+        self._framesSent[0] += 1  # (DATA: the one count per frame sent)
         if n:
             out.append(chunk)
         if flags & DATA_FIN:
@@ -1616,6 +1718,37 @@ class MemuxEngine:
             else:
                 _advance(ch, _SEND_FIN)  # no such row: raises
         return len(header) + n
+
+
+def _count(counts: dict[int, int], code: int) -> None:
+    counts[code] = counts.get(code, 0) + 1
+
+
+def _countControl(counts: list[int], frames: list[bytes]) -> None:
+    # A control frame's type is the high nibble of its first byte (the
+    # preface's magic, 0x89, counts as type 8: see `FRAME_TYPES`).
+    for frame in frames:
+        counts[frame[0] >> 4] += 1
+
+
+#: The states' names (an Enum's ``value`` is a slow property).
+_STATE_NAMES = {state: state.value for state in ChannelState}
+
+_OPEN_TYPE = FrameType.OPEN.value
+_DROP_TYPE = FrameType.DROP.value
+
+#: Frame classes by the names `counters` gives them.
+_FRAME_NAMES: dict[type, str] = {
+    DataFrame: "DATA",
+    OpenFrame: "OPEN",
+    CreditFrame: "CREDIT",
+    ResetFrame: "RESET",
+    PingFrame: "PING",
+    GoAwayFrame: "GOAWAY",
+    ChannelCreditFrame: "CHANNELS",
+    DropFrame: "DROP",
+    Preface: "PREFACE",
+}
 
 
 def _onUnknown(engine: MemuxEngine, frame: object) -> None:
