@@ -180,6 +180,10 @@ def _isatty(stream: IO[str]) -> bool:
         return False
 
 
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}" if n == 1 else f"{n} {what}s"
+
+
 def _ms(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds * 1000:.2f}ms"
 
@@ -241,9 +245,9 @@ def formatStatus(snapshots: list[FactorySnapshot], where: str = "") -> str:
         t = snap.totals
         taken = time.strftime("%H:%M:%S", time.localtime(snap.time))
         out.append(
-            f"memux {where} at {taken}: {t.sessionsOpen} sessions"
+            f"memux {where} at {taken}: {_count(t.sessionsOpen, 'session')}"
             f" (peak {snap.peakSessions}, {t.sessionsStarted} so far),"
-            f" {t.channelsOpen} channels open"
+            f" {_count(t.channelsOpen, 'channel')} open"
             + (", draining" if snap.draining else "")
             + "\n"
         )
