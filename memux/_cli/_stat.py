@@ -159,12 +159,16 @@ class StatCommand:
 
     def _failed(self, reason: Failure) -> None:
         if reason.check(UsageError):
-            self._finish(ExitStatus.FAILURE, str(reason.value))
+            status, error = ExitStatus.FAILURE, str(reason.value)
         else:
-            self._finish(
-                ExitStatus.CONNECT,
-                f"cannot read {self.endpointText}: {_reasonText(reason)}",
-            )
+            status = ExitStatus.CONNECT
+            error = f"cannot read {self.endpointText}: {_reasonText(reason)}"
+        if self.watch is None:
+            self._finish(status, error)
+        else:
+            # Watching goes on (the server may be restarting), as watch(1).
+            self.reporter.error(error)
+            self._next = _clock(self._reactor).callLater(self.watch, self._fetch)
 
     def _finish(self, status: int, error: str = "") -> None:
         if error:
@@ -316,12 +320,16 @@ def _addArguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-w",
         "--watch",
+        action="store_true",
+        help="print again every INTERVAL seconds until interrupted",
+    )
+    parser.add_argument(
+        "-i",
+        "--interval",
         type=_seconds(0.1),
-        nargs="?",
-        const=2.0,
-        default=None,
+        default=2.0,
         metavar="SECONDS",
-        help="print again every SECONDS (default 2) until interrupted",
+        help="with --watch, the seconds between prints (default 2)",
     )
     parser.add_argument(
         "--no-channels",
@@ -337,7 +345,7 @@ def _make(args: argparse.Namespace, reactor: IReactorCore, reporter: Reporter) -
         endpoint,
         args.endpoint,
         args.json,
-        args.watch,
+        args.interval if args.watch else None,
         args.channels,
         reporter,
         sys.stdout,
@@ -357,7 +365,7 @@ COMMAND = Subcommand(
     examples=(
         "examples:\n"
         "  memux stat 127.0.0.1:9400\n"
-        "  memux stat --watch 1 unix:/run/memux/status.sock\n"
+        "  memux stat --watch -i 1 unix:/run/memux/status.sock\n"
         "  memux stat --json 127.0.0.1:9400 | jq '.[0].totals'\n\n"
     ),
     addArguments=_addArguments,

@@ -15,7 +15,7 @@ import tempfile
 from typing import Any, cast
 
 from twisted.internet.endpoints import TCP4ClientEndpoint, UNIXClientEndpoint
-from twisted.internet.interfaces import IReactorProcess
+from twisted.internet.interfaces import IProcessTransport, IReactorProcess
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock, deferLater
 from twisted.python.usage import UsageError
@@ -312,6 +312,19 @@ class TwistdStatusTests(TestCase):
         self.assertEqual(code, 0, err)
         [again] = [FactorySnapshot.fromJSON(x) for x in json.loads(out)]
         self.assertEqual(again.totals.channelsOpen, 3)
+
+        watching = spawnCLI(
+            self, "stat", "--watch", "-i", "0.1", "--json", f"127.0.0.1:{statusPort}"
+        )
+        await watching.waitForStdout(rb"(.+\n){3}")
+        cast(IProcessTransport, watching.transport).signalProcess("INT")
+        out, err, code = await watching.ended
+        self.assertEqual(code, 0, err)
+        lines = out.decode().splitlines()
+        self.assertGreaterEqual(len(lines), 3)
+        for line in lines:
+            [snap] = [FactorySnapshot.fromJSON(x) for x in json.loads(line)]
+            self.assertEqual(snap.totals.sessionsOpen, 1)
 
     async def test_unreachable(self) -> None:
         """
