@@ -32,7 +32,7 @@ default_role = "py:obj"
 # on, which have no inventory here (no intersphinx: no network).
 nitpicky = True
 nitpick_ignore_regex = [
-    ("py:.*", r"(twisted|zope)(\..*)?"),
+    ("py:.*", r"(twisted|zope|prometheus_client)(\..*)?"),
     ("py:.*", r"(collections\.abc|ipaddress|os|socket)\..*"),
     # memux's private modules and names are not documented.
     ("py:.*", r"memux(\.\w+)*\._\w+(\..*)?"),

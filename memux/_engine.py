@@ -53,7 +53,12 @@ from memux.codes import (
     EngineError,
     SessionClosedError,
 )
-from memux.introspect import FRAME_TYPES, ChannelFigures, SessionCounters
+from memux.introspect import (
+    FRAME_TYPES,
+    RTT_BUCKETS,
+    ChannelFigures,
+    SessionCounters,
+)
 from memux.settings import MAX_OPEN_PAYLOAD, MAX_REASON_BYTES, SessionSettings
 
 __all__ = [
@@ -618,6 +623,9 @@ class MemuxEngine:
             channelCreditStalls=self._channelCreditStalls,
             sessionCreditStalls=self._sessionCreditStalls,
             uselessFrames=self.uselessFrames,
+            # (Round trips are the session core's: it times the PINGs.)
+            rttCounts=[0] * (len(RTT_BUCKETS) + 1),
+            rttSum=0.0,
         )
 
     def hasDataToSend(self) -> bool:

@@ -7,7 +7,7 @@ Live introspection of memux sessions, as plain data: what
 
 Every class here is a frozen dataclass of JSON types only (str, int,
 float, bool, None, lists and dicts of them), so ``toJSON()`` (or
-`dataclasses.asdict`) gives what `json.dumps` takes, and ``fromJSON``
+``dataclasses.asdict``) gives what ``json.dumps`` takes, and ``fromJSON``
 reads it back.  Pure: no Twisted, no I/O; the session core fills these
 from the counters it keeps anyway, so a snapshot costs nothing until it
 is taken.
@@ -18,13 +18,12 @@ from __future__ import annotations
 import bisect
 import dataclasses
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 __all__ = [
     "FRAME_TYPES",
     "RTT_BUCKETS",
-    "ChannelFigures",
     "ChannelSnapshot",
     "FactorySnapshot",
     "RttHistogram",
@@ -110,7 +109,8 @@ class ChannelFigures(NamedTuple):
     """
     One open channel as the engine sees it (what `ChannelSnapshot` is made
     of, with what the channel object adds): a tuple, cheap to make for
-    every channel of every session.
+    every channel of every session.  Between the engine and the session
+    core: not in ``__all__``.
     """
 
     channel: int
@@ -136,32 +136,48 @@ class SessionCounters:
     """
 
     #: bytes written to and read from the connection (frames and preface)
-    bytesSent: int = 0
-    bytesReceived: int = 0
+    bytesSent: int
+    bytesReceived: int
     #: of those, bytes of PING frames (liveness and round-trip probes)
-    pingBytesSent: int = 0
-    pingBytesReceived: int = 0
-    framesSent: dict[str, int] = field(default_factory=dict)
-    framesReceived: dict[str, int] = field(default_factory=dict)
+    pingBytesSent: int
+    pingBytesReceived: int
+    framesSent: dict[str, int]
+    framesReceived: dict[str, int]
     #: channels opened by this side, and by the peer
-    channelsOpened: int = 0
-    channelsAccepted: int = 0
+    channelsOpened: int
+    channelsAccepted: int
     #: RESET frames by code (REFUSED: refusals), sent and received
-    resetsSent: dict[str, int] = field(default_factory=dict)
-    resetsReceived: dict[str, int] = field(default_factory=dict)
-    goAwaysSent: dict[str, int] = field(default_factory=dict)
-    goAwaysReceived: dict[str, int] = field(default_factory=dict)
+    resetsSent: dict[str, int]
+    resetsReceived: dict[str, int]
+    goAwaysSent: dict[str, int]
+    goAwaysReceived: dict[str, int]
     #: times a channel with data queued had to wait for the peer's credit
     #: on that channel, or on the whole session
-    channelCreditStalls: int = 0
-    sessionCreditStalls: int = 0
+    channelCreditStalls: int
+    sessionCreditStalls: int
     #: frames of the peer's that did no work (PINGs, rapid resets...),
     #: which the flood limit counts
-    uselessFrames: int = 0
+    uselessFrames: int
     #: round trips sampled: samples per `RTT_BUCKETS` bucket (+Inf last),
     #: their sum in seconds
-    rttCounts: list[int] = field(default_factory=lambda: [0] * (len(RTT_BUCKETS) + 1))
-    rttSum: float = 0.0
+    rttCounts: list[int]
+    rttSum: float
+
+    @classmethod
+    def zero(cls) -> SessionCounters:
+        """
+        Counters of nothing yet.
+        """
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            kind = str(f.type)
+            if kind.startswith("dict"):
+                values[f.name] = {}
+            elif kind.startswith("list"):
+                values[f.name] = [0] * (len(RTT_BUCKETS) + 1)
+            else:
+                values[f.name] = 0
+        return cls(**values)
 
     def __add__(self, other: SessionCounters) -> SessionCounters:
         if not isinstance(other, SessionCounters):
@@ -389,7 +405,7 @@ class FactorySnapshot:
 
     def toJSON(self) -> dict[str, Any]:
         """
-        As a dict of JSON types (`json.dumps` takes it).
+        As a dict of JSON types (``json.dumps`` takes it).
         """
         return {
             "time": self.time,

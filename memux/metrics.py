@@ -50,7 +50,7 @@ def addTotals(totals: Iterable[Totals]) -> Totals:
     """
     Several factories' `Totals`, added up.
     """
-    counters = SessionCounters()
+    counters = SessionCounters.zero()
     open_ = started = channels = 0
     ended: dict[str, int] = {}
     for t in totals:
@@ -108,7 +108,7 @@ class MemuxCollector:
         """
         The metrics, with no values: what a registry checks names with.
         """
-        return list(_families(Totals(SessionCounters(), 0, 0, 0, {})))
+        return list(_families(Totals(SessionCounters.zero(), 0, 0, 0, {})))
 
     def collect(self) -> Iterator[Metric]:
         """

@@ -943,7 +943,7 @@ class MultiplexingFactory(Factory):
         self.peakSessions = 0
         # For `totals`: sessions started, and what the ended ones did.
         self._started = 0
-        self._endedCounters = SessionCounters()
+        self._endedCounters = SessionCounters.zero()
         self._endCauses: dict[str, int] = {}
         if not client:
             # A TLS layer under a server (an ``ssl:`` endpoint, or

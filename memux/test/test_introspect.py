@@ -11,14 +11,17 @@ import dataclasses
 import json
 from typing import Any
 
+from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.test.iosim import IOPump, connectedServerAndClient
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from memux.codes import ChannelState, ErrorCode
+from memux.endpoints import MemuxClientEndpoint, SessionPool
 from memux.introspect import (
     RTT_BUCKETS,
     ChannelSnapshot,
@@ -144,14 +147,16 @@ class CountersTests(SynchronousTestCase):
         Adding counters adds each number, each dict entry (names seen on
         either side) and each histogram bucket.
         """
-        a = SessionCounters(
+        a = dataclasses.replace(
+            SessionCounters.zero(),
             bytesSent=10,
             framesSent={"DATA": 2, "OPEN": 1},
             resetsSent={"CANCEL": 1},
             rttCounts=[1] + [0] * len(RTT_BUCKETS),
             rttSum=0.5,
         )
-        b = SessionCounters(
+        b = dataclasses.replace(
+            SessionCounters.zero(),
             bytesSent=5,
             framesSent={"DATA": 3, "PING": 1},
             rttCounts=[0] * len(RTT_BUCKETS) + [2],
@@ -457,3 +462,33 @@ class ExampleTests(SynchronousTestCase):
         self.assertIn("channel 5 echo OPEN: 30000 bytes in, 30000 out", out)
         self.assertIn("metrics: memux_channels_open 3.0", out)
         self.assertIn("/sessions: channels open 3", out)
+
+
+class PoolSnapshotTests(SynchronousTestCase):
+    """
+    A client L{SessionPool} snapshots the sessions it holds.
+    """
+
+    def test_pool(self) -> None:
+        """
+        C{pool.snapshot()} has one snapshot per connected session of the
+        pool, client side, with the channels opened through it: IDLE until
+        their opening goes out, then OPEN.
+        """
+        reactor = MemoryReactorClock()
+        pool = SessionPool(reactor)
+        endpoint = MemuxClientEndpoint(pool, "tcp:example.com:7400", b"echo")
+        self.assertEqual(pool.snapshot(), [])
+        endpoint.connect(Factory.forProtocol(Sink))
+        endpoint.connect(Factory.forProtocol(Sink))
+        host, port, factory, _, _ = reactor.tcpClients[-1]
+        wrapper: Any = factory.buildProtocol(IPv4Address("TCP", host, port))
+        wrapper.makeConnection(StringTransport())
+        [session] = pool.snapshot()
+        self.assertTrue(session.client)
+        self.assertEqual([c.service for c in session.channels], ["echo", "echo"])
+        # Not announced yet (the flush is for the next reactor turn): IDLE.
+        self.assertEqual([c.state for c in session.channels], ["IDLE", "IDLE"])
+        reactor.advance(0)
+        [session] = pool.snapshot()
+        self.assertEqual([c.state for c in session.channels], ["OPEN", "OPEN"])
