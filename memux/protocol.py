@@ -979,6 +979,13 @@ class MultiplexingFactory(Factory):
         """
         return list(self._sessions)
 
+    @property
+    def draining(self) -> bool:
+        """
+        Whether `drain` was called (and the factory not started again).
+        """
+        return self._draining
+
     def totals(self) -> Totals:
         """
         What this factory's sessions did, ended and connected ones together,

@@ -7,6 +7,7 @@ memux} on loopback.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -15,13 +16,16 @@ import tempfile
 from typing import Any, cast
 
 from twisted.internet.endpoints import TCP4ClientEndpoint, UNIXClientEndpoint
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IProcessTransport, IReactorProcess
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.task import Clock, deferLater
+from twisted.internet.task import Clock, Cooperator, deferLater
+from twisted.python.failure import Failure
 from twisted.python.usage import UsageError
 from twisted.test.iosim import connectedServerAndClient
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from twisted.web.client import Agent, readBody
+from twisted.web.server import NOT_DONE_YET
 from twisted.web.test.requesthelper import DummyRequest
 
 from memux._cli._common import UsageError as CLIUsageError
@@ -50,11 +54,55 @@ def render(
     request = DummyRequest([path])
     request.args = args or {}
     body = resource.render(request)
+    if body == NOT_DONE_YET:
+        # Written in turns of the resource's cooperator: run them all.
+        clock = resource.clock
+        while not request.finished:
+            clock.advance(0)
+        body = b"".join(request.written)
     headers = {
         name.lower(): values[-1]
         for name, values in request.responseHeaders.getAllRawHeaders()
     }
     return request.responseCode or 200, headers, body
+
+
+class Turns:
+    """
+    A Cooperator's scheduler whose turns run one at a time, when
+    C{advance} says (a L{Clock} would run the turns a turn schedules in
+    the same C{advance}).
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[Turn] = []
+
+    def schedule(self, f: Any) -> Turn:
+        turn = Turn(f)
+        self.calls.append(turn)
+        return turn
+
+    def advance(self, seconds: float) -> None:
+        """
+        Run the turns scheduled so far (not those they schedule).
+        """
+        calls, self.calls = self.calls, []
+        for turn in calls:
+            if not turn.cancelled:
+                turn.f()
+
+
+class Turn:
+    """
+    One turn of L{Turns}.
+    """
+
+    def __init__(self, f: Any) -> None:
+        self.f = f
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
 
 
 class Sink(Protocol):
@@ -86,22 +134,83 @@ class SiteTests(SynchronousTestCase):
     The pages of the status site.
     """
 
+    def sessionsPage(self, factories: list[MultiplexingFactory]) -> SessionsResource:
+        """
+        C{/sessions} of C{factories}, written one step per turn of its
+        C{turns} (a L{Turns}).
+        """
+        turns = Turns()
+        cooperator = Cooperator(
+            terminationPredicateFactory=lambda: lambda: True,
+            scheduler=cast(Any, turns.schedule),
+        )
+        page = SessionsResource(factories, cooperator)
+        page.clock = turns  # type: ignore[attr-defined]
+        return page
+
     def test_sessions(self) -> None:
         """
         C{/sessions} is the JSON of each factory's snapshot, which reads
         back as one; C{?channels=0} leaves the channels out.
         """
         factory, _, _ = servedFactory()
-        code, headers, body = render(SessionsResource([factory]))
+        code, headers, body = render(self.sessionsPage([factory]))
         self.assertEqual(code, 200)
         self.assertEqual(headers[b"content-type"], b"application/json")
         [snap] = [FactorySnapshot.fromJSON(x) for x in json.loads(body)]
+        self.assertEqual(snap, dataclasses.replace(factory.snapshot(), time=snap.time))
         [session] = snap.sessions
         [channel] = session.channels
         self.assertEqual((channel.service, channel.bytesReceived), ("echo", 400))
-        code, _, body = render(SessionsResource([factory]), args={b"channels": [b"0"]})
+        code, _, body = render(self.sessionsPage([factory]), args={b"channels": [b"0"]})
         [bare] = json.loads(body)
         self.assertEqual(bare["sessions"][0]["channels"], [])
+
+    def test_sessionsInTurns(self) -> None:
+        """
+        C{/sessions} writes one session per turn of its cooperator, so a
+        big server's reactor runs in between; several factories make one
+        list.
+        """
+        first, _, _ = servedFactory()
+        second, _, _ = servedFactory()
+        extra = MemuxProtocol(client=True, reactor=Clock())
+        connectedServerAndClient(
+            lambda: second.buildProtocol(None), lambda: extra, clock=Clock()
+        )
+        page = self.sessionsPage([first, second])
+        request = DummyRequest([b""])
+        self.assertEqual(page.render(request), NOT_DONE_YET)
+        clock: Turns = page.clock  # type: ignore[attr-defined]
+        turns = 0
+        while not request.finished:
+            clock.advance(0)
+            turns += 1
+        self.assertGreaterEqual(turns, 3)
+        data = json.loads(b"".join(request.written))
+        self.assertEqual([len(f["sessions"]) for f in data], [1, 2])
+
+    def test_sessionsClientGone(self) -> None:
+        """
+        A client that goes away while C{/sessions} is written stops the
+        writing; nothing more is written, and nothing fails.
+        """
+        factory, _, _ = servedFactory()
+        extra = MemuxProtocol(client=True, reactor=Clock())
+        connectedServerAndClient(
+            lambda: factory.buildProtocol(None), lambda: extra, clock=Clock()
+        )
+        page = self.sessionsPage([factory])
+        request = DummyRequest([b""])
+        page.render(request)
+        clock: Turns = page.clock  # type: ignore[attr-defined]
+        clock.advance(0)
+        written = len(request.written)
+        request.processingFailed(Failure(ConnectionDone()))
+        for _ in range(5):
+            clock.advance(0)
+        self.assertEqual(len(request.written), written)
+        self.assertFalse(request.finished)
 
     def test_metrics(self) -> None:
         """
