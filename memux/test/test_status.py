@@ -15,11 +15,13 @@ import sys
 import tempfile
 from typing import Any, cast
 
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.endpoints import TCP4ClientEndpoint, UNIXClientEndpoint
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IProcessTransport, IReactorProcess
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock, Cooperator, deferLater
+from twisted.logger import ILogObserver, LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.python.usage import UsageError
 from twisted.test.iosim import connectedServerAndClient
@@ -34,7 +36,7 @@ from memux.introspect import FactorySnapshot
 from memux.protocol import MemuxProtocol, MultiplexingFactory, connectSession
 from memux.services import Echo
 from memux.status import NO_METRICS, MetricsPage, SessionsResource, statusSite
-from memux.tap import Options
+from memux.tap import Options, _StatusEndpoint
 from memux.test._helpers import ROOT, CLIProcess, freePort, globalReactor, spawnCLI
 
 try:
@@ -444,3 +446,52 @@ class TwistdStatusTests(TestCase):
         self.assertEqual(code, 3)
         self.assertEqual(out, b"")
         self.assertIn(b"memux stat: cannot read", err)
+
+
+class StatusListeningTests(SynchronousTestCase):
+    """
+    Where C{twistd memux --status} listens is logged, with a warning when
+    other hosts can reach it.
+    """
+
+    def listened(self, address: Any) -> list[dict[str, Any]]:
+        """
+        The events logged when the status endpoint listens at C{address}.
+        """
+        events: list[dict[str, Any]] = []
+        observer = cast(ILogObserver, events.append)
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+
+        class Port:
+            def getHost(self) -> Any:
+                return address
+
+        _StatusEndpoint(None, "tcp:9400")._listening(Port())  # type: ignore[arg-type]
+        return [e for e in events if e.get("log_namespace") == "memux.tap"]
+
+    def test_loopback(self) -> None:
+        """
+        On a loopback address (IPv4 or IPv6) or a UNIX socket: one info
+        line naming the address, no warning.
+        """
+        for address in (
+            IPv4Address("TCP", "127.0.0.1", 9400),
+            IPv6Address("TCP", "::1", 9400),
+            UNIXAddress(b"/run/memux/status.sock"),
+        ):
+            [event] = self.listened(address)
+            self.assertEqual(event["log_level"], LogLevel.info)
+            self.assertIn("memux status (/metrics, /sessions) on", formatEvent(event))
+
+    def test_everywhere(self) -> None:
+        """
+        On every address (C{tcp:9400} with no interface), or any address
+        that is not loopback, a warning says so.
+        """
+        for host in ("0.0.0.0", "::", "192.0.2.7"):
+            events = self.listened(IPv4Address("TCP", host, 9400))
+            self.assertEqual(
+                [e["log_level"] for e in events], [LogLevel.info, LogLevel.warn]
+            )
+            self.assertIn(f"listens on {host}, reachable", formatEvent(events[1]))
