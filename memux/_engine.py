@@ -468,10 +468,12 @@ class MemuxEngine:
         self.pingBytesReceived = 0
         # Counters for `counters` (introspection and metrics), kept where
         # each is cheap: frames sent by type nibble (control frames counted
-        # once per `piecesToSend`, DATA once per chunk), frames received
+        # once per `piecesToSend`, DATA by its pieces), frames received
         # other than DATA by class (DATA is the rest of framesReceived),
         # RESETs and GOAWAYs by code, and stalls on credit.
         self._framesSent = [0] * 16
+        self._dataPieces = 0  # DATA headers and payloads sent (see counters)
+        self._emptyDataFrames = 0  # of those headers, with no payload
         self._controlReceived: dict[type, int] = {}
         self._resetsSent: dict[int, int] = {}
         self._resetsReceived: dict[int, int] = {}
@@ -595,6 +597,10 @@ class MemuxEngine:
         read from the counters the engine keeps as it goes.
         """
         sent = {FRAME_TYPES[i]: n for i, n in enumerate(self._framesSent) if n}
+        # Each DATA frame sent is a header and, unless empty, its payload.
+        data = (self._dataPieces + self._emptyDataFrames) // 2
+        if data:
+            sent["DATA"] = data
         received: dict[str, int] = {}
         control = 0
         for cls, n in self._controlReceived.items():
@@ -1486,6 +1492,12 @@ class MemuxEngine:
         if out:
             _countControl(self._framesSent, out)
         size = sum(map(len, out))
+        # DATA frames sent are counted from the pieces added below, once
+        # per call rather than once per frame (see `counters`): every
+        # piece but the OPEN and DROP frames is a DATA frame's header or
+        # payload.
+        framesSent = self._framesSent
+        before = len(out) - framesSent[_OPEN_TYPE] - framesSent[_DROP_TYPE]
         maxChunk = min(self.peerSettings.maxFrameSize, self.settings.chunkSize)
         if self._pendingOpens:
             size += self._sendOpens(out, maxChunk, maxBytes - size)
@@ -1552,6 +1564,9 @@ class MemuxEngine:
         for ch in blocked:
             scheduler.park(ch)
         self.bytesSent += size
+        self._dataPieces += (
+            len(out) - framesSent[_OPEN_TYPE] - framesSent[_DROP_TYPE] - before
+        )
         return out
 
     def _admits(self, ch: _Channel, maxChunk: int) -> bool:
@@ -1708,9 +1723,12 @@ class MemuxEngine:
         else:
             header = encodeDataHeader(cid, n, flags)
         out.append(header)
-        self._framesSent[0] += 1  # (DATA: the one count per frame sent)
         if n:
             out.append(chunk)
+        else:
+            # (DATA frames are counted by their pieces, per `piecesToSend`
+            # call: one piece here, two for a frame with payload.)
+            self._emptyDataFrames += 1
         if flags & DATA_FIN:
             # Our FIN is out (every channel's end comes this way).
             events = self._events

@@ -11,6 +11,8 @@ import dataclasses
 import json
 from typing import Any
 
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol
@@ -20,6 +22,7 @@ from twisted.test.iosim import IOPump, connectedServerAndClient
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
+from memux._engine import DataReceived, MemuxEngine
 from memux.codes import ChannelState, ErrorCode
 from memux.endpoints import MemuxClientEndpoint, SessionPool
 from memux.introspect import (
@@ -492,3 +495,107 @@ class PoolSnapshotTests(SynchronousTestCase):
         reactor.advance(0)
         [session] = pool.snapshot()
         self.assertEqual([c.state for c in session.channels], ["OPEN", "OPEN"])
+
+
+#: What one step of `FrameCountTests` does: (what, which side, a number).
+_STEP = st.tuples(
+    st.sampled_from(["open", "send", "end", "close", "reset", "drop", "ping", "pump"]),
+    st.booleans(),
+    st.integers(0, 200_000),
+)
+
+
+class FrameCountTests(SynchronousTestCase):
+    """
+    The engine counts DATA frames sent by their pieces, once per
+    C{piecesToSend} (not once per frame): the counts must still be exact.
+    """
+
+    @settings(max_examples=150, deadline=None)
+    @given(st.lists(_STEP, max_size=60))
+    def test_sentIsReceived(self, steps: list[tuple[str, bool, int]]) -> None:
+        """
+        Under any mix of openings (named and default services, lossy),
+        data, ends of messages, closes, resets, discards, PINGs and partial
+        deliveries, every frame type each side counts as sent, the other
+        counts as received, once all is delivered.
+        """
+        engines = [MemuxEngine(True), MemuxEngine(False)]
+        mine: list[list[int]] = [[], []]  # channels each side opened
+        lossy: set[int] = set()
+        closed: set[int] = set()  # by this side
+
+        def deliver(side: int, maxBytes: int) -> None:
+            data = engines[side].dataToSend(maxBytes)
+            peer = engines[1 - side]
+            for e in peer.receiveData(data):
+                if isinstance(e, DataReceived):
+                    peer.consumed(e.channel, len(e.data))
+
+        for what, side, n in steps:
+            engine, own = engines[side], mine[side]
+            cid = own[n % len(own)] if own else None
+            if what == "open":
+                service = b"" if n % 2 else b"svc"
+                own.append(engine.openChannel(service, lossy=n % 3 == 0))
+                if n % 3 == 0:
+                    lossy.add(own[-1])
+            elif what in ("send", "end") and cid is not None:
+                if engine.isOpen(cid) and not engine.finSent(cid):
+                    try:
+                        engine.sendData(cid, b"x" * (n % 70_000), what == "end")
+                    except ValueError:
+                        pass  # closed for writing already
+            elif what == "close" and cid is not None:
+                engine.closeChannel(cid)
+                closed.add(cid)
+            elif what == "reset" and cid is not None:
+                engine.resetChannel(cid)
+                closed.add(cid)
+            elif what == "drop":
+                candidates = sorted(
+                    c
+                    for c in own
+                    if c in lossy and c not in closed and engine.isOpen(c)
+                )
+                if candidates:
+                    # Two messages more, so that there is something to drop.
+                    cid = candidates[n % len(candidates)]
+                    engine.sendData(cid, b"d" * (n % 3000), True)
+                    engine.sendData(cid, b"e" * (n % 5000), True)
+                    engine.discardQueuedMessages(cid, keepNewest=n % 2 == 0)
+            elif what == "ping":
+                engine.ping(n.to_bytes(8, "big"))
+            elif what == "pump":
+                deliver(side, 1 + n)
+        for _ in range(1000):
+            if not (engines[0].hasDataToSend() or engines[1].hasDataToSend()):
+                break
+            deliver(0, 1 << 20)
+            deliver(1, 1 << 20)
+        for side in (0, 1):
+            self.assertFalse(engines[side].terminated)
+            sent = engines[side].counters()
+            received = engines[1 - side].counters()
+            self.assertEqual(sent.framesSent, received.framesReceived)
+            self.assertEqual(sent.bytesSent, received.bytesReceived)
+            for kind in sent.framesSent:
+                event(f"sent {kind}")
+
+    def test_drops(self) -> None:
+        """
+        A DROP frame, and the DATA frames around it, are counted on both
+        sides (a case the property above reaches only now and then).
+        """
+        client, server = MemuxEngine(True), MemuxEngine(False)
+        cid = client.openChannel(b"", lossy=True)
+        for _ in range(3):
+            client.sendData(cid, b"m" * 10, True)
+        self.assertEqual(client.discardQueuedMessages(cid, keepNewest=True), 2)
+        server.receiveData(client.dataToSend())
+        client.receiveData(server.dataToSend())
+        sent, received = client.counters(), server.counters()
+        self.assertEqual(
+            sent.framesSent, {"PREFACE": 1, "OPEN": 1, "DATA": 1, "DROP": 1}
+        )
+        self.assertEqual(received.framesReceived, sent.framesSent)
