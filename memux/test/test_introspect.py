@@ -573,10 +573,10 @@ class FrameCountTests(SynchronousTestCase):
                 break
             deliver(0, 1 << 20)
             deliver(1, 1 << 20)
-        for side in (0, 1):
-            self.assertFalse(engines[side].terminated)
-            sent = engines[side].counters()
-            received = engines[1 - side].counters()
+        for one in (0, 1):
+            self.assertFalse(engines[one].terminated)
+            sent = engines[one].counters()
+            received = engines[1 - one].counters()
             self.assertEqual(sent.framesSent, received.framesReceived)
             self.assertEqual(sent.bytesSent, received.bytesReceived)
             for kind in sent.framesSent:
