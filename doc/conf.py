@@ -32,7 +32,7 @@ default_role = "py:obj"
 # on, which have no inventory here (no intersphinx: no network).
 nitpicky = True
 nitpick_ignore_regex = [
-    ("py:.*", r"(twisted|zope)(\..*)?"),
+    ("py:.*", r"(twisted|zope|prometheus_client)(\..*)?"),
     ("py:.*", r"(collections\.abc|ipaddress|os|socket)\..*"),
     # The standard library's asyncio and ssl, and builtin exceptions.
     ("py:.*", r"(asyncio|ssl)(\..*)?"),

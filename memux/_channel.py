@@ -215,6 +215,20 @@ class ChannelCore:
         if core.flushCall is None:
             core.flushSoon()  # the hint goes out
 
+    @property
+    def readingPaused(self) -> bool:
+        """
+        Whether the application paused reading (``pauseProducing``).
+        """
+        return self._paused
+
+    @property
+    def writingPaused(self) -> bool:
+        """
+        Whether memux paused the application's producer (its queue is full).
+        """
+        return self._producerPaused
+
     # ------------------------------------------------------------ writing
 
     def write(self, data: bytes) -> None:

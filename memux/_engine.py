@@ -13,7 +13,7 @@ that commands and `dataToSend` produced.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +35,7 @@ from memux._wire import (
     DropFrame,
     ErrorCode,
     FrameDecoder,
+    FrameType,
     GoAwayFrame,
     OpenFrame,
     PingFrame,
@@ -52,6 +53,12 @@ from memux.codes import (
     ChannelState,
     EngineError,
     SessionClosedError,
+)
+from memux.introspect import (
+    FRAME_TYPES,
+    RTT_BUCKETS,
+    ChannelFigures,
+    SessionCounters,
 )
 from memux.settings import (
     DEFAULT_URGENCY,
@@ -418,6 +425,7 @@ class MemuxEngine:
         "framesReceived",
         "goAwayReceived",
         "goAwaySent",
+        "goAwaySentCode",
         "peerSettings",
         "pingBytesReceived",
         "pingBytesSent",
@@ -426,13 +434,20 @@ class MemuxEngine:
         "terminated",
         "uselessFrames",
         "weighted",
+        "_channelCreditStalls",
         "_channels",
         "_channelsDue",
         "_control",
         "_controlBytes",
+        "_controlReceived",
         "_creditDue",
+        "_dataPieces",
         "_decoder",
+        "_emptyDataFrames",
         "_events",
+        "_framesSent",
+        "_goAwaysReceived",
+        "_goAwaysSent",
         "_highestLocalSent",
         "_highestPeer",
         "_hintsDue",
@@ -445,7 +460,10 @@ class MemuxEngine:
         "_peerChannels",
         "_pendingOpens",
         "_reassemblyHeld",
+        "_resetsReceived",
+        "_resetsSent",
         "_scheduler",
+        "_sessionCreditStalls",
         "_sessionRecv",
         "_sessionSend",
         "_warnedIncrement",
@@ -517,6 +535,8 @@ class MemuxEngine:
         self._warnedIncrement = False  # see _onCredit
         self.goAwaySent: int | None = None  # the lastChannel we announced
         self.goAwayReceived: int | None = None
+        #: the code of the last GOAWAY we sent, if any
+        self.goAwaySentCode: int | None = None
         self.terminated = False
         # Counters, for introspection.
         self.bytesSent = 0
@@ -529,6 +549,21 @@ class MemuxEngine:
         #: and round-trip sampling cost, apart from the data's framing
         self.pingBytesSent = 0
         self.pingBytesReceived = 0
+        # Counters for `counters` (introspection and metrics), kept where
+        # each is cheap: frames sent by type nibble (control frames counted
+        # once per `piecesToSend`, DATA by its pieces), frames received
+        # other than DATA by class (DATA is the rest of framesReceived),
+        # RESETs and GOAWAYs by code, and stalls on credit.
+        self._framesSent = [0] * 16
+        self._dataPieces = 0  # DATA headers and payloads sent (see counters)
+        self._emptyDataFrames = 0  # of those headers, with no payload
+        self._controlReceived: dict[type, int] = {}
+        self._resetsSent: dict[int, int] = {}
+        self._resetsReceived: dict[int, int] = {}
+        self._goAwaysSent: dict[int, int] = {}
+        self._goAwaysReceived: dict[int, int] = {}
+        self._channelCreditStalls = 0
+        self._sessionCreditStalls = 0
 
     # ------------------------------------------------------------ queries
 
@@ -608,6 +643,79 @@ class MemuxEngine:
         How many more payload bytes the peer has invited on the session.
         """
         return self._sessionSend.available
+
+    def channelFigures(self) -> Iterator[ChannelFigures]:
+        """
+        The figures of every open channel, for introspection (read-only).
+        """
+        names = _STATE_NAMES
+        for cid, ch in self._channels.items():
+            recv = ch.recv
+            yield ChannelFigures(
+                cid,
+                names[ch.state],
+                ch.local,
+                ch.lossy,
+                ch.offset,
+                recv.received,
+                ch.queued,
+                recv.received - recv.consumed,
+                ch.limit - ch.offset,
+                ch.limit,
+                recv.limit - recv.received,
+                recv.window,
+            )
+
+    def sessionCredit(self) -> tuple[int, int, int]:
+        """
+        The session's credit, for introspection: what we may still send,
+        what the peer may still send, and our receive window.
+        """
+        send, recv = self._sessionSend, self._sessionRecv
+        return (send.limit - send.offset, recv.limit - recv.received, recv.window)
+
+    def counters(self) -> SessionCounters:
+        """
+        What this session has moved and met so far (see `SessionCounters`),
+        read from the counters the engine keeps as it goes.
+        """
+        sent = {FRAME_TYPES[i]: n for i, n in enumerate(self._framesSent) if n}
+        # Each DATA frame sent is a header and, unless empty, its payload.
+        data = (self._dataPieces + self._emptyDataFrames) // 2
+        if data:
+            sent["DATA"] = data
+        received: dict[str, int] = {}
+        control = 0
+        for cls, n in self._controlReceived.items():
+            name = _FRAME_NAMES.get(cls, "UNKNOWN")
+            received[name] = received.get(name, 0) + n
+            control += n
+        if self.framesReceived > control:
+            received["DATA"] = self.framesReceived - control
+        return SessionCounters(
+            bytesSent=self.bytesSent,
+            bytesReceived=self.bytesReceived,
+            pingBytesSent=self.pingBytesSent,
+            pingBytesReceived=self.pingBytesReceived,
+            framesSent=sent,
+            framesReceived=received,
+            channelsOpened=self.channelsOpened,
+            channelsAccepted=self.channelsAccepted,
+            resetsSent={describeCode(c): n for c, n in self._resetsSent.items()},
+            resetsReceived={
+                describeCode(c): n for c, n in self._resetsReceived.items()
+            },
+            goAwaysSent={describeCode(c): n for c, n in self._goAwaysSent.items()},
+            goAwaysReceived={
+                describeCode(c): n for c, n in self._goAwaysReceived.items()
+            },
+            channelCreditStalls=self._channelCreditStalls,
+            sessionCreditStalls=self._sessionCreditStalls,
+            uselessFrames=self.uselessFrames,
+            # (Round trips are the session core's: it times the PINGs.)
+            rttCounts=[0] * (len(RTT_BUCKETS) + 1),
+            rttSum=0.0,
+        )
 
     def hasDataToSend(self) -> bool:
         """
@@ -783,6 +891,7 @@ class MemuxEngine:
             return
         if ch.state is not _IDLE:
             self._control.append(ResetFrame(channel, code, _cut(reason)).encode())
+            _count(self._resetsSent, code)
         # else: the peer never heard of it; its id is simply skipped.
         self._removeChannel(ch)
 
@@ -813,6 +922,7 @@ class MemuxEngine:
         self._queuePeerInduced(
             ResetFrame(channel, ErrorCode.REFUSED, _cut(reason)).encode()
         )
+        _count(self._resetsSent, ErrorCode.REFUSED)
         # An opening that did no work: a storm of them (to no service, or
         # to one that declines) spends the same allowance as rapid resets.
         self._useless("refused channel")
@@ -961,6 +1071,8 @@ class MemuxEngine:
         if self.goAwaySent is None or self._highestPeer < self.goAwaySent:
             self.goAwaySent = self._highestPeer
         self._control.append(GoAwayFrame(self.goAwaySent, code, _cut(reason)).encode())
+        self.goAwaySentCode = code
+        _count(self._goAwaysSent, code)
         if code != ErrorCode.NO_ERROR:
             self.terminated = True
 
@@ -988,11 +1100,15 @@ class MemuxEngine:
                     frames = self._decoder.receive(data, maxFrames)
                 onData = self._onData
                 handlers = _FRAME_HANDLERS
+                control = self._controlReceived
                 for frame in frames:
                     if type(frame) is DataFrame:
                         onData(frame)
                     else:
-                        handlers.get(type(frame), _onUnknown)(self, frame)
+                        t = type(frame)
+                        # (Counted here, not per DATA frame: see counters.)
+                        control[t] = control.get(t, 0) + 1
+                        handlers.get(t, _onUnknown)(self, frame)
                     if self.terminated:
                         break
                 self.framesReceived += len(frames)
@@ -1067,6 +1183,7 @@ class MemuxEngine:
             # Opened, then reset before we answered: rapid reset
             # (CVE-2023-44487) makes us start work and throw it away.
             self._useless("RESET of a channel before any answer")
+        _count(self._resetsReceived, r.code)
         self._removeChannel(ch)
         self._events.append(ChannelReset(r.channel, r.code, r.reason, True))
 
@@ -1373,6 +1490,7 @@ class MemuxEngine:
             if f.lastChannel == self.goAwayReceived and f.code == ErrorCode.NO_ERROR:
                 self._useless("repeated GOAWAY")
         self.goAwayReceived = f.lastChannel
+        _count(self._goAwaysReceived, f.code)
         self._events.append(GoAwayReceived(f.lastChannel, f.code, f.reason))
         reason = "not processed: the peer is going away"
         for ch in list(self._channels.values()):
@@ -1393,6 +1511,7 @@ class MemuxEngine:
 
     def _channelError(self, ch: _Channel, code: ErrorCode, reason: str) -> None:
         self._queuePeerInduced(ResetFrame(ch.id, code, _cut(reason)).encode())
+        _count(self._resetsSent, code)
         self._removeChannel(ch)
         self._events.append(ChannelReset(ch.id, code, reason, remote=False))
 
@@ -1541,6 +1660,7 @@ class MemuxEngine:
         if self.terminated:
             # Only the GOAWAY (and what preceded it) goes out now.
             self.bytesSent += sum(map(len, out))
+            _countControl(self._framesSent, out)
             return out
         if self._channelsDue:
             self._channelsDue = False
@@ -1549,7 +1669,15 @@ class MemuxEngine:
             for cid, limit in self._creditDue.items():
                 out.append(CreditFrame(cid, limit).encode())
             self._creditDue = {}
+        if out:
+            _countControl(self._framesSent, out)
         size = sum(map(len, out))
+        # DATA frames sent are counted from the pieces added below, once
+        # per call rather than once per frame (see `counters`): every
+        # piece but the OPEN and DROP frames is a DATA frame's header or
+        # payload.
+        framesSent = self._framesSent
+        before = len(out) - framesSent[_OPEN_TYPE] - framesSent[_DROP_TYPE]
         maxChunk = min(self.peerSettings.maxFrameSize, self.settings.chunkSize)
         if self._pendingOpens:
             size += self._sendOpens(out, maxChunk, maxBytes - size)
@@ -1580,6 +1708,7 @@ class MemuxEngine:
                     frame = DropFrame(ch.id, ch.dropCount).encode()
                     ch.dropCount = 0
                     out.append(frame)
+                    self._framesSent[_DROP_TYPE] += 1
                     size += len(frame)
                 if (
                     self._midMessage
@@ -1603,8 +1732,10 @@ class MemuxEngine:
                     break
                 head = ch.queue[0][0] if ch.queue else b""
                 if head and ch.offset >= ch.limit:  # (ch.send: ch itself)
+                    self._channelCreditStalls += 1
                     break  # blocked on channel credit: CREDIT reschedules
                 if head and self._sessionSend.offset >= self._sessionSend.limit:
+                    self._sessionCreditStalls += 1
                     if sent:
                         blocked.append(ch)  # it had its turn: to the back
                     else:
@@ -1616,6 +1747,9 @@ class MemuxEngine:
         for ch in blocked:
             scheduler.park(ch)
         self.bytesSent += size
+        self._dataPieces += (
+            len(out) - framesSent[_OPEN_TYPE] - framesSent[_DROP_TYPE] - before
+        )
         return out
 
     def _admits(self, ch: _Channel, maxChunk: int) -> bool:
@@ -1672,6 +1806,7 @@ class MemuxEngine:
             self._highestLocalSent = ch.id
             if ch.openFrame is not None:
                 out.append(ch.openFrame)
+                self._framesSent[_OPEN_TYPE] += 1
                 size += len(ch.openFrame)
                 ch.openFrame = None
             else:
@@ -1784,6 +1919,10 @@ class MemuxEngine:
         out.append(header)
         if n:
             out.append(chunk)
+        else:
+            # (DATA frames are counted by their pieces, per `piecesToSend`
+            # call: one piece here, two for a frame with payload.)
+            self._emptyDataFrames += 1
         if flags & DATA_FIN:
             # Our FIN is out (every channel's end comes this way).
             events = self._events
@@ -1799,6 +1938,37 @@ class MemuxEngine:
             else:
                 _advance(ch, _SEND_FIN)  # no such row: raises
         return len(header) + n
+
+
+def _count(counts: dict[int, int], code: int) -> None:
+    counts[code] = counts.get(code, 0) + 1
+
+
+def _countControl(counts: list[int], frames: list[bytes]) -> None:
+    # A control frame's type is the high nibble of its first byte (the
+    # preface's magic, 0x89, counts as type 8: see `FRAME_TYPES`).
+    for frame in frames:
+        counts[frame[0] >> 4] += 1
+
+
+#: The states' names (an Enum's ``value`` is a slow property).
+_STATE_NAMES = {state: state.value for state in ChannelState}
+
+_OPEN_TYPE = FrameType.OPEN.value
+_DROP_TYPE = FrameType.DROP.value
+
+#: Frame classes by the names `counters` gives them.
+_FRAME_NAMES: dict[type, str] = {
+    DataFrame: "DATA",
+    OpenFrame: "OPEN",
+    CreditFrame: "CREDIT",
+    ResetFrame: "RESET",
+    PingFrame: "PING",
+    GoAwayFrame: "GOAWAY",
+    ChannelCreditFrame: "CHANNELS",
+    DropFrame: "DROP",
+    Preface: "PREFACE",
+}
 
 
 def _onUnknown(engine: MemuxEngine, frame: object) -> None:

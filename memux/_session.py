@@ -21,6 +21,7 @@ and resumes its output, and runs `SessionCore.handleTimer` when
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
@@ -43,6 +44,7 @@ from memux._engine import (
     SessionTerminated,
 )
 from memux.codes import ErrorCode, describeCode
+from memux.introspect import ChannelSnapshot, RttHistogram, SessionCounters
 from memux.settings import SessionSettings
 
 __all__ = [
@@ -244,12 +246,16 @@ class SessionCore:
         "outputPaused",
         "owing",
         "pausedProducers",
+        "rtt",
         "settings",
         "smallWrites",
+        "startedAt",
         "terminatedWith",
+        "timedOut",
         "_abortAt",
         "_blockedSince",
         "_closing",
+        "_endedByPeer",
         "_flushBytes",
         "_flushLimit",
         "_fullFlushes",
@@ -328,6 +334,15 @@ class SessionCore:
         # Pings we sent, by payload: when.
         self._pings: dict[bytes, float] = {}
         self._rttPings = 0  # round-trip samples taken (see `_sampleRtt`)
+        # Introspection (see `snapshotChannels`, `counters`).
+        #: when the connection was made, by the host's clock (None: not yet)
+        self.startedAt: float | None = None
+        #: every PING's round trip (ours, the auto-tuning's, keepalives')
+        self.rtt = RttHistogram()
+        #: why the core ended the session, if a timer did: ``handshake``,
+        #: ``idle``, ``keepalive`` or ``write`` followed by ``_timeout``
+        self.timedOut: str | None = None
+        self._endedByPeer = False
 
     # ------------------------------------------------------------ lifecycle
 
@@ -337,6 +352,7 @@ class SessionCore:
         """
         self.connected = True
         now = self.host.now()
+        self.startedAt = now
         settings = self.settings
         if settings.handshakeTimeout is not None and not self.engine.prefaceReceived:
             self._handshakeBy = now + settings.handshakeTimeout
@@ -930,10 +946,13 @@ class SessionCore:
         started = self._pings.pop(event.payload, None)
         if started is not None:
             rtt = self.host.now() - started
+            self.rtt.sample(rtt)
             tuning = self.engine.creditTuning
             if tuning is not None:
                 tuning.sample(rtt)
-            if not event.payload.startswith(RTT_PING):
+            if event.payload != KEEPALIVE_PAYLOAD and not event.payload.startswith(
+                RTT_PING
+            ):
                 self.host.pingAnswered(event.payload, rtt)
 
     def _onGoAwayReceived(self, event: GoAwayReceived) -> None:
@@ -942,6 +961,7 @@ class SessionCore:
 
     def _onSessionTerminated(self, event: SessionTerminated) -> None:
         self.terminatedWith = (event.code, event.reason)
+        self._endedByPeer = event.remote
         self.host.notice(Notice("session terminated", {"event": event}))
         self.flushSoon()
 
@@ -959,6 +979,65 @@ class SessionCore:
         """
         pings, self._pings = self._pings, {}
         return list(pings)
+
+    # ------------------------------------------------------------ introspection
+
+    def snapshotChannels(self) -> list[ChannelSnapshot]:
+        """
+        Every open channel now, as plain data (read-only: nothing changes).
+        """
+        channels = self.channels
+        make = ChannelSnapshot.fromValues
+        out = []
+        for f in self.engine.channelFigures():
+            channel = channels.get(f.channel)
+            if channel is None:
+                # Closed by the application, waiting for the peer's FIN.
+                service, reading, writing = "", False, False
+            else:
+                service = channel.service.decode("utf-8", "backslashreplace")
+                reading = channel.readingPaused
+                writing = channel.writingPaused
+            priority = self.engine.priority(f.channel)
+            out.append(
+                make(
+                    (
+                        f[0],
+                        service,
+                        *f[1:],
+                        reading,
+                        writing,
+                        priority.urgency,
+                        priority.weight,
+                    )
+                )
+            )
+        return out
+
+    def counters(self) -> SessionCounters:
+        """
+        What the session has moved and met so far (see `SessionCounters`).
+        """
+        rtt = self.rtt
+        return dataclasses.replace(
+            self.engine.counters(), rttCounts=list(rtt.counts), rttSum=rtt.total
+        )
+
+    def endCause(self, clean: bool) -> str:
+        """
+        Why the session ended (``clean``: its connection was closed, not
+        lost), as `memux.introspect.Totals.sessionsEnded` counts it: a
+        timeout, the error code it ended on (``peer_`` first when the
+        peer's GOAWAY carried it), ``closed`` or ``lost``.
+        """
+        if self.timedOut is not None:
+            return self.timedOut
+        if self.terminatedWith is not None:
+            code = self.terminatedWith[0]
+            if code is None:
+                return "lost"
+            return ("peer_" if self._endedByPeer else "") + describeCode(code)
+        return "closed" if clean else "lost"
 
     # ------------------------------------------------------------ timers
 
@@ -1047,6 +1126,7 @@ class SessionCore:
 
     def _handshakeExpired(self) -> None:
         timeout = self.settings.handshakeTimeout
+        self.timedOut = "handshake_timeout"
         self.host.notice(Notice("handshake timeout", {"timeout": timeout}))
         reason = f"no preface from the peer in {timeout:g} s"
         self.terminatedWith = (ErrorCode.IDLE_TIMEOUT, reason)
@@ -1061,6 +1141,7 @@ class SessionCore:
 
     def _idleExpired(self) -> None:
         timeout = self.settings.idleTimeout
+        self.timedOut = "idle_timeout"
         self.host.notice(Notice("idle timeout", {"timeout": timeout}))
         self.goAway(ErrorCode.IDLE_TIMEOUT, f"idle for {timeout:g} s")
 
@@ -1078,9 +1159,11 @@ class SessionCore:
             self._keepAlivePinged = False
         elif not self._keepAlivePinged:
             self._keepAlivePinged = True
+            self._pings[KEEPALIVE_PAYLOAD] = now  # (timed too: `rtt`)
             self.engine.ping(KEEPALIVE_PAYLOAD)
             self.flushSoon()
         else:
+            self.timedOut = "keepalive_timeout"
             self.host.notice(Notice("peer dead", {"silence": 2 * interval}))
             reason = f"no answer to PING in {interval:g} s"
             self.terminatedWith = (ErrorCode.IDLE_TIMEOUT, reason)
@@ -1095,6 +1178,7 @@ class SessionCore:
 
     def _writeExpired(self) -> None:
         timeout = self.settings.writeTimeout
+        self.timedOut = "write_timeout"
         self.host.notice(Notice("write timeout", {"timeout": timeout}))
         self.abort(ErrorCode.IDLE_TIMEOUT, f"the peer read nothing for {timeout:g} s")
 

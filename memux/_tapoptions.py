@@ -272,6 +272,15 @@ class Options(usage.Options):
             _seconds("drain-timeout", "at once"),
         ],
         [
+            "status",
+            None,
+            None,
+            "Serve a status site on this server endpoint: /metrics (Prometheus;"
+            " needs memux[metrics]) and /sessions (JSON), read by 'memux stat'."
+            " Loopback or UNIX socket only, e.g. tcp:9400:interface=127.0.0.1"
+            " or unix:/run/memux/status.sock [default: off].",
+        ],
+        [
             "tls-cert",
             None,
             None,
@@ -437,6 +446,16 @@ class Options(usage.Options):
                 raise usage.UsageError(
                     f"--listen {description!r} is not a server endpoint (such as"
                     f" tcp:7400 or unix:/run/memux.sock): {_describeError(e)}"
+                ) from e
+        status = self["status"]
+        if status is not None:
+            try:
+                serverFromString(reactor, status)
+            except Exception as e:
+                raise usage.UsageError(
+                    f"--status {status!r} is not a server endpoint (such as"
+                    f" tcp:9400:interface=127.0.0.1 or unix:/run/memux/status.sock):"
+                    f" {_describeError(e)}"
                 ) from e
         mounted: dict[bytes, str] = {}
         for option, entries in (("--service", "service"), ("--factory", "factory")):

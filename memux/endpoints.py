@@ -50,6 +50,7 @@ from zope.interface import implementer
 
 from memux.codes import ErrorCode
 from memux.error import ChannelRefused, describeService
+from memux.introspect import SessionSnapshot
 from memux.protocol import (
     ChannelRequest,
     MemuxProtocol,
@@ -211,6 +212,17 @@ class SessionPool:
             slot.session
             for slot in self._slots.values()
             if slot.session is not None and slot.session.isUsable()
+        ]
+
+    def snapshot(self, channels: bool = True) -> list[SessionSnapshot]:
+        """
+        Each session of this pool now, as plain data (see
+        `MemuxProtocol.snapshot`).
+        """
+        return [
+            slot.session.snapshot(channels)
+            for slot in self._slots.values()
+            if slot.session is not None and slot.session.connected
         ]
 
     def closeAll(self, *, graceful: bool = False) -> defer.Deferred[None]:

@@ -15,6 +15,7 @@ tuning of the connection is `memux._tuning`'s.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import sys
 from collections.abc import Callable, Iterator, Mapping
@@ -61,6 +62,7 @@ from memux._tuning import (
 )
 from memux.codes import ErrorCode, describeCode
 from memux.error import ChannelRefused, SessionLost, describeService
+from memux.introspect import FactorySnapshot, SessionCounters, SessionSnapshot, Totals
 from memux.settings import (
     ALPN,
     DEFAULT_URGENCY,
@@ -359,6 +361,15 @@ class MemuxProtocol(Protocol):
             "channelsAccepted": e.channelsAccepted,
             "channelsOpen": len(self._core.channels),
         }
+
+    def snapshot(self, channels: bool = True) -> SessionSnapshot:
+        """
+        The session now, as plain data (`memux.introspect.SessionSnapshot`,
+        JSON-ready with ``toJSON()``): its peer, path, settings, counters,
+        round trip, GOAWAY state, and with ``channels`` each open channel's
+        state, bytes, queue and credit.
+        """
+        return _snapshotSession(self, channels)
 
     def openChannel(
         self,
@@ -1057,6 +1068,10 @@ class MultiplexingFactory(Factory):
         #: The most sessions connected at once since this was last set
         #: (to watch load drop: ``twistd memux`` gives memory back then).
         self.peakSessions = 0
+        # For `totals`: sessions started, and what the ended ones did.
+        self._started = 0
+        self._endedCounters = SessionCounters.zero()
+        self._endCauses: dict[str, int] = {}
         if not client:
             # A TLS layer under a server (an ``ssl:`` endpoint, or
             # tlsServerFactory) then selects ALPN memux/1: Twisted's TLS
@@ -1090,6 +1105,47 @@ class MultiplexingFactory(Factory):
         The sessions this factory built that are connected now.
         """
         return list(self._sessions)
+
+    @property
+    def draining(self) -> bool:
+        """
+        Whether `drain` was called (and the factory not started again).
+        """
+        return self._draining
+
+    def totals(self) -> Totals:
+        """
+        What this factory's sessions did, ended and connected ones together,
+        and how many are open now (`memux.introspect.Totals`): what metrics
+        read, at a cost per connected session, not per channel.
+        """
+        counters = self._endedCounters
+        channelsOpen = 0
+        for session in self._sessions:
+            counters = counters + session._core.counters()
+            channelsOpen += len(session._core.channels)
+        return Totals(
+            counters,
+            len(self._sessions),
+            self._started,
+            channelsOpen,
+            dict(self._endCauses),
+        )
+
+    def snapshot(self, channels: bool = True) -> FactorySnapshot:
+        """
+        Every connected session now (see `MemuxProtocol.snapshot`), and
+        `totals`, as plain data (`memux.introspect.FactorySnapshot`).
+        """
+        import time
+
+        return FactorySnapshot(
+            time.time(),
+            self._draining,
+            self.peakSessions,
+            self.totals(),
+            [session.snapshot(channels) for session in self._sessions],
+        )
 
     def drain(self, timeout: float | None) -> defer.Deferred[None]:
         """
@@ -1149,6 +1205,7 @@ class MultiplexingFactory(Factory):
 
     def _sessionStarted(self, session: MemuxProtocol) -> None:
         self._sessions.add(session)
+        self._started += 1
         if len(self._sessions) > self.peakSessions:
             self.peakSessions = len(self._sessions)
         if self._draining:
@@ -1156,6 +1213,15 @@ class MultiplexingFactory(Factory):
             session.goAway(ErrorCode.NO_ERROR, "shutting down")
 
     def _sessionEnded(self, session: MemuxProtocol) -> None:
+        if session in self._sessions:
+            # Its counters move to the ended ones' (so totals never drop).
+            core = session._core
+            self._endedCounters = self._endedCounters + core.counters()
+            reason = session.lostReason
+            cause = core.endCause(
+                reason is None or reason.check(ConnectionDone) is not None
+            )
+            self._endCauses[cause] = self._endCauses.get(cause, 0) + 1
         self._sessions.discard(session)
         if self._sessions or not self._drainWaiters:
             return
@@ -1166,6 +1232,58 @@ class MultiplexingFactory(Factory):
         waiters, self._drainWaiters = self._drainWaiters, []
         for d in waiters:
             d.callback(None)
+
+
+def _snapshotSession(session: MemuxProtocol, channels: bool) -> SessionSnapshot:
+    from memux.mptcp import pathInfo
+
+    core = session._core
+    engine = core.engine
+    transport = session.transport
+    path = pathInfo(session) if transport is not None else None
+    alpn = None
+    # The TLS layer (Twisted's) says which protocol ALPN chose.
+    layer: object = transport
+    for _ in range(_WRAPPERS):
+        if layer is None:
+            break
+        chosen = getattr(layer, "negotiatedProtocol", None)
+        if isinstance(chosen, bytes):
+            alpn = chosen.decode("ascii", "backslashreplace")
+            break
+        layer = getattr(layer, "transport", None)
+    goAway = core.goAwayReceived
+    sent = engine.goAwaySentCode
+    send, receive, window = engine.sessionCredit()
+    rtt = core.rtt
+    started = core.startedAt
+    return SessionSnapshot(
+        peer=session._peerText(),
+        host=describeAddress(session._hostAddress()),
+        client=session.client,
+        age=0.0 if started is None else core.host.now() - started,
+        transport=path.kind if path is not None else "unknown",
+        tls=path.tls if path is not None else False,
+        alpn=alpn,
+        subflows=path.subflows if path is not None else None,
+        settings=dataclasses.asdict(session.settings.toWire()),
+        peerSettings=dataclasses.asdict(engine.peerSettings),
+        prefaceReceived=engine.prefaceReceived,
+        usable=core.usable(),
+        goAwaySent=None if sent is None else describeCode(sent),
+        goAwayReceived=None if goAway is None else describeCode(goAway.code),
+        goAwayReceivedLastChannel=None if goAway is None else goAway.lastChannel,
+        goAwayReceivedReason=None if goAway is None else goAway.reason,
+        draining=core.draining,
+        outputPaused=core.outputPaused,
+        rtt=rtt.smoothed,
+        lastRtt=rtt.last,
+        sendCredit=send,
+        receiveCredit=receive,
+        receiveWindow=window,
+        counters=core.counters(),
+        channels=core.snapshotChannels() if channels else [],
+    )
 
 
 def connectSession(

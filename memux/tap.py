@@ -173,6 +173,7 @@ class MemuxServer(MultiService):
                 child.endpoint.description
                 for child in self
                 if isinstance(getattr(child, "endpoint", None), _AnnouncingEndpoint)
+                and not isinstance(child.endpoint, _StatusEndpoint)
             )
             or "nothing",
         )
@@ -378,7 +379,51 @@ def makeService(options: Options, reactor: IReactorCore | None = None) -> MemuxS
             child.endpoint, description, tls is not None
         )
         child.setServiceParent(server)
+    status = options["status"]
+    if status is not None:
+        from memux.status import statusSite
+
+        child = strports.service(status, statusSite([sessions]), reactor=reactor)
+        child.endpoint = _StatusEndpoint(child.endpoint, status)
+        child.setServiceParent(server)
     return server
+
+
+@implementer(IStreamServerEndpoint)
+class _StatusEndpoint(_AnnouncingEndpoint):
+    """
+    Where the status site listens: logged as such, with a warning when it
+    is reachable from other hosts (it names every peer and service).
+    """
+
+    def __init__(self, endpoint: IStreamServerEndpoint, description: str):
+        super().__init__(endpoint, description, False)
+
+    def _listening(self, port: IListeningPort) -> IListeningPort:
+        self.port = port
+        address = port.getHost()
+        _log.info(
+            "memux status (/metrics, /sessions) on {address} ({description})",
+            address=describeAddress(address),
+            description=self.description,
+        )
+        host = getattr(address, "host", None)
+        if isinstance(host, str) and not _isLoopback(host):
+            _log.warn(
+                "memux status listens on {host}, reachable from other hosts:"
+                " listen on 127.0.0.1, ::1 or a UNIX socket instead",
+                host=host,
+            )
+        return port
+
+
+def _isLoopback(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
 
 
 def _describeTLS(options: Options) -> str:

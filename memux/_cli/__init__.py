@@ -1,7 +1,7 @@
 # -*- test-case-name: memux.test.test_cli -*-
 """
 The ``memux`` command line: ``memux forward`` (like ``ssh -L``), ``memux
-connect`` (like ``nc``) and ``memux ping``.
+connect`` (like ``nc``), ``memux ping`` and ``memux stat`` (like ``ss``).
 
 The subcommands are a registry: `COMMAND_MODULES` names a module for
 each, whose ``COMMAND`` (a `Subcommand`) says its name, help, arguments
@@ -71,6 +71,7 @@ COMMAND_MODULES = [
     "memux._cli._forward",
     "memux._cli._connect",
     "memux._cli._ping",
+    "memux._cli._stat",
 ]
 
 

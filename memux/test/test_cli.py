@@ -662,7 +662,7 @@ class RegistryTests(SynchronousTestCase):
         """
         self.assertEqual(
             [command.name for command in subcommands()],
-            ["forward", "connect", "ping", "hello"],
+            ["forward", "connect", "ping", "stat", "hello"],
         )
         code, out, err = self.run_("--help")
         self.assertEqual(code, 0)

@@ -170,6 +170,8 @@ TOOLS = [
             "mptcp",
             "services",
             "memory",
+            "metrics",
+            "status",
             "__main__",
         )
     ),
