@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, cast
 from memux._channel import ChannelCore, Ending
 from memux.aio._errors import errorFor
 from memux.codes import ChannelClosedError, ChannelState, ErrorCode
+from memux.settings import DEFAULT_WEIGHT, Priority
 
 if TYPE_CHECKING:
     from memux._session import SessionCore
@@ -472,6 +473,26 @@ class Channel:
         The channel's state, as the specification names them.
         """
         return self._c.state
+
+    @property
+    def priority(self) -> Priority:
+        """
+        The priority this channel's data is sent at: set by this side
+        (`set_priority`, or `Session.open_channel`) or by the peer's hint.
+        """
+        return self._c.priority
+
+    def set_priority(self, urgency: int, weight: int = DEFAULT_WEIGHT) -> None:
+        """
+        Send this channel's data at ``urgency`` (0, the most urgent, to 7)
+        and ``weight`` (1 to 256, within its urgency) from now on, and ask
+        the peer to do the same (see :doc:`/priorities`).  Ignored once the
+        channel has ended.
+
+        :raises TypeError: ``urgency`` or ``weight`` is not an integer.
+        :raises ValueError: either is out of range.
+        """
+        self._c.setPriority(urgency, weight)
 
     # ------------------------------------------------------------ reading
 

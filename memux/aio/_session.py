@@ -26,7 +26,15 @@ from memux._session import BULK_FLUSH_BYTES, FLUSH_BYTES, Notice, SessionCore
 from memux.aio._channel import Channel, ChannelReader, ChannelWriter, _AioChannel
 from memux.aio._errors import ChannelRefused, SessionLost, errorFor
 from memux.codes import ErrorCode, SessionClosedError, describeCode, describeService
-from memux.settings import ALPN, SessionSettings, Settings
+from memux.settings import (
+    ALPN,
+    DEFAULT_URGENCY,
+    DEFAULT_WEIGHT,
+    Priority,
+    SessionSettings,
+    Settings,
+    checkPriority,
+)
 
 __all__ = ["ChannelRequest", "Server", "Services", "Session"]
 
@@ -274,6 +282,8 @@ class Session(asyncio.Protocol):
         metadata: bytes | None = None,
         destination: tuple[str, int] | None = None,
         lossy: bool = False,
+        priority: int | None = None,
+        weight: int | None = None,
     ) -> Channel:
         """
         Open a channel for ``service``.  It returns at once (no round
@@ -281,8 +291,19 @@ class Session(asyncio.Protocol):
         the peer refuses the channel, its reads and writes raise
         `ChannelRefused`.  ``lossy``: the sender may shed queued messages
         when the channel cannot keep up (the reader counts them in
-        `Channel.dropped`).
+        `Channel.dropped`).  ``priority`` (the urgency, 0 the most urgent,
+        to 7) and ``weight`` (1 to 256) set the channel's priority from the
+        start (see :doc:`/priorities`; `Channel.set_priority` changes it).
+
+        :raises TypeError: ``priority`` or ``weight`` is not an integer.
+        :raises ValueError: either is out of range.
         """
+        chosen: Priority | None = None
+        if priority is not None or weight is not None:
+            chosen = checkPriority(
+                DEFAULT_URGENCY if priority is None else priority,
+                DEFAULT_WEIGHT if weight is None else weight,
+            )
         if isinstance(service, str):
             service = service.encode("utf-8")
         elif not isinstance(service, bytes):
@@ -299,6 +320,8 @@ class Session(asyncio.Protocol):
             cid = engine.openChannel(service, metadata, destination, lossy)
         except SessionClosedError as e:
             raise SessionLost(str(e)) from None
+        if chosen is not None:
+            engine.setPriority(cid, chosen.urgency, chosen.weight)
         c = _AioChannel(core, cid, service, lossy)
         core.register(c)
         core.flushSoon()

@@ -251,6 +251,52 @@ class MessageTests(SynchronousTestCase):
         run(main)
 
 
+class PriorityTests(SynchronousTestCase):
+    """
+    Channel priorities from the asyncio front end.
+    """
+
+    def test_priority(self) -> None:
+        """
+        C{open_channel(priority=, weight=)} sets the channel's priority
+        from the start and C{set_priority} changes it; the peer's channel
+        object takes it from the hint (so the server's handler sees it);
+        bad values raise C{ValueError} or C{TypeError} before anything is
+        opened.
+        """
+        seen: list[tuple[int, int]] = []
+
+        async def report(channel: Channel) -> None:
+            await channel.receive_message()
+            seen.append((channel.priority.urgency, channel.priority.weight))
+            await channel.send_message(b"ok")
+
+        async def main() -> None:
+            async with served({b"report": report}) as (_, session):
+                channel = await session.open_channel(b"report", priority=1, weight=64)
+                self.assertEqual(
+                    (channel.priority.urgency, channel.priority.weight), (1, 64)
+                )
+                await channel.send_message(b"which?")
+                self.assertEqual(await channel.receive_message(), b"ok")
+                channel.set_priority(6)
+                self.assertEqual(
+                    (channel.priority.urgency, channel.priority.weight), (6, 16)
+                )
+                with self.assertRaises(ValueError):
+                    await session.open_channel(b"report", priority=8)
+                with self.assertRaises(ValueError):
+                    await session.open_channel(b"report", weight=0)
+                with self.assertRaises(TypeError):
+                    await session.open_channel(b"report", priority="1")  # type: ignore[arg-type]
+                with self.assertRaises(ValueError):
+                    channel.set_priority(-1)
+                channel.close()
+
+        run(main)
+        self.assertEqual(seen, [(1, 64)])
+
+
 class BackpressureTests(SynchronousTestCase):
     """
     Credit is granted as the application reads, and writes wait for it.
