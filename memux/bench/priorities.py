@@ -105,11 +105,12 @@ async def runPriorityDefault(reactor: Reactor, params: Params, port: int) -> Res
 async def runWeightedShares(reactor: Reactor, params: Params, port: int) -> Result:
     """
     Three channels of `WEIGHTS` each queue ``backlog`` bytes at once (one
-    ``write``-byte buffer over and over: no copies); after ``settle``
-    seconds, count what each sends in ``seconds`` (written, less what is
-    still queued).  ``memux`` is the heaviest channel's share in percent,
-    ``baseline`` its weight's share, ``check`` the largest relative error
-    of any share.
+    ``write``-byte buffer over and over: no copies), topped up to that
+    whenever half of it has gone, so none ever runs dry however fast the
+    machine; after ``settle`` seconds, count what each sends in
+    ``seconds`` (written, less what is still queued).  ``memux`` is the
+    heaviest channel's share in percent, ``baseline`` its weight's share,
+    ``check`` the largest relative error of any share.
     """
     s = await session(reactor, params, port)
     transports: list[ChannelTransport] = []
@@ -118,25 +119,43 @@ async def runWeightedShares(reactor: Reactor, params: Params, port: int) -> Resu
         await s.openChannel(b"sink", given(sink), weight=weight)
         transports.append(cast(ChannelTransport, sink.transport))
     chunk = bytes(params["write"])
-    writes = params["backlog"] // len(chunk)
-    for transport in transports:
-        for _ in range(writes):
-            transport.write(chunk)
-    written = writes * len(chunk)
+    backlog = params["backlog"]
     engine = s.engine
+    written = [0] * len(transports)
+    dry = [False]
+
+    def topUp() -> None:
+        for i, transport in enumerate(transports):
+            queued = engine.queuedBytes(transport.channel)
+            if queued == 0 and written[i]:
+                dry[0] = True  # (it may have idled: the shares would lie)
+            if queued < backlog // 2:
+                for _ in range((backlog - queued) // len(chunk)):
+                    transport.write(chunk)
+                written[i] += (backlog - queued) // len(chunk) * len(chunk)
+
+    topUp()
+    refill = task.LoopingCall(topUp)
+    refill.clock = reactor
+    refill.start(0.01, now=False)
     await task.deferLater(reactor, params["settle"], lambda: None)
 
     def sent() -> list[int]:
-        return [written - engine.queuedBytes(t.channel) for t in transports]
+        return [
+            w - engine.queuedBytes(t.channel)
+            for w, t in zip(written, transports, strict=True)
+        ]
 
+    dry[0] = False
     before = sent()
     started = time.perf_counter()
     await task.deferLater(reactor, params["seconds"], lambda: None)
     seconds = time.perf_counter() - started
     after = sent()
-    if max(after) >= written:
+    refill.stop()
+    if dry[0]:
         raise RuntimeError(
-            f"a channel sent all its backlog in the run: raise backlog ({written})"
+            f"a channel ran out of data in the run: raise backlog ({backlog})"
         )
     for transport in transports:
         transport.abortConnection()
