@@ -290,8 +290,18 @@ class SessionPool:
         except Exception:
             return defer.fail()
         self._attempts.add(attempt)
+        # Cancelled, the caller gets CancelledError, as a caller waiting
+        # for a shared session does (not the endpoint's own error).
+        cancelled = False
 
-        def connected(session: MemuxProtocol) -> MemuxProtocol:
+        def cancel(_: object) -> None:
+            nonlocal cancelled
+            cancelled = True
+            attempt.cancel()
+
+        waiter: defer.Deferred[MemuxProtocol] = defer.Deferred(cancel)
+
+        def connected(session: MemuxProtocol) -> None:
             self._attempts.discard(attempt)
             self._single.add(session)
             self._open.add(session)
@@ -301,13 +311,15 @@ class SessionPool:
                 self._open.discard(session)
 
             session.whenClosed().addCallback(closed)
-            return session
+            waiter.callback(session)
 
-        def failed(reason: Failure) -> Failure:
+        def failed(reason: Failure) -> None:
             self._attempts.discard(attempt)
-            return reason
+            if not cancelled:
+                waiter.errback(reason)
 
-        return attempt.addCallbacks(connected, failed)
+        attempt.addCallbacks(connected, failed)
+        return waiter
 
     def sessions(self) -> list[MemuxProtocol]:
         """

@@ -17,7 +17,10 @@ from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet import defer
 from twisted.internet.endpoints import clientFromString, connectProtocol
-from twisted.internet.error import ConnectionDone, ConnectionRefusedError
+from twisted.internet.error import (
+    ConnectionDone,
+    ConnectionRefusedError,
+)
 from twisted.internet.interfaces import IHalfCloseableProtocol, ITransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
@@ -37,7 +40,12 @@ from memux.interfaces import IChannelTransport
 from memux.protocol import ChannelTransport, MemuxProtocol
 from memux.services import Echo
 from memux.test._fakes import Collector, MessageCollector
-from memux.test._helpers import RecordingMultiplexingFactory, ServerTestCase, freePort
+from memux.test._helpers import (
+    RecordingMultiplexingFactory,
+    ServerTestCase,
+    freePort,
+    runExample,
+)
 
 
 @implementer(IHalfCloseableProtocol)
@@ -237,6 +245,20 @@ class ChannelBehaviourMixin(_Base):
         await self.assertFailure(d, ConnectionRefusedError)
         self.assertEqual(self.pool.sessions(), [])
         self.assertEqual(self.pool.singleSessions(), [])
+
+    async def test_cancel(self) -> None:
+        """
+        Cancelling a connect before the connection is made stops the
+        attempt: the connect fails with L{defer.CancelledError} and no
+        session is left.
+        """
+        await self.start()
+        d = connectProtocol(self.endpoint(b"echo"), Collector())
+        d.cancel()
+        await self.assertFailure(d, defer.CancelledError)
+        self.assertEqual(self.pool.sessions(), [])
+        self.assertEqual(self.pool.singleSessions(), [])
+        self.assertEqual(self.pool._attempts, set())
 
     async def test_closeAll(self) -> None:
         """
@@ -468,3 +490,24 @@ class DescriptionTests(SynchronousTestCase):
             b"echo",
             multiplex="no",
         )
+
+
+class ExampleTests(SynchronousTestCase):
+    """
+    The runnable example of the documentation.
+    """
+
+    def test_example(self) -> None:
+        """
+        examples/nomux.py gets the same answers both ways, over one
+        connection multiplexed and three without, and leaves none of the
+        three open.
+        """
+        out = runExample("nomux.py")
+        lines = out.splitlines()
+        self.assertTrue(lines[0].endswith(":service=echo"), out)
+        self.assertTrue(lines[3].endswith(":service=echo:multiplex=no"), out)
+        answers = "  answers: channel 0, channel 1, channel 2"
+        self.assertEqual([lines[1], lines[4]], [answers, answers], out)
+        self.assertEqual(lines[2], "  connections: 1, still open: 1", out)
+        self.assertEqual(lines[5], "  connections: 3, still open: 0", out)
