@@ -237,7 +237,7 @@ class SessionPool:
         does (same arguments, same errors).
 
         Multiplexed (the default), the channel rides the pooled session
-        (see `session`).  If ``multiplex`` or this pool's `multiplex` is
+        (see `session`).  If ``multiplex`` or this pool's ``multiplex`` is
         false, it rides a session of its own over a new connection: the
         session is connected, the channel opened on it, and the session
         sends GOAWAY at once, so that it accepts no channel from the peer
@@ -477,10 +477,10 @@ class MemuxClientEndpoint:
         None: the default), and
     :param weight: its weight within its urgency (1 to 256; None: the
         default), as `MemuxProtocol.openChannel` takes them.
-    :param multiplex: if false (or if the pool's `~SessionPool.multiplex`
-        is), each connect opens a session over a new connection for its
-        channel alone, closed once the channel has ended, instead of
-        sharing the pooled session (see `SessionPool.openChannel`).
+    :param multiplex: if false (or if the pool's ``multiplex`` is), each
+        connect opens a session over a new connection for its channel
+        alone, closed once the channel has ended, instead of sharing the
+        pooled session (see `SessionPool.openChannel`).
     """
 
     def __init__(
