@@ -143,6 +143,8 @@ class SessionPool:
         settings: SessionSettings | None = None,
         multiplex: bool = True,
     ) -> None:
+        if not isinstance(multiplex, bool):
+            raise TypeError(f"multiplex must be a bool, not {type(multiplex).__name__}")
         self._reactor = reactor
         self.services = services
         self.settings = settings

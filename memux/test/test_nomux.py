@@ -16,7 +16,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet import defer
-from twisted.internet.endpoints import clientFromString, connectProtocol
+from twisted.internet.endpoints import (
+    clientFromString,
+    connectProtocol,
+    serverFromString,
+)
+from twisted.internet.endpoints import quoteStringArgument as q
 from twisted.internet.error import (
     ConnectionDone,
     ConnectionRefusedError,
@@ -41,11 +46,13 @@ from memux.protocol import ChannelTransport, MemuxProtocol
 from memux.services import Echo
 from memux.test._fakes import Collector, MessageCollector
 from memux.test._helpers import (
+    Certificates,
     RecordingMultiplexingFactory,
     ServerTestCase,
     freePort,
     runExample,
 )
+from memux.tls import ALPN
 
 
 @implementer(IHalfCloseableProtocol)
@@ -394,6 +401,44 @@ class NotMultiplexedTests(ChannelBehaviourMixin, ServerTestCase):
         back = serverSession.openChannel(b"echo", Factory.forProtocol(Collector))
         self.failureResultOf(back, ChannelRefused)
 
+    async def test_tls(self) -> None:
+        """
+        Over a C{tls:} inner endpoint, each channel has a TLS connection of
+        its own, negotiating ALPN C{memux/1}, and that connection closes
+        (on both sides) once the channel has ended.
+        """
+        certificates = Certificates(self.mktemp())
+        key = certificates.serverFile
+        self.server = RecordingMultiplexingFactory(services(), reactor=self.reactor)
+        port = await serverFromString(
+            self.reactor,
+            f"ssl:0:interface=127.0.0.1:privateKey={q(key)}:certKey={q(key)}",
+        ).listen(self.server)
+        self.addCleanup(port.stopListening)
+        self.pool = SessionPool(self.reactor, multiplex=False)
+        self.addCleanup(self.pool.closeAll)
+        inner = (
+            f"tls:127.0.0.1:{port.getHost().port}:trustRoots={q(certificates.caFile)}"
+        )
+        endpoint = MemuxClientEndpoint(self.pool, inner, b"farewell")
+        protos = [await connectProtocol(endpoint, Collector()) for _ in range(2)]
+        sessions = [sessionOf(p) for p in protos]
+        for proto in protos:
+            cast(ITransport, proto.transport).write(b"tls")
+            await proto.receivedAtLeast(3)
+        self.assertNotEqual(sessions[0], sessions[1])
+        for session in sessions:
+            transport: Any = session.transport
+            self.assertEqual(transport.negotiatedProtocol, ALPN)
+        for proto in protos:
+            cast(ITransport, proto.transport).loseConnection()
+            self.assertIsInstance(await proto.lost, ConnectionDone)
+        for session in sessions:
+            await session.whenClosed()
+        await self.serverSessionsGone()
+        self.assertEqual(self.server.connectedSessions(), [])
+        self.assertEqual(self.server.totals().sessionsStarted, 2)
+
     async def test_description(self) -> None:
         """
         A C{memux:} description with C{multiplex=no} connects each channel
@@ -478,9 +523,10 @@ class DescriptionTests(SynchronousTestCase):
 
     def test_notABool(self) -> None:
         """
-        L{MemuxClientEndpoint} takes C{multiplex} as a bool only (a string
-        such as C{"no"} would otherwise count as true).
+        L{MemuxClientEndpoint} and L{SessionPool} take C{multiplex} as a
+        bool only (a string such as C{"no"} would otherwise count as true).
         """
+        self.assertRaises(TypeError, SessionPool, multiplex="no")
         pool = SessionPool()
         self.assertRaises(
             TypeError,
