@@ -12,7 +12,9 @@ connects by opening a channel for ``echo`` on a session to the *inner*
 endpoint ``tcp:example.com:7400`` (an inner ``tls:`` endpoint offers ALPN
 ``memux/1``).  Sessions come from a `SessionPool`:
 every endpoint and every connect with the same inner description shares
-one session, made on first use and made again after it is lost.
+one session, made on first use and made again after it is lost.  With
+``multiplex=no`` each connect rides a session and connection of its own
+instead (MEMUX--: no multiplexing), closed once its channel has ended.
 
 Server::
 
@@ -128,6 +130,9 @@ class SessionPool:
     :param services: serves channels the peers open back to us (none by
         default: they are refused).
     :param settings: settings for the sessions this pool makes.
+    :param multiplex: if false, `openChannel` shares no session: each
+        channel gets a session over a connection of its own, which closes
+        once the channel has ended (see `openChannel`).
     """
 
     def __init__(
@@ -136,17 +141,29 @@ class SessionPool:
         *,
         services: ServiceMap | ServiceResolver | None = None,
         settings: SessionSettings | None = None,
+        multiplex: bool = True,
     ) -> None:
+        if not isinstance(multiplex, bool):
+            raise TypeError(f"multiplex must be a bool, not {type(multiplex).__name__}")
         self._reactor = reactor
         self.services = services
         self.settings = settings
+        self.multiplex = multiplex
         self._slots: dict[tuple[str, object], _Slot] = {}
         # Every session made and not closed yet, including those replaced
         # after a GOAWAY that are still draining.
         self._open: set[MemuxProtocol] = set()
+        # Sessions of one channel each (not multiplexed) and their
+        # connection attempts under way (a subset of _open once made).
+        self._single: set[MemuxProtocol] = set()
+        self._attempts: set[defer.Deferred[MemuxProtocol]] = set()
 
     def __repr__(self) -> str:
-        return f"<SessionPool sessions={len(self.sessions())} reactor={self.reactor!r}>"
+        mode = "" if self.multiplex else " multiplex=False"
+        return (
+            f"<SessionPool sessions={len(self.sessions())}{mode}"
+            f" reactor={self.reactor!r}>"
+        )
 
     @property
     def reactor(self) -> Any:
@@ -204,9 +221,113 @@ class SessionPool:
             self._connect(key, slot)
         return waiter
 
+    def openChannel(
+        self,
+        endpoint: IStreamClientEndpoint | str,
+        service: bytes,
+        factory: IProtocolFactory,
+        *,
+        metadata: bytes | None = None,
+        destination: tuple[str, int] | None = None,
+        priority: int | None = None,
+        weight: int | None = None,
+        multiplex: bool = True,
+    ) -> defer.Deferred[IProtocol]:
+        """
+        Open a channel for ``service`` to ``endpoint`` and connect a
+        protocol from ``factory`` to it, as `MemuxProtocol.openChannel`
+        does (same arguments, same errors).
+
+        Multiplexed (the default), the channel rides the pooled session
+        (see `session`).  If ``multiplex`` or this pool's ``multiplex`` is
+        false, it rides a session of its own over a new connection: the
+        session is connected, the channel opened on it, and the session
+        sends GOAWAY at once, so that it accepts no channel from the peer
+        and closes its connection as soon as the channel has ended
+        (cleanly, reset or refused).  The protocol sees the same callbacks
+        and errors either way.
+
+        :returns: fires with the protocol, or fails with the connection's
+            error if the session cannot be made.  Cancelling it stops the
+            connection attempt.
+        """
+        if self.multiplex and multiplex:
+            d = self.session(endpoint)
+        else:
+            d = self._singleSession(endpoint)
+
+        def opened(session: MemuxProtocol) -> defer.Deferred[IProtocol]:
+            channel = session.openChannel(
+                service,
+                factory,
+                metadata=metadata,
+                destination=destination,
+                priority=priority,
+                weight=weight,
+            )
+            if session in self._single:
+                # The session's one channel is open (or failed to open):
+                # GOAWAY now, so the connection closes once no channel is
+                # left.  It goes out with the channel's opening.
+                session.goAway(ErrorCode.NO_ERROR, "one channel per session")
+            return channel
+
+        return d.addCallback(opened)
+
+    def _singleSession(
+        self, endpoint: IStreamClientEndpoint | str
+    ) -> defer.Deferred[MemuxProtocol]:
+        """
+        Connect a session of its own to ``endpoint`` (for one channel).
+        """
+        if isinstance(endpoint, str):
+            try:
+                endpoint = clientEndpointFromString(self.reactor, endpoint)
+            except Exception:
+                return defer.fail()
+        try:
+            attempt = connectSession(
+                endpoint, self.services, settings=self.settings, reactor=self.reactor
+            )
+        except Exception:
+            return defer.fail()
+        self._attempts.add(attempt)
+        # Cancelled, the caller gets CancelledError, as a caller waiting
+        # for a shared session does (not the endpoint's own error).
+        cancelled = False
+
+        def cancel(_: object) -> None:
+            nonlocal cancelled
+            cancelled = True
+            attempt.cancel()
+
+        waiter: defer.Deferred[MemuxProtocol] = defer.Deferred(cancel)
+
+        def connected(session: MemuxProtocol) -> None:
+            self._attempts.discard(attempt)
+            self._single.add(session)
+            self._open.add(session)
+
+            def closed(_: object) -> None:
+                self._single.discard(session)
+                self._open.discard(session)
+
+            session.whenClosed().addCallback(closed)
+            waiter.callback(session)
+
+        def failed(reason: Failure) -> None:
+            self._attempts.discard(attempt)
+            if not cancelled:
+                waiter.errback(reason)
+
+        attempt.addCallbacks(connected, failed)
+        return waiter
+
     def sessions(self) -> list[MemuxProtocol]:
         """
-        The usable sessions this pool holds now.
+        The usable sessions this pool holds now (those it shares: a
+        channel opened without multiplexing has a session of its own,
+        never usable for another, listed by `singleSessions`).
         """
         return [
             slot.session
@@ -214,16 +335,26 @@ class SessionPool:
             if slot.session is not None and slot.session.isUsable()
         ]
 
+    def singleSessions(self) -> list[MemuxProtocol]:
+        """
+        The sessions of one channel each (made by `openChannel` without
+        multiplexing) whose connections are open now.
+        """
+        return list(self._single)
+
     def snapshot(self, channels: bool = True) -> list[SessionSnapshot]:
         """
         Each session of this pool now, as plain data (see
-        `MemuxProtocol.snapshot`).
+        `MemuxProtocol.snapshot`): the shared ones, then those of one
+        channel each.
         """
-        return [
-            slot.session.snapshot(channels)
+        shared = [
+            slot.session
             for slot in self._slots.values()
             if slot.session is not None and slot.session.connected
         ]
+        single = [s for s in self._single if s.connected]
+        return [session.snapshot(channels) for session in shared + single]
 
     def closeAll(self, *, graceful: bool = False) -> defer.Deferred[None]:
         """
@@ -241,6 +372,8 @@ class SessionPool:
                 slot.attempt.cancel()
             slot.session = None
             self._forgetIfIdle(key, slot)
+        for attempt in list(self._attempts):
+            attempt.cancel()
         closing: list[defer.Deferred[None]] = []
         for session in list(self._open):
             closing.append(session.whenClosed())
@@ -319,7 +452,7 @@ def defaultPool(reactor: Any = None) -> SessionPool:
         # Forget the pools of other reactors that hold nothing, so test
         # reactors are not kept alive by this registry.
         for other, idle in list(_defaultPools.items()):
-            if not idle._slots and not idle._open:
+            if not idle._slots and not idle._open and not idle._attempts:
                 del _defaultPools[other]
         pool = _defaultPools[reactor] = SessionPool(reactor)
     return pool
@@ -346,6 +479,10 @@ class MemuxClientEndpoint:
         None: the default), and
     :param weight: its weight within its urgency (1 to 256; None: the
         default), as `MemuxProtocol.openChannel` takes them.
+    :param multiplex: if false (or if the pool's ``multiplex`` is), each
+        connect opens a session over a new connection for its channel
+        alone, closed once the channel has ended, instead of sharing the
+        pooled session (see `SessionPool.openChannel`).
     """
 
     def __init__(
@@ -358,9 +495,12 @@ class MemuxClientEndpoint:
         destination: tuple[str, int] | None = None,
         priority: int | None = None,
         weight: int | None = None,
+        multiplex: bool = True,
     ) -> None:
         if not isinstance(service, bytes):
             raise TypeError(f"service must be bytes, not {type(service).__name__}")
+        if not isinstance(multiplex, bool):
+            raise TypeError(f"multiplex must be a bool, not {type(multiplex).__name__}")
         if metadata is not None and not isinstance(metadata, bytes):
             raise TypeError(f"metadata must be bytes, not {type(metadata).__name__}")
         if priority is not None or weight is not None:
@@ -372,37 +512,44 @@ class MemuxClientEndpoint:
             self.pool = poolOrReactor
         else:
             self.pool = defaultPool(poolOrReactor)
-        if isinstance(endpoint, str):
-            # Parsed now so a bad description fails here, not at connect.
+        # Parsed now so a bad description fails here, not at connect; the
+        # pool shares sessions by the description, but a connection of
+        # one's own needs the parsed endpoint each time.
+        self._inner = (
             clientEndpointFromString(self.pool.reactor, endpoint)
+            if isinstance(endpoint, str)
+            else endpoint
+        )
         self.endpoint = endpoint
         self.service = service
         self.metadata = metadata
         self.destination = destination
         self.priority = priority
         self.weight = weight
+        self.multiplex = multiplex
 
     def __repr__(self) -> str:
-        return f"<MemuxClientEndpoint {self.service!r} over {self.endpoint!r}>"
+        mode = "" if self.multiplex else " multiplex=False"
+        return f"<MemuxClientEndpoint {self.service!r} over {self.endpoint!r}{mode}>"
 
     def connect(self, protocolFactory: IProtocolFactory) -> defer.Deferred[IProtocol]:
         """
         Open a channel on the pooled session (connecting it first if need
-        be) and connect a protocol from ``protocolFactory`` to it.  Fails
-        with the connection's error if the session cannot be made.
+        be), or without multiplexing on a session of its own, and connect a
+        protocol from ``protocolFactory`` to it.  Fails with the
+        connection's error if the session cannot be made.
         """
-
-        def opened(session: MemuxProtocol) -> defer.Deferred[IProtocol]:
-            return session.openChannel(
-                self.service,
-                protocolFactory,
-                metadata=self.metadata,
-                destination=self.destination,
-                priority=self.priority,
-                weight=self.weight,
-            )
-
-        return self.pool.session(self.endpoint).addCallback(opened)
+        multiplex = self.multiplex and self.pool.multiplex
+        return self.pool.openChannel(
+            self.endpoint if multiplex else self._inner,
+            self.service,
+            protocolFactory,
+            metadata=self.metadata,
+            destination=self.destination,
+            priority=self.priority,
+            weight=self.weight,
+            multiplex=multiplex,
+        )
 
 
 @implementer(IListeningPort)
@@ -551,10 +698,12 @@ def memuxDescription(
     destination: str | None = None,
     priority: int | None = None,
     weight: int | None = None,
+    multiplex: bool = True,
 ) -> str:
     """
     The ``memux:`` description of a channel for ``service`` over the inner
-    endpoint description ``inner``, quoted as the parsers expect.
+    endpoint description ``inner``, quoted as the parsers expect
+    (``multiplex=False`` adds ``multiplex=no``).
 
     >>> memuxDescription("tcp:example.com:7400", "echo")
     'memux:tcp\\\\:example.com\\\\:7400:service=echo'
@@ -572,6 +721,8 @@ def memuxDescription(
         parts.append(f"priority={priority}")
     if weight is not None:
         parts.append(f"weight={weight}")
+    if not multiplex:
+        parts.append("multiplex=no")
     return ":".join(parts)
 
 
@@ -646,15 +797,16 @@ def parseStreamClient(
 
     Arguments: the inner client endpoint description (escaped), then
     ``service=`` (required), ``metadata=``, ``destination=HOST\\:PORT``,
-    ``priority=URGENCY`` (0 to 7) and ``weight=WEIGHT`` (1 to 256)
-    (optional).
+    ``priority=URGENCY`` (0 to 7), ``weight=WEIGHT`` (1 to 256) and
+    ``multiplex=no`` (a session and connection per channel; ``yes``, the
+    default, shares the pooled session) (optional).
 
     :raises EndpointDescriptionError: if the description is malformed.
     """
     inner, options = _split(
         args,
         kwargs,
-        ("service", "metadata", "destination", "priority", "weight"),
+        ("service", "metadata", "destination", "priority", "weight", "multiplex"),
     )
     metadata = options.get("metadata")
     destination = options.get("destination")
@@ -676,7 +828,27 @@ def parseStreamClient(
         destination=_destination(destination) if destination is not None else None,
         priority=priority,
         weight=weight,
+        multiplex=_yesNo(options, "multiplex", True),
     )
+
+
+#: The words a yes-or-no argument of a description takes.
+_YES_NO = {"yes": True, "true": True, "no": False, "false": False}
+
+
+def _yesNo(options: dict[str, str], name: str, default: bool) -> bool:
+    """
+    The yes-or-no argument ``name`` of a description, or ``default``.
+    """
+    text = options.get(name)
+    if text is None:
+        return default
+    try:
+        return _YES_NO[text.lower()]
+    except KeyError:
+        raise EndpointDescriptionError(
+            f"memux: {name} must be yes or no (or true or false), not {text!r}"
+        ) from None
 
 
 def _integer(options: dict[str, str], name: str) -> int | None:

@@ -28,6 +28,7 @@ from memux.bench.peers import (
     Result,
     Sender,
     channel,
+    clientEndpoint,
     clientFactory,
     clientSettings,
     connectTcp,
@@ -35,6 +36,7 @@ from memux.bench.peers import (
     tune,
 )
 from memux.bench.processes import LOOPBACK, Reactor, settledRss
+from memux.endpoints import SessionPool
 from memux.interfaces import IMessageReceiver
 from memux.protocol import ChannelTransport
 
@@ -490,6 +492,30 @@ async def runChurnTcp(reactor: Reactor, params: Params, port: int) -> Result:
     def start(exchanges: Exchanges) -> None:
         connector = clientFactory(params, ExchangeConnector(exchanges))
         reactor.connectTCP(LOOPBACK, port, connector)
+
+    exchanges = Exchanges(start, params)
+    started = time.perf_counter()
+    exchanges.start()
+    ended = await exchanges.done
+    return exchangeRate(exchanges, ended - started)
+
+
+async def runChurnSingle(reactor: Reactor, params: Params, port: int) -> Result:
+    """
+    The memux exchanges without multiplexing (MEMUX--): each channel rides
+    a session and connection of its own, from a `SessionPool` with
+    ``multiplex=False`` (over TLS, at most `TLS_CONNECT_EXCHANGES`).
+    """
+    if params.get("tls"):
+        exchanges = min(params["exchanges"], TLS_CONNECT_EXCHANGES)
+        params = {**params, "exchanges": exchanges}
+    pool = SessionPool(reactor, settings=clientSettings(params), multiplex=False)
+    endpoint = clientEndpoint(reactor, params, port)
+
+    def start(exchanges: Exchanges) -> None:
+        factory = OneFactory(lambda: ChannelExchange(exchanges))
+        d = pool.openChannel(endpoint, b"", factory)
+        d.addErrback(lambda f: exchanges.ended(f"open: {f.value}"))
 
     exchanges = Exchanges(start, params)
     started = time.perf_counter()

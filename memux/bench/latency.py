@@ -16,9 +16,19 @@ from twisted.internet.protocol import Protocol
 from zope.interface import implementer
 
 from memux.bench.clients import Streamer
-from memux.bench.peers import Params, Result, channel, connectTcp, session
+from memux.bench.peers import (
+    OneFactory,
+    Params,
+    Result,
+    channel,
+    clientEndpoint,
+    clientSettings,
+    connectTcp,
+    session,
+)
 from memux.bench.processes import Reactor
 from memux.bench.report import percentile
+from memux.endpoints import SessionPool
 from memux.interfaces import IMessageReceiver
 from memux.protocol import ChannelTransport
 
@@ -29,6 +39,7 @@ __all__ = [
     "StreamPinger",
     "runLatencyIdle",
     "runLatencyLoaded",
+    "runLatencySingle",
     "runLatencyTcpIdle",
     "runLatencyTcpLoaded",
 ]
@@ -133,16 +144,30 @@ class SinkStreamer(Streamer):
 
 
 async def pingUnderLoad(
-    reactor: Reactor, params: Params, port: int, loaded: bool, tcp: bool = False
+    reactor: Reactor,
+    params: Params,
+    port: int,
+    loaded: bool,
+    tcp: bool = False,
+    multiplex: bool = True,
 ) -> Result:
     """
     Ping-pong on one channel, with (``loaded``) or without bulk traffic on
     another channel of the same session; with ``tcp``, on one TCP
-    connection, the bulk traffic on another.
+    connection, the bulk traffic on another; without ``multiplex``, on
+    memux channels each on a session and connection of its own.
     """
     bulk: Streamer | None = None
     pinger: Pinger | StreamPinger
-    if tcp:
+    if not multiplex:
+        pool = SessionPool(reactor, settings=clientSettings(params), multiplex=False)
+        endpoint = clientEndpoint(reactor, params, port)
+        if loaded:
+            streamer = bulk = Streamer(params["write"], None)
+            await pool.openChannel(endpoint, b"sink", OneFactory(lambda: streamer))
+        pinger = Pinger(params["size"])
+        await pool.openChannel(endpoint, b"echo", OneFactory(lambda: pinger))
+    elif tcp:
         if loaded:
             bulk = SinkStreamer(params["write"], None)
             await connectTcp(reactor, params, port, bulk, "bulk")
@@ -165,7 +190,7 @@ async def pingUnderLoad(
     seconds = time.perf_counter() - started
     sent = (bulk.sender.sent if bulk and bulk.sender else 0) - sentBefore
     micro = [t * 1e6 for t in times]
-    return {
+    result: Result = {
         "value": percentile(micro, 0.99),
         "p50": percentile(micro, 0.50),
         "p90": percentile(micro, 0.90),
@@ -175,6 +200,7 @@ async def pingUnderLoad(
         "seconds": seconds,
         "bulkMBps": sent / seconds / 1e6,
     }
+    return result
 
 
 async def runLatencyLoaded(reactor: Reactor, params: Params, port: int) -> Result:
@@ -182,6 +208,14 @@ async def runLatencyLoaded(reactor: Reactor, params: Params, port: int) -> Resul
     Ping-pong while another channel carries bulk traffic.
     """
     return await pingUnderLoad(reactor, params, port, True)
+
+
+async def runLatencySingle(reactor: Reactor, params: Params, port: int) -> Result:
+    """
+    Ping-pong on a channel while another carries bulk traffic, without
+    multiplexing (MEMUX--): each channel on a connection of its own.
+    """
+    return await pingUnderLoad(reactor, params, port, True, multiplex=False)
 
 
 async def runLatencyIdle(reactor: Reactor, params: Params, port: int) -> Result:

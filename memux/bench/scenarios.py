@@ -117,6 +117,8 @@ REFERENCES = {
     "tcp loaded": "raw TCP ping-pong while another connection carries bulk",
     "round robin": "the same ping-pong beside the same bulk channels, all at"
     " the default priority",
+    "one session per channel": "memux without multiplexing (MEMUX--):"
+    " each channel on a session and connection of its own",
 }
 
 #: The baselines are tuned as memux tunes its own connection (see
@@ -176,7 +178,10 @@ SCENARIOS: tuple[Scenario, ...] = (
         quick={"exchanges": 500, "size": 100, "inFlight": 100},
         scaled=("exchanges",),
         target=Target("ratio", ">=", 0.5),
-        references=(("connect", "churn/tcp"),),
+        references=(
+            ("connect", "churn/tcp"),
+            ("one session per channel", "churn/single"),
+        ),
         alsoTargets=(Target("ratio:connect", ">=", 5.0),),
     ),
     Scenario(
@@ -207,6 +212,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         references=(
             ("tcp idle", "latency/tcp-idle"),
             ("tcp loaded", "latency/tcp-loaded"),
+            ("one session per channel", "latency/single"),
         ),
     ),
     Scenario(

@@ -52,6 +52,7 @@ from memux.bench.clients import (
     runBulkTcp,
     runChurn,
     runChurnRequestReply,
+    runChurnSingle,
     runChurnTcp,
     runFanout,
     runFanoutTcp,
@@ -64,6 +65,7 @@ from memux.bench.clients import (
 from memux.bench.latency import (
     runLatencyIdle,
     runLatencyLoaded,
+    runLatencySingle,
     runLatencyTcpIdle,
     runLatencyTcpLoaded,
 )
@@ -110,10 +112,12 @@ ROLES: dict[str, tuple[Callable[[Params], Factory], Runner]] = {
     "churn/memux": (serveChurn, runChurn),
     "churn/rr": (serveChurnRequestReply, runChurnRequestReply),
     "churn/tcp": (serveChurnTcp, runChurnTcp),
+    "churn/single": (serveChurn, runChurnSingle),
     "latency/loaded": (serveLatency, runLatencyLoaded),
     "latency/idle": (serveLatency, runLatencyIdle),
     "latency/tcp-idle": (serveLatencyTcp, runLatencyTcpIdle),
     "latency/tcp-loaded": (serveLatencyTcp, runLatencyTcpLoaded),
+    "latency/single": (serveLatency, runLatencySingle),
     "idle/memux": (serveIdle, runIdle),
     "overhead-small/memux": (serveOverheadSmall, runOverheadSmall),
     "overhead-bulk/memux": (serveOverheadBulk, runOverheadBulk),

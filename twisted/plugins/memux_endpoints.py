@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 @implementer(IPlugin, IStreamClientEndpointStringParserWithReactor)
 class MemuxClientParser:
     """
-    Parses ``memux:INNER:service=NAME[:metadata=...]`` client descriptions.
+    Parses ``memux:INNER:service=NAME[:metadata=...][:multiplex=no]`` client
+    descriptions.
     """
 
     prefix = "memux"
