@@ -44,7 +44,12 @@ from memux._engine import (
     SessionTerminated,
 )
 from memux.codes import ErrorCode, describeCode
-from memux.introspect import ChannelSnapshot, RttHistogram, SessionCounters
+from memux.introspect import (
+    ChannelSnapshot,
+    RttHistogram,
+    SessionCounters,
+    SessionSnapshot,
+)
 from memux.settings import SessionSettings
 
 __all__ = [
@@ -981,6 +986,57 @@ class SessionCore:
         return list(pings)
 
     # ------------------------------------------------------------ introspection
+
+    def snapshot(
+        self,
+        *,
+        peer: str,
+        host: str,
+        transport: str = "unknown",
+        tls: bool = False,
+        alpn: str | None = None,
+        subflows: int | None = None,
+        channels: bool = True,
+    ) -> SessionSnapshot:
+        """
+        The session now, as plain data; the front end says what carries
+        it (``peer``, ``host``, ``transport``, ``tls``, ``alpn``,
+        ``subflows``), the rest is the core's.  With ``channels``, each
+        open channel too (`snapshotChannels`).
+        """
+        engine = self.engine
+        goAway = self.goAwayReceived
+        sent = engine.goAwaySentCode
+        send, receive, window = engine.sessionCredit()
+        rtt = self.rtt
+        started = self.startedAt
+        return SessionSnapshot(
+            peer=peer,
+            host=host,
+            client=self.client,
+            age=0.0 if started is None else self.host.now() - started,
+            transport=transport,
+            tls=tls,
+            alpn=alpn,
+            subflows=subflows,
+            settings=dataclasses.asdict(self.settings.toWire()),
+            peerSettings=dataclasses.asdict(engine.peerSettings),
+            prefaceReceived=engine.prefaceReceived,
+            usable=self.usable(),
+            goAwaySent=None if sent is None else describeCode(sent),
+            goAwayReceived=None if goAway is None else describeCode(goAway.code),
+            goAwayReceivedLastChannel=None if goAway is None else goAway.lastChannel,
+            goAwayReceivedReason=None if goAway is None else goAway.reason,
+            draining=self.draining,
+            outputPaused=self.outputPaused,
+            rtt=rtt.smoothed,
+            lastRtt=rtt.last,
+            sendCredit=send,
+            receiveCredit=receive,
+            receiveWindow=window,
+            counters=self.counters(),
+            channels=self.snapshotChannels() if channels else [],
+        )
 
     def snapshotChannels(self) -> list[ChannelSnapshot]:
         """

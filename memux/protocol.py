@@ -15,7 +15,6 @@ tuning of the connection is `memux._tuning`'s.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import sys
 from collections.abc import Callable, Iterator, Mapping
@@ -1237,8 +1236,6 @@ class MultiplexingFactory(Factory):
 def _snapshotSession(session: MemuxProtocol, channels: bool) -> SessionSnapshot:
     from memux.mptcp import pathInfo
 
-    core = session._core
-    engine = core.engine
     transport = session.transport
     path = pathInfo(session) if transport is not None else None
     alpn = None
@@ -1252,37 +1249,14 @@ def _snapshotSession(session: MemuxProtocol, channels: bool) -> SessionSnapshot:
             alpn = chosen.decode("ascii", "backslashreplace")
             break
         layer = getattr(layer, "transport", None)
-    goAway = core.goAwayReceived
-    sent = engine.goAwaySentCode
-    send, receive, window = engine.sessionCredit()
-    rtt = core.rtt
-    started = core.startedAt
-    return SessionSnapshot(
+    return session._core.snapshot(
         peer=session._peerText(),
         host=describeAddress(session._hostAddress()),
-        client=session.client,
-        age=0.0 if started is None else core.host.now() - started,
         transport=path.kind if path is not None else "unknown",
         tls=path.tls if path is not None else False,
         alpn=alpn,
         subflows=path.subflows if path is not None else None,
-        settings=dataclasses.asdict(session.settings.toWire()),
-        peerSettings=dataclasses.asdict(engine.peerSettings),
-        prefaceReceived=engine.prefaceReceived,
-        usable=core.usable(),
-        goAwaySent=None if sent is None else describeCode(sent),
-        goAwayReceived=None if goAway is None else describeCode(goAway.code),
-        goAwayReceivedLastChannel=None if goAway is None else goAway.lastChannel,
-        goAwayReceivedReason=None if goAway is None else goAway.reason,
-        draining=core.draining,
-        outputPaused=core.outputPaused,
-        rtt=rtt.smoothed,
-        lastRtt=rtt.last,
-        sendCredit=send,
-        receiveCredit=receive,
-        receiveWindow=window,
-        counters=core.counters(),
-        channels=core.snapshotChannels() if channels else [],
+        channels=channels,
     )
 
 

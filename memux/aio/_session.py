@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import socket
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeAlias
@@ -26,6 +27,7 @@ from memux._session import BULK_FLUSH_BYTES, FLUSH_BYTES, Notice, SessionCore
 from memux.aio._channel import Channel, ChannelReader, ChannelWriter, _AioChannel
 from memux.aio._errors import ChannelRefused, SessionLost, errorFor
 from memux.codes import ErrorCode, SessionClosedError, describeCode, describeService
+from memux.introspect import SessionSnapshot
 from memux.settings import (
     ALPN,
     DEFAULT_URGENCY,
@@ -171,6 +173,19 @@ class _Host:
             transport.set_write_buffer_limits(high, high // 4)
 
 
+def _describe(address: Any) -> str:
+    """
+    A socket address as the Twisted front end logs it: ``host:port``
+    (``[host]:port`` for IPv6), a UNIX path, or "an unknown address".
+    """
+    if isinstance(address, tuple) and len(address) >= 2:
+        host, port = address[0], address[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    if isinstance(address, str) and address:
+        return address
+    return "an unknown address"
+
+
 class Session(asyncio.Protocol):
     """
     One memux session over one connection, as an `asyncio.Protocol`.
@@ -265,6 +280,33 @@ class Session(asyncio.Protocol):
             "channelsAccepted": e.channelsAccepted,
             "channelsOpen": len(self._core.channels),
         }
+
+    def snapshot(self, channels: bool = True) -> SessionSnapshot:
+        """
+        The session now, as plain data (`memux.introspect.SessionSnapshot`,
+        JSON-ready with ``toJSON()``, the same as the Twisted front end's):
+        its peer, path, settings, counters, round trip, GOAWAY state, and
+        with ``channels`` each open channel's state, bytes, queue, credit
+        and priority.
+        """
+        kind = "unknown"
+        sock = self.get_extra_info("socket")
+        if sock is not None:
+            if sock.family == socket.AF_UNIX:
+                kind = "UNIX"
+            elif sock.family in (socket.AF_INET, socket.AF_INET6):
+                # (IPPROTO_MPTCP is 262 on Linux; not every Python names it.)
+                kind = "MPTCP" if sock.proto == 262 else "TCP"
+        ssl = self.get_extra_info("ssl_object")
+        alpn = ssl.selected_alpn_protocol() if ssl is not None else None
+        return self._core.snapshot(
+            peer=_describe(self.get_extra_info("peername")),
+            host=_describe(self.get_extra_info("sockname")),
+            transport=kind,
+            tls=ssl is not None,
+            alpn=alpn,
+            channels=channels,
+        )
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         """

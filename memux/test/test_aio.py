@@ -7,6 +7,7 @@ real loopback sockets: each test runs in a fresh event loop of its own.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import ssl
 import subprocess
@@ -295,6 +296,44 @@ class PriorityTests(SynchronousTestCase):
 
         run(main)
         self.assertEqual(seen, [(1, 64)])
+
+
+class SnapshotTests(SynchronousTestCase):
+    """
+    C{Session.snapshot}, the same plain data as the Twisted front end's.
+    """
+
+    def test_snapshot(self) -> None:
+        """
+        A client session's snapshot names its peer and path, counts what
+        went each way, and lists its open channels with their state,
+        bytes and priority; it survives a JSON round trip.
+        """
+
+        async def main() -> None:
+            async with served() as (server, session):
+                channel = await session.open_channel(b"echo", priority=2)
+                await channel.send_message(b"x" * 1000)
+                self.assertEqual(await channel.receive_message(), b"x" * 1000)
+                snap = session.snapshot()
+                self.assertTrue(snap.client)
+                self.assertEqual(snap.peer, f"{LOCAL}:{server.port}")
+                self.assertEqual(snap.transport, "TCP")
+                self.assertFalse(snap.tls)
+                self.assertTrue(snap.usable)
+                [mine] = snap.channels
+                self.assertEqual(mine.channel, channel.id)
+                self.assertEqual(mine.service, "echo")
+                self.assertEqual(mine.state, "OPEN")
+                self.assertEqual((mine.bytesSent, mine.bytesReceived), (1000, 1000))
+                self.assertEqual(mine.priority, 2)
+                self.assertEqual(session.snapshot(channels=False).channels, [])
+                self.assertEqual(
+                    json.loads(json.dumps(snap.toJSON()))["peer"], snap.peer
+                )
+                channel.close()
+
+        run(main)
 
 
 class BackpressureTests(SynchronousTestCase):
