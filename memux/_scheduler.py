@@ -120,15 +120,13 @@ class Scheduler(Protocol[C]):
         """
 
 
-class RoundRobinScheduler(deque[C]):
+class _ReadyQueue(deque[C]):
     """
-    Fair round robin by chunk: each channel in line sends one chunk in
-    turn, so a long message on one channel never holds up the others.
-    Parked channels come back in the order they were parked.
-
-    The scheduler is its ready queue (a deque), so that the engine's "is
-    any other channel in line?", asked for every chunk, is answered in C
-    rather than by a Python call (small messages: 2 calls fewer each).
+    What every scheduler here shares: it is its ready queue (a deque, so
+    that the engine's "is any other channel in line?", asked for every
+    chunk, is a length taken in C), and it keeps the channels waiting for
+    session credit apart, in the order they were parked.  Subclasses say
+    how a channel gets in line (``add``).
     """
 
     __slots__ = ("_parked", "quantum")
@@ -136,32 +134,12 @@ class RoundRobinScheduler(deque[C]):
     def __init__(self, quantum: int = 65536) -> None:
         super().__init__()
         self._parked: dict[int, C] = {}
-        self.quantum = quantum  # (unused: turns are chunks)
+        #: the payload bytes of a default-weight turn: the largest chunk
+        #: (round robin ignores it: its turns are chunks)
+        self.quantum = quantum
 
     def add(self, ch: C) -> None:
-        """
-        Put ``ch``, which has something to send, in line (if not already).
-        """
-        if not ch.scheduled:
-            ch.scheduled = True
-            self.append(ch)
-
-    def next(self) -> C | None:
-        """
-        Take the channel whose turn it is (None if none is in line).
-        """
-        if not self:
-            return None
-        ch = self.popleft()
-        ch.scheduled = False
-        return ch
-
-    def yieldTurn(self, ch: C) -> None:
-        """
-        ``ch`` had its turn and has more: back in line.
-        """
-        ch.scheduled = True
-        self.append(ch)
+        raise NotImplementedError
 
     def park(self, ch: C) -> None:
         ch.parked = True
@@ -188,6 +166,45 @@ class RoundRobinScheduler(deque[C]):
         """
         return bool(self._parked)
 
+
+class RoundRobinScheduler(_ReadyQueue[C]):
+    """
+    Fair round robin by chunk: each channel in line sends one chunk in
+    turn, so a long message on one channel never holds up the others.
+    Parked channels come back in the order they were parked.
+
+    The scheduler is its ready queue (a deque), so that the engine's "is
+    any other channel in line?", asked for every chunk, is answered in C
+    rather than by a Python call (small messages: 2 calls fewer each).
+    """
+
+    __slots__ = ()
+
+    def add(self, ch: C) -> None:
+        """
+        Put ``ch``, which has something to send, in line (if not already).
+        """
+        if not ch.scheduled:
+            ch.scheduled = True
+            self.append(ch)
+
+    def next(self) -> C | None:
+        """
+        Take the channel whose turn it is (None if none is in line).
+        """
+        if not self:
+            return None
+        ch = self.popleft()
+        ch.scheduled = False
+        return ch
+
+    def yieldTurn(self, ch: C) -> None:
+        """
+        ``ch`` had its turn and has more: back in line.
+        """
+        ch.scheduled = True
+        self.append(ch)
+
     def setPriority(self, ch: C, urgency: int, weight: int) -> None:
         """
         Record ``ch``'s urgency and weight; round robin ignores them.
@@ -209,7 +226,7 @@ _UNIT_WEIGHT = 16
 _urgency = attrgetter("urgency")
 
 
-class PriorityScheduler(deque[C]):
+class PriorityScheduler(_ReadyQueue[C]):
     """
     Urgency classes, and weights within a class: the channels in line are
     one deque ordered by urgency (most urgent first, round robin within a
@@ -236,13 +253,7 @@ class PriorityScheduler(deque[C]):
     it sent while it was alone in line is not held against it.
     """
 
-    __slots__ = ("_parked", "quantum")
-
-    def __init__(self, quantum: int = 65536) -> None:
-        super().__init__()
-        self._parked: dict[int, C] = {}
-        #: the payload bytes of a default-weight turn: the largest chunk
-        self.quantum = quantum
+    __slots__ = ()
 
     def _toBack(self, ch: C) -> None:
         """
@@ -311,31 +322,6 @@ class PriorityScheduler(deque[C]):
             self.append(ch)  # (`_toBack`, inline: once per chunk)
         else:
             self.insert(bisect_right(self, urgency, key=_urgency), ch)
-
-    def park(self, ch: C) -> None:
-        ch.parked = True
-        self._parked[ch.id] = ch
-
-    def unpark(self) -> None:
-        parked, self._parked = self._parked, {}
-        for ch in parked.values():
-            ch.parked = False
-            self.add(ch)
-
-    def remove(self, ch: C) -> None:
-        """
-        ``ch`` is gone: forget it (if it is still in line, `next` may
-        return it; the engine skips channels it no longer knows).
-        """
-        ch.parked = False
-        self._parked.pop(ch.id, None)
-
-    @property
-    def parked(self) -> bool:
-        """
-        Whether any channel waits for session credit.
-        """
-        return bool(self._parked)
 
     def setPriority(self, ch: C, urgency: int, weight: int) -> None:
         """

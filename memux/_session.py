@@ -987,6 +987,24 @@ class SessionCore:
 
     # ------------------------------------------------------------ introspection
 
+    def summary(self) -> dict[str, int]:
+        """
+        Bytes and frames moved (and of those, the bytes of PING frames),
+        channels opened by each side and open now: what the front ends'
+        ``counters()`` give.
+        """
+        e = self.engine
+        return {
+            "bytesSent": e.bytesSent,
+            "bytesReceived": e.bytesReceived,
+            "pingBytesSent": e.pingBytesSent,
+            "pingBytesReceived": e.pingBytesReceived,
+            "framesReceived": e.framesReceived,
+            "channelsOpened": e.channelsOpened,
+            "channelsAccepted": e.channelsAccepted,
+            "channelsOpen": len(self.channels),
+        }
+
     def snapshot(
         self,
         *,

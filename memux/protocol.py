@@ -349,17 +349,7 @@ class MemuxProtocol(Protocol):
         the bytes of PING frames: liveness and round-trip probes and their
         answers), channels opened by each side, channels open now.
         """
-        e = self._core.engine
-        return {
-            "bytesSent": e.bytesSent,
-            "bytesReceived": e.bytesReceived,
-            "pingBytesSent": e.pingBytesSent,
-            "pingBytesReceived": e.pingBytesReceived,
-            "framesReceived": e.framesReceived,
-            "channelsOpened": e.channelsOpened,
-            "channelsAccepted": e.channelsAccepted,
-            "channelsOpen": len(self._core.channels),
-        }
+        return self._core.summary()
 
     def snapshot(self, channels: bool = True) -> SessionSnapshot:
         """

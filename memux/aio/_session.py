@@ -269,17 +269,7 @@ class Session(asyncio.Protocol):
         Bytes and frames moved, channels opened by each side and open now
         (as `memux.protocol.MemuxProtocol.counters`).
         """
-        e = self._core.engine
-        return {
-            "bytesSent": e.bytesSent,
-            "bytesReceived": e.bytesReceived,
-            "pingBytesSent": e.pingBytesSent,
-            "pingBytesReceived": e.pingBytesReceived,
-            "framesReceived": e.framesReceived,
-            "channelsOpened": e.channelsOpened,
-            "channelsAccepted": e.channelsAccepted,
-            "channelsOpen": len(self._core.channels),
-        }
+        return self._core.summary()
 
     def snapshot(self, channels: bool = True) -> SessionSnapshot:
         """
