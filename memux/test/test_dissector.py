@@ -851,7 +851,7 @@ class PriorityTests(SynchronousTestCase):
         capture = Capture()
         conn = Connection(capture, (CLIENT, 40010), (SERVER, 7400))
         preface = encodePreface(SessionSettings().toWire())
-        client = [
+        client: list[Frame] = [
             OpenFrame(1, b"shell"),
             PriorityFrame(1, 0, 64),
             PriorityFrame(300, 7, 256),

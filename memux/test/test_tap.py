@@ -2025,13 +2025,14 @@ class PriorityHintsOptionTests(SynchronousTestCase):
         Open a channel to the echo service from C{client}, ask for urgency 0
         and weight 64 on it, and return its id.
         """
-        d = client.openChannel(b"echo", Factory.forProtocol(Protocol))
-        transport = IChannelTransport(self.successResultOf(d).transport)
+        protocol = Protocol()
+        client.openChannel(b"echo", Factory.forProtocol(lambda: protocol))
+        transport = IChannelTransport(protocol.transport)
         transport.write(b"hello")
         transport.setPriority(0, 64)
         pump.flush()
         self.assertEqual(transport.priority, Priority(0, 64))
-        channel: int = transport.channel  # type: ignore[attr-defined]
+        channel: int = transport.channel
         return channel
 
     def serverPriority(self, channel: int) -> tuple[int | None, int | None]:
