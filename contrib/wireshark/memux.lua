@@ -8,8 +8,9 @@
 --
 -- It decodes each side's preface (magic, version, settings) and every
 -- frame (type byte, flags, channel, length and the payload fields of each
--- type, the PRIORITY extension frame's urgency and weight among them), follows channel ids (the service a channel was opened for, the
--- frame that opened it, which side opened it), and flags malformed input
+-- type, the PRIORITY extension frame's urgency and weight among them),
+-- follows channel ids (the service a channel was opened for, the frame
+-- that opened it, which side opened it), and flags malformed input
 -- with expert info naming the error code a memux receiver would send.
 -- Frames split across TCP segments are reassembled; several frames in one
 -- segment are each shown.  memux is found on the TCP port of the
@@ -731,7 +732,7 @@ local function dissect_frame(tvb, pinfo, tree, off, conv, ds, from, max_frame, i
                         item:set_text("memux PRIORITY frame")
                         summary = "PRIORITY ch=" .. tostring(ch) .. hint
                         if flags ~= 0 then
-                            item:add(f.flag_reserved, tvb(off, 1), flags)
+                            fitem:add(f.flag_reserved, tvb(off, 1), flags)
                                 :add_proto_expert_info(ef.reserved_flags)
                         end
                         follow(item, tvb, off + 1, csize, conv, ch)
