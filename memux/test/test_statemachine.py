@@ -19,6 +19,7 @@ from __future__ import annotations
 import sys
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
+from typing import cast
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -716,7 +717,10 @@ class TwoEngines(RuleBasedStateMachine):
                 if r.fullClosed:
                     # Sent before our FIN went out: delivered, and the closed
                     # reader discards it (after the FIN it would be RESET).
+                    # Still checked and followed, so that a DROP after it is
+                    # judged where it really falls in the message sequence.
                     assert not r.finSent, where
+                    self.follow(side, e)
                     self.engines[side].consumed(e.channel, len(e.data))
                     continue
                 self.dataArrived(side, e)
@@ -737,8 +741,9 @@ class TwoEngines(RuleBasedStateMachine):
                 assert r.alive and not r.finReceived, where
                 assert self.readers[peer][e.channel].writeClosed, where
                 r.finReceived = True
-                if r.fullClosed:
-                    # The closed reader discarded what came before it.
+                if r.fullClosed and r.finSent:
+                    # Once our FIN is out, a FIN frame that carries data is
+                    # taken without delivering it (the channel just closes).
                     self.directions[(peer, e.channel)].finished = True
                     continue
                 self.finArrived(peer, e.channel, where)
@@ -793,6 +798,19 @@ class TwoEngines(RuleBasedStateMachine):
         Check that a chunk continues the message the peer is sending, and
         hand it to the reader.
         """
+        self.follow(side, e)
+        n = len(e.data)
+        r = self.readers[side][e.channel]
+        r.held.append([n, e.endMessage])
+        r.heldBytes += n
+        if not r.paused:
+            self.consume(side, e.channel, r.heldBytes)
+
+    def follow(self, side: bool, e: DataReceived) -> None:
+        """
+        Check that a chunk continues the message the peer is sending, and
+        move the direction's position on.
+        """
         where = f"{sideName(side)}: {e!r}"
         d = self.directions[(not side, e.channel)]
         target = d.sent[d.position] if d.position < len(d.sent) else d.partial
@@ -805,11 +823,6 @@ class TwoEngines(RuleBasedStateMachine):
             d.delivered.append(target)
             d.position += 1
             d.incoming = 0
-        r = self.readers[side][e.channel]
-        r.held.append([n, e.endMessage])
-        r.heldBytes += n
-        if not r.paused:
-            self.consume(side, e.channel, r.heldBytes)
 
     def finArrived(self, sender: bool, cid: int, where: str) -> None:
         """
@@ -1164,3 +1177,62 @@ class StoppedReaderTests(SynchronousTestCase):
         self.assertEqual(client.queuedBytes(cid), 0)
         self.assertEqual(client.openChannels(), [])
         self.assertEqual(server.openChannels(), [])
+
+
+class Scripted:
+    """
+    A stand-in for hypothesis's C{data()} object when a test drives
+    L{TwoEngines} by hand: each draw returns the next value given.
+    """
+
+    def __init__(self, *values: object) -> None:
+        self.values = list(values)
+
+    def draw(self, strategy: object, label: str | None = None) -> object:
+        """
+        The next scripted value, whatever the strategy.
+        """
+        return self.values.pop(0)
+
+
+class ClosedReaderDropTests(SynchronousTestCase):
+    """
+    Regression of the model in L{TwoEngines}, which once failed now and
+    then with C{MessagesDropped ... d.incoming == 0}: a reader that closes
+    both ways still has the data sent before its FIN went out delivered
+    (and discards it), and the model must follow that data to judge where
+    a later DROP falls.
+    """
+
+    def test_dropAfterMessageEndedAtClosedReader(self) -> None:
+        """
+        The server gets part of a message on a lossy channel and closes both
+        ways; the client ends the message, then discards the next one.  The
+        end of the message reaches the closed reader before the DROP, as
+        the spec asks ("A DROP is sent only between messages"), and the
+        model accepts the whole exchange down to teardown.
+        """
+        machine = TwoEngines()
+        machine.start(
+            chunkSizes=(64, 64),
+            frameSizes=(16384, 16384),
+            channelCredits=(65536, 65536),
+            sessionCredits=(262144, 262144),
+        )
+        machine.openChannel(CLIENT, b"", None, True, IDLE)
+        [cid] = machine.channels
+        machine.write(CLIENT, cid, machine.newBody(CLIENT, cid, 100), False)
+        machine.pump(CLIENT, 1 << 20, [])
+        machine.pump(SERVER, 1 << 20, [])
+        direction = machine.directions[(CLIENT, cid)]
+        self.assertEqual(direction.incoming, 100)
+        machine.fullClose(cast(st.DataObject, Scripted(cid)), SERVER)
+        machine.write(CLIENT, cid, b"", True)
+        machine.write(CLIENT, cid, machine.newBody(CLIENT, cid, 10), True)
+        machine.discard(cast(st.DataObject, Scripted(cid)), CLIENT, False)
+        machine.pump(CLIENT, 1 << 20, [])
+        self.assertEqual(
+            (direction.position, direction.incoming, direction.drops), (2, 0, 1)
+        )
+        machine.accounting()
+        machine.teardown()
