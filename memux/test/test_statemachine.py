@@ -49,7 +49,7 @@ from memux._engine import (
     RemoteHalfClosed,
     SessionSettings,
 )
-from memux._wire import DataFrame, ErrorCode, FrameDecoder
+from memux._wire import DataFrame, DropFrame, ErrorCode, FrameDecoder
 from memux.test._fakes import messageBody as body
 from memux.test._fakes import splitAt
 
@@ -176,6 +176,11 @@ class Direction:
     written: int = 0
     onWire: int = 0
     discarded: int = 0
+    #: on the wire (as the sender wrote it, whether or not the receiver
+    #: delivers it): a message is partly sent; the FIN went out; DROP counts
+    wireMidMessage: bool = False
+    wireFin: bool = False
+    wireDrops: int = 0
     #: the receiver saw the FIN
     finished: bool = False
 
@@ -558,6 +563,48 @@ class TwoEngines(RuleBasedStateMachine):
         if not lossy:
             return
         cid = data.draw(st.sampled_from(lossy), label="channel")
+        self.shed(side, cid, keepNewest)
+
+    @rule(
+        data=st.data(),
+        side=st.booleans(),
+        sizes=st.lists(st.integers(0, 3000), min_size=2, max_size=5),
+        maxBytes=st.integers(1, 6000),
+        keepNewest=st.booleans(),
+    )
+    def shedMidMessage(
+        self,
+        data: st.DataObject,
+        side: bool,
+        sizes: list[int],
+        maxBytes: int,
+        keepNewest: bool,
+    ) -> None:
+        """
+        Write a few messages on a lossy channel (maybe a new one), let part
+        of them out, likely stopping in the middle of one, and shed the
+        rest: the DROP must wait for the end of the message partly sent.
+        """
+        lossy = [c for c, r in self.readers[side].items() if r.writable and r.lossy]
+        existing = bool(lossy) and data.draw(st.booleans(), label="existing channel")
+        if existing:
+            cid = data.draw(st.sampled_from(lossy), label="channel")
+        elif self.goAwayReceived[side] is None and (
+            len(self.channels) < MAX_CHANNELS_PER_RUN
+        ):
+            cid = self.engines[side].openChannel(b"", None, lossy=True)
+            self.register(side, cid, b"", None, True, data.draw(MODES, label="modes"))
+        else:
+            return
+        for size in sizes:
+            self.write(side, cid, self.newBody(side, cid, size), True)
+        self.produce(side, maxBytes)
+        self.shed(side, cid, keepNewest)
+
+    def shed(self, side: bool, cid: int, keepNewest: bool) -> None:
+        """
+        C{side}'s application discards the messages queued on lossy C{cid}.
+        """
         engine = self.engines[side]
         before = engine.queuedBytes(cid)
         n = engine.discardQueuedMessages(cid, keepNewest)
@@ -642,7 +689,24 @@ class TwoEngines(RuleBasedStateMachine):
         for item in self.observers[side].receive(out):
             if isinstance(item, DataFrame):
                 assert len(item.data) <= self.chunkSize(side), item
-                self.directions[(side, item.channel)].onWire += len(item.data)
+                d = self.directions[(side, item.channel)]
+                d.onWire += len(item.data)
+                if item.end or item.fin:
+                    d.wireMidMessage = False
+                elif item.data:
+                    d.wireMidMessage = True
+                d.wireFin = d.wireFin or item.fin
+            elif isinstance(item, DropFrame):
+                # Checked where the sender writes it, so also on channels
+                # whose receiver never reports it (closed, reset, refused):
+                # only between messages, before the FIN, on a lossy channel,
+                # and for messages the application let it discard.
+                where = f"{sideName(side)} sent {item!r}"
+                d = self.directions[(side, item.channel)]
+                assert self.channels[item.channel].lossy, where
+                assert not d.wireMidMessage and not d.wireFin, where
+                d.wireDrops += item.count
+                assert d.wireDrops <= d.dropsClaimed, where
         self.handle(side, events)
         self.wire[side] += out
         return bool(out or events)
