@@ -1102,6 +1102,12 @@ class TwoEnginesTests(SynchronousTestCase):
                 stateful_step_count=80,
                 deadline=None,
                 suppress_health_check=[HealthCheck.too_slow],
+                # A failure prints a @reproduce_failure blob: decorating
+                # TwoEngines with it replays the failure exactly.  The
+                # printed seed may not: what hypothesis draws also depends
+                # on the constants of every memux module the process has
+                # imported (those of other tests too, in a full run).
+                print_blob=True,
             ),
         )
 
