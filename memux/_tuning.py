@@ -22,7 +22,6 @@ __all__ = [
     "BULK_AFTER_READS",
     "BULK_LEAVE_READS",
     "BULK_NOTSENT_LOWAT",
-    "LATENCY_NOTSENT_LOWAT",
     "BULK_READ_SIZE",
     "GATHER_PIECES",
     "INPUT_SLICE_SECONDS",
@@ -52,9 +51,6 @@ __all__ = [
 NOTSENT_LOWAT = 128 * 1024
 #: The unsent limit in bulk mode.
 BULK_NOTSENT_LOWAT = 4 * NOTSENT_LOWAT
-#: The unsent limit in latency mode (`memux._session.LATENCY_FLUSH_BYTES`):
-#: about one flush.
-LATENCY_NOTSENT_LOWAT = 32 * 1024
 
 #: After this many reads that filled the connection's read size (Twisted's
 #: TCP ``bufferSize``, 64 KiB), the peer is sending bulk data: the session

@@ -51,7 +51,6 @@ from memux._tuning import (
     BULK_NOTSENT_LOWAT,
     BULK_READ_SIZE,
     GATHER_PIECES,
-    LATENCY_NOTSENT_LOWAT,
     NOTSENT_LOWAT,
     SHORT_READ_COST,
     TLS_FLUSH_BYTES,
@@ -220,11 +219,6 @@ class _Host:
         limitUnsent(proto.transport, BULK_NOTSENT_LOWAT if on else NOTSENT_LOWAT)
         if proto._tls:
             proto._bulkSendingOverTLS(on)
-
-    def latencyMode(self, on: bool) -> None:
-        # (Bulk mode is off meanwhile: the normal limit after it.)
-        limit = LATENCY_NOTSENT_LOWAT if on else NOTSENT_LOWAT
-        limitUnsent(self._proto.transport, limit)
 
 
 class MemuxProtocol(Protocol):

@@ -26,7 +26,6 @@ from memux._engine import ChannelOpened
 from memux._session import (
     BULK_FLUSH_BYTES,
     FLUSH_BYTES,
-    LATENCY_FLUSH_BYTES,
     Notice,
     SessionCore,
     chooseService,
@@ -53,8 +52,6 @@ _log = logging.getLogger("memux.aio")
 #: Twisted's TCP buffer does); four times more in bulk mode.
 WRITE_BUFFER_HIGH = 2 * FLUSH_BYTES
 BULK_WRITE_BUFFER_HIGH = 2 * BULK_FLUSH_BYTES
-#: ... and in latency mode (`memux._session.LATENCY_FLUSH_BYTES`).
-LATENCY_WRITE_BUFFER_HIGH = 2 * LATENCY_FLUSH_BYTES
 
 #: What serves a channel: ``async def handler(channel)``.
 Handler: TypeAlias = Callable[[Channel], Awaitable[object]]
@@ -174,12 +171,6 @@ class _Host:
         transport = self._s.transport
         if transport is not None:
             high = BULK_WRITE_BUFFER_HIGH if on else WRITE_BUFFER_HIGH
-            transport.set_write_buffer_limits(high, high // 4)
-
-    def latencyMode(self, on: bool) -> None:
-        transport = self._s.transport
-        if transport is not None:
-            high = LATENCY_WRITE_BUFFER_HIGH if on else WRITE_BUFFER_HIGH
             transport.set_write_buffer_limits(high, high // 4)
 
 
