@@ -88,9 +88,12 @@ class _AioChannel(ChannelCore):
     reads from.
     """
 
-    # Paused until the application reads (which also says whether it reads
-    # bytes or messages): what arrives first waits in the core's inbox.
-    _paused = True
+    # Until the application reads (which says whether it reads bytes or
+    # messages), the core delivers as for messages (`_mode` 1): a whole
+    # message reads the same either way, so it goes to the buffer at once
+    # (a server's first request, with no round through the inbox); the
+    # first piece of a message in pieces stops delivery (see `_assemble`),
+    # and it waits in the core's inbox, with what follows, for the read.
     _chosen = False
     _eof = False
     _ending: Ending | None = None
@@ -103,7 +106,7 @@ class _AioChannel(ChannelCore):
     dropped = 0
 
     def __init__(self, core: SessionCore, channel: int, service: bytes, lossy: bool):
-        ChannelCore.__init__(self, core, channel, service, lossy)
+        ChannelCore.__init__(self, core, channel, service, lossy, mode=_MESSAGES)
         self.protocol = self
         self._buffer: deque[bytes] = deque()
         self._buffered = 0
@@ -121,6 +124,25 @@ class _AioChannel(ChannelCore):
     def _failed(self) -> Any:
         _log.exception("Error delivering on memux channel %d", self.channel)
         return sys.exc_info()[1]
+
+    def _assemble(self, data: bytes, end: bool) -> None:
+        if self._chosen:
+            ChannelCore._assemble(self, data, end)
+            return
+        # Not read yet: whether these pieces make one message or part of a
+        # byte stream is the reader's choice.  Held (first in the inbox: it
+        # came before whatever is there), not consumed.
+        self._paused = True
+        inbox = self._inbox
+        if inbox is None:
+            inbox = self._inbox = deque()
+        inbox.appendleft((data, end))
+
+    def _dropPartial(self) -> None:
+        if self._chosen:
+            ChannelCore._dropPartial(self)
+        # (Not read yet: all that is held is kept, as for bytes; a reader of
+        # messages never gets a message's pieces without its end.)
 
     def _pauseProducer(self) -> None:
         if not self._producerPaused and self.producer is not None:
@@ -227,7 +249,11 @@ class _AioChannel(ChannelCore):
         """
         had = self._buffered, len(self._buffer)
         self._paused = False
-        if self._deliverCall is None and not self._delivering:
+        if (
+            (self._inbox or self._pendingLoss is not None)
+            and self._deliverCall is None
+            and not self._delivering
+        ):
             self._deliver()  # (`ChannelCore._kick`, unpaused)
         if (self._buffered, len(self._buffer)) != had or self._eof or self._lost:
             return
@@ -247,7 +273,11 @@ class _AioChannel(ChannelCore):
         """
         if self._buffered < READ_AHEAD and len(self._buffer) < READ_AHEAD_ITEMS:
             self._paused = False
-            if self._deliverCall is None and not self._delivering:
+            if (
+                (self._inbox or self._pendingLoss is not None)
+                and self._deliverCall is None
+                and not self._delivering
+            ):
                 self._deliver()  # (`ChannelCore._kick`, unpaused)
 
     def _take(self, n: int) -> bytes:
@@ -344,7 +374,8 @@ class _AioChannel(ChannelCore):
             await self._more()
 
     async def receiveMessage(self) -> bytes | None:
-        self._select(_MESSAGES)
+        if not self._chosen or self._mode != _MESSAGES:
+            self._select(_MESSAGES)
         while not self._buffer:
             if self._atEnd():
                 return None
@@ -508,10 +539,18 @@ class Channel:
         return self
 
     async def __anext__(self) -> bytes:
-        message = await self._c.receiveMessage()
-        if message is None:
+        c = self._c
+        if c._buffer and c._chosen and c._mode == _MESSAGES:
+            # (`receiveMessage`, inline: a coroutine less per message.)
+            message = c._buffer.popleft()
+            c._buffered -= len(message)
+            if c._paused:
+                c._refill()
+            return message
+        got = await c.receiveMessage()
+        if got is None:
             raise StopAsyncIteration
-        return message
+        return got
 
     async def read(self, n: int = -1) -> bytes:
         """
