@@ -310,7 +310,8 @@ class _AioChannel(ChannelCore):
         return buffer[0] if buffer else b""
 
     async def read(self, n: int) -> bytes:
-        self._select(_BYTES)
+        if not self._chosen or self._mode != _BYTES:
+            self._select(_BYTES)
         if n == 0:
             return b""
         if n < 0:
@@ -557,7 +558,10 @@ class Channel:
         Up to ``n`` bytes (at least one, unless the peer closed its side:
         then ``b""``); with ``n`` negative, everything until the peer closes.
         """
-        return await self._c.read(n)
+        c = self._c
+        if n > 0 and c._buffer and c._chosen and c._mode == _BYTES:
+            return c._take(n)  # (`_AioChannel.read`, inline)
+        return await c.read(n)
 
     async def readexactly(self, n: int) -> bytes:
         """
