@@ -552,16 +552,17 @@ class Session(asyncio.BufferedProtocol):
 
     def get_buffer(self, sizehint: int) -> memoryview:
         """
-        Where the connection reads into: `READ_SIZE` bytes of a buffer
-        shared by the thread's connections.  (``sizehint`` is not used.)
+        Where the connection reads into: 64 KiB of a buffer shared by the
+        thread's connections.  (``sizehint`` is not used.)
         """
         return _reads.normal
 
     def buffer_updated(self, nbytes: int) -> None:
         """
         ``nbytes`` were read into the buffer: feed a copy of them to the
-        core (`data_received`); after `BULK_AFTER_READS` full reads in a
-        row, read in bulk (see `_BulkReader`).
+        core (`data_received`); after 16 full reads in a row (as the
+        Twisted front end counts them), read in bulk: 256 KiB at a time,
+        into bytes of their own.
         """
         data = _reads.normal[:nbytes].tobytes()
         reads = self._bulkReads
