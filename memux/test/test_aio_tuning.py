@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -27,7 +28,7 @@ from memux._iotuning import (
     BulkReads,
 )
 from memux.aio import Channel
-from memux.test._helpers import runAsyncio
+from memux.test._helpers import HOSTNAME, Certificates, runAsyncio
 
 LOCAL = "127.0.0.1"
 NOTSENT = getattr(socket, "TCP_NOTSENT_LOWAT", None)
@@ -279,6 +280,67 @@ class ReadingTests(SynchronousTestCase):
             self.assertEqual(b.reads[-1][0], "buffer")
             client.abort()
             server.abort()
+
+        run(main)
+
+
+class TLSReadingTests(SynchronousTestCase):
+    """
+    Bulk reading over asyncio's TLS transport.
+    """
+
+    def test_bulkOverTLS(self) -> None:
+        """
+        32 MiB and back go through TLS sessions intact: both ends switch
+        to reading in bulk (their TLS transport's protocol is then the
+        stand-in) and back to their buffers once the transfer is over.
+        """
+        certs = Certificates(self.mktemp())
+
+        async def echo(channel: Channel) -> None:
+            while data := await channel.read(1 << 20):
+                await channel.write(data)
+
+        async def main() -> None:
+            serverContext = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            certs.server.configure_cert(serverContext)
+            clientContext = ssl.create_default_context()
+            certs.ca.configure_trust(clientContext)
+            server = await aio.serve({b"echo": echo}, LOCAL, 0, ssl=serverContext)
+            try:
+                session = await aio.connect(
+                    LOCAL, server.port, ssl=clientContext, server_hostname=HOSTNAME
+                )
+                transport = session.transport
+                assert transport is not None
+                channel = await session.open_channel(b"echo")
+                block = os.urandom(1 << 16)
+                total = 32 << 20
+                switched = []
+
+                async def send() -> None:
+                    for _ in range(total // len(block)):
+                        await channel.write(block)
+                    channel.write_eof()
+
+                async def receive() -> bytes:
+                    got = bytearray()
+                    while data := await channel.read(1 << 20):
+                        got += data
+                        switched.append(transport.get_protocol())
+                    return bytes(got)
+
+                _, echoed = await asyncio.gather(send(), receive())
+                self.assertEqual(echoed, block * (total // len(block)))
+                self.assertTrue(any(p is not session for p in switched))
+                for _ in range(BULK_LEAVE_READS + 1):
+                    await session.ping()
+                self.assertIs(transport.get_protocol(), session)
+                session.close()
+                await session.wait_closed()
+            finally:
+                server.close()
+                await server.drain(0)
 
         run(main)
 
