@@ -227,6 +227,10 @@ class _AioChannel(ChannelCore):
                     + ": read it one way only"
                 )
             self._mode = mode
+            if mode == _BYTES and b"" in self._buffer:
+                # Empty messages that came before the first read are
+                # nothing in a byte stream (and b"" would read as its end).
+                self._buffer = deque(chunk for chunk in self._buffer if chunk)
         self._chosen = True
 
     def _atEnd(self) -> bool:

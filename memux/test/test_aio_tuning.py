@@ -422,11 +422,15 @@ class FirstReadTests(SynchronousTestCase):
     whichever way the handler reads it.
     """
 
-    def _before(self, handler: Callable[[Channel], Awaitable[bytes]]) -> bytes:
+    def _before(
+        self,
+        handler: Callable[[Channel], Awaitable[bytes]],
+        messages: tuple[bytes, ...] = (b"first", b"x" * 200_000),
+    ) -> bytes:
         """
-        Open a channel, send a small message and one of several chunks,
-        and let C{handler} read only once both have arrived; return what
-        it answers.
+        Open a channel, send C{messages} (by default a small one and one of
+        several chunks) and the end, and let C{handler} read only once all
+        have arrived; return what it answers.
         """
         arrived = asyncio.Event
 
@@ -441,8 +445,8 @@ class FirstReadTests(SynchronousTestCase):
             try:
                 session = await aio.connect(LOCAL, server.port)
                 channel = await session.open_channel(b"s")
-                await channel.send_message(b"first")
-                await channel.send_message(b"x" * 200_000)
+                for message in messages:
+                    await channel.send_message(message)
                 channel.write_eof()
                 await session.ping()
                 await session.ping()  # (the data is ahead of the answer)
@@ -480,3 +484,19 @@ class FirstReadTests(SynchronousTestCase):
             return b"%d %s" % (len(data), data[:6])
 
         self.assertEqual(self._before(handler), b"200005 firstx")
+
+    def test_emptyMessages(self) -> None:
+        """
+        Empty messages are messages to a reader of messages, and nothing
+        to a reader of bytes (never a premature end).
+        """
+
+        async def messages(channel: Channel) -> bytes:
+            return b",".join([b"%d" % len(m) async for m in channel])
+
+        async def firstRead(channel: Channel) -> bytes:
+            return await channel.read(100)
+
+        sent = (b"", b"abc", b"")
+        self.assertEqual(self._before(messages, sent), b"0,3,0")
+        self.assertEqual(self._before(firstRead, sent), b"abc")
