@@ -7,12 +7,12 @@ written against asyncio's streams, over `_AioChannel`, the session core's
 
 Receive credit follows the application's reads: what arrives is handed to
 the channel's buffer, and the peer granted credit for it, until the
-buffer holds `READ_AHEAD` bytes unread; then the channel is paused (the
-core holds what arrives, within the credit it granted, and grants no
-more) until the application reads.  Writes queue in the core and
-wait while the channel's producer is paused (its queue is full: no credit,
-or the connection is slow), so a writer is held back rather than
-buffering without bound.
+buffer holds more than `READ_AHEAD` bytes unread; then the channel is
+paused (the core holds what arrives, within the credit it granted, and
+grants no more) until the application has read it below that.  Writes
+queue in the core and wait while the channel's producer is paused (its
+queue is full: no credit, or the connection is slow), so a writer is held
+back rather than buffering without bound.
 """
 
 from __future__ import annotations
@@ -41,12 +41,15 @@ _log = logging.getLogger("memux.aio")
 DEFAULT_LIMIT = 2**16
 
 #: A channel's reader is handed what arrives (and the peer is granted
-#: credit for it) until this many bytes, or this many messages, wait in
-#: its buffer unread; then the core holds the rest, granting no more.  At
-#: most one frame's worth by default (one chunk may be that large anyway),
-#: so memory stays bounded as the session's settings say, give or take
-#: one frame per channel; and a reader of small messages takes them from
-#: the buffer without a round through the core for each.
+#: credit for it) until more than this many bytes, or this many messages,
+#: wait in its buffer unread; then the core holds the rest, granting no
+#: more, until the reader has taken the buffer below it.  One frame's
+#: worth by default, so memory stays bounded as the session's settings
+#: say, give or take two frames per channel (the last one delivered may be
+#: a whole frame past it); a reader of small messages takes them from the
+#: buffer without a round through the core for each; and a reader of 64
+#: KiB chunks gets them two at a time from the core (one round through it
+#: per 128 KiB, not per chunk).
 READ_AHEAD = 64 * 1024
 READ_AHEAD_ITEMS = 256
 
@@ -191,7 +194,7 @@ class _AioChannel(ChannelCore):
         buffer = self._buffer
         buffer.append(data)
         self._buffered += len(data)
-        if self._buffered >= READ_AHEAD or len(buffer) >= READ_AHEAD_ITEMS:
+        if self._buffered > READ_AHEAD or len(buffer) >= READ_AHEAD_ITEMS:
             self._paused = True
         waiter = self._readWaiter
         if waiter is not None:
