@@ -22,8 +22,8 @@ and resumes its output, and runs `SessionCore.handleTimer` when
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
-from typing import Any, Protocol
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Protocol, TypeVar
 
 from memux._channel import CLEAN, SMALL_WRITE, ChannelCore, Delivery, Ending, Notice
 from memux._credit import CreditTuning
@@ -43,7 +43,7 @@ from memux._engine import (
     RemoteHalfClosed,
     SessionTerminated,
 )
-from memux.codes import ErrorCode, describeCode
+from memux.codes import ErrorCode, describeCode, describeService
 from memux.introspect import (
     ChannelSnapshot,
     RttHistogram,
@@ -149,6 +149,54 @@ AFTER_INPUT = _FlushMarker("AFTER_INPUT")
 #: messages 0.94 against 0.95.
 INPUT_STEP_FRAMES = 32
 
+#: Channel resets and refusals logged per session; past it they are only
+#: counted (`SessionCore.mayLogEnding`), and the count is logged once as the
+#: session ends: a peer that churns through refused channels cannot fill
+#: the log.
+LOGGED_CHANNEL_ENDINGS = 20
+
+_Chosen = TypeVar("_Chosen")
+
+
+def chooseService(
+    event: ChannelOpened,
+    services: Mapping[bytes, _Chosen] | None,
+    chooser: Callable[[ChannelOpened], _Chosen | None],
+    refusal: type[Exception],
+    failed: Callable[[ChannelOpened], None],
+) -> _Chosen | str:
+    """
+    What serves a channel the peer opened, by the policy both front ends
+    share, or why it is refused (the reason the peer is sent).
+
+    ``services`` maps service names to what serves them (a map forwards to
+    no destination); if it is None, ``chooser(event)`` is asked, and may
+    return None or raise ``refusal`` (the front end's `ChannelRefused`,
+    whose ``reason`` is sent) to refuse.  Any other exception is a fault of
+    the chooser: ``failed(event)`` is called inside the ``except`` (to log
+    it) and the peer is told only "internal error".
+    """
+    chosen: _Chosen | None
+    if services is not None:
+        if event.destination is not None:
+            return "this session forwards to no destination"
+        chosen = services.get(event.service)
+    else:
+        try:
+            chosen = chooser(event)
+        except refusal as refused:
+            return getattr(refused, "reason", "") or "refused"
+        except Exception:
+            failed(event)
+            return "internal error"
+    if chosen is None:
+        return (
+            f"no service {describeService(event.service)}"
+            if event.service
+            else "no default service"
+        )
+    return chosen
+
 
 class SessionHost(Protocol):
     """
@@ -243,6 +291,7 @@ class SessionCore:
         "client",
         "connected",
         "draining",
+        "endingsUnlogged",
         "engine",
         "flushCall",
         "goAwayReceived",
@@ -261,6 +310,7 @@ class SessionCore:
         "_blockedSince",
         "_closing",
         "_endedByPeer",
+        "_endingsLogged",
         "_flushBytes",
         "_flushLimit",
         "_fullFlushes",
@@ -348,6 +398,13 @@ class SessionCore:
         #: ``idle``, ``keepalive`` or ``write`` followed by ``_timeout``
         self.timedOut: str | None = None
         self._endedByPeer = False
+        # Channel resets and refusals logged so far, and those past
+        # `LOGGED_CHANNEL_ENDINGS` (see `mayLogEnding`).
+        self._endingsLogged = 0
+        #: channel resets and refusals not logged (past
+        #: `LOGGED_CHANNEL_ENDINGS`): the front end logs the count once, as
+        #: the session ends
+        self.endingsUnlogged = 0
 
     # ------------------------------------------------------------ lifecycle
 
@@ -413,6 +470,18 @@ class SessionCore:
             channel._resumeProducer()
 
     # ------------------------------------------------------------ commands
+
+    def mayLogEnding(self) -> bool:
+        """
+        Whether the front end should log one more channel reset or refusal:
+        yes for the first `LOGGED_CHANNEL_ENDINGS` of the session; after
+        that it is counted in `endingsUnlogged` instead.
+        """
+        if self._endingsLogged < LOGGED_CHANNEL_ENDINGS:
+            self._endingsLogged += 1
+            return True
+        self.endingsUnlogged += 1
+        return False
 
     def register(self, channel: ChannelCore) -> None:
         """

@@ -224,6 +224,14 @@ class Options(usage.Options):
 
     optFlags = [
         ["no-builtins", None, "Do not serve the built-in echo, discard and chargen."],
+        [
+            "ignore-priority-hints",
+            None,
+            "Keep the priorities the server's own services set: ignore the"
+            " PRIORITY hints by which clients ask for a channel's data at"
+            " another urgency or weight (and tell them so, so they send none)"
+            " [default: hints are honoured].",
+        ],
     ]
 
     optParameters = [
@@ -480,6 +488,8 @@ class Options(usage.Options):
             ("handshake-timeout", "handshakeTimeout"),
         ):
             given[attribute] = self[option] or None
+        if self["ignore-priority-hints"]:
+            given["acceptPriorityHints"] = False
         limit = self["max-channel-credit"]
         if limit is not None:
             low = given.get("channelCredit", _DEFAULTS.channelCredit)

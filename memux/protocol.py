@@ -41,7 +41,10 @@ from zope.interface import alsoProvides, implementer
 
 from memux._channel import Delivery, Ending
 from memux._engine import ChannelOpened, MemuxEngine
-from memux._session import Notice, SessionCore
+
+# (LOGGED_CHANNEL_ENDINGS: the core's, and named here as it always was.)
+from memux._session import LOGGED_CHANNEL_ENDINGS as LOGGED_CHANNEL_ENDINGS
+from memux._session import Notice, SessionCore, chooseService
 from memux._tuning import (
     BULK_AFTER_READS,
     BULK_LEAVE_READS,
@@ -91,11 +94,6 @@ __all__ = [
 #: How many transports deep `MemuxProtocol` looks for a connection being
 #: closed under it: TLS over HAProxy's wrapper over TCP is three.
 _WRAPPERS = 4
-
-#: Channel resets and refusals logged per session; past it they are only
-#: counted, and the count logged when the session ends: a peer resetting or
-#: opening channels in a loop must not flood the log (or pay for it).
-LOGGED_CHANNEL_ENDINGS = 20
 
 
 @dataclass(frozen=True)
@@ -293,10 +291,6 @@ class MemuxProtocol(Protocol):
         self._inInputStep = False
         self._readingPaused = False
         self._cooperator: Cooperator | None = None
-        # Channel resets and refusals logged, and not logged (past
-        # LOGGED_CHANNEL_ENDINGS).
-        self._endingsLogged = 0
-        self._endingsUnlogged = 0
         self._pings: dict[bytes, defer.Deferred[float]] = {}
         self._pingIds = itertools.count(1)
         self._drained: list[defer.Deferred[None]] = []
@@ -734,11 +728,11 @@ class MemuxProtocol(Protocol):
                 else str(lost.value)
             ),
         )
-        if self._endingsUnlogged:
+        if core.endingsUnlogged:
             self._log.info(
                 "... and {count} more channel resets and refusals with {peer},"
                 " not logged",
-                count=self._endingsUnlogged,
+                count=core.endingsUnlogged,
                 peer=self._peerText(),
             )
         core.endChannels(ending)
@@ -841,22 +835,13 @@ class MemuxProtocol(Protocol):
         peer = self._peerAddress()
         return ChannelAddress.of(channel, service, peer)
 
-    def _channelRequested(self, event: ChannelOpened) -> ChannelTransport | str:
+    def _ask(self, event: ChannelOpened) -> IProtocolFactory | None:
         """
-        The peer opened a channel: build and connect its protocol, or
-        return why not (the core refuses it).
+        Ask the services callable for a factory for a channel the peer
+        opened (see `chooseService`).
         """
-        why = ""
-        services = self._serviceMap
-        if services is not None:
-            if event.destination is None:
-                factory = services.get(event.service)
-            else:
-                # Forwarding needs a services callable that says where to.
-                factory = None
-                why = "this session forwards to no destination"
-        else:
-            request = ChannelRequest(
+        return self._resolve(
+            ChannelRequest(
                 event.service,
                 event.metadata,
                 event.destination,
@@ -864,25 +849,26 @@ class MemuxProtocol(Protocol):
                 event.lossy,
                 self,
             )
-            try:
-                factory = self._resolve(request)
-            except ChannelRefused as refused:
-                # The resolver refused with a reason of its own.
-                factory = None
-                why = refused.reason or "refused"
-            except Exception:
-                self._log.failure(
-                    "Error choosing a factory for channel {channel}",
-                    channel=event.channel,
-                )
-                factory = None
-                why = "internal error"
-        if factory is None and not why:
-            why = (
-                f"no service {describeService(event.service)}"
-                if event.service
-                else "no default service"
-            )
+        )
+
+    def _choiceFailed(self, event: ChannelOpened) -> None:
+        self._log.failure(
+            "Error choosing a factory for channel {channel}", channel=event.channel
+        )
+
+    def _channelRequested(self, event: ChannelOpened) -> ChannelTransport | str:
+        """
+        The peer opened a channel: build and connect its protocol, or
+        return why not (the core refuses it).
+        """
+
+        chosen = chooseService(
+            event, self._serviceMap, self._ask, ChannelRefused, self._choiceFailed
+        )
+        if isinstance(chosen, str):
+            why, factory = chosen, None
+        else:
+            why, factory = "", chosen
         protocol = None
         if factory is not None:
             try:
@@ -897,7 +883,7 @@ class MemuxProtocol(Protocol):
             if protocol is None:
                 why = f"service {describeService(event.service)} declined the channel"
         if protocol is None:
-            if self._mayLogEnding():
+            if self._core.mayLogEnding():
                 self._log.info(
                     "Refused channel {channel} from {peer}: {why}",
                     channel=event.channel,
@@ -915,16 +901,6 @@ class MemuxProtocol(Protocol):
             transport._protocolFailed(transport._failed())
         return transport
 
-    def _mayLogEnding(self) -> bool:
-        """
-        Whether to log one more channel reset or refusal (else count it).
-        """
-        if self._endingsLogged < LOGGED_CHANNEL_ENDINGS:
-            self._endingsLogged += 1
-            return True
-        self._endingsUnlogged += 1
-        return False
-
     def _notice(self, notice: Notice) -> None:
         """
         Log what the core reports, each at its level: routine events at
@@ -936,7 +912,7 @@ class MemuxProtocol(Protocol):
             case "channel reset":
                 ending: Ending = f["ending"]
                 reason = failureFor(ending).value
-                if not self._mayLogEnding():
+                if not self._core.mayLogEnding():
                     pass  # counted, logged at the end of the session
                 elif ending.remote:
                     log.info(

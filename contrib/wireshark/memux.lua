@@ -8,8 +8,9 @@
 --
 -- It decodes each side's preface (magic, version, settings) and every
 -- frame (type byte, flags, channel, length and the payload fields of each
--- type), follows channel ids (the service a channel was opened for, the
--- frame that opened it, which side opened it), and flags malformed input
+-- type, the PRIORITY extension frame's urgency and weight among them),
+-- follows channel ids (the service a channel was opened for, the frame
+-- that opened it, which side opened it), and flags malformed input
 -- with expert info naming the error code a memux receiver would send.
 -- Frames split across TCP segments are reassembled; several frames in one
 -- segment are each shown.  memux is found on the TCP port of the
@@ -61,7 +62,14 @@ local settings = {
     [3] = { name = "INITIAL_SESSION_CREDIT", low = 262144, high = MAX_VARINT },
     [4] = { name = "INITIAL_MAX_CHANNELS", low = 100, high = MAX_VARINT },
     [5] = { name = "MAX_MESSAGE_SIZE", low = 0, high = MAX_VARINT },
+    [6] = { name = "PRIORITY_HINTS", low = 0, high = UInt64(1) },
 }
+local LAST_SETTING = 6
+
+-- spec: "Priority hints": the extended type of PRIORITY, and its ranges.
+local EXT_PRIORITY = 1
+local MAX_URGENCY = 7
+local MAX_WEIGHT = 256
 
 -- a UInt64 in hexadecimal, without leading zeros
 local function hex(u)
@@ -120,6 +128,8 @@ local f = {
     channels_limit = ProtoField.uint64("memux.channels.limit", "Limit", base.DEC),
     drop_count = ProtoField.uint64("memux.drop.count", "Count", base.DEC),
     extended_type = ProtoField.uint64("memux.extended_type", "Extended type", base.DEC),
+    priority_urgency = ProtoField.uint64("memux.priority.urgency", "Urgency", base.DEC),
+    priority_weight = ProtoField.uint64("memux.priority.weight", "Weight", base.DEC),
     payload = ProtoField.bytes("memux.payload", "Payload"),
     proxy_source = ProtoField.string("memux.proxy.source", "Client (PROXY header)"),
     proxy_destination = ProtoField.string("memux.proxy.destination", "Address the client reached (PROXY header)"),
@@ -479,7 +489,7 @@ local function dissect_preface(tvb, pinfo, tree, off, ds, info)
             if r.off > at then sitem:set_len(r.off - at) end
             if value ~= nil then
                 local key = tostring(sid)
-                local known = sid <= UInt64(5) and settings[sid:tonumber()] or nil
+                local known = sid <= UInt64(LAST_SETTING) and settings[sid:tonumber()] or nil
                 local name = known and known.name or "unknown 0x" .. hex(sid) .. " (ignored)"
                 sitem:set_text(string.format("Setting %s = %s", name, tostring(value)))
                 iditem:append_text(" (" .. name .. ")")
@@ -600,6 +610,38 @@ local function follow(item, tvb, off, size, conv, ch)
     end
 end
 
+-- spec: "Priority hints": after the extended type, exactly the urgency (0
+-- to 7) and the weight (1 to 256), on a non-zero channel.  Adds the fields
+-- found to tree; returns the summary text of a well-formed PRIORITY, or
+-- nil and why it is not one (then receivers ignore it, as an unknown
+-- extension frame: never an error, so that the layout may be extended).
+local function dissect_priority(tvb, tree, at, pend, ch)
+    local values = {}
+    for _, what in ipairs({ { f.priority_urgency, "urgency" }, { f.priority_weight, "weight" } }) do
+        local value, size, problem = varint(tvb, at, pend)
+        if problem == "short" then
+            return nil, what[2] .. " missing"
+        elseif value == nil then
+            return nil, what[2] .. ": " .. varint_problems[problem]
+        end
+        tree:add(what[1], tvb(at, size), value)
+        if problem then return nil, what[2] .. ": " .. varint_problems[problem] end
+        values[#values + 1] = value
+        at = at + size
+    end
+    local urgency, weight = values[1], values[2]
+    if at < pend then
+        return nil, (pend - at) .. " trailing bytes"
+    elseif urgency > UInt64(MAX_URGENCY) then
+        return nil, "urgency " .. tostring(urgency) .. " > " .. MAX_URGENCY
+    elseif weight < UInt64(1) or weight > UInt64(MAX_WEIGHT) then
+        return nil, "weight " .. tostring(weight) .. " outside [1, " .. MAX_WEIGHT .. "]"
+    elseif ch == UInt64(0) then
+        return nil, "channel 0"
+    end
+    return " urgency=" .. tostring(urgency) .. " weight=" .. tostring(weight)
+end
+
 -- spec: "Frame layout" and "Frame definitions".  Returns the bytes used, or
 -- a negative number when more are needed.
 local function dissect_frame(tvb, pinfo, tree, off, conv, ds, from, max_frame, info)
@@ -676,16 +718,42 @@ local function dissect_frame(tvb, pinfo, tree, off, conv, ds, from, max_frame, i
     if ftype >= 8 then
         -- spec: "Reserved and extension frames": skipped whole by version 1
         -- receivers; the channel id and flags are not examined.
-        item:add_proto_expert_info(ef.ignored)
+        local ignored = nil
         if ftype == 0xF and plen > 0 then
             local ext, esize, eproblem = varint(tvb, pstart, pend)
             if ext ~= nil and eproblem == nil then
-                item:add(f.extended_type, tvb(pstart, esize), ext):append_text(" (0x" .. hex(ext) .. ")")
-                summary = summary .. " type=0x" .. hex(ext)
+                local eitem = item:add(f.extended_type, tvb(pstart, esize), ext)
+                eitem:append_text(" (0x" .. hex(ext) .. ")")
+                if ext == UInt64(EXT_PRIORITY) then
+                    eitem:append_text(" (PRIORITY)")
+                    local hint, why = dissect_priority(tvb, item, pstart + esize, pend, ch)
+                    if hint ~= nil then
+                        -- a receiver that announced PRIORITY_HINTS = 1 acts on it
+                        item:set_text("memux PRIORITY frame")
+                        summary = "PRIORITY ch=" .. tostring(ch) .. hint
+                        if flags ~= 0 then
+                            fitem:add(f.flag_reserved, tvb(off, 1), flags)
+                                :add_proto_expert_info(ef.reserved_flags)
+                        end
+                        follow(item, tvb, off + 1, csize, conv, ch)
+                        ignored = false
+                    else
+                        ignored = "PRIORITY not in its layout (" .. why
+                            .. "): ignored as an unknown extension frame"
+                        summary = summary .. " type=0x" .. hex(ext) .. " (PRIORITY, ignored: " .. why .. ")"
+                    end
+                else
+                    summary = summary .. " type=0x" .. hex(ext)
+                end
             end
         end
+        if ignored == nil then
+            item:add_proto_expert_info(ef.ignored)
+        elseif ignored then
+            item:add_proto_expert_info(ef.ignored, ignored)
+        end
         if plen > 0 then item:add(f.payload, tvb(pstart, plen)) end
-        summary = summary .. " len=" .. plen
+        if ignored ~= false then summary = summary .. " len=" .. plen end
         info[#info + 1] = summary
         return total
     end

@@ -38,10 +38,16 @@ from memux._iotuning import (
     setNoDelay,
     setUnsentLimit,
 )
-from memux._session import BULK_FLUSH_BYTES, FLUSH_BYTES, Notice, SessionCore
+from memux._session import (
+    BULK_FLUSH_BYTES,
+    FLUSH_BYTES,
+    Notice,
+    SessionCore,
+    chooseService,
+)
 from memux.aio._channel import Channel, ChannelReader, ChannelWriter, _AioChannel
 from memux.aio._errors import ChannelRefused, SessionLost, errorFor
-from memux.codes import ErrorCode, SessionClosedError, describeCode, describeService
+from memux.codes import ErrorCode, SessionClosedError, describeCode
 from memux.introspect import SessionSnapshot
 from memux.settings import (
     ALPN,
@@ -56,11 +62,6 @@ from memux.settings import (
 __all__ = ["ChannelRequest", "Server", "Services", "Session"]
 
 _log = logging.getLogger("memux.aio")
-
-#: Channel resets and refusals logged per session; past it they are only
-#: counted (as in the Twisted front end): a peer resetting or opening
-#: channels in a loop must not flood the log.
-LOGGED_CHANNEL_ENDINGS = 20
 
 #: The connection's write buffer above which it pauses the session (as
 #: Twisted's TCP buffer does); four times more in bulk mode.
@@ -311,8 +312,6 @@ class Session(asyncio.BufferedProtocol):
         self._pingIds = itertools.count(1)
         self._closed: asyncio.Future[None] = loop.create_future()
         self._handlers: set[asyncio.Task[None]] = set()
-        self._endingsLogged = 0
-        self._endingsUnlogged = 0
         self._alpnError: str | None = None
         self._server: Server | None = None
         # The bulk-reading switch (see `buffer_updated`).
@@ -695,10 +694,10 @@ class Session(asyncio.BufferedProtocol):
             self.get_extra_info("peername"),
             "closed cleanly" if core.terminatedWith is None and exc is None else lost,
         )
-        if self._endingsUnlogged:
+        if core.endingsUnlogged:
             _log.info(
                 "... and %d more channel resets and refusals, not logged",
-                self._endingsUnlogged,
+                core.endingsUnlogged,
             )
         core.endChannels(ending)
         pings, self._pings = self._pings, {}
@@ -727,35 +726,33 @@ class Session(asyncio.BufferedProtocol):
 
     def _choose(self, event: ChannelOpened) -> Handler | str:
         """
-        The handler for a channel the peer opened, or why it is refused.
+        The handler for a channel the peer opened, or why it is refused
+        (`chooseService`: the policy the Twisted front end uses too).
         """
-        if not self._chooser:
-            if event.destination is not None:
-                return "this session forwards to no destination"
-            handler = self._services.get(event.service)
-        else:
-            request = ChannelRequest(
-                event.service,
-                event.metadata,
-                event.destination,
-                event.channel,
-                event.lossy,
-                self,
-            )
-            try:
-                handler = self._services(request)
-            except ChannelRefused as refused:
-                return refused.reason or "refused"
-            except Exception:
-                _log.exception("Error choosing a handler for channel %d", event.channel)
-                return "internal error"
-        if handler is None:
-            return (
-                f"no service {describeService(event.service)}"
-                if event.service
-                else "no default service"
-            )
-        return handler  # type: ignore[no-any-return]
+        return chooseService(
+            event,
+            None if self._chooser else self._services,
+            self._ask,
+            ChannelRefused,
+            self._choiceFailed,
+        )
+
+    def _ask(self, event: ChannelOpened) -> Handler | None:
+        """
+        Ask the chooser callable for a channel the peer opened.
+        """
+        request = ChannelRequest(
+            event.service,
+            event.metadata,
+            event.destination,
+            event.channel,
+            event.lossy,
+            self,
+        )
+        return self._services(request)  # type: ignore[no-any-return]
+
+    def _choiceFailed(self, event: ChannelOpened) -> None:
+        _log.exception("Error choosing a handler for channel %d", event.channel)
 
     def _channelRequested(self, event: ChannelOpened) -> _AioChannel | str:
         """
@@ -764,7 +761,7 @@ class Session(asyncio.BufferedProtocol):
         """
         handler = self._choose(event)
         if isinstance(handler, str):
-            if self._mayLogEnding():
+            if self._core.mayLogEnding():
                 _log.info("Refused channel %d: %s", event.channel, handler)
             return handler
         core = self._core
@@ -804,13 +801,6 @@ class Session(asyncio.BufferedProtocol):
         finally:
             self._handlers.discard(asyncio.current_task())
 
-    def _mayLogEnding(self) -> bool:
-        if self._endingsLogged < LOGGED_CHANNEL_ENDINGS:
-            self._endingsLogged += 1
-            return True
-        self._endingsUnlogged += 1
-        return False
-
     def _notice(self, notice: Notice) -> None:
         """
         Log what the core reports: routine events at info or warning.
@@ -820,7 +810,7 @@ class Session(asyncio.BufferedProtocol):
         match notice.what:
             case "channel reset":
                 ending: Ending = f["ending"]
-                if self._mayLogEnding():
+                if self._core.mayLogEnding():
                     level = logging.INFO if ending.remote else logging.WARNING
                     _log.log(level, "%s (channel %d)", errorFor(ending), f["channel"])
             case "goaway received":

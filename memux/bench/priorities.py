@@ -3,9 +3,12 @@
 The priority scenarios' client workloads (see `memux.bench.workers.ROLES`):
 
 - *priority latency*: a 64-byte ping-pong on a channel at urgency 0 while
-  ``bulk`` channels at the default priority saturate the same session
-  (and, for reference, the same ping-pong at the default priority: round
-  robin among them all);
+  ``bulk`` channels at the default priority saturate the same session,
+  against the same ping-pong with the bulk channels stopped (the idle
+  reference), at the default priority beside them (round robin among them
+  all), and on a connection of its own beside them: the phases alternate
+  in blocks within one run, so each is measured under the same conditions
+  (`runPriorityPhases`);
 - *weighted shares*: three channels of weights 16, 32 and 64 (1, 2 and 4
   times the default) in one urgency each have more queued than the session
   can send in the run (as a file server that writes whole files does), so
@@ -29,11 +32,12 @@ from memux.bench.peers import OneFactory, Params, Result, session
 from memux.bench.processes import Reactor
 from memux.bench.report import percentile
 from memux.protocol import ChannelTransport
+from memux.settings import DEFAULT_URGENCY
 
 __all__ = [
+    "PHASES",
     "WEIGHTS",
-    "runPriorityDefault",
-    "runPriorityUrgent",
+    "runPriorityPhases",
     "runWeightedProducers",
     "runWeightedShares",
     "sharesResult",
@@ -51,12 +55,45 @@ def given(protocol: Protocol) -> OneFactory:
     return OneFactory(lambda: protocol)
 
 
-async def pingBesideBulk(
-    reactor: Reactor, params: Params, port: int, urgency: int | None
-) -> Result:
+#: The phases of `runPriorityPhases`, by name: whether the bulk channels
+#: write, and the urgency of the ping-pong channel (None: the ping-pong runs
+#: on a second session, a connection of its own, at the default urgency).
+PHASES: dict[str, tuple[bool, int | None]] = {
+    "idle": (False, DEFAULT_URGENCY),
+    "urgent": (True, 0),
+    "roundRobin": (True, DEFAULT_URGENCY),
+    "ownConnection": (True, None),
+}
+
+
+async def runPriorityPhases(reactor: Reactor, params: Params, port: int) -> Result:
     """
-    Ping-pong on one channel (at ``urgency``; None: the default) while
-    ``bulk`` channels of the same session write for ever.
+    The priority-latency measurement: one session, ``bulk`` channels
+    writing for ever and a ping-pong channel, through the `PHASES` in
+    turn, ``block`` pings at a time, until each phase has ``pings``:
+
+    - *idle*: the bulk channels stopped (and drained);
+    - *urgent*: beside them, the ping-pong channel at urgency 0;
+    - *roundRobin*: beside them, at the default urgency;
+    - *ownConnection*: beside them, the ping-pong on a second session of
+      its own connection (as MEMUX-- would): nothing of the bulk is ahead
+      of it in any queue, so this is the most any scheduling of one
+      connection could achieve while the machine carries the bulk.
+
+    The urgency is set on the channel (`ChannelTransport.setPriority`), so
+    that the echo's replies are hinted to it too.  The order of the phases
+    turns each round, so that none always follows the same one; each block
+    starts after ``settle`` seconds (for the bulk to reach its pace again,
+    memux's bulk mode among it) and ``warmup`` pings, both discarded.
+
+    Comparing phases of one run, not runs of separate processes, is what
+    makes the ratio honest: on a shared machine two processes' idle p99
+    differed by 20 times from one run to the next.
+
+    :returns: ``memux``, the urgent phase's p99 in microseconds;
+        ``baseline``, the idle phase's; ``check``, their ratio; the p50 of
+        each, and the other phases' p50 and p99; and the bulk rate in the
+        urgent phase.
     """
     s = await session(reactor, params, port)
     streamers = [Streamer(params["write"], None) for _ in range(params["bulk"])]
@@ -64,42 +101,67 @@ async def pingBesideBulk(
         streamer.line.addErrback(lambda _: None)  # the sink never answers
         await s.openChannel(b"sink", given(streamer))
     pinger = Pinger(params["size"])
-    await s.openChannel(b"echo", given(pinger), priority=urgency)
-    await task.deferLater(reactor, params["settle"], lambda: None)
-    await pinger.run(params["warmup"])
-
-    def sent() -> int:
-        return sum(st.sender.sent for st in streamers if st.sender is not None)
-
-    sentBefore = sent()
-    started = time.perf_counter()
-    times = await pinger.run(params["pings"])
-    seconds = time.perf_counter() - started
-    micro = [t * 1e6 for t in times]
-    return {
-        "value": percentile(micro, 0.99),
-        "p50": percentile(micro, 0.50),
-        "p90": percentile(micro, 0.90),
-        "p999": percentile(micro, 0.999),
-        "max": max(micro),
-        "pings": len(micro),
-        "seconds": seconds,
-        "bulkMBps": (sent() - sentBefore) / seconds / 1e6,
+    await s.openChannel(b"echo", given(pinger))
+    transport = cast(ChannelTransport, pinger.transport)
+    alone = Pinger(params["size"])
+    await (await session(reactor, params, port)).openChannel(b"echo", given(alone))
+    senders = [st.sender for st in streamers if st.sender is not None]
+    times: dict[str, list[float]] = {phase: [] for phase in PHASES}
+    bulkBytes = idleBytes = 0
+    bulkSeconds = 0.0
+    order = list(PHASES)
+    block = max(1, min(params["block"], params["pings"]))
+    while any(len(got) < params["pings"] for got in times.values()):
+        for phase in order:
+            wanted = min(block, params["pings"] - len(times[phase]))
+            if wanted <= 0:
+                continue
+            bulk, urgency = PHASES[phase]
+            for sender in senders:
+                # Stopped, a Sender writes no more, even when resumed.
+                sender.stopped = not bulk
+                if bulk and not sender.paused:
+                    sender.resumeProducing()
+            transport.setPriority(DEFAULT_URGENCY if urgency is None else urgency)
+            which = alone if urgency is None else pinger
+            await task.deferLater(reactor, params["settle"], lambda: None)
+            # (Idle: the first warm-up ping's echo comes after every bulk
+            # byte written before it has been read: the way is clear.)
+            await which.run(params["warmup"])
+            before = sum(sender.sent for sender in senders)
+            started = time.perf_counter()
+            times[phase] += await which.run(wanted)
+            written = sum(sender.sent for sender in senders) - before
+            if phase == "urgent":
+                bulkSeconds += time.perf_counter() - started
+                bulkBytes += written
+            elif phase == "idle":
+                idleBytes += written
+        order = order[1:] + order[:1]
+    for sender in senders:
+        sender.stopped = True
+    micro = {phase: [t * 1e6 for t in got] for phase, got in times.items()}
+    urgent, idle = micro["urgent"], micro["idle"]
+    result: Result = {
+        "memux": percentile(urgent, 0.99),
+        "baseline": percentile(idle, 0.99),
+        "p50": percentile(urgent, 0.50),
+        "p90": percentile(urgent, 0.90),
+        "p999": percentile(urgent, 0.999),
+        "max": max(urgent),
+        "idleP50": percentile(idle, 0.50),
+        "rrP50": percentile(micro["roundRobin"], 0.50),
+        "rrP99": percentile(micro["roundRobin"], 0.99),
+        "ownP50": percentile(micro["ownConnection"], 0.50),
+        "ownP99": percentile(micro["ownConnection"], 0.99),
+        "pings": len(urgent),
+        "idlePings": len(idle),
+        # (0: the bulk channels wrote nothing while the idle phase pinged)
+        "idleBulkBytes": idleBytes,
+        "bulkMBps": bulkBytes / bulkSeconds / 1e6 if bulkSeconds else 0.0,
     }
-
-
-async def runPriorityUrgent(reactor: Reactor, params: Params, port: int) -> Result:
-    """
-    Ping-pong at urgency 0 beside the bulk channels.
-    """
-    return await pingBesideBulk(reactor, params, port, 0)
-
-
-async def runPriorityDefault(reactor: Reactor, params: Params, port: int) -> Result:
-    """
-    The same ping-pong at the default priority: round robin with the bulk.
-    """
-    return await pingBesideBulk(reactor, params, port, None)
+    result["check"] = result["memux"] / result["baseline"]
+    return result
 
 
 async def runWeightedShares(reactor: Reactor, params: Params, port: int) -> Result:

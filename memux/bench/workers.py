@@ -71,8 +71,7 @@ from memux.bench.latency import (
 )
 from memux.bench.peers import Params, Result, TunedPort, serverFactory, tlsVersions
 from memux.bench.priorities import (
-    runPriorityDefault,
-    runPriorityUrgent,
+    runPriorityPhases,
     runWeightedProducers,
     runWeightedShares,
 )
@@ -121,8 +120,7 @@ ROLES: dict[str, tuple[Callable[[Params], Factory], Runner]] = {
     "idle/memux": (serveIdle, runIdle),
     "overhead-small/memux": (serveOverheadSmall, runOverheadSmall),
     "overhead-bulk/memux": (serveOverheadBulk, runOverheadBulk),
-    "priority-latency/urgent": (serveLatency, runPriorityUrgent),
-    "priority-latency/default": (serveLatency, runPriorityDefault),
+    "priority-latency/phases": (serveLatency, runPriorityPhases),
     "weighted-shares/memux": (serveLatency, runWeightedShares),
     "weighted-producers/memux": (serveLatency, runWeightedProducers),
 }

@@ -75,6 +75,34 @@ class QuickRunTests(SynchronousTestCase):
             self.assertIn(name, done.stdout)
 
 
+class PriorityLatencyTests(SynchronousTestCase):
+    """
+    The priority-latency measurement (`memux.bench.priorities`), run as
+    the benchmark runs it (a server and a client process) with few pings.
+    """
+
+    def test_phases(self) -> None:
+        """
+        One run pings as many times in each phase as asked, in blocks: the
+        idle phase with the bulk channels writing nothing, the urgent one
+        beside bulk traffic; it reports the urgent and idle p99 as memux
+        and baseline, their ratio, and the p50 and p99 of every phase.
+        """
+        scenario = bench.BY_NAME["priority-latency"]
+        self.assertEqual(scenario.variants, (("both", "priority-latency/phases"),))
+        params = bench.scenarioParams(scenario, True, 1.0, {})
+        params.update(pings=120, block=50, warmup=5, settle=0.05, bulk=3)
+        result = bench.scenarios.runOnce("priority-latency/phases", params, 120)
+        self.assertEqual((result["pings"], result["idlePings"]), (120, 120))
+        self.assertEqual(result["idleBulkBytes"], 0)
+        self.assertGreater(result["bulkMBps"], 0)
+        self.assertAlmostEqual(result["check"], result["memux"] / result["baseline"])
+        self.assertLessEqual(result["p50"], result["memux"])
+        self.assertLessEqual(result["idleP50"], result["baseline"])
+        for phase in ("rr", "own"):
+            self.assertLessEqual(result[f"{phase}P50"], result[f"{phase}P99"])
+
+
 class HarnessTests(SynchronousTestCase):
     """
     The pieces of the harness that need no run.

@@ -39,6 +39,7 @@ from memux._wire import (
     OpenFrame,
     PingFrame,
     Preface,
+    PriorityFrame,
     ProtocolError,
     ResetFrame,
     Settings,
@@ -228,6 +229,8 @@ class PDU:
     src: int
     title: str
     fields: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    #: each field name's displayed lines (as in tshark -V), in order
+    shownames: dict[str, list[str]] = field(default_factory=dict)
     experts: list[tuple[str, str]] = field(default_factory=list)
 
     def show(self, name: str) -> str:
@@ -343,6 +346,7 @@ def dissect(capture: Capture, *options: str, twoPass: bool = False) -> list[Pack
                         pdu.fields.setdefault(name, []).append(
                             (f.get("show", ""), f.get("value", ""))
                         )
+                        pdu.shownames.setdefault(name, []).append(f.get("showname", ""))
                 pdus.append(pdu)
         packets.append(Packet(number, src, dst, names, pdus, segments))
     return packets
@@ -826,7 +830,137 @@ MALFORMED = [
     ("setting repeated", rawPreface(1, b"\x01\x80\x80\x02\x01\x80\x80\x02")),
     ("setting out of bounds", rawPreface(1, b"\x01\x64")),
     ("setting without a value", rawPreface(1, b"\x04")),
+    ("PRIORITY_HINTS above 1", rawPreface(1, b"\x06\x02")),
 ]
+
+
+class PriorityTests(SynchronousTestCase):
+    """
+    The PRIORITY extension frame (spec: "Priority hints") and the
+    PRIORITY_HINTS setting that negotiates it, shown by name.
+    """
+
+    def test_priority(self) -> None:
+        """
+        A session whose sides announce PRIORITY_HINTS = 1 (shown by name)
+        and send PRIORITY hints: each is titled a PRIORITY frame, with its
+        channel, urgency and weight as fields, the channel followed back to
+        the OPEN of its service, and no note that it is ignored; what tshark
+        shows rebuilds the frames memux's decoder finds in the same bytes.
+        """
+        capture = Capture()
+        conn = Connection(capture, (CLIENT, 40010), (SERVER, 7400))
+        preface = encodePreface(SessionSettings().toWire())
+        client: list[Frame] = [
+            OpenFrame(1, b"shell"),
+            PriorityFrame(1, 0, 64),
+            PriorityFrame(300, 7, 256),
+        ]
+        server = [PriorityFrame(1, 2, 16)]
+        conn.send(True, preface + b"".join(f.encode() for f in client))
+        conn.send(False, preface + b"".join(f.encode() for f in server))
+        packets = dissect(capture)
+        sent = pdusFrom(packets, 40010)
+        answered = pdusFrom(packets, 7400)
+        self.assertEqual(
+            [frameOf(p) for p in sent],
+            decoded(preface + b"".join(f.encode() for f in client)),
+        )
+        self.assertEqual([frameOf(p) for p in sent[1:]], client)
+        self.assertEqual([frameOf(p) for p in answered[1:]], server)
+        self.assertIn("Setting PRIORITY_HINTS = 1", sent[0].shownames["memux.setting"])
+        hints = [sent[2], sent[3], answered[1]]
+        self.assertEqual(
+            [
+                (
+                    p.title,
+                    p.integer("memux.channel"),
+                    p.integer("memux.extended_type"),
+                    p.integer("memux.priority.urgency"),
+                    p.integer("memux.priority.weight"),
+                    p.experts,
+                )
+                for p in hints
+            ],
+            [
+                ("memux PRIORITY frame", 1, 1, 0, 64, []),
+                ("memux PRIORITY frame", 300, 1, 7, 256, []),
+                ("memux PRIORITY frame", 1, 1, 2, 16, []),
+            ],
+        )
+        self.assertEqual(
+            (
+                sent[2].show("memux.channel.service"),
+                answered[1].show("memux.channel.service"),
+                answered[1].show("memux.channel.opener"),
+            ),
+            ("shell", "shell", "client"),
+        )
+        self.assertFalse(sent[3].has("memux.channel.service"))  # never opened
+
+    def test_reservedFlags(self) -> None:
+        """
+        A PRIORITY with a reserved flag bit set is still a PRIORITY (the
+        bits are ignored, as memux's decoder ignores them), with a note
+        about the bits.
+        """
+        capture = Capture()
+        conn = Connection(capture, (CLIENT, 40012), (SERVER, 7400))
+        conn.send(True, PREFACE + rawFrame(0xF1, 1, b"\x01\x03\x10"))
+        [pdu] = pdusFrom(dissect(capture), 40012)[1:]
+        self.assertEqual(frameOf(pdu), PriorityFrame(1, 3, 16))
+        self.assertEqual(
+            (pdu.title, pdu.integer("memux.priority.urgency"), pdu.experts),
+            (
+                "memux PRIORITY frame",
+                3,
+                [("memux.reserved_flags", "Reserved flag bits set (ignored)")],
+            ),
+        )
+
+    def test_notInLayout(self) -> None:
+        """
+        An extension frame of PRIORITY's extended type whose payload does
+        not match PRIORITY's layout is, as the spec says, an unknown
+        extension frame, ignored (never malformed): it is shown as one,
+        with a note saying why it is not a PRIORITY.
+        """
+        bad = [
+            ("urgency 8 > 7", b"\x01\x08\x10", 1),
+            ("weight 0 outside [1, 256]", b"\x01\x00\x00", 1),
+            ("weight 257 outside [1, 256]", b"\x01\x00" + encodeVarint(257), 1),
+            ("1 trailing bytes", b"\x01\x00\x10\x00", 1),
+            ("weight missing", b"\x01\x00", 1),
+            ("channel 0", b"\x01\x00\x10", 0),
+            ("urgency: varint not in its shortest form", b"\x01\x80\x00\x10", 1),
+        ]
+        capture = Capture()
+        conn = Connection(capture, (CLIENT, 40011), (SERVER, 7400))
+        data = PREFACE + b"".join(rawFrame(0xF0, ch, p) for _, p, ch in bad)
+        conn.send(True, data)
+        packets = dissect(capture)
+        pdus = pdusFrom(packets, 40011)[1:]
+        self.assertEqual(
+            [frameOf(p) for p in pdus],
+            [UnknownFrame(0xF, 0, ch, p) for _, p, ch in bad],
+        )
+        self.assertEqual([frameOf(p) for p in pdus], decoded(data)[1:])
+        self.assertEqual(
+            [(p.title, p.experts) for p in pdus],
+            [
+                (
+                    "memux EXTENSION frame",
+                    [
+                        (
+                            "memux.ignored",
+                            f"PRIORITY not in its layout ({why}):"
+                            " ignored as an unknown extension frame",
+                        )
+                    ],
+                )
+                for why, _, _ in bad
+            ],
+        )
 
 
 class MalformedTests(SynchronousTestCase):
@@ -1123,6 +1257,7 @@ DOC_FILTERS: dict[str, Callable[[PDU], bool]] = {
         p.has("memux.reset.code") and p.integer("memux.reset.code") == 6
     ),
     "memux.goaway.code": lambda p: p.has("memux.goaway.code"),
+    "memux.priority.urgency": lambda p: p.has("memux.priority.urgency"),
     "memux.malformed || memux.violation": lambda p: any(
         kind in ("memux.malformed", "memux.violation") for kind, _ in p.experts
     ),
@@ -1150,6 +1285,7 @@ class DocumentationTests(SynchronousTestCase):
         conn = Connection(capture, (CLIENT, 40021), (SERVER, 7400))
         conn.send(True, PREFACE + OpenFrame(2, b"x").encode())
         conn.send(True, rawFrame(0x70, 3, b"\x00"))
+        conn.send(True, PriorityFrame(2, 0, 64).encode())
         packets = dissect(capture)
         program = tshark()
         with tempfile.TemporaryDirectory() as tmp:

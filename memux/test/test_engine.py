@@ -2390,6 +2390,68 @@ class LossyTests(SynchronousTestCase):
         self.assertEqual(frames[-1], DataFrame(cid, fin=True))
         self.assertEqual(frames[-2], DropFrame(cid, 1))
 
+    def test_discardWhileOpeningWaitsForChannelCredit(self) -> None:
+        """
+        A lossy channel whose opening waits for the peer's channel-count
+        credit keeps its DROP until the opening goes out: then the peer
+        hears of the channel, of the drop, and of the message kept (the
+        DROP goes where the discarded messages were, before it), never a
+        frame before the channel's opening.
+        """
+        pair = Pair(serverSettings=SMALLEST)
+        for _ in range(SMALLEST.maxChannels):
+            pair.client.openChannel()
+        pair.pump()
+        cid = pair.client.openChannel(b"feed", lossy=True)
+        pair.client.sendData(cid, b"a", True)
+        pair.client.sendData(cid, b"b" * 100, True)
+        pair.client.sendData(cid, b"c" * 100, True)
+        self.assertEqual(pair.client.discardQueuedMessages(cid, keepNewest=True), 2)
+        self.assertEqual(pair.clientToServer(), b"")  # still waiting
+        pair.client.resetChannel(1)  # the server grants a channel back
+        pair.pump()
+        self.assertEqual(transcript(pair.serverEvents, cid), [2, b"c" * 100])
+        frames = [
+            f
+            for f in pair.clientFrames
+            if isinstance(f, (OpenFrame, DataFrame, DropFrame)) and f.channel == cid
+        ]
+        self.assertEqual(
+            frames,
+            [
+                OpenFrame(cid, b"feed", lossy=True),
+                DropFrame(cid, 2),
+                DataFrame(cid, b"c" * 100, end=True),
+            ],
+        )
+
+    def test_dropAfterMessageToStoppedReader(self) -> None:
+        """
+        A receiver that stops reading in the middle of a message still gets
+        the rest of it before the DROP of the messages discarded after it
+        (until its own FIN is out): the DROP falls between messages.
+        """
+        pair = Pair()
+        cid = pair.client.openChannel(b"feed", lossy=True)
+        pair.client.sendData(cid, b"first-")
+        pair.pump()
+        pair.server.stopReading(cid)
+        pair.server.closeChannel(cid)
+        pair.client.sendData(cid, b"end", True)
+        pair.client.sendData(cid, b"second", True)
+        self.assertEqual(pair.client.discardQueuedMessages(cid), 1)
+        pair.takeServerEvents()
+        pair.clientToServer()
+        self.assertEqual(
+            pair.takeServerEvents(),
+            [DataReceived(cid, b"end", True), MessagesDropped(cid, 1)],
+        )
+        pair.server.consumed(cid, len(b"first-end"))
+        pair.client.closeChannel(cid)
+        pair.pump()
+        self.assertEqual(pair.client.openChannels(), [])
+        self.assertEqual(pair.server.openChannels(), [])
+
     def test_keepNewest(self) -> None:
         """
         With C{keepNewest}, the newest complete message is kept as well as

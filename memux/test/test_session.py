@@ -7,6 +7,7 @@ what the core writes and asks for, and time is a number the test sets.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -17,8 +18,10 @@ from memux._engine import ChannelOpened
 from memux._session import (
     KEEPALIVE_PAYLOAD,
     LOAD_BUDGET_PERIOD,
+    LOGGED_CHANNEL_ENDINGS,
     RTT_PING,
     SessionCore,
+    chooseService,
 )
 from memux._wire import (
     CreditFrame,
@@ -322,6 +325,124 @@ class DeadlineTests(SynchronousTestCase):
         host.time = 0.25
         core.receiveData(PingFrame(b"12345678", ack=True).encode())
         self.assertEqual(host.pings, [(b"12345678", 0.25)])
+
+
+class Refused(Exception):
+    """
+    A front end's refusal, with the reason the peer is sent.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class ServiceChoiceTests(SynchronousTestCase):
+    """
+    The policy both front ends use to serve or refuse a channel the peer
+    opened (`chooseService`), and how many endings they log.
+    """
+
+    def choose(
+        self,
+        event: ChannelOpened,
+        services: dict[bytes, str] | None = None,
+        chooser: Callable[[ChannelOpened], str | None] | None = None,
+    ) -> tuple[str, list[ChannelOpened]]:
+        failed: list[ChannelOpened] = []
+
+        def never(event: ChannelOpened) -> str | None:
+            raise AssertionError("a service map asks no chooser")
+
+        chosen = chooseService(
+            event, services, chooser or never, Refused, failed.append
+        )
+        return chosen, failed
+
+    def test_serviceMap(self) -> None:
+        """
+        A service map serves the services it names (the empty name is the
+        default service); any other is refused, naming what was asked for.
+        """
+        services = {b"echo": "echo", b"": "default"}
+        self.assertEqual(self.choose(ChannelOpened(1, b"echo"), services)[0], "echo")
+        self.assertEqual(self.choose(ChannelOpened(1, b""), services)[0], "default")
+        self.assertEqual(
+            self.choose(ChannelOpened(1, b"nope"), services)[0], "no service 'nope'"
+        )
+        self.assertEqual(
+            self.choose(ChannelOpened(1, b""), {b"echo": "echo"})[0],
+            "no default service",
+        )
+
+    def test_serviceMapForwardsNowhere(self) -> None:
+        """
+        A channel asking to be forwarded to a destination is refused by a
+        service map, even for a service the map has.
+        """
+        event = ChannelOpened(1, b"echo", destination=("127.0.0.1", 7))
+        self.assertEqual(
+            self.choose(event, {b"echo": "echo"})[0],
+            "this session forwards to no destination",
+        )
+
+    def test_chooser(self) -> None:
+        """
+        A chooser is asked with the event; what it returns serves the
+        channel, None refuses it like an unknown service, and a refusal it
+        raises is sent with its reason (or "refused" if it gave none).
+        """
+        event = ChannelOpened(3, b"svc", b"meta", ("127.0.0.1", 7), True)
+        asked: list[ChannelOpened] = []
+
+        def chooser(e: ChannelOpened) -> str | None:
+            asked.append(e)
+            return "served"
+
+        self.assertEqual(self.choose(event, chooser=chooser), ("served", []))
+        self.assertEqual(asked, [event])
+        self.assertEqual(
+            self.choose(event, chooser=lambda e: None)[0], "no service 'svc'"
+        )
+
+        def refuse(reason: str) -> Callable[[ChannelOpened], str | None]:
+            def chooser(e: ChannelOpened) -> str | None:
+                raise Refused(reason)
+
+            return chooser
+
+        self.assertEqual(self.choose(event, chooser=refuse("busy"))[0], "busy")
+        self.assertEqual(self.choose(event, chooser=refuse(""))[0], "refused")
+
+    def test_chooserFault(self) -> None:
+        """
+        Any other exception from the chooser is reported to the front end
+        (to log, while the exception is being handled) and the peer is told
+        only "internal error", not the exception's text.
+        """
+        event = ChannelOpened(5, b"svc")
+        handling: list[bool] = []
+
+        def broken(e: ChannelOpened) -> str | None:
+            raise KeyError("secret")
+
+        def failed(e: ChannelOpened) -> None:
+            handling.append(sys.exc_info()[0] is KeyError)
+
+        chosen = chooseService(event, None, broken, Refused, failed)
+        self.assertEqual((chosen, handling), ("internal error", [True]))
+
+    def test_endingsLoggedThenCounted(self) -> None:
+        """
+        A session's first LOGGED_CHANNEL_ENDINGS channel endings are logged;
+        the rest are counted (for one line as the session ends), however
+        many there are.
+        """
+        host, core = connected()
+        extra = 3 * LOGGED_CHANNEL_ENDINGS + 7
+        logged = [core.mayLogEnding() for _ in range(LOGGED_CHANNEL_ENDINGS + extra)]
+        self.assertEqual(logged, [True] * LOGGED_CHANNEL_ENDINGS + [False] * extra)
+        self.assertEqual(core.endingsUnlogged, extra)
 
 
 class ChannelCoreTests(SynchronousTestCase):

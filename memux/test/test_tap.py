@@ -65,9 +65,11 @@ from memux import (
     tap,
 )
 from memux._engine import SessionSettings
+from memux._wire import PriorityFrame
 from memux.interfaces import IChannelTransport, IChunkReceiver, IMessageReceiver
 from memux.protocol import MultiplexingFactory
 from memux.services import Chargen, Discard, Echo, builtinServices
+from memux.settings import Priority
 from memux.tap import (
     DEFAULT_DRAIN_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
@@ -226,6 +228,7 @@ class OptionsTests(SynchronousTestCase):
             "--tls-cert",
             "--tls-key",
             "--tls-ca",
+            "--ignore-priority-hints",
         ):
             self.assertIn(option, text)
         defaults = SessionSettings()
@@ -1993,6 +1996,87 @@ class BuiltinServicesOverMemuxTests(SynchronousTestCase):
         self.assertGreaterEqual(len(proto.received), held + 1000000)
         pattern = Chargen.block * (len(proto.received) // len(Chargen.block) + 1)
         self.assertEqual(proto.received, pattern[: len(proto.received)])
+
+
+class PriorityHintsOptionTests(SynchronousTestCase):
+    """
+    C{--ignore-priority-hints}: a server that keeps the priorities its own
+    services set, whatever its clients ask.
+    """
+
+    def connect(self, *argv: str) -> tuple[MemuxProtocol, MemuxProtocol, IOPump]:
+        """
+        Start the server C{twistd memux} makes for C{argv} and connect a
+        client session to its sessions' factory, in memory.
+        """
+        clock = MemoryReactorClock()
+        server = tap.makeService(parse(*argv), reactor=clock)
+        client, session, pump = connectedServerAndClient(
+            lambda: server.factory.buildProtocol(None),
+            lambda: MemuxProtocol(client=True, reactor=clock),
+            clock=clock,
+        )
+        pump.flush()
+        self.factory = server.factory
+        return client, session, pump
+
+    def openUrgent(self, client: MemuxProtocol, pump: IOPump) -> int:
+        """
+        Open a channel to the echo service from C{client}, ask for urgency 0
+        and weight 64 on it, and return its id.
+        """
+        protocol = Protocol()
+        client.openChannel(b"echo", Factory.forProtocol(lambda: protocol))
+        transport = IChannelTransport(protocol.transport)
+        transport.write(b"hello")
+        transport.setPriority(0, 64)
+        pump.flush()
+        self.assertEqual(transport.priority, Priority(0, 64))
+        channel: int = transport.channel
+        return channel
+
+    def serverPriority(self, channel: int) -> tuple[int | None, int | None]:
+        """
+        The urgency and weight the server sends C{channel}'s data at, as
+        its status snapshot shows them.
+        """
+        [session] = self.factory.snapshot().sessions
+        [found] = [c for c in session.channels if c.channel == channel]
+        return found.priority, found.weight
+
+    def test_default(self) -> None:
+        """
+        By default the server takes its clients' hints: the channel's data
+        is sent back at the urgency and weight the client asked for.
+        """
+        self.assertTrue(parse()["settings"].acceptPriorityHints)
+        client, session, pump = self.connect()
+        self.assertEqual(client.engine.peerSettings.priorityHints, 1)
+        channel = self.openUrgent(client, pump)
+        self.assertEqual(self.serverPriority(channel), (0, 64))
+
+    def test_ignore(self) -> None:
+        """
+        With C{--ignore-priority-hints} the server tells its clients it
+        takes no hints (so a memux client sends none), and ignores one sent
+        anyway: the channel keeps the default priority, and the session
+        goes on.
+        """
+        options = parse("--ignore-priority-hints")
+        self.assertFalse(options["settings"].acceptPriorityHints)
+        client, session, pump = self.connect("--ignore-priority-hints")
+        self.assertEqual(client.engine.peerSettings.priorityHints, 0)
+        channel = self.openUrgent(client, pump)
+        default = Priority()
+        self.assertEqual(
+            self.serverPriority(channel), (default.urgency, default.weight)
+        )
+        session.dataReceived(PriorityFrame(channel, 0, 64).encode())
+        pump.flush()
+        self.assertEqual(
+            self.serverPriority(channel), (default.urgency, default.weight)
+        )
+        self.assertTrue(session.connected)
 
 
 class IdleTimeoutOptionTests(SynchronousTestCase):
