@@ -16,6 +16,20 @@ from typing import Any
 from twisted.internet.interfaces import IReactorTime, ISSLTransport
 from twisted.internet.task import Cooperator
 
+# The sizes and socket options, shared with the asyncio front end (which
+# must not import Twisted), are `memux._iotuning`'s.
+from memux._iotuning import (
+    BULK_AFTER_READS,
+    BULK_LEAVE_READS,
+    BULK_NOTSENT_LOWAT,
+    BULK_READ_SIZE,
+    INPUT_SLICE_SECONDS,
+    INPUT_SLICE_STEPS,
+    NOTSENT_LOWAT,
+    SEND_HEADROOM,
+    SHORT_READ_COST,
+    setUnsentLimit,
+)
 from memux._session import BULK_FLUSH_BYTES
 
 __all__ = [
@@ -41,36 +55,6 @@ __all__ = [
     "tuneConnection",
 ]
 
-#: Unsent bytes the kernel may hold for a memux connection (Linux
-#: TCP_NOTSENT_LOWAT).  Without a limit the socket buffer (megabytes on
-#: fast links) fills with one channel's bulk data, and a small message on
-#: another channel waits behind all of it: head-of-line blocking that memux's
-#: scheduler cannot see.  With it, the backlog stays in memux, which
-#: interleaves channels.  Four times as much in bulk mode (see
-#: `memux._session.BULK_AFTER_FLUSHES`).
-NOTSENT_LOWAT = 128 * 1024
-#: The unsent limit in bulk mode.
-BULK_NOTSENT_LOWAT = 4 * NOTSENT_LOWAT
-
-#: After this many reads that filled the connection's read size (Twisted's
-#: TCP ``bufferSize``, 64 KiB), the peer is sending bulk data: the session
-#: reads `BULK_READ_SIZE` at a time, which costs a quarter of the reactor
-#: turns and Python calls per byte.  A shorter read on the way there takes
-#: back `SHORT_READ_COST` of them; in bulk reading, `BULK_LEAVE_READS`
-#: shorter ones in a row set the normal size back.  (A rule of "in a row"
-#: both ways made fan-out bimodal: a sender's flushes of 512 KiB read in
-#: 64 KiB pieces leave a short one now and then, and a receiver that
-#: happened to miss bulk reading early stayed at 64 KiB reads and 0.6 of
-#: the throughput.  Twisted's TCP also pauses its producer past
-#: ``bufferSize`` unsent bytes: while reading in bulk, ours is paused a
-#: little later.)
-BULK_AFTER_READS = 16
-SHORT_READ_COST = 4
-BULK_LEAVE_READS = 3
-#: The read size of a session in bulk reading (after ``BULK_AFTER_READS``
-#: full reads).
-BULK_READ_SIZE = 256 * 1024
-
 #: Over TLS, the most the session hands the connection per write, in bulk
 #: mode too (`memux._session.SessionCore.limitFlushes`).  Twisted's TLS
 #: layer joins a write's pieces into one string and its TCP transport
@@ -86,20 +70,9 @@ TLS_FLUSH_BYTES = 64 * 1024
 #: record less than the read size.
 TLS_RECORD_BYTES = 16 * 1024
 
-#: Room for frame headers above `BULK_FLUSH_BYTES` in one send() (see
-#: `tuneConnection`).
-SEND_HEADROOM = 16 * 1024
-
 #: A flush of more pieces (frame headers and chunks) than this is joined
 #: into one write; fewer go to ``writeSequence`` as they are.
 GATHER_PIECES = 8
-
-#: Per reactor turn, the held-back input of a factory's sessions is worked
-#: through round robin, a step at a time, for this many seconds at most (or
-#: `INPUT_SLICE_STEPS` steps): about the most one session's flood delays
-#: another session's reply.
-INPUT_SLICE_SECONDS = 0.001
-INPUT_SLICE_STEPS = 16
 
 #: A slice that has worked this long ends at the next step that wrote, so
 #: that the reactor sends what it wrote (see `InputSlice.wrote`).  Not
@@ -198,14 +171,8 @@ def limitUnsent(transport: Any, limit: int = NOTSENT_LOWAT) -> None:
     if option is None:
         return
     found = socketLayer(transport)
-    if found is None:
-        return
-    handle = found[1]
-    try:
-        if handle.family in (socket.AF_INET, socket.AF_INET6):
-            handle.setsockopt(socket.IPPROTO_TCP, option, limit)
-    except OSError:
-        pass  # not a TCP socket after all (raw, or closed meanwhile)
+    if found is not None:
+        setUnsentLimit(found[1], limit)
 
 
 def tuneConnection(transport: Any) -> int | None:

@@ -7,12 +7,12 @@ written against asyncio's streams, over `_AioChannel`, the session core's
 
 Receive credit follows the application's reads: what arrives is handed to
 the channel's buffer, and the peer granted credit for it, until the
-buffer holds `READ_AHEAD` bytes unread; then the channel is paused (the
-core holds what arrives, within the credit it granted, and grants no
-more) until the application reads.  Writes queue in the core and
-wait while the channel's producer is paused (its queue is full: no credit,
-or the connection is slow), so a writer is held back rather than
-buffering without bound.
+buffer holds more than `READ_AHEAD` bytes unread; then the channel is
+paused (the core holds what arrives, within the credit it granted, and
+grants no more) until the application has read it below that.  Writes
+queue in the core and wait while the channel's producer is paused (its
+queue is full: no credit, or the connection is slow), so a writer is held
+back rather than buffering without bound.
 """
 
 from __future__ import annotations
@@ -41,12 +41,15 @@ _log = logging.getLogger("memux.aio")
 DEFAULT_LIMIT = 2**16
 
 #: A channel's reader is handed what arrives (and the peer is granted
-#: credit for it) until this many bytes, or this many messages, wait in
-#: its buffer unread; then the core holds the rest, granting no more.  At
-#: most one frame's worth by default (one chunk may be that large anyway),
-#: so memory stays bounded as the session's settings say, give or take
-#: one frame per channel; and a reader of small messages takes them from
-#: the buffer without a round through the core for each.
+#: credit for it) until more than this many bytes, or this many messages,
+#: wait in its buffer unread; then the core holds the rest, granting no
+#: more, until the reader has taken the buffer below it.  One frame's
+#: worth by default, so memory stays bounded as the session's settings
+#: say, give or take two frames per channel (the last one delivered may be
+#: a whole frame past it); a reader of small messages takes them from the
+#: buffer without a round through the core for each; and a reader of 64
+#: KiB chunks gets them two at a time from the core (one round through it
+#: per 128 KiB, not per chunk).
 READ_AHEAD = 64 * 1024
 READ_AHEAD_ITEMS = 256
 
@@ -88,9 +91,12 @@ class _AioChannel(ChannelCore):
     reads from.
     """
 
-    # Paused until the application reads (which also says whether it reads
-    # bytes or messages): what arrives first waits in the core's inbox.
-    _paused = True
+    # Until the application reads (which says whether it reads bytes or
+    # messages), the core delivers as for messages (`_mode` 1): a whole
+    # message reads the same either way, so it goes to the buffer at once
+    # (a server's first request, with no round through the inbox); the
+    # first piece of a message in pieces stops delivery (see `_assemble`),
+    # and it waits in the core's inbox, with what follows, for the read.
     _chosen = False
     _eof = False
     _ending: Ending | None = None
@@ -103,7 +109,7 @@ class _AioChannel(ChannelCore):
     dropped = 0
 
     def __init__(self, core: SessionCore, channel: int, service: bytes, lossy: bool):
-        ChannelCore.__init__(self, core, channel, service, lossy)
+        ChannelCore.__init__(self, core, channel, service, lossy, mode=_MESSAGES)
         self.protocol = self
         self._buffer: deque[bytes] = deque()
         self._buffered = 0
@@ -121,6 +127,25 @@ class _AioChannel(ChannelCore):
     def _failed(self) -> Any:
         _log.exception("Error delivering on memux channel %d", self.channel)
         return sys.exc_info()[1]
+
+    def _assemble(self, data: bytes, end: bool) -> None:
+        if self._chosen:
+            ChannelCore._assemble(self, data, end)
+            return
+        # Not read yet: whether these pieces make one message or part of a
+        # byte stream is the reader's choice.  Held (first in the inbox: it
+        # came before whatever is there), not consumed.
+        self._paused = True
+        inbox = self._inbox
+        if inbox is None:
+            inbox = self._inbox = deque()
+        inbox.appendleft((data, end))
+
+    def _dropPartial(self) -> None:
+        if self._chosen:
+            ChannelCore._dropPartial(self)
+        # (Not read yet: all that is held is kept, as for bytes; a reader of
+        # messages never gets a message's pieces without its end.)
 
     def _pauseProducer(self) -> None:
         if not self._producerPaused and self.producer is not None:
@@ -169,7 +194,7 @@ class _AioChannel(ChannelCore):
         buffer = self._buffer
         buffer.append(data)
         self._buffered += len(data)
-        if self._buffered >= READ_AHEAD or len(buffer) >= READ_AHEAD_ITEMS:
+        if self._buffered > READ_AHEAD or len(buffer) >= READ_AHEAD_ITEMS:
             self._paused = True
         waiter = self._readWaiter
         if waiter is not None:
@@ -205,6 +230,10 @@ class _AioChannel(ChannelCore):
                     + ": read it one way only"
                 )
             self._mode = mode
+            if mode == _BYTES and b"" in self._buffer:
+                # Empty messages that came before the first read are
+                # nothing in a byte stream (and b"" would read as its end).
+                self._buffer = deque(chunk for chunk in self._buffer if chunk)
         self._chosen = True
 
     def _atEnd(self) -> bool:
@@ -227,7 +256,11 @@ class _AioChannel(ChannelCore):
         """
         had = self._buffered, len(self._buffer)
         self._paused = False
-        if self._deliverCall is None and not self._delivering:
+        if (
+            (self._inbox or self._pendingLoss is not None)
+            and self._deliverCall is None
+            and not self._delivering
+        ):
             self._deliver()  # (`ChannelCore._kick`, unpaused)
         if (self._buffered, len(self._buffer)) != had or self._eof or self._lost:
             return
@@ -247,7 +280,11 @@ class _AioChannel(ChannelCore):
         """
         if self._buffered < READ_AHEAD and len(self._buffer) < READ_AHEAD_ITEMS:
             self._paused = False
-            if self._deliverCall is None and not self._delivering:
+            if (
+                (self._inbox or self._pendingLoss is not None)
+                and self._deliverCall is None
+                and not self._delivering
+            ):
                 self._deliver()  # (`ChannelCore._kick`, unpaused)
 
     def _take(self, n: int) -> bytes:
@@ -280,7 +317,8 @@ class _AioChannel(ChannelCore):
         return buffer[0] if buffer else b""
 
     async def read(self, n: int) -> bytes:
-        self._select(_BYTES)
+        if not self._chosen or self._mode != _BYTES:
+            self._select(_BYTES)
         if n == 0:
             return b""
         if n < 0:
@@ -344,7 +382,8 @@ class _AioChannel(ChannelCore):
             await self._more()
 
     async def receiveMessage(self) -> bytes | None:
-        self._select(_MESSAGES)
+        if not self._chosen or self._mode != _MESSAGES:
+            self._select(_MESSAGES)
         while not self._buffer:
             if self._atEnd():
                 return None
@@ -508,17 +547,28 @@ class Channel:
         return self
 
     async def __anext__(self) -> bytes:
-        message = await self._c.receiveMessage()
-        if message is None:
+        c = self._c
+        if c._buffer and c._chosen and c._mode == _MESSAGES:
+            # (`receiveMessage`, inline: a coroutine less per message.)
+            message = c._buffer.popleft()
+            c._buffered -= len(message)
+            if c._paused:
+                c._refill()
+            return message
+        got = await c.receiveMessage()
+        if got is None:
             raise StopAsyncIteration
-        return message
+        return got
 
     async def read(self, n: int = -1) -> bytes:
         """
         Up to ``n`` bytes (at least one, unless the peer closed its side:
         then ``b""``); with ``n`` negative, everything until the peer closes.
         """
-        return await self._c.read(n)
+        c = self._c
+        if n > 0 and c._buffer and c._chosen and c._mode == _BYTES:
+            return c._take(n)  # (`_AioChannel.read`, inline)
+        return await c.read(n)
 
     async def readexactly(self, n: int) -> bytes:
         """

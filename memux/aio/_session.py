@@ -8,7 +8,9 @@ This layer is an adapter, as `memux.protocol` is for Twisted: bytes go in
 and out, one ``loop.call_at`` timer runs the core's deadlines, the loop's
 turns schedule flushes and the slicing of input floods, channels get
 asyncio handlers, and what the core reports is logged (``logging``,
-logger ``memux.aio``).  It imports no Twisted.
+logger ``memux.aio``).  The connection is tuned as the Twisted front end
+tunes its own (`memux._iotuning`: unsent bytes in the kernel, read sizes
+and bulk reading).  It imports no Twisted.
 """
 
 from __future__ import annotations
@@ -17,12 +19,25 @@ import asyncio
 import itertools
 import logging
 import socket
+import threading
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 from memux._channel import Ending
 from memux._engine import ChannelOpened
+from memux._iotuning import (
+    BULK_NOTSENT_LOWAT,
+    INPUT_SLICE_SECONDS,
+    INPUT_SLICE_STEPS,
+    NOTSENT_LOWAT,
+    READ_SIZE,
+    BulkReads,
+    isTCP,
+    setNoDelay,
+    setUnsentLimit,
+)
 from memux._session import (
     BULK_FLUSH_BYTES,
     FLUSH_BYTES,
@@ -52,6 +67,62 @@ _log = logging.getLogger("memux.aio")
 #: Twisted's TCP buffer does); four times more in bulk mode.
 WRITE_BUFFER_HIGH = 2 * FLUSH_BYTES
 BULK_WRITE_BUFFER_HIGH = 2 * BULK_FLUSH_BYTES
+
+
+class _ReadBuffer(threading.local):
+    """
+    The buffer the connections of one thread's event loop read into
+    (`Session.get_buffer`), `READ_SIZE` long.  Shared: a transport fills
+    it and hands it over (``buffer_updated``) before it reads again, for
+    any connection, and the session takes a copy at once.  (asyncio's own
+    reads allocate `BULK_READ_SIZE` each, above the C library's mmap
+    threshold: a short read maps, page-faults, shrinks and unmaps it
+    afresh, some 18 us, ten times the read itself.)
+    """
+
+    def __init__(self) -> None:
+        self.normal = memoryview(bytearray(READ_SIZE))
+
+
+_reads = _ReadBuffer()
+
+
+class _BulkReader(asyncio.Protocol):
+    """
+    A session's connection's protocol while the session reads in bulk
+    (see `memux._iotuning.BULK_AFTER_READS`), standing in for it and
+    passing everything on: asyncio then reads 256 KiB at a time (its own
+    read size, which is `memux._iotuning.BULK_READ_SIZE`) into bytes of
+    their own, which the session takes as they are.  The C library keeps
+    full reads of that size in its heap, and each spares a copy out of
+    the shared buffer (`_ReadBuffer`).
+    """
+
+    __slots__ = ("_s",)
+
+    def __init__(self, session: Session) -> None:
+        self._s = session
+
+    def data_received(self, data: bytes) -> None:
+        self._s._bulkReceived(data)
+
+    def eof_received(self) -> bool | None:
+        return self._s.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._s.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._s.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._s.resume_writing()
+
+
+#: A write to the connection of more than this pauses the session until
+#: the loop's next turn (see `Session._yieldOutput`): Twisted's TCP
+#: ``bufferSize``, past which its transport pauses the Twisted front end.
+TURN_WRITE_BYTES = READ_SIZE
 
 #: What serves a channel: ``async def handler(channel)``.
 Handler: TypeAlias = Callable[[Channel], Awaitable[object]]
@@ -123,9 +194,12 @@ class _Host:
         return self.loop.time()
 
     def write(self, pieces: list[bytes]) -> None:
-        transport = self._s.transport
+        s = self._s
+        transport = s.transport
         if transport is not None:
             transport.writelines(pieces)
+            if s._outputTurn is None and sum(map(len, pieces)) > TURN_WRITE_BYTES:
+                s._yieldOutput()
 
     def closeConnection(self) -> None:
         transport = self._s.transport
@@ -168,10 +242,13 @@ class _Host:
             waiter.set_result(rtt)
 
     def bulkMode(self, on: bool) -> None:
-        transport = self._s.transport
+        s = self._s
+        transport = s.transport
         if transport is not None:
             high = BULK_WRITE_BUFFER_HIGH if on else WRITE_BUFFER_HIGH
             transport.set_write_buffer_limits(high, high // 4)
+            if s._tcp is not None:
+                setUnsentLimit(s._tcp, BULK_NOTSENT_LOWAT if on else NOTSENT_LOWAT)
 
 
 def _describe(address: Any) -> str:
@@ -187,9 +264,11 @@ def _describe(address: Any) -> str:
     return "an unknown address"
 
 
-class Session(asyncio.Protocol):
+class Session(asyncio.BufferedProtocol):
     """
-    One memux session over one connection, as an `asyncio.Protocol`.
+    One memux session over one connection, as an asyncio protocol (a
+    `asyncio.BufferedProtocol`, which also takes bytes as
+    `asyncio.Protocol` does, with `data_received`).
     `connect` and `serve` make them; `start_session` runs one over any
     asyncio transport.
 
@@ -225,12 +304,20 @@ class Session(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._timerAt: float | None = None
         self._inputCall: asyncio.Handle | None = None
+        # Output (see `_yieldOutput`): whether the connection paused us, and
+        # the resumption due at the next turn after a large write.
+        self._writePaused = False
+        self._outputTurn: asyncio.Handle | None = None
         self._pings: dict[bytes, asyncio.Future[float]] = {}
         self._pingIds = itertools.count(1)
         self._closed: asyncio.Future[None] = loop.create_future()
         self._handlers: set[asyncio.Task[None]] = set()
         self._alpnError: str | None = None
         self._server: Server | None = None
+        # The bulk-reading switch (see `buffer_updated`).
+        self._bulkReads = BulkReads(READ_SIZE)
+        # The connection's TCP socket, if it has one (see `_tune`).
+        self._tcp: Any = None
         #: the error the session's channels and pings got when it ended,
         #: once it has
         self.lost_error: SessionLost | None = None
@@ -445,9 +532,56 @@ class Session(asyncio.Protocol):
                 transport.abort()
                 return
         transport.set_write_buffer_limits(WRITE_BUFFER_HIGH, WRITE_BUFFER_HIGH // 4)
+        self._tune(transport)
         if self._server is not None:
             self._server._sessionStarted(self)
         self._core.connectionMade()
+
+    def _tune(self, transport: asyncio.Transport) -> None:
+        """
+        Tune a TCP connection as the Twisted front end does
+        (`memux._tuning.tuneConnection`): TCP_NODELAY (asyncio sets it
+        too), and the kernel's unsent bytes limited (`NOTSENT_LOWAT`).
+        """
+        sock = transport.get_extra_info("socket")
+        if sock is not None and isTCP(sock):
+            self._tcp = sock
+            setNoDelay(sock)
+            setUnsentLimit(sock, NOTSENT_LOWAT)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        """
+        Where the connection reads into: 64 KiB of a buffer shared by the
+        thread's connections.  (``sizehint`` is not used.)
+        """
+        return _reads.normal
+
+    def buffer_updated(self, nbytes: int) -> None:
+        """
+        ``nbytes`` were read into the buffer: feed a copy of them to the
+        core (`data_received`); after 16 full reads in a row (as the
+        Twisted front end counts them), read in bulk: 256 KiB at a time,
+        into bytes of their own.
+        """
+        data = _reads.normal[:nbytes].tobytes()
+        reads = self._bulkReads
+        if (reads.fullReads or nbytes >= READ_SIZE) and reads.count(nbytes):
+            transport = self.transport
+            if transport is not None and not transport.is_closing():
+                transport.set_protocol(_BulkReader(self))
+        self.data_received(data)
+
+    def _bulkReceived(self, data: bytes) -> None:
+        """
+        A read in bulk reading (see `_BulkReader`): feed it; after
+        `memux._iotuning.BULK_LEAVE_READS` shorter reads in a row, read
+        into the shared buffer again.
+        """
+        if self._bulkReads.count(len(data)) is False:
+            transport = self.transport
+            if transport is not None and not transport.is_closing():
+                transport.set_protocol(self)
+        self.data_received(data)
 
     def data_received(self, data: bytes) -> None:
         """
@@ -463,9 +597,21 @@ class Session(asyncio.Protocol):
             self._inputCall = self._loop.call_soon(self._inputStep)
 
     def _inputStep(self) -> None:
+        """
+        Work through held-back input for a slice of this turn
+        (`INPUT_SLICE_STEPS` steps or `INPUT_SLICE_SECONDS`), then leave
+        the rest to the next turn, after other sessions, or resume reading.
+        """
         core = self._core
-        core.receiveData(b"")
-        if core.connected and core.engine.inputPending:
+        engine = core.engine
+        end = time.monotonic() + INPUT_SLICE_SECONDS
+        for _ in range(INPUT_SLICE_STEPS):
+            core.receiveData(b"")
+            if not (core.connected and engine.inputPending):
+                break
+            if time.monotonic() >= end:
+                break
+        if core.connected and engine.inputPending:
             self._inputCall = self._loop.call_soon(self._inputStep)
             return
         self._inputCall = None
@@ -484,13 +630,42 @@ class Session(asyncio.Protocol):
         """
         The connection's buffer is full: the core stops writing to it.
         """
-        self._core.pauseOutput()
+        self._writePaused = True
+        if not self._core.outputPaused:
+            self._core.pauseOutput()
 
     def resume_writing(self) -> None:
         """
-        The connection drained: the core writes again.
+        The connection drained: the core writes again (unless it waits for
+        the next turn, see `_yieldOutput`).
         """
-        self._core.resumeOutput()
+        self._writePaused = False
+        if self._outputTurn is None:
+            self._core.resumeOutput()
+
+    def _yieldOutput(self) -> None:
+        """
+        A large write went to the connection: pause the core until the
+        loop's next turn, as Twisted's TCP transport pauses its producer
+        once more than its ``bufferSize`` waits, until it sent it at the
+        next turn.  The application's writers run meanwhile, and the next
+        flush takes what they wrote; and the core counts these pauses
+        towards bulk mode (`memux._session.BULK_AFTER_FLUSHES`), as under
+        Twisted.  (asyncio sends a write at once where the kernel takes it,
+        and pauses only once the kernel takes no more: on loopback, with a
+        reader that keeps up, hardly ever, and a bulk sender stayed in
+        normal mode, half the pace on a 64 MiB transfer.)
+        """
+        core = self._core
+        if not core.outputPaused:
+            core.pauseOutput()
+        self._outputTurn = self._loop.call_soon(self._turnResume)
+
+    def _turnResume(self) -> None:
+        self._outputTurn = None
+        core = self._core
+        if not self._writePaused and core.outputPaused and core.connected:
+            core.resumeOutput()
 
     def connection_lost(self, exc: Exception | None) -> None:
         """
@@ -502,6 +677,9 @@ class Session(asyncio.Protocol):
         if self._inputCall is not None:
             self._inputCall.cancel()
             self._inputCall = None
+        if self._outputTurn is not None:
+            self._outputTurn.cancel()
+            self._outputTurn = None
         core = self._core
         if not core.connected and self._alpnError is not None:
             ending = Ending("lost", None, self._alpnError)
@@ -590,9 +768,9 @@ class Session(asyncio.Protocol):
         c = _AioChannel(core, event.channel, event.service, event.lossy)
         core.register(c)
         channel = Channel(c, self, event.metadata, event.destination)
-        task = self._loop.create_task(self._serve(handler, channel))
-        self._handlers.add(task)
-        task.add_done_callback(self._handlers.discard)
+        # Held here while it runs (the loop keeps only weak references);
+        # it lets go itself (a done callback would cost a turn of its own).
+        self._handlers.add(self._loop.create_task(self._serve(handler, channel)))
         return c
 
     async def _serve(self, handler: Handler, channel: Channel) -> None:
@@ -618,8 +796,10 @@ class Session(asyncio.Protocol):
                     channel.id,
                     exc_info=True,
                 )
-            return
-        channel.close()
+        else:
+            channel.close()
+        finally:
+            self._handlers.discard(asyncio.current_task())
 
     def _notice(self, notice: Notice) -> None:
         """

@@ -678,7 +678,9 @@ class SessionTests(SynchronousTestCase):
                 assert session.transport is not None
                 session.transport.pause_reading()
                 (peer,) = server.sessions
-                while not peer._core.outputPaused:
+                # (Its connection's pause: the core also pauses for a turn
+                # after each large write, see Session._yieldOutput.)
+                while not peer._writePaused:
                     await asyncio.sleep(0.01)
                 before = len(wrote)
                 await asyncio.sleep(0.2)

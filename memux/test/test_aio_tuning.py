@@ -1,0 +1,502 @@
+"""
+Tests for how L{memux.aio} tunes its connection as the Twisted front end
+does (L{memux._iotuning}, shared by both): the socket options, reads of
+64 KiB into a shared buffer and 256 KiB in bulk reading, a pause per large
+write (so a bulk sender reaches bulk mode), and the bulk-reading rule.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
+
+from memux import _iotuning, _tuning, aio
+from memux._iotuning import (
+    BULK_AFTER_READS,
+    BULK_LEAVE_READS,
+    BULK_NOTSENT_LOWAT,
+    BULK_READ_SIZE,
+    NOTSENT_LOWAT,
+    READ_SIZE,
+    SHORT_READ_COST,
+    BulkReads,
+)
+from memux.aio import Channel
+from memux.test._helpers import HOSTNAME, Certificates, runAsyncio
+
+LOCAL = "127.0.0.1"
+NOTSENT = getattr(socket, "TCP_NOTSENT_LOWAT", None)
+
+
+def run(main: Callable[[], Awaitable[Any]]) -> Any:
+    """Run C{main} in a fresh event loop."""
+    return runAsyncio(main, timeout=60)
+
+
+async def count(channel: Channel) -> None:
+    """Read bytes to the end, then answer with how many, as a message."""
+    n = 0
+    while data := await channel.read(1 << 20):
+        n += len(data)
+    await channel.send_message(str(n).encode())
+
+
+class BulkReadsTests(SynchronousTestCase):
+    """
+    L{BulkReads}, the rule both front ends read in bulk by.
+    """
+
+    def test_after(self) -> None:
+        """
+        The C{BULK_AFTER_READS}th full read in a row switches to bulk
+        reading, not one before; reads of at least the normal size keep it.
+        """
+        reads = BulkReads(READ_SIZE)
+        for _ in range(BULK_AFTER_READS - 1):
+            self.assertIsNone(reads.count(READ_SIZE))
+        self.assertFalse(reads.bulk)
+        self.assertIs(reads.count(READ_SIZE), True)
+        self.assertTrue(reads.bulk)
+        self.assertIsNone(reads.count(BULK_READ_SIZE))
+        self.assertIsNone(reads.count(READ_SIZE))
+        self.assertTrue(reads.bulk)
+
+    def test_shortReadCost(self) -> None:
+        """
+        On the way to bulk reading, a shorter read takes back
+        C{SHORT_READ_COST} full ones (never below none).
+        """
+        reads = BulkReads(READ_SIZE)
+        for _ in range(BULK_AFTER_READS - 1):
+            reads.count(READ_SIZE)
+        self.assertIsNone(reads.count(READ_SIZE - 1))
+        self.assertEqual(reads.fullReads, BULK_AFTER_READS - 1 - SHORT_READ_COST)
+        for _ in range(10):
+            reads.count(1)
+        self.assertEqual(reads.fullReads, 0)
+        for _ in range(BULK_AFTER_READS - 1):
+            self.assertIsNone(reads.count(READ_SIZE))
+        self.assertIs(reads.count(READ_SIZE), True)
+
+    def test_leave(self) -> None:
+        """
+        In bulk reading, C{BULK_LEAVE_READS} shorter reads in a row switch
+        back; fewer, then a full one, do not.
+        """
+        reads = BulkReads(READ_SIZE)
+        for _ in range(BULK_AFTER_READS):
+            reads.count(READ_SIZE)
+        for _ in range(BULK_LEAVE_READS - 1):
+            self.assertIsNone(reads.count(100))
+        self.assertIsNone(reads.count(READ_SIZE))
+        for _ in range(BULK_LEAVE_READS - 1):
+            self.assertIsNone(reads.count(100))
+        self.assertTrue(reads.bulk)
+        self.assertIs(reads.count(100), False)
+        self.assertFalse(reads.bulk)
+        self.assertEqual((reads.fullReads, reads.shortReads), (0, 0))
+
+    def test_twistedSide(self) -> None:
+        """
+        The Twisted front end's tuning (L{memux._tuning}) has the same
+        names and values it always had, from the shared module.
+        """
+        expected = {
+            "NOTSENT_LOWAT": 128 * 1024,
+            "BULK_NOTSENT_LOWAT": 512 * 1024,
+            "BULK_AFTER_READS": 16,
+            "SHORT_READ_COST": 4,
+            "BULK_LEAVE_READS": 3,
+            "BULK_READ_SIZE": 256 * 1024,
+            "SEND_HEADROOM": 16 * 1024,
+            "INPUT_SLICE_SECONDS": 0.001,
+            "INPUT_SLICE_STEPS": 16,
+        }
+        for name, value in expected.items():
+            self.assertEqual(getattr(_tuning, name), value, name)
+            self.assertEqual(getattr(_iotuning, name), value, name)
+
+
+class _Pipe(asyncio.Transport):
+    """
+    One end of an in-memory connection between two asyncio protocols, that
+    reads as a fast socket does: what arrives is handed over a read size
+    at a time (the protocol's buffer, or 256 KiB to a plain protocol, as
+    asyncio's own reads), and a shorter rest only once nothing more came
+    for a turn of the loop.  C{reads} records each read: ("buffer" or
+    "bytes", size).
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
+        self.loop = loop
+        self.peer: _Pipe | None = None
+        self.protocol: Any = None
+        self.reads: list[tuple[str, int]] = []
+        self._pending = bytearray()
+        self._stale = False
+        self._scheduled = False
+        self._paused = False
+        self._closing = False
+
+    def connect(self, peer: _Pipe) -> None:
+        self.peer = peer
+
+    # asyncio.Transport
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        assert self.peer is not None
+        self.peer._arrive(bytes(data))
+
+    def writelines(self, pieces: Any) -> None:
+        self.write(b"".join(pieces))
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+    def set_write_buffer_limits(
+        self, high: int | None = None, low: int | None = None
+    ) -> None:
+        pass
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def close(self) -> None:
+        self._closing = True
+
+    def abort(self) -> None:
+        self._closing = True
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self.protocol = protocol
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self.protocol  # type: ignore[no-any-return]
+
+    def pause_reading(self) -> None:
+        self._paused = True
+
+    def resume_reading(self) -> None:
+        self._paused = False
+        self._schedule()
+
+    def is_reading(self) -> bool:
+        return not self._paused
+
+    # reading
+    def _arrive(self, data: bytes) -> None:
+        self._pending += data
+        self._stale = False
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            self.loop.call_soon(self._pump)
+
+    def _pump(self) -> None:
+        self._scheduled = False
+        while self._pending and not self._paused and not self._closing:
+            protocol = self.protocol
+            if isinstance(protocol, asyncio.BufferedProtocol):
+                buffer = memoryview(protocol.get_buffer(-1))
+                size = len(buffer)
+            else:
+                size = BULK_READ_SIZE
+            if len(self._pending) < size and not self._stale:
+                self._stale = True  # wait a turn for more
+                self._schedule()
+                return
+            n = min(size, len(self._pending))
+            data = bytes(self._pending[:n])
+            del self._pending[:n]
+            if isinstance(protocol, asyncio.BufferedProtocol):
+                buffer[:n] = data
+                self.reads.append(("buffer", n))
+                protocol.buffer_updated(n)
+            else:
+                self.reads.append(("bytes", n))
+                protocol.data_received(data)
+
+
+class ReadingTests(SynchronousTestCase):
+    """
+    A session reads 64 KiB at a time into a shared buffer, and 256 KiB at
+    a time, asyncio's own reads, while the peer keeps the connection full.
+    """
+
+    def test_bulkReading(self) -> None:
+        """
+        Once reads that fill its buffer add up to C{BULK_AFTER_READS} (a
+        shorter one on the way takes back some), the receiving session has
+        its connection read 256 KiB at a time into bytes of their own
+        (asyncio's reads for a plain protocol), and the data arrives whole;
+        after C{BULK_LEAVE_READS} shorter reads in a row it reads into its
+        buffer again.
+        """
+
+        async def main() -> None:
+            loop = asyncio.get_running_loop()
+            a, b = _Pipe(loop), _Pipe(loop)
+            a.connect(b)
+            b.connect(a)
+            server = aio.Session({b"count": count}, client=False)
+            client = aio.Session(client=True)
+            b.set_protocol(server)
+            a.set_protocol(client)
+            server.connection_made(b)
+            client.connection_made(a)
+            channel = await client.open_channel(b"count")
+            block = os.urandom(1 << 16)
+            for _ in range(512):  # 32 MiB
+                await channel.write(block)
+            channel.write_eof()
+            self.assertEqual(await channel.receive_message(), b"%d" % (32 << 20))
+            kinds = [kind for kind, _ in b.reads]
+            self.assertIn("bytes", kinds)
+            first = kinds.index("bytes")
+            before = b.reads[:first]
+            self.assertEqual(before[-1], ("buffer", READ_SIZE))
+            self.assertGreaterEqual(
+                before.count(("buffer", READ_SIZE)), BULK_AFTER_READS
+            )
+            self.assertGreater(
+                sum(n for kind, n in b.reads if kind == "bytes"), 16 << 20
+            )
+            self.assertIn(("bytes", BULK_READ_SIZE), b.reads)
+            # Small exchanges now: short reads, and back to the buffer.
+            for _ in range(BULK_LEAVE_READS + 1):
+                await client.ping()
+            self.assertIs(b.protocol, server)
+            self.assertEqual(b.reads[-1][0], "buffer")
+            client.abort()
+            server.abort()
+
+        run(main)
+
+
+class TLSReadingTests(SynchronousTestCase):
+    """
+    Bulk reading over asyncio's TLS transport.
+    """
+
+    def test_bulkOverTLS(self) -> None:
+        """
+        32 MiB and back go through TLS sessions intact: both ends switch
+        to reading in bulk (their TLS transport's protocol is then the
+        stand-in) and back to their buffers once the transfer is over.
+        """
+        certs = Certificates(self.mktemp())
+
+        async def echo(channel: Channel) -> None:
+            while data := await channel.read(1 << 20):
+                await channel.write(data)
+
+        async def main() -> None:
+            serverContext = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            certs.server.configure_cert(serverContext)
+            clientContext = ssl.create_default_context()
+            certs.ca.configure_trust(clientContext)
+            server = await aio.serve({b"echo": echo}, LOCAL, 0, ssl=serverContext)
+            try:
+                session = await aio.connect(
+                    LOCAL, server.port, ssl=clientContext, server_hostname=HOSTNAME
+                )
+                transport = session.transport
+                assert transport is not None
+                channel = await session.open_channel(b"echo")
+                block = os.urandom(1 << 16)
+                total = 32 << 20
+                switched = []
+
+                async def send() -> None:
+                    for _ in range(total // len(block)):
+                        await channel.write(block)
+                    channel.write_eof()
+
+                async def receive() -> bytes:
+                    got = bytearray()
+                    while data := await channel.read(1 << 20):
+                        got += data
+                        switched.append(transport.get_protocol())
+                    return bytes(got)
+
+                _, echoed = await asyncio.gather(send(), receive())
+                self.assertEqual(echoed, block * (total // len(block)))
+                self.assertTrue(any(p is not session for p in switched))
+                for _ in range(BULK_LEAVE_READS + 1):
+                    await session.ping()
+                self.assertIs(transport.get_protocol(), session)
+                session.close()
+                await session.wait_closed()
+            finally:
+                server.close()
+                await server.drain(0)
+
+        run(main)
+
+
+class SocketTests(SynchronousTestCase):
+    """
+    The TCP connection under an asyncio session is tuned as under a
+    Twisted one.
+    """
+
+    def setUp(self) -> None:
+        if NOTSENT is None:
+            raise SkipTest("this system has no TCP_NOTSENT_LOWAT")
+
+    def test_options(self) -> None:
+        """
+        Both sides set TCP_NODELAY and let the kernel hold at most
+        C{NOTSENT_LOWAT} unsent bytes.
+        """
+
+        async def main() -> None:
+            server = await aio.serve({b"count": count}, LOCAL, 0)
+            try:
+                session = await aio.connect(LOCAL, server.port)
+                await session.ping()
+                for s in (session, server.sessions[0]):
+                    sock = s.get_extra_info("socket")
+                    self.assertEqual(
+                        sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY), 1
+                    )
+                    self.assertEqual(
+                        sock.getsockopt(socket.IPPROTO_TCP, NOTSENT), NOTSENT_LOWAT
+                    )
+                session.abort()
+                await session.wait_closed()
+            finally:
+                server.close()
+                await server.drain(0)
+
+        run(main)
+
+    def test_bulkSender(self) -> None:
+        """
+        A session sending bulk data pauses after each write to its
+        connection of more than 64 KiB until the loop's next turn, as the
+        Twisted front end's transport pauses it: so it reaches bulk mode
+        within the first 16 MiB (where asyncio's own pausing, on loopback,
+        took over a hundred), and the kernel may then hold
+        C{BULK_NOTSENT_LOWAT} unsent bytes.
+        """
+
+        async def main() -> None:
+            server = await aio.serve({b"count": count}, LOCAL, 0)
+            try:
+                session = await aio.connect(LOCAL, server.port)
+                channel = await session.open_channel(b"count")
+                block = b"b" * (1 << 16)
+                for _ in range(256):  # 16 MiB
+                    await channel.write(block)
+                self.assertTrue(session._core.bulk)
+                sock = session.get_extra_info("socket")
+                self.assertEqual(
+                    sock.getsockopt(socket.IPPROTO_TCP, NOTSENT), BULK_NOTSENT_LOWAT
+                )
+                channel.write_eof()
+                self.assertEqual(await channel.receive_message(), b"%d" % (16 << 20))
+                session.abort()
+                await session.wait_closed()
+            finally:
+                server.close()
+                await server.drain(0)
+
+        run(main)
+
+
+class FirstReadTests(SynchronousTestCase):
+    """
+    What arrives on a channel before its handler first reads is kept for
+    whichever way the handler reads it.
+    """
+
+    def _before(
+        self,
+        handler: Callable[[Channel], Awaitable[bytes]],
+        messages: tuple[bytes, ...] = (b"first", b"x" * 200_000),
+    ) -> bytes:
+        """
+        Open a channel, send C{messages} (by default a small one and one of
+        several chunks) and the end, and let C{handler} read only once all
+        have arrived; return what it answers.
+        """
+        arrived = asyncio.Event
+
+        async def main() -> bytes:
+            ready = arrived()
+
+            async def service(channel: Channel) -> None:
+                await ready.wait()
+                await channel.send_message(await handler(channel))
+
+            server = await aio.serve({b"s": service}, LOCAL, 0)
+            try:
+                session = await aio.connect(LOCAL, server.port)
+                channel = await session.open_channel(b"s")
+                for message in messages:
+                    await channel.send_message(message)
+                channel.write_eof()
+                await session.ping()
+                await session.ping()  # (the data is ahead of the answer)
+                ready.set()
+                answer = await channel.receive_message()
+                assert answer is not None
+                session.abort()
+                await session.wait_closed()
+                return answer
+            finally:
+                server.close()
+                await server.drain(0)
+
+        result: bytes = run(main)
+        return result
+
+    def test_messages(self) -> None:
+        """
+        Read as messages: the small one, then the large one whole.
+        """
+
+        async def handler(channel: Channel) -> bytes:
+            messages = [m async for m in channel]
+            return b",".join(b"%d" % len(m) for m in messages)
+
+        self.assertEqual(self._before(handler), b"5,200000")
+
+    def test_bytes(self) -> None:
+        """
+        Read as bytes: everything, in order.
+        """
+
+        async def handler(channel: Channel) -> bytes:
+            data = await channel.read()
+            return b"%d %s" % (len(data), data[:6])
+
+        self.assertEqual(self._before(handler), b"200005 firstx")
+
+    def test_emptyMessages(self) -> None:
+        """
+        Empty messages are messages to a reader of messages, and nothing
+        to a reader of bytes (never a premature end).
+        """
+
+        async def messages(channel: Channel) -> bytes:
+            return b",".join([b"%d" % len(m) async for m in channel])
+
+        async def firstRead(channel: Channel) -> bytes:
+            return await channel.read(100)
+
+        sent = (b"", b"abc", b"")
+        self.assertEqual(self._before(messages, sent), b"0,3,0")
+        self.assertEqual(self._before(firstRead, sent), b"abc")
