@@ -28,11 +28,13 @@ from memux._iotuning import (
     NOTSENT_LOWAT,
     SEND_HEADROOM,
     SHORT_READ_COST,
+    BulkReads,
     setUnsentLimit,
 )
 from memux._session import BULK_FLUSH_BYTES
 
 __all__ = [
+    "BulkReads",
     "BULK_AFTER_READS",
     "BULK_LEAVE_READS",
     "BULK_NOTSENT_LOWAT",

@@ -46,15 +46,13 @@ from memux._engine import ChannelOpened, MemuxEngine
 from memux._session import LOGGED_CHANNEL_ENDINGS as LOGGED_CHANNEL_ENDINGS
 from memux._session import Notice, SessionCore, chooseService
 from memux._tuning import (
-    BULK_AFTER_READS,
-    BULK_LEAVE_READS,
     BULK_NOTSENT_LOWAT,
     BULK_READ_SIZE,
     GATHER_PIECES,
     NOTSENT_LOWAT,
-    SHORT_READ_COST,
     TLS_FLUSH_BYTES,
     TLS_RECORD_BYTES,
+    BulkReads,
     InputSlice,
     limitUnsent,
     newInputCooperator,
@@ -268,13 +266,11 @@ class MemuxProtocol(Protocol):
         self._timerCall: IDelayedCall | None = None
         self._timerAt: float | None = None
         # Bulk reading (see BULK_AFTER_READS): the connection's own read
-        # size, unknown (so never reached) until connected; full reads in a
-        # row (at BULK_AFTER_READS and beyond, reading in bulk).
+        # size, unknown (so never reached) until connected, and the rule
+        # the asyncio front end applies too.
         self._readSize = sys.maxsize
-        self._fullRead = sys.maxsize  # (less than the read size over TLS)
+        self._bulkReads = BulkReads(sys.maxsize)  # (full: less over TLS)
         self._reads: Any = None  # the transport whose read size it is
-        self._fullReads = 0
-        self._shortReads = 0  # in bulk reading: shorter reads in a row
         # Over TLS (see `_recordsLeft`): the records of this turn's read
         # after its first, to go in one, and the read's size so far.
         self._tls = False
@@ -502,10 +498,10 @@ class MemuxProtocol(Protocol):
         readSize = tuneConnection(transport)
         self._tls = overTLS(transport)
         if readSize is not None:
-            self._readSize = self._fullRead = readSize
+            self._readSize = self._bulkReads.fullRead = readSize
             self._reads = tcpTransport(transport)
             if self._tls:
-                self._fullRead = max(1, readSize - TLS_RECORD_BYTES)
+                self._bulkReads.fullRead = max(1, readSize - TLS_RECORD_BYTES)
         if self._tls:
             self._core.limitFlushes(TLS_FLUSH_BYTES)
         factory = self.factory
@@ -541,7 +537,7 @@ class MemuxProtocol(Protocol):
             self._records = []
             self._turnBytes = len(data)
             self._recordsCall = self._reactor.callLater(0, self._recordsLeft)
-        elif self._fullReads or len(data) >= self._fullRead:
+        elif self._bulkReads.fullReads or len(data) >= self._bulkReads.fullRead:
             self._countRead(len(data))  # (else neither full nor counted short)
         # `_feed`, inline: a call less per read.  While input is held, this
         # (from a transport that could not pause) queues behind it: still a
@@ -569,24 +565,12 @@ class MemuxProtocol(Protocol):
         Switch bulk reading on or off (see `BULK_AFTER_READS`) from the
         size of a read.
         """
-        if size >= self._fullRead:
-            # A read of at least the normal size (in bulk, of up to the
-            # bulk size): the peer keeps the connection full.
-            self._fullReads += 1
-            self._shortReads = 0
-            if self._fullReads == BULK_AFTER_READS:
-                self._reads.bufferSize = BULK_READ_SIZE
-        elif self._fullReads:
-            # Shorter: the peer may be done, or this is the tail of a burst
-            # (see `BULK_AFTER_READS`).
-            if self._fullReads < BULK_AFTER_READS:
-                self._fullReads = max(0, self._fullReads - SHORT_READ_COST)
-            else:
-                self._shortReads += 1
-                if self._shortReads == BULK_LEAVE_READS:
-                    if not (self._tls and self._core.bulk):  # (_bulkSendingOverTLS)
-                        self._reads.bufferSize = self._readSize
-                    self._fullReads = self._shortReads = 0
+        switch = self._bulkReads.count(size)
+        if switch:
+            self._reads.bufferSize = BULK_READ_SIZE
+        elif switch is False and not (self._tls and self._core.bulk):
+            # (Over TLS in bulk mode it stays: `_bulkSendingOverTLS`.)
+            self._reads.bufferSize = self._readSize
 
     def _bulkSendingOverTLS(self, on: bool) -> None:
         """
@@ -602,7 +586,7 @@ class MemuxProtocol(Protocol):
             return
         if on:
             reads.bufferSize = max(reads.bufferSize, BULK_READ_SIZE)
-        elif self._fullReads < BULK_AFTER_READS:
+        elif not self._bulkReads.bulk:
             reads.bufferSize = self._readSize
 
     def _feed(self, data: bytes) -> None:
