@@ -58,7 +58,9 @@ READ_SIZE = 64 * 1024
 #: happened to miss bulk reading early stayed at 64 KiB reads and 0.6 of
 #: the throughput.  Twisted's TCP also pauses its producer past
 #: ``bufferSize`` unsent bytes: while reading in bulk, ours is paused a
-#: little later.)
+#: little later.)  The asyncio front end's rule; the Twisted front end's
+#: (`memux._tuning.TWISTED_SHORT_READ_COST`) has no hysteresis, as measured
+#: there.
 BULK_AFTER_READS = 16
 SHORT_READ_COST = 4
 BULK_LEAVE_READS = 3
@@ -92,10 +94,19 @@ class BulkReads:
         read size (less over TLS, where framing takes some of a read).
     """
 
-    __slots__ = ("fullRead", "fullReads", "shortReads")
+    __slots__ = ("fullRead", "fullReads", "shortReads", "shortReadCost", "leaveReads")
 
-    def __init__(self, fullRead: int) -> None:
+    def __init__(
+        self,
+        fullRead: int,
+        shortReadCost: int = SHORT_READ_COST,
+        leaveReads: int = BULK_LEAVE_READS,
+    ) -> None:
         self.fullRead = fullRead
+        #: full reads a shorter one takes back on the way to bulk reading
+        self.shortReadCost = shortReadCost
+        #: shorter reads in a row that end bulk reading
+        self.leaveReads = leaveReads
         #: full reads in a row (at `BULK_AFTER_READS` and beyond: reading
         #: in bulk)
         self.fullReads = 0
@@ -125,10 +136,10 @@ class BulkReads:
         # Shorter: the peer may be done, or this is the tail of a burst
         # (see `BULK_AFTER_READS`).
         if self.fullReads < BULK_AFTER_READS:
-            self.fullReads = max(0, self.fullReads - SHORT_READ_COST)
+            self.fullReads = max(0, self.fullReads - self.shortReadCost)
             return None
         self.shortReads += 1
-        if self.shortReads == BULK_LEAVE_READS:
+        if self.shortReads == self.leaveReads:
             self.fullReads = self.shortReads = 0
             return False
         return None

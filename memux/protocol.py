@@ -52,6 +52,8 @@ from memux._tuning import (
     NOTSENT_LOWAT,
     TLS_FLUSH_BYTES,
     TLS_RECORD_BYTES,
+    TWISTED_BULK_LEAVE_READS,
+    TWISTED_SHORT_READ_COST,
     BulkReads,
     InputSlice,
     limitUnsent,
@@ -269,7 +271,9 @@ class MemuxProtocol(Protocol):
         # size, unknown (so never reached) until connected, and the rule
         # the asyncio front end applies too.
         self._readSize = sys.maxsize
-        self._bulkReads = BulkReads(sys.maxsize)  # (full: less over TLS)
+        self._bulkReads = BulkReads(  # (full: less over TLS)
+            sys.maxsize, TWISTED_SHORT_READ_COST, TWISTED_BULK_LEAVE_READS
+        )
         self._reads: Any = None  # the transport whose read size it is
         # Over TLS (see `_recordsLeft`): the records of this turn's read
         # after its first, to go in one, and the read's size so far.

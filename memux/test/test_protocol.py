@@ -53,11 +53,11 @@ from memux._session import (
 )
 from memux._tuning import (
     BULK_AFTER_READS,
-    BULK_LEAVE_READS,
     BULK_NOTSENT_LOWAT,
     BULK_READ_SIZE,
     NOTSENT_LOWAT,
-    SHORT_READ_COST,
+    TWISTED_BULK_LEAVE_READS,
+    TWISTED_SHORT_READ_COST,
 )
 from memux._wire import (
     DataFrame,
@@ -1759,13 +1759,13 @@ class BulkModeTests(SessionOnTransportTestCase):
         """
         After BULK_AFTER_READS reads that fill the connection's read size,
         the session has it read BULK_READ_SIZE at a time; reads of at least
-        the normal size keep it so, as do fewer than BULK_LEAVE_READS
+        the normal size keep it so, as do fewer than TWISTED_BULK_LEAVE_READS
         shorter ones in a row; that many set it back.
         """
         transport = self.transport
         assert isinstance(transport, PausingTransport)
         normal = transport.bufferSize
-        reads = self.bulkReads(BULK_AFTER_READS + 2 + 2 * BULK_LEAVE_READS)
+        reads = self.bulkReads(BULK_AFTER_READS + 4 + 2 * TWISTED_BULK_LEAVE_READS)
         for read in reads[: BULK_AFTER_READS - 1]:
             self.session.dataReceived(read)
             transport.clear()
@@ -1783,20 +1783,21 @@ class BulkModeTests(SessionOnTransportTestCase):
             for start, end in zip(cuts, cuts[1:], strict=False):
                 self.session.dataReceived(read[start:end])
 
-        shortReads(BULK_LEAVE_READS - 1)  # the tail of a burst
+        shortReads(TWISTED_BULK_LEAVE_READS - 1)  # the tail of a burst
         self.assertEqual(transport.bufferSize, BULK_READ_SIZE)
         self.session.dataReceived(next(rest))  # full again: the count restarts
-        shortReads(BULK_LEAVE_READS - 1)
+        shortReads(TWISTED_BULK_LEAVE_READS - 1)
         self.assertEqual(transport.bufferSize, BULK_READ_SIZE)
         self.session.dataReceived(next(rest)[:1000])
         self.assertEqual(transport.bufferSize, normal)
 
-    def test_shortReadsDelayBulkReading(self) -> None:
+    def test_shortReadRestartsBulkCount(self) -> None:
         """
-        On the way to bulk reading, a shorter read does not start the count
-        again (a burst's tail would keep a busy receiver from ever getting
-        there) but takes back SHORT_READ_COST full reads.
+        On the way to bulk reading, a shorter read starts the count again
+        (TWISTED_SHORT_READ_COST takes back every full read so far): then
+        BULK_AFTER_READS full reads in a row are needed.
         """
+        self.assertEqual(TWISTED_SHORT_READ_COST, BULK_AFTER_READS)
         transport = self.transport
         assert isinstance(transport, PausingTransport)
         normal = transport.bufferSize
@@ -1805,10 +1806,9 @@ class BulkModeTests(SessionOnTransportTestCase):
             self.session.dataReceived(next(reads))
             transport.clear()
         read = next(reads)
-        self.session.dataReceived(read[:1000])  # short: 15 - 4 = 11 counted
-        self.session.dataReceived(read[1000:])  # short too: 7
-        counted = BULK_AFTER_READS - 1 - 2 * SHORT_READ_COST
-        for _ in range(BULK_AFTER_READS - 1 - counted):
+        self.session.dataReceived(read[:1000])  # short: the count restarts
+        self.session.dataReceived(read[1000:])  # short too
+        for _ in range(BULK_AFTER_READS - 1):
             self.session.dataReceived(next(reads))
             transport.clear()
         self.assertEqual(transport.bufferSize, normal)
