@@ -1,4 +1,4 @@
-# -*- test-case-name: memux.test.test_iotuning -*-
+# -*- test-case-name: memux.test.test_aio_tuning -*-
 """
 How memux tunes a session's connection, without any event loop: the sizes
 (unsent bytes the kernel may hold, reads, sends), the socket options, the
@@ -47,20 +47,16 @@ BULK_NOTSENT_LOWAT = 4 * NOTSENT_LOWAT
 #: allocated per read is mapped and unmapped, page by page, every time.)
 READ_SIZE = 64 * 1024
 
-#: After this many reads that filled the connection's read size (Twisted's
-#: TCP ``bufferSize``, 64 KiB), the peer is sending bulk data: the session
-#: reads `BULK_READ_SIZE` at a time, which costs a quarter of the reactor
-#: turns and Python calls per byte.  A shorter read on the way there takes
-#: back `SHORT_READ_COST` of them; in bulk reading, `BULK_LEAVE_READS`
-#: shorter ones in a row set the normal size back.  (A rule of "in a row"
-#: both ways made fan-out bimodal: a sender's flushes of 512 KiB read in
-#: 64 KiB pieces leave a short one now and then, and a receiver that
-#: happened to miss bulk reading early stayed at 64 KiB reads and 0.6 of
-#: the throughput.  Twisted's TCP also pauses its producer past
-#: ``bufferSize`` unsent bytes: while reading in bulk, ours is paused a
-#: little later.)  The asyncio front end's rule; the Twisted front end's
-#: (`memux._tuning.TWISTED_SHORT_READ_COST`) has no hysteresis, as measured
-#: there.
+#: After this many reads that filled the connection's read size (64 KiB),
+#: the peer is sending bulk data: the session reads `BULK_READ_SIZE` at a
+#: time, which costs a quarter of the event-loop turns and Python calls per
+#: byte.  `BulkReads` defaults, the asyncio front end's rule: a shorter read
+#: on the way there takes back `SHORT_READ_COST` of them, and in bulk
+#: reading `BULK_LEAVE_READS` shorter ones in a row set the normal size
+#: back (asyncio's reads leave a short one now and then in a steady
+#: stream, and with "in a row" both ways its bulk reading never started).
+#: The Twisted front end measured better without this hysteresis
+#: (`memux._tuning.TWISTED_SHORT_READ_COST`).
 BULK_AFTER_READS = 16
 SHORT_READ_COST = 4
 BULK_LEAVE_READS = 3
