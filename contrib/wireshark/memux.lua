@@ -11,7 +11,9 @@
 -- type, the PRIORITY extension frame's urgency and weight among them),
 -- follows channel ids (the service a channel was opened for, the frame
 -- that opened it, which side opened it), and flags malformed input
--- with expert info naming the error code a memux receiver would send.
+-- with expert info naming the error code a memux receiver would send,
+-- and PRIORITY frames sent to a peer that did not announce
+-- PRIORITY_HINTS = 1 (or before its preface).
 -- Frames split across TCP segments are reassembled; several frames in one
 -- segment are each shown.  memux is found on the TCP port of the
 -- preference "memux.tcp_port" (7400, twistd memux's default), on any port
@@ -154,8 +156,13 @@ local ef = {
         expert.group.PROTOCOL, expert.severity.CHAT),
     no_preface = ProtoExpert.new("memux.no_preface", "No memux preface at the start of this direction",
         expert.group.SEQUENCE, expert.severity.NOTE),
+    -- a MUST NOT broken, but harmless: the receiver ignores the frame
+    unannounced = ProtoExpert.new("memux.priority.unannounced",
+        "PRIORITY sent to a peer that did not announce PRIORITY_HINTS = 1",
+        expert.group.PROTOCOL, expert.severity.WARN),
 }
-memux.experts = { ef.malformed, ef.violation, ef.error_code, ef.reserved_flags, ef.ignored, ef.no_preface }
+memux.experts = { ef.malformed, ef.violation, ef.error_code, ef.reserved_flags, ef.ignored, ef.no_preface,
+    ef.unannounced }
 
 -- ------------------------------------------------------------ preferences
 
@@ -173,8 +180,10 @@ memux.prefs.heuristic = Pref.bool("Find memux on any port by its preface magic",
 --   dirs = { ["addr:port"] = direction state },
 --   channels = { [channel id (number)] = { service=, frame= } },
 -- }
--- A direction's state: whether its preface was decoded, its announced
--- MAX_FRAME_SIZE, the highest channel id it opened of each parity, since
+-- A direction's state: whether its preface was decoded (and in which
+-- frame), its announced MAX_FRAME_SIZE and PRIORITY_HINTS (nil until a
+-- well-formed preface states or implies it), the highest channel id it
+-- opened of each parity, since
 -- which frame it is broken (after a header error nobody can find the next
 -- frame), and what the first pass found at each "frame:offset" (a kind of
 -- item, or the more bytes it asked for), for later passes to repeat.
@@ -512,7 +521,13 @@ local function dissect_preface(tvb, pinfo, tree, off, ds, info)
         if problem == nil and stated.MAX_FRAME_SIZE ~= nil then
             ds.max_frame = stated.MAX_FRAME_SIZE:tonumber()
         end
+        if problem == nil and not pinfo.visited then
+            -- a setting not stated has its initial value, 0
+            ds.hints = stated.PRIORITY_HINTS and stated.PRIORITY_HINTS:tonumber() or 0
+            ds.hints_stated = stated.PRIORITY_HINTS ~= nil
+        end
     end
+    if not pinfo.visited then ds.preface_frame = pinfo.number end
     if problem ~= nil then
         item:add_proto_expert_info(ef.malformed, problem)
         summary = summary .. " [malformed: " .. problem .. "]"
@@ -642,9 +657,49 @@ local function dissect_priority(tvb, tree, at, pend, ch)
     return " urgency=" .. tostring(urgency) .. " weight=" .. tostring(weight)
 end
 
+-- spec: "Priority hints": "A side MUST NOT send PRIORITY unless the
+-- peer's preface announced PRIORITY_HINTS = 1; so it sends none before it
+-- has read the peer's preface."  Why the well-formed PRIORITY at off, sent
+-- by the side of ds to the side of peer, breaks that rule (the expert info
+-- text and a short form for the Info column), or nil.  Decided on the
+-- first pass from what the capture showed of the peer by then (a peer
+-- preface seen only later was not read when the frame was sent, wherever
+-- the capture was taken), and repeated on later passes.
+local function unannounced_priority(pinfo, ds, peer, off)
+    local here = pinfo.number .. ":" .. off
+    if pinfo.visited then
+        local seen = ds.unannounced and ds.unannounced[here]
+        if seen then return seen[1], seen[2] end
+        return nil
+    end
+    local why, short
+    if peer.hints == 0 then
+        why = string.format("PRIORITY sent to a peer that did not announce PRIORITY_HINTS = 1"
+            .. " (its preface, in frame %d, %s): the peer ignores it", peer.preface_frame,
+            peer.hints_stated and "states PRIORITY_HINTS = 0" or "does not state PRIORITY_HINTS")
+        short = "peer did not announce PRIORITY_HINTS"
+    elseif peer.hints == nil and not peer.prefaced and ds.preface_frame ~= nil then
+        -- This side's preface is in the capture, so the capture holds the
+        -- session's start (but for one started in the instant between the
+        -- two prefaces), and the peer's preface has not yet passed the
+        -- capture point, so had not reached this side.  (A peer seen
+        -- mid-session, or whose preface is malformed, is not judged: what
+        -- it announced is unknown.)
+        why = "PRIORITY sent before the peer's preface: the sender cannot"
+            .. " have read PRIORITY_HINTS = 1 from it"
+        short = "before the peer's preface"
+    end
+    if why then
+        ds.unannounced = ds.unannounced or {}
+        ds.unannounced[here] = { why, short }
+    end
+    return why, short
+end
+
 -- spec: "Frame layout" and "Frame definitions".  Returns the bytes used, or
 -- a negative number when more are needed.
-local function dissect_frame(tvb, pinfo, tree, off, conv, ds, from, max_frame, info)
+local function dissect_frame(tvb, pinfo, tree, off, conv, ds, from, peer, info)
+    local max_frame = peer.max_frame
     local len = tvb:len()
     if off + 1 >= len then return -1 end
     local type_byte = tvb(off, 1):uint()
@@ -737,6 +792,11 @@ local function dissect_frame(tvb, pinfo, tree, off, conv, ds, from, max_frame, i
                         end
                         follow(item, tvb, off + 1, csize, conv, ch)
                         ignored = false
+                        local why, short = unannounced_priority(pinfo, ds, peer, off)
+                        if why then
+                            item:add_proto_expert_info(ef.unannounced, why)
+                            summary = summary .. " [" .. short .. "]"
+                        end
                     else
                         ignored = "PRIORITY not in its layout (" .. why
                             .. "): ignored as an unknown extension frame"
@@ -1067,7 +1127,7 @@ function memux.dissector(tvb, pinfo, tree)
                     item:add_proto_expert_info(ef.no_preface,
                         "No memux preface at the start of this direction: capture started mid-session?")
                 end
-                used = dissect_frame(tvb, pinfo, tree, off, conv, ds, from, peer.max_frame, info)
+                used = dissect_frame(tvb, pinfo, tree, off, conv, ds, from, peer, info)
             end
             if not pinfo.visited then
                 ds.at[here] = used < 0 and used or kind

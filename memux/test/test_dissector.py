@@ -421,6 +421,14 @@ def pdusFrom(packets: list[Packet], port: int) -> list[PDU]:
     return [pdu for p in packets for pdu in p.pdus if p.src == port]
 
 
+def pdusTo(packets: list[Packet], port: int) -> list[PDU]:
+    """
+    The memux PDUs sent to C{port}, in order: on a connection from client
+    port C{port}, the server's.
+    """
+    return [pdu for p in packets for pdu in p.pdus if p.dst == port]
+
+
 def decoded(data: bytes, maxFrameSize: int = 1 << 24) -> list[Preface | Frame]:
     """
     What memux's own decoder makes of one direction's bytes.
@@ -458,8 +466,11 @@ PROXY_V2_HEADER = (
 
 CLIENT = "127.0.0.2"
 SERVER = "127.0.0.1"
-#: The preface with every setting at its initial value (vector V-PREFACE-1).
+#: The preface with every setting at its initial value (vector V-PREFACE-1):
+#: PRIORITY_HINTS not stated, so 0.
 PREFACE = encodePreface(Settings())
+#: memux's default preface, which announces PRIORITY_HINTS = 1.
+HINTS_PREFACE = encodePreface(SessionSettings().toWire())
 
 
 #: A sample session: the client's preface (a setting above its initial
@@ -509,6 +520,30 @@ def writeSample(capture: Capture, port: int) -> int:
     conn.send(True, rawFrame(0x09, 1, b"!"))
     conn.send(False, b"".join(f.encode() for f in SAMPLE_SERVER))
     return openedIn
+
+
+def pump(
+    client: MemuxEngine, server: MemuxEngine, written: list[tuple[bool, bytes]]
+) -> None:
+    """
+    Carry bytes between two engines, as TCP would, until neither has any
+    to send, consuming what each receives; append each write to
+    C{written}, as C{(True if the client wrote it, bytes)}.
+    """
+    moved = True
+    while moved:
+        moved = False
+        for fromClient, sender, receiver in (
+            (True, client, server),
+            (False, server, client),
+        ):
+            data = sender.dataToSend()
+            if data:
+                moved = True
+                written.append((fromClient, data))
+                for event in receiver.receiveData(data):
+                    if isinstance(event, DataReceived):
+                        receiver.consumed(event.channel, len(event.data))
 
 
 # ------------------------------------------------------------ the tests
@@ -645,23 +680,6 @@ class EngineSessionTests(SynchronousTestCase):
             SessionSettings(channelCredit=65536, sessionCredit=262144, maxChannels=100),
         )
         written: list[tuple[bool, bytes]] = []
-
-        def pump() -> None:
-            moved = True
-            while moved:
-                moved = False
-                for fromClient, sender, receiver in (
-                    (True, client, server),
-                    (False, server, client),
-                ):
-                    data = sender.dataToSend()
-                    if data:
-                        moved = True
-                        written.append((fromClient, data))
-                        for event in receiver.receiveData(data):
-                            if isinstance(event, DataReceived):
-                                receiver.consumed(event.channel, len(event.data))
-
         echo = client.openChannel(b"echo")
         client.sendData(echo, b"hello", True)
         default = client.openChannel()
@@ -671,17 +689,17 @@ class EngineSessionTests(SynchronousTestCase):
         client.sendData(lossy, b"m2", True)
         self.assertEqual(client.discardQueuedMessages(lossy), 2)
         client.ping(b"12345678")
-        pump()
+        pump(client, server, written)
         server.refuseChannel(lossy, "no such service")
         client.sendData(echo, b"y" * 200_000, True)
-        pump()
+        pump(client, server, written)
         client.closeChannel(default)
         client.resetChannel(echo)
         for _ in range(60):
             client.closeChannel(client.openChannel(b"e"))
-            pump()
+            pump(client, server, written)
         server.goAway()
-        pump()
+        pump(client, server, written)
         return written
 
     def capture(self) -> tuple[list[tuple[bool, bytes]], Capture]:
@@ -843,22 +861,25 @@ class PriorityTests(SynchronousTestCase):
     def test_priority(self) -> None:
         """
         A session whose sides announce PRIORITY_HINTS = 1 (shown by name)
-        and send PRIORITY hints: each is titled a PRIORITY frame, with its
-        channel, urgency and weight as fields, the channel followed back to
-        the OPEN of its service, and no note that it is ignored; what tshark
-        shows rebuilds the frames memux's decoder finds in the same bytes.
+        and send PRIORITY hints once they have read that: each is titled a
+        PRIORITY frame, with its channel, urgency and weight as fields, the
+        channel followed back to the OPEN of its service, and nothing
+        flagged (no note that it is ignored or was not asked for); what
+        tshark shows rebuilds the frames memux's decoder finds in the same
+        bytes.
         """
         capture = Capture()
         conn = Connection(capture, (CLIENT, 40010), (SERVER, 7400))
-        preface = encodePreface(SessionSettings().toWire())
+        preface = HINTS_PREFACE
         client: list[Frame] = [
             OpenFrame(1, b"shell"),
             PriorityFrame(1, 0, 64),
             PriorityFrame(300, 7, 256),
         ]
         server = [PriorityFrame(1, 2, 16)]
+        conn.send(False, preface)
         conn.send(True, preface + b"".join(f.encode() for f in client))
-        conn.send(False, preface + b"".join(f.encode() for f in server))
+        conn.send(False, b"".join(f.encode() for f in server))
         packets = dissect(capture)
         sent = pdusFrom(packets, 40010)
         answered = pdusFrom(packets, 7400)
@@ -906,6 +927,7 @@ class PriorityTests(SynchronousTestCase):
         """
         capture = Capture()
         conn = Connection(capture, (CLIENT, 40012), (SERVER, 7400))
+        conn.send(False, HINTS_PREFACE)
         conn.send(True, PREFACE + rawFrame(0xF1, 1, b"\x01\x03\x10"))
         [pdu] = pdusFrom(dissect(capture), 40012)[1:]
         self.assertEqual(frameOf(pdu), PriorityFrame(1, 3, 16))
@@ -961,6 +983,198 @@ class PriorityTests(SynchronousTestCase):
                 for why, _, _ in bad
             ],
         )
+
+
+def unannounced(pdu: PDU) -> list[str]:
+    """
+    The messages of the notes on C{pdu} that it is a PRIORITY sent to a
+    peer that did not announce PRIORITY_HINTS = 1.
+    """
+    return [m for k, m in pdu.experts if k == "memux.priority.unannounced"]
+
+
+def notAnnounced(prefaceFrame: int, stated: bool) -> str:
+    """
+    The note on a PRIORITY sent to a peer whose preface, in frame
+    C{prefaceFrame}, states PRIORITY_HINTS = 0 (C{stated}) or leaves it
+    out.
+    """
+    what = "states PRIORITY_HINTS = 0" if stated else "does not state PRIORITY_HINTS"
+    return (
+        "PRIORITY sent to a peer that did not announce PRIORITY_HINTS = 1"
+        f" (its preface, in frame {prefaceFrame}, {what}): the peer ignores it"
+    )
+
+
+#: The note on a PRIORITY sent before the peer's preface.
+BEFORE_PREFACE = (
+    "PRIORITY sent before the peer's preface: the sender cannot have read"
+    " PRIORITY_HINTS = 1 from it"
+)
+
+
+class UnannouncedPriorityTests(SynchronousTestCase):
+    """
+    A PRIORITY frame sent to a peer that did not announce PRIORITY_HINTS =
+    1, or before its preface (spec: "Priority hints": a side MUST NOT),
+    gets a warning; each direction of each connection is judged by what
+    its receiver announced.
+    """
+
+    def test_receiverDidNotAnnounce(self) -> None:
+        """
+        A PRIORITY sent to a server whose preface leaves PRIORITY_HINTS out,
+        states 0, or is memux's with C{acceptPriorityHints=False} is still
+        decoded as a PRIORITY, with a warning naming the frame of the
+        server's preface and what it says.
+        """
+        declining = [
+            (PREFACE, False),
+            (rawPreface(1, encodeVarint(6) + encodeVarint(0)), True),
+            (encodePreface(SessionSettings(acceptPriorityHints=False).toWire()), False),
+        ]
+        capture = Capture()
+        prefaceFrames = []
+        for i, (preface, _) in enumerate(declining):
+            conn = Connection(capture, (CLIENT, 41000 + i), (SERVER, 7400))
+            prefaceFrames += conn.send(False, preface)
+            conn.send(True, HINTS_PREFACE + OpenFrame(1, b"bulk").encode())
+            conn.send(True, PriorityFrame(1, 6, 8).encode())
+        packets = dissect(capture)
+        hints = [pdusFrom(packets, 41000 + i)[-1] for i in range(len(declining))]
+        self.assertEqual(
+            [(p.title, frameOf(p), p.experts) for p in hints],
+            [
+                (
+                    "memux PRIORITY frame",
+                    PriorityFrame(1, 6, 8),
+                    [("memux.priority.unannounced", notAnnounced(n, stated))],
+                )
+                for n, (_, stated) in zip(prefaceFrames, declining, strict=True)
+            ],
+        )
+
+    def test_receiverAnnounced(self) -> None:
+        """
+        A PRIORITY sent after the receiver's preface announced
+        PRIORITY_HINTS = 1 is not flagged, even when its sender announced
+        0 itself: only the receiver's announcement counts.
+        """
+        capture = Capture()
+        conn = Connection(capture, (CLIENT, 41010), (SERVER, 7400))
+        conn.send(False, HINTS_PREFACE)
+        conn.send(True, PREFACE + OpenFrame(1, b"bulk").encode())
+        conn.send(True, PriorityFrame(1, 0, 1).encode())
+        [_, _, hint] = pdusFrom(dissect(capture), 41010)
+        self.assertEqual((frameOf(hint), hint.experts), (PriorityFrame(1, 0, 1), []))
+
+    def test_eachDirection(self) -> None:
+        """
+        Each direction of a connection, and each connection of a capture,
+        is judged by its own receiver's preface: on one connection the
+        client announces PRIORITY_HINTS = 1 and the server does not, on the
+        other (its packets interleaved with the first's) the reverse; only
+        the PRIORITY frames sent to the side that did not announce are
+        flagged, and two passes (as Wireshark's window makes) flag the
+        same.
+        """
+        capture = Capture()
+        a = Connection(capture, (CLIENT, 41020), (SERVER, 7400))
+        b = Connection(capture, (CLIENT, 41021), (SERVER, 7400))
+        [aServer] = a.send(False, PREFACE)
+        b.send(False, HINTS_PREFACE)
+        a.send(True, HINTS_PREFACE + OpenFrame(1, b"bulk").encode())
+        [bClient] = b.send(True, PREFACE + OpenFrame(1, b"bulk").encode())
+        for conn in (a, b):
+            conn.send(True, PriorityFrame(1, 3, 2).encode())
+            conn.send(False, PriorityFrame(1, 4, 5).encode())
+        once, twice = dissect(capture), dissect(capture, twoPass=True)
+        for packets in (once, twice):
+            self.assertEqual(
+                [
+                    [
+                        unannounced(pdus(packets, port)[-1])
+                        for pdus in (pdusFrom, pdusTo)
+                    ]
+                    for port in (41020, 41021)
+                ],
+                [
+                    # (sent by the client, sent by the server)
+                    [[notAnnounced(aServer, False)], []],
+                    [[], [notAnnounced(bClient, False)]],
+                ],
+            )
+            self.assertEqual(
+                [frameOf(pdus(packets, 41020)[-1]) for pdus in (pdusFrom, pdusTo)],
+                [PriorityFrame(1, 3, 2), PriorityFrame(1, 4, 5)],
+            )
+
+    def test_beforePreface(self) -> None:
+        """
+        A PRIORITY that a client sends before the server's preface is in
+        the capture (so before the client can have read it) is flagged as
+        sent before the peer's preface, although the preface that follows
+        announces PRIORITY_HINTS = 1; one sent after it is not.  In a
+        capture that starts in the middle of a session (no preface either
+        way) what the peer announced is unknown, and nothing is flagged.
+        """
+        capture = Capture()
+        conn = Connection(capture, (CLIENT, 41030), (SERVER, 7400))
+        conn.send(True, HINTS_PREFACE + OpenFrame(1, b"shell").encode())
+        conn.send(True, PriorityFrame(1, 0, 64).encode())
+        conn.send(False, HINTS_PREFACE)
+        conn.send(True, PriorityFrame(1, 1, 64).encode())
+        late = Connection(capture, (CLIENT, 41031), (SERVER, 7400), handshake=False)
+        late.send(True, PriorityFrame(1, 0, 64).encode())
+        late.send(False, PriorityFrame(1, 2, 64).encode())
+        packets = dissect(capture)
+        [_, _, early, after] = pdusFrom(packets, 41030)
+        self.assertEqual(
+            [(frameOf(p), unannounced(p)) for p in (early, after)],
+            [
+                (PriorityFrame(1, 0, 64), [BEFORE_PREFACE]),
+                (PriorityFrame(1, 1, 64), []),
+            ],
+        )
+        midSession = [
+            p
+            for p in pdusFrom(packets, 41031) + pdusTo(packets, 41031)
+            if p.has("memux.type")  # (not the "no preface" items)
+        ]
+        self.assertEqual(
+            [(frameOf(p), unannounced(p)) for p in midSession],
+            [(PriorityFrame(1, 0, 64), []), (PriorityFrame(1, 2, 64), [])],
+        )
+
+    def test_engineSendsOnlyWhenAnnounced(self) -> None:
+        """
+        memux's engine, asked before the server's preface to hint a
+        priority to the server, sends the PRIORITY only once it has read a
+        preface announcing PRIORITY_HINTS = 1, and none to a server that
+        declines hints: in captures of what the engines wrote, there is a
+        PRIORITY in the first case only, and nothing flagged in either.
+        """
+        found = []
+        for port, accept in ((41040, True), (41041, False)):
+            client = MemuxEngine(True, SessionSettings())
+            server = MemuxEngine(False, SessionSettings(acceptPriorityHints=accept))
+            channel = client.openChannel(b"bulk")
+            client.setPriority(channel, 1, 32)
+            written: list[tuple[bool, bytes]] = []
+            pump(client, server, written)
+            capture = Capture()
+            conn = Connection(capture, (CLIENT, port), (SERVER, 7400))
+            for fromClient, data in written:
+                conn.send(fromClient, data)
+            packets = dissect(capture)
+            sent = pdusFrom(packets, port)
+            found.append(
+                (
+                    [frameOf(p) for p in sent if p.has("memux.priority.urgency")],
+                    [e for p in packets for pdu in p.pdus for e in pdu.experts],
+                )
+            )
+        self.assertEqual(found, [([PriorityFrame(channel, 1, 32)], []), ([], [])])
 
 
 class MalformedTests(SynchronousTestCase):
