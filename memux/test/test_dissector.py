@@ -1472,6 +1472,9 @@ DOC_FILTERS: dict[str, Callable[[PDU], bool]] = {
     ),
     "memux.goaway.code": lambda p: p.has("memux.goaway.code"),
     "memux.priority.urgency": lambda p: p.has("memux.priority.urgency"),
+    "memux.priority.unannounced": lambda p: any(
+        kind == "memux.priority.unannounced" for kind, _ in p.experts
+    ),
     "memux.malformed || memux.violation": lambda p: any(
         kind in ("memux.malformed", "memux.violation") for kind, _ in p.experts
     ),
