@@ -136,10 +136,13 @@ WRITEV_PIECES = 64
 
 #: The transports whose writes go straight to their socket, which the
 #: session then writes to itself (see `Session._writeDirect`): asyncio's
-#: plain socket transport.  (Not TLS, nor any other wrapper that may give
-#: its socket as extra info.)
+#: plain socket transport, this very class (not TLS, nor a subclass or any
+#: other wrapper that may give its socket as extra info), where the
+#: system has ``writev``.
 _SOCKET_TRANSPORT: tuple[type, ...] = tuple(
     filter(None, [getattr(selector_events, "_SelectorSocketTransport", None)])
+    if hasattr(os, "writev")
+    else ()
 )
 
 #: What serves a channel: ``async def handler(channel)``.
@@ -581,7 +584,7 @@ class Session(asyncio.BufferedProtocol):
             self._tcp = sock
             setNoDelay(sock)
             setUnsentLimit(sock, NOTSENT_LOWAT)
-            if isinstance(transport, _SOCKET_TRANSPORT):
+            if type(transport) in _SOCKET_TRANSPORT:
                 self._fd = sock.fileno()
                 transport.set_write_buffer_limits(0, 0)
 
