@@ -18,9 +18,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 import socket
 import threading
 import time
+from asyncio import selector_events
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeAlias
@@ -64,7 +66,9 @@ __all__ = ["ChannelRequest", "Server", "Services", "Session"]
 _log = logging.getLogger("memux.aio")
 
 #: The connection's write buffer above which it pauses the session (as
-#: Twisted's TCP buffer does); four times more in bulk mode.
+#: Twisted's TCP buffer does); four times more in bulk mode.  (Over a
+#: connection the session writes to directly, see `Session._writeDirect`,
+#: none: it pauses while the transport holds anything.)
 WRITE_BUFFER_HIGH = 2 * FLUSH_BYTES
 BULK_WRITE_BUFFER_HIGH = 2 * BULK_FLUSH_BYTES
 
@@ -123,6 +127,23 @@ class _BulkReader(asyncio.Protocol):
 #: the loop's next turn (see `Session._yieldOutput`): Twisted's TCP
 #: ``bufferSize``, past which its transport pauses the Twisted front end.
 TURN_WRITE_BYTES = READ_SIZE
+
+#: A flush of at most this many pieces (frame headers and chunks) goes
+#: straight to a plain TCP socket with one ``writev`` (see
+#: `Session._writeDirect`); more are joined by the transport as before.
+#: (Far below the system's limit, IOV_MAX, 1024 on Linux.)
+WRITEV_PIECES = 64
+
+#: The transports whose writes go straight to their socket, which the
+#: session then writes to itself (see `Session._writeDirect`): asyncio's
+#: plain socket transport, this very class (not TLS, nor a subclass or any
+#: other wrapper that may give its socket as extra info), where the
+#: system has ``writev``.
+_SOCKET_TRANSPORT: tuple[type, ...] = tuple(
+    filter(None, [getattr(selector_events, "_SelectorSocketTransport", None)])
+    if hasattr(os, "writev")
+    else ()
+)
 
 #: What serves a channel: ``async def handler(channel)``.
 Handler: TypeAlias = Callable[[Channel], Awaitable[object]]
@@ -196,10 +217,21 @@ class _Host:
     def write(self, pieces: list[bytes]) -> None:
         s = self._s
         transport = s.transport
-        if transport is not None:
+        if transport is None:
+            return
+        fd = s._fd
+        if (
+            fd is not None
+            and len(pieces) <= WRITEV_PIECES
+            and not transport.get_write_buffer_size()
+            and not transport.is_closing()
+        ):
+            size = s._writeDirect(fd, pieces)
+        else:
             transport.writelines(pieces)
-            if s._outputTurn is None and sum(map(len, pieces)) > TURN_WRITE_BYTES:
-                s._yieldOutput()
+            size = sum(map(len, pieces))
+        if s._outputTurn is None and size > TURN_WRITE_BYTES:
+            s._yieldOutput()
 
     def closeConnection(self) -> None:
         transport = self._s.transport
@@ -245,8 +277,9 @@ class _Host:
         s = self._s
         transport = s.transport
         if transport is not None:
-            high = BULK_WRITE_BUFFER_HIGH if on else WRITE_BUFFER_HIGH
-            transport.set_write_buffer_limits(high, high // 4)
+            if s._fd is None:
+                high = BULK_WRITE_BUFFER_HIGH if on else WRITE_BUFFER_HIGH
+                transport.set_write_buffer_limits(high, high // 4)
             if s._tcp is not None:
                 setUnsentLimit(s._tcp, BULK_NOTSENT_LOWAT if on else NOTSENT_LOWAT)
 
@@ -318,6 +351,9 @@ class Session(asyncio.BufferedProtocol):
         self._bulkReads = BulkReads(READ_SIZE)
         # The connection's TCP socket, if it has one (see `_tune`).
         self._tcp: Any = None
+        # Its file descriptor if the session writes to it directly (plain
+        # TCP, see `_writeDirect`), else None.
+        self._fd: int | None = None
         #: the error the session's channels and pings got when it ended,
         #: once it has
         self.lost_error: SessionLost | None = None
@@ -548,6 +584,44 @@ class Session(asyncio.BufferedProtocol):
             self._tcp = sock
             setNoDelay(sock)
             setUnsentLimit(sock, NOTSENT_LOWAT)
+            if type(transport) in _SOCKET_TRANSPORT:
+                self._fd = sock.fileno()
+                transport.set_write_buffer_limits(0, 0)
+
+    def _writeDirect(self, fd: int, pieces: list[bytes]) -> int:
+        """
+        Write ``pieces`` to the connection's socket ``fd`` (whose transport
+        has nothing buffered) with one ``writev``; hand what the kernel did
+        not take to the transport, which sends it once it can (and pauses
+        the session meanwhile: its write buffer limit is 0).  Return how
+        many bytes the pieces held.
+
+        Why not the transport: asyncio's (before 3.12) joins a flush's
+        pieces into one string, and where the kernel takes only part of it
+        (as it does with its unsent bytes limited, see `NOTSENT_LOWAT`)
+        copies the rest twice more into its buffer, and every later write
+        once more while anything waits there: measured on a loopback bulk
+        sender, writing straight to the socket took its user CPU per MB
+        from about 400 to 220 us (Twisted's front end: 290).
+        """
+        size = sum(map(len, pieces))
+        try:
+            sent = os.writev(fd, pieces)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            sent = 0  # (the transport meets the error too, and reports it)
+        if sent < size:
+            transport = self.transport
+            assert transport is not None
+            for piece in pieces:
+                n = len(piece)
+                if sent >= n:
+                    sent -= n
+                    continue
+                transport.write(memoryview(piece)[sent:] if sent else piece)
+                sent = 0
+        return size
 
     def get_buffer(self, sizehint: int) -> memoryview:
         """

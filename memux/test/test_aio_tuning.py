@@ -2,12 +2,15 @@
 Tests for how L{memux.aio} tunes its connection as the Twisted front end
 does (L{memux._iotuning}, shared by both): the socket options, reads of
 64 KiB into a shared buffer and 256 KiB in bulk reading, a pause per large
-write (so a bulk sender reaches bulk mode), and the bulk-reading rule.
+write (so a bulk sender reaches bulk mode), and the bulk-reading rule; and
+its own: writes straight to a plain TCP socket, pausing while the
+transport holds what the kernel did not take.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import socket
 import ssl
@@ -27,7 +30,9 @@ from memux._iotuning import (
     SHORT_READ_COST,
     BulkReads,
 )
-from memux.aio import Channel
+from memux.aio import Channel, SessionLost
+from memux.aio._session import BULK_WRITE_BUFFER_HIGH, WRITE_BUFFER_HIGH
+from memux.settings import SessionSettings
 from memux.test._helpers import HOSTNAME, Certificates, runAsyncio
 
 LOCAL = "127.0.0.1"
@@ -500,3 +505,156 @@ class FirstReadTests(SynchronousTestCase):
         sent = (b"", b"abc", b"")
         self.assertEqual(self._before(messages, sent), b"0,3,0")
         self.assertEqual(self._before(firstRead, sent), b"abc")
+
+
+async def digest(channel: Channel) -> None:
+    """Read bytes to the end, then answer with their SHA-256, as a message."""
+    h = hashlib.sha256()
+    while data := await channel.read(1 << 20):
+        h.update(data)
+    await channel.send_message(h.digest())
+
+
+class DirectWriteTests(SynchronousTestCase):
+    """
+    Over plain TCP a session writes its flushes to the socket itself (one
+    C{writev}, no joined copy); what the kernel does not take goes to the
+    transport, and the session pauses until the transport has sent it.
+    """
+
+    def test_limits(self) -> None:
+        """
+        Over plain TCP the session pauses while its transport holds
+        anything (write buffer limits 0), in bulk mode too; over TLS, whose
+        transport it does not bypass, it pauses above C{WRITE_BUFFER_HIGH}
+        (C{BULK_WRITE_BUFFER_HIGH} in bulk mode).
+        """
+        certs = Certificates(self.mktemp())
+
+        async def limits(context: ssl.SSLContext | None) -> list[tuple[int, int]]:
+            serverContext = None
+            if context is not None:
+                serverContext = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+                certs.server.configure_cert(serverContext)
+            server = await aio.serve({b"count": count}, LOCAL, 0, ssl=serverContext)
+            try:
+                session = await aio.connect(
+                    LOCAL,
+                    server.port,
+                    ssl=context,
+                    server_hostname=HOSTNAME if context else None,
+                )
+                transport = session.transport
+                assert transport is not None
+                seen = [transport.get_write_buffer_limits()]
+                channel = await session.open_channel(b"count")
+                block = b"b" * (1 << 16)
+                for _ in range(256):  # 16 MiB: bulk mode (see test_bulkSender)
+                    await channel.write(block)
+                self.assertTrue(session._core.bulk)
+                seen.append(transport.get_write_buffer_limits())
+                channel.write_eof()
+                self.assertEqual(await channel.receive_message(), b"%d" % (16 << 20))
+                session.abort()
+                await session.wait_closed()
+                return seen
+            finally:
+                server.close()
+                await server.drain(0)
+
+        self.assertEqual(run(lambda: limits(None)), [(0, 0), (0, 0)])
+        clientContext = ssl.create_default_context()
+        certs.ca.configure_trust(clientContext)
+        self.assertEqual(
+            run(lambda: limits(clientContext)),
+            [
+                (WRITE_BUFFER_HIGH // 4, WRITE_BUFFER_HIGH),
+                (BULK_WRITE_BUFFER_HIGH // 4, BULK_WRITE_BUFFER_HIGH),
+            ],
+        )
+
+    def test_partialWrites(self) -> None:
+        """
+        While the peer does not read, the kernel takes only part of the
+        session's writes and the transport holds the rest; once the peer
+        reads again, all arrives intact and in order.
+        """
+
+        async def main() -> None:
+            roomy = SessionSettings(channelCredit=32 << 20, sessionCredit=64 << 20)
+            server = await aio.serve({b"digest": digest}, LOCAL, 0, settings=roomy)
+            try:
+                session = await aio.connect(LOCAL, server.port)
+                await session.ping()
+                (peer,) = server.sessions
+                assert peer.transport is not None and session.transport is not None
+                peer.transport.pause_reading()
+                channel = await session.open_channel(b"digest")
+                data = os.urandom(24 << 20)
+                chunks = [data[i : i + 50_000] for i in range(0, len(data), 50_000)]
+
+                async def send() -> None:
+                    for chunk in chunks:
+                        await channel.write(chunk)
+                    channel.write_eof()
+
+                sending = asyncio.ensure_future(send())
+                held = 0
+                for _ in range(500):
+                    held = session.transport.get_write_buffer_size()
+                    if held:
+                        break
+                    await asyncio.sleep(0.01)
+                self.assertGreater(held, 0)
+                peer.transport.resume_reading()
+                await sending
+                answer = await channel.receive_message()
+                self.assertEqual(answer, hashlib.sha256(data).digest())
+                session.close()
+                await session.wait_closed()
+            finally:
+                server.close()
+                await server.drain(0)
+
+        run(main)
+
+    def test_peerReset(self) -> None:
+        """
+        Once the peer has reset the connection, the session's next write
+        (it does not read, so only a write can meet the reset) ends it with
+        L{SessionLost} giving the error: a failed write to the socket is
+        reported, not lost.
+        """
+
+        async def main() -> None:
+            accepted: asyncio.Future[asyncio.StreamWriter] = asyncio.Future()
+
+            async def accept(
+                reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+            ) -> None:
+                accepted.set_result(writer)
+
+            listener = await asyncio.start_server(accept, LOCAL, 0)
+            try:
+                port = listener.sockets[0].getsockname()[1]
+                reader, writer = await asyncio.open_connection(LOCAL, port)
+                session = aio.connect_streams(reader, writer)
+                assert session.transport is not None
+                session.transport.pause_reading()
+                peer = await accepted
+                # SO_LINGER 0: close with a reset.
+                peer.get_extra_info("socket").setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0"
+                )
+                peer.transport.abort()
+                await asyncio.sleep(0.2)
+                self.assertFalse(session.transport.is_closing())
+                with self.assertRaises(SessionLost) as caught:
+                    await session.ping()
+                await session.wait_closed()
+                self.assertIs(caught.exception, session.lost_error)
+                self.assertRegex(str(caught.exception), "reset|[Bb]roken pipe")
+            finally:
+                listener.close()
+
+        run(main)
