@@ -14,6 +14,7 @@ without a compiler does not fetch it.
 
 from __future__ import annotations
 
+import glob
 import os
 import platform
 import sys
@@ -146,6 +147,12 @@ building = not editable and any(
     c.startswith(("build", "bdist", "install")) for c in commands
 )
 compiling = not editable and (building or "egg_info" in commands) and willCompile()
+if building and not compiling:
+    # setuptools never prunes build/: a pure build after a compiled one
+    # would otherwise pack the old extensions into its wheel.
+    for suffix in ("so", "pyd"):
+        for stale in glob.glob(os.path.join("build", "lib*", "memux", "*." + suffix)):
+            os.remove(stale)
 setup(
     setup_requires=[MYPY] if compiling else [],
     ext_modules=extensions() if compiling and building else [],
