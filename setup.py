@@ -30,7 +30,8 @@ from setuptools.command.build_ext import build_ext
 #: instantiated.  Keep in step with ``memux._COMPILED``.
 COMPILED = ["memux/_wire.py", "memux/_credit.py", "memux/_engine.py"]
 
-#: mypyc's home, asked for only when compiling; 1.15 for ``group_name``.
+#: mypyc's home, asked for only when compiling (tried with mypy 2.4; one
+#: whose mypycify lacks ``group_name`` fails into the pure-Python install).
 MYPY = "mypy >= 1.15"
 
 
