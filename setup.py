@@ -27,7 +27,9 @@ from setuptools.command.build_ext import build_ext
 #: subclasses their classes (a compiled class cannot be subclassed from
 #: Python).  Not `memux._scheduler`: its schedulers subclass
 #: ``collections.deque``, which mypyc makes into a class that crashes when
-#: instantiated.  Keep in step with ``memux._COMPILED``.
+#: instantiated (likely mypyc issue 1186, seen with ``defaultdict``: the
+#: compiled class is allocated the size of a smaller base).  Keep in step
+#: with ``memux._variant.COMPILABLE``.
 COMPILED = ["memux/_wire.py", "memux/_credit.py", "memux/_engine.py"]
 
 #: mypyc's home, asked for only when compiling (tried with mypy 2.4; one
