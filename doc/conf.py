@@ -9,10 +9,14 @@ Twisted, zope.interface and the standard library are not linked (see
 inventories.
 """
 
+import os
 import sys
 from pathlib import Path
 
 here = Path(__file__).resolve().parent
+# The reference is built from the sources: modules compiled by mypyc (see
+# performance.rst) keep no docstrings, nor the ``#:`` comments autodoc reads.
+os.environ["MEMUX_PURE_PYTHON"] = "1"
 # Document the checkout this file is in, whatever else is installed; the
 # API reference's directive is in _ext/.
 sys.path[:0] = [str(here.parent), str(here / "_ext")]

@@ -13,8 +13,14 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from memux.codes import ChannelState, ErrorCode, ProtocolError
-from memux.settings import SessionSettings, Settings
+from memux import _variant
+
+if _variant.pureRequested():  # before any compiled module is imported
+    _variant.preferSources()
+
+from memux import _wire  # noqa: E402
+from memux.codes import ChannelState, ErrorCode, ProtocolError  # noqa: E402
+from memux.settings import SessionSettings, Settings  # noqa: E402
 
 if TYPE_CHECKING:
     from memux.error import (
@@ -39,6 +45,11 @@ if TYPE_CHECKING:
     from memux.transport import ChannelAddress, ChannelTransport
 
 __version__ = "0.1.0"
+
+#: Whether memux's sans-IO core runs compiled (mypyc, built at install
+#: time where a C compiler was found) rather than as pure Python; see
+#: doc/performance.rst.  ``MEMUX_PURE_PYTHON=1`` makes it False.
+compiled: bool = _variant.isCompiled(_wire)
 
 __all__ = [
     "ChannelAddress",

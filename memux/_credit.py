@@ -11,6 +11,8 @@ window of unconsumed data per channel (and per session).
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 __all__ = [
     "ChannelCountCredit",
     "CreditTuning",
@@ -55,12 +57,14 @@ class CreditTuning:
         "wantsRtt",
     )
 
+    # ClassVar: class constants, which mypyc (see doc/performance.rst)
+    # would otherwise compile as instance attributes with defaults.
     #: grow a window whose grants come faster than this many round trips
-    GROW_WITHIN_RTTS = 2
+    GROW_WITHIN_RTTS: ClassVar[int] = 2
     #: set a window back to the initial size after this long with no grant
-    SHRINK_AFTER_SECONDS = 1.0
+    SHRINK_AFTER_SECONDS: ClassVar[float] = 1.0
     #: take a fresh round-trip sample at most this often (while granting)
-    SAMPLE_EVERY_SECONDS = 10.0
+    SAMPLE_EVERY_SECONDS: ClassVar[float] = 10.0
 
     def __init__(self, initial: int, maximum: int) -> None:
         self.initial = initial

@@ -827,8 +827,8 @@ class MemuxEngine:
     def setPriority(
         self,
         channel: int,
-        urgency: int,
-        weight: int = DEFAULT_WEIGHT,
+        urgency: object,
+        weight: object = DEFAULT_WEIGHT,
         hint: bool = True,
     ) -> None:
         """
@@ -841,6 +841,8 @@ class MemuxEngine:
         :raises ValueError: either is out of range.
         :raises ChannelClosedError: the channel is not open.
         """
+        # ``object``, not ``int``: compiled (mypyc), an ``int`` parameter
+        # would turn True into 1 before `checkPriority` could refuse it.
         priority = checkPriority(urgency, weight)
         ch = self._channels.get(channel)
         if ch is None:

@@ -28,7 +28,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.python import usage
 from twisted.python.reflect import namedAny
 
-from memux import __version__
+from memux import __version__, compiled
 from memux._destinations import DestinationPattern, _globalReactor
 from memux.settings import MAX_NAME_LENGTH, SessionSettings, Settings
 
@@ -340,13 +340,15 @@ class Options(usage.Options):
 
     def opt_version(self) -> None:
         """
-        Display memux's version (and Twisted's and Python's) and exit.
+        Display memux's version (and Twisted's, Python's and whether its core
+        is compiled) and exit.
         """
         from twisted import __version__ as twistedVersion
 
         print(
             f"memux {__version__} (Twisted {twistedVersion},"
-            f" Python {platform.python_version()})"
+            f" Python {platform.python_version()},"
+            f" {'compiled' if compiled else 'pure-Python'} core)"
         )
         sys.exit(0)
 

@@ -135,7 +135,8 @@ def _versionText() -> str:
 
     return (
         f"memux {memux.__version__} (Twisted {twisted.__version__},"
-        f" Python {platform.python_version()})"
+        f" Python {platform.python_version()},"
+        f" {'compiled' if memux.compiled else 'pure-Python'} core)"
     )
 
 

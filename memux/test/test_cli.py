@@ -579,12 +579,15 @@ class UsageTests(SynchronousTestCase):
 
     def test_version(self) -> None:
         """
-        C{--version} names memux's version, and Twisted's.
+        C{--version} names memux's version, Twisted's, and whether the core
+        runs compiled.
         """
         code, out, err = self.run_("--version")
         self.assertEqual(code, 0)
         self.assertIn(f"memux {memux.__version__}", out)
         self.assertIn("Twisted", out)
+        core = "compiled core" if memux.compiled else "pure-Python core"
+        self.assertIn(core, out)
 
 
 class _FakeCommand:

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
+import memux
 from memux._credit import (
     ChannelCountCredit,
     CreditWindow,
@@ -1476,6 +1477,12 @@ class ReassemblyCreditTests(SynchronousTestCase):
         [reset] = ofType(pair.serverEvents, ChannelReset)
         self.assertEqual(
             (reset.channel, reset.code), (second, ErrorCode.EXCESSIVE_LOAD)
+        )
+
+    if memux.compiled:
+        test_youngestPartialReset.skip = (  # type: ignore[attr-defined]
+            "needs a MemuxEngine subclass, which the compiled (mypyc) engine"
+            " cannot have; the pure-Python run covers it"
         )
 
 

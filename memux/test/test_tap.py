@@ -1254,7 +1254,8 @@ class TwistdTests(SynchronousTestCase):
 
     def test_version(self) -> None:
         """
-        C{twistd memux --version} gives memux's version, then Twisted's.
+        C{twistd memux --version} gives memux's version, then Twisted's,
+        and says whether the core runs compiled.
         """
         done = runTwistd(self.directory, "memux", "--version")
         self.assertEqual(done.returncode, 0, done.stderr)
@@ -1262,6 +1263,8 @@ class TwistdTests(SynchronousTestCase):
             done.stdout.startswith(f"memux {memux.__version__} (Twisted "),
             done.stdout,
         )
+        core = "compiled core" if memux.compiled else "pure-Python core"
+        self.assertIn(core, done.stdout)
 
 
 class MemoryTrimTests(SynchronousTestCase):
