@@ -10,7 +10,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 #: memux's tests, and the package they are imported as.
 HERE = Path(__file__).resolve().parent
@@ -352,3 +352,29 @@ class AsyncioLayerTests(SynchronousTestCase):
                 "pkg/sub/__init__.py": ["zope.interface"],
             },
         )
+
+
+class PackagingTests(SynchronousTestCase):
+    """
+    What an install (``pip install .``) puts in place.
+    """
+
+    def test_everyPackageListed(self) -> None:
+        """
+        Every package of memux's (a directory with an ``__init__.py``) is
+        listed in setup.cfg's ``packages``: an install leaves out any that
+        is not (memux.aio once was), and the tests, which run from the
+        checkout, would never notice.
+        """
+        from configparser import ConfigParser
+
+        root = HERE.parent.parent
+        config = ConfigParser()
+        if not config.read(root / "setup.cfg"):
+            raise SkipTest("not run from a checkout (no setup.cfg)")
+        listed = set(config["options"]["packages"].split())
+        found = {
+            ".".join(init.parent.relative_to(root).parts)
+            for init in (root / "memux").rglob("__init__.py")
+        }
+        self.assertEqual(found - listed, set())
