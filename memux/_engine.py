@@ -422,6 +422,7 @@ class MemuxEngine:
         "channelsOpened",
         "client",
         "creditTuning",
+        "urgentChannels",
         "framesReceived",
         "goAwayReceived",
         "goAwaySent",
@@ -496,6 +497,10 @@ class MemuxEngine:
         #: whether any channel has had a weight other than the default (the
         #: session core then refills producers by weight)
         self.weighted = False
+        #: how many open channels are more urgent than the default (set so
+        #: by us or by the peer's hint): while any is, the session core
+        #: keeps its queues short (`memux._session.LATENCY_FLUSH_BYTES`)
+        self.urgentChannels = 0
         self._pendingOpens: deque[_Channel] = deque()
         # Channels with a message partly sent (`_Channel.midMessage`): the
         # messages in progress, which a new one must not crowd out (see
@@ -847,9 +852,7 @@ class MemuxEngine:
         ch = self._channels.get(channel)
         if ch is None:
             raise ChannelClosedError(channel, f"channel {channel} is not open")
-        self._scheduler.setPriority(ch, priority.urgency, priority.weight)
-        if priority.weight != DEFAULT_WEIGHT:
-            self.weighted = True
+        self._prioritize(ch, priority.urgency, priority.weight)
         if (
             hint
             and ch.state is not _HALF_CLOSED_REMOTE
@@ -1246,8 +1249,18 @@ class MemuxEngine:
             self._useless("PRIORITY moving a channel with data queued")
             if self.terminated:
                 return
-        self._scheduler.setPriority(ch, p.urgency, p.weight)
-        if p.weight != DEFAULT_WEIGHT:
+        self._prioritize(ch, p.urgency, p.weight)
+
+    def _prioritize(self, ch: _Channel, urgency: int, weight: int) -> None:
+        """
+        Give ``ch`` a new urgency and weight (ours or the peer's hint),
+        keeping count of the channels more urgent than the default.
+        """
+        urgent = urgency < DEFAULT_URGENCY
+        if urgent is not (ch.urgency < DEFAULT_URGENCY):
+            self.urgentChannels += 1 if urgent else -1
+        self._scheduler.setPriority(ch, urgency, weight)
+        if weight != DEFAULT_WEIGHT:
             self.weighted = True
 
     def _late(self, what: str) -> None:
@@ -1558,6 +1571,8 @@ class MemuxEngine:
             self._hintsDue.pop(cid, None)
         if ch.parked:
             self._scheduler.remove(ch)
+        if ch.urgency < DEFAULT_URGENCY:
+            self.urgentChannels -= 1
         if ch.queue is not None:
             ch.queue = None
             ch.queued = 0

@@ -19,6 +19,7 @@ __all__ = [
     "BULK_LEAVE_READS",
     "BULK_NOTSENT_LOWAT",
     "BULK_READ_SIZE",
+    "LATENCY_NOTSENT_LOWAT",
     "INPUT_SLICE_SECONDS",
     "INPUT_SLICE_STEPS",
     "NOTSENT_LOWAT",
@@ -41,6 +42,9 @@ __all__ = [
 NOTSENT_LOWAT = 128 * 1024
 #: The unsent limit in bulk mode.
 BULK_NOTSENT_LOWAT = 4 * NOTSENT_LOWAT
+#: The unsent limit in latency mode (`memux._session.LATENCY_FLUSH_BYTES`):
+#: about one flush.
+LATENCY_NOTSENT_LOWAT = 32 * 1024
 
 #: A session's read size outside bulk reading: Twisted's TCP
 #: ``bufferSize``.  (Below the C library's mmap threshold: a larger buffer

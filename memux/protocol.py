@@ -49,6 +49,7 @@ from memux._tuning import (
     BULK_NOTSENT_LOWAT,
     BULK_READ_SIZE,
     GATHER_PIECES,
+    LATENCY_NOTSENT_LOWAT,
     NOTSENT_LOWAT,
     TLS_FLUSH_BYTES,
     TLS_RECORD_BYTES,
@@ -219,6 +220,11 @@ class _Host:
         limitUnsent(proto.transport, BULK_NOTSENT_LOWAT if on else NOTSENT_LOWAT)
         if proto._tls:
             proto._bulkSendingOverTLS(on)
+
+    def latencyMode(self, on: bool) -> None:
+        # (Bulk mode is off meanwhile: the normal limit after it.)
+        limit = LATENCY_NOTSENT_LOWAT if on else NOTSENT_LOWAT
+        limitUnsent(self._proto.transport, limit)
 
 
 class MemuxProtocol(Protocol):

@@ -33,6 +33,7 @@ from memux._iotuning import (
     BULK_NOTSENT_LOWAT,
     INPUT_SLICE_SECONDS,
     INPUT_SLICE_STEPS,
+    LATENCY_NOTSENT_LOWAT,
     NOTSENT_LOWAT,
     READ_SIZE,
     BulkReads,
@@ -43,6 +44,7 @@ from memux._iotuning import (
 from memux._session import (
     BULK_FLUSH_BYTES,
     FLUSH_BYTES,
+    LATENCY_FLUSH_BYTES,
     Notice,
     SessionCore,
     chooseService,
@@ -71,6 +73,8 @@ _log = logging.getLogger("memux.aio")
 #: none: it pauses while the transport holds anything.)
 WRITE_BUFFER_HIGH = 2 * FLUSH_BYTES
 BULK_WRITE_BUFFER_HIGH = 2 * BULK_FLUSH_BYTES
+#: ... and in latency mode (`memux._session.LATENCY_FLUSH_BYTES`).
+LATENCY_WRITE_BUFFER_HIGH = 2 * LATENCY_FLUSH_BYTES
 
 
 class _ReadBuffer(threading.local):
@@ -282,6 +286,15 @@ class _Host:
                 transport.set_write_buffer_limits(high, high // 4)
             if s._tcp is not None:
                 setUnsentLimit(s._tcp, BULK_NOTSENT_LOWAT if on else NOTSENT_LOWAT)
+
+    def latencyMode(self, on: bool) -> None:
+        s = self._s
+        transport = s.transport
+        if transport is not None:
+            high = LATENCY_WRITE_BUFFER_HIGH if on else WRITE_BUFFER_HIGH
+            transport.set_write_buffer_limits(high, high // 4)
+            if s._tcp is not None:
+                setUnsentLimit(s._tcp, LATENCY_NOTSENT_LOWAT if on else NOTSENT_LOWAT)
 
 
 def _describe(address: Any) -> str:

@@ -718,6 +718,89 @@ class HintTests(SynchronousTestCase):
         self.assertIn(PingAcknowledged(b"ok"), wire.clientEvents)
 
 
+class UrgentCountTests(SynchronousTestCase):
+    """
+    The engine's count of open channels more urgent than the default
+    (`MemuxEngine.urgentChannels`), which puts the session in latency mode.
+    """
+
+    def urgentOpen(self, engine: MemuxEngine, channels: list[int]) -> int:
+        """
+        How many of ``channels`` are open with an urgency under the default.
+        """
+        return sum(
+            1
+            for cid in channels
+            if engine.isOpen(cid) and engine.priority(cid).urgency < DEFAULT_URGENCY
+        )
+
+    @settings(max_examples=60, deadline=None)
+    @given(
+        st.lists(
+            st.tuples(
+                st.sampled_from(["open", "urgency", "close", "reset", "peerReset"]),
+                st.integers(0, 7),
+                st.integers(0, 20),
+            ),
+            max_size=120,
+        )
+    )
+    def test_countMatchesChannels(self, steps: list[tuple[str, int, int]]) -> None:
+        """
+        Whatever channels open, change urgency (here or by the peer's
+        hint), close or are reset by either side, each engine's count is
+        the number of its open channels more urgent than the default.
+        """
+        wire = Wire()
+        wire.pump()
+        opened: list[int] = []
+        for op, urgency, pick in steps:
+            if op == "open" or not opened:
+                opened.append(wire.client.openChannel())
+                wire.pump()
+                continue
+            cid = opened[pick % len(opened)]
+            if not wire.client.isOpen(cid):
+                continue
+            if op == "urgency":
+                wire.client.setPriority(cid, urgency)
+            elif op == "close":
+                wire.client.closeChannel(cid)
+                if wire.server.isOpen(cid):
+                    wire.server.closeChannel(cid)
+            elif op == "reset":
+                wire.client.resetChannel(cid)
+            elif wire.server.isOpen(cid):
+                wire.server.resetChannel(cid)
+            wire.pump()
+            for engine in (wire.client, wire.server):
+                self.assertEqual(engine.urgentChannels, self.urgentOpen(engine, opened))
+
+    def test_longChurnOfUrgentChannels(self) -> None:
+        """
+        Through 20,000 urgent channels opened and closed in turn (ids far
+        past their first power-of-two boundaries), the count goes up and
+        down with them and ends at zero on both sides.
+        """
+        wire = Wire()
+        wire.pump()
+        for i in range(20_000):
+            cid = wire.client.openChannel()
+            wire.client.setPriority(cid, i % DEFAULT_URGENCY)
+            wire.client.sendData(cid, b"x", True)
+            wire.pump()
+            self.assertEqual(
+                (wire.client.urgentChannels, wire.server.urgentChannels), (1, 1)
+            )
+            wire.client.closeChannel(cid)
+            wire.server.closeChannel(cid)
+            wire.pump()
+        self.assertGreater(cid, 1 << 15)
+        self.assertEqual(
+            (wire.client.urgentChannels, wire.server.urgentChannels), (0, 0)
+        )
+
+
 # ---------------------------------------------------------------- Twisted API
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import gc
 import socket
 import weakref
+from collections.abc import Callable
 from typing import Any, cast
 from unittest import SkipTest
 
@@ -49,12 +50,14 @@ from memux._session import (
     BULK_FLUSH_BYTES,
     FLUSH_BYTES,
     FLUSH_ROUNDS,
+    LATENCY_FLUSH_BYTES,
     WRITE_HIGH_WATER,
 )
 from memux._tuning import (
     BULK_AFTER_READS,
     BULK_NOTSENT_LOWAT,
     BULK_READ_SIZE,
+    LATENCY_NOTSENT_LOWAT,
     NOTSENT_LOWAT,
     TWISTED_BULK_LEAVE_READS,
     TWISTED_SHORT_READ_COST,
@@ -62,11 +65,14 @@ from memux._tuning import (
 from memux._wire import (
     DataFrame,
     OpenFrame,
+    PriorityFrame,
+    ResetFrame,
 )
 from memux.codes import ChannelState
 from memux.error import MessageTooLarge
 from memux.interfaces import IChannelTransport, IDropReceiver
 from memux.protocol import ChannelTransport, MultiplexingFactory
+from memux.settings import DEFAULT_URGENCY
 from memux.test._fakes import (
     MessageRecorder,
     PausingTransport,
@@ -1740,6 +1746,69 @@ class BulkModeTests(SessionOnTransportTestCase):
         self.session._core.channels[3].writeMessage(b"ping")
         transport.send()
         self.assertEqual(unsent(), NOTSENT_LOWAT)
+
+    def unsentLimit(self, transport: PausingTransport) -> Callable[[], int]:
+        """
+        Put a real TCP socket under ``transport``; return how to read its
+        TCP_NOTSENT_LOWAT.
+        """
+        option = getattr(socket, "TCP_NOTSENT_LOWAT", None)
+        if option is None:
+            raise SkipTest("no TCP_NOTSENT_LOWAT here")
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.addCleanup(sock.close)
+        transport.getHandle = lambda: sock  # type: ignore[attr-defined]
+        return lambda: sock.getsockopt(socket.IPPROTO_TCP, option)
+
+    def test_latencyModeWhileUrgentChannelOpen(self) -> None:
+        """
+        While a channel more urgent than the default is open, bulk data on
+        another goes out a chunk per flush, bulk mode never starts, and
+        the kernel may hold only LATENCY_NOTSENT_LOWAT unsent bytes; with
+        the urgency back at the default, the normal limit returns and so,
+        after its BULK_AFTER_FLUSHES full flushes, does bulk mode.
+        """
+        transport = self.startBulk()
+        unsent = self.unsentLimit(transport)
+        core = self.session._core
+        channel = core.channels[3]
+        assert isinstance(channel, ChannelTransport)
+        channel.setPriority(0)
+        transport.send()  # (what was written before)
+        self.assertLess(LATENCY_FLUSH_BYTES, 65536)
+        for _ in range(2 * BULK_AFTER_FLUSHES):
+            # One 64 KiB chunk (the smallest a flush can hold) and its header.
+            self.assertLessEqual(transport.send(), 65536 * 1.01)
+            self.assertEqual(unsent(), LATENCY_NOTSENT_LOWAT)
+        self.assertFalse(core.bulk)
+        self.assertTrue(core.latency)
+        channel.setPriority(DEFAULT_URGENCY)
+        transport.send()
+        self.assertEqual((core.latency, unsent()), (False, NOTSENT_LOWAT))
+        sizes = [transport.send() for _ in range(BULK_AFTER_FLUSHES + 3)]
+        self.assertGreaterEqual(sizes[-1], BULK_FLUSH_BYTES)
+        self.assertEqual(unsent(), BULK_NOTSENT_LOWAT)
+
+    def test_latencyModeLeavesBulkMode(self) -> None:
+        """
+        A session already in bulk mode leaves it at its next flush once
+        the peer hints that one of its channels is urgent, and stays out of
+        it until that channel is gone (here, reset by the peer).
+        """
+        transport = self.startBulk()
+        unsent = self.unsentLimit(transport)
+        core = self.session._core
+        for _ in range(BULK_AFTER_FLUSHES + 2):
+            transport.send()
+        self.assertTrue(core.bulk)
+        self.session.dataReceived(PriorityFrame(3, 1, 16).encode())
+        transport.send()  # (what was written before)
+        self.assertLessEqual(transport.send(), 65536 * 1.01)
+        self.assertEqual((core.bulk, core.latency), (False, True))
+        self.assertEqual(unsent(), LATENCY_NOTSENT_LOWAT)
+        self.session.dataReceived(ResetFrame(3, 0, "gone").encode())
+        transport.send()
+        self.assertEqual((core.latency, unsent()), (False, NOTSENT_LOWAT))
 
     def bulkReads(self, count: int) -> list[bytes]:
         """

@@ -76,6 +76,7 @@ class FakeHost:
         self.core: SessionCore | None = None
         self.closing = False
         self.bulk: list[bool] = []
+        self.latency: list[bool] = []
 
     def now(self) -> float:
         return self.time
@@ -123,6 +124,9 @@ class FakeHost:
 
     def bulkMode(self, on: bool) -> None:
         self.bulk.append(on)
+
+    def latencyMode(self, on: bool) -> None:
+        self.latency.append(on)
 
     def runCalls(self) -> None:
         """
