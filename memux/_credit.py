@@ -179,17 +179,25 @@ class CreditWindow:
         """
         return self.consumed >= self.grantAt
 
-    def grant(self, tuning: CreditTuning | None = None) -> int:
+    def grant(self, tuning: CreditTuning | None = None, cap: int | None = None) -> int:
         """
         Raise the limit to a full window past what is consumed; return it.
         With ``tuning`` (the session's, kept there rather than in every
-        channel's window), the window is resized first.
+        channel's window), the window is resized first.  With ``cap``, at
+        most ``cap`` past what is consumed (the window itself is kept, for
+        the grants after the cap is lifted); a limit is never lowered, so
+        under a cap the limit may stay as it was.
         """
         if tuning is not None:
             self.window = tuning.resized(self.window, self.lastGrant)
             self.lastGrant = tuning.now
-        self.limit = self.consumed + self.window
-        self.grantAt = self.limit - self.window // 2
+        window = self.window
+        if cap is not None and cap < window:
+            window = cap
+        limit = self.consumed + window
+        if limit > self.limit:
+            self.limit = limit
+        self.grantAt = limit - window // 2
         return self.limit
 
 
@@ -227,10 +235,10 @@ class SessionCreditWindow(CreditWindow):
             and consumed + self.window > self.limit
         )
 
-    def grant(self, tuning: CreditTuning | None = None) -> int:
+    def grant(self, tuning: CreditTuning | None = None, cap: int | None = None) -> int:
         """
         Raise the limit to a full window past what is consumed; return it.
-        (Never auto-tuned: ``tuning`` is ignored.)
+        (Never auto-tuned nor capped: ``tuning`` and ``cap`` are ignored.)
         """
         self.limit = self.consumed + self.window
         self.grantAt = 2 * self.limit - self.window

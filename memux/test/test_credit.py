@@ -154,6 +154,59 @@ SETTINGS = SessionSettings(
 )
 
 
+class CapTests(SynchronousTestCase):
+    """
+    A grant under a cap (latency mode, `CreditWindow.grant`'s ``cap``).
+    """
+
+    def test_capLimitsGrant(self) -> None:
+        """
+        Under a cap smaller than the window, a grant reaches only ``cap``
+        past what is consumed, and is due again after half of it.
+        """
+        w = CreditWindow(1 << 20)
+        w.receive(1 << 20)
+        w.consumed = 3 << 18  # consumed 768 KiB: the limit (1 MiB) is ahead
+        self.assertEqual(w.grant(None, 1 << 16), 1 << 20)  # never lowered
+        w.consumed = 1 << 20
+        self.assertEqual(w.grant(None, 1 << 16), (1 << 20) + (1 << 16))
+        self.assertEqual(w.grantAt, (1 << 20) + (1 << 15))
+        self.assertEqual(w.window, 1 << 20)  # kept for later
+
+    def test_capLifted(self) -> None:
+        """
+        Once the cap is lifted, the next grant is a full window again.
+        """
+        w = CreditWindow(1 << 20)
+        w.receive(1 << 20)
+        w.consumed = 1 << 20
+        w.grant(None, 1 << 16)
+        self.assertEqual(w.grant(), (2 << 20))
+
+    @given(
+        st.lists(
+            st.tuples(
+                st.integers(0, 1 << 20), st.sampled_from([None, 1 << 14, 1 << 16])
+            ),
+            max_size=50,
+        )
+    )
+    def test_neverLowered(self, steps: list[tuple[int, int | None]]) -> None:
+        """
+        Whatever is consumed and whatever the cap, the limit never goes
+        down, and never reaches more than a window past what is consumed.
+        """
+        w = CreditWindow(1 << 18)
+        for n, cap in steps:
+            n = min(n, w.limit - w.received)
+            w.receive(n)
+            w.consumed += n
+            before = w.limit
+            limit = w.grant(None, cap)
+            self.assertGreaterEqual(limit, before)
+            self.assertLessEqual(limit, max(before, w.consumed + w.window))
+
+
 class EngineTests(SynchronousTestCase):
     """
     Auto-tuning in an engine, driven by a hand-made peer.

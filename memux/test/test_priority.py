@@ -28,9 +28,16 @@ from zope.interface import implementer
 
 from memux._cli import buildParser, main, makeCommand
 from memux._cli._common import ChannelCommand, ExitStatus, Reporter
-from memux._engine import DataReceived, Event, MemuxEngine, PingAcknowledged
+from memux._engine import (
+    LATENCY_WINDOW,
+    DataReceived,
+    Event,
+    MemuxEngine,
+    PingAcknowledged,
+)
 from memux._scheduler import _UNIT_WEIGHT, PriorityScheduler, RoundRobinScheduler
 from memux._wire import (
+    CreditFrame,
     DataFrame,
     Frame,
     FrameDecoder,
@@ -775,6 +782,44 @@ class UrgentCountTests(SynchronousTestCase):
             wire.pump()
             for engine in (wire.client, wire.server):
                 self.assertEqual(engine.urgentChannels, self.urgentOpen(engine, opened))
+
+    def test_latencyWindow(self) -> None:
+        """
+        While the peer has hinted a channel urgent, the receiver grants a
+        less urgent channel at most LATENCY_WINDOW past what its reader
+        consumed (never lowering a limit), the urgent channel its full
+        window; once the urgent channel is gone, full windows again.
+        """
+        settings = SessionSettings(channelCredit=1 << 20, sessionCredit=1 << 24)
+        wire = Wire(settings, settings)
+        wire.pump()
+        urgent = wire.client.openChannel()
+        bulk = wire.client.openChannel()
+        wire.client.setPriority(urgent, 0)
+        wire.client.sendData(urgent, b"u", True)
+        wire.client.sendData(bulk, bytes(1 << 20), False)
+        wire.pump()
+        self.assertEqual(wire.server.urgentChannels, 1)
+        for cid in (urgent, bulk):
+            wire.server.consumed(cid, len(delivered(wire.serverEvents, cid)))
+        frames = wire.serverToClient()
+        limits = {f.channel: f.limit for f in frames if isinstance(f, CreditFrame)}
+        self.assertEqual(limits[bulk], (1 << 20) + LATENCY_WINDOW)
+        self.assertNotIn(urgent, limits)  # (1 byte: no grant due yet)
+        # The peer never has more than LATENCY_WINDOW of it on its way.
+        wire.client.sendData(bulk, bytes(1 << 20), False)
+        wire.pump()
+        self.assertEqual(
+            len(delivered(wire.serverEvents, bulk)), (1 << 20) + LATENCY_WINDOW
+        )
+        # The urgent channel ends: full windows again.
+        wire.client.resetChannel(urgent)
+        wire.pump()
+        self.assertEqual(wire.server.urgentChannels, 0)
+        wire.server.consumed(bulk, LATENCY_WINDOW)
+        frames = wire.serverToClient()
+        limits = {f.channel: f.limit for f in frames if isinstance(f, CreditFrame)}
+        self.assertEqual(limits[bulk], (1 << 20) + LATENCY_WINDOW + (1 << 20))
 
     def test_longChurnOfUrgentChannels(self) -> None:
         """
