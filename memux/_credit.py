@@ -17,9 +17,21 @@ __all__ = [
     "ChannelCountCredit",
     "CreditTuning",
     "CreditWindow",
+    "LATENCY_WINDOW",
     "SendCredit",
     "SessionCreditWindow",
 ]
+
+#: In latency mode (while a channel more urgent than the default is open,
+#: `memux._engine.MemuxEngine.urgentChannels`), the least credit a less
+#: urgent channel is granted past what its reader consumed (more only as
+#: its consumption rate and the round trip need: `CreditTuning.latencyCap`).
+#: Its data in the connection's queues, which no scheduler can reorder,
+#: stays this small, so an urgent message waits behind little.  Measured
+#: with ten bulk channels beside a ping-pong at urgency 0: 64 KiB gave the
+#: ping's p99 372 us against 475 with full windows, and bulk did not
+#: slow; 32 KiB did worse on both (doc/priorities.rst).
+LATENCY_WINDOW = 64 * 1024
 
 
 class CreditTuning:
@@ -52,6 +64,7 @@ class CreditTuning:
         "maximum",
         "now",
         "rtt",
+        "minRtt",
         "nextSample",
         "pinging",
         "wantsRtt",
@@ -73,6 +86,9 @@ class CreditTuning:
         self.now = 0.0
         #: the smoothed round trip in seconds (None: no sample yet)
         self.rtt: float | None = None
+        #: the least round trip sampled (None: no sample yet): the path's
+        #: own delay, without the queues a loaded sample waits behind
+        self.minRtt: float | None = None
         #: when a round-trip sample is next wanted
         self.nextSample = 0.0
         #: whether the session has a sample under way
@@ -87,6 +103,8 @@ class CreditTuning:
         A round trip took ``rtt`` seconds: smooth it in (RFC 6298's 1/8).
         """
         self.rtt = rtt if self.rtt is None else self.rtt + (rtt - self.rtt) / 8
+        if self.minRtt is None or rtt < self.minRtt:
+            self.minRtt = rtt
         self.pinging = False
         self.nextSample = self.now + self.SAMPLE_EVERY_SECONDS
 
@@ -110,6 +128,32 @@ class CreditTuning:
             return min(2 * window, self.maximum)
         return window
 
+    def latencyCap(self, window: int, since: int, lastGrant: float) -> int:
+        """
+        In latency mode, the most a less urgent channel may have on its
+        way (`LATENCY_WINDOW` at least, ``window`` at most), for a grant
+        made now, ``since`` bytes consumed since the previous one at
+        ``lastGrant``.
+
+        That is the channel's consumption rate times 2 of the least round
+        trip sampled: enough that the cap never holds back a channel whose
+        link or reader is the limit (on a long path it doubles each grant
+        until then), while a receiver that falls behind, which is what
+        fills the queues an urgent message would wait in, keeps the floor.
+        Grants with no timing (the first, or several in one instant: a
+        reader catching up) get the floor.
+        """
+        if not self.pinging and self.now >= self.nextSample:
+            self.wantsRtt = True
+        interval = self.now - lastGrant
+        rtt = self.minRtt
+        if rtt is None or lastGrant <= 0 or interval <= 0:
+            return min(window, LATENCY_WINDOW)
+        cap = int(since * 2 * rtt / interval)
+        if cap < LATENCY_WINDOW:
+            cap = LATENCY_WINDOW
+        return cap if cap < window else window
+
 
 class CreditWindow:
     """
@@ -125,7 +169,15 @@ class CreditWindow:
     keeps up.
     """
 
-    __slots__ = ("window", "limit", "received", "consumed", "grantAt", "lastGrant")
+    __slots__ = (
+        "window",
+        "limit",
+        "received",
+        "consumed",
+        "grantAt",
+        "lastGrant",
+        "grantedAt",
+    )
 
     def __init__(self, window: int) -> None:
         self.window = window
@@ -138,6 +190,9 @@ class CreditWindow:
         #: when the last limit was granted, by the session's clock (for
         #: `CreditTuning`; 0: never, so the first grant never grows it)
         self.lastGrant = 0.0
+        #: what had been consumed at the last grant (for the consumption
+        #: rate `CreditTuning.latencyCap` sizes a grant in latency mode by)
+        self.grantedAt = 0
 
     def receive(self, n: int) -> bool:
         """
@@ -179,25 +234,37 @@ class CreditWindow:
         """
         return self.consumed >= self.grantAt
 
-    def grant(self, tuning: CreditTuning | None = None, cap: int | None = None) -> int:
+    def grant(self, tuning: CreditTuning | None = None, latency: bool = False) -> int:
         """
         Raise the limit to a full window past what is consumed; return it.
         With ``tuning`` (the session's, kept there rather than in every
-        channel's window), the window is resized first.  With ``cap``, at
-        most ``cap`` past what is consumed (the window itself is kept, for
-        the grants after the cap is lifted); a limit is never lowered, so
-        under a cap the limit may stay as it was.
+        channel's window), the window is resized first.  With ``latency``
+        (the session's latency mode, for a channel less urgent than one
+        open), at most `CreditTuning.latencyCap` past what is consumed
+        (`LATENCY_WINDOW` without ``tuning``); the window itself is kept,
+        for the grants after latency mode.  A limit is never lowered, so
+        a capped grant may leave it as it was.
         """
-        if tuning is not None:
-            self.window = tuning.resized(self.window, self.lastGrant)
-            self.lastGrant = tuning.now
         window = self.window
-        if cap is not None and cap < window:
-            window = cap
-        limit = self.consumed + window
+        consumed = self.consumed
+        if tuning is not None:
+            if latency:
+                grant = tuning.latencyCap(
+                    window, consumed - self.grantedAt, self.lastGrant
+                )
+            else:
+                window = self.window = tuning.resized(window, self.lastGrant)
+                grant = window
+            self.lastGrant = tuning.now
+        elif latency and LATENCY_WINDOW < window:
+            grant = LATENCY_WINDOW
+        else:
+            grant = window
+        self.grantedAt = consumed
+        limit = consumed + grant
         if limit > self.limit:
             self.limit = limit
-        self.grantAt = limit - window // 2
+        self.grantAt = limit - grant // 2
         return self.limit
 
 
@@ -235,10 +302,11 @@ class SessionCreditWindow(CreditWindow):
             and consumed + self.window > self.limit
         )
 
-    def grant(self, tuning: CreditTuning | None = None, cap: int | None = None) -> int:
+    def grant(self, tuning: CreditTuning | None = None, latency: bool = False) -> int:
         """
         Raise the limit to a full window past what is consumed; return it.
-        (Never auto-tuned nor capped: ``tuning`` and ``cap`` are ignored.)
+        (Never auto-tuned nor capped: ``tuning`` and ``latency`` are
+        ignored.)
         """
         self.limit = self.consumed + self.window
         self.grantAt = 2 * self.limit - self.window

@@ -251,14 +251,6 @@ Event = (
 
 # ---------------------------------------------------------------- channels
 
-#: In latency mode (while a channel more urgent than the default is open,
-#: `MemuxEngine.urgentChannels`), the most credit a less urgent channel is
-#: granted past what its reader consumed: its data in the connection's
-#: queues (which no scheduler can reorder) stays this small, so an urgent
-#: message waits behind little.  Measured with ten bulk channels beside a
-#: ping-pong at urgency 0: with the session's latency mode, the ping's p99
-#: fell from 1.8 to 1.4 times its idle p99, and bulk rose (doc/priorities.rst).
-LATENCY_WINDOW = 64 * 1024
 
 # The states, as names the hot paths read fast (a module global and an
 # identity test, not an Enum class attribute).
@@ -968,12 +960,12 @@ class MemuxEngine:
         recv.consumed = consumed
         if consumed >= recv.grantAt:
             before = recv.limit
-            if self.urgentChannels and ch.urgency >= DEFAULT_URGENCY:
-                # Latency mode: little of a less urgent channel's data may
-                # be on its way (`LATENCY_WINDOW`).
-                limit = recv.grant(self.creditTuning, LATENCY_WINDOW)
-            else:
-                limit = recv.grant(self.creditTuning)
+            # In latency mode, little of a less urgent channel's data may be
+            # on its way (`CreditTuning.latencyCap`).
+            limit = recv.grant(
+                self.creditTuning,
+                self.urgentChannels > 0 and ch.urgency >= DEFAULT_URGENCY,
+            )
             if limit > before and ch.state is not _HALF_CLOSED_REMOTE:
                 self._creditDue[channel] = limit
         if holdSession:

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from memux._credit import CreditTuning, CreditWindow
+from memux._credit import LATENCY_WINDOW, CreditTuning, CreditWindow
 from memux._engine import MemuxEngine
 from memux._wire import CreditFrame, DataFrame, OpenFrame
 from memux.settings import SessionSettings
@@ -154,55 +154,142 @@ SETTINGS = SessionSettings(
 )
 
 
-class CapTests(SynchronousTestCase):
+class LatencyCapTests(SynchronousTestCase):
     """
-    A grant under a cap (latency mode, `CreditWindow.grant`'s ``cap``).
+    A grant in latency mode (`CreditWindow.grant`'s ``latency``): at most
+    `CreditTuning.latencyCap` past what is consumed.
     """
 
-    def test_capLimitsGrant(self) -> None:
+    def test_floorWithoutTiming(self) -> None:
         """
-        Under a cap smaller than the window, a grant reaches only ``cap``
-        past what is consumed, and is due again after half of it.
+        With no round trip sampled (or no tuning at all), a latency-mode
+        grant reaches `LATENCY_WINDOW` past what is consumed, is due again
+        after half of it, never lowers the limit, and keeps the window.
         """
-        w = CreditWindow(1 << 20)
-        w.receive(1 << 20)
-        w.consumed = 3 << 18  # consumed 768 KiB: the limit (1 MiB) is ahead
-        self.assertEqual(w.grant(None, 1 << 16), 1 << 20)  # never lowered
-        w.consumed = 1 << 20
-        self.assertEqual(w.grant(None, 1 << 16), (1 << 20) + (1 << 16))
-        self.assertEqual(w.grantAt, (1 << 20) + (1 << 15))
-        self.assertEqual(w.window, 1 << 20)  # kept for later
+        for tuning in (None, CreditTuning(1 * MiB, 8 * MiB)):
+            w = CreditWindow(1 * MiB)
+            w.receive(1 * MiB)
+            w.consumed = 768 * KiB  # the limit (1 MiB) is still ahead
+            self.assertEqual(w.grant(tuning, True), 1 * MiB)  # never lowered
+            w.consumed = 1 * MiB
+            self.assertEqual(w.grant(tuning, True), 1 * MiB + LATENCY_WINDOW)
+            self.assertEqual(w.grantAt, 1 * MiB + LATENCY_WINDOW // 2)
+            self.assertEqual(w.window, 1 * MiB)
+
+    def test_capFollowsConsumption(self) -> None:
+        """
+        With a round trip sampled, the cap is the channel's consumption
+        rate since its last grant times two least round trips, within
+        `LATENCY_WINDOW` and the window.
+        """
+        tuning = CreditTuning(1 * MiB, 8 * MiB)
+        tuning.sample(0.050)
+        tuning.sample(0.010)  # the least round trip, not the smoothed one
+        w = CreditWindow(4 * MiB)
+        tuning.now = 1.0
+        w.receive(100 * KiB)
+        w.consumed = 100 * KiB
+        w.grant(tuning, True)  # the first: no timing, the floor
+        self.assertEqual(w.limit, 4 * MiB)
+        cases = [
+            (0.010, 250 * KiB, 500 * KiB),  # 25 MB/s x 20 ms
+            (0.100, 250 * KiB, LATENCY_WINDOW),  # slow reader: the floor
+            (0.001, 250 * KiB, 4 * MiB),  # no more than the window
+        ]
+        for interval, since, cap in cases:
+            tuning.now += interval
+            w.receive(since)
+            w.consumed += since
+            before = w.limit
+            w.grant(tuning, True)
+            self.assertEqual(w.limit, max(before, w.consumed + cap))
+            self.assertEqual(w.grantAt, w.consumed + cap - cap // 2)
+
+    def test_longPathGrows(self) -> None:
+        """
+        On a long path, where a capped channel's grants come every half
+        round trip (the cap, not the link, holds it back), the cap doubles
+        grant by grant up to the window: latency mode costs a distant
+        channel a few round trips, not its throughput.
+        """
+        tuning = CreditTuning(1 * MiB, 8 * MiB)
+        tuning.sample(0.050)
+        w = CreditWindow(4 * MiB)
+        tuning.now = 1.0
+        w.grant(tuning, True)
+        caps = []
+        for _ in range(8):
+            # The peer sends what it may; the reader keeps up; a grant is
+            # due after half of it, half a round trip later.
+            tuning.now += 0.025
+            n = w.grantAt - w.consumed
+            w.receive(n)
+            w.consumed += n
+            w.grant(tuning, True)
+            caps.append(2 * (w.grantAt - w.consumed))
+        self.assertEqual(
+            caps[:6],
+            [128 * KiB, 256 * KiB, 512 * KiB, 1 * MiB, 2 * MiB, 4 * MiB],
+        )
+        self.assertEqual(caps[6:], [4 * MiB] * 2)
 
     def test_capLifted(self) -> None:
         """
-        Once the cap is lifted, the next grant is a full window again.
+        Outside latency mode the next grant is a full window again.
         """
-        w = CreditWindow(1 << 20)
-        w.receive(1 << 20)
-        w.consumed = 1 << 20
-        w.grant(None, 1 << 16)
-        self.assertEqual(w.grant(), (2 << 20))
+        w = CreditWindow(1 * MiB)
+        w.receive(1 * MiB)
+        w.consumed = 1 * MiB
+        w.grant(None, True)
+        self.assertEqual(w.grant(), 2 * MiB)
+
+    def test_shrinkNeverLowersLimit(self) -> None:
+        """
+        A window set back to its initial size after a pause never lowers
+        the limit already granted (the spec's MUST): the grant leaves it
+        until what is consumed catches up.
+        """
+        tuning = CreditTuning(1 * MiB, 8 * MiB)
+        tuning.sample(0.010)
+        window = CreditWindow(1 * MiB)
+        for i in range(1, 4):
+            granted(window, tuning, 0.005 * i)
+        self.assertEqual(window.window, 8 * MiB)
+        before = window.limit
+        later = 0.015 + CreditTuning.SHRINK_AFTER_SECONDS + 0.5
+        self.assertEqual(granted(window, tuning, later), 1 * MiB)
+        self.assertEqual(window.limit, before)
 
     @given(
         st.lists(
             st.tuples(
-                st.integers(0, 1 << 20), st.sampled_from([None, 1 << 14, 1 << 16])
+                st.integers(0, 1 << 20),
+                st.booleans(),
+                st.floats(0, 0.1),
             ),
             max_size=50,
-        )
+        ),
+        st.sampled_from([None, 0.0001, 0.01]),
     )
-    def test_neverLowered(self, steps: list[tuple[int, int | None]]) -> None:
+    def test_neverLowered(
+        self, steps: list[tuple[int, bool, float]], rtt: float | None
+    ) -> None:
         """
-        Whatever is consumed and whatever the cap, the limit never goes
-        down, and never reaches more than a window past what is consumed.
+        Whatever is consumed, whenever, in latency mode or not: the limit
+        never goes down, and never reaches more than a window past what
+        is consumed.
         """
-        w = CreditWindow(1 << 18)
-        for n, cap in steps:
+        tuning = CreditTuning(256 * KiB, 4 * MiB)
+        if rtt is not None:
+            tuning.sample(rtt)
+        w = CreditWindow(256 * KiB)
+        for n, latency, later in steps:
+            tuning.now += later
             n = min(n, w.limit - w.received)
             w.receive(n)
             w.consumed += n
             before = w.limit
-            limit = w.grant(None, cap)
+            limit = w.grant(tuning, latency)
             self.assertGreaterEqual(limit, before)
             self.assertLessEqual(limit, max(before, w.consumed + w.window))
 

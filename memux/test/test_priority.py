@@ -28,8 +28,8 @@ from zope.interface import implementer
 
 from memux._cli import buildParser, main, makeCommand
 from memux._cli._common import ChannelCommand, ExitStatus, Reporter
+from memux._credit import LATENCY_WINDOW
 from memux._engine import (
-    LATENCY_WINDOW,
     DataReceived,
     Event,
     MemuxEngine,
@@ -787,7 +787,8 @@ class UrgentCountTests(SynchronousTestCase):
         """
         While the peer has hinted a channel urgent, the receiver grants a
         less urgent channel at most LATENCY_WINDOW past what its reader
-        consumed (never lowering a limit), the urgent channel its full
+        consumed (with no round trip sampled yet: see test_credit for the
+        rate rule; never lowering a limit), the urgent channel its full
         window; once the urgent channel is gone, full windows again.
         """
         settings = SessionSettings(channelCredit=1 << 20, sessionCredit=1 << 24)
