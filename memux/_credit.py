@@ -22,12 +22,13 @@ __all__ = [
     "SessionCreditWindow",
 ]
 
-#: In latency mode (while a channel more urgent than the default is open,
-#: `memux._engine.MemuxEngine.urgentChannels`), the least credit a less
-#: urgent channel is granted past what its reader consumed (more only as
-#: its consumption rate and the round trip need: `CreditTuning.latencyCap`).
-#: Its data in the connection's queues, which no scheduler can reorder,
-#: stays this small, so an urgent message waits behind little.  Measured
+#: In latency mode, while a channel more urgent than the default is open
+#: (`memux._engine.MemuxEngine.urgentChannels`) and the receiver falls
+#: behind (`memux._engine.MemuxEngine.receiverBehind`: its reads come back
+#: full), the most credit a less urgent channel is granted past what its
+#: reader consumed.  Its data in the connection's queues, which no
+#: scheduler can reorder, stays this small, so an urgent message waits
+#: behind little.  Measured
 #: with ten bulk channels beside a ping-pong at urgency 0: 64 KiB gave the
 #: ping's p99 372 us against 475 with full windows, and bulk did not
 #: slow; 32 KiB did worse on both (doc/priorities.rst).
@@ -64,7 +65,6 @@ class CreditTuning:
         "maximum",
         "now",
         "rtt",
-        "minRtt",
         "nextSample",
         "pinging",
         "wantsRtt",
@@ -86,9 +86,6 @@ class CreditTuning:
         self.now = 0.0
         #: the smoothed round trip in seconds (None: no sample yet)
         self.rtt: float | None = None
-        #: the least round trip sampled (None: no sample yet): the path's
-        #: own delay, without the queues a loaded sample waits behind
-        self.minRtt: float | None = None
         #: when a round-trip sample is next wanted
         self.nextSample = 0.0
         #: whether the session has a sample under way
@@ -103,8 +100,6 @@ class CreditTuning:
         A round trip took ``rtt`` seconds: smooth it in (RFC 6298's 1/8).
         """
         self.rtt = rtt if self.rtt is None else self.rtt + (rtt - self.rtt) / 8
-        if self.minRtt is None or rtt < self.minRtt:
-            self.minRtt = rtt
         self.pinging = False
         self.nextSample = self.now + self.SAMPLE_EVERY_SECONDS
 
@@ -128,32 +123,6 @@ class CreditTuning:
             return min(2 * window, self.maximum)
         return window
 
-    def latencyCap(self, window: int, since: int, lastGrant: float) -> int:
-        """
-        In latency mode, the most a less urgent channel may have on its
-        way (`LATENCY_WINDOW` at least, ``window`` at most), for a grant
-        made now, ``since`` bytes consumed since the previous one at
-        ``lastGrant``.
-
-        That is the channel's consumption rate times 2 of the least round
-        trip sampled: enough that the cap never holds back a channel whose
-        link or reader is the limit (on a long path it doubles each grant
-        until then), while a receiver that falls behind, which is what
-        fills the queues an urgent message would wait in, keeps the floor.
-        Grants with no timing (the first, or several in one instant: a
-        reader catching up) get the floor.
-        """
-        if not self.pinging and self.now >= self.nextSample:
-            self.wantsRtt = True
-        interval = self.now - lastGrant
-        rtt = self.minRtt
-        if rtt is None or lastGrant <= 0 or interval <= 0:
-            return min(window, LATENCY_WINDOW)
-        cap = int(since * 2 * rtt / interval)
-        if cap < LATENCY_WINDOW:
-            cap = LATENCY_WINDOW
-        return cap if cap < window else window
-
 
 class CreditWindow:
     """
@@ -176,7 +145,6 @@ class CreditWindow:
         "consumed",
         "grantAt",
         "lastGrant",
-        "grantedAt",
     )
 
     def __init__(self, window: int) -> None:
@@ -190,9 +158,6 @@ class CreditWindow:
         #: when the last limit was granted, by the session's clock (for
         #: `CreditTuning`; 0: never, so the first grant never grows it)
         self.lastGrant = 0.0
-        #: what had been consumed at the last grant (for the consumption
-        #: rate `CreditTuning.latencyCap` sizes a grant in latency mode by)
-        self.grantedAt = 0
 
     def receive(self, n: int) -> bool:
         """
@@ -239,32 +204,24 @@ class CreditWindow:
         Raise the limit to a full window past what is consumed; return it.
         With ``tuning`` (the session's, kept there rather than in every
         channel's window), the window is resized first.  With ``latency``
-        (the session's latency mode, for a channel less urgent than one
-        open), at most `CreditTuning.latencyCap` past what is consumed
-        (`LATENCY_WINDOW` without ``tuning``); the window itself is kept,
-        for the grants after latency mode.  A limit is never lowered, so
-        a capped grant may leave it as it was.
+        (in the session's latency mode, for a channel less urgent than one
+        open), at most `LATENCY_WINDOW` past what is consumed; the window
+        is then neither resized (the timing of such grants says nothing of
+        it) nor lost: it is what the grants after latency mode offer.  A
+        limit is never lowered, so a grant may leave it as it was.
         """
         window = self.window
-        consumed = self.consumed
+        if latency:
+            if LATENCY_WINDOW < window:
+                window = LATENCY_WINDOW
+        elif tuning is not None:
+            window = self.window = tuning.resized(window, self.lastGrant)
         if tuning is not None:
-            if latency:
-                grant = tuning.latencyCap(
-                    window, consumed - self.grantedAt, self.lastGrant
-                )
-            else:
-                window = self.window = tuning.resized(window, self.lastGrant)
-                grant = window
             self.lastGrant = tuning.now
-        elif latency and LATENCY_WINDOW < window:
-            grant = LATENCY_WINDOW
-        else:
-            grant = window
-        self.grantedAt = consumed
-        limit = consumed + grant
+        limit = self.consumed + window
         if limit > self.limit:
             self.limit = limit
-        self.grantAt = limit - grant // 2
+        self.grantAt = limit - window // 2
         return self.limit
 
 

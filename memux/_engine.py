@@ -424,6 +424,7 @@ class MemuxEngine:
         "client",
         "creditTuning",
         "urgentChannels",
+        "receiverBehind",
         "framesReceived",
         "goAwayReceived",
         "goAwaySent",
@@ -502,6 +503,11 @@ class MemuxEngine:
         #: by us or by the peer's hint): while any is, the session core
         #: keeps its queues short (`memux._session.LATENCY_FLUSH_BYTES`)
         self.urgentChannels = 0
+        #: whether our reads come back full (the front end reads in bulk):
+        #: data waits for us in the connection, so in latency mode the less
+        #: urgent channels get little credit (`LATENCY_WINDOW`); set by the
+        #: session layer (`memux._session.SessionCore.readingInBulk`)
+        self.receiverBehind = False
         self._pendingOpens: deque[_Channel] = deque()
         # Channels with a message partly sent (`_Channel.midMessage`): the
         # messages in progress, which a new one must not crowd out (see
@@ -960,11 +966,13 @@ class MemuxEngine:
         recv.consumed = consumed
         if consumed >= recv.grantAt:
             before = recv.limit
-            # In latency mode, little of a less urgent channel's data may be
-            # on its way (`CreditTuning.latencyCap`).
+            # In latency mode, while data waits for us, little of a less
+            # urgent channel's data may be on its way (`LATENCY_WINDOW`).
             limit = recv.grant(
                 self.creditTuning,
-                self.urgentChannels > 0 and ch.urgency >= DEFAULT_URGENCY,
+                self.receiverBehind
+                and self.urgentChannels > 0
+                and ch.urgency >= DEFAULT_URGENCY,
             )
             if limit > before and ch.state is not _HALF_CLOSED_REMOTE:
                 self._creditDue[channel] = limit

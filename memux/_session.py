@@ -535,6 +535,15 @@ class SessionCore:
         self._pings[payload] = self.host.now()
         self.engine.ping(payload)
 
+    def readingInBulk(self, on: bool) -> None:
+        """
+        The front end reads in bulk now (``on``: its reads come back full,
+        data waits in the connection) or no longer: in latency mode, the
+        less urgent channels' credit is then held short
+        (`memux._credit.LATENCY_WINDOW`).
+        """
+        self.engine.receiverBehind = on
+
     def tickClock(self) -> None:
         """
         Feed the credit auto-tuning the time, from outside a read (where

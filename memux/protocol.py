@@ -576,9 +576,12 @@ class MemuxProtocol(Protocol):
         size of a read.
         """
         switch = self._bulkReads.count(size)
+        if switch is None:
+            return
+        self._core.readingInBulk(switch)
         if switch:
             self._reads.bufferSize = BULK_READ_SIZE
-        elif switch is False and not (self._tls and self._core.bulk):
+        elif not (self._tls and self._core.bulk):
             # (Over TLS in bulk mode it stays: `_bulkSendingOverTLS`.)
             self._reads.bufferSize = self._readSize
 

@@ -653,6 +653,7 @@ class Session(asyncio.BufferedProtocol):
         data = _reads.normal[:nbytes].tobytes()
         reads = self._bulkReads
         if (reads.fullReads or nbytes >= READ_SIZE) and reads.count(nbytes):
+            self._core.readingInBulk(True)
             transport = self.transport
             if transport is not None and not transport.is_closing():
                 transport.set_protocol(_BulkReader(self))
@@ -665,6 +666,7 @@ class Session(asyncio.BufferedProtocol):
         into the shared buffer again.
         """
         if self._bulkReads.count(len(data)) is False:
+            self._core.readingInBulk(False)
             transport = self.transport
             if transport is not None and not transport.is_closing():
                 transport.set_protocol(self)

@@ -246,7 +246,8 @@ class ReadingTests(SynchronousTestCase):
         its connection read 256 KiB at a time into bytes of their own
         (asyncio's reads for a plain protocol), and the data arrives whole;
         after C{BULK_LEAVE_READS} shorter reads in a row it reads into its
-        buffer again.
+        buffer again.  The session core is told each switch (data waits
+        for it: latency mode's credit cap).
         """
 
         async def main() -> None:
@@ -260,6 +261,17 @@ class ReadingTests(SynchronousTestCase):
             a.set_protocol(client)
             server.connection_made(b)
             client.connection_made(a)
+            engine = server._core.engine
+            # After each read in bulk: (still reading in bulk, what the
+            # engine was told).
+            states: list[tuple[bool, bool]] = []
+            bulkReceived = server._bulkReceived
+
+            def spy(data: bytes) -> None:
+                bulkReceived(data)
+                states.append((b.protocol is not server, engine.receiverBehind))
+
+            server._bulkReceived = spy  # type: ignore[method-assign]
             channel = await client.open_channel(b"count")
             block = os.urandom(1 << 16)
             for _ in range(512):  # 32 MiB
@@ -283,6 +295,9 @@ class ReadingTests(SynchronousTestCase):
                 await client.ping()
             self.assertIs(b.protocol, server)
             self.assertEqual(b.reads[-1][0], "buffer")
+            self.assertIn((True, True), states)
+            self.assertEqual(states[-1], (False, False))
+            self.assertEqual([a for a, _ in states], [b for _, b in states])
             client.abort()
             server.abort()
 

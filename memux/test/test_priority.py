@@ -785,42 +785,49 @@ class UrgentCountTests(SynchronousTestCase):
 
     def test_latencyWindow(self) -> None:
         """
-        While the peer has hinted a channel urgent, the receiver grants a
-        less urgent channel at most LATENCY_WINDOW past what its reader
-        consumed (with no round trip sampled yet: see test_credit for the
-        rate rule; never lowering a limit), the urgent channel its full
-        window; once the urgent channel is gone, full windows again.
+        While the peer has hinted a channel urgent and data waits for the
+        receiver (it reads in bulk), the receiver grants a less urgent
+        channel at most LATENCY_WINDOW past what its reader consumed
+        (never lowering a limit), the urgent channel its full window; a
+        receiver that keeps up, or one with no urgent channel open, grants
+        full windows.
         """
-        settings = SessionSettings(channelCredit=1 << 20, sessionCredit=1 << 24)
+        MiB = 1 << 20
+        settings = SessionSettings(channelCredit=MiB, sessionCredit=1 << 24)
         wire = Wire(settings, settings)
         wire.pump()
         urgent = wire.client.openChannel()
         bulk = wire.client.openChannel()
         wire.client.setPriority(urgent, 0)
         wire.client.sendData(urgent, b"u", True)
-        wire.client.sendData(bulk, bytes(1 << 20), False)
+
+        def grants(consume: int) -> dict[int, int]:
+            wire.server.consumed(bulk, consume)
+            frames = wire.serverToClient()
+            return {f.channel: f.limit for f in frames if isinstance(f, CreditFrame)}
+
+        wire.client.sendData(bulk, bytes(MiB), False)
         wire.pump()
         self.assertEqual(wire.server.urgentChannels, 1)
-        for cid in (urgent, bulk):
-            wire.server.consumed(cid, len(delivered(wire.serverEvents, cid)))
-        frames = wire.serverToClient()
-        limits = {f.channel: f.limit for f in frames if isinstance(f, CreditFrame)}
-        self.assertEqual(limits[bulk], (1 << 20) + LATENCY_WINDOW)
-        self.assertNotIn(urgent, limits)  # (1 byte: no grant due yet)
+        wire.server.consumed(urgent, 1)
+        # Keeping up: a full window.
+        self.assertEqual(grants(MiB), {bulk: 2 * MiB})
+        # Behind: LATENCY_WINDOW past what is consumed.
+        wire.server.receiverBehind = True  # (set by the session core)
+        wire.client.sendData(bulk, bytes(MiB), False)
+        wire.pump()
+        self.assertEqual(grants(MiB), {bulk: 2 * MiB + LATENCY_WINDOW})
         # The peer never has more than LATENCY_WINDOW of it on its way.
-        wire.client.sendData(bulk, bytes(1 << 20), False)
+        wire.client.sendData(bulk, bytes(MiB), False)
         wire.pump()
         self.assertEqual(
-            len(delivered(wire.serverEvents, bulk)), (1 << 20) + LATENCY_WINDOW
+            len(delivered(wire.serverEvents, bulk)), 2 * MiB + LATENCY_WINDOW
         )
         # The urgent channel ends: full windows again.
         wire.client.resetChannel(urgent)
         wire.pump()
         self.assertEqual(wire.server.urgentChannels, 0)
-        wire.server.consumed(bulk, LATENCY_WINDOW)
-        frames = wire.serverToClient()
-        limits = {f.channel: f.limit for f in frames if isinstance(f, CreditFrame)}
-        self.assertEqual(limits[bulk], (1 << 20) + LATENCY_WINDOW + (1 << 20))
+        self.assertEqual(grants(LATENCY_WINDOW), {bulk: 3 * MiB + LATENCY_WINDOW})
 
     def test_longChurnOfUrgentChannels(self) -> None:
         """

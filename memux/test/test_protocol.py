@@ -1829,18 +1829,22 @@ class BulkModeTests(SessionOnTransportTestCase):
         After BULK_AFTER_READS reads that fill the connection's read size,
         the session has it read BULK_READ_SIZE at a time; reads of at least
         the normal size keep it so, as do fewer than TWISTED_BULK_LEAVE_READS
-        shorter ones in a row; that many set it back.
+        shorter ones in a row; that many set it back.  The engine is told
+        while (data waits for it: latency mode's credit cap).
         """
         transport = self.transport
         assert isinstance(transport, PausingTransport)
+        engine = self.session._core.engine
         normal = transport.bufferSize
         reads = self.bulkReads(BULK_AFTER_READS + 4 + 2 * TWISTED_BULK_LEAVE_READS)
         for read in reads[: BULK_AFTER_READS - 1]:
             self.session.dataReceived(read)
             transport.clear()
         self.assertEqual(transport.bufferSize, normal)
+        self.assertFalse(engine.receiverBehind)
         self.session.dataReceived(reads[BULK_AFTER_READS - 1])
         self.assertEqual(transport.bufferSize, BULK_READ_SIZE)
+        self.assertTrue(engine.receiverBehind)
         rest = iter(reads[BULK_AFTER_READS:])
         self.session.dataReceived(next(rest))
         self.assertEqual(transport.bufferSize, BULK_READ_SIZE)
@@ -1857,8 +1861,10 @@ class BulkModeTests(SessionOnTransportTestCase):
         self.session.dataReceived(next(rest))  # full again: the count restarts
         shortReads(TWISTED_BULK_LEAVE_READS - 1)
         self.assertEqual(transport.bufferSize, BULK_READ_SIZE)
+        self.assertTrue(engine.receiverBehind)
         self.session.dataReceived(next(rest)[:1000])
         self.assertEqual(transport.bufferSize, normal)
+        self.assertFalse(engine.receiverBehind)
 
     def test_shortReadRestartsBulkCount(self) -> None:
         """
