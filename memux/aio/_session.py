@@ -291,8 +291,9 @@ class _Host:
         s = self._s
         transport = s.transport
         if transport is not None:
-            high = LATENCY_WRITE_BUFFER_HIGH if on else WRITE_BUFFER_HIGH
-            transport.set_write_buffer_limits(high, high // 4)
+            if s._fd is None:  # (written directly: the limits stay 0)
+                high = LATENCY_WRITE_BUFFER_HIGH if on else WRITE_BUFFER_HIGH
+                transport.set_write_buffer_limits(high, high // 4)
             if s._tcp is not None:
                 setUnsentLimit(s._tcp, LATENCY_NOTSENT_LOWAT if on else NOTSENT_LOWAT)
 

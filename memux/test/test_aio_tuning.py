@@ -25,13 +25,18 @@ from memux._iotuning import (
     BULK_LEAVE_READS,
     BULK_NOTSENT_LOWAT,
     BULK_READ_SIZE,
+    LATENCY_NOTSENT_LOWAT,
     NOTSENT_LOWAT,
     READ_SIZE,
     SHORT_READ_COST,
     BulkReads,
 )
 from memux.aio import Channel, SessionLost
-from memux.aio._session import BULK_WRITE_BUFFER_HIGH, WRITE_BUFFER_HIGH
+from memux.aio._session import (
+    BULK_WRITE_BUFFER_HIGH,
+    LATENCY_WRITE_BUFFER_HIGH,
+    WRITE_BUFFER_HIGH,
+)
 from memux.settings import SessionSettings
 from memux.test._helpers import HOSTNAME, Certificates, runAsyncio
 
@@ -585,6 +590,80 @@ class DirectWriteTests(SynchronousTestCase):
             [
                 (WRITE_BUFFER_HIGH // 4, WRITE_BUFFER_HIGH),
                 (BULK_WRITE_BUFFER_HIGH // 4, BULK_WRITE_BUFFER_HIGH),
+            ],
+        )
+
+    def test_latencyMode(self) -> None:
+        """
+        While a channel more urgent than the default is open, the session
+        is in latency mode: the kernel holds at most
+        C{LATENCY_NOTSENT_LOWAT} unsent, and a TLS connection pauses above
+        C{LATENCY_WRITE_BUFFER_HIGH} (plain TCP, written directly, keeps
+        its limits of 0); once that channel is closed, the usual limits.
+        """
+        certs = Certificates(self.mktemp())
+
+        async def modes(context: ssl.SSLContext | None) -> list[tuple[Any, ...]]:
+            serverContext = None
+            if context is not None:
+                serverContext = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+                certs.server.configure_cert(serverContext)
+            server = await aio.serve({b"count": count}, LOCAL, 0, ssl=serverContext)
+            try:
+                session = await aio.connect(
+                    LOCAL,
+                    server.port,
+                    ssl=context,
+                    server_hostname=HOSTNAME if context else None,
+                )
+                transport = session.transport
+                assert transport is not None
+                sock = session._tcp
+
+                def mode() -> tuple[Any, ...]:
+                    unsent = sock.getsockopt(socket.IPPROTO_TCP, NOTSENT)
+                    return (
+                        session._core.latency,
+                        unsent,
+                        transport.get_write_buffer_limits(),
+                    )
+
+                seen = [mode()]
+                urgent = await session.open_channel(b"count", priority=0)
+                await urgent.write(b"u")
+                await session.ping()
+                seen.append(mode())
+                urgent.write_eof()
+                self.assertEqual(await urgent.receive_message(), b"1")
+                await session.ping()
+                seen.append(mode())
+                session.abort()
+                await session.wait_closed()
+                return seen
+            finally:
+                server.close()
+                await server.drain(0)
+
+        if NOTSENT is None:
+            raise SkipTest("this system has no TCP_NOTSENT_LOWAT")
+        self.assertEqual(
+            run(lambda: modes(None)),
+            [
+                (False, NOTSENT_LOWAT, (0, 0)),
+                (True, LATENCY_NOTSENT_LOWAT, (0, 0)),
+                (False, NOTSENT_LOWAT, (0, 0)),
+            ],
+        )
+        clientContext = ssl.create_default_context()
+        certs.ca.configure_trust(clientContext)
+        normal = (WRITE_BUFFER_HIGH // 4, WRITE_BUFFER_HIGH)
+        latency = (LATENCY_WRITE_BUFFER_HIGH // 4, LATENCY_WRITE_BUFFER_HIGH)
+        self.assertEqual(
+            run(lambda: modes(clientContext)),
+            [
+                (False, NOTSENT_LOWAT, normal),
+                (True, LATENCY_NOTSENT_LOWAT, latency),
+                (False, NOTSENT_LOWAT, normal),
             ],
         )
 
