@@ -635,6 +635,11 @@ class Session(asyncio.BufferedProtocol):
                     continue
                 transport.write(memoryview(piece)[sent:] if sent else piece)
                 sent = 0
+                if transport.is_closing():
+                    # It met the connection's error (and will report it):
+                    # the rest can go nowhere, and asyncio logs a warning
+                    # for each write to a lost connection past the fifth.
+                    break
         return size
 
     def get_buffer(self, sizehint: int) -> memoryview:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
 import socket
 import ssl
@@ -711,6 +712,66 @@ class DirectWriteTests(SynchronousTestCase):
                 await server.drain(0)
 
         run(main)
+
+    def test_resetMidFlushQuiet(self) -> None:
+        """
+        A flush of many pieces that meets the peer's reset hands the
+        transport its rest once, not piece by piece: asyncio logs no
+        "socket.send() raised exception." (it does from the sixth write to
+        a lost connection), and the ping and the channels waiting get
+        L{SessionLost}.
+        """
+        records: list[logging.LogRecord] = []
+
+        class Keep(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                records.append(record)
+
+        keep = Keep(logging.WARNING)
+        log = logging.getLogger("asyncio")
+        log.addHandler(keep)
+        self.addCleanup(log.removeHandler, keep)
+
+        async def main() -> None:
+            accepted: asyncio.Future[asyncio.StreamWriter] = asyncio.Future()
+
+            async def accept(
+                reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+            ) -> None:
+                accepted.set_result(writer)
+
+            listener = await asyncio.start_server(accept, LOCAL, 0)
+            try:
+                port = listener.sockets[0].getsockname()[1]
+                reader, writer = await asyncio.open_connection(LOCAL, port)
+                session = aio.connect_streams(reader, writer)
+                assert session.transport is not None
+                session.transport.pause_reading()
+                peer = await accepted
+                peer.get_extra_info("socket").setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0"
+                )
+                peer.transport.abort()
+                await asyncio.sleep(0.2)
+                # Twenty OPENs and a PING, written in one flush.
+                waits: list[Awaitable[object]] = [
+                    session.open_channel(b"s%d" % i) for i in range(20)
+                ]
+                waits.append(session.ping())
+                results = await asyncio.gather(*waits, return_exceptions=True)
+                await session.wait_closed()
+                self.assertIsInstance(results[-1], SessionLost)
+                channel = results[0]
+                assert isinstance(channel, Channel)
+                with self.assertRaises(SessionLost):
+                    await channel.receive_message()
+            finally:
+                listener.close()
+
+        run(main)
+        self.assertEqual(
+            [r.getMessage() for r in records if "send()" in r.getMessage()], []
+        )
 
     def test_peerReset(self) -> None:
         """
