@@ -15,7 +15,8 @@ import logging
 import os
 import socket
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
@@ -56,6 +57,38 @@ async def count(channel: Channel) -> None:
     while data := await channel.read(1 << 20):
         n += len(data)
     await channel.send_message(str(n).encode())
+
+
+@asynccontextmanager
+async def resetByPeer() -> AsyncIterator[aio.Session]:
+    """
+    A client session over loopback TCP that does not read, whose peer (not
+    a memux one) has reset the connection (SO_LINGER 0): only a write can
+    meet the reset.
+    """
+    accepted: asyncio.Future[asyncio.StreamWriter] = asyncio.Future()
+
+    async def accept(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        accepted.set_result(writer)
+
+    listener = await asyncio.start_server(accept, LOCAL, 0)
+    try:
+        port = listener.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection(LOCAL, port)
+        session = aio.connect_streams(reader, writer)
+        assert session.transport is not None
+        session.transport.pause_reading()
+        peer = await accepted
+        peer.get_extra_info("socket").setsockopt(
+            socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0"
+        )
+        peer.transport.abort()
+        await asyncio.sleep(0.2)
+        yield session
+    finally:
+        listener.close()
 
 
 class BulkReadsTests(SynchronousTestCase):
@@ -733,26 +766,7 @@ class DirectWriteTests(SynchronousTestCase):
         self.addCleanup(log.removeHandler, keep)
 
         async def main() -> None:
-            accepted: asyncio.Future[asyncio.StreamWriter] = asyncio.Future()
-
-            async def accept(
-                reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-            ) -> None:
-                accepted.set_result(writer)
-
-            listener = await asyncio.start_server(accept, LOCAL, 0)
-            try:
-                port = listener.sockets[0].getsockname()[1]
-                reader, writer = await asyncio.open_connection(LOCAL, port)
-                session = aio.connect_streams(reader, writer)
-                assert session.transport is not None
-                session.transport.pause_reading()
-                peer = await accepted
-                peer.get_extra_info("socket").setsockopt(
-                    socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0"
-                )
-                peer.transport.abort()
-                await asyncio.sleep(0.2)
+            async with resetByPeer() as session:
                 # Twenty OPENs and a PING, written in one flush.
                 waits: list[Awaitable[object]] = [
                     session.open_channel(b"s%d" % i) for i in range(20)
@@ -765,8 +779,6 @@ class DirectWriteTests(SynchronousTestCase):
                 assert isinstance(channel, Channel)
                 with self.assertRaises(SessionLost):
                     await channel.receive_message()
-            finally:
-                listener.close()
 
         run(main)
         self.assertEqual(
@@ -782,34 +794,13 @@ class DirectWriteTests(SynchronousTestCase):
         """
 
         async def main() -> None:
-            accepted: asyncio.Future[asyncio.StreamWriter] = asyncio.Future()
-
-            async def accept(
-                reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-            ) -> None:
-                accepted.set_result(writer)
-
-            listener = await asyncio.start_server(accept, LOCAL, 0)
-            try:
-                port = listener.sockets[0].getsockname()[1]
-                reader, writer = await asyncio.open_connection(LOCAL, port)
-                session = aio.connect_streams(reader, writer)
+            async with resetByPeer() as session:
                 assert session.transport is not None
-                session.transport.pause_reading()
-                peer = await accepted
-                # SO_LINGER 0: close with a reset.
-                peer.get_extra_info("socket").setsockopt(
-                    socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0"
-                )
-                peer.transport.abort()
-                await asyncio.sleep(0.2)
                 self.assertFalse(session.transport.is_closing())
                 with self.assertRaises(SessionLost) as caught:
                     await session.ping()
                 await session.wait_closed()
                 self.assertIs(caught.exception, session.lost_error)
                 self.assertRegex(str(caught.exception), "reset|[Bb]roken pipe")
-            finally:
-                listener.close()
 
         run(main)
