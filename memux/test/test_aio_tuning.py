@@ -60,6 +60,36 @@ async def count(channel: Channel) -> None:
 
 
 @asynccontextmanager
+async def countSession(certs: Certificates, tls: bool) -> AsyncIterator[aio.Session]:
+    """
+    A client session to a C{count} server over loopback TCP, or over TLS
+    with C{certs}' server certificate; aborted and the server closed after.
+    """
+    serverContext = clientContext = None
+    if tls:
+        serverContext = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        certs.server.configure_cert(serverContext)
+        clientContext = ssl.create_default_context()
+        certs.ca.configure_trust(clientContext)
+    server = await aio.serve({b"count": count}, LOCAL, 0, ssl=serverContext)
+    try:
+        session = await aio.connect(
+            LOCAL,
+            server.port,
+            ssl=clientContext,
+            server_hostname=HOSTNAME if tls else None,
+        )
+        try:
+            yield session
+        finally:
+            session.abort()
+            await session.wait_closed()
+    finally:
+        server.close()
+        await server.drain(0)
+
+
+@asynccontextmanager
 async def resetByPeer() -> AsyncIterator[aio.Session]:
     """
     A client session over loopback TCP that does not read, whose peer (not
@@ -585,19 +615,8 @@ class DirectWriteTests(SynchronousTestCase):
         """
         certs = Certificates(self.mktemp())
 
-        async def limits(context: ssl.SSLContext | None) -> list[tuple[int, int]]:
-            serverContext = None
-            if context is not None:
-                serverContext = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-                certs.server.configure_cert(serverContext)
-            server = await aio.serve({b"count": count}, LOCAL, 0, ssl=serverContext)
-            try:
-                session = await aio.connect(
-                    LOCAL,
-                    server.port,
-                    ssl=context,
-                    server_hostname=HOSTNAME if context else None,
-                )
+        async def limits(tls: bool) -> list[tuple[int, int]]:
+            async with countSession(certs, tls) as session:
                 transport = session.transport
                 assert transport is not None
                 seen = [transport.get_write_buffer_limits()]
@@ -609,18 +628,11 @@ class DirectWriteTests(SynchronousTestCase):
                 seen.append(transport.get_write_buffer_limits())
                 channel.write_eof()
                 self.assertEqual(await channel.receive_message(), b"%d" % (16 << 20))
-                session.abort()
-                await session.wait_closed()
                 return seen
-            finally:
-                server.close()
-                await server.drain(0)
 
-        self.assertEqual(run(lambda: limits(None)), [(0, 0), (0, 0)])
-        clientContext = ssl.create_default_context()
-        certs.ca.configure_trust(clientContext)
+        self.assertEqual(run(lambda: limits(False)), [(0, 0), (0, 0)])
         self.assertEqual(
-            run(lambda: limits(clientContext)),
+            run(lambda: limits(True)),
             [
                 (WRITE_BUFFER_HIGH // 4, WRITE_BUFFER_HIGH),
                 (BULK_WRITE_BUFFER_HIGH // 4, BULK_WRITE_BUFFER_HIGH),
@@ -637,19 +649,8 @@ class DirectWriteTests(SynchronousTestCase):
         """
         certs = Certificates(self.mktemp())
 
-        async def modes(context: ssl.SSLContext | None) -> list[tuple[Any, ...]]:
-            serverContext = None
-            if context is not None:
-                serverContext = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-                certs.server.configure_cert(serverContext)
-            server = await aio.serve({b"count": count}, LOCAL, 0, ssl=serverContext)
-            try:
-                session = await aio.connect(
-                    LOCAL,
-                    server.port,
-                    ssl=context,
-                    server_hostname=HOSTNAME if context else None,
-                )
+        async def modes(tls: bool) -> list[tuple[Any, ...]]:
+            async with countSession(certs, tls) as session:
                 transport = session.transport
                 assert transport is not None
                 sock = session._tcp
@@ -671,29 +672,22 @@ class DirectWriteTests(SynchronousTestCase):
                 self.assertEqual(await urgent.receive_message(), b"1")
                 await session.ping()
                 seen.append(mode())
-                session.abort()
-                await session.wait_closed()
                 return seen
-            finally:
-                server.close()
-                await server.drain(0)
 
         if NOTSENT is None:
             raise SkipTest("this system has no TCP_NOTSENT_LOWAT")
         self.assertEqual(
-            run(lambda: modes(None)),
+            run(lambda: modes(False)),
             [
                 (False, NOTSENT_LOWAT, (0, 0)),
                 (True, LATENCY_NOTSENT_LOWAT, (0, 0)),
                 (False, NOTSENT_LOWAT, (0, 0)),
             ],
         )
-        clientContext = ssl.create_default_context()
-        certs.ca.configure_trust(clientContext)
         normal = (WRITE_BUFFER_HIGH // 4, WRITE_BUFFER_HIGH)
         latency = (LATENCY_WRITE_BUFFER_HIGH // 4, LATENCY_WRITE_BUFFER_HIGH)
         self.assertEqual(
-            run(lambda: modes(clientContext)),
+            run(lambda: modes(True)),
             [
                 (False, NOTSENT_LOWAT, normal),
                 (True, LATENCY_NOTSENT_LOWAT, latency),
