@@ -30,12 +30,14 @@ from memux._iotuning import (
     SEND_HEADROOM,
     SHORT_READ_COST,
     BulkReads,
+    keepReadsInHeap,
     setUnsentLimit,
 )
 from memux._session import BULK_FLUSH_BYTES
 
 __all__ = [
     "BulkReads",
+    "keepReadsInHeap",
     "BULK_AFTER_READS",
     "BULK_LEAVE_READS",
     "BULK_NOTSENT_LOWAT",

@@ -57,6 +57,7 @@ from memux._tuning import (
     TWISTED_SHORT_READ_COST,
     BulkReads,
     InputSlice,
+    keepReadsInHeap,
     limitUnsent,
     newInputCooperator,
     overTLS,
@@ -580,6 +581,7 @@ class MemuxProtocol(Protocol):
             return
         self._core.readingInBulk(switch)
         if switch:
+            keepReadsInHeap()
             self._reads.bufferSize = BULK_READ_SIZE
         elif not (self._tls and self._core.bulk):
             # (Over TLS in bulk mode it stays: `_bulkSendingOverTLS`.)
@@ -598,6 +600,7 @@ class MemuxProtocol(Protocol):
         if reads is None:
             return
         if on:
+            keepReadsInHeap()
             reads.bufferSize = max(reads.bufferSize, BULK_READ_SIZE)
         elif not self._bulkReads.bulk:
             reads.bufferSize = self._readSize

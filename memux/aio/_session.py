@@ -38,6 +38,7 @@ from memux._iotuning import (
     READ_SIZE,
     BulkReads,
     isTCP,
+    keepReadsInHeap,
     setNoDelay,
     setUnsentLimit,
 )
@@ -659,6 +660,7 @@ class Session(asyncio.BufferedProtocol):
         data = _reads.normal[:nbytes].tobytes()
         reads = self._bulkReads
         if (reads.fullReads or nbytes >= READ_SIZE) and reads.count(nbytes):
+            keepReadsInHeap()
             self._core.readingInBulk(True)
             transport = self.transport
             if transport is not None and not transport.is_closing():

@@ -331,6 +331,12 @@ class ReadingTests(SynchronousTestCase):
             server.connection_made(b)
             client.connection_made(a)
             engine = server._core.engine
+            # Each switch to bulk reading keeps the reads' memory in the
+            # heap first (`keepReadsInHeap`): the reads so far, each time.
+            kept: list[int] = []
+            self.patch(
+                aio._session, "keepReadsInHeap", lambda: kept.append(len(b.reads))
+            )
             # After each read in bulk: (still reading in bulk, what the
             # engine was told).
             states: list[tuple[bool, bool]] = []
@@ -359,6 +365,7 @@ class ReadingTests(SynchronousTestCase):
                 sum(n for kind, n in b.reads if kind == "bytes"), 16 << 20
             )
             self.assertIn(("bytes", BULK_READ_SIZE), b.reads)
+            self.assertEqual(kept[0], first)
             # Small exchanges now: short reads, and back to the buffer.
             for _ in range(BULK_LEAVE_READS + 1):
                 await client.ping()
@@ -367,10 +374,70 @@ class ReadingTests(SynchronousTestCase):
             self.assertIn((True, True), states)
             self.assertEqual(states[-1], (False, False))
             self.assertEqual([a for a, _ in states], [b for _, b in states])
+            switches = [
+                i
+                for i in range(1, len(kinds))
+                if kinds[i - 1 : i + 1] == ["buffer", "bytes"]
+            ]
+            self.assertEqual(kept, [first, *switches[1:]])
             client.abort()
             server.abort()
 
         run(main)
+
+
+#: Run in a fresh process: allocate and free, in a loop, what a receiver
+#: holds from one turn to the next (three 256 KiB reads), and print the
+#: minor page faults this took before and after `keepReadsInHeap`.
+_HEAP_SWING = """
+import resource, sys
+from memux._iotuning import BULK_READ_SIZE, keepReadsInHeap
+
+def faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+def swing():
+    before = faults()
+    for _ in range(200):
+        held = [bytes(BULK_READ_SIZE) for _ in range(3)]
+        del held
+    return faults() - before
+
+block = bytes(BULK_READ_SIZE)  # as the first bulk read does
+del block
+first = swing()
+keepReadsInHeap()
+print(first, swing())
+"""
+
+
+class HeapTests(SynchronousTestCase):
+    """
+    `keepReadsInHeap`: bulk reads' memory stays in the C library's heap.
+    """
+
+    def test_swingKeptInHeap(self) -> None:
+        """
+        With glibc, a receiver whose reads swing by three bulk reads a turn
+        has the heap's top trimmed and faulted back in every turn (some 36
+        page faults each); after `keepReadsInHeap` hardly ever.
+        """
+        import platform
+        import subprocess
+        import sys
+
+        if platform.libc_ver()[0] != "glibc":
+            raise SkipTest("the C library is not glibc")
+        done = subprocess.run(
+            [sys.executable, "-c", _HEAP_SWING],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        )
+        before, after = map(int, done.stdout.split())
+        self.assertGreater(before, 200 * 10)
+        self.assertLess(after, before / 20)
 
 
 class TLSReadingTests(SynchronousTestCase):

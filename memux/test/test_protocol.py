@@ -43,6 +43,7 @@ from memux import (
     MemuxProtocol,
     SessionLost,
 )
+from memux import protocol as protocolModule
 from memux._channel import ChannelCore
 from memux._engine import MemuxEngine, SessionSettings
 from memux._session import (
@@ -1823,6 +1824,28 @@ class BulkModeTests(SessionOnTransportTestCase):
             DataFrame(1, b"%4000d" % n, end=True).encode() for n in range(frames)
         )
         return [wire[i : i + normal] for i in range(0, len(wire), normal)][:count]
+
+    def test_bulkReadingKeepsHeap(self) -> None:
+        """
+        The session keeps the memory of bulk reads in the heap
+        (`memux._tuning.keepReadsInHeap`) as it switches to reading
+        BULK_READ_SIZE at a time, not before.
+        """
+        kept: list[int] = []
+        transport = self.transport
+        assert isinstance(transport, PausingTransport)
+        self.patch(
+            protocolModule, "keepReadsInHeap", lambda: kept.append(transport.bufferSize)
+        )
+        reads = self.bulkReads(BULK_AFTER_READS)
+        for read in reads[:-1]:
+            self.session.dataReceived(read)
+            transport.clear()
+        self.assertEqual(kept, [])
+        normal = transport.bufferSize
+        self.session.dataReceived(reads[-1])
+        self.assertEqual(kept, [normal])
+        self.assertEqual(transport.bufferSize, BULK_READ_SIZE)
 
     def test_bulkReadSize(self) -> None:
         """
