@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from twisted.internet import tcp
 from twisted.internet.interfaces import IReactorTime, ISSLTransport
 from twisted.internet.task import Cooperator
 
@@ -30,6 +31,7 @@ from memux._iotuning import (
     SEND_HEADROOM,
     SHORT_READ_COST,
     BulkReads,
+    isTCP,
     keepReadsInHeap,
     setUnsentLimit,
 )
@@ -37,6 +39,7 @@ from memux._session import BULK_FLUSH_BYTES
 
 __all__ = [
     "BulkReads",
+    "directSocket",
     "keepReadsInHeap",
     "BULK_AFTER_READS",
     "BULK_LEAVE_READS",
@@ -167,6 +170,35 @@ def tcpTransport(connection: Any) -> Any:
     """
     found = socketLayer(connection)
     return connection if found is None else found[0]
+
+
+#: The transports whose socket a session writes to itself (`directSocket`):
+#: Twisted's own TCP connections, these very classes (not a subclass,
+#: which may write differently).
+_DIRECT_TRANSPORTS = (tcp.Server, tcp.Client)
+
+
+def directSocket(connection: object) -> socket.socket | None:
+    """
+    The socket a session may write its flushes to itself, while its
+    transport holds nothing (``connection``: the session's transport): that
+    of a plain TCP connection of Twisted's, not over TLS; else None.
+
+    Why: Twisted's TCP transport sends a write only when the reactor next
+    polls, so each flush costs it a turn, two ``epoll_ctl`` calls (to
+    watch for writability and to stop) and the Python in between, and the
+    peer waits for that turn.  What the kernel takes at once needs none of
+    it; the rest goes to the transport as before, which then paces the
+    session (its producer) as it always has.  The kernel takes no more
+    than it would from the transport: with the unsent bytes limited
+    (`limitUnsent`), a send takes at most that much more.
+    """
+    if type(connection) not in _DIRECT_TRANSPORTS or overTLS(connection):
+        return None
+    sock = getattr(connection, "socket", None)
+    if not isinstance(sock, socket.socket) or not isTCP(sock):
+        return None
+    return sock
 
 
 def overTLS(connection: object) -> bool:

@@ -16,6 +16,7 @@ tuning of the connection is `memux._tuning`'s.
 from __future__ import annotations
 
 import itertools
+import socket
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -57,6 +58,7 @@ from memux._tuning import (
     TWISTED_SHORT_READ_COST,
     BulkReads,
     InputSlice,
+    directSocket,
     keepReadsInHeap,
     limitUnsent,
     newInputCooperator,
@@ -128,6 +130,31 @@ def _resolverFor(services: ServiceMap | ServiceResolver) -> ServiceResolver:
     return resolve
 
 
+def _sendDirect(sock: socket.socket, pieces: list[bytes]) -> list[bytes]:
+    """
+    Send ``pieces`` on ``sock`` (non-blocking) with one call, as far as the
+    kernel takes them; return what it did not take, in order.  An error
+    sends nothing: the transport meets it again with the rest, and ends
+    the connection with it as for any write.
+    """
+    try:
+        if len(pieces) == 1:
+            sent = sock.send(pieces[0])
+        else:
+            sent = sock.sendmsg(pieces)
+    except OSError:  # (BlockingIOError included: the kernel took nothing)
+        return pieces
+    rest: list[bytes] = []
+    for piece in pieces:
+        n = len(piece)
+        if sent >= n:
+            sent -= n
+            continue
+        rest.append(piece[sent:] if sent else piece)
+        sent = 0
+    return rest
+
+
 class _Host:
     """
     What `SessionCore` asks of its front end (`memux._session.SessionHost`),
@@ -150,11 +177,28 @@ class _Host:
         return self._proto._reactor.seconds()
 
     def write(self, pieces: list[bytes]) -> None:
-        connection: Any = self._proto.transport
+        proto = self._proto
+        connection: Any = proto.transport
         if len(pieces) > GATHER_PIECES:
             # Many small frames: one string (Twisted checks each piece of a
-            # writeSequence with a Python call).
-            connection.write(b"".join(pieces))
+            # writeSequence with a Python call; a send gathers few).
+            pieces = [b"".join(pieces)]
+        sock = proto._directSocket
+        if (
+            sock is not None
+            and not connection._tempDataLen
+            and not connection.dataBuffer
+            and connection.connected
+            and not connection.disconnecting
+            and not connection._writeDisconnecting
+        ):
+            # Nothing waits in the transport: the kernel takes what it can
+            # now (see `directSocket`), and the transport only the rest.
+            pieces = _sendDirect(sock, pieces)
+            if not pieces:
+                return
+        if len(pieces) == 1:
+            connection.write(pieces[0])
         else:
             # A few large chunks: the transport gathers its buffer anyway,
             # so each payload byte is copied once, not twice.
@@ -285,6 +329,9 @@ class MemuxProtocol(Protocol):
         # Over TLS (see `_recordsLeft`): the records of this turn's read
         # after its first, to go in one, and the read's size so far.
         self._tls = False
+        # The socket flushes go to directly while the transport holds
+        # nothing (`memux._tuning.directSocket`), if any.
+        self._directSocket: socket.socket | None = None
         self._records: list[bytes] | None = None
         self._recordsCall: IDelayedCall | None = None
         self._turnBytes = 0
@@ -508,6 +555,7 @@ class MemuxProtocol(Protocol):
         transport.registerProducer(self, True)
         readSize = tuneConnection(transport)
         self._tls = overTLS(transport)
+        self._directSocket = directSocket(transport)
         if readSize is not None:
             self._readSize = self._bulkReads.fullRead = readSize
             self._reads = tcpTransport(transport)

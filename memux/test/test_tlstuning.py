@@ -216,6 +216,17 @@ class LoopbackTests(TestCase):
         return session
 
     @defer.inlineCallbacks
+    def test_directWritesOverPlainTCPOnly(self) -> Any:
+        """
+        A session writes its flushes to the socket itself over plain TCP
+        only: over TLS every byte must go through the TLS layer.
+        """
+        plain = yield defer.ensureDeferred(self.session(False))
+        secure = yield defer.ensureDeferred(self.session(True))
+        self.assertIs(plain._directSocket, plain.transport.getHandle())
+        self.assertIsNone(secure._directSocket)
+
+    @defer.inlineCallbacks
     def test_tunedAsOverTCP(self) -> Any:
         """
         The TCP transport beneath a session's TLS layer has the send limit,

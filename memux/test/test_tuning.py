@@ -1,20 +1,36 @@
 """
 `memux.tuning`: a plain TCP connection tuned as a memux session tunes its
-own, over real loopback connections.
+own, over real loopback connections; and a session's direct writes to its
+socket.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import socket
+import time
 from typing import Any
 
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.task import deferLater
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface import implementer
 
-from memux import MultiplexingFactory, connectSession
+from memux import (
+    MemuxProtocol,
+    MultiplexingFactory,
+    SessionLost,
+    connectSession,
+    protocol,
+)
+from memux.services import Echo
 from memux.tuning import (
     BULK_NOTSENT_LOWAT,
     BULK_READ_SIZE,
@@ -123,3 +139,173 @@ class OtherTransportTests(SynchronousTestCase):
         before = dict(vars(transport))
         tuneLikeSession(transport, bulk=True)
         self.assertEqual(vars(transport), before)
+
+
+@implementer(IHalfCloseableProtocol)
+class Digest(Protocol):
+    """
+    A channel service that answers, once the peer has half-closed, with
+    the SHA-256 of all it received (and pauses its reading now and then,
+    so the sender's kernel buffer fills).
+    """
+
+    def connectionMade(self) -> None:
+        self.digest = hashlib.sha256()
+        self.reads = 0
+
+    def dataReceived(self, data: bytes) -> None:
+        self.digest.update(data)
+        self.reads += 1
+        if self.reads % 64 == 0:
+            transport: Any = self.transport
+            transport.pauseProducing()
+            reactor.callLater(0.01, transport.resumeProducing)
+
+    def readConnectionLost(self) -> None:
+        transport: Any = self.transport
+        transport.writeMessage(self.digest.hexdigest().encode())
+        transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+
+class Answers(Protocol):
+    """
+    A channel's client end: collects what arrives; ``ended`` fires with
+    the reason the channel ended.
+    """
+
+    def __init__(self) -> None:
+        self.received = b""
+        self.reason: Failure | None = None
+        self.ended: defer.Deferred[None] = defer.Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.reason = reason
+        self.ended.callback(None)
+
+
+class DirectWriteTests(TestCase):
+    """
+    Over plain TCP a session writes each flush to its socket itself while
+    its transport holds nothing (`memux._tuning.directSocket`); the rest
+    goes to the transport, in order.
+    """
+
+    async def sessions(self) -> tuple[MemuxProtocol, list[MemuxProtocol]]:
+        """
+        A client session to a server on 127.0.0.1 with the ``digest`` and
+        ``echo`` services, and the server's sessions.
+        """
+        factory = MultiplexingFactory(
+            {b"digest": Factory.forProtocol(Digest), b"echo": Factory.forProtocol(Echo)}
+        )
+        servers: list[MemuxProtocol] = []
+        build = factory.buildProtocol
+
+        def buildProtocol(addr: Any) -> Any:
+            p = build(addr)
+            servers.append(p)
+            return p
+
+        factory.buildProtocol = buildProtocol  # type: ignore[method-assign]
+        port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
+            factory
+        )
+        self.addCleanup(port.stopListening)
+        session = await connectSession(
+            TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
+        )
+        self.addCleanup(session.transport.loseConnection)  # type: ignore[union-attr]
+        await session.ping()
+        return session, servers
+
+    async def test_flushSentAtOnce(self) -> None:
+        """
+        A flush with nothing waiting in the transport is in the kernel when
+        it returns: the transport holds none of it and does not wait for
+        the reactor to write (no write interest registered).
+        """
+        session, _ = await self.sessions()
+        transport: Any = session.transport
+        self.assertIs(session._directSocket, transport.socket)
+        answers = Answers()
+        await session.openChannel(b"echo", Factory.forProtocol(lambda: answers))
+        channel: Any = answers.transport
+        channel.write(b"ping" * 100)
+        session._core.flush()
+        self.assertEqual((transport.dataBuffer, transport._tempDataBuffer), (b"", []))
+        self.assertNotIn(transport, reactor.getWriters())
+        while len(answers.received) < 400:
+            await deferLater(reactor, 0.001)
+        self.assertEqual(answers.received, b"ping" * 100)
+
+    async def test_restInOrder(self) -> None:
+        """
+        32 MiB to a reader that pauses now and then: the kernel takes only
+        part of some flushes, the transport sends the rest, and every byte
+        arrives once and in order.
+        """
+        session, _ = await self.sessions()
+        sends: list[tuple[int, int]] = []
+        send = protocol._sendDirect
+
+        def spy(sock: socket.socket, pieces: list[bytes]) -> list[bytes]:
+            rest = send(sock, pieces)
+            sends.append((sum(map(len, pieces)), sum(map(len, rest))))
+            return rest
+
+        self.patch(protocol, "_sendDirect", spy)
+        answers = Answers()
+        await session.openChannel(b"digest", Factory.forProtocol(lambda: answers))
+        channel: Any = answers.transport
+        block = os.urandom(1 << 20)
+        digest = hashlib.sha256()
+        for i in range(32):
+            piece = bytes([i]) + block[1:]
+            digest.update(piece)
+            channel.write(piece)
+        channel.loseWriteConnection()
+        await answers.ended
+        assert answers.reason is not None
+        answers.reason.trap(ConnectionDone)
+        self.assertEqual(answers.received, digest.hexdigest().encode())
+        self.assertTrue(any(0 < rest < size for size, rest in sends), sends[:20])
+
+    async def test_resetMidFlush(self) -> None:
+        """
+        A direct write that meets the peer's reset sends nothing and leaves
+        it all to the transport, which meets the reset too: the session and
+        its channel end with `SessionLost`, never as a clean end.
+        """
+        session, servers = await self.sessions()
+        sends: list[tuple[int, int]] = []
+        send = protocol._sendDirect
+
+        def spy(sock: socket.socket, pieces: list[bytes]) -> list[bytes]:
+            rest = send(sock, pieces)
+            sends.append((sum(map(len, pieces)), sum(map(len, rest))))
+            return rest
+
+        answers = Answers()
+        await session.openChannel(b"echo", Factory.forProtocol(lambda: answers))
+        [server] = servers
+        server.transport.abortConnection()  # type: ignore[union-attr]
+        # Twisted closes it (with a reset) when the reactor next runs its
+        # calls due; then, before it polls, the reset reaches our socket.
+        await deferLater(reactor, 0, lambda: None)
+        time.sleep(0.2)
+        self.patch(protocol, "_sendDirect", spy)
+        channel: Any = answers.transport
+        channel.write(b"x" * 1000)
+        session._core.flush()
+        self.assertEqual(len(sends), 1)
+        self.assertEqual(sends[0][0], sends[0][1])  # the kernel took nothing
+        await answers.ended
+        assert answers.reason is not None
+        self.assertIsInstance(answers.reason.value, SessionLost)
+        await session.whenClosed()
