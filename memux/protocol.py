@@ -49,6 +49,7 @@ from memux._session import Notice, SessionCore, chooseService
 from memux._tuning import (
     BULK_NOTSENT_LOWAT,
     BULK_READ_SIZE,
+    DIRECT_WRITE_BYTES,
     GATHER_PIECES,
     LATENCY_NOTSENT_LOWAT,
     NOTSENT_LOWAT,
@@ -186,14 +187,17 @@ class _Host:
         sock = proto._directSocket
         if (
             sock is not None
+            and (len(pieces[0]) if len(pieces) == 1 else sum(map(len, pieces)))
+            <= DIRECT_WRITE_BYTES
             and not connection._tempDataLen
             and not connection.dataBuffer
             and connection.connected
             and not connection.disconnecting
             and not connection._writeDisconnecting
         ):
-            # Nothing waits in the transport: the kernel takes what it can
-            # now (see `directSocket`), and the transport only the rest.
+            # A small flush, and nothing waits in the transport: the kernel
+            # takes what it can now (see `directSocket`), and the transport
+            # only the rest.
             pieces = _sendDirect(sock, pieces)
             if not pieces:
                 return

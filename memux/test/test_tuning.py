@@ -30,6 +30,7 @@ from memux import (
     connectSession,
     protocol,
 )
+from memux._tuning import DIRECT_WRITE_BYTES
 from memux.services import Echo
 from memux.tuning import (
     BULK_NOTSENT_LOWAT,
@@ -244,11 +245,32 @@ class DirectWriteTests(TestCase):
             await deferLater(reactor, 0.001)
         self.assertEqual(answers.received, b"ping" * 100)
 
+    async def test_largeFlushThroughTransport(self) -> None:
+        """
+        A flush of more than `DIRECT_WRITE_BYTES` (bulk data) goes through
+        the transport, which sends it when the reactor next polls: sent at
+        once, bulk data fills the receiver's socket buffer, and a small
+        message on another channel waits behind it there.
+        """
+        session, _ = await self.sessions()
+        transport: Any = session.transport
+        answers = Answers()
+        await session.openChannel(b"digest", Factory.forProtocol(lambda: answers))
+        channel: Any = answers.transport
+        channel.write(b"b" * (2 * DIRECT_WRITE_BYTES))
+        session._core.flush()
+        self.assertGreater(transport._tempDataLen, DIRECT_WRITE_BYTES)
+        self.assertIn(transport, reactor.getWriters())
+        channel.loseWriteConnection()
+        await answers.ended
+        expected = hashlib.sha256(b"b" * (2 * DIRECT_WRITE_BYTES)).hexdigest()
+        self.assertEqual(answers.received, expected.encode())
+
     async def test_restInOrder(self) -> None:
         """
-        32 MiB to a reader that pauses now and then: the kernel takes only
-        part of some flushes, the transport sends the rest, and every byte
-        arrives once and in order.
+        32 MiB in flushes of 32 KiB to a reader that pauses now and then:
+        the kernel takes only part of some flushes, the transport sends the
+        rest, and every byte arrives once and in order.
         """
         session, _ = await self.sessions()
         sends: list[tuple[int, int]] = []
@@ -263,18 +285,22 @@ class DirectWriteTests(TestCase):
         answers = Answers()
         await session.openChannel(b"digest", Factory.forProtocol(lambda: answers))
         channel: Any = answers.transport
-        block = os.urandom(1 << 20)
+        block = os.urandom(1 << 15)
         digest = hashlib.sha256()
-        for i in range(32):
-            piece = bytes([i]) + block[1:]
+        for i in range(1024):
+            piece = i.to_bytes(4, "big") + block[4:]
             digest.update(piece)
             channel.write(piece)
+            session._core.flush()
+            if i % 8 == 7:
+                await deferLater(reactor, 0, lambda: None)
         channel.loseWriteConnection()
         await answers.ended
         assert answers.reason is not None
         answers.reason.trap(ConnectionDone)
         self.assertEqual(answers.received, digest.hexdigest().encode())
         self.assertTrue(any(0 < rest < size for size, rest in sends), sends[:20])
+        self.assertLessEqual(max(size for size, _ in sends), DIRECT_WRITE_BYTES)
 
     async def test_resetMidFlush(self) -> None:
         """
