@@ -470,8 +470,10 @@ class MemuxEngine:
         "terminated",
         "uselessFrames",
         "weighted",
+        "_channelCredit",
         "_channelCreditStalls",
         "_channels",
+        "_chunkSize",
         "_channelsDue",
         "_control",
         "_controlBytes",
@@ -490,6 +492,7 @@ class MemuxEngine:
         "_lateFrames",
         "_loadBudget",
         "_localChannelLimit",
+        "_maxUseless",
         "_midMessage",
         "_nextLocalId",
         "_partialsBegun",
@@ -512,6 +515,11 @@ class MemuxEngine:
         self.peerSettings = Settings()  # the initial values, until the preface
         self.prefaceReceived = False
         self._decoder = FrameDecoder(self.settings.maxFrameSize)
+        # Settings read for every channel or flush, copied here: compiled,
+        # the settings (a class of an uncompiled module) are read by name.
+        self._channelCredit = self.settings.channelCredit
+        self._chunkSize = self.settings.chunkSize
+        self._maxUseless = self.settings.maxUselessFrames
         self._channels: dict[int, _Channel] = {}
         self._events: list[Event] = []
         self._control: list[bytes] = [encodePreface(self.settings.toWire())]
@@ -814,7 +822,7 @@ class MemuxEngine:
             cid,
             True,
             self.peerSettings.initialChannelCredit,
-            self.settings.channelCredit,
+            self._channelCredit,
             openFrame,
             lossy,
         )
@@ -1371,7 +1379,7 @@ class MemuxEngine:
             cid,
             False,
             self.peerSettings.initialChannelCredit,
-            self.settings.channelCredit,
+            self._channelCredit,
         )
         self._channels[cid] = ch
         self.channelsAccepted += 1
@@ -1636,7 +1644,7 @@ class MemuxEngine:
             self._pendingOpens.remove(ch)
         ch.state = _CLOSED  # (on a RESET, or both FINs; `_advance` agrees)
         if (state is _HALF_CLOSED_LOCAL or state is _CLOSED or ch.offset) and (
-            self._lateFrames < self.settings.maxUselessFrames
+            self._lateFrames < self._maxUseless
         ):
             # Only a channel we sent on can meet a frame of the peer's
             # racing its close (a rapid reset earns nothing here).
@@ -1737,14 +1745,16 @@ class MemuxEngine:
             self._creditDue = {}
         if out:
             _countControl(self._framesSent, out)
-        size = sum(map(len, out))
+        size = 0
+        for piece in out:  # (not sum(map(len, out)): compiled, a native loop)
+            size += len(piece)
         # DATA frames sent are counted from the pieces added below, once
         # per call rather than once per frame (see `counters`): every
         # piece but the OPEN and DROP frames is a DATA frame's header or
         # payload.
         framesSent = self._framesSent
         before = len(out) - framesSent[_OPEN_TYPE] - framesSent[_DROP_TYPE]
-        maxChunk = min(self.peerSettings.maxFrameSize, self.settings.chunkSize)
+        maxChunk = min(self.peerSettings.maxFrameSize, self._chunkSize)
         if self._pendingOpens:
             size += self._sendOpens(out, maxChunk, maxBytes - size)
         if self._hintsDue and self.prefaceReceived:
