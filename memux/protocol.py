@@ -33,7 +33,7 @@ from twisted.internet.interfaces import (
     IReactorTime,
     IStreamClientEndpoint,
 )
-from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.protocol import BaseProtocol, Factory, Protocol, connectionDone
 from twisted.internet.task import CooperativeTask, Cooperator
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
@@ -91,6 +91,10 @@ __all__ = [
     "MultiplexingFactory",
     "connectSession",
 ]
+
+#: What `BaseProtocol.makeConnection` does, the channels of a protocol that
+#: inherits it get inline (see `MemuxProtocol.openChannel`).
+_PLAIN_MAKE_CONNECTION: Any = BaseProtocol.makeConnection
 
 #: How many transports deep `MemuxProtocol` looks for a connection being
 #: closed under it: TLS over HAProxy's wrapper over TCP is three.
@@ -422,7 +426,15 @@ class MemuxProtocol(Protocol):
         transport = ChannelTransport(self, cid, service, lossy, protocol)
         core.register(transport)
         try:
-            protocol.makeConnection(transport)
+            plain: Any = protocol
+            if type(plain).makeConnection is _PLAIN_MAKE_CONNECTION:
+                # `BaseProtocol.makeConnection`, inline (as most protocols
+                # inherit it): a call less for every channel.
+                plain.connected = 1
+                plain.transport = transport
+                plain.connectionMade()
+            else:
+                protocol.makeConnection(transport)
         except Exception:
             # As a failed connect: the caller gets the error, the channel
             # is reset (never sent, if its opening had not gone out yet).
@@ -893,7 +905,14 @@ class MemuxProtocol(Protocol):
         )
         self._core.register(transport)
         try:
-            protocol.makeConnection(transport)
+            plain: Any = protocol
+            if type(plain).makeConnection is _PLAIN_MAKE_CONNECTION:
+                # (Inline, as in `openChannel`.)
+                plain.connected = 1
+                plain.transport = transport
+                plain.connectionMade()
+            else:
+                protocol.makeConnection(transport)
         except Exception:
             transport._protocolFailed(transport._failed())
         return transport
