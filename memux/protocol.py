@@ -414,7 +414,15 @@ class MemuxProtocol(Protocol):
         if chosen is not None:
             engine.setPriority(cid, chosen.urgency, chosen.weight)
         try:
-            protocol = factory.buildProtocol(self._channelAddress(cid, service))
+            peer = self._peer
+            if peer is not None:
+                # `_channelAddress`, inline once the address is cached.
+                address = ChannelAddress(
+                    cid, service, peer, self._peerHost, self._peerPort
+                )
+            else:
+                address = self._channelAddress(cid, service)
+            protocol = factory.buildProtocol(address)
         except Exception:
             engine.resetChannel(cid)
             return defer.fail()
@@ -871,38 +879,54 @@ class MemuxProtocol(Protocol):
         return why not (the core refuses it).
         """
 
-        chosen = chooseService(
-            event, self._serviceMap, self._ask, ChannelRefused, self._choiceFailed
-        )
-        if isinstance(chosen, str):
-            why, factory = chosen, None
-        else:
-            why, factory = "", chosen
+        # (The event's fields read once each: compiled, each read of one
+        # is a call, and a channel id above 256 a new int.)
+        cid = event.channel
+        service = event.service
+        services = self._serviceMap
+        factory: IProtocolFactory | None = None
+        why = ""
+        if services is not None and event.destination is None:
+            # `chooseService`, inline for the common case (a mapping that
+            # names the service): a call less for every channel.
+            factory = services.get(service)
+        if factory is None:
+            chosen = chooseService(
+                event, services, self._ask, ChannelRefused, self._choiceFailed
+            )
+            if isinstance(chosen, str):
+                why = chosen
+            else:
+                factory = chosen
         protocol = None
         if factory is not None:
             try:
-                protocol = factory.buildProtocol(
-                    self._channelAddress(event.channel, event.service)
-                )
+                peer = self._peer
+                if peer is not None:
+                    # `_channelAddress`, inline once the address is cached.
+                    address = ChannelAddress(
+                        cid, service, peer, self._peerHost, self._peerPort
+                    )
+                else:
+                    address = self._channelAddress(cid, service)
+                protocol = factory.buildProtocol(address)
             except Exception:
                 self._log.failure(
                     "Error building a protocol for channel {channel}",
-                    channel=event.channel,
+                    channel=cid,
                 )
             if protocol is None:
-                why = f"service {describeService(event.service)} declined the channel"
+                why = f"service {describeService(service)} declined the channel"
         if protocol is None:
             if self._core.mayLogEnding():
                 self._log.info(
                     "Refused channel {channel} from {peer}: {why}",
-                    channel=event.channel,
+                    channel=cid,
                     peer=self._peerText(),
                     why=why,
                 )
             return why
-        transport = ChannelTransport(
-            self, event.channel, event.service, event.lossy, protocol
-        )
+        transport = ChannelTransport(self, cid, service, event.lossy, protocol)
         self._core.register(transport)
         try:
             plain: Any = protocol
