@@ -11,7 +11,7 @@ window of unconsumed data per channel (and per session).
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Final
 
 __all__ = [
     "ChannelCountCredit",
@@ -32,7 +32,7 @@ __all__ = [
 #: with ten bulk channels beside a ping-pong at urgency 0: 64 KiB gave the
 #: ping's p99 372 us against 475 with full windows, and bulk did not
 #: slow; 32 KiB did worse on both (doc/priorities.rst).
-LATENCY_WINDOW = 64 * 1024
+LATENCY_WINDOW: Final = 64 * 1024
 
 
 class CreditTuning:

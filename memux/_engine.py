@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from memux._credit import (
     ChannelCountCredit,
@@ -117,6 +117,21 @@ class ChannelOpened:
     destination: tuple[str, int] | None = None
     lossy: bool = False
 
+    # (Written out: see `DataFrame.__init__` in memux._wire.)
+    def __init__(
+        self,
+        channel: int,
+        service: bytes,
+        metadata: bytes | None = None,
+        destination: tuple[str, int] | None = None,
+        lossy: bool = False,
+    ) -> None:
+        self.channel = channel
+        self.service = service
+        self.metadata = metadata
+        self.destination = destination
+        self.lossy = lossy
+
 
 # Not frozen, for speed (one per chunk); treat it as immutable.
 @dataclass(slots=True, repr=False)
@@ -129,6 +144,12 @@ class DataReceived:
     channel: int
     data: bytes
     endMessage: bool = False
+
+    # (Written out: see `DataFrame.__init__` in memux._wire.)
+    def __init__(self, channel: int, data: bytes, endMessage: bool = False) -> None:
+        self.channel = channel
+        self.data = data
+        self.endMessage = endMessage
 
     def __repr__(self) -> str:
         return (
@@ -145,6 +166,10 @@ class RemoteHalfClosed:
 
     channel: int
 
+    # (Written out: see `DataFrame.__init__` in memux._wire.)
+    def __init__(self, channel: int) -> None:
+        self.channel = channel
+
 
 @dataclass(slots=True, unsafe_hash=True)
 class LocalHalfClosed:
@@ -154,6 +179,10 @@ class LocalHalfClosed:
 
     channel: int
 
+    # (Written out: see `DataFrame.__init__` in memux._wire.)
+    def __init__(self, channel: int) -> None:
+        self.channel = channel
+
 
 @dataclass(slots=True, unsafe_hash=True)
 class ChannelClosed:
@@ -162,6 +191,10 @@ class ChannelClosed:
     """
 
     channel: int
+
+    # (Written out: see `DataFrame.__init__` in memux._wire.)
+    def __init__(self, channel: int) -> None:
+        self.channel = channel
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,17 +287,17 @@ Event = (
 
 # The states, as names the hot paths read fast (a module global and an
 # identity test, not an Enum class attribute).
-_IDLE = ChannelState.IDLE
-_OPEN = ChannelState.OPEN
-_HALF_CLOSED_LOCAL = ChannelState.HALF_CLOSED_LOCAL
-_HALF_CLOSED_REMOTE = ChannelState.HALF_CLOSED_REMOTE
-_CLOSED = ChannelState.CLOSED
+_IDLE: Final = ChannelState.IDLE
+_OPEN: Final = ChannelState.OPEN
+_HALF_CLOSED_LOCAL: Final = ChannelState.HALF_CLOSED_LOCAL
+_HALF_CLOSED_REMOTE: Final = ChannelState.HALF_CLOSED_REMOTE
+_CLOSED: Final = ChannelState.CLOSED
 
 # What changes a channel's state (besides a RESET, sent or received, which
 # closes it from any state: `_removeChannel`).
-_ANNOUNCE = "send the opening frame"
-_SEND_FIN = "send FIN"
-_RECEIVE_FIN = "receive FIN"
+_ANNOUNCE: Final = "send the opening frame"
+_SEND_FIN: Final = "send FIN"
+_RECEIVE_FIN: Final = "receive FIN"
 
 #: The spec's state table ("Channel states"), as the engine follows it: a
 #: channel the peer opens starts OPEN (its opening frame with FIN is
@@ -387,7 +420,7 @@ class _Channel(SendCredit):
 #: Most bytes of control frames the peer's traffic may make us queue
 #: between two `MemuxEngine.dataToSend` calls (PING answers, RESETs): a
 #: peer that sends and never reads cannot grow our memory.
-MAX_CONTROL_BYTES = 256 * 1024
+MAX_CONTROL_BYTES: Final = 256 * 1024
 
 
 def _cut(reason: str) -> str:
@@ -437,8 +470,10 @@ class MemuxEngine:
         "terminated",
         "uselessFrames",
         "weighted",
+        "_channelCredit",
         "_channelCreditStalls",
         "_channels",
+        "_chunkSize",
         "_channelsDue",
         "_control",
         "_controlBytes",
@@ -457,6 +492,7 @@ class MemuxEngine:
         "_lateFrames",
         "_loadBudget",
         "_localChannelLimit",
+        "_maxUseless",
         "_midMessage",
         "_nextLocalId",
         "_partialsBegun",
@@ -479,6 +515,11 @@ class MemuxEngine:
         self.peerSettings = Settings()  # the initial values, until the preface
         self.prefaceReceived = False
         self._decoder = FrameDecoder(self.settings.maxFrameSize)
+        # Settings read for every channel or flush, copied here: compiled,
+        # the settings (a class of an uncompiled module) are read by name.
+        self._channelCredit = self.settings.channelCredit
+        self._chunkSize = self.settings.chunkSize
+        self._maxUseless = self.settings.maxUselessFrames
         self._channels: dict[int, _Channel] = {}
         self._events: list[Event] = []
         self._control: list[bytes] = [encodePreface(self.settings.toWire())]
@@ -781,7 +822,7 @@ class MemuxEngine:
             cid,
             True,
             self.peerSettings.initialChannelCredit,
-            self.settings.channelCredit,
+            self._channelCredit,
             openFrame,
             lossy,
         )
@@ -1118,12 +1159,13 @@ class MemuxEngine:
                     frames = self._decoder.receive(data)
                 else:
                     frames = self._decoder.receive(data, maxFrames)
-                onData = self._onData
                 handlers = _FRAME_HANDLERS
                 control = self._controlReceived
                 for frame in frames:
                     if type(frame) is DataFrame:
-                        onData(frame)
+                        # (A method call, not a local alias of the bound
+                        # method: compiled, that is a native call.)
+                        self._onData(frame)
                     else:
                         t = type(frame)
                         # (Counted here, not per DATA frame: see counters.)
@@ -1337,7 +1379,7 @@ class MemuxEngine:
             cid,
             False,
             self.peerSettings.initialChannelCredit,
-            self.settings.channelCredit,
+            self._channelCredit,
         )
         self._channels[cid] = ch
         self.channelsAccepted += 1
@@ -1602,7 +1644,7 @@ class MemuxEngine:
             self._pendingOpens.remove(ch)
         ch.state = _CLOSED  # (on a RESET, or both FINs; `_advance` agrees)
         if (state is _HALF_CLOSED_LOCAL or state is _CLOSED or ch.offset) and (
-            self._lateFrames < self.settings.maxUselessFrames
+            self._lateFrames < self._maxUseless
         ):
             # Only a channel we sent on can meet a frame of the peer's
             # racing its close (a rapid reset earns nothing here).
@@ -1703,14 +1745,16 @@ class MemuxEngine:
             self._creditDue = {}
         if out:
             _countControl(self._framesSent, out)
-        size = sum(map(len, out))
+        size = 0
+        for piece in out:  # (not sum(map(len, out)): compiled, a native loop)
+            size += len(piece)
         # DATA frames sent are counted from the pieces added below, once
         # per call rather than once per frame (see `counters`): every
         # piece but the OPEN and DROP frames is a DATA frame's header or
         # payload.
         framesSent = self._framesSent
         before = len(out) - framesSent[_OPEN_TYPE] - framesSent[_DROP_TYPE]
-        maxChunk = min(self.peerSettings.maxFrameSize, self.settings.chunkSize)
+        maxChunk = min(self.peerSettings.maxFrameSize, self._chunkSize)
         if self._pendingOpens:
             size += self._sendOpens(out, maxChunk, maxBytes - size)
         if self._hintsDue and self.prefaceReceived:
@@ -1718,7 +1762,6 @@ class MemuxEngine:
         scheduler = self._scheduler
         channels = self._channels
         blocked: list[_Channel] = []
-        sendChunk = self._sendChunk
         # (``while scheduler``: a length asked in C, not a last `next` call
         # that finds no channel; see `PriorityScheduler`.)
         while scheduler and size < maxBytes:
@@ -1751,7 +1794,7 @@ class MemuxEngine:
                     # it starts once the peer grants more session credit.
                     scheduler.park(ch)
                     break
-                sent = sendChunk(ch, out, maxChunk)
+                sent = self._sendChunk(ch, out, maxChunk)  # (native, compiled)
                 size += sent
                 if not (
                     ch.queue
@@ -1986,8 +2029,8 @@ def _countControl(counts: list[int], frames: list[bytes]) -> None:
 #: The states' names (an Enum's ``value`` is a slow property).
 _STATE_NAMES = {state: state.value for state in ChannelState}
 
-_OPEN_TYPE = FrameType.OPEN.value
-_DROP_TYPE = FrameType.DROP.value
+_OPEN_TYPE: Final = FrameType.OPEN.value
+_DROP_TYPE: Final = FrameType.DROP.value
 
 #: Frame classes by the names `counters` gives them.
 _FRAME_NAMES: dict[type, str] = {

@@ -34,7 +34,7 @@ from twisted.internet.interfaces import (
     IReactorTime,
     IStreamClientEndpoint,
 )
-from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.protocol import BaseProtocol, Factory, Protocol, connectionDone
 from twisted.internet.task import CooperativeTask, Cooperator
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
@@ -95,6 +95,10 @@ __all__ = [
     "MultiplexingFactory",
     "connectSession",
 ]
+
+#: What `BaseProtocol.makeConnection` does, the channels of a protocol that
+#: inherits it get inline (see `MemuxProtocol.openChannel`).
+_PLAIN_MAKE_CONNECTION: Any = BaseProtocol.makeConnection
 
 #: How many transports deep `MemuxProtocol` looks for a connection being
 #: closed under it: TLS over HAProxy's wrapper over TCP is three.
@@ -462,7 +466,15 @@ class MemuxProtocol(Protocol):
         if chosen is not None:
             engine.setPriority(cid, chosen.urgency, chosen.weight)
         try:
-            protocol = factory.buildProtocol(self._channelAddress(cid, service))
+            peer = self._peer
+            if peer is not None:
+                # `_channelAddress`, inline once the address is cached.
+                address = ChannelAddress(
+                    cid, service, peer, self._peerHost, self._peerPort
+                )
+            else:
+                address = self._channelAddress(cid, service)
+            protocol = factory.buildProtocol(address)
         except Exception:
             engine.resetChannel(cid)
             return defer.fail()
@@ -474,7 +486,15 @@ class MemuxProtocol(Protocol):
         transport = ChannelTransport(self, cid, service, lossy, protocol)
         core.register(transport)
         try:
-            protocol.makeConnection(transport)
+            plain: Any = protocol
+            if type(plain).makeConnection is _PLAIN_MAKE_CONNECTION:
+                # `BaseProtocol.makeConnection`, inline (as most protocols
+                # inherit it): a call less for every channel.
+                plain.connected = 1
+                plain.transport = transport
+                plain.connectionMade()
+            else:
+                protocol.makeConnection(transport)
         except Exception:
             # As a failed connect: the caller gets the error, the channel
             # is reset (never sent, if its opening had not gone out yet).
@@ -914,41 +934,64 @@ class MemuxProtocol(Protocol):
         return why not (the core refuses it).
         """
 
-        chosen = chooseService(
-            event, self._serviceMap, self._ask, ChannelRefused, self._choiceFailed
-        )
-        if isinstance(chosen, str):
-            why, factory = chosen, None
-        else:
-            why, factory = "", chosen
+        # (The event's fields read once each: compiled, each read of one
+        # is a call, and a channel id above 256 a new int.)
+        cid = event.channel
+        service = event.service
+        services = self._serviceMap
+        factory: IProtocolFactory | None = None
+        why = ""
+        if services is not None and event.destination is None:
+            # `chooseService`, inline for the common case (a mapping that
+            # names the service): a call less for every channel.
+            factory = services.get(service)
+        if factory is None:
+            chosen = chooseService(
+                event, services, self._ask, ChannelRefused, self._choiceFailed
+            )
+            if isinstance(chosen, str):
+                why = chosen
+            else:
+                factory = chosen
         protocol = None
         if factory is not None:
             try:
-                protocol = factory.buildProtocol(
-                    self._channelAddress(event.channel, event.service)
-                )
+                peer = self._peer
+                if peer is not None:
+                    # `_channelAddress`, inline once the address is cached.
+                    address = ChannelAddress(
+                        cid, service, peer, self._peerHost, self._peerPort
+                    )
+                else:
+                    address = self._channelAddress(cid, service)
+                protocol = factory.buildProtocol(address)
             except Exception:
                 self._log.failure(
                     "Error building a protocol for channel {channel}",
-                    channel=event.channel,
+                    channel=cid,
                 )
             if protocol is None:
-                why = f"service {describeService(event.service)} declined the channel"
+                why = f"service {describeService(service)} declined the channel"
         if protocol is None:
             if self._core.mayLogEnding():
                 self._log.info(
                     "Refused channel {channel} from {peer}: {why}",
-                    channel=event.channel,
+                    channel=cid,
                     peer=self._peerText(),
                     why=why,
                 )
             return why
-        transport = ChannelTransport(
-            self, event.channel, event.service, event.lossy, protocol
-        )
+        transport = ChannelTransport(self, cid, service, event.lossy, protocol)
         self._core.register(transport)
         try:
-            protocol.makeConnection(transport)
+            plain: Any = protocol
+            if type(plain).makeConnection is _PLAIN_MAKE_CONNECTION:
+                # (Inline, as in `openChannel`.)
+                plain.connected = 1
+                plain.transport = transport
+                plain.connectionMade()
+            else:
+                protocol.makeConnection(transport)
         except Exception:
             transport._protocolFailed(transport._failed())
         return transport

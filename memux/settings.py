@@ -8,6 +8,7 @@ and the protocol's fixed limits.  Pure: no Twisted, no I/O.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 from memux._wire import (
     ALPN,
@@ -36,23 +37,23 @@ __all__ = [
 
 #: Reasons in RESET and GOAWAY frames are cut to this many bytes, so the
 #: frame always fits the peer's MAX_FRAME_SIZE (at least 16384).
-MAX_REASON_BYTES = 1024
+MAX_REASON_BYTES: Final = 1024
 
 #: The largest OPEN frame payload: it may go out before the peer's preface,
 #: so it must fit the initial MAX_FRAME_SIZE.
-MAX_OPEN_PAYLOAD = 16384
+MAX_OPEN_PAYLOAD: Final = 16384
 
 
 #: The urgency of a channel nobody gave one (as RFC 9218's default, 3):
 #: urgencies run from 0, the most urgent, to `MAX_URGENCY`, the least.
-DEFAULT_URGENCY = 3
+DEFAULT_URGENCY: Final = 3
 #: The least urgent urgency (a channel for background transfers).
-MAX_URGENCY = 7
+MAX_URGENCY: Final = 7
 #: The weight of a channel nobody gave one: within an urgency class,
 #: channels share the output in proportion to their weights.
-DEFAULT_WEIGHT = 16
+DEFAULT_WEIGHT: Final = 16
 #: The largest weight (the smallest is 1).
-MAX_WEIGHT = 256
+MAX_WEIGHT: Final = 256
 
 
 @dataclass(frozen=True, slots=True)

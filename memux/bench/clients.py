@@ -462,10 +462,15 @@ async def runChurn(reactor: Reactor, params: Params, port: int) -> Result:
     reads the reply and closes.
     """
     s = await session(reactor, params, port)
+    # One factory and one errback for the run, as a client opening channels
+    # at this rate would have: not two closures and a factory per exchange.
+    factory = OneFactory(lambda: ChannelExchange(exchanges))
 
-    def start(exchanges: Exchanges) -> None:
-        d = s.openChannel(b"", OneFactory(lambda: ChannelExchange(exchanges)))
-        d.addErrback(lambda f: exchanges.ended(f"open: {f.value}"))
+    def failed(f: Failure) -> None:
+        exchanges.ended(f"open: {f.value}")
+
+    def start(_: Exchanges) -> None:
+        s.openChannel(b"", factory).addErrback(failed)
 
     exchanges = Exchanges(start, params)
     started = time.perf_counter()
