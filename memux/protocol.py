@@ -938,21 +938,15 @@ class MemuxProtocol(Protocol):
         # is a call, and a channel id above 256 a new int.)
         cid = event.channel
         service = event.service
-        services = self._serviceMap
         factory: IProtocolFactory | None = None
         why = ""
-        if services is not None and event.destination is None:
-            # `chooseService`, inline for the common case (a mapping that
-            # names the service): a call less for every channel.
-            factory = services.get(service)
-        if factory is None:
-            chosen = chooseService(
-                event, services, self._ask, ChannelRefused, self._choiceFailed
-            )
-            if isinstance(chosen, str):
-                why = chosen
-            else:
-                factory = chosen
+        chosen = chooseService(
+            event, self._serviceMap, self._ask, ChannelRefused, self._choiceFailed
+        )
+        if isinstance(chosen, str):
+            why = chosen
+        else:
+            factory = chosen
         protocol = None
         if factory is not None:
             try:
