@@ -225,6 +225,22 @@ class DirectWriteTests(TestCase):
         await session.ping()
         return session, servers
 
+    def spySends(self) -> list[tuple[int, int]]:
+        """
+        From now on, each direct send's (bytes given, bytes left to the
+        transport), in a list.
+        """
+        sends: list[tuple[int, int]] = []
+        send = protocol._sendDirect
+
+        def spy(sock: socket.socket, pieces: list[bytes]) -> list[bytes]:
+            rest = send(sock, pieces)
+            sends.append((sum(map(len, pieces)), sum(map(len, rest))))
+            return rest
+
+        self.patch(protocol, "_sendDirect", spy)
+        return sends
+
     async def test_flushSentAtOnce(self) -> None:
         """
         A flush with nothing waiting in the transport is in the kernel when
@@ -273,15 +289,7 @@ class DirectWriteTests(TestCase):
         rest, and every byte arrives once and in order.
         """
         session, _ = await self.sessions()
-        sends: list[tuple[int, int]] = []
-        send = protocol._sendDirect
-
-        def spy(sock: socket.socket, pieces: list[bytes]) -> list[bytes]:
-            rest = send(sock, pieces)
-            sends.append((sum(map(len, pieces)), sum(map(len, rest))))
-            return rest
-
-        self.patch(protocol, "_sendDirect", spy)
+        sends = self.spySends()
         answers = Answers()
         await session.openChannel(b"digest", Factory.forProtocol(lambda: answers))
         channel: Any = answers.transport
@@ -309,14 +317,6 @@ class DirectWriteTests(TestCase):
         its channel end with `SessionLost`, never as a clean end.
         """
         session, servers = await self.sessions()
-        sends: list[tuple[int, int]] = []
-        send = protocol._sendDirect
-
-        def spy(sock: socket.socket, pieces: list[bytes]) -> list[bytes]:
-            rest = send(sock, pieces)
-            sends.append((sum(map(len, pieces)), sum(map(len, rest))))
-            return rest
-
         answers = Answers()
         await session.openChannel(b"echo", Factory.forProtocol(lambda: answers))
         [server] = servers
@@ -325,7 +325,7 @@ class DirectWriteTests(TestCase):
         # calls due; then, before it polls, the reset reaches our socket.
         await deferLater(reactor, 0, lambda: None)
         time.sleep(0.2)
-        self.patch(protocol, "_sendDirect", spy)
+        sends = self.spySends()
         channel: Any = answers.transport
         channel.write(b"x" * 1000)
         session._core.flush()
