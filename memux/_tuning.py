@@ -209,6 +209,8 @@ def directSocket(connection: object) -> socket.socket | None:
     sock = getattr(connection, "socket", None)
     if not isinstance(sock, socket.socket) or not isTCP(sock):
         return None
+    if not hasattr(sock, "sendmsg"):
+        return None  # (Windows has no sendmsg: the transport writes there)
     return sock
 
 
