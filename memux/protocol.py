@@ -456,7 +456,7 @@ class MemuxProtocol(Protocol):
         core = self._core
         engine = core.engine
         if not self.connected or engine.terminated:
-            return defer.fail(SessionLost("the session is not connected"))
+            return defer.fail(self._notConnected())
         if engine.goAwayReceived is not None:
             return defer.fail(ChannelRefused("the peer is going away", remote=True))
         try:
@@ -511,12 +511,27 @@ class MemuxProtocol(Protocol):
             core.flushSoon()
         return defer.succeed(protocol)
 
+    def _notConnected(self) -> SessionLost:
+        """
+        The error for what is asked of a session that has ended, or is
+        ending: the one its channels got (or will get, once its connection
+        closes: the GOAWAY, timeout or violation that ended it), so the
+        caller learns why; else that it is not connected.
+        """
+        if self.lostError is not None:
+            return self.lostError
+        terminated = self._core.terminatedWith
+        if terminated is not None:
+            code, reason = terminated
+            return cast(SessionLost, failureFor(Ending("lost", code, reason)).value)
+        return SessionLost("the session is not connected")
+
     def ping(self) -> defer.Deferred[float]:
         """
         Send a PING; the Deferred fires with the round-trip time in seconds.
         """
         if not self.connected or self._core.engine.terminated:
-            return defer.fail(SessionLost("the session is not connected"))
+            return defer.fail(self._notConnected())
         payload = next(self._pingIds).to_bytes(8, "big")
         d: defer.Deferred[float] = defer.Deferred()
         self._pings[payload] = d

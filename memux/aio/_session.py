@@ -482,7 +482,7 @@ class Session(asyncio.BufferedProtocol):
         core = self._core
         engine = core.engine
         if not core.connected or engine.terminated:
-            raise self.lost_error or SessionLost("the session is not connected")
+            raise self._notConnected()
         if engine.goAwayReceived is not None:
             raise ChannelRefused("the peer is going away", remote=True)
         try:
@@ -513,12 +513,28 @@ class Session(asyncio.BufferedProtocol):
         )
         return channel.streams(limit)
 
+    def _notConnected(self) -> BaseException:
+        """
+        The error for what is asked of a session that has ended, or is
+        ending: the one its channels got (or will get, once its connection
+        closes: the GOAWAY, timeout or violation that ended it); else that
+        it is not connected.
+        """
+        if self.lost_error is not None:
+            return self.lost_error
+        terminated = self._core.terminatedWith
+        if terminated is not None:
+            error = errorFor(Ending("lost", *terminated))
+            if error is not None:
+                return error
+        return SessionLost("the session is not connected")
+
     async def ping(self) -> float:
         """
         Send a PING; return the round-trip time in seconds.
         """
         if not self._core.connected or self._core.engine.terminated:
-            raise self.lost_error or SessionLost("the session is not connected")
+            raise self._notConnected()
         payload = next(self._pingIds).to_bytes(8, "big")
         waiter: asyncio.Future[float] = self._loop.create_future()
         self._pings[payload] = waiter

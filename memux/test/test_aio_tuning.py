@@ -33,12 +33,14 @@ from memux._iotuning import (
     SHORT_READ_COST,
     BulkReads,
 )
+from memux._wire import GoAwayFrame
 from memux.aio import Channel, SessionLost
 from memux.aio._session import (
     BULK_WRITE_BUFFER_HIGH,
     LATENCY_WRITE_BUFFER_HIGH,
     WRITE_BUFFER_HIGH,
 )
+from memux.codes import ErrorCode
 from memux.settings import SessionSettings
 from memux.test._helpers import HOSTNAME, Certificates, runAsyncio
 
@@ -438,6 +440,49 @@ class HeapTests(SynchronousTestCase):
         before, after = map(int, done.stdout.split())
         self.assertGreater(before, 200 * 10)
         self.assertLess(after, before / 20)
+
+
+class EndedSessionTests(SynchronousTestCase):
+    """
+    What is asked of a session that the peer has ended.
+    """
+
+    def test_pingAfterPeerEndedSession(self) -> None:
+        """
+        Once the peer's GOAWAY with an error has ended the session,
+        C{ping()} and C{open_channel()} raise the `SessionLost` its
+        channels get, naming that GOAWAY, even before the connection has
+        closed.
+        """
+
+        async def main() -> list[BaseException]:
+            loop = asyncio.get_running_loop()
+            a, b = _Pipe(loop), _Pipe(loop)
+            a.connect(b)
+            b.connect(a)
+            server = aio.Session({b"count": count}, client=False)
+            client = aio.Session(client=True)
+            b.set_protocol(server)
+            a.set_protocol(client)
+            server.connection_made(b)
+            client.connection_made(a)
+            await client.ping()
+            client.data_received(
+                GoAwayFrame(0, ErrorCode.IDLE_TIMEOUT, "idle for 0.5 s").encode()
+            )
+            errors: list[BaseException] = []
+            for attempt in (client.ping, lambda: client.open_channel(b"count")):
+                with self.assertRaises(SessionLost) as caught:
+                    await attempt()
+                errors.append(caught.exception)
+            client.abort()
+            server.abort()
+            return errors
+
+        for error in run(main):
+            assert isinstance(error, SessionLost)
+            self.assertEqual(error.code, ErrorCode.IDLE_TIMEOUT)
+            self.assertIn("idle for 0.5 s", error.reason)
 
 
 class TLSReadingTests(SynchronousTestCase):

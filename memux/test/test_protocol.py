@@ -65,6 +65,7 @@ from memux._tuning import (
 )
 from memux._wire import (
     DataFrame,
+    GoAwayFrame,
     OpenFrame,
     PriorityFrame,
     ResetFrame,
@@ -1277,6 +1278,33 @@ class SessionTests(SessionTestCase):
         self.clock.advance(0.25)
         self.pump.flush()
         self.assertEqual(self.successResultOf(d), 0.25)
+
+    def test_pingAfterPeerEndedSession(self) -> None:
+        """
+        Once the peer's GOAWAY with an error has ended the session, ping()
+        and openChannel() fail with the `SessionLost` its channels get,
+        naming that GOAWAY, even before the connection has closed; and
+        with the same error after it has.
+        """
+        self.client.dataReceived(
+            GoAwayFrame(0, ErrorCode.IDLE_TIMEOUT, "idle for 0.5 s").encode()
+        )
+        self.assertTrue(self.client.connected)
+        errors = [
+            self.failureResultOf(self.client.ping(), SessionLost).value,
+            self.failureResultOf(
+                self.client.openChannel(b"echo", Factory.forProtocol(Protocol)),
+                SessionLost,
+            ).value,
+        ]
+        for error in errors:
+            self.assertEqual(error.code, ErrorCode.IDLE_TIMEOUT)
+            self.assertIn("idle for 0.5 s", str(error))
+        self.pump.flush()
+        self.assertFalse(self.client.connected)
+        after = self.failureResultOf(self.client.ping(), SessionLost).value
+        self.assertIs(after, self.client.lostError)
+        self.assertEqual(after.code, ErrorCode.IDLE_TIMEOUT)
 
     def test_counters(self) -> None:
         """
