@@ -304,6 +304,25 @@ class _Pipe(asyncio.Transport):
                 protocol.data_received(data)
 
 
+def pipedSessions() -> tuple[aio.Session, _Pipe, aio.Session, _Pipe]:
+    """
+    A client session and a server session (serving ``count``) joined by
+    two `_Pipe` transports, in the running loop: (client, its transport,
+    server, its transport).
+    """
+    loop = asyncio.get_running_loop()
+    a, b = _Pipe(loop), _Pipe(loop)
+    a.connect(b)
+    b.connect(a)
+    server = aio.Session({b"count": count}, client=False)
+    client = aio.Session(client=True)
+    b.set_protocol(server)
+    a.set_protocol(client)
+    server.connection_made(b)
+    client.connection_made(a)
+    return client, a, server, b
+
+
 class ReadingTests(SynchronousTestCase):
     """
     A session reads 64 KiB at a time into a shared buffer, and 256 KiB at
@@ -322,16 +341,7 @@ class ReadingTests(SynchronousTestCase):
         """
 
         async def main() -> None:
-            loop = asyncio.get_running_loop()
-            a, b = _Pipe(loop), _Pipe(loop)
-            a.connect(b)
-            b.connect(a)
-            server = aio.Session({b"count": count}, client=False)
-            client = aio.Session(client=True)
-            b.set_protocol(server)
-            a.set_protocol(client)
-            server.connection_made(b)
-            client.connection_made(a)
+            client, a, server, b = pipedSessions()
             engine = server._core.engine
             # Each switch to bulk reading keeps the reads' memory in the
             # heap first (`keepReadsInHeap`): the reads so far, each time.
@@ -456,16 +466,7 @@ class EndedSessionTests(SynchronousTestCase):
         """
 
         async def main() -> list[BaseException]:
-            loop = asyncio.get_running_loop()
-            a, b = _Pipe(loop), _Pipe(loop)
-            a.connect(b)
-            b.connect(a)
-            server = aio.Session({b"count": count}, client=False)
-            client = aio.Session(client=True)
-            b.set_protocol(server)
-            a.set_protocol(client)
-            server.connection_made(b)
-            client.connection_made(a)
+            client, a, server, b = pipedSessions()
             await client.ping()
             client.data_received(
                 GoAwayFrame(0, ErrorCode.IDLE_TIMEOUT, "idle for 0.5 s").encode()
