@@ -25,12 +25,20 @@ from setuptools.command.build_ext import build_ext
 
 #: The modules compiled.  They import no Twisted, and nothing outside them
 #: subclasses their classes (a compiled class cannot be subclassed from
-#: Python).  Not `memux._scheduler`: its schedulers subclass
+#: Python) except `memux._channel.ChannelCore`, which says so to mypyc
+#: (``allow_interpreted_subclasses``): each front end's channel object
+#: subclasses it.  Not `memux._scheduler`: its schedulers subclass
 #: ``collections.deque``, which mypyc makes into a class that crashes when
 #: instantiated (likely mypyc issue 1186, seen with ``defaultdict``: the
 #: compiled class is allocated the size of a smaller base).  Keep in step
 #: with ``memux._variant.COMPILABLE``.
-COMPILED = ["memux/_wire.py", "memux/_credit.py", "memux/_engine.py"]
+COMPILED = [
+    "memux/_wire.py",
+    "memux/_credit.py",
+    "memux/_engine.py",
+    "memux/_session.py",
+    "memux/_channel.py",
+]
 
 #: mypyc's home, asked for only when compiling (tried with mypy 2.4; one
 #: whose mypycify lacks ``group_name`` fails into the pure-Python install).

@@ -18,7 +18,17 @@ from memux.codes import ChannelClosedError, ChannelState, ErrorCode
 from memux.settings import DEFAULT_WEIGHT, Priority, checkPriority
 
 if TYPE_CHECKING:
+    from _typeshed import IdentityFunction
+
     from memux._session import SessionCore
+
+try:
+    from mypy_extensions import mypyc_attr
+except ImportError:  # only mypyc reads it (mypy brings it): else a no-op
+
+    def mypyc_attr(*attrs: str, **kwattrs: object) -> IdentityFunction:
+        return lambda cls: cls
+
 
 __all__ = ["CLEAN", "ChannelCore", "Delivery", "Ending", "Notice"]
 
@@ -77,6 +87,7 @@ class Notice:
     fields: dict[str, Any]
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class ChannelCore:
     """
     One channel of a session, as its front end's transport object: inbound
@@ -84,6 +95,11 @@ class ChannelCore:
     the protocol wants them), outbound writes and closes, and the producer
     decisions.  Front ends subclass it (Twisted: `ChannelTransport`) and
     provide `_lose` and `_failed`.
+
+    Compiled (see setup.py), it still takes Python subclasses, but its
+    methods read its own fields: a subclass that starts a channel in
+    another state sets the field in ``__init__``, never as a class
+    attribute (``test_channel.SubclassTests`` holds the front ends to it).
 
     The receiving ``protocol`` gets ``dataReceived(data)`` (mode 0),
     ``messageReceived(message)`` (mode 1) or ``chunkReceived(data, end)``

@@ -20,7 +20,13 @@ from types import ModuleType
 __all__ = ["COMPILABLE", "isCompiled", "preferSources", "pureRequested"]
 
 #: The modules a build may compile (setup.py's ``COMPILED``).
-COMPILABLE = ("memux._wire", "memux._credit", "memux._engine")
+COMPILABLE = (
+    "memux._wire",
+    "memux._credit",
+    "memux._engine",
+    "memux._session",
+    "memux._channel",
+)
 
 
 def pureRequested() -> bool:

@@ -103,14 +103,16 @@ class _AioChannel(ChannelCore):
     _readWaiter: asyncio.Future[None] | None = None
     _writeWaiter: asyncio.Future[None] | None = None
     _closedWaiter: asyncio.Future[None] | None = None
-    producer: Any = _WRITER
-    streamingProducer = True
     #: messages the peer discarded on this (lossy) channel
     dropped = 0
 
     def __init__(self, core: SessionCore, channel: int, service: bytes, lossy: bool):
         ChannelCore.__init__(self, core, channel, service, lossy, mode=_MESSAGES)
         self.protocol = self
+        # (Set here, not as class attributes: a compiled `ChannelCore`
+        # reads its own fields, not a Python subclass's class attributes.)
+        self.producer = _WRITER
+        self.streamingProducer = True
         self._buffer: deque[bytes] = deque()
         self._buffered = 0
         if core.outputPaused:

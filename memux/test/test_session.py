@@ -504,6 +504,39 @@ class ChannelCoreTests(SynchronousTestCase):
         )
 
 
+class SubclassTests(SynchronousTestCase):
+    """
+    The front ends' channel classes keep to the rule `ChannelCore` sets for
+    subclasses: compiled, its methods read its own fields, so a subclass
+    that shadowed one with a class attribute would be ignored there.
+    """
+
+    def test_noShadowedFields(self) -> None:
+        """
+        Neither front end's channel class (nor anything between it and
+        C{ChannelCore}) has a class attribute named as one of
+        C{ChannelCore}'s fields.
+        """
+        from memux.aio._channel import _AioChannel
+        from memux.transport import ChannelTransport
+
+        fields = {
+            name
+            for name, value in vars(ChannelCore).items()
+            if not name.startswith("__") and not callable(value)
+        }
+        self.assertIn("streamingProducer", fields)  # (the test sees fields)
+        for subclass in (ChannelTransport, _AioChannel):
+            mro = subclass.__mro__
+            for klass in mro[: mro.index(ChannelCore)]:
+                shadowed = sorted(
+                    name
+                    for name, value in vars(klass).items()
+                    if name in fields and not callable(value)
+                )
+                self.assertEqual(shadowed, [], klass.__qualname__)
+
+
 class CreditTuningTests(SynchronousTestCase):
     """
     Receive-window auto-tuning through the core: it samples the round trip
@@ -613,7 +646,8 @@ class PureCoreTests(SynchronousTestCase):
         """
         With Twisted and zope made unimportable, ``memux`` and its pure
         modules (codes, settings, wire, engine, session core) import, and
-        a session core runs.
+        a session core runs; and with mypy_extensions unimportable too (a
+        build requirement only), a channel class can still be subclassed.
         """
         import subprocess
         import sys
@@ -622,11 +656,12 @@ class PureCoreTests(SynchronousTestCase):
             "import sys\n"
             "class Blocker:\n"
             "    def find_spec(self, name, path=None, target=None):\n"
-            "        if name.split('.')[0] in ('twisted', 'zope'):\n"
+            "        if name.split('.')[0] in ('twisted', 'zope', 'mypy_extensions'):\n"
             "            raise ImportError(name)\n"
             "sys.meta_path.insert(0, Blocker())\n"
             "import memux, memux.codes, memux.settings, memux._wire\n"
             "import memux._engine, memux._session, memux._channel\n"
+            "class Channel(memux._channel.ChannelCore): pass\n"
             "print(memux.SessionSettings().maxChannels)\n"
         )
         from memux.test._helpers import ROOT
