@@ -31,7 +31,7 @@ from memux._tuning import BULK_AFTER_READS, TLS_FLUSH_BYTES
 from memux._wire import DataFrame, OpenFrame, PingFrame
 from memux.mptcp import pathInfo
 from memux.protocol import MemuxProtocol
-from memux.settings import SessionSettings
+from memux.settings import DEFAULT_URGENCY, SessionSettings
 from memux.test._fakes import (
     MessageRecorder,
     PausingTransport,
@@ -378,6 +378,47 @@ class RecordsTests(SynchronousTestCase):
             for record in records[4 * n : 4 * n + 4]:
                 peer.session.dataReceived(record)
             self.clock.advance(0)
+        self.assertEqual(transport.bufferSize, BULK_READ_SIZE)
+
+    def test_latencyKeepsTLSReadsSmall(self) -> None:
+        """
+        Over TLS, while an urgent channel is open (latency mode), full reads
+        no longer switch the TCP transport to bulk reads, and reading in
+        bulk already stops; when no channel is urgent any more, reads go
+        back to bulk.
+        """
+        transport = RecordTransport()
+        peer = self.peer(
+            transport, channelCredit=32 * 1024 * 1024, sessionCredit=64 * 1024 * 1024
+        )
+        peer.session.dataReceived(OpenFrame(1, b"rec").encode())
+        peer.session.dataReceived(OpenFrame(3, b"rec").encode())
+        self.clock.advance(0)
+        core = peer.session._core
+        payload = b"x" * 16000
+        stream = b"".join(
+            DataFrame(1, payload, end=True).encode()
+            for _ in range(8 * BULK_AFTER_READS)
+        )
+        records = [stream[i : i + 16000] for i in range(0, len(stream), 16000)]
+
+        def fullReads(first: int, count: int) -> None:
+            for n in range(first, first + count):
+                for record in records[4 * n : 4 * n + 4]:
+                    peer.session.dataReceived(record)
+                self.clock.advance(0)
+
+        fullReads(0, BULK_AFTER_READS)
+        self.assertEqual(transport.bufferSize, BULK_READ_SIZE)
+        core.channels[3].setPriority(0)  # urgent: latency mode
+        self.clock.advance(0)
+        self.assertTrue(core.latency)
+        self.assertEqual(transport.bufferSize, 64 * 1024)
+        fullReads(BULK_AFTER_READS, BULK_AFTER_READS)
+        self.assertEqual(transport.bufferSize, 64 * 1024)
+        core.channels[3].setPriority(DEFAULT_URGENCY)  # not urgent now
+        self.clock.advance(0)
+        self.assertFalse(core.latency)
         self.assertEqual(transport.bufferSize, BULK_READ_SIZE)
 
     def test_smallWritesInBulkOverTLS(self) -> None:
