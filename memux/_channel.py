@@ -99,7 +99,7 @@ class ChannelCore:
     Compiled (see setup.py), it still takes Python subclasses, but its
     methods read its own fields: a subclass that starts a channel in
     another state sets the field in ``__init__``, never as a class
-    attribute (``test_channel.SubclassTests`` holds the front ends to it).
+    attribute (``test_session.SubclassTests`` holds the front ends to it).
 
     The receiving ``protocol`` gets ``dataReceived(data)`` (mode 0),
     ``messageReceived(message)`` (mode 1) or ``chunkReceived(data, end)``
