@@ -274,7 +274,12 @@ class CLIProcess(ProcessProtocol):
             code = -1
         out, err = b"".join(self.out), b"".join(self.err)
         for _, _, d in self._waiters:
-            d.errback(AssertionError(f"exited {code} first; stderr: {err!r}"))
+            d.errback(
+                AssertionError(
+                    f"exited {code} first; stderr: {err!r};"
+                    f" stdout ends: {out[-2000:]!r}"
+                )
+            )
         self._waiters = []
         self.ended.callback((out, err, code))
 

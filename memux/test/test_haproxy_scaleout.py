@@ -165,17 +165,20 @@ class ScaleOutTests(TestCase):
         Start a worker on a free loopback port, with the C{whoami} service
         (L{AddressTeller}) and the built-in echo; return it once it listens.
         """
-        port = freePort()
+        # Port 0, and the port it says it took: a port found free first
+        # may be taken by a test running in parallel before twistd binds it.
         process, pid = self.spawn(
             [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
             + ["-n", "--pidfile=", "memux"]
-            + ["--listen", f"haproxy:tcp:{port}:interface=127.0.0.1"]
+            + ["--listen", "haproxy:tcp:0:interface=127.0.0.1"]
             + ["--factory", f"whoami={__name__}.AddressTeller"]
             + ["--drain-timeout", "30"],
             str(ROOT),
         )
-        await process.waitForStdout(rb"memux listening on 127\.0\.0\.1:%d" % port)
-        return Worker(name, port, process, pid)
+        listening = await process.waitForStdout(
+            rb"memux listening on 127\.0\.0\.1:(\d+)"
+        )
+        return Worker(name, int(listening.group(1)), process, pid)
 
     async def startCluster(self) -> tuple[int, dict[str, Worker]]:
         """
