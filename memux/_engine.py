@@ -288,6 +288,10 @@ Event = (
 # The states, as names the hot paths read fast (a module global and an
 # identity test, not an Enum class attribute).
 _IDLE: Final = ChannelState.IDLE
+
+#: Every engine's `MemuxEngine._pendingOpens` until it opens a channel;
+#: never appended to.
+_NO_OPENS: Final[deque[Any]] = deque()
 _OPEN: Final = ChannelState.OPEN
 _HALF_CLOSED_LOCAL: Final = ChannelState.HALF_CLOSED_LOCAL
 _HALF_CLOSED_REMOTE: Final = ChannelState.HALF_CLOSED_REMOTE
@@ -549,7 +553,9 @@ class MemuxEngine:
         #: urgent channels get little credit (`LATENCY_WINDOW`); set by the
         #: session layer (`memux._session.SessionCore.readingInBulk`)
         self.receiverBehind = False
-        self._pendingOpens: deque[_Channel] = deque()
+        # (Shared and empty until this side opens a channel: a deque costs
+        # 760 bytes, and most sessions of a server never open one.)
+        self._pendingOpens: deque[_Channel] = _NO_OPENS
         # Channels with a message partly sent (`_Channel.midMessage`): the
         # messages in progress, which a new one must not crowd out (see
         # `_admits`).
@@ -827,7 +833,10 @@ class MemuxEngine:
             lossy,
         )
         self._channels[cid] = ch
-        self._pendingOpens.append(ch)
+        pending = self._pendingOpens
+        if pending is _NO_OPENS:
+            pending = self._pendingOpens = deque()
+        pending.append(ch)
         self.channelsOpened += 1
         return cid
 

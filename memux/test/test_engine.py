@@ -539,6 +539,29 @@ class OpenTests(SynchronousTestCase):
     Opening channels: no round trip, few bytes.
     """
 
+    def test_openingsQueuedPerEngine(self) -> None:
+        """
+        Engines that have opened no channel share one empty queue of
+        openings (memory: most sessions of a server never open one); the
+        first channel an engine opens gets it a queue of its own, and the
+        others' stays empty.  Openings queued by both sides of a pair
+        reach the other side, each once.
+        """
+        pair = Pair()
+        idle = MemuxEngine(True)
+        self.assertIs(pair.client._pendingOpens, idle._pendingOpens)
+        first = pair.client.openChannel(b"a")
+        self.assertIsNot(pair.client._pendingOpens, idle._pendingOpens)
+        self.assertEqual(len(idle._pendingOpens), 0)
+        self.assertEqual(len(pair.server._pendingOpens), 0)
+        second = pair.server.openChannel(b"b")
+        pair.pump()
+        opened = ofType(pair.serverEvents, ChannelOpened)
+        self.assertEqual([(e.channel, e.service) for e in opened], [(first, b"a")])
+        opened = ofType(pair.clientEvents, ChannelOpened)
+        self.assertEqual([(e.channel, e.service) for e in opened], [(second, b"b")])
+        self.assertEqual(len(idle._pendingOpens), 0)
+
     def test_channelIdsOfEveryLength(self) -> None:
         """
         Channels whose ids take one to four bytes on the wire open, carry a
