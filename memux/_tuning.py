@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from functools import partial
+from typing import Any, cast
 
 from twisted.internet import tcp
 from twisted.internet.interfaces import IReactorTime, ISSLTransport
 from twisted.internet.task import Cooperator
+from twisted.protocols import tls
 
 # The sizes and socket options, shared with the asyncio front end (which
 # must not import Twisted), are `memux._iotuning`'s.
@@ -64,6 +66,7 @@ __all__ = [
     "overTLS",
     "socketLayer",
     "tcpTransport",
+    "tlsWriter",
     "tuneConnection",
 ]
 
@@ -222,6 +225,41 @@ def overTLS(connection: object) -> bool:
     return any(
         ISSLTransport.providedBy(layer) for layer in connectionLayers(connection)
     )
+
+
+#: Twisted's TLS transport that gathers small writes until the next reactor
+#: turn (`tlsWriter`); None in a Twisted without it.
+_GATHERING_TLS: type | None = getattr(tls, "BufferingTLSTransport", None)
+
+
+def tlsWriter(connection: object) -> Callable[[bytes], None] | None:
+    """
+    A write to the TLS layer under ``connection`` that skips Twisted's
+    gathering of small writes, or None where there is no such layer.
+
+    Why: Twisted's TLS transport (``BufferingTLSTransport``) holds a write
+    of less than 64 kB until the next reactor turn, to join it with later
+    ones.  A session already writes once per flush, so the hold only
+    delays: a flush written in the middle of a long read (see
+    `memux._session.SessionCore.flush`) then waited for the whole read,
+    and the peer sat idle meanwhile.  Churn over TLS (100 exchanges in
+    flight) went from 67,586 to 86,975 exchanges a second, 5 runs
+    alternated.  The TLS layer's own write is the plain one of the class
+    it extends: the same encryption and the same buffers, with nothing
+    held.  Only the session writes to its connection, so nothing is
+    gathered there for these writes to overtake.
+    """
+    gathering = _GATHERING_TLS
+    if gathering is None:
+        return None
+    for layer in connectionLayers(connection):
+        # (A TCP transport that started TLS writes through its TLS protocol.)
+        inner = getattr(layer, "protocol", None) if getattr(layer, "TLS", 0) else None
+        for candidate in (layer, inner):
+            if type(candidate) is gathering:
+                found = cast(tls.TLSMemoryBIOProtocol, candidate)
+                return partial(tls.TLSMemoryBIOProtocol.write, found)
+    return None
 
 
 def limitUnsent(transport: Any, limit: int = NOTSENT_LOWAT) -> None:

@@ -65,6 +65,7 @@ from memux._tuning import (
     newInputCooperator,
     overTLS,
     tcpTransport,
+    tlsWriter,
     tuneConnection,
 )
 from memux.codes import ErrorCode, describeCode
@@ -188,6 +189,11 @@ class _Host:
             # Many small frames: one string (Twisted checks each piece of a
             # writeSequence with a Python call; a send gathers few).
             pieces = [b"".join(pieces)]
+        tlsWrite = proto._tlsWrite
+        if tlsWrite is not None:
+            # (Not held for the next turn: see `tlsWriter`.)
+            tlsWrite(pieces[0] if len(pieces) == 1 else b"".join(pieces))
+            return
         sock = proto._directSocket
         if (
             sock is not None
@@ -343,6 +349,8 @@ class MemuxProtocol(Protocol):
         # The socket flushes go to directly while the transport holds
         # nothing (`memux._tuning.directSocket`), if any.
         self._directSocket: socket.socket | None = None
+        #: over Twisted's TLS, its write that holds nothing (`tlsWriter`)
+        self._tlsWrite: Callable[[bytes], None] | None = None
         self._records: list[bytes] | None = None
         self._recordsCall: IDelayedCall | None = None
         self._turnBytes = 0
@@ -598,6 +606,7 @@ class MemuxProtocol(Protocol):
         readSize = tuneConnection(transport)
         self._tls = overTLS(transport)
         self._directSocket = directSocket(transport)
+        self._tlsWrite = tlsWriter(transport)
         if readSize is not None:
             self._readSize = self._bulkReads.fullRead = readSize
             self._reads = tcpTransport(transport)

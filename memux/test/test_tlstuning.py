@@ -11,6 +11,7 @@ from typing import Any
 
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import (
+    SSL4ServerEndpoint,
     TCP4ClientEndpoint,
     TCP4ServerEndpoint,
     wrapClientTLS,
@@ -195,7 +196,8 @@ class LoopbackTests(TestCase):
         """
         A session to a memux server on 127.0.0.1, over TLS or not.
         """
-        factory: Any = MultiplexingFactory({})
+        server = MultiplexingFactory({})
+        factory: Any = server
         client: Any = None
         if tls:
             certificates = Certificates(self.mktemp())
@@ -211,9 +213,20 @@ class LoopbackTests(TestCase):
         if client is not None:
             endpoint = wrapClientTLS(client, endpoint)
         session = await connectSession(endpoint)
-        self.addCleanup(session.transport.loseConnection)  # type: ignore[union-attr]
+        self.addCleanup(self.closeAll, server, session)
         await session.ping()  # (over TLS: the handshake is done)
         return session
+
+    def closeAll(
+        self, server: MultiplexingFactory, client: MemuxProtocol
+    ) -> defer.Deferred[list[None]]:
+        """
+        Close ``client``'s connection; fire once it and every session of
+        ``server`` have seen it close.
+        """
+        sessions = [client, *server.connectedSessions()]
+        client.loseConnection()
+        return defer.gatherResults([s.whenClosed() for s in sessions])
 
     @defer.inlineCallbacks
     def test_directWritesOverPlainTCPOnly(self) -> Any:
@@ -225,6 +238,60 @@ class LoopbackTests(TestCase):
         secure = yield defer.ensureDeferred(self.session(True))
         self.assertIs(plain._directSocket, plain.transport.getHandle())
         self.assertIsNone(secure._directSocket)
+        self.assertIsNone(plain._tlsWrite)
+
+    @defer.inlineCallbacks
+    def test_flushNotHeldOverTLS(self) -> Any:
+        """
+        Over TLS, what a session flushes reaches the TCP transport beneath
+        in the same turn: Twisted's TLS layer, which holds small writes
+        until the next turn to join them, does not hold the session's
+        (which are joined already), so a flush in the middle of a long
+        read is not kept from the peer until the read is done.
+        """
+        secure = yield defer.ensureDeferred(self.session(True))
+        layer: Any = secure.transport
+        beneath: Any = layer.transport
+        self.assertIsNotNone(secure._tlsWrite)
+        before = beneath._tempDataLen
+        pong = secure.ping()
+        secure._core.flush()
+        # (A ping is a record of its own: some 40 bytes.)
+        self.assertGreater(beneath._tempDataLen, before)
+        yield pong
+
+    @defer.inlineCallbacks
+    def test_flushNotHeldAfterStartTLS(self) -> Any:
+        """
+        On a TCP connection that started TLS (``listenSSL``, Twisted's SSL
+        server endpoint), the TLS layer is the transport's protocol: found
+        there too, and the session's flushes skip its holding as well.
+        """
+        certificates = Certificates(self.mktemp())
+        server: Any = MultiplexingFactory({})
+        port = yield SSL4ServerEndpoint(
+            reactor,
+            0,
+            serverTLSOptions(certificates.serverPEM),
+            interface="127.0.0.1",
+        ).listen(server)
+        self.addCleanup(port.stopListening)
+        endpoint = wrapClientTLS(
+            clientTLSOptions(HOSTNAME, certificates.caPEM),
+            TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port),
+        )
+        client = yield connectSession(endpoint)
+        self.addCleanup(self.closeAll, server, client)
+        yield client.ping()
+        [session] = server.connectedSessions()
+        transport: Any = session.transport
+        self.assertTrue(ISSLTransport.providedBy(transport))
+        self.assertIsNotNone(session._tlsWrite)
+        before = transport._tempDataLen
+        pong = session.ping()
+        session._core.flush()
+        self.assertGreater(transport._tempDataLen, before)
+        yield pong
 
     @defer.inlineCallbacks
     def test_tunedAsOverTCP(self) -> Any:
