@@ -418,14 +418,16 @@ class ChannelCore:
         self._core.unwatchProducer(self)
 
     def _pauseProducer(self) -> None:
-        if (
-            self.producer is not None
-            and self.streamingProducer
-            and not self._producerPaused
-        ):
-            self._producerPaused = True
-            self._core.pausedProducers.add(self)
-            self.producer.pauseProducing()
+        producer = self.producer
+        if producer is not None and self.streamingProducer:
+            if not self._producerPaused:
+                self._producerPaused = True
+                self._core.pausedProducers.add(self)
+            # Again at every write while over the limit, as Twisted's own
+            # transports do: a producer paused as it registered that then
+            # starts itself (register, then resumeProducing: a common
+            # idiom) would otherwise write without end.
+            producer.pauseProducing()
 
     def _resumeProducer(self) -> None:
         producer = self.producer

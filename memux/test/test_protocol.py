@@ -1133,6 +1133,30 @@ class BackpressureTests(SessionTestCase):
         proto.transport.registerProducer(producer, True)
         self.assertTrue(producer.paused)
 
+    def test_producerStartingItselfPausedAgain(self) -> None:
+        """
+        A producer paused as it registers (the connection is paused) that
+        then starts itself anyway (``registerProducer``, then
+        ``resumeProducing``: a common idiom) is paused again at its next
+        write, and at every one after while the connection stays paused,
+        so that it cannot queue without end; on resume it is resumed.
+        """
+        proto = self.open(b"record")
+        self.pump.flush()
+        self.client.pauseProducing()
+        producer = RecordingProducer()
+        proto.transport.registerProducer(producer, True)
+        self.assertEqual(producer.calls, ["pause"])
+        producer.resumeProducing()  # (its own start: not memux's resume)
+        proto.transport.write(b"x" * 1024)
+        self.assertTrue(producer.paused)
+        self.assertEqual(producer.calls, ["pause", "resume", "pause"])
+        self.client.resumeProducing()
+        self.assertFalse(producer.paused)
+        self.assertEqual(producer.calls[-1], "resume")
+        self.pump.flush()
+        self.assertEqual(self.serverProtocols[0].received, b"x" * 1024)
+
     def test_producerStoppedOnClose(self) -> None:
         """
         A registered producer is stopped when the channel ends.
