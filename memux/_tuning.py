@@ -12,7 +12,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from functools import partial
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 from twisted.internet import tcp
 from twisted.internet.interfaces import IReactorTime, ISSLTransport
@@ -321,6 +321,11 @@ class InputSlice:
     #: on the rest.  One flag for all: the reactor runs one slice at a time.
     wrote = False
 
+    #: What to call when a slice ends: sessions over TLS that gathered the
+    #: writes of its steps (see `memux.protocol.MemuxProtocol._gather`)
+    #: write them then, all in one, in time for the reactor's next poll.
+    atEnd: ClassVar[list[Callable[[], None]]] = []
+
     def __init__(self) -> None:
         InputSlice.wrote = False  # (a new turn: the last slice's was sent)
         now = time.monotonic()
@@ -332,9 +337,16 @@ class InputSlice:
         now = time.monotonic()
         if InputSlice.wrote and now >= self._sendAt:
             InputSlice.wrote = False
-            return True
-        self._steps -= 1
-        return self._steps <= 0 or now >= self._end
+            end = True
+        else:
+            self._steps -= 1
+            end = self._steps <= 0 or now >= self._end
+        if end and InputSlice.atEnd:
+            calls = InputSlice.atEnd
+            InputSlice.atEnd = []
+            for call in calls:
+                call()
+        return end
 
 
 def newInputCooperator(reactor: IReactorTime) -> Cooperator:

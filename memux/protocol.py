@@ -192,7 +192,13 @@ class _Host:
         tlsWrite = proto._tlsWrite
         if tlsWrite is not None:
             # (Not held for the next turn: see `tlsWriter`.)
-            tlsWrite(pieces[0] if len(pieces) == 1 else b"".join(pieces))
+            data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+            if proto._inInputStep:
+                proto._gather(data)
+            else:
+                if proto._gathered is not None:
+                    proto._writeGathered()
+                tlsWrite(data)
             return
         sock = proto._directSocket
         if (
@@ -219,6 +225,7 @@ class _Host:
             connection.writeSequence(pieces)
 
     def closeConnection(self) -> None:
+        self._proto._writeGathered()  # (over TLS: see `MemuxProtocol._gather`)
         # Unregister as its producer first: Twisted's TLS layer (and a TCP
         # transport whose producer is paused) waits for that before it
         # really closes.
@@ -227,6 +234,7 @@ class _Host:
         connection.loseConnection()
 
     def abortConnection(self) -> None:
+        self._proto._gathered = None  # (discarded, as what is unsent)
         connection: Any = self._proto.transport
         abort = getattr(connection, "abortConnection", None)
         if abort is not None:
@@ -351,6 +359,9 @@ class MemuxProtocol(Protocol):
         self._directSocket: socket.socket | None = None
         #: over Twisted's TLS, its write that holds nothing (`tlsWriter`)
         self._tlsWrite: Callable[[bytes], None] | None = None
+        #: over TLS, what steps of held input wrote in this slice (`_gather`)
+        self._gathered: list[bytes] | None = None
+        self._gatheredBytes = 0
         self._records: list[bytes] | None = None
         self._recordsCall: IDelayedCall | None = None
         self._turnBytes = 0
@@ -784,12 +795,48 @@ class MemuxProtocol(Protocol):
             self._inInputStep = False
             self._log.failure("Error handling input from {peer}", peer=self._peerText())
             core.abort(None, "internal error")
+        self._writeGathered()
         self._inputTask = None
         if self._readingPaused:
             self._readingPaused = False
             transport: Any = self.transport
             if self.connected and not getattr(transport, "disconnecting", False):
                 transport.resumeProducing()
+
+    def _gather(self, data: bytes) -> None:
+        """
+        Over TLS, keep what a step of held input writes (more steps follow)
+        until the reactor's turn ends its slice of input work
+        (`InputSlice.atEnd`), or the held input is done, or anything else
+        is written: then write it all in one.  Each write through the TLS
+        layer is a record, and some microseconds of Python; written per
+        step, with Twisted's own gathering skipped (`tlsWriter`), small
+        messages over TLS slowed by 12%.  The data goes out no later than
+        if written at once: the reactor sends only when it next polls,
+        after the slice.
+        """
+        gathered = self._gathered
+        if gathered is None:
+            self._gathered = [data]
+            self._gatheredBytes = len(data)
+            InputSlice.atEnd.append(self._writeGathered)
+        else:
+            gathered.append(data)
+            self._gatheredBytes += len(data)
+        if self._gatheredBytes >= TLS_FLUSH_BYTES:
+            self._writeGathered()
+
+    def _writeGathered(self) -> None:
+        """
+        Write what `_gather` kept, if anything.
+        """
+        gathered = self._gathered
+        if gathered is None:
+            return
+        self._gathered = None
+        write = self._tlsWrite
+        if write is not None and self.connected:
+            write(gathered[0] if len(gathered) == 1 else b"".join(gathered))
 
     def _afterTurn(self) -> defer.Deferred[None]:
         """

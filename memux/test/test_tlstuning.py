@@ -26,8 +26,8 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import alsoProvides
 
-from memux import MultiplexingFactory, connectSession
-from memux._session import BULK_FLUSH_BYTES
+from memux import MultiplexingFactory, _tuning, connectSession
+from memux._session import BULK_FLUSH_BYTES, INPUT_STEP_FRAMES
 from memux._tuning import BULK_AFTER_READS, TLS_FLUSH_BYTES
 from memux._wire import DataFrame, OpenFrame, PingFrame
 from memux.mptcp import pathInfo
@@ -404,6 +404,92 @@ class RecordsTests(SynchronousTestCase):
         self.assertEqual(self.pings(peer, 4), [b"0", b"1", b"2", b"3"])
         self.assertEqual(len(transport.writes), 4)
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def heldPings(self, steps: int) -> tuple[PeerOnTransport, list[int]]:
+        """
+        A session whose writes go straight to its TLS layer (as
+        `tlsWriter`'s do, here a transport counting them), fed one read of
+        ``steps`` steps of PINGs; slices of input work end by their step
+        count only (no time limit, so that this runs alike on any machine).
+        Return it, and the writes so far (after the read's first step).
+        """
+        self.patch(_tuning, "INPUT_SLICE_SECONDS", 3600.0)
+        self.patch(_tuning, "OUTPUT_DELAY_SECONDS", 3600.0)
+        transport = CountingTransport()
+        peer = self.peer(transport)
+        peer.session._tlsWrite = transport.write
+        del transport.writes[:]
+        count = steps * INPUT_STEP_FRAMES
+        peer.session.dataReceived(
+            b"".join(PingFrame(b"%d" % n).encode() for n in range(count))
+        )
+        return peer, transport.writes
+
+    def answers(self, peer: PeerOnTransport) -> list[bytes]:
+        """
+        The payloads of the PING answers written since the last call.
+        """
+        return [f.payload for f in peer.read() if isinstance(f, PingFrame)]
+
+    def test_stepsOfHeldInputWrittenTogether(self) -> None:
+        """
+        Over TLS, the answers of a read's first step are written at once;
+        those of the steps of held input that follow, in one write when
+        the held input is done, not one write (one TLS record) per step.
+        """
+        peer, writes = self.heldPings(5)
+        self.assertEqual(len(writes), 1)
+        self.assertEqual(len(self.answers(peer)), INPUT_STEP_FRAMES)
+        while self.clock.getDelayedCalls():
+            self.clock.advance(0)
+        self.assertEqual(len(writes), 2)
+        expected = [b"%d" % n for n in range(INPUT_STEP_FRAMES, 5 * INPUT_STEP_FRAMES)]
+        self.assertEqual(self.answers(peer), expected)
+
+    def test_sliceEndWritesGathered(self) -> None:
+        """
+        Each slice of input work (a reactor turn's share, here two steps)
+        ends with one write of what its steps gathered, so the reactor
+        sends it when it next polls, while the rest of the input waits
+        for later slices.
+        """
+        self.patch(_tuning, "INPUT_SLICE_STEPS", 2)
+        peer, writes = self.heldPings(7)
+        self.assertEqual(len(writes), 1)
+        while self.clock.getDelayedCalls():
+            self.clock.advance(0)
+        # (6 held steps: 3 slices.)
+        self.assertEqual(len(writes), 1 + 3)
+        self.assertEqual(
+            self.answers(peer), [b"%d" % n for n in range(7 * INPUT_STEP_FRAMES)]
+        )
+
+    def test_gatheredWrittenFirst(self) -> None:
+        """
+        What steps gathered is written before any other write (nothing is
+        reordered) and before the connection is closed; an abort discards
+        it with the rest of what is unsent.
+        """
+        transport = CountingTransport()
+        peer = self.peer(transport)
+        session = peer.session
+        session._tlsWrite = transport.write
+        host = session._core.host
+        del transport.writes[:]
+        session._gather(b"a")
+        session._gather(b"bb")
+        host.write([b"ccc"])
+        self.assertEqual(transport.writes, [3, 3])  # (b"abb", then b"ccc")
+        self.assertEqual(transport.value()[-6:], b"abbccc")
+        session._gather(b"dddd")
+        host.closeConnection()
+        self.assertEqual(transport.writes, [3, 3, 4])
+        transport.writes.clear()
+        session._gather(b"eeeee")
+        host.abortConnection()
+        self.assertIsNone(session._gathered)
+        session._writeGathered()
+        self.assertEqual(transport.writes, [])
 
     def test_recordsBeforeEndDelivered(self) -> None:
         """
