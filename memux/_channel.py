@@ -423,10 +423,8 @@ class ChannelCore:
             if not self._producerPaused:
                 self._producerPaused = True
                 self._core.pausedProducers.add(self)
-            # Again at every write while over the limit, as Twisted's own
-            # transports do: a producer paused as it registered that then
-            # starts itself (register, then resumeProducing: a common
-            # idiom) would otherwise write without end.
+            # At every write over the limit, as Twisted's transports do: one
+            # that starts itself after registering paused would never stop.
             producer.pauseProducing()
 
     def _resumeProducer(self) -> None:

@@ -834,6 +834,11 @@ class MemuxProtocol(Protocol):
         if gathered is None:
             return
         self._gathered = None
+        try:
+            # (Not left there: it would hold the session until a slice ends.)
+            InputSlice.atEnd.remove(self._writeGathered)
+        except ValueError:
+            pass  # called from there
         write = self._tlsWrite
         if write is not None and self.connected:
             write(gathered[0] if len(gathered) == 1 else b"".join(gathered))

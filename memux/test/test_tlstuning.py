@@ -28,7 +28,7 @@ from zope.interface import alsoProvides
 
 from memux import MultiplexingFactory, _tuning, connectSession
 from memux._session import BULK_FLUSH_BYTES, INPUT_STEP_FRAMES
-from memux._tuning import BULK_AFTER_READS, TLS_FLUSH_BYTES
+from memux._tuning import BULK_AFTER_READS, TLS_FLUSH_BYTES, InputSlice
 from memux._wire import DataFrame, OpenFrame, PingFrame
 from memux.mptcp import pathInfo
 from memux.protocol import MemuxProtocol
@@ -251,14 +251,20 @@ class LoopbackTests(TestCase):
         """
         secure = yield defer.ensureDeferred(self.session(True))
         layer: Any = secure.transport
-        beneath: Any = layer.transport
-        self.assertIsNotNone(secure._tlsWrite)
+        yield self.flushReaches(secure, layer.transport)
+
+    def flushReaches(self, session: MemuxProtocol, beneath: Any) -> Any:
+        """
+        Check that what ``session`` flushes (a PING) is in the buffer of
+        ``beneath``, its TCP transport, at once; return the PING's answer.
+        """
+        self.assertIsNotNone(session._tlsWrite)
         before = beneath._tempDataLen
-        pong = secure.ping()
-        secure._core.flush()
+        pong = session.ping()
+        session._core.flush()
         # (A ping is a record of its own: some 40 bytes.)
         self.assertGreater(beneath._tempDataLen, before)
-        yield pong
+        return pong
 
     @defer.inlineCallbacks
     def test_flushNotHeldAfterStartTLS(self) -> Any:
@@ -284,14 +290,8 @@ class LoopbackTests(TestCase):
         self.addCleanup(self.closeAll, server, client)
         yield client.ping()
         [session] = server.connectedSessions()
-        transport: Any = session.transport
-        self.assertTrue(ISSLTransport.providedBy(transport))
-        self.assertIsNotNone(session._tlsWrite)
-        before = transport._tempDataLen
-        pong = session.ping()
-        session._core.flush()
-        self.assertGreater(transport._tempDataLen, before)
-        yield pong
+        self.assertTrue(ISSLTransport.providedBy(session.transport))
+        yield self.flushReaches(session, session.transport)
 
     @defer.inlineCallbacks
     def test_tunedAsOverTCP(self) -> Any:
@@ -445,6 +445,8 @@ class RecordsTests(SynchronousTestCase):
         self.assertEqual(len(writes), 2)
         expected = [b"%d" % n for n in range(INPUT_STEP_FRAMES, 5 * INPUT_STEP_FRAMES)]
         self.assertEqual(self.answers(peer), expected)
+        # Nothing left waiting for a slice's end, holding the session.
+        self.assertEqual(InputSlice.atEnd, [])
 
     def test_sliceEndWritesGathered(self) -> None:
         """
