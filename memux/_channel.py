@@ -422,7 +422,7 @@ class ChannelCore:
         if producer is not None and self.streamingProducer:
             if not self._producerPaused:
                 self._producerPaused = True
-                self._core.pausedProducers.add(self)
+                self._core.producerPaused(self)
             # At every write over the limit, as Twisted's transports do: one
             # that starts itself after registering paused would never stop.
             producer.pauseProducing()

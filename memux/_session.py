@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, Protocol, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 from memux._channel import CLEAN, SMALL_WRITE, ChannelCore, Delivery, Ending, Notice
 from memux._credit import CreditTuning
@@ -148,6 +148,23 @@ FLUSHING = _FlushMarker("FLUSHING")
 #: (Else every reply would ask the front end for a flush, a timed call it
 #: then cancels: a handful of Python calls per round trip.)
 AFTER_INPUT = _FlushMarker("AFTER_INPUT")
+
+#: The empty set every session's sets of channels (`SessionCore.pausedProducers`
+#: and others) start as, shared: never added to (`_added` makes a set of
+#: its own first).
+_NONE: Final[set[Any]] = set()
+
+
+def _added(channels: set[ChannelCore], channel: ChannelCore) -> set[ChannelCore]:
+    """
+    ``channels`` with ``channel`` added: ``channels`` itself, or a new set
+    if it is the shared `_NONE`.
+    """
+    if channels is _NONE:
+        return {channel}
+    channels.add(channel)
+    return channels
+
 
 #: Frames the engine decodes and acts on per step of a session's input.  A
 #: read holding more (a flood of tiny frames, or deep pipelining) is
@@ -364,9 +381,11 @@ class SessionCore:
         self.owing: list[ChannelCore] = []
         # Channels whose push producer we paused, and channels with a pull
         # producer: the only ones `_serviceProducers` needs to look at.
-        self.pausedProducers: set[ChannelCore] = set()
-        self._pullProducers: set[ChannelCore] = set()
-        self._lossy: set[ChannelCore] = set()
+        # All three share `_NONE` until one is added to (`_added`): most
+        # sessions never have any, and an empty set is 216 bytes.
+        self.pausedProducers: set[ChannelCore] = _NONE
+        self._pullProducers: set[ChannelCore] = _NONE
+        self._lossy: set[ChannelCore] = _NONE
         self.connected = False
         self._closing = False
         #: the (code, reason) the session ended on, if it did otherwise than
@@ -512,7 +531,7 @@ class SessionCore:
             self._idleSince = None
             self._disarmed()
         if channel.lossy:
-            self._lossy.add(channel)
+            self._lossy = _added(self._lossy, channel)
 
     def ping(self, payload: bytes) -> None:
         """
@@ -966,9 +985,16 @@ class SessionCore:
 
     def watchProducer(self, channel: ChannelCore) -> None:
         if not channel.streamingProducer:
-            self._pullProducers.add(channel)
+            self._pullProducers = _added(self._pullProducers, channel)
         elif self.outputPaused:
             channel._pauseProducer()
+
+    def producerPaused(self, channel: ChannelCore) -> None:
+        """
+        ``channel``'s push producer was paused: resume it once its queue
+        drains (`_serviceProducers`).
+        """
+        self.pausedProducers = _added(self.pausedProducers, channel)
 
     def unwatchProducer(self, channel: ChannelCore) -> None:
         self.pausedProducers.discard(channel)

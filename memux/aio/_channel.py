@@ -152,7 +152,7 @@ class _AioChannel(ChannelCore):
     def _pauseProducer(self) -> None:
         if not self._producerPaused and self.producer is not None:
             self._producerPaused = True
-            self._core.pausedProducers.add(self)
+            self._core.producerPaused(self)
 
     def _resumeProducer(self) -> None:
         if self._producerPaused:

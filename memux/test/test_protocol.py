@@ -1157,6 +1157,39 @@ class BackpressureTests(SessionTestCase):
         self.pump.flush()
         self.assertEqual(self.serverProtocols[0].received, b"x" * 1024)
 
+    def test_channelSetsPerSession(self) -> None:
+        """
+        A session's sets of paused producers, pull producers and lossy
+        channels are its own once it has any (sessions without share one
+        empty set: memory); what one session adds is not seen by another,
+        and a paused producer is still resumed when the connection drains.
+        """
+        core, other = self.client._core, self.server._core
+        shared = other.pausedProducers
+        self.assertIs(core.pausedProducers, shared)
+        self.assertIs(core._pullProducers, shared)
+        self.assertIs(core._lossy, shared)
+        proto = self.open(b"record")
+        pulled = self.open(b"record")
+        self.open(b"record", lossy=True)
+        self.pump.flush()
+        producer = RecordingProducer()
+        proto.transport.registerProducer(producer, True)
+        pulled.transport.registerProducer(RecordingProducer(), False)
+        self.client.pauseProducing()
+        proto.transport.write(b"queued")
+        self.assertEqual(len(core.pausedProducers), 1)
+        self.assertEqual(len(core._pullProducers), 1)
+        self.assertEqual(len(core._lossy), 1)
+        self.assertEqual(other.pausedProducers, set())
+        self.assertEqual(other._pullProducers, set())
+        # (The peer's end of a lossy channel is lossy too: a set of its own.)
+        self.assertEqual(len(other._lossy), 1)
+        self.assertIsNot(other._lossy, core._lossy)
+        self.assertEqual(shared, set())
+        self.client.resumeProducing()
+        self.assertEqual(producer.calls, ["pause", "resume"])
+
     def test_producerStoppedOnClose(self) -> None:
         """
         A registered producer is stopped when the channel ends.
