@@ -234,7 +234,7 @@ class _Host:
         connection.loseConnection()
 
     def abortConnection(self) -> None:
-        self._proto._gathered = None  # (discarded, as what is unsent)
+        self._proto._writeGathered(discard=True)  # (as what is unsent)
         connection: Any = self._proto.transport
         abort = getattr(connection, "abortConnection", None)
         if abort is not None:
@@ -826,9 +826,9 @@ class MemuxProtocol(Protocol):
         if self._gatheredBytes >= TLS_FLUSH_BYTES:
             self._writeGathered()
 
-    def _writeGathered(self) -> None:
+    def _writeGathered(self, discard: bool = False) -> None:
         """
-        Write what `_gather` kept, if anything.
+        Write what `_gather` kept, if anything (``discard``: drop it).
         """
         gathered = self._gathered
         if gathered is None:
@@ -840,7 +840,7 @@ class MemuxProtocol(Protocol):
         except ValueError:
             pass  # called from there
         write = self._tlsWrite
-        if write is not None and self.connected:
+        if write is not None and self.connected and not discard:
             write(gathered[0] if len(gathered) == 1 else b"".join(gathered))
 
     def _afterTurn(self) -> defer.Deferred[None]:

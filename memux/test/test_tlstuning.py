@@ -490,6 +490,8 @@ class RecordsTests(SynchronousTestCase):
         session._gather(b"eeeee")
         host.abortConnection()
         self.assertIsNone(session._gathered)
+        # (Nor is the session left waiting for a slice's end, held there.)
+        self.assertEqual(InputSlice.atEnd, [])
         session._writeGathered()
         self.assertEqual(transport.writes, [])
 
