@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 from typing import Any
 
+from OpenSSL import SSL
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import (
     SSL4ServerEndpoint,
@@ -20,6 +21,7 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
@@ -28,7 +30,12 @@ from zope.interface import alsoProvides
 
 from memux import MultiplexingFactory, _tuning, connectSession
 from memux._session import BULK_FLUSH_BYTES, INPUT_STEP_FRAMES
-from memux._tuning import BULK_AFTER_READS, TLS_FLUSH_BYTES, InputSlice
+from memux._tuning import (
+    BULK_AFTER_READS,
+    TLS_FLUSH_BYTES,
+    DirectTLSWrite,
+    InputSlice,
+)
 from memux._wire import DataFrame, OpenFrame, PingFrame
 from memux.mptcp import pathInfo
 from memux.protocol import MemuxProtocol
@@ -243,11 +250,12 @@ class LoopbackTests(TestCase):
     @defer.inlineCallbacks
     def test_flushNotHeldOverTLS(self) -> Any:
         """
-        Over TLS, what a session flushes reaches the TCP transport beneath
-        in the same turn: Twisted's TLS layer, which holds small writes
-        until the next turn to join them, does not hold the session's
-        (which are joined already), so a flush in the middle of a long
-        read is not kept from the peer until the read is done.
+        Over TLS, what a session flushes is sent in the same turn: neither
+        Twisted's TLS layer, which holds small writes until the next turn
+        to join them, holds the session's (which are joined already), so
+        a flush in the middle of a long read is not kept from the peer
+        until the read is done, nor the TCP transport beneath, which would
+        send them only when the reactor next polls.
         """
         secure = yield defer.ensureDeferred(self.session(True))
         layer: Any = secure.transport
@@ -255,16 +263,46 @@ class LoopbackTests(TestCase):
 
     def flushReaches(self, session: MemuxProtocol, beneath: Any) -> Any:
         """
-        Check that what ``session`` flushes (a PING) is in the buffer of
-        ``beneath``, its TCP transport, at once; return the PING's answer.
+        Check that what ``session`` flushes (a PING) leaves at once: sent
+        to the socket by the TLS layer's write itself, held neither by that
+        layer nor by ``beneath``, its TCP transport; return the PING's
+        answer (which proves it was sent).
         """
-        self.assertIsNotNone(session._tlsWrite)
-        before = beneath._tempDataLen
+        direct = session._tlsWrite
+        assert isinstance(direct, DirectTLSWrite)
+        self.assertFalse(beneath._tempDataLen or beneath.dataBuffer)
         pong = session.ping()
         session._core.flush()
-        # (A ping is a record of its own: some 40 bytes.)
-        self.assertGreater(beneath._tempDataLen, before)
+        self.assertEqual((beneath._tempDataLen, beneath.dataBuffer), (0, b""))
+        layer: Any = direct._tls
+        self.assertFalse(layer._aggregator._buffer)
         return pong
+
+    @defer.inlineCallbacks
+    def test_directRecordsQueueBehindHeldOnes(self) -> Any:
+        """
+        Over TLS, a flush's records are sent directly only while the TCP
+        transport holds none: else they go behind what it holds, so the
+        peer gets every record in order.
+        """
+        secure = yield defer.ensureDeferred(self.session(True))
+        beneath: Any = secure.transport
+        beneath = beneath.transport
+        direct = secure._tlsWrite
+        assert isinstance(direct, DirectTLSWrite)
+        # A first PING written through the TLS layer's plain write: its
+        # record waits in the TCP transport for the reactor's next turn.
+        secure._tlsWrite = direct._plain
+        first = secure.ping()
+        secure._core.flush()
+        secure._tlsWrite = direct
+        held = beneath._tempDataLen
+        self.assertGreater(held, 0)
+        second = secure.ping()
+        secure._core.flush()
+        self.assertGreater(beneath._tempDataLen, held)
+        rtts = yield defer.gatherResults([first, second])
+        self.assertEqual(len(rtts), 2)
 
     @defer.inlineCallbacks
     def test_flushNotHeldAfterStartTLS(self) -> Any:
@@ -307,6 +345,188 @@ class LoopbackTests(TestCase):
         self.assertEqual(settingsOf(beneath), settingsOf(plain.transport))
         self.assertTrue(settingsOf(beneath)["nodelay"])
         self.assertGreaterEqual(settingsOf(beneath)["sendLimit"], BULK_FLUSH_BYTES)
+
+
+class FakeEngine:
+    """
+    An OpenSSL connection's part that `DirectTLSWrite` uses: ``send``
+    "encrypts" into a memory BIO that ``bio_read`` empties.
+    """
+
+    def __init__(self, error: Exception | None = None) -> None:
+        self.error = error
+        self.bio = b""
+
+    def send(self, data: bytes) -> int:
+        """
+        Take all of ``data`` as one record, or raise ``error``.
+        """
+        if self.error is not None:
+            raise self.error
+        self.bio += b"<" + data + b">"
+        return len(data)
+
+    def bio_read(self, size: int) -> bytes:
+        """
+        At most ``size`` bytes of the records made so far.
+        """
+        taken, self.bio = self.bio[:size], self.bio[size:]
+        return taken
+
+
+class FakeLayer:
+    """
+    What `DirectTLSWrite` reads of Twisted's TLS layer, in a state where it
+    may write directly: handshake done, nothing held.
+    """
+
+    _handshakeDone = True
+    _lostTLSConnection = False
+    disconnecting = False
+
+    def __init__(self, engine: FakeEngine) -> None:
+        self._tlsConnection = engine
+        self._appSendBuffer: list[bytes] = []
+        self.transport = FakeTCP()
+
+
+class FakeTCP:
+    """
+    A TCP transport of Twisted's as `DirectTLSWrite` sees it: what it
+    holds, and what was written to it.
+    """
+
+    _tempDataLen = 0
+    dataBuffer = b""
+    connected = 1
+    disconnecting = False
+    _writeDisconnecting = False
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        """
+        Keep ``data``, as the transport would until the reactor's turn.
+        """
+        self.written.append(data)
+
+
+class DirectTLSWriteTests(SynchronousTestCase):
+    """
+    `DirectTLSWrite` sends a small flush's records itself only where that
+    keeps every byte in order, and leaves everything else to the TLS
+    layer's plain write and the TCP transport.
+    """
+
+    def writer(
+        self, error: Exception | None = None
+    ) -> tuple[DirectTLSWrite, FakeLayer, socket.socket, list[bytes]]:
+        """
+        A direct write over fakes and a socket pair; its layer, the pair's
+        other end, and what went to the plain write.
+        """
+        ours, theirs = socket.socketpair()
+        self.addCleanup(ours.close)
+        self.addCleanup(theirs.close)
+        ours.setblocking(False)
+        theirs.setblocking(False)
+        layer = FakeLayer(FakeEngine(error))
+        plain: list[bytes] = []
+        write = DirectTLSWrite(layer, layer.transport, ours, plain.append)
+        return write, layer, theirs, plain
+
+    def test_recordsSentAtOnce(self) -> None:
+        """
+        With nothing held anywhere, the records of a flush go to the socket
+        in the call, none to the transport or the plain write.
+        """
+        write, layer, theirs, plain = self.writer()
+        write(b"flush")
+        self.assertEqual(theirs.recv(100), b"<flush>")
+        self.assertEqual((plain, layer.transport.written), ([], []))
+
+    def test_kernelsRestToTransport(self) -> None:
+        """
+        What the kernel does not take goes to the TCP transport, whole.
+        """
+        write, layer, theirs, plain = self.writer()
+        sock = write._socket
+        while True:
+            try:
+                sock.send(b"x" * 65536)
+            except BlockingIOError:
+                break
+        write(b"flush")
+        self.assertEqual(layer.transport.written, [b"<flush>"])
+        self.assertEqual(plain, [])
+
+    def test_heldDataKeepsItsPlace(self) -> None:
+        """
+        While the TLS layer or the TCP transport holds data, or before the
+        handshake is done, a flush goes to the plain write (behind what is
+        held), never straight to the socket.
+        """
+        states: list[tuple[str, str, object]] = [
+            ("layer", "_appSendBuffer", [b"held"]),
+            ("layer", "_handshakeDone", False),
+            ("layer", "_lostTLSConnection", True),
+            ("layer", "disconnecting", True),
+            ("tcp", "_tempDataLen", 4),
+            ("tcp", "dataBuffer", b"held"),
+            ("tcp", "connected", 0),
+            ("tcp", "disconnecting", True),
+            ("tcp", "_writeDisconnecting", True),
+        ]
+        for owner, name, value in states:
+            write, layer, theirs, plain = self.writer()
+            setattr(layer if owner == "layer" else layer.transport, name, value)
+            write(b"flush")
+            self.assertEqual(plain, [b"flush"], name)
+            self.assertRaises(BlockingIOError, theirs.recv, 100)
+
+    def test_bulkThroughLayer(self) -> None:
+        """
+        A flush larger than `DIRECT_WRITE_BYTES` (bulk data) goes to the
+        plain write, as over plain TCP it goes through the transport.
+        """
+        write, layer, theirs, plain = self.writer()
+        data = b"x" * (_tuning.DIRECT_WRITE_BYTES + 1)
+        write(data)
+        self.assertEqual(plain, [data])
+        self.assertRaises(BlockingIOError, theirs.recv, 100)
+
+    def test_engineErrorLeftToLayer(self) -> None:
+        """
+        When the TLS engine refuses the data (it wants to read first, or
+        has failed), the plain write gets it, to meet the same state and
+        handle it as the layer always does; nothing is sent.
+        """
+        for error in (SSL.WantReadError(), SSL.Error("failed")):
+            write, layer, theirs, plain = self.writer(error)
+            write(b"flush")
+            self.assertEqual(plain, [b"flush"])
+            self.assertEqual(layer.transport.written, [])
+            self.assertRaises(BlockingIOError, theirs.recv, 100)
+
+    def test_onlyOverTwistedTCP(self) -> None:
+        """
+        Over a transport that is not a TCP connection of Twisted's (here a
+        memory transport) there is no direct write: the session gets the
+        TLS layer's plain write.
+        """
+        server = TLSMemoryBIOFactory(
+            serverTLSOptions(Certificates(self.mktemp()).serverPEM),
+            False,
+            Factory.forProtocol(Protocol),
+        )
+        layer = server.buildProtocol(None)
+        assert layer is not None
+        layer.makeConnection(StringTransport())
+        self.assertIsNone(DirectTLSWrite.over(layer, layer.write))
+        write = _tuning.tlsWriter(layer)
+        self.assertIsNotNone(write)
+        self.assertNotIsInstance(write, DirectTLSWrite)
 
 
 class RecordTransport(PausingTransport):
