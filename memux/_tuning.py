@@ -64,6 +64,7 @@ __all__ = [
     "limitUnsent",
     "newInputCooperator",
     "overTLS",
+    "sendDirect",
     "socketLayer",
     "tcpTransport",
     "tlsWriter",
@@ -215,6 +216,31 @@ def directSocket(connection: object) -> socket.socket | None:
     if not hasattr(sock, "sendmsg"):
         return None  # (Windows has no sendmsg: the transport writes there)
     return sock
+
+
+def sendDirect(sock: socket.socket, pieces: list[bytes]) -> list[bytes]:
+    """
+    Send ``pieces`` on ``sock`` (non-blocking) with one call, as far as the
+    kernel takes them; return what it did not take, in order.  An error
+    sends nothing: the transport meets it again with the rest, and ends
+    the connection with it as for any write.
+    """
+    try:
+        if len(pieces) == 1:
+            sent = sock.send(pieces[0])
+        else:
+            sent = sock.sendmsg(pieces)
+    except OSError:  # (BlockingIOError included: the kernel took nothing)
+        return pieces
+    rest: list[bytes] = []
+    for piece in pieces:
+        n = len(piece)
+        if sent >= n:
+            sent -= n
+            continue
+        rest.append(piece[sent:] if sent else piece)
+        sent = 0
+    return rest
 
 
 def overTLS(connection: object) -> bool:
@@ -369,12 +395,8 @@ class DirectTLSWrite:
             self._plain(data)
             return
         records: bytes = engine.bio_read(len(data) + _RECORDS_ROOM)
-        try:
-            sent = self._socket.send(records)
-        except OSError:  # (BlockingIOError included: the kernel took nothing)
-            sent = 0
-        if sent < len(records):
-            self._raw(records[sent:] if sent else records)
+        for rest in sendDirect(self._socket, [records]):
+            self._raw(rest)
         if taken < len(data):
             self._plain(data[taken:])
 
