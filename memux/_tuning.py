@@ -12,7 +12,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from functools import partial
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar
 
 from twisted.internet import ssl, tcp
 from twisted.internet.interfaces import IReactorTime, ISSLTransport
@@ -67,8 +67,10 @@ __all__ = [
     "sendDirect",
     "socketLayer",
     "tcpTransport",
+    "tlsLayer",
     "tlsWriter",
     "tuneConnection",
+    "whenTLSClosing",
 ]
 
 #: The bulk-reading rule of the Twisted front end (`BulkReads`): a shorter
@@ -282,17 +284,48 @@ def tlsWriter(connection: object) -> Callable[[bytes], None] | None:
     over plain TCP (`directSocket`).
     """
     gathering = _GATHERING_TLS
-    if gathering is None:
+    found = tlsLayer(connection)
+    if found is None or type(found) is not gathering:
         return None
+    plain = partial(tls.TLSMemoryBIOProtocol.write, found)
+    return DirectTLSWrite.over(found, plain) or plain
+
+
+def tlsLayer(connection: object) -> tls.TLSMemoryBIOProtocol | None:
+    """
+    Twisted's TLS layer under (or at) ``connection``: a wrapping one, or
+    the protocol of a TCP transport that started TLS (``listenSSL``,
+    ``connectSSL``, ``startTLS``); None if there is none.
+    """
     for layer in connectionLayers(connection):
-        # (A TCP transport that started TLS writes through its TLS protocol.)
         inner = getattr(layer, "protocol", None) if getattr(layer, "TLS", 0) else None
         for candidate in (layer, inner):
-            if type(candidate) is gathering:
-                found = cast(tls.TLSMemoryBIOProtocol, candidate)
-                plain = partial(tls.TLSMemoryBIOProtocol.write, found)
-                return DirectTLSWrite.over(found, plain) or plain
+            if isinstance(candidate, tls.TLSMemoryBIOProtocol):
+                return candidate
     return None
+
+
+def whenTLSClosing(layer: tls.TLSMemoryBIOProtocol, notify: Callable[[], None]) -> None:
+    """
+    Call ``notify`` whenever ``layer`` (Twisted's TLS layer) is closed with
+    ``loseConnection`` while it still holds a producer.
+
+    Why: closed so, Twisted's TLS layer closes only once its producer
+    unregisters, and tells the producer nothing.  A session is its
+    connection's producer for as long as it lives, and sees a close made
+    under it (``session.transport.loseConnection()``) only when it next
+    flushes: an idle session closed so stayed open for ever (found by the
+    soak test over TLS).  ``loseConnection`` is wrapped on this one layer
+    object (a TCP transport that started TLS passes its own on to it).
+    """
+    close: Callable[[], None] = layer.loseConnection
+
+    def loseConnection() -> None:
+        close()
+        if getattr(layer, "_producer", None) is not None:
+            notify()
+
+    layer.loseConnection = loseConnection  # type: ignore[method-assign]
 
 
 #: The TCP transports whose socket the TLS layer's records may be sent to

@@ -66,8 +66,10 @@ from memux._tuning import (
     overTLS,
     sendDirect,
     tcpTransport,
+    tlsLayer,
     tlsWriter,
     tuneConnection,
+    whenTLSClosing,
 )
 from memux.codes import ErrorCode, describeCode
 from memux.error import ChannelRefused, SessionLost, describeService
@@ -227,6 +229,8 @@ class _Host:
         # or, beneath a wrapper such as TLS, the wrapper closed the
         # connection under it (TLS does when the peer's close_notify
         # arrives, while it still holds us as its producer).
+        if self._proto._closedUnder:
+            return True  # (see `whenTLSClosing`)
         transport: Any = self._proto.transport
         for _ in range(_WRAPPERS):
             if transport is None:
@@ -339,6 +343,8 @@ class MemuxProtocol(Protocol):
         self._directSocket: socket.socket | None = None
         #: over Twisted's TLS, its write that holds nothing (`tlsWriter`)
         self._tlsWrite: Callable[[bytes], None] | None = None
+        #: whether our TLS layer was closed under us (see `whenTLSClosing`)
+        self._closedUnder = False
         #: over TLS, what steps of held input wrote in this slice (`_gather`)
         self._gathered: list[bytes] | None = None
         self._gatheredBytes = 0
@@ -598,6 +604,9 @@ class MemuxProtocol(Protocol):
         self._tls = overTLS(transport)
         self._directSocket = directSocket(transport)
         self._tlsWrite = tlsWriter(transport)
+        layer = tlsLayer(transport)
+        if layer is not None:
+            whenTLSClosing(layer, self._closedUnderUs)
         if readSize is not None:
             self._readSize = self._bulkReads.fullRead = readSize
             self._reads = tcpTransport(transport)
@@ -649,6 +658,22 @@ class MemuxProtocol(Protocol):
         core.receiveData(data)
         if self._inputTask is None and engine.inputPending and self.connected:
             self._holdInput(engine.bytesSent != sent)
+
+    def _closedUnderUs(self) -> None:
+        """
+        Our TLS layer was closed under us (``transport.loseConnection()``)
+        and waits for us to let go (see `whenTLSClosing`): flush on the
+        next turn, not from inside the close, and the flush sees the close,
+        writes what it can and closes as `loseConnection` does.  (A TCP
+        transport that started TLS does not say it is closing: its TLS
+        layer is.)
+        """
+        self._closedUnder = True
+        self._reactor.callLater(0, self._flushIfConnected)
+
+    def _flushIfConnected(self) -> None:
+        if self.connected:
+            self._core.flush()
 
     def _recordsLeft(self) -> None:
         """

@@ -134,6 +134,28 @@ class Certificates:
         return path
 
 
+def listenStartingTLS(
+    case: TestCase, reactor: Any, factory: Any, certificates: Certificates
+) -> int:
+    """
+    Listen on 127.0.0.1 (until C{case} ends) with
+    L{twisted.internet.ssl.Port}, whose connections start TLS on themselves
+    before their protocol connects: the protocol's C{transport} is the TCP
+    transport, with TLS started (C{TLS} true), and the TLS layer is that
+    transport's C{protocol}.  (Twisted's C{listenSSL} and C{SSL4ServerEndpoint}
+    wrap the protocol in a TLS layer instead.)  Return the port number.
+    """
+    from twisted.internet import ssl
+
+    from memux.tls import serverTLSOptions
+
+    options: Any = serverTLSOptions(certificates.serverPEM)
+    port = ssl.Port(0, factory, options, interface="127.0.0.1", reactor=reactor)
+    port.startListening()
+    case.addCleanup(port.stopListening)
+    return cast(int, port.getHost().port)
+
+
 # ------------------------------------------------------------ subprocesses
 
 

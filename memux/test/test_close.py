@@ -25,7 +25,7 @@ from memux import IChannelTransport, MemuxProtocol, MultiplexingFactory
 from memux.protocol import connectSession
 from memux.services import builtinServices
 from memux.test._fakes import PausingTransport, PeerOnTransport
-from memux.test._helpers import HOSTNAME, Certificates
+from memux.test._helpers import HOSTNAME, Certificates, listenStartingTLS
 from memux.tls import clientTLSOptions, serverTLSOptions, tlsServerFactory
 
 #: How much each channel uploads: far more than the credit the server
@@ -183,3 +183,64 @@ class RealCloseTests(TestCase):
         C{session.loseConnection()} over TLS closes.
         """
         await self.closes(await self.uploading(tls=True), "session")
+
+    async def idle(self, tls: bool) -> MemuxProtocol:
+        """
+        A client session with nothing to do (its first round trip done).
+        """
+        session = await connectSession(await self.serve(tls), reactor=self.reactor)
+
+        def abort() -> None:
+            if session.connected:
+                session.abortConnection()
+
+        self.addCleanup(abort)
+        await session.ping()
+        await self.turn(0.1)  # (what the round trip asked for is done)
+        return session
+
+    async def test_tcpIdleConnectionClosed(self) -> None:
+        """
+        C{session.transport.loseConnection()} over TCP closes an idle
+        session.
+        """
+        await self.closes(await self.idle(tls=False), "transport")
+
+    async def test_tlsIdleConnectionClosed(self) -> None:
+        """
+        C{session.transport.loseConnection()} over TLS closes an idle
+        session too: no flush is under way to notice the close, and
+        Twisted's TLS layer waits for its producer (the session) to let go
+        before it closes.
+        """
+        await self.closes(await self.idle(tls=True), "transport")
+
+    async def test_startedTLSIdleConnectionClosed(self) -> None:
+        """
+        On a TCP connection that started TLS on itself (`ssl.Port`'s),
+        C{session.transport.loseConnection()} closes an idle session: the
+        transport passes the close on to its TLS layer, which waits for
+        the session to let go as a wrapping TLS layer does.
+        """
+        certs = Certificates(self.mktemp())
+        sessions = MultiplexingFactory(builtinServices(self.reactor))
+        port = listenStartingTLS(self, self.reactor, sessions, certs)
+        endpoint = wrapClientTLS(
+            clientTLSOptions(HOSTNAME, certs.caPEM),
+            TCP4ClientEndpoint(self.reactor, "127.0.0.1", port),
+        )
+        client = await connectSession(endpoint, reactor=self.reactor)
+
+        def abort() -> None:
+            if client.connected:
+                client.abortConnection()
+
+        self.addCleanup(abort)
+        await client.ping()
+        await self.turn(0.1)
+        [server] = sessions.connectedSessions()
+        transport: Any = server.transport
+        self.assertTrue(transport.TLS)
+        transport.loseConnection()
+        await server.whenClosed().addTimeout(20, self.reactor)
+        await client.whenClosed().addTimeout(20, self.reactor)

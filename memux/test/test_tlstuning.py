@@ -12,7 +12,6 @@ from typing import Any
 from OpenSSL import SSL
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import (
-    SSL4ServerEndpoint,
     TCP4ClientEndpoint,
     TCP4ServerEndpoint,
     wrapClientTLS,
@@ -47,7 +46,7 @@ from memux.test._fakes import (
     TCPLikeTransport,
     factoryOf,
 )
-from memux.test._helpers import HOSTNAME, Certificates
+from memux.test._helpers import HOSTNAME, Certificates, listenStartingTLS
 from memux.tls import clientTLSOptions, serverTLSOptions, tlsServerFactory
 from memux.tuning import (
     BULK_NOTSENT_LOWAT,
@@ -307,28 +306,22 @@ class LoopbackTests(TestCase):
     @defer.inlineCallbacks
     def test_flushNotHeldAfterStartTLS(self) -> Any:
         """
-        On a TCP connection that started TLS (``listenSSL``, Twisted's SSL
-        server endpoint), the TLS layer is the transport's protocol: found
-        there too, and the session's flushes skip its holding as well.
+        On a TCP connection that started TLS on itself (`ssl.Port`'s), the
+        TLS layer is the transport's protocol: found there too, and the
+        session's flushes are sent at once as well.
         """
         certificates = Certificates(self.mktemp())
         server: Any = MultiplexingFactory({})
-        port = yield SSL4ServerEndpoint(
-            reactor,
-            0,
-            serverTLSOptions(certificates.serverPEM),
-            interface="127.0.0.1",
-        ).listen(server)
-        self.addCleanup(port.stopListening)
+        port = listenStartingTLS(self, reactor, server, certificates)
         endpoint = wrapClientTLS(
             clientTLSOptions(HOSTNAME, certificates.caPEM),
-            TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port),
+            TCP4ClientEndpoint(reactor, "127.0.0.1", port),
         )
         client = yield connectSession(endpoint)
         self.addCleanup(self.closeAll, server, client)
         yield client.ping()
         [session] = server.connectedSessions()
-        self.assertTrue(ISSLTransport.providedBy(session.transport))
+        self.assertTrue(session.transport.TLS)
         yield self.flushReaches(session, session.transport)
 
     @defer.inlineCallbacks
