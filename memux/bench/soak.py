@@ -10,9 +10,11 @@ workload (`memux.bench.soakops`, `memux.bench.soakstreams`): whole
 messages of 0 B to 2 MiB echoed (as messages, as chunks, as a byte stream),
 stream uploads and downloads, half-close, aborts in the middle of a
 message, bursts of channel churn, ``discard`` and ``chargen``, pings.
-Readers pause and resume at random.  Sessions live 30 to 120 s, end cleanly
-(the session's or its TCP transport's ``loseConnection``, ``goAway``) or by
-abort, and are replaced.  Every byte that comes back is checked against the
+With ``--tls`` the server speaks TLS (a certificate made for the run)
+and the client connects over it.  Readers pause and resume at random.
+Sessions live 30 to 120 s, end cleanly (the session's or its
+transport's ``loseConnection``, ``goAway``) or by abort, and are
+replaced.  Every byte that comes back is checked against the
 pattern it was generated from (or RFC 864's, for ``chargen``) as it
 arrives.
 
@@ -61,6 +63,7 @@ from twisted.logger import (
     textFileLogObserver,
 )
 
+from memux.bench.certificate import selfSignedPEM
 from memux.bench.processes import (
     ChildProcess,
     ProcessReactor,
@@ -432,6 +435,11 @@ def buildParser(prog: str = "python -m memux.bench soak") -> argparse.ArgumentPa
         help="pass this option to twistd memux, e.g."
         " --server-option=--max-channels=2048 (repeatable)",
     )
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve and connect over TLS (a certificate made for the run)",
+    )
     parser.add_argument("--json", metavar="FILE", help="write the results as JSON")
     parser.add_argument("--client", metavar="PARAMS", help=argparse.SUPPRESS)
     return parser
@@ -501,15 +509,23 @@ async def runSoak(reactor: ProcessReactor, args: argparse.Namespace) -> int:
         flush=True,
     )
     with tempfile.TemporaryDirectory(prefix="memux-soak-") as where:
+        options = list(args.server_option)
+        certificate = ""
+        if args.tls:
+            certificate = selfSignedPEM()
+            pem = Path(where) / "soak.pem"
+            pem.write_text(certificate)
+            options.append(f"--tls-cert={pem}")
         try:
-            server, port, log = await startServer(reactor, where, args.server_option)
+            server, port, log = await startServer(reactor, where, options)
         except RuntimeError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-        params = paramsFrom(args, port)
+        params = dataclasses.replace(paramsFrom(args, port), tls=certificate)
         say(
-            f"server: twistd -n memux {' '.join(args.server_option)} (defaults"
-            f" otherwise), pid {server.pid}, port {port}",
+            f"server: twistd -n memux {' '.join(options)} (defaults"
+            f" otherwise), pid {server.pid}, port {port}"
+            + (", over TLS" if args.tls else ""),
             flush=True,
         )
         say(

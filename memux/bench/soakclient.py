@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from twisted.internet import defer, task
-from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.interfaces import IDelayedCall, ITCPTransport
 from twisted.logger import (
     FilteringLogObserver,
@@ -34,7 +33,8 @@ from twisted.logger import (
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from memux.bench.processes import LOOPBACK, Reactor, emit
+from memux.bench.peers import clientEndpoint
+from memux.bench.processes import Reactor, emit
 from memux.bench.report import KiB
 from memux.bench.soakbase import (
     ECHO_PERIOD,
@@ -147,7 +147,9 @@ class SoakSession:
         Live, close, and report.
         """
         client = self.client
-        endpoint = TCP4ClientEndpoint(client.reactor, LOOPBACK, client.port)
+        endpoint = clientEndpoint(
+            client.reactor, {"tls": client.params.tls}, client.port
+        )
         try:
             session = await connectSession(endpoint)
         except Exception as e:
@@ -357,6 +359,9 @@ class SoakParams:
     rate: float = 240.0
     think: float = 1.0
     lifetime: tuple[float, float] = (30.0, 120.0)
+    #: the server's certificate (PEM), to connect over TLS trusting it;
+    #: empty: plain TCP
+    tls: str = ""
 
     @classmethod
     def fromJSON(cls, text: str) -> SoakParams:

@@ -693,10 +693,10 @@ class SmokeTests(SynchronousTestCase):
     A few seconds of soak against a real ``twistd memux``.
     """
 
-    def test_shortSoak(self) -> None:
+    def soak(self, *options: str) -> tuple[subprocess.CompletedProcess[str], Any]:
         """
-        A short soak exits 0, prints its table and verdict, and writes JSON
-        with a row per interval, the summary and the end figures.
+        Run a soak of a few seconds with ``options``; return the finished
+        process and the JSON it wrote.
         """
         path = os.environ.get("PYTHONPATH")
         env = dict(
@@ -718,6 +718,7 @@ class SmokeTests(SynchronousTestCase):
                     "--quiet=0.5",
                     "--seed=1",
                     f"--json={out}",
+                    *options,
                 ],
                 capture_output=True,
                 text=True,
@@ -726,7 +727,14 @@ class SmokeTests(SynchronousTestCase):
                 cwd=str(ROOT),
             )
             self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
-            report = json.loads(out.read_text())
+            return done, json.loads(out.read_text())
+
+    def test_shortSoak(self) -> None:
+        """
+        A short soak exits 0, prints its table and verdict, and writes JSON
+        with a row per interval, the summary and the end figures.
+        """
+        done, report = self.soak()
         self.assertIn("result: PASS", done.stdout)
         self.assertIn("RSS MiB", done.stdout)
         self.assertEqual(report["failures"], [])
@@ -740,3 +748,15 @@ class SmokeTests(SynchronousTestCase):
         end = report["end"]
         self.assertEqual(end["serverFdsAfter"], end["serverFdsStart"])
         self.assertTrue(end["serverStopped"])
+
+    def test_shortSoakOverTLS(self) -> None:
+        """
+        With ``--tls`` the server speaks TLS and the client connects over
+        it; every way of closing a session, the idle transport's
+        ``loseConnection`` among them, still finishes, and nothing fails.
+        """
+        done, report = self.soak("--tls", "--lifetime=0.5-1")
+        self.assertIn("over TLS", done.stdout)
+        self.assertIn("result: PASS", done.stdout)
+        self.assertEqual(report["failures"], [])
+        self.assertGreater(report["summary"]["tally"]["sessionsOpened"], 4)
