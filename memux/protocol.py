@@ -805,7 +805,10 @@ class MemuxProtocol(Protocol):
         if self._readingPaused:
             self._readingPaused = False
             transport: Any = self.transport
-            if self.connected and not getattr(transport, "disconnecting", False):
+            if self.connected:
+                # Even if we are closing it: a TLS layer closes once the
+                # peer's close_notify is read, so reading must go on (a TCP
+                # transport, once closing itself, does not start again).
                 transport.resumeProducing()
 
     def _gather(self, data: bytes) -> None:

@@ -20,8 +20,15 @@ from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface import implementer
 
-from memux import IChannelTransport, MemuxProtocol, MultiplexingFactory
+from memux import (
+    IChannelTransport,
+    IMessageReceiver,
+    MemuxProtocol,
+    MultiplexingFactory,
+)
+from memux._session import INPUT_STEP_FRAMES
 from memux.protocol import connectSession
 from memux.services import builtinServices
 from memux.test._fakes import PausingTransport, PeerOnTransport
@@ -72,6 +79,54 @@ class ClosedUnderUsTests(SynchronousTestCase):
         self.assertTrue(transport.disconnected)  # aborted
 
 
+#: How many messages `Burst` writes at once: several steps of held input.
+BURST = 10 * INPUT_STEP_FRAMES
+
+
+class Burst(Protocol):
+    """
+    Write `BURST` small messages at once, then nothing.
+    """
+
+    def connectionMade(self) -> None:
+        """
+        Write them.
+        """
+        transport = IChannelTransport(self.transport)
+        for _ in range(BURST):
+            transport.writeMessage(b"m" * 10)
+
+
+@implementer(IMessageReceiver)
+class CloseOnFirst(Protocol):
+    """
+    Close the session (C{how}: C{"session"} or C{"transport"}) at the
+    message after the first step of input (see `INPUT_STEP_FRAMES`).
+    """
+
+    def __init__(self, session: MemuxProtocol, how: str) -> None:
+        self.session = session
+        self.how = how
+        self.received = 0
+        self.closed = False
+        self.heldAtClose = False
+
+    def messageReceived(self, message: bytes) -> None:
+        """
+        Close, once.
+        """
+        self.received += 1
+        if self.closed or self.received <= INPUT_STEP_FRAMES:
+            return
+        self.closed = True
+        self.heldAtClose = self.session._readingPaused
+        if self.how == "session":
+            self.session.loseConnection()
+        else:
+            transport: Any = self.session.transport
+            transport.loseConnection()
+
+
 class RealCloseTests(TestCase):
     """
     Over loopback TCP and TLS, a client session with many channels blocked
@@ -95,6 +150,15 @@ class RealCloseTests(TestCase):
         """
         sessions = MultiplexingFactory(builtinServices(self.reactor))
         self.serverSessions = sessions
+        return await self.serveWith(sessions, tls)
+
+    async def serveWith(
+        self, sessions: MultiplexingFactory, tls: bool
+    ) -> IStreamClientEndpoint:
+        """
+        Serve C{sessions} on a loopback port (TLS if C{tls}) until cleanup;
+        return an endpoint reaching it.
+        """
         factory: Any = sessions
         certs: Certificates | None = None
         if tls:
@@ -244,3 +308,48 @@ class RealCloseTests(TestCase):
         transport.loseConnection()
         await server.whenClosed().addTimeout(20, self.reactor)
         await client.whenClosed().addTimeout(20, self.reactor)
+
+    async def closedDuringHeldInput(self, tls: bool, how: str) -> None:
+        """
+        A server channel writes many small messages at once, so that the
+        client's session holds the read's input and pauses reading; the
+        client closes (C{how}) from a message of a later step of that
+        input.  Check that both ends close.
+        """
+        sessions = MultiplexingFactory(
+            {b"burst": Factory.forProtocol(Burst)}, reactor=self.reactor
+        )
+        endpoint = await self.serveWith(sessions, tls)
+        session = await connectSession(endpoint, reactor=self.reactor)
+
+        def abort() -> None:
+            if session.connected:
+                session.abortConnection()
+
+        self.addCleanup(abort)
+        closer = CloseOnFirst(session, how)
+        await session.openChannel(b"burst", Factory.forProtocol(lambda: closer))
+        await session.whenClosed().addTimeout(20, self.reactor)
+        self.assertTrue(closer.heldAtClose)  # (what this test is about)
+        for server in sessions.connectedSessions():
+            await server.whenClosed().addTimeout(20, self.reactor)
+
+    async def test_tlsClosedDuringHeldInput(self) -> None:
+        """
+        Over TLS, a session closed while its input is held (its reading
+        paused) still closes: the TLS layer's close waits for the peer's
+        close_notify, so reading must go on.
+        """
+        await self.closedDuringHeldInput(tls=True, how="session")
+
+    async def test_tlsTransportClosedDuringHeldInput(self) -> None:
+        """
+        The same, closed with C{session.transport.loseConnection()}.
+        """
+        await self.closedDuringHeldInput(tls=True, how="transport")
+
+    async def test_tcpClosedDuringHeldInput(self) -> None:
+        """
+        Over TCP, a session closed while its input is held closes.
+        """
+        await self.closedDuringHeldInput(tls=False, how="session")
