@@ -210,14 +210,26 @@ def directSocket(connection: object) -> socket.socket | None:
     than it would from the transport: with the unsent bytes limited
     (`limitUnsent`), a send takes at most that much more.
     """
-    if type(connection) not in _DIRECT_TRANSPORTS or overTLS(connection):
+    if overTLS(connection):
         return None
-    sock = getattr(connection, "socket", None)
-    if not isinstance(sock, socket.socket) or not isTCP(sock):
+    sock = _tcpSocket(connection, _DIRECT_TRANSPORTS)
+    if sock is None:
         return None
     if not hasattr(sock, "sendmsg"):
         return None  # (Windows has no sendmsg: the transport writes there)
     return sock
+
+
+def _tcpSocket(transport: object, kinds: tuple[type, ...]) -> socket.socket | None:
+    """
+    The TCP socket of ``transport`` if it is one of Twisted's TCP
+    connections of exactly these ``kinds`` (not a subclass, which may write
+    differently); else None.
+    """
+    sock = getattr(transport, "socket", None)
+    if type(transport) not in kinds or not isinstance(sock, socket.socket):
+        return None
+    return sock if isTCP(sock) else None
 
 
 def sendDirect(sock: socket.socket, pieces: list[bytes]) -> list[bytes]:
@@ -389,11 +401,9 @@ class DirectTLSWrite:
         """
         below: Any = layer.transport
         transport = getattr(below, "_connection", below)  # (after startTLS)
-        sock = getattr(transport, "socket", None)
+        sock = _tcpSocket(transport, _DIRECT_TLS_TRANSPORTS)
         if (
-            type(transport) not in _DIRECT_TLS_TRANSPORTS
-            or not isinstance(sock, socket.socket)
-            or not isTCP(sock)
+            sock is None
             or not all(hasattr(layer, name) for name in _TLS_STATE)
             or getattr(layer, "_tlsConnection", None) is None
         ):

@@ -603,9 +603,9 @@ class MemuxProtocol(Protocol):
         readSize = tuneConnection(transport)
         self._tls = overTLS(transport)
         self._directSocket = directSocket(transport)
-        self._tlsWrite = tlsWriter(transport)
         layer = tlsLayer(transport)
         if layer is not None:
+            self._tlsWrite = tlsWriter(layer)  # (found again at once)
             whenTLSClosing(layer, self._closedUnderUs)
         if readSize is not None:
             self._readSize = self._bulkReads.fullRead = readSize
