@@ -27,14 +27,15 @@ from setuptools.command.build_ext import build_ext
 #: subclasses their classes (a compiled class cannot be subclassed from
 #: Python) except `memux._channel.ChannelCore`, which says so to mypyc
 #: (``allow_interpreted_subclasses``): each front end's channel object
-#: subclasses it.  Not `memux._scheduler`: its schedulers subclass
-#: ``collections.deque``, which mypyc makes into a class that crashes when
-#: instantiated (likely mypyc issue 1186, seen with ``defaultdict``: the
-#: compiled class is allocated the size of a smaller base).  Keep in step
-#: with ``memux._variant.COMPILABLE``.
+#: subclasses it.  No compiled class may subclass ``collections.deque``
+#: (or ``defaultdict``): mypyc makes such a class crash when instantiated
+#: (likely mypyc issue 1186: it is allocated the size of a smaller base),
+#: which is why `memux._scheduler`'s schedulers hold their deque.  Keep in
+#: step with ``memux._variant.COMPILABLE``.
 COMPILED = [
     "memux/_wire.py",
     "memux/_credit.py",
+    "memux/_scheduler.py",
     "memux/_engine.py",
     "memux/_session.py",
     "memux/_channel.py",

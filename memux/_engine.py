@@ -24,7 +24,7 @@ from memux._credit import (
     SendCredit,
     SessionCreditWindow,
 )
-from memux._scheduler import PriorityScheduler, Scheduler
+from memux._scheduler import PriorityScheduler
 from memux._wire import (
     DATA_END,
     DATA_FIN,
@@ -535,7 +535,9 @@ class MemuxEngine:
         self._channelsDue = False
         # The order channels send in: a policy of its own (urgency classes,
         # weights within a class), its turns as long as our largest chunk.
-        self._scheduler: Scheduler[_Channel] = PriorityScheduler(
+        # (Typed as the class, not the `Scheduler` protocol: compiled, the
+        # calls to it are then native.)
+        self._scheduler: PriorityScheduler[_Channel] = PriorityScheduler(
             min(self.peerSettings.maxFrameSize, self.settings.chunkSize)
         )
         # PRIORITY hints to send (channel: urgency, weight), once the peer's
@@ -784,7 +786,7 @@ class MemuxEngine:
             return True
         if self.terminated:
             return False
-        if self._scheduler or self._creditDue or self._channelsDue:
+        if self._scheduler.line or self._creditDue or self._channelsDue:
             return True
         if self._hintsDue and self._sendableHints():
             return True
@@ -1769,11 +1771,12 @@ class MemuxEngine:
         if self._hintsDue and self.prefaceReceived:
             size += self._sendHints(out)  # (after the openings they name)
         scheduler = self._scheduler
+        line = scheduler.line
         channels = self._channels
         blocked: list[_Channel] = []
-        # (``while scheduler``: a length asked in C, not a last `next` call
-        # that finds no channel; see `PriorityScheduler`.)
-        while scheduler and size < maxBytes:
+        # (``while line``: a length asked in C, not a call, nor a last `next`
+        # call that finds no channel.)
+        while line and size < maxBytes:
             ch = scheduler.next()
             if ch is None:
                 break
@@ -1825,7 +1828,7 @@ class MemuxEngine:
                     else:
                         scheduler.park(ch)
                     break
-                if scheduler or size >= maxBytes:
+                if line or size >= maxBytes:
                     scheduler.yieldTurn(ch)
                     break
         for ch in blocked:
@@ -1901,7 +1904,7 @@ class MemuxEngine:
                     ch,
                     out,
                     0
-                    if size >= budget or (scheduler and scheduler.outranks(ch))
+                    if size >= budget or (scheduler.line and scheduler.outranks(ch))
                     else maxChunk,
                     DATA_OPEN,
                 )

@@ -14,7 +14,7 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from collections import deque
 from operator import attrgetter
-from typing import Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 __all__ = [
     "PriorityScheduler",
@@ -63,6 +63,10 @@ class Scheduler(Protocol[C]):
     #: the engine's largest chunk, in bytes (kept up to date by the engine):
     #: a policy that shares by bytes sizes its turns by it
     quantum: int
+    #: the channels in line, in the order `next` takes them, for reading
+    #: only: the engine asks whether any is (``while line``), for every
+    #: chunk, by a deque's length taken in C rather than by a call
+    line: deque[C]
 
     def add(self, ch: C) -> None:
         """
@@ -97,8 +101,7 @@ class Scheduler(Protocol[C]):
 
     def __len__(self) -> int:
         """
-        How many channels are in line (the engine asks whether any are, for
-        every chunk it sends: keep it cheap).
+        How many channels are in line (``len(line)``).
         """
 
     @property
@@ -120,23 +123,34 @@ class Scheduler(Protocol[C]):
         """
 
 
-class _ReadyQueue(deque[C]):
+class _ReadyQueue(Generic[C]):
     """
-    What every scheduler here shares: it is its ready queue (a deque, so
-    that the engine's "is any other channel in line?", asked for every
-    chunk, is a length taken in C), and it keeps the channels waiting for
-    session credit apart, in the order they were parked.  Subclasses say
-    how a channel gets in line (``add``).
+    What every scheduler here shares: its ready queue (`line`, a deque the
+    engine reads directly, so that "is any other channel in line?", asked
+    for every chunk, is a length taken in C), and the channels waiting for
+    session credit, kept apart in the order they were parked.  Subclasses
+    say how a channel gets in line (``add``).
+
+    The schedulers hold their deque rather than being one (as they once
+    were) so that mypyc can compile them: a compiled subclass of ``deque``
+    crashes when instantiated (likely mypyc issue 1186, seen with
+    ``defaultdict``).  Compiled, the engine's calls to them are C calls.
     """
 
-    __slots__ = ("_parked", "quantum")
+    __slots__ = ("line", "_parked", "quantum")
 
     def __init__(self, quantum: int = 65536) -> None:
-        super().__init__()
+        self.line: deque[C] = deque()
         self._parked: dict[int, C] = {}
         #: the payload bytes of a default-weight turn: the largest chunk
         #: (round robin ignores it: its turns are chunks)
         self.quantum = quantum
+
+    def __len__(self) -> int:
+        """
+        How many channels are in line.
+        """
+        return len(self.line)
 
     def add(self, ch: C) -> None:
         raise NotImplementedError
@@ -172,10 +186,6 @@ class RoundRobinScheduler(_ReadyQueue[C]):
     Fair round robin by chunk: each channel in line sends one chunk in
     turn, so a long message on one channel never holds up the others.
     Parked channels come back in the order they were parked.
-
-    The scheduler is its ready queue (a deque), so that the engine's "is
-    any other channel in line?", asked for every chunk, is answered in C
-    rather than by a Python call (small messages: 2 calls fewer each).
     """
 
     __slots__ = ()
@@ -186,15 +196,15 @@ class RoundRobinScheduler(_ReadyQueue[C]):
         """
         if not ch.scheduled:
             ch.scheduled = True
-            self.append(ch)
+            self.line.append(ch)
 
     def next(self) -> C | None:
         """
         Take the channel whose turn it is (None if none is in line).
         """
-        if not self:
+        if not self.line:
             return None
-        ch = self.popleft()
+        ch = self.line.popleft()
         ch.scheduled = False
         return ch
 
@@ -203,7 +213,7 @@ class RoundRobinScheduler(_ReadyQueue[C]):
         ``ch`` had its turn and has more: back in line.
         """
         ch.scheduled = True
-        self.append(ch)
+        self.line.append(ch)
 
     def setPriority(self, ch: C, urgency: int, weight: int) -> None:
         """
@@ -230,9 +240,7 @@ class PriorityScheduler(_ReadyQueue[C]):
     """
     Urgency classes, and weights within a class: the channels in line are
     one deque ordered by urgency (most urgent first, round robin within a
-    class), so the next channel is always the head, and the engine's "is
-    any other channel in line?", asked for every chunk, is still a length
-    taken in C (see `RoundRobinScheduler`).
+    class), so the next channel is always the head.
 
     - A more urgent ready channel always goes first: a less urgent one
       sends only while none more urgent has anything it may send (the
@@ -259,10 +267,11 @@ class PriorityScheduler(_ReadyQueue[C]):
         """
         Put ``ch`` at the back of its class.
         """
-        if not self or self[-1].urgency <= ch.urgency:
-            self.append(ch)  # the common case: one class, or the least urgent
+        line = self.line
+        if not line or line[-1].urgency <= ch.urgency:
+            line.append(ch)  # the common case: one class, or the least urgent
         else:
-            self.insert(bisect_right(self, ch.urgency, key=_urgency), ch)
+            line.insert(bisect_right(line, ch.urgency, key=_urgency), ch)
 
     def add(self, ch: C) -> None:
         """
@@ -271,10 +280,11 @@ class PriorityScheduler(_ReadyQueue[C]):
         """
         if not ch.scheduled:
             ch.scheduled = True
-            if not self or self[-1].urgency <= ch.urgency:
-                self.append(ch)  # (`_toBack`, inline: once per write burst)
+            line = self.line
+            if not line or line[-1].urgency <= ch.urgency:
+                line.append(ch)  # (`_toBack`, inline: once per write burst)
             else:
-                self.insert(bisect_right(self, ch.urgency, key=_urgency), ch)
+                line.insert(bisect_right(line, ch.urgency, key=_urgency), ch)
 
     def next(self) -> C | None:
         """
@@ -282,8 +292,9 @@ class PriorityScheduler(_ReadyQueue[C]):
         head, once it has allowance left; one whose turn is spent starts a
         new one, or waits a round if its debt is larger than a turn.
         """
-        while self:
-            ch = self.popleft()
+        line = self.line
+        while line:
+            ch = line.popleft()
             offset = ch.offset
             end = ch.turnEnd
             if offset < end:
@@ -313,15 +324,16 @@ class PriorityScheduler(_ReadyQueue[C]):
         """
         ch.scheduled = True
         urgency = ch.urgency
+        line = self.line
         if ch.offset < ch.turnEnd:
-            if not self or self[0].urgency >= urgency:
-                self.appendleft(ch)
+            if not line or line[0].urgency >= urgency:
+                line.appendleft(ch)
             else:
-                self.insert(bisect_left(self, urgency, key=_urgency), ch)
-        elif not self or self[-1].urgency <= urgency:
-            self.append(ch)  # (`_toBack`, inline: once per chunk)
+                line.insert(bisect_left(line, urgency, key=_urgency), ch)
+        elif not line or line[-1].urgency <= urgency:
+            line.append(ch)  # (`_toBack`, inline: once per chunk)
         else:
-            self.insert(bisect_right(self, urgency, key=_urgency), ch)
+            line.insert(bisect_right(line, urgency, key=_urgency), ch)
 
     def setPriority(self, ch: C, urgency: int, weight: int) -> None:
         """
@@ -329,7 +341,7 @@ class PriorityScheduler(_ReadyQueue[C]):
         the back of its new class.
         """
         if ch.scheduled and urgency != ch.urgency:
-            deque.remove(self, ch)
+            self.line.remove(ch)
             ch.urgency = urgency
             ch.weight = weight
             ch.scheduled = False
@@ -342,4 +354,5 @@ class PriorityScheduler(_ReadyQueue[C]):
         """
         Whether a more urgent channel than ``ch`` is in line.
         """
-        return bool(self) and self[0].urgency < ch.urgency
+        line = self.line
+        return bool(line) and line[0].urgency < ch.urgency

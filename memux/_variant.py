@@ -23,6 +23,7 @@ __all__ = ["COMPILABLE", "isCompiled", "preferSources", "pureRequested"]
 COMPILABLE = (
     "memux._wire",
     "memux._credit",
+    "memux._scheduler",
     "memux._engine",
     "memux._session",
     "memux._channel",
