@@ -143,6 +143,12 @@ class ChannelCore:
     _lost = False
     # Refills owed to its producer by weight (`SessionCore._refillByWeight`).
     _refillOwed = 0
+    # The protocol's class name, kept by a front end that lets go of the
+    # protocol once it has heard of the end (for its log prefix).  A field
+    # here, not the front end's own: compiled, every field of a channel is
+    # in its struct, and one more set on the subclass would give each
+    # channel an attribute dict, allocated and freed as it closes.
+    _protocolName = "-"
 
     def __init__(
         self,

@@ -163,9 +163,6 @@ class ChannelTransport(ChannelCore):
     inside ``loseConnection`` or ``abortConnection``.
     """
 
-    # The protocol's class name, for `logPrefix` once it is let go.
-    _protocolName = "-"
-
     def __init__(
         self,
         session: MemuxProtocol,

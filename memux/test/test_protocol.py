@@ -536,6 +536,28 @@ class TransportTests(SessionTestCase):
         assert proto.lost is not None
         self.assertEqual(proto.transport.logPrefix(), "Recorder,memux:1")
 
+    def test_closedTransportKeepsOnlyCoreFields(self) -> None:
+        """
+        A closed channel's transport holds nothing but `ChannelCore` fields
+        (its protocol's name for `logPrefix` included), so that compiled,
+        where those are the struct's slots, no channel gets an attribute
+        dict of its own as it closes (one allocated and freed per channel
+        under churn).
+        """
+        proto = self.open(b"record")
+        transport = proto.transport
+        transport.loseConnection()
+        self.pump.flush()
+        assert proto.lost is not None
+        # The core's fields: its class's, and (pure Python, where they are
+        # not slots) those its initializer sets.
+        fields = {name for name in vars(ChannelCore) if not name.startswith("__")}
+        reference = ChannelTransport.__new__(ChannelTransport)
+        ChannelCore.__init__(reference, transport._core, 1, b"", True, proto, 1)
+        fields |= set(vars(reference))
+        self.assertEqual(set(vars(transport)) - fields, set())
+        self.assertEqual(transport.logPrefix(), "Recorder,memux:1")
+
     def test_closedChannelFreedAtOnce(self) -> None:
         """
         Once a channel is closed and its protocol has heard, the protocol
