@@ -110,36 +110,26 @@ class ChannelCore:
     # The state every channel starts in, as class attributes: an instance
     # sets only what changes, so opening a channel (thousands a second
     # under churn) costs a few assignments, and an idle one a small dict.
-    # (Compiled, they are the fields of a struct in this order: the flags
-    # are kept together so that they share one word's padding, 16 bytes a
-    # channel less than when each group was padded to a pointer.)
+    # (Compiled, a struct's fields in this order: the flags together share
+    # one word's padding, 16 bytes a channel less than padded in groups.)
     protocol: Any = None
-    # Inbound.
-    # (data, endOfMessage) chunks, or (None, count) drop notices, in
-    # stream order.  Created on first use: most channels never hold
+    # Inbound: (data, endOfMessage) chunks, or (None, count) drop notices,
+    # in stream order.  Created on first use: most channels never hold
     # anything, and an empty deque costs ~600 bytes.
     _inbox: deque[tuple[bytes | None, Any]] | None = None
     _pendingLoss: Ending | None = None
     _deliverCall: Delivery = None
-    # The chunks of a message being reassembled (a list once there are
-    # any: most messages arrive whole and need none).
+    # The chunks of a message being reassembled (a list once there are any).
     _partial: list[bytes] | tuple[()] = ()
     _partialSize = 0
     _mode = 0  # 0 bytes, 1 messages, 2 chunks
-    # Bytes delivered in this batch of events, not yet reported consumed
-    # (see `SessionCore.owing`).
-    _owed = 0
-    # Outbound.
-    producer: Any = None
-    # Refills owed to its producer by weight (`SessionCore._refillByWeight`).
-    _refillOwed = 0
-    # The protocol's class name, kept by a front end that lets go of the
-    # protocol once it has heard of the end (for its log prefix).  A field
-    # here, not the front end's own: compiled, every field of a channel is
-    # in its struct, and one more set on the subclass would give each
-    # channel an attribute dict, allocated and freed as it closes.
+    _owed = 0  # bytes delivered, not yet reported consumed (`SessionCore.owing`)
+    producer: Any = None  # (outbound)
+    _refillOwed = 0  # owed to its producer (`SessionCore._refillByWeight`)
+    # The protocol's class name once the front end lets go of it (its log
+    # prefix): a field here, since compiled one set on a subclass would
+    # give each closing channel an attribute dict of its own.
     _protocolName = "-"
-    # The flags.
     lossy = False
     connected = True
     disconnecting = False
